@@ -1,0 +1,58 @@
+//! DynamoDB clients, one per CleverTap region, built once at start-up without any network call.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{Credentials, Region as AwsRegion};
+
+use crate::region::Region;
+
+/// A client per CleverTap region: each talks to the AWS region that hosts that region's tables,
+/// or, locally, every region talks to the one DynamoDB Local endpoint.
+#[derive(Debug, Clone)]
+pub struct RegionalClients {
+    clients: HashMap<Region, Client>,
+}
+
+impl RegionalClients {
+    /// Clients from a loaded SDK configuration; `endpoint` overrides every region's endpoint.
+    pub fn from_sdk_config(sdk: &aws_config::SdkConfig, endpoint: Option<&str>) -> Self {
+        let clients = Region::ALL
+            .into_iter()
+            .map(|region| {
+                let mut b = aws_sdk_dynamodb::config::Builder::from(sdk)
+                    .region(AwsRegion::new(region.aws_region()));
+                if let Some(url) = endpoint {
+                    b = b.endpoint_url(url);
+                }
+                (region, Client::from_conf(b.build()))
+            })
+            .collect();
+        Self { clients }
+    }
+
+    /// Every region served by one client (DynamoDB Local, or tests with injected faults).
+    pub fn single(client: Client) -> Self {
+        Self {
+            clients: Region::ALL
+                .into_iter()
+                .map(|r| (r, client.clone()))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, region: Region) -> &Client {
+        &self.clients[&region]
+    }
+}
+
+/// A client for a local DynamoDB endpoint with fixed dummy credentials (DynamoDB Local ignores them).
+pub fn local_client(endpoint: &str) -> Client {
+    let conf = aws_sdk_dynamodb::config::Builder::new()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(AwsRegion::new("us-east-1"))
+        .credentials_provider(Credentials::new("local", "local", None, None, "static"))
+        .endpoint_url(endpoint)
+        .build();
+    Client::from_conf(conf)
+}

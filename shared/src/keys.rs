@@ -1,0 +1,144 @@
+//! Every DynamoDB key and attribute name, and the functions that build key values, in one place.
+//!
+//! All keys carry the project id first, so no query can reach another project's data.
+//! Timestamps inside sort keys are zero-padded to 13 digits so that string order is time order.
+
+/// Generic key attribute names used by every table.
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+
+/// Table `projects`: one item per project.
+pub mod projects {
+    pub const PROJECT_ID: &str = "project_id";
+}
+
+/// Table `inbox`: one item per stored chunk of a membership request; doubles as the sync-log row.
+pub mod inbox {
+    /// GSI listing a project's sync log newest first.
+    pub const BY_RECEIVED: &str = "by_received";
+    pub const RECEIVED_KEY: &str = "received_key";
+    pub const STATUS: &str = "status";
+    pub const EXPIRES_AT: &str = "expires_at";
+
+    pub fn pk(project_id: &str) -> String {
+        project_id.to_owned()
+    }
+
+    /// `<message id>#<chunk index>`: deterministic, so a redelivered message hits the same keys.
+    pub fn sk(message_id: &str, chunk: u32) -> String {
+        format!("{message_id}#{chunk:04}")
+    }
+
+    pub fn received_key(received_ms: i64, message_id: &str, chunk: u32) -> String {
+        format!("{:013}#{message_id}#{chunk:04}", received_ms.max(0))
+    }
+}
+
+/// Table `profiles`: profile items and identity claims.
+pub mod profiles {
+    pub const BY_EMAIL: &str = "by_email";
+    pub const EMAIL_KEY: &str = "email_key";
+    pub const BY_PHONE: &str = "by_phone";
+    pub const PHONE_KEY: &str = "phone_key";
+
+    /// A profile, addressed by its CleverTap ID (kept exactly as given).
+    pub fn profile_pk(project_id: &str, clevertap_id: &str) -> String {
+        format!("P#{project_id}#{clevertap_id}")
+    }
+
+    /// The claim that an Identity belongs to one profile; created with a conditional write.
+    pub fn identity_pk(project_id: &str, identity: &str) -> String {
+        format!("I#{project_id}#{identity}")
+    }
+
+    pub fn email_key(project_id: &str, email: &str) -> String {
+        format!("{project_id}#{email}")
+    }
+
+    pub fn phone_key(project_id: &str, phone: &str) -> String {
+        format!("{project_id}#{phone}")
+    }
+}
+
+/// Table `segments`: segment items (with counters) and monthly usage items of a project.
+pub mod segments {
+    pub fn pk(project_id: &str) -> String {
+        project_id.to_owned()
+    }
+
+    pub const SEGMENT_PREFIX: &str = "S#";
+    pub const USAGE_PREFIX: &str = "U#";
+
+    pub fn segment_sk(partner_segment_id: i64) -> String {
+        format!("{SEGMENT_PREFIX}{partner_segment_id}")
+    }
+
+    /// `month` is `YYYY-MM`.
+    pub fn usage_sk(month: &str) -> String {
+        format!("{USAGE_PREFIX}{month}")
+    }
+}
+
+/// Table `memberships`: one item per (segment, profile), kept as a tombstone after removal so
+/// that late, older changes can still be recognised as stale.
+pub mod memberships {
+    pub fn pk(project_id: &str, partner_segment_id: i64) -> String {
+        format!("{project_id}#{partner_segment_id}")
+    }
+
+    pub fn sk(clevertap_id: &str) -> String {
+        clevertap_id.to_owned()
+    }
+}
+
+/// Table `events`: Partner Sync events per profile, newest last in key order.
+pub mod events {
+    /// GSI answering Find People: profiles with a Partner Sync for a segment.
+    pub const BY_SEGMENT: &str = "by_segment";
+    pub const SEGMENT_KEY: &str = "segment_key";
+    pub const PROFILE_KEY: &str = "profile_key";
+    pub const ACTION: &str = "action";
+
+    pub fn pk(project_id: &str, clevertap_id: &str) -> String {
+        format!("{project_id}#{clevertap_id}")
+    }
+
+    pub fn sk(ts_ms: i64, partner_segment_id: i64, change_id: &str) -> String {
+        format!("{:013}#{partner_segment_id}#{change_id}", ts_ms.max(0))
+    }
+
+    pub fn segment_key(project_id: &str, partner_segment_id: i64) -> String {
+        format!("{project_id}#{partner_segment_id}")
+    }
+
+    /// Grouped by profile so Find People can page by CleverTap ID and list each profile once.
+    pub fn profile_key(clevertap_id: &str, ts_ms: i64, change_id: &str) -> String {
+        format!("{clevertap_id}#{:013}#{change_id}", ts_ms.max(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_keys_sort_as_time() {
+        let a = inbox::received_key(999, "m", 0);
+        let b = inbox::received_key(1_000, "m", 0);
+        assert!(a < b);
+        assert!(events::sk(5, 1, "x") < events::sk(40, 1, "x"));
+    }
+
+    #[test]
+    fn keys_carry_the_project() {
+        assert_ne!(
+            profiles::identity_pk("p1", "a"),
+            profiles::identity_pk("p2", "a")
+        );
+        assert_ne!(memberships::pk("p1", 7), memberships::pk("p2", 7));
+        assert_ne!(
+            profiles::profile_pk("p1", "x"),
+            profiles::identity_pk("p1", "x")
+        );
+    }
+}

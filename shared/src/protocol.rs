@@ -1,0 +1,965 @@
+//! mParticle Firehose audience protocol: the messages mParticle sends us and the answers we send back.
+//!
+//! Parsing is tolerant (see the protocol reference, §11): every field but `type` is optional on the
+//! wire, unknown fields are ignored, unknown identity types and actions are kept as `Unknown`, empty
+//! `{}` user-attribute entries are skipped, `mpid` is a string (a JSON number is accepted) and the
+//! legacy `added_audiences` / `removed_audiences` arrays become `add` / `delete` entries.
+//! A parse failure is a [`ParseError`] naming the JSON path and the reason; parsing never panics.
+//!
+//! The request is parsed in a single pass into one "wire" struct that is the union of all request
+//! shapes, then checked per `type`: an internally tagged serde enum would buffer the whole body first.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// The Firehose version we write on every response.
+pub const FIREHOSE_VERSION: &str = "3.2.0";
+
+/// Connection and account settings: setting id → value (always strings on the wire).
+pub type Settings = BTreeMap<String, String>;
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// What kind of problem a body has; the HTTP edge maps every kind to 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseErrorKind {
+    /// Not JSON, truncated JSON, or trailing bytes.
+    Syntax,
+    /// A value of the wrong JSON type, or out of range.
+    InvalidValue,
+    /// `type` names no message we handle.
+    UnknownType,
+    /// A field the message cannot be handled without.
+    MissingField,
+}
+
+/// A body that could not be read as a Firehose message: where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason} (at {path})")]
+pub struct ParseError {
+    pub kind: ParseErrorKind,
+    /// JSON path of the offending value, `$` for the whole body, e.g. `user_profiles[3].mpid`.
+    pub path: String,
+    pub reason: String,
+}
+
+impl ParseError {
+    fn missing(path: &str) -> Self {
+        Self {
+            kind: ParseErrorKind::MissingField,
+            path: path.to_owned(),
+            reason: format!("missing required field `{path}`"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Open enums: known values plus whatever mParticle may add later
+// ---------------------------------------------------------------------------------------------
+
+macro_rules! open_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $wire:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($variant,)+
+            /// A value this version does not know; kept so it can be counted and reported.
+            Unknown(String),
+        }
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $wire,)+
+                    Self::Unknown(s) => s,
+                }
+            }
+
+            pub fn from_wire(s: &str) -> Self {
+                match s {
+                    $($wire => Self::$variant,)+
+                    other => Self::Unknown(other.to_owned()),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a string")
+                    }
+                    fn visit_str<E: de::Error>(self, v: &str) -> Result<$name, E> {
+                        Ok($name::from_wire(v))
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+    };
+}
+
+open_enum!(
+    /// mParticle user identity types (protocol §3.6).
+    UserIdentityType {
+        Other => "other", Customer => "customer", Facebook => "facebook", Twitter => "twitter",
+        Google => "google", Microsoft => "microsoft", Yahoo => "yahoo", Email => "email",
+        Other2 => "other2", Other3 => "other3", Other4 => "other4", Other5 => "other5",
+        Other6 => "other6", Other7 => "other7", Other8 => "other8", Other9 => "other9",
+        Other10 => "other10", MobileNumber => "mobile_number", PhoneNumber2 => "phone_number_2",
+        PhoneNumber3 => "phone_number_3",
+    }
+);
+
+open_enum!(
+    /// How an identity value was encoded by mParticle before sending.
+    Encoding { Raw => "raw", Md5 => "md5", Sha1 => "sha1", Sha256 => "sha256" }
+);
+
+impl Encoding {
+    /// Only raw values can be matched or merged; hashes (and anything unknown) cannot.
+    pub fn is_raw(&self) -> bool {
+        matches!(self, Encoding::Raw)
+    }
+}
+
+open_enum!(
+    /// Membership action of one audience entry of a user profile.
+    AudienceAction { Add => "add", Delete => "delete", AttributeUpdate => "attribute_update" }
+);
+
+open_enum!(
+    /// Subscription action: connect, rename/re-configure, disconnect.
+    SubscriptionAction { Add => "add", Update => "update", Remove => "remove" }
+);
+
+open_enum!(
+    /// What to do with one shared user attribute.
+    AttributeAction { Upsert => "upsert", Delete => "delete" }
+);
+
+// ---------------------------------------------------------------------------------------------
+// Lenient scalar helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A string, or any JSON scalar turned into its string form (numbers, booleans); null is `None`.
+fn lenient_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or a number")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_owned()))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(V)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// An integer id given as a JSON number or a numeric string.
+fn lenient_opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an integer")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            i64::try_from(v)
+                .map(Some)
+                .map_err(|_| E::custom("integer out of range"))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            v.trim()
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| E::custom(format!("expected an integer, found string {v:?}")))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(V)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// A settings map whose values may be any scalar; nulls are dropped, scalars stringified.
+fn lenient_settings<'de, D: Deserializer<'de>>(d: D) -> Result<Settings, D::Error> {
+    #[derive(Deserialize)]
+    struct Value(#[serde(deserialize_with = "lenient_opt_string")] Option<String>);
+    let raw: Option<BTreeMap<String, Value>> = Option::deserialize(d)?;
+    Ok(raw
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, Value(v))| v.map(|v| (k, v)))
+        .collect())
+}
+
+fn lenient_opt_settings<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Settings>, D::Error> {
+    lenient_settings(d).map(Some)
+}
+
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request types
+// ---------------------------------------------------------------------------------------------
+
+/// Fields every message carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub id: String,
+    pub timestamp_ms: i64,
+    pub firehose_version: Option<String>,
+}
+
+/// The customer's configured instance of our output.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Account {
+    #[serde(default, deserialize_with = "lenient_opt_i64")]
+    pub account_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_settings")]
+    pub account_settings: Settings,
+}
+
+/// One identity of a user: `{type, encoding, value}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Identity<T> {
+    #[serde(rename = "type")]
+    pub kind: T,
+    /// A missing encoding is read as `raw`, the SDK's default.
+    #[serde(default = "raw_encoding", deserialize_with = "null_as_raw")]
+    pub encoding: Encoding,
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    pub value: Option<String>,
+}
+
+fn raw_encoding() -> Encoding {
+    Encoding::Raw
+}
+
+fn null_as_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Encoding, D::Error> {
+    Ok(Option::<Encoding>::deserialize(d)?.unwrap_or(Encoding::Raw))
+}
+
+pub type UserIdentity = Identity<UserIdentityType>;
+/// Device identity types are kept as strings: we never use them.
+pub type DeviceIdentity = Identity<String>;
+/// Partner identity types are free strings (ours is `CleverTap_User_ID`).
+pub type PartnerIdentity = Identity<String>;
+
+/// One shared user attribute change; entries without `key` or `action` are skipped while parsing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserAttribute {
+    pub key: String,
+    pub value: Option<String>,
+    pub list_value: Option<Vec<String>>,
+    pub action: AttributeAction,
+}
+
+#[derive(Deserialize)]
+struct WireUserAttribute {
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    key: Option<String>,
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    value: Option<String>,
+    #[serde(default)]
+    list_value: Option<Vec<ListItem>>,
+    #[serde(default)]
+    action: Option<AttributeAction>,
+}
+
+/// List items may be null or non-strings in sloppy payloads: nulls dropped, scalars stringified.
+#[derive(Deserialize)]
+struct ListItem(#[serde(deserialize_with = "lenient_opt_string")] Option<String>);
+
+fn user_attributes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<UserAttribute>, D::Error> {
+    let raw: Option<Vec<WireUserAttribute>> = Option::deserialize(d)?;
+    Ok(raw
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|a| {
+            Some(UserAttribute {
+                key: a.key?,
+                value: a.value,
+                list_value: a
+                    .list_value
+                    .map(|l| l.into_iter().filter_map(|ListItem(v)| v).collect()),
+                action: a.action?,
+            })
+        })
+        .collect())
+}
+
+/// One audience change for one user.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Audience {
+    #[serde(default, deserialize_with = "lenient_opt_i64")]
+    pub audience_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    pub audience_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_settings")]
+    pub audience_subscription_settings: Settings,
+    /// Missing on legacy entries until mapped; a missing action elsewhere is `Unknown("")`.
+    #[serde(default = "missing_action")]
+    pub action: AudienceAction,
+    #[serde(default, deserialize_with = "user_attributes")]
+    pub user_attributes: Vec<UserAttribute>,
+}
+
+fn missing_action() -> AudienceAction {
+    AudienceAction::Unknown(String::new())
+}
+
+/// One user and the audience changes that concern them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(from = "WireUserProfile")]
+pub struct UserProfile {
+    pub user_identities: Vec<UserIdentity>,
+    pub device_identities: Vec<DeviceIdentity>,
+    pub partner_identities: Vec<PartnerIdentity>,
+    pub audiences: Vec<Audience>,
+    /// mParticle ID: a signed 64-bit integer carried as a string.
+    pub mpid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireUserProfile {
+    #[serde(default, deserialize_with = "null_as_default")]
+    user_identities: Vec<UserIdentity>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    device_identities: Vec<DeviceIdentity>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    partner_identities: Vec<PartnerIdentity>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    audiences: Vec<Audience>,
+    /// Pre-2.0 payloads: membership additions, no `action` field.
+    #[serde(default, deserialize_with = "null_as_default")]
+    added_audiences: Vec<Audience>,
+    /// Pre-2.0 payloads: membership removals, no `action` field.
+    #[serde(default, deserialize_with = "null_as_default")]
+    removed_audiences: Vec<Audience>,
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    mpid: Option<String>,
+}
+
+impl From<WireUserProfile> for UserProfile {
+    fn from(w: WireUserProfile) -> Self {
+        let mut audiences = w.audiences;
+        let legacy = |list: Vec<Audience>, action: AudienceAction| {
+            list.into_iter().map(move |mut a| {
+                a.action = action.clone();
+                a
+            })
+        };
+        audiences.extend(legacy(w.added_audiences, AudienceAction::Add));
+        audiences.extend(legacy(w.removed_audiences, AudienceAction::Delete));
+        UserProfile {
+            user_identities: w.user_identities,
+            device_identities: w.device_identities,
+            partner_identities: w.partner_identities,
+            audiences,
+            mpid: w.mpid,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleRegistrationRequest {
+    pub envelope: Envelope,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudienceSubscriptionRequest {
+    pub envelope: Envelope,
+    pub account: Account,
+    pub audience_id: i64,
+    pub audience_name: Option<String>,
+    pub audience_description: Option<String>,
+    pub audience_subscription_settings: Settings,
+    pub previous_audience_subscription_settings: Option<Settings>,
+    pub action: SubscriptionAction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AudienceMembershipChangeRequest {
+    pub envelope: Envelope,
+    pub account: Account,
+    /// `None` on verification (heartbeat) requests.
+    pub user_profiles: Option<Vec<UserProfile>>,
+}
+
+impl AudienceMembershipChangeRequest {
+    /// A verification request carries no `user_profiles`; it only checks the connection.
+    pub fn is_heartbeat(&self) -> bool {
+        self.user_profiles.is_none()
+    }
+}
+
+/// Every message mParticle sends to an audience output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    ModuleRegistration(ModuleRegistrationRequest),
+    AudienceSubscription(AudienceSubscriptionRequest),
+    AudienceMembershipChange(AudienceMembershipChangeRequest),
+}
+
+impl Request {
+    pub fn envelope(&self) -> &Envelope {
+        match self {
+            Request::ModuleRegistration(r) => &r.envelope,
+            Request::AudienceSubscription(r) => &r.envelope,
+            Request::AudienceMembershipChange(r) => &r.envelope,
+        }
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Request::ModuleRegistration(_) => "module_registration_request",
+            Request::AudienceSubscription(_) => "audience_subscription_request",
+            Request::AudienceMembershipChange(_) => "audience_membership_change_request",
+        }
+    }
+}
+
+/// The union of every request shape, read in one pass.
+#[derive(Deserialize)]
+struct WireMessage {
+    #[serde(rename = "type", default)]
+    message_type: Option<String>,
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    id: Option<String>,
+    #[serde(default, deserialize_with = "lenient_opt_i64")]
+    timestamp_ms: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    firehose_version: Option<String>,
+    #[serde(default)]
+    account: Option<Account>,
+    #[serde(default, deserialize_with = "lenient_opt_i64")]
+    audience_id: Option<i64>,
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    audience_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    audience_description: Option<String>,
+    #[serde(default, deserialize_with = "lenient_settings")]
+    audience_subscription_settings: Settings,
+    #[serde(default, deserialize_with = "lenient_opt_settings")]
+    previous_audience_subscription_settings: Option<Settings>,
+    #[serde(default)]
+    action: Option<SubscriptionAction>,
+    #[serde(default)]
+    user_profiles: Option<Vec<UserProfile>>,
+}
+
+/// Parse one Firehose request body.
+///
+/// Registration needs nothing but `type`; a missing `id` or `timestamp_ms` there is filled in.
+/// Subscription requests need `account` and `audience_id` and a known `action`. Membership
+/// requests need `account`, `id` (the idempotency key) and `timestamp_ms` (the ordering key).
+pub fn parse_request(body: &[u8]) -> Result<Request, ParseError> {
+    let wire = parse_wire(body)?;
+    let message_type = wire
+        .message_type
+        .ok_or_else(|| ParseError::missing("type"))?;
+    match message_type.as_str() {
+        "module_registration_request" => {
+            Ok(Request::ModuleRegistration(ModuleRegistrationRequest {
+                envelope: Envelope {
+                    id: wire.id.unwrap_or_else(new_message_id),
+                    timestamp_ms: wire.timestamp_ms.unwrap_or_else(now_ms),
+                    firehose_version: wire.firehose_version,
+                },
+            }))
+        }
+        "audience_subscription_request" => {
+            let account = wire.account.ok_or_else(|| ParseError::missing("account"))?;
+            let audience_id = wire
+                .audience_id
+                .ok_or_else(|| ParseError::missing("audience_id"))?;
+            let action = wire.action.ok_or_else(|| ParseError::missing("action"))?;
+            if let SubscriptionAction::Unknown(a) = &action {
+                return Err(ParseError {
+                    kind: ParseErrorKind::InvalidValue,
+                    path: "action".into(),
+                    reason: format!(
+                        "unknown subscription action {a:?} (expected add, update or remove)"
+                    ),
+                });
+            }
+            Ok(Request::AudienceSubscription(AudienceSubscriptionRequest {
+                envelope: Envelope {
+                    id: wire.id.unwrap_or_else(new_message_id),
+                    timestamp_ms: wire.timestamp_ms.unwrap_or_else(now_ms),
+                    firehose_version: wire.firehose_version,
+                },
+                account,
+                audience_id,
+                audience_name: wire.audience_name,
+                audience_description: wire.audience_description,
+                audience_subscription_settings: wire.audience_subscription_settings,
+                previous_audience_subscription_settings: wire
+                    .previous_audience_subscription_settings,
+                action,
+            }))
+        }
+        "audience_membership_change_request" => {
+            let account = wire.account.ok_or_else(|| ParseError::missing("account"))?;
+            let id = wire.id.ok_or_else(|| ParseError::missing("id"))?;
+            let timestamp_ms = wire
+                .timestamp_ms
+                .ok_or_else(|| ParseError::missing("timestamp_ms"))?;
+            Ok(Request::AudienceMembershipChange(
+                AudienceMembershipChangeRequest {
+                    envelope: Envelope {
+                        id,
+                        timestamp_ms,
+                        firehose_version: wire.firehose_version,
+                    },
+                    account,
+                    user_profiles: wire.user_profiles,
+                },
+            ))
+        }
+        other => Err(ParseError {
+            kind: ParseErrorKind::UnknownType,
+            path: "type".into(),
+            reason: format!(
+                "unsupported message type {other:?} (this audience output handles module_registration_request, \
+                 audience_subscription_request and audience_membership_change_request)"
+            ),
+        }),
+    }
+}
+
+fn parse_wire(body: &[u8]) -> Result<WireMessage, ParseError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let wire: WireMessage = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        ParseError {
+            kind: match inner.classify() {
+                serde_json::error::Category::Data => ParseErrorKind::InvalidValue,
+                _ => ParseErrorKind::Syntax,
+            },
+            path: if path == "." || path.is_empty() {
+                "$".into()
+            } else {
+                path
+            },
+            reason: inner.to_string(),
+        }
+    })?;
+    de.end().map_err(|e| ParseError {
+        kind: ParseErrorKind::Syntax,
+        path: "$".into(),
+        reason: e.to_string(),
+    })?;
+    Ok(wire)
+}
+
+fn new_message_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response types
+// ---------------------------------------------------------------------------------------------
+
+/// The envelope of every response: always type, id, timestamp_ms and firehose_version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseEnvelope {
+    #[serde(rename = "type")]
+    pub message_type: String,
+    pub id: String,
+    pub timestamp_ms: i64,
+    pub firehose_version: String,
+}
+
+impl ResponseEnvelope {
+    /// A response envelope that echoes the request id (allowed by mParticle, useful in their logs).
+    pub fn reply(message_type: &str, request_id: &str) -> Self {
+        Self {
+            message_type: message_type.to_owned(),
+            id: request_id.to_owned(),
+            timestamp_ms: now_ms(),
+            firehose_version: FIREHOSE_VERSION.to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModuleRegistrationResponse {
+    #[serde(flatten)]
+    pub envelope: ResponseEnvelope,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sdk_version: Option<String>,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Permissions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience_processing_registration: Option<AudienceProcessingRegistration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityPermission<T> {
+    #[serde(rename = "type")]
+    pub kind: T,
+    pub encoding: Encoding,
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Permissions {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_identities: Vec<IdentityPermission<UserIdentityType>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_identities: Vec<IdentityPermission<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partner_identities: Vec<IdentityPermission<String>>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_access_mpid: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_audience_user_attributes: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AudienceProcessingRegistration {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub account_settings: Vec<Setting>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audience_subscription_settings: Vec<Setting>,
+}
+
+/// A setting declared at registration; `type` selects the variant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Setting {
+    Text {
+        id: String,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+        #[serde(default = "yes")]
+        visible: bool,
+        #[serde(default)]
+        required: bool,
+        #[serde(default)]
+        confidential: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        default_value: Option<String>,
+    },
+    Integer {
+        id: String,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+        #[serde(default = "yes")]
+        visible: bool,
+        #[serde(default)]
+        required: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        default_value: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_value: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_value: Option<i64>,
+    },
+    Float {
+        id: String,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+        #[serde(default = "yes")]
+        visible: bool,
+        #[serde(default)]
+        required: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        default_value: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_value: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_value: Option<f64>,
+    },
+    Boolean {
+        id: String,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<String>,
+        #[serde(default = "yes")]
+        visible: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        default_value: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checked: Option<bool>,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AudienceSubscriptionResponse {
+    #[serde(flatten)]
+    pub envelope: ResponseEnvelope,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience_subscription_settings: Option<Settings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AudienceMembershipChangeResponse {
+    #[serde(flatten)]
+    pub envelope: ResponseEnvelope,
+    /// Always written (the SDK writes `false` too): `true` faults the connection in mParticle.
+    #[serde(default)]
+    pub suspend_subscription: bool,
+}
+
+impl AudienceSubscriptionResponse {
+    pub fn new(request_id: &str, settings: Option<Settings>) -> Self {
+        Self {
+            envelope: ResponseEnvelope::reply("audience_subscription_response", request_id),
+            audience_subscription_settings: settings,
+        }
+    }
+}
+
+impl AudienceMembershipChangeResponse {
+    pub fn new(request_id: &str, suspend_subscription: bool) -> Self {
+        Self {
+            envelope: ResponseEnvelope::reply("audience_membership_change_response", request_id),
+            suspend_subscription,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(body: &str) -> ParseError {
+        parse_request(body.as_bytes()).expect_err("should fail")
+    }
+
+    fn membership(body: &str) -> AudienceMembershipChangeRequest {
+        match parse_request(body.as_bytes()).expect("parses") {
+            Request::AudienceMembershipChange(m) => m,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    const HEAD: &str = r#""type":"audience_membership_change_request","id":"m1","timestamp_ms":5,"account":{"account_id":1}"#;
+
+    #[test]
+    fn malformed_json_is_a_syntax_error_at_root() {
+        let e = err("{\"type\":");
+        assert_eq!(e.kind, ParseErrorKind::Syntax);
+        let e = err("not json");
+        assert_eq!(e.kind, ParseErrorKind::Syntax);
+        assert_eq!(e.path, "$");
+        let e = err(r#"{"type":"module_registration_request"} trailing"#);
+        assert_eq!(e.kind, ParseErrorKind::Syntax);
+    }
+
+    #[test]
+    fn wrong_value_types_name_their_path() {
+        let e = err(&format!(
+            r#"{{{HEAD},"user_profiles":[{{}},{{"audiences":[{{"audience_id":{{}}}}]}}]}}"#
+        ));
+        assert_eq!(e.kind, ParseErrorKind::InvalidValue);
+        assert_eq!(e.path, "user_profiles[1].audiences[0].audience_id");
+        let e = err(&format!(r#"{{{HEAD},"user_profiles":{{}}}}"#));
+        assert_eq!(e.path, "user_profiles");
+    }
+
+    #[test]
+    fn unknown_and_missing_type_are_rejected() {
+        let e = err(r#"{"type":"event_processing_request","id":"x"}"#);
+        assert_eq!(e.kind, ParseErrorKind::UnknownType);
+        assert_eq!(e.path, "type");
+        let e = err(r#"{"id":"x"}"#);
+        assert_eq!(e.kind, ParseErrorKind::MissingField);
+        assert_eq!(e.path, "type");
+    }
+
+    #[test]
+    fn required_fields_per_type() {
+        let e = err(
+            r#"{"type":"audience_subscription_request","id":"x","account":{"account_id":1},"action":"add"}"#,
+        );
+        assert_eq!(
+            (e.kind, e.path.as_str()),
+            (ParseErrorKind::MissingField, "audience_id")
+        );
+        let e = err(
+            r#"{"type":"audience_subscription_request","id":"x","audience_id":1,"action":"add"}"#,
+        );
+        assert_eq!(e.path, "account");
+        let e = err(
+            r#"{"type":"audience_subscription_request","account":{},"audience_id":1,"action":"rename"}"#,
+        );
+        assert_eq!(
+            (e.kind, e.path.as_str()),
+            (ParseErrorKind::InvalidValue, "action")
+        );
+        let e =
+            err(r#"{"type":"audience_membership_change_request","timestamp_ms":1,"account":{}}"#);
+        assert_eq!(e.path, "id");
+        let e = err(r#"{"type":"audience_membership_change_request","id":"a","account":{}}"#);
+        assert_eq!(e.path, "timestamp_ms");
+    }
+
+    #[test]
+    fn mpid_number_or_string_and_unknown_values_kept() {
+        let m = membership(&format!(
+            r#"{{{HEAD},"user_profiles":[{{"mpid":-12,"user_identities":[{{"type":"other11","encoding":"sha512","value":"v"}}],
+            "audiences":[{{"audience_id":"7","action":"merge"}}]}},{{"mpid":"-6964353745838423734"}}]}}"#
+        ));
+        let p = m.user_profiles.unwrap();
+        assert_eq!(p[0].mpid.as_deref(), Some("-12"));
+        assert_eq!(p[1].mpid.as_deref(), Some("-6964353745838423734"));
+        assert_eq!(
+            p[0].user_identities[0].kind,
+            UserIdentityType::Unknown("other11".into())
+        );
+        assert_eq!(
+            p[0].user_identities[0].encoding,
+            Encoding::Unknown("sha512".into())
+        );
+        assert_eq!(p[0].audiences[0].audience_id, Some(7));
+        assert_eq!(
+            p[0].audiences[0].action,
+            AudienceAction::Unknown("merge".into())
+        );
+    }
+
+    #[test]
+    fn empty_attribute_entries_are_skipped_and_settings_stringified() {
+        let m = membership(&format!(
+            r#"{{{HEAD},"user_profiles":[{{"audiences":[{{"audience_id":1,"action":"attribute_update",
+            "audience_subscription_settings":{{"n":5,"b":true,"z":null,"s":"x"}},
+            "user_attributes":[{{}},{{"key":"k"}},{{"key":"t","value":null,"action":"upsert"}},
+            {{"key":"l","list_value":["a",null,3],"action":"upsert"}}]}}]}}]}}"#
+        ));
+        let a = &m.user_profiles.unwrap()[0].audiences[0];
+        assert_eq!(a.user_attributes.len(), 2);
+        assert_eq!(a.user_attributes[0].key, "t");
+        assert_eq!(a.user_attributes[0].value, None);
+        assert_eq!(
+            a.user_attributes[1].list_value,
+            Some(vec!["a".to_string(), "3".to_string()])
+        );
+        let s = &a.audience_subscription_settings;
+        assert_eq!(s.get("n").map(String::as_str), Some("5"));
+        assert_eq!(s.get("b").map(String::as_str), Some("true"));
+        assert!(!s.contains_key("z"));
+    }
+
+    #[test]
+    fn legacy_audience_arrays_become_add_and_delete() {
+        let m = membership(&format!(
+            r#"{{{HEAD},"user_profiles":[{{"added_audiences":[{{"audience_id":1}}],"removed_audiences":[{{"audience_id":2}}]}}]}}"#
+        ));
+        let a = &m.user_profiles.unwrap()[0].audiences;
+        assert_eq!(a[0].audience_id, Some(1));
+        assert_eq!(a[0].action, AudienceAction::Add);
+        assert_eq!(a[1].audience_id, Some(2));
+        assert_eq!(a[1].action, AudienceAction::Delete);
+    }
+
+    #[test]
+    fn heartbeat_has_no_profiles_and_null_arrays_are_empty() {
+        assert!(membership(&format!("{{{HEAD}}}")).is_heartbeat());
+        let m = membership(&format!(
+            r#"{{{HEAD},"user_profiles":[{{"user_identities":null,"audiences":null,"mpid":null}}]}}"#
+        ));
+        assert!(!m.is_heartbeat());
+        assert_eq!(m.user_profiles.unwrap()[0], UserProfile::default());
+    }
+
+    #[test]
+    fn responses_omit_nulls_and_carry_the_envelope() {
+        let r = serde_json::to_value(AudienceSubscriptionResponse::new("abc", None)).unwrap();
+        let o = r.as_object().unwrap();
+        assert_eq!(o["type"], "audience_subscription_response");
+        assert_eq!(o["id"], "abc");
+        assert_eq!(o["firehose_version"], FIREHOSE_VERSION);
+        assert!(o["timestamp_ms"].as_i64().unwrap() > 1_600_000_000_000);
+        assert!(!o.contains_key("audience_subscription_settings"));
+        let r = serde_json::to_value(AudienceMembershipChangeResponse::new("abc", false)).unwrap();
+        assert_eq!(r["suspend_subscription"], false);
+    }
+}
