@@ -1,12 +1,17 @@
 //! The common crate of the mParticle audience import: everything the Lambda binaries share.
 //!
-//! Pure logic (protocol, identity ladder, segment state machine) has no AWS types; the
-//! DynamoDB adapter and the Lambda edges live in their own modules.
+//! Pure logic (protocol, auth checks, batch chunking, identity ladder, segment state machine) has
+//! no AWS types; `store` is the DynamoDB adapter; `endpoint` and the handlers are the Lambda edges.
 
+pub mod auth;
+pub mod batch;
 pub mod clients;
+pub mod config;
+pub mod endpoint;
 pub mod keys;
 pub mod protocol;
 pub mod region;
+pub mod store;
 pub mod tables;
 
 pub use region::Region;

@@ -590,6 +590,15 @@ pub fn parse_request(body: &[u8]) -> Result<Request, ParseError> {
 }
 
 fn parse_wire(body: &[u8]) -> Result<WireMessage, ParseError> {
+    // serde would also read a struct from a JSON array, by position: a message is an object.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(ParseError {
+            kind: ParseErrorKind::Syntax,
+            path: "$".into(),
+            reason: "the body must be a JSON object".into(),
+        });
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let wire: WireMessage = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

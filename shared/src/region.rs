@@ -67,6 +67,19 @@ impl fmt::Display for Region {
 #[error("unknown region {0:?} (expected one of eu1, in1, sg1, us1, aps3, mec1, sk1)")]
 pub struct UnknownRegion(pub String);
 
+impl serde::Serialize for Region {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Region {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        Region::parse(&s).ok_or_else(|| serde::de::Error::custom(UnknownRegion(s)))
+    }
+}
+
 impl FromStr for Region {
     type Err = UnknownRegion;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -30,3 +30,127 @@ pub async fn fresh_tables(test: &str) -> (Client, TableNames) {
         .expect("create tables on DynamoDB Local");
     (client, names)
 }
+
+use shared::Region;
+use shared::auth::{Project, ProjectStatus, StoredPasscode, generate_secret};
+use shared::clients::RegionalClients;
+use shared::config::Config;
+use shared::store::Store;
+
+pub const CALLER_TOKEN: &str = "test-caller-token";
+
+pub fn store(client: &Client, names: &TableNames) -> Store {
+    Store::new(RegionalClients::single(client.clone()), names.clone())
+}
+
+/// Configuration as the functions read it, over the test's tables.
+pub fn config(names: &TableNames, cache_ttl_secs: u64) -> Config {
+    let prefix = names.prefix().to_owned();
+    let endpoint = endpoint();
+    Config::from_lookup(move |k| match k {
+        "MPARTICLE_CALLER_TOKEN" => Some(CALLER_TOKEN.to_owned()),
+        "TABLE_PREFIX" => Some(prefix.clone()),
+        "DYNAMODB_ENDPOINT" => Some(endpoint.clone()),
+        "PROJECT_CACHE_TTL_SECS" => Some(cache_ttl_secs.to_string()),
+        _ => None,
+    })
+    .unwrap()
+}
+
+/// A project's output credentials as a customer would type them into mParticle.
+#[derive(Debug, Clone)]
+pub struct TestProject {
+    pub id: String,
+    pub passcode: String,
+    pub token: String,
+    pub region: Region,
+}
+
+impl TestProject {
+    pub fn account_settings(&self) -> serde_json::Value {
+        serde_json::json!({
+            "accountId": self.id,
+            "passcode": self.passcode,
+            "accountToken": self.token,
+            "region": self.region.as_str().to_uppercase(),
+        })
+    }
+
+    pub fn account(&self) -> serde_json::Value {
+        serde_json::json!({ "account_id": 4242, "account_settings": self.account_settings() })
+    }
+}
+
+pub async fn provision(store: &Store, region: Region) -> TestProject {
+    let p = TestProject {
+        id: format!("TEST-{}", &generate_secret()[..10]),
+        passcode: generate_secret(),
+        token: generate_secret(),
+        region,
+    };
+    store
+        .create_project(&Project {
+            project_id: p.id.clone(),
+            region,
+            account_token: p.token.clone(),
+            passcodes: vec![StoredPasscode::new(&p.passcode, None)],
+            status: ProjectStatus::Active,
+            created_ms: 0,
+        })
+        .await
+        .unwrap();
+    p
+}
+
+/// All items of one table (tests only: a full scan).
+pub async fn scan_all(
+    client: &Client,
+    table: &str,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let mut out = Vec::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        out.extend(page.items.unwrap_or_default());
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return out;
+        }
+    }
+}
+
+/// A membership request with `n` profiles, each with a customer id, email and one audience change.
+pub fn membership_body(
+    project: &TestProject,
+    message_id: &str,
+    ts: i64,
+    n: usize,
+    audience_id: i64,
+    action: &str,
+) -> String {
+    serde_json::json!({
+        "type": "audience_membership_change_request",
+        "id": message_id,
+        "timestamp_ms": ts,
+        "firehose_version": "3.2.0",
+        "account": project.account(),
+        "user_profiles": (0..n).map(|i| serde_json::json!({
+            "user_identities": [
+                {"type": "customer", "encoding": "raw", "value": format!("cust-{i}")},
+                {"type": "email", "encoding": "raw", "value": format!("User{i}@Example.com")}
+            ],
+            "mpid": format!("{}", 1000 + i),
+            "audiences": [{"audience_id": audience_id, "audience_name": "Test Audience",
+                           "audience_subscription_settings": {"userIdType": "customer"},
+                           "action": action}]
+        })).collect::<Vec<_>>()
+    })
+    .to_string()
+}

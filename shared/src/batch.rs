@@ -1,0 +1,288 @@
+//! The stored form of a membership batch: what resolution needs, chunked and compressed.
+//!
+//! A request is cut into chunks at profile boundaries; each chunk becomes one inbox item. The
+//! stored form keeps identities, mpid and audience changes (with the connection's `userIdType`) and
+//! drops device identities and other connection settings, which no later stage reads. Chunks are
+//! LZ4-compressed: inbox writes are paid per KB, and JSON of ids and hashes compresses well.
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::setting_ids;
+use crate::protocol::{AttributeAction, AudienceAction, Encoding, UserIdentityType, UserProfile};
+
+/// Uncompressed bytes per chunk at most, so that any chunk, even incompressible, plus the
+/// resolved changes added later, stays well under DynamoDB's 400 KB item limit.
+pub const MAX_CHUNK_JSON_BYTES: usize = 200 * 1024;
+/// Profiles per chunk at most: a chunk is one unit of work for resolve and materialize.
+pub const MAX_CHUNK_PROFILES: usize = 500;
+/// TransactWriteItems carries at most 4 MB; stay clear of it.
+pub const MAX_BATCH_STORED_BYTES: usize = 3_800_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredIdentity {
+    #[serde(rename = "t")]
+    pub kind: String,
+    #[serde(rename = "e")]
+    pub encoding: String,
+    #[serde(rename = "v")]
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAttribute {
+    #[serde(rename = "k")]
+    pub key: String,
+    #[serde(rename = "v", default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(rename = "l", default, skip_serializing_if = "Option::is_none")]
+    pub list_value: Option<Vec<String>>,
+    #[serde(rename = "a")]
+    pub action: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAudience {
+    #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
+    pub audience_id: Option<i64>,
+    #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(rename = "a")]
+    pub action: String,
+    /// The connection's `userIdType` setting, when set.
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    pub user_id_type: Option<String>,
+    #[serde(rename = "at", default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<StoredAttribute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredProfile {
+    /// Position of the profile in the request: part of every change's ordering key.
+    #[serde(rename = "x")]
+    pub index: u32,
+    #[serde(rename = "ui", default, skip_serializing_if = "Vec::is_empty")]
+    pub user_identities: Vec<StoredIdentity>,
+    #[serde(rename = "pi", default, skip_serializing_if = "Vec::is_empty")]
+    pub partner_identities: Vec<StoredIdentity>,
+    #[serde(rename = "m", default, skip_serializing_if = "Option::is_none")]
+    pub mpid: Option<String>,
+    #[serde(rename = "au", default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<StoredAudience>,
+}
+
+impl StoredIdentity {
+    pub fn encoding(&self) -> Encoding {
+        Encoding::from_wire(&self.encoding)
+    }
+    pub fn user_type(&self) -> UserIdentityType {
+        UserIdentityType::from_wire(&self.kind)
+    }
+}
+
+impl StoredAudience {
+    pub fn action(&self) -> AudienceAction {
+        AudienceAction::from_wire(&self.action)
+    }
+}
+
+impl StoredAttribute {
+    pub fn action(&self) -> AttributeAction {
+        AttributeAction::from_wire(&self.action)
+    }
+}
+
+impl StoredProfile {
+    pub fn from_wire(index: u32, p: &UserProfile) -> Self {
+        let identity = |kind: &str, encoding: &Encoding, value: &Option<String>| {
+            value.as_ref().map(|v| StoredIdentity {
+                kind: kind.to_owned(),
+                encoding: encoding.as_str().to_owned(),
+                value: v.clone(),
+            })
+        };
+        Self {
+            index,
+            user_identities: p
+                .user_identities
+                .iter()
+                .filter_map(|i| identity(i.kind.as_str(), &i.encoding, &i.value))
+                .collect(),
+            partner_identities: p
+                .partner_identities
+                .iter()
+                .filter_map(|i| identity(&i.kind, &i.encoding, &i.value))
+                .collect(),
+            mpid: p.mpid.clone(),
+            audiences: p
+                .audiences
+                .iter()
+                .map(|a| StoredAudience {
+                    audience_id: a.audience_id,
+                    name: a.audience_name.clone(),
+                    action: a.action.as_str().to_owned(),
+                    user_id_type: a
+                        .audience_subscription_settings
+                        .get(setting_ids::USER_ID_TYPE)
+                        .cloned(),
+                    attributes: a
+                        .user_attributes
+                        .iter()
+                        .map(|u| StoredAttribute {
+                            key: u.key.clone(),
+                            value: u.value.clone(),
+                            list_value: u.list_value.clone(),
+                            action: u.action.as_str().to_owned(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One chunk ready to store: its profiles, compressed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub index: u32,
+    pub profile_count: u32,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    #[error("user_profiles[{0}] is too large to store (over {MAX_CHUNK_JSON_BYTES} bytes)")]
+    ProfileTooLarge(usize),
+    #[error("the batch is too large to store atomically ({0} bytes after compression)")]
+    BatchTooLarge(usize),
+}
+
+/// Cuts profiles into chunks at profile boundaries and compresses each.
+pub fn build_chunks(profiles: &[UserProfile]) -> Result<Vec<Chunk>, ChunkError> {
+    let mut chunks = Vec::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(MAX_CHUNK_JSON_BYTES);
+    let mut count = 0u32;
+    let mut one = Vec::with_capacity(1024);
+    let mut total = 0usize;
+    let mut flush = |buf: &mut Vec<u8>, count: &mut u32, total: &mut usize| {
+        if *count == 0 {
+            return;
+        }
+        buf.push(b']');
+        let payload = lz4_flex::compress_prepend_size(buf);
+        *total += payload.len();
+        chunks.push(Chunk {
+            index: chunks.len() as u32,
+            profile_count: *count,
+            payload,
+        });
+        buf.clear();
+        *count = 0;
+    };
+    for (i, p) in profiles.iter().enumerate() {
+        one.clear();
+        serde_json::to_writer(&mut one, &StoredProfile::from_wire(i as u32, p))
+            .expect("serializing plain data to memory cannot fail");
+        if one.len() + 2 > MAX_CHUNK_JSON_BYTES {
+            return Err(ChunkError::ProfileTooLarge(i));
+        }
+        if count as usize >= MAX_CHUNK_PROFILES || buf.len() + one.len() + 2 > MAX_CHUNK_JSON_BYTES
+        {
+            flush(&mut buf, &mut count, &mut total);
+        }
+        buf.push(if count == 0 { b'[' } else { b',' });
+        buf.extend_from_slice(&one);
+        count += 1;
+    }
+    flush(&mut buf, &mut count, &mut total);
+    if total > MAX_BATCH_STORED_BYTES {
+        return Err(ChunkError::BatchTooLarge(total));
+    }
+    Ok(chunks)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("stored chunk is unreadable: {0}")]
+pub struct DecodeError(String);
+
+pub fn decode_chunk(payload: &[u8]) -> Result<Vec<StoredProfile>, DecodeError> {
+    let json =
+        lz4_flex::decompress_size_prepended(payload).map_err(|e| DecodeError(e.to_string()))?;
+    serde_json::from_slice(&json).map_err(|e| DecodeError(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Request, parse_request};
+
+    fn profiles(n: usize) -> Vec<UserProfile> {
+        let body = serde_json::json!({
+            "type": "audience_membership_change_request", "id": "m", "timestamp_ms": 1,
+            "account": {"account_id": 1},
+            "user_profiles": (0..n).map(|i| serde_json::json!({
+                "user_identities": [{"type": "customer", "encoding": "raw", "value": format!("c{i}")}],
+                "device_identities": [{"type": "android_id", "encoding": "raw", "value": "dropped"}],
+                "mpid": i.to_string(),
+                "audiences": [{"audience_id": 7, "audience_name": "A", "action": "add",
+                    "audience_subscription_settings": {"userIdType": "email", "other": "dropped"},
+                    "user_attributes": [{"key": "k", "list_value": ["a"], "action": "upsert"}]}]
+            })).collect::<Vec<_>>()
+        });
+        match parse_request(body.to_string().as_bytes()).unwrap() {
+            Request::AudienceMembershipChange(m) => m.user_profiles.unwrap(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn chunks_round_trip_in_order_with_indexes() {
+        let ps = profiles(1_234);
+        let chunks = build_chunks(&ps).unwrap();
+        assert_eq!(chunks.len(), 3, "500 profiles per chunk at most");
+        let decoded: Vec<StoredProfile> = chunks
+            .iter()
+            .flat_map(|c| decode_chunk(&c.payload).unwrap())
+            .collect();
+        assert_eq!(decoded.len(), ps.len());
+        for (i, d) in decoded.iter().enumerate() {
+            assert_eq!(d.index as usize, i);
+            assert_eq!(d, &StoredProfile::from_wire(i as u32, &ps[i]));
+        }
+        let first = &decoded[0];
+        assert_eq!(first.audiences[0].user_id_type.as_deref(), Some("email"));
+        let text =
+            String::from_utf8(lz4_flex::decompress_size_prepended(&chunks[0].payload).unwrap())
+                .unwrap();
+        assert!(
+            !text.contains("dropped"),
+            "device ids and other settings are not stored"
+        );
+    }
+
+    #[test]
+    fn chunks_respect_the_byte_limit() {
+        let mut ps = profiles(40);
+        for p in &mut ps {
+            p.audiences[0].audience_name = Some("x".repeat(20_000));
+        }
+        let chunks = build_chunks(&ps).unwrap();
+        assert!(chunks.len() >= 4);
+        for c in &chunks {
+            let json = lz4_flex::decompress_size_prepended(&c.payload).unwrap();
+            assert!(json.len() <= MAX_CHUNK_JSON_BYTES);
+        }
+        assert_eq!(chunks.iter().map(|c| c.profile_count).sum::<u32>(), 40);
+    }
+
+    #[test]
+    fn an_oversize_profile_is_named() {
+        let mut ps = profiles(3);
+        ps[2].audiences[0].audience_name = Some("x".repeat(MAX_CHUNK_JSON_BYTES));
+        assert_eq!(build_chunks(&ps), Err(ChunkError::ProfileTooLarge(2)));
+    }
+
+    #[test]
+    fn empty_profile_list_gives_no_chunks() {
+        assert!(build_chunks(&[]).unwrap().is_empty());
+    }
+}

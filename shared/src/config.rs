@@ -1,0 +1,165 @@
+//! Typed configuration, read once from the environment at start-up.
+
+use std::time::Duration;
+
+use crate::region::Region;
+use crate::tables::TableNames;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is required")]
+    Missing(&'static str),
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+#[derive(Clone)]
+pub struct Config {
+    /// The shared secret mParticle sends as `Authorization: Token …`.
+    pub caller_token: String,
+    /// Tables are `<prefix>-<region>-<table>`.
+    pub tables: TableNames,
+    /// Set locally (DynamoDB Local): every region's tables live behind this endpoint.
+    pub dynamodb_endpoint: Option<String>,
+    /// How long a project's credentials are cached; a revoked passcode works at most this long.
+    pub project_cache_ttl: Duration,
+    /// Bodies above this size are refused with 413.
+    pub max_body_bytes: usize,
+    /// The region whose stack this process belongs to (stream consumers and the read API).
+    pub home_region: Region,
+}
+
+impl std::fmt::Debug for Config {
+    // Never print the caller token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("tables", &self.tables)
+            .field("dynamodb_endpoint", &self.dynamodb_endpoint)
+            .field("project_cache_ttl", &self.project_cache_ttl)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("home_region", &self.home_region)
+            .finish_non_exhaustive()
+    }
+}
+
+pub const DEFAULT_MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
+pub const DEFAULT_TABLE_PREFIX: &str = "ctmp";
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Same as [`Config::from_env`] over any lookup (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let non_empty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let caller_token = non_empty("MPARTICLE_CALLER_TOKEN").unwrap_or_default();
+        let ttl_secs = match non_empty("PROJECT_CACHE_TTL_SECS") {
+            None => 60,
+            Some(v) => v.trim().parse::<u64>().map_err(|e| ConfigError::Invalid {
+                name: "PROJECT_CACHE_TTL_SECS",
+                reason: e.to_string(),
+            })?,
+        };
+        let max_body_bytes = match non_empty("MAX_BODY_BYTES") {
+            None => DEFAULT_MAX_BODY_BYTES,
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .map_err(|e| ConfigError::Invalid {
+                    name: "MAX_BODY_BYTES",
+                    reason: e.to_string(),
+                })?,
+        };
+        let home_region = match non_empty("CT_REGION") {
+            None => Region::Eu1,
+            Some(v) => Region::parse(&v).ok_or_else(|| ConfigError::Invalid {
+                name: "CT_REGION",
+                reason: format!("{v:?} is not a CleverTap region"),
+            })?,
+        };
+        Ok(Self {
+            caller_token,
+            tables: TableNames::new(
+                non_empty("TABLE_PREFIX").unwrap_or_else(|| DEFAULT_TABLE_PREFIX.to_owned()),
+            ),
+            dynamodb_endpoint: non_empty("DYNAMODB_ENDPOINT"),
+            project_cache_ttl: Duration::from_secs(ttl_secs),
+            max_body_bytes,
+            home_region,
+        })
+    }
+
+    /// The caller token is required by the mParticle endpoint only.
+    pub fn require_caller_token(&self) -> Result<(), ConfigError> {
+        if self.caller_token.is_empty() {
+            Err(ConfigError::Missing("MPARTICLE_CALLER_TOKEN"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Builds the per-region DynamoDB clients: no network call happens here.
+    pub async fn clients(&self) -> crate::clients::RegionalClients {
+        match &self.dynamodb_endpoint {
+            Some(endpoint) => {
+                crate::clients::RegionalClients::single(crate::clients::local_client(endpoint))
+            }
+            None => {
+                let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .load()
+                    .await;
+                crate::clients::RegionalClients::from_sdk_config(&sdk, None)
+            }
+        }
+    }
+}
+
+/// Logs as JSON in Lambda (CloudWatch adds the time) and as compact text elsewhere.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let result = if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
+        builder
+            .json()
+            .with_current_span(false)
+            .without_time()
+            .with_ansi(false)
+            .try_init()
+    } else {
+        builder.compact().with_writer(std::io::stderr).try_init()
+    };
+    // A second init (tests, run-local) keeps the first subscriber.
+    let _ = result;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::from_lookup(|_| None).unwrap();
+        assert_eq!(c.tables.prefix(), "ctmp");
+        assert_eq!(c.project_cache_ttl, Duration::from_secs(60));
+        assert_eq!(c.max_body_bytes, 5 * 1024 * 1024);
+        assert!(c.require_caller_token().is_err());
+
+        let env: HashMap<&str, &str> = [
+            ("MPARTICLE_CALLER_TOKEN", "secret"),
+            ("TABLE_PREFIX", "x"),
+            ("CT_REGION", "SK1"),
+            ("PROJECT_CACHE_TTL_SECS", "0"),
+        ]
+        .into();
+        let c = Config::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(c.home_region, Region::Sk1);
+        assert!(c.require_caller_token().is_ok());
+        assert!(!format!("{c:?}").contains("secret"));
+
+        let bad: HashMap<&str, &str> = [("CT_REGION", "mars")].into();
+        assert!(Config::from_lookup(|k| bad.get(k).map(|v| v.to_string())).is_err());
+    }
+}

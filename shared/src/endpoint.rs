@@ -1,0 +1,489 @@
+//! The mParticle endpoint (`POST /mparticle`): authentication, registration, subscriptions,
+//! heartbeats and the durable enqueue of membership batches. Status codes follow contract.md §2.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::auth::{self, CredentialError, OutputCredentials, Project, setting_ids};
+use crate::batch::{ChunkError, build_chunks};
+use crate::config::Config;
+use crate::protocol::{
+    self, AudienceMembershipChangeRequest, AudienceMembershipChangeResponse,
+    AudienceProcessingRegistration, AudienceSubscriptionRequest, AudienceSubscriptionResponse,
+    Encoding, IdentityPermission, ModuleRegistrationResponse, Permissions, Request,
+    ResponseEnvelope, Setting, Settings, SubscriptionAction, UserIdentityType,
+};
+use crate::region::Region;
+use crate::store::inbox::{BatchMeta, PutBatchOutcome};
+use crate::store::segments::{SegmentKey, SubscriptionChange};
+use crate::store::{Store, StoreError};
+
+/// Our registered partner identity: the CleverTap ID, exported to mParticle by CleverTap.
+pub const PARTNER_IDENTITY: &str = "CleverTap_User_ID";
+
+/// An HTTP answer: status and JSON body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpReply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl HttpReply {
+    fn json(status: u16, body: &impl Serialize) -> Self {
+        Self {
+            status,
+            body: serde_json::to_string(body).expect("response types always serialize"),
+        }
+    }
+
+    fn error(status: u16, message: impl Into<String>) -> Self {
+        Self::json(status, &serde_json::json!({ "error": message.into() }))
+    }
+}
+
+/// Output credentials resolved against the store: the project and its home region.
+struct Authenticated {
+    project_id: String,
+    region: Region,
+}
+
+/// Why a request with otherwise valid syntax could not be served.
+enum OutputCheck {
+    Ok(Authenticated),
+    Invalid(CredentialError),
+    Unavailable(StoreError),
+}
+
+/// Projects cached for a short time: a revoked passcode keeps working at most `ttl`.
+struct ProjectCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<ProjectKey, Cached>>,
+}
+
+type ProjectKey = (Region, String);
+type Cached = (Instant, Arc<Project>);
+
+impl ProjectCache {
+    fn get(&self, region: Region, id: &str) -> Option<Arc<Project>> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(&(region, id.to_owned()))
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, p)| p.clone())
+    }
+
+    fn put(&self, region: Region, project: Arc<Project>) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() > 10_000 {
+            entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
+        }
+        entries.insert(
+            (region, project.project_id.clone()),
+            (Instant::now(), project),
+        );
+    }
+}
+
+pub struct Endpoint {
+    caller_token: String,
+    max_body_bytes: usize,
+    store: Store,
+    projects: ProjectCache,
+}
+
+impl Endpoint {
+    pub fn new(config: &Config, store: Store) -> Self {
+        Self {
+            caller_token: config.caller_token.clone(),
+            max_body_bytes: config.max_body_bytes,
+            store,
+            projects: ProjectCache {
+                ttl: config.project_cache_ttl,
+                entries: Mutex::new(HashMap::new()),
+            },
+        }
+    }
+
+    /// Serves one request. Never panics on input; every failure is a precise status.
+    pub async fn handle(
+        &self,
+        method: &str,
+        authorization: Option<&str>,
+        body: &[u8],
+    ) -> HttpReply {
+        if !method.eq_ignore_ascii_case("POST") {
+            return HttpReply::error(405, "only POST is accepted");
+        }
+        if body.len() > self.max_body_bytes {
+            return HttpReply::error(
+                413,
+                format!(
+                    "body of {} bytes exceeds the limit of {} bytes",
+                    body.len(),
+                    self.max_body_bytes
+                ),
+            );
+        }
+        let caller_ok = auth::caller_token_matches(authorization, &self.caller_token);
+        let request = match protocol::parse_request(body) {
+            Ok(r) => r,
+            // Without a valid caller token nothing about the body is disclosed.
+            Err(_) if !caller_ok => return unauthorized(),
+            Err(e) => {
+                return HttpReply::json(
+                    400,
+                    &serde_json::json!({ "error": e.reason, "path": e.path }),
+                );
+            }
+        };
+        match request {
+            // mParticle imports the registration without authentication.
+            Request::ModuleRegistration(r) => {
+                HttpReply::json(200, &registration_response(&r.envelope.id))
+            }
+            _ if !caller_ok => unauthorized(),
+            Request::AudienceSubscription(r) => self.subscription(r).await,
+            Request::AudienceMembershipChange(r) => self.membership(r).await,
+        }
+    }
+
+    async fn check_output(&self, settings: &Settings) -> OutputCheck {
+        let creds = match auth::read_credentials(settings) {
+            Ok(c) => c,
+            Err(e) => return OutputCheck::Invalid(e),
+        };
+        if !auth::valid_project_id(creds.account_id) {
+            return OutputCheck::Invalid(CredentialError::UnknownProject);
+        }
+        let project = match self.project(&creds).await {
+            Ok(p) => p,
+            Err(e) => return OutputCheck::Unavailable(e),
+        };
+        match auth::check_credentials(&creds, project.as_deref(), protocol::now_ms()) {
+            Ok(()) => OutputCheck::Ok(Authenticated {
+                project_id: creds.account_id.to_owned(),
+                region: creds.region,
+            }),
+            Err(e) => OutputCheck::Invalid(e),
+        }
+    }
+
+    async fn project(
+        &self,
+        creds: &OutputCredentials<'_>,
+    ) -> Result<Option<Arc<Project>>, StoreError> {
+        if let Some(p) = self.projects.get(creds.region, creds.account_id) {
+            return Ok(Some(p));
+        }
+        let found = self
+            .store
+            .get_project(creds.region, creds.account_id)
+            .await?;
+        Ok(found.map(|p| {
+            let p = Arc::new(p);
+            self.projects.put(creds.region, p.clone());
+            p
+        }))
+    }
+
+    async fn subscription(&self, r: AudienceSubscriptionRequest) -> HttpReply {
+        let out = match self.check_output(&r.account.account_settings).await {
+            OutputCheck::Ok(a) => a,
+            OutputCheck::Invalid(e) => {
+                info!(audience_id = r.audience_id, reason = %e, "subscription refused: output credentials");
+                return HttpReply::error(403, format!("output credentials rejected: {e}"));
+            }
+            OutputCheck::Unavailable(e) => return unavailable(&e),
+        };
+        let now = protocol::now_ms();
+        let ts = r.envelope.timestamp_ms;
+        let name = r.audience_name.as_deref();
+        let segment = SegmentKey {
+            region: out.region,
+            project_id: &out.project_id,
+            audience_id: r.audience_id,
+        };
+        let result = match r.action {
+            SubscriptionAction::Add | SubscriptionAction::Update => {
+                let change = if r.action == SubscriptionAction::Add {
+                    SubscriptionChange::Connect
+                } else {
+                    SubscriptionChange::Update
+                };
+                self.store
+                    .upsert_segment(&segment, name, change, ts, now)
+                    .await
+                    .map(Some)
+            }
+            SubscriptionAction::Remove => self
+                .store
+                .archive_segment(&segment, ts, now)
+                .await
+                .map(|_| None),
+            // The parser refuses unknown subscription actions.
+            SubscriptionAction::Unknown(_) => Ok(None),
+        };
+        match result {
+            Ok(segment_id) => {
+                info!(project_id = %out.project_id, region = %out.region, audience_id = r.audience_id,
+                      action = %r.action, "subscription applied");
+                let settings = segment_id.filter(|s| !s.is_empty()).map(|id| {
+                    let mut s = Settings::new();
+                    s.insert(setting_ids::SEGMENT_ID.to_owned(), id);
+                    s
+                });
+                HttpReply::json(
+                    200,
+                    &AudienceSubscriptionResponse::new(&r.envelope.id, settings),
+                )
+            }
+            Err(e) => unavailable(&e),
+        }
+    }
+
+    async fn membership(&self, r: AudienceMembershipChangeRequest) -> HttpReply {
+        let id = &r.envelope.id;
+        let out = match self.check_output(&r.account.account_settings).await {
+            OutputCheck::Ok(a) => a,
+            OutputCheck::Invalid(e) => {
+                info!(message_id = %id, reason = %e, "membership refused: suspending the connection");
+                return HttpReply::json(200, &AudienceMembershipChangeResponse::new(id, true));
+            }
+            OutputCheck::Unavailable(e) => return unavailable(&e),
+        };
+        let profiles = r.user_profiles.as_deref().unwrap_or_default();
+        if profiles.is_empty() {
+            return HttpReply::json(200, &AudienceMembershipChangeResponse::new(id, false));
+        }
+        let chunks = match build_chunks(profiles) {
+            Ok(c) => c,
+            Err(e @ ChunkError::ProfileTooLarge(i)) => {
+                return HttpReply::json(
+                    413,
+                    &serde_json::json!({ "error": e.to_string(), "path": format!("user_profiles[{i}]") }),
+                );
+            }
+            Err(e @ ChunkError::BatchTooLarge(_)) => return HttpReply::error(413, e.to_string()),
+        };
+        let meta = BatchMeta {
+            project_id: &out.project_id,
+            message_id: id,
+            message_ts: r.envelope.timestamp_ms,
+            received_ms: protocol::now_ms(),
+        };
+        match self.store.put_batch(out.region, &meta, &chunks).await {
+            Ok(outcome) => {
+                info!(message_id = %id, project_id = %out.project_id, region = %out.region,
+                      profiles = profiles.len(), chunks = chunks.len(),
+                      duplicate = outcome == PutBatchOutcome::Duplicate, "membership batch stored");
+                HttpReply::json(200, &AudienceMembershipChangeResponse::new(id, false))
+            }
+            Err(e) => unavailable(&e),
+        }
+    }
+}
+
+fn unauthorized() -> HttpReply {
+    HttpReply::error(
+        401,
+        "missing or invalid caller token (Authorization: Token …)",
+    )
+}
+
+fn unavailable(e: &StoreError) -> HttpReply {
+    warn!(error = %e, "storage unavailable; asking mParticle to retry");
+    HttpReply::error(503, "storage temporarily unavailable, retry later")
+}
+
+fn text_setting(
+    id: &str,
+    name: &str,
+    description: &str,
+    required: bool,
+    confidential: bool,
+) -> Setting {
+    Setting::Text {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        description: Some(description.to_owned()),
+        visible: true,
+        required,
+        confidential,
+        default_value: None,
+    }
+}
+
+/// What we declare to mParticle: account settings, connection settings and permissions.
+pub fn registration_response(request_id: &str) -> ModuleRegistrationResponse {
+    let raw = |kind: UserIdentityType| IdentityPermission {
+        kind,
+        encoding: Encoding::Raw,
+        required: false,
+    };
+    use UserIdentityType as U;
+    ModuleRegistrationResponse {
+        envelope: ResponseEnvelope::reply("module_registration_response", request_id),
+        sdk_version: Some(protocol::FIREHOSE_VERSION.to_owned()),
+        name: "CleverTap".to_owned(),
+        description: Some(
+            "Import mParticle audiences into CleverTap as Partner - mParticle segments, with a Partner Sync event for every membership change."
+                .to_owned(),
+        ),
+        version: "1.0".to_owned(),
+        permissions: Some(Permissions {
+            user_identities: [
+                U::Customer, U::Email, U::MobileNumber, U::Other, U::Other2, U::Other3, U::Other4,
+                U::Other5, U::Other6, U::Other7, U::Other8, U::Other9, U::Other10,
+            ]
+            .into_iter()
+            .map(raw)
+            .collect(),
+            device_identities: vec![],
+            partner_identities: vec![IdentityPermission {
+                kind: PARTNER_IDENTITY.to_owned(),
+                encoding: Encoding::Raw,
+                required: false,
+            }],
+            allow_access_mpid: true,
+            allow_audience_user_attributes: true,
+        }),
+        audience_processing_registration: Some(AudienceProcessingRegistration {
+            account_settings: vec![
+                text_setting(setting_ids::ACCOUNT_ID, "Account ID", "Your CleverTap Project ID", true, false),
+                text_setting(setting_ids::PASSCODE, "Passcode", "Your CleverTap account passcode", true, true),
+                text_setting(setting_ids::ACCOUNT_TOKEN, "Account Token", "Your CleverTap Project Token", true, false),
+                text_setting(
+                    setting_ids::REGION,
+                    "Region",
+                    "Your CleverTap region: eu1, in1, sg1, us1, aps3, mec1 or sk1",
+                    true,
+                    false,
+                ),
+            ],
+            audience_subscription_settings: vec![
+                Setting::Text {
+                    id: setting_ids::USER_ID_TYPE.to_owned(),
+                    name: "User ID".to_owned(),
+                    description: Some(
+                        "mParticle identity mapped to the CleverTap Identity: customer, email, other, other2 to other10"
+                            .to_owned(),
+                    ),
+                    visible: true,
+                    required: false,
+                    confidential: false,
+                    default_value: Some("customer".to_owned()),
+                },
+                Setting::Text {
+                    id: setting_ids::SEGMENT_ID.to_owned(),
+                    name: "Segment ID".to_owned(),
+                    description: None,
+                    visible: false,
+                    required: false,
+                    confidential: false,
+                    default_value: None,
+                },
+            ],
+        }),
+    }
+}
+
+/// The Lambda edge: an API Gateway (HTTP API v2 or REST v1) event in, an HTTP response out.
+pub async fn handle_http(
+    endpoint: &Endpoint,
+    req: lambda_http::Request,
+) -> Result<lambda_http::Response<lambda_http::Body>, std::convert::Infallible> {
+    let authorization = req
+        .headers()
+        .get(lambda_http::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let reply = endpoint
+        .handle(req.method().as_str(), authorization, req.body().as_ref())
+        .await;
+    Ok(into_response(reply))
+}
+
+pub fn into_response(reply: HttpReply) -> lambda_http::Response<lambda_http::Body> {
+    lambda_http::Response::builder()
+        .status(reply.status)
+        .header("content-type", "application/json; charset=utf-8")
+        .body(lambda_http::Body::Text(reply.body))
+        .expect("status and header are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_declares_the_contract() {
+        let r = serde_json::to_value(registration_response("req-1")).unwrap();
+        assert_eq!(r["type"], "module_registration_response");
+        assert_eq!(r["id"], "req-1");
+        assert!(r["description"].as_str().unwrap().chars().count() < 230);
+        let ids = |path: &str| -> Vec<String> {
+            r["audience_processing_registration"][path]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            ids("account_settings"),
+            ["accountId", "passcode", "accountToken", "region"]
+        );
+        assert_eq!(
+            ids("audience_subscription_settings"),
+            ["userIdType", "segmentId"]
+        );
+        let account = &r["audience_processing_registration"]["account_settings"];
+        assert_eq!(account[1]["confidential"], true);
+        assert!(
+            account
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["required"] == true)
+        );
+        let conn = &r["audience_processing_registration"]["audience_subscription_settings"];
+        assert_eq!(conn[0]["default_value"], "customer");
+        assert_eq!(conn[1]["visible"], false);
+        let p = &r["permissions"];
+        assert_eq!(p["allow_access_mpid"], true);
+        assert_eq!(p["allow_audience_user_attributes"], true);
+        assert_eq!(p["partner_identities"][0]["type"], "CleverTap_User_ID");
+        let users: Vec<&str> = p["user_identities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| {
+                assert_eq!(u["encoding"], "raw");
+                u["type"].as_str().unwrap()
+            })
+            .collect();
+        for t in [
+            "customer",
+            "email",
+            "mobile_number",
+            "other",
+            "other2",
+            "other10",
+        ] {
+            assert!(users.contains(&t), "{t}");
+        }
+        let v: Vec<u32> = r["sdk_version"]
+            .as_str()
+            .unwrap()
+            .split('.')
+            .map(|x| x.parse().unwrap())
+            .collect();
+        assert!(v[0] >= 2);
+    }
+}

@@ -1,0 +1,157 @@
+//! The inbox: membership batches stored durably before mParticle gets its answer.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+
+use super::{Item, Store, StoreError, n, s};
+use crate::batch::Chunk;
+use crate::keys::{self, inbox as k};
+use crate::region::Region;
+use crate::tables::Table;
+
+/// Inbox rows (and so the sync log) are kept this long.
+pub const INBOX_RETENTION_SECS: i64 = 30 * 24 * 3600;
+
+/// Status values of an inbox row as it moves through the pipeline.
+pub mod status {
+    pub const RECEIVED: &str = "received";
+    pub const RESOLVED: &str = "resolved";
+    pub const MATERIALIZED: &str = "materialized";
+    pub const FAILED: &str = "failed";
+}
+
+#[derive(Debug, Clone)]
+pub struct BatchMeta<'a> {
+    pub project_id: &'a str,
+    pub message_id: &'a str,
+    /// The message's own `timestamp_ms`: the ordering key of its changes.
+    pub message_ts: i64,
+    pub received_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutBatchOutcome {
+    Stored {
+        chunks: usize,
+    },
+    /// This message id was stored before; nothing new was written.
+    Duplicate,
+}
+
+fn chunk_item(meta: &BatchMeta<'_>, chunk: &Chunk, chunk_count: usize) -> Item {
+    Item::from([
+        (keys::PK.to_owned(), s(k::pk(meta.project_id))),
+        (keys::SK.to_owned(), s(k::sk(meta.message_id, chunk.index))),
+        (
+            k::RECEIVED_KEY.to_owned(),
+            s(k::received_key(
+                meta.received_ms,
+                meta.message_id,
+                chunk.index,
+            )),
+        ),
+        ("project_id".to_owned(), s(meta.project_id)),
+        ("message_id".to_owned(), s(meta.message_id)),
+        ("chunk".to_owned(), n(chunk.index)),
+        ("chunk_count".to_owned(), n(chunk_count)),
+        ("message_ts".to_owned(), n(meta.message_ts)),
+        ("received_ms".to_owned(), n(meta.received_ms)),
+        (k::STATUS.to_owned(), s(status::RECEIVED)),
+        ("profile_count".to_owned(), n(chunk.profile_count)),
+        (
+            "payload".to_owned(),
+            AttributeValue::B(Blob::new(chunk.payload.clone())),
+        ),
+        (
+            k::EXPIRES_AT.to_owned(),
+            n(meta.received_ms / 1000 + INBOX_RETENTION_SECS),
+        ),
+    ])
+}
+
+const NEW_KEY_ONLY: &str = "attribute_not_exists(pk)";
+
+impl Store {
+    /// Stores every chunk of a batch or none of them, idempotently on the message id.
+    ///
+    /// One chunk is a conditional PutItem (half the cost of a transaction); several are one
+    /// TransactWriteItems, each put conditional on its key being new. A condition failure means
+    /// this message was stored before: the answer is `Duplicate` and nothing is written.
+    pub async fn put_batch(
+        &self,
+        region: Region,
+        meta: &BatchMeta<'_>,
+        chunks: &[Chunk],
+    ) -> Result<PutBatchOutcome, StoreError> {
+        let table = self.table(region, Table::Inbox);
+        let client = self.client(region);
+        if chunks.len() == 1 {
+            let res = client
+                .put_item()
+                .table_name(&table)
+                .set_item(Some(chunk_item(meta, &chunks[0], 1)))
+                .condition_expression(NEW_KEY_ONLY)
+                .send()
+                .await;
+            return match res {
+                Ok(_) => Ok(PutBatchOutcome::Stored { chunks: 1 }),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
+                    Ok(PutBatchOutcome::Duplicate)
+                }
+                Err(e) => Err(e.into()),
+            };
+        }
+        let items: Vec<TransactWriteItem> = chunks
+            .iter()
+            .map(|c| {
+                TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&table)
+                            .set_item(Some(chunk_item(meta, c, chunks.len())))
+                            .condition_expression(NEW_KEY_ONLY)
+                            .build()
+                            .expect("table and item are set"),
+                    )
+                    .build()
+            })
+            .collect();
+        // Concurrent deliveries of the same message conflict; one wins, the others see the
+        // condition fail on retry and report a duplicate.
+        let mut attempt = 0;
+        loop {
+            let res = client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let err = match res {
+                Ok(_) => {
+                    return Ok(PutBatchOutcome::Stored {
+                        chunks: chunks.len(),
+                    });
+                }
+                Err(e) => e,
+            };
+            let codes: Vec<String> = super::cancellation_codes(&err)
+                .unwrap_or_default()
+                .into_iter()
+                .flatten()
+                .collect();
+            if codes.iter().any(|c| c == "ConditionalCheckFailed") {
+                return Ok(PutBatchOutcome::Duplicate);
+            }
+            if codes.iter().any(|c| c == "TransactionConflict") && attempt < 4 {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                continue;
+            }
+            return Err(err.into());
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The DynamoDB adapter: every read and write of the product goes through [`Store`].
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::clients::RegionalClients;
+use crate::region::Region;
+use crate::tables::{Table, TableNames};
+
+pub mod inbox;
+pub mod projects;
+pub mod segments;
+
+pub type Item = HashMap<String, AttributeValue>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// DynamoDB could not be reached, throttled, or failed: the caller should retry later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// An item exists but cannot be read back into our types.
+    #[error("stored item is unreadable: {0}")]
+    Corrupt(String),
+}
+
+impl<E, R> From<SdkError<E, R>> for StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    fn from(e: SdkError<E, R>) -> Self {
+        StoreError::Unavailable(DisplayErrorContext(&e).to_string())
+    }
+}
+
+impl From<serde_dynamo::Error> for StoreError {
+    fn from(e: serde_dynamo::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+/// The product's tables in every region, reached through one client per region.
+#[derive(Debug, Clone)]
+pub struct Store {
+    clients: RegionalClients,
+    names: TableNames,
+}
+
+impl Store {
+    pub fn new(clients: RegionalClients, names: TableNames) -> Self {
+        Self { clients, names }
+    }
+
+    pub fn client(&self, region: Region) -> &Client {
+        self.clients.get(region)
+    }
+
+    pub fn table(&self, region: Region, table: Table) -> String {
+        self.names.name(region, table)
+    }
+
+    pub fn names(&self) -> &TableNames {
+        &self.names
+    }
+}
+
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+pub(crate) fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
+    item.get(key)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+#[allow(dead_code)] // used by the stream stages
+pub(crate) fn get_n(item: &Item, key: &str) -> Option<i64> {
+    item.get(key)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The per-action cancellation codes of a cancelled transaction (`None` where the action was
+/// fine), in request order; `None` if the error is not a cancellation.
+pub(crate) fn cancellation_codes<R>(
+    err: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
+) -> Option<Vec<Option<String>>> {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+    match err.as_service_error()? {
+        E::TransactionCanceledException(t) => Some(
+            t.cancellation_reasons()
+                .iter()
+                .map(|r| r.code().filter(|c| *c != "None").map(str::to_owned))
+                .collect(),
+        ),
+        _ => None,
+    }
+}

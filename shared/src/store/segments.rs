@@ -1,0 +1,180 @@
+//! Segments: created, renamed and archived by subscription requests.
+
+use aws_sdk_dynamodb::types::ReturnValue;
+
+use super::{Item, Store, StoreError, get_s, n, s};
+use crate::keys::{self, segments as k};
+use crate::region::Region;
+use crate::tables::Table;
+
+/// The segment type every imported audience gets.
+pub const SEGMENT_TYPE: &str = "Partner - mParticle";
+
+pub mod status {
+    pub const ACTIVE: &str = "active";
+    /// Removed by mParticle; its membership is being cleared in the background.
+    pub const ARCHIVING: &str = "archiving";
+    pub const ARCHIVED: &str = "archived";
+}
+
+/// Addresses one segment: its region, project and mParticle audience id.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentKey<'a> {
+    pub region: Region,
+    pub project_id: &'a str,
+    pub audience_id: i64,
+}
+
+/// What a subscription request does to its segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionChange {
+    /// Connect: create, or re-activate an existing segment.
+    Connect,
+    /// Rename (or settings change): keep status and members.
+    Update,
+}
+
+fn new_segment_id() -> String {
+    format!("seg_{}", uuid::Uuid::new_v4().simple())
+}
+
+fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(
+    e: &aws_sdk_dynamodb::error::SdkError<E, R>,
+) -> bool {
+    e.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
+}
+
+impl Store {
+    /// Creates, re-activates or renames a segment and returns its hidden segment id.
+    /// Subscription messages older than the last one applied to the segment change nothing.
+    pub async fn upsert_segment(
+        &self,
+        segment: &SegmentKey<'_>,
+        name: Option<&str>,
+        change: SubscriptionChange,
+        message_ts: i64,
+        now_ms: i64,
+    ) -> Result<String, StoreError> {
+        let SegmentKey {
+            region,
+            project_id,
+            audience_id,
+        } = *segment;
+        let table = self.table(region, Table::Segments);
+        let name_expr = if name.is_some() {
+            "#name = :name"
+        } else {
+            "#name = if_not_exists(#name, :name)"
+        };
+        let status_expr = match change {
+            SubscriptionChange::Connect => "#status = :active",
+            SubscriptionChange::Update => "#status = if_not_exists(#status, :active)",
+        };
+        let res = self
+            .client(region)
+            .update_item()
+            .table_name(&table)
+            .key(keys::PK, s(k::pk(project_id)))
+            .key(keys::SK, s(k::segment_sk(audience_id)))
+            .update_expression(format!(
+                "SET {name_expr}, {status_expr}, #type = :type, segment_id = if_not_exists(segment_id, :sid), \
+                 created_ms = if_not_exists(created_ms, :now), updated_ms = :now, \
+                 member_count = if_not_exists(member_count, :zero), added_total = if_not_exists(added_total, :zero), \
+                 removed_total = if_not_exists(removed_total, :zero), partner_segment_id = :aid, \
+                 project_id = :pid, sub_ts = :ts"
+            ))
+            .condition_expression("attribute_not_exists(sub_ts) OR sub_ts <= :ts")
+            .expression_attribute_names("#name", "name")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#type", "type")
+            .expression_attribute_values(
+                ":name",
+                s(name.map(str::to_owned)
+                    .unwrap_or_else(|| format!("Audience {audience_id}"))),
+            )
+            .expression_attribute_values(":active", s(status::ACTIVE))
+            .expression_attribute_values(":type", s(SEGMENT_TYPE))
+            .expression_attribute_values(":sid", s(new_segment_id()))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":aid", n(audience_id))
+            .expression_attribute_values(":pid", s(project_id))
+            .expression_attribute_values(":ts", n(message_ts))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match res {
+            Ok(out) => Ok(segment_id_of(out.attributes.as_ref())),
+            Err(e) if is_condition_failure(&e) => {
+                // A newer subscription message was applied already; report the current id.
+                let current = self.get_segment_item(segment).await?;
+                Ok(segment_id_of(current.as_ref()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Marks an active segment as archiving; materialization clears its members in the background.
+    /// Returns whether this call started the archiving.
+    pub async fn archive_segment(
+        &self,
+        segment: &SegmentKey<'_>,
+        message_ts: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let SegmentKey {
+            region,
+            project_id,
+            audience_id,
+        } = *segment;
+        let res = self
+            .client(region)
+            .update_item()
+            .table_name(self.table(region, Table::Segments))
+            .key(keys::PK, s(k::pk(project_id)))
+            .key(keys::SK, s(k::segment_sk(audience_id)))
+            .update_expression("SET #status = :archiving, updated_ms = :now, sub_ts = :ts")
+            .condition_expression(
+                "attribute_exists(pk) AND #status = :active AND (attribute_not_exists(sub_ts) OR sub_ts <= :ts)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":archiving", s(status::ARCHIVING))
+            .expression_attribute_values(":active", s(status::ACTIVE))
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":ts", n(message_ts))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn get_segment_item(
+        &self,
+        segment: &SegmentKey<'_>,
+    ) -> Result<Option<Item>, StoreError> {
+        let SegmentKey {
+            region,
+            project_id,
+            audience_id,
+        } = *segment;
+        Ok(self
+            .client(region)
+            .get_item()
+            .table_name(self.table(region, Table::Segments))
+            .key(keys::PK, s(k::pk(project_id)))
+            .key(keys::SK, s(k::segment_sk(audience_id)))
+            .consistent_read(true)
+            .send()
+            .await?
+            .item)
+    }
+}
+
+fn segment_id_of(item: Option<&Item>) -> String {
+    item.and_then(|i| get_s(i, "segment_id"))
+        .unwrap_or_default()
+        .to_owned()
+}
