@@ -5,13 +5,18 @@
 
 pub mod auth;
 pub mod batch;
+pub mod changes;
 pub mod clients;
 pub mod config;
 pub mod endpoint;
+pub mod identity;
 pub mod keys;
+pub mod pipeline;
 pub mod protocol;
 pub mod region;
+pub mod resolve;
 pub mod store;
+pub mod stream;
 pub mod tables;
 
 pub use region::Region;

@@ -75,6 +75,22 @@ impl TableNames {
     pub fn name(&self, region: Region, table: Table) -> String {
         format!("{}-{}-{}", self.prefix, region.as_str(), table.as_str())
     }
+
+    /// The region and table a name of ours stands for.
+    pub fn parse(&self, table_name: &str) -> Option<(Region, Table)> {
+        let rest = table_name.strip_prefix(&self.prefix)?.strip_prefix('-')?;
+        let (region, table) = rest.split_once('-')?;
+        let region = Region::parse(region)?;
+        let table = Table::ALL.into_iter().find(|t| t.as_str() == table)?;
+        Some((region, table))
+    }
+
+    /// The region and table of a stream record's source ARN
+    /// (`arn:aws:dynamodb:<aws region>:<account>:table/<name>/stream/<label>`).
+    pub fn parse_arn(&self, arn: &str) -> Option<(Region, Table)> {
+        let name = arn.split_once(":table/")?.1.split('/').next()?;
+        self.parse(name)
+    }
 }
 
 /// A secondary index: partition key, optional sort key, projection.
@@ -337,6 +353,19 @@ mod tests {
         let n = TableNames::new("ctmp");
         assert_eq!(n.name(Region::Eu1, Table::Inbox), "ctmp-eu1-inbox");
         assert_eq!(n.name(Region::Mec1, Table::Events), "ctmp-mec1-events");
+    }
+
+    #[test]
+    fn names_parse_back() {
+        let n = TableNames::new("my-prefix");
+        let name = n.name(Region::Aps3, Table::Inbox);
+        assert_eq!(n.parse(&name), Some((Region::Aps3, Table::Inbox)));
+        let arn = format!(
+            "arn:aws:dynamodb:ddblocal:000000000000:table/{name}/stream/2026-01-01T00:00:00.000"
+        );
+        assert_eq!(n.parse_arn(&arn), Some((Region::Aps3, Table::Inbox)));
+        assert_eq!(n.parse("other-eu1-inbox"), None);
+        assert_eq!(n.parse("my-prefix-xx1-inbox"), None);
     }
 
     #[test]

@@ -154,3 +154,95 @@ pub fn membership_body(
     })
     .to_string()
 }
+
+pub type Item = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
+
+/// The whole stack over fresh tables: the endpoint, a project in `region`, and a local pipeline.
+pub struct Stack {
+    pub client: Client,
+    pub names: TableNames,
+    pub store: Store,
+    pub endpoint: shared::endpoint::Endpoint,
+    pub project: TestProject,
+}
+
+impl Stack {
+    pub async fn new(test: &str, region: Region) -> Self {
+        let client = client();
+        let names = TableNames::new(unique_prefix(test));
+        shared::tables::create_tables(&client, &names, region)
+            .await
+            .expect("create tables");
+        let store = store(&client, &names);
+        let project = provision(&store, region).await;
+        let endpoint = shared::endpoint::Endpoint::new(&config(&names, 60), store.clone());
+        Self {
+            client,
+            names,
+            store,
+            endpoint,
+            project,
+        }
+    }
+
+    /// POSTs a Firehose body with the caller token; returns status and JSON answer.
+    pub async fn post(&self, body: &str) -> (u16, serde_json::Value) {
+        let auth = format!("Token {CALLER_TOKEN}");
+        let reply = self
+            .endpoint
+            .handle("POST", Some(&auth), body.as_bytes())
+            .await;
+        (
+            reply.status,
+            serde_json::from_str(&reply.body).expect("JSON answer"),
+        )
+    }
+
+    /// POSTs and insists on a 200.
+    pub async fn send(&self, body: &str) {
+        let (status, answer) = self.post(body).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+
+    pub async fn pipeline(&self) -> local::pipeline::LocalPipeline {
+        local::pipeline::LocalPipeline::new(
+            &self.client,
+            &endpoint(),
+            self.store.clone(),
+            self.names.clone(),
+            &[self.project.region],
+        )
+        .await
+        .expect("pipeline")
+    }
+
+    pub async fn scan(&self, table: shared::tables::Table) -> Vec<Item> {
+        scan_all(&self.client, &self.names.name(self.project.region, table)).await
+    }
+
+    /// A membership request from explicit profile JSON.
+    pub fn batch(&self, message_id: &str, ts: i64, profiles: serde_json::Value) -> String {
+        serde_json::json!({
+            "type": "audience_membership_change_request", "id": message_id, "timestamp_ms": ts,
+            "firehose_version": "3.2.0", "account": self.project.account(), "user_profiles": profiles,
+        })
+        .to_string()
+    }
+}
+
+/// A string or number attribute as text (tests only).
+pub fn text(item: &Item, key: &str) -> Option<String> {
+    item.get(key)
+        .and_then(|v| v.as_s().or_else(|_| v.as_n()).ok())
+        .cloned()
+}
+
+/// An audience entry for profile JSON.
+pub fn entry(audience_id: i64, action: &str) -> serde_json::Value {
+    serde_json::json!({"audience_id": audience_id, "audience_name": format!("Audience {audience_id}"),
+        "audience_subscription_settings": {"userIdType": "customer"}, "action": action})
+}
+
+pub fn raw(kind: &str, value: &str) -> serde_json::Value {
+    serde_json::json!({"type": kind, "encoding": "raw", "value": value})
+}

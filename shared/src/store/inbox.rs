@@ -155,3 +155,58 @@ impl Store {
         }
     }
 }
+
+impl Store {
+    /// Moves a chunk from `received` to `resolved`, attaching its changes and outcome counts.
+    /// Returns false when the row had moved on already (a replayed stream record).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn mark_resolved(
+        &self,
+        region: Region,
+        project_id: &str,
+        message_id: &str,
+        chunk: u32,
+        changes: &[u8],
+        outcomes: &crate::resolve::ResolveOutcomes,
+        adds: usize,
+        deletes: usize,
+    ) -> Result<bool, StoreError> {
+        let outcomes = serde_dynamo::to_attribute_value(outcomes)?;
+        let counts = AttributeValue::M(
+            [
+                ("add".to_owned(), n(adds)),
+                ("delete".to_owned(), n(deletes)),
+            ]
+            .into(),
+        );
+        let res = self
+            .client(region)
+            .update_item()
+            .table_name(self.table(region, Table::Inbox))
+            .key(keys::PK, s(k::pk(project_id)))
+            .key(keys::SK, s(k::sk(message_id, chunk)))
+            .update_expression(
+                "SET #st = :resolved, changes = :c, outcomes = :o, change_counts = :cc, resolved_ms = :now",
+            )
+            .condition_expression("#st = :received")
+            .expression_attribute_names("#st", k::STATUS)
+            .expression_attribute_values(":resolved", s(status::RESOLVED))
+            .expression_attribute_values(":received", s(status::RECEIVED))
+            .expression_attribute_values(":c", AttributeValue::B(Blob::new(changes.to_vec())))
+            .expression_attribute_values(":o", outcomes)
+            .expression_attribute_values(":cc", counts)
+            .expression_attribute_values(":now", n(crate::protocol::now_ms()))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}

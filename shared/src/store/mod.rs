@@ -11,6 +11,7 @@ use crate::region::Region;
 use crate::tables::{Table, TableNames};
 
 pub mod inbox;
+pub mod profiles;
 pub mod projects;
 pub mod segments;
 
@@ -102,5 +103,77 @@ pub(crate) fn cancellation_codes<R>(
                 .collect(),
         ),
         _ => None,
+    }
+}
+
+/// Backoff before retry `attempt` (1-based): 25 ms doubling, capped at 1.6 s, with jitter.
+pub(crate) fn backoff(attempt: u32) -> std::time::Duration {
+    use rand::Rng;
+    let base = 25u64 << attempt.min(6);
+    std::time::Duration::from_millis(base / 2 + rand::rng().random_range(0..=base / 2))
+}
+
+/// How often unprocessed keys or items are retried before the call fails (and the stream retries).
+pub(crate) const MAX_UNPROCESSED_RETRIES: u32 = 8;
+
+impl Store {
+    /// Reads items by key with BatchGetItem, 100 keys a request, requests in parallel, retrying
+    /// UnprocessedKeys with backoff. Strongly consistent. Missing items are simply absent.
+    pub async fn batch_get(
+        &self,
+        region: Region,
+        table: Table,
+        keys: Vec<Item>,
+    ) -> Result<Vec<Item>, StoreError> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        use futures::stream::{self, StreamExt, TryStreamExt};
+
+        let table_name = self.table(region, table);
+        let client = self.client(region).clone();
+        let pages: Vec<Vec<Item>> = stream::iter(keys.chunks(100).map(|c| c.to_vec()))
+            .map(|chunk| {
+                let client = client.clone();
+                let table_name = table_name.clone();
+                async move {
+                    let mut found = Vec::new();
+                    let mut pending = chunk;
+                    let mut attempt = 0;
+                    while !pending.is_empty() {
+                        let req = KeysAndAttributes::builder()
+                            .set_keys(Some(pending))
+                            .consistent_read(true)
+                            .build()
+                            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                        let out = client
+                            .batch_get_item()
+                            .request_items(&table_name, req)
+                            .send()
+                            .await?;
+                        if let Some(mut r) = out.responses {
+                            found.extend(r.remove(&table_name).unwrap_or_default());
+                        }
+                        pending = out
+                            .unprocessed_keys
+                            .and_then(|mut u| u.remove(&table_name))
+                            .map(|k| k.keys)
+                            .unwrap_or_default();
+                        if !pending.is_empty() {
+                            attempt += 1;
+                            if attempt > MAX_UNPROCESSED_RETRIES {
+                                return Err(StoreError::Unavailable(format!(
+                                    "{} keys still unprocessed after {MAX_UNPROCESSED_RETRIES} retries",
+                                    pending.len()
+                                )));
+                            }
+                            tokio::time::sleep(backoff(attempt)).await;
+                        }
+                    }
+                    Ok::<_, StoreError>(found)
+                }
+            })
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        Ok(pages.into_iter().flatten().collect())
     }
 }

@@ -1,0 +1,266 @@
+//! Local emulation of what AWS does around the functions, so one code path runs locally and
+//! deployed: DynamoDB stream polling with event-source-mapping filters and Lambda's event shape.
+
+pub mod pipeline;
+
+use std::collections::{HashMap, VecDeque};
+
+use aws_sdk_dynamodbstreams::Client as StreamsClient;
+use aws_sdk_dynamodbstreams::types::{AttributeValue, Record, ShardIteratorType};
+use base64::Engine;
+use serde_json::{Map, Value, json};
+
+pub fn streams_client(endpoint: &str) -> StreamsClient {
+    use aws_sdk_dynamodbstreams::config::{BehaviorVersion, Builder, Credentials, Region};
+    StreamsClient::from_conf(
+        Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("local", "local", None, None, "static"))
+            .endpoint_url(endpoint)
+            .build(),
+    )
+}
+
+/// DynamoDB JSON, as Lambda puts it into stream events (`{"S": …}`, `{"B": base64}`, …).
+pub fn attribute_json(v: &AttributeValue) -> Value {
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    match v {
+        AttributeValue::S(s) => json!({ "S": s }),
+        AttributeValue::N(n) => json!({ "N": n }),
+        AttributeValue::B(b) => json!({ "B": b64(b.as_ref()) }),
+        AttributeValue::Bool(b) => json!({ "BOOL": b }),
+        AttributeValue::Null(_) => json!({ "NULL": true }),
+        AttributeValue::Ss(v) => json!({ "SS": v }),
+        AttributeValue::Ns(v) => json!({ "NS": v }),
+        AttributeValue::Bs(v) => {
+            json!({ "BS": v.iter().map(|b| b64(b.as_ref())).collect::<Vec<_>>() })
+        }
+        AttributeValue::L(l) => json!({ "L": l.iter().map(attribute_json).collect::<Vec<_>>() }),
+        AttributeValue::M(m) => json!({ "M": item_json(m) }),
+        _ => Value::Null,
+    }
+}
+
+pub fn item_json(item: &HashMap<String, AttributeValue>) -> Value {
+    Value::Object(
+        item.iter()
+            .map(|(k, v)| (k.clone(), attribute_json(v)))
+            .collect::<Map<_, _>>(),
+    )
+}
+
+/// One stream record in the JSON shape of a Lambda DynamoDB event record.
+pub fn record_json(r: &Record, arn: &str) -> Value {
+    let d = r.dynamodb();
+    let mut ddb = Map::new();
+    if let Some(d) = d {
+        if let Some(t) = d.approximate_creation_date_time() {
+            ddb.insert("ApproximateCreationDateTime".into(), json!(t.secs()));
+        }
+        if let Some(k) = d.keys() {
+            ddb.insert("Keys".into(), item_json(k));
+        }
+        if let Some(i) = d.new_image() {
+            ddb.insert("NewImage".into(), item_json(i));
+        }
+        if let Some(i) = d.old_image() {
+            ddb.insert("OldImage".into(), item_json(i));
+        }
+        ddb.insert("SequenceNumber".into(), json!(d.sequence_number()));
+        ddb.insert("SizeBytes".into(), json!(d.size_bytes()));
+        if let Some(v) = d.stream_view_type() {
+            ddb.insert("StreamViewType".into(), json!(v.as_str()));
+        }
+    }
+    json!({
+        "eventID": r.event_id(),
+        "eventName": r.event_name().map(|e| e.as_str()),
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": r.aws_region(),
+        "dynamodb": Value::Object(ddb),
+        "eventSourceARN": arn,
+    })
+}
+
+/// Lambda event filtering, for the subset our patterns use: every key of the pattern must be
+/// present, objects nest, and an array lists the accepted values.
+pub fn matches_filter(pattern: &Value, value: &Value) -> bool {
+    match (pattern, value) {
+        (Value::Object(p), Value::Object(v)) => p
+            .iter()
+            .all(|(k, pv)| v.get(k).is_some_and(|vv| matches_filter(pv, vv))),
+        (Value::Array(options), v) => options.iter().any(|o| o == v),
+        _ => false,
+    }
+}
+
+/// Wraps records into the Lambda DynamoDB event type the handlers take.
+pub fn to_event(records: Vec<Value>) -> aws_lambda_events::event::dynamodb::Event {
+    serde_json::from_value(json!({ "Records": records })).expect("records have the Lambda shape")
+}
+
+/// Follows one table's stream from its start, like an event source mapping with TRIM_HORIZON.
+pub struct StreamPoller {
+    client: StreamsClient,
+    arn: String,
+    iterators: HashMap<String, Option<String>>,
+}
+
+impl StreamPoller {
+    pub fn new(client: StreamsClient, stream_arn: String) -> Self {
+        Self {
+            client,
+            arn: stream_arn,
+            iterators: HashMap::new(),
+        }
+    }
+
+    pub fn arn(&self) -> &str {
+        &self.arn
+    }
+
+    /// Everything new on the stream since the last poll, in order per shard.
+    pub async fn poll(&mut self) -> Result<Vec<Value>, String> {
+        let err = |e: &dyn std::fmt::Display| e.to_string();
+        let desc = self
+            .client
+            .describe_stream()
+            .stream_arn(&self.arn)
+            .send()
+            .await
+            .map_err(|e| err(&aws_sdk_dynamodbstreams::error::DisplayErrorContext(e)))?;
+        let mut shards: Vec<String> = desc
+            .stream_description()
+            .map(|d| {
+                d.shards()
+                    .iter()
+                    .filter_map(|s| s.shard_id().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        shards.sort();
+        let mut out = Vec::new();
+        for shard in shards {
+            if !self.iterators.contains_key(&shard) {
+                let it = self
+                    .client
+                    .get_shard_iterator()
+                    .stream_arn(&self.arn)
+                    .shard_id(&shard)
+                    .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                    .send()
+                    .await
+                    .map_err(|e| err(&aws_sdk_dynamodbstreams::error::DisplayErrorContext(e)))?;
+                self.iterators
+                    .insert(shard.clone(), it.shard_iterator().map(str::to_owned));
+            }
+            while let Some(Some(iterator)) = self.iterators.get(&shard).cloned() {
+                let page = self
+                    .client
+                    .get_records()
+                    .shard_iterator(iterator)
+                    .limit(1000)
+                    .send()
+                    .await
+                    .map_err(|e| err(&aws_sdk_dynamodbstreams::error::DisplayErrorContext(e)))?;
+                let n = page.records().len();
+                out.extend(page.records().iter().map(|r| record_json(r, &self.arn)));
+                self.iterators
+                    .insert(shard.clone(), page.next_shard_iterator().map(str::to_owned));
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// An event source mapping: a filter, a batch size, and redelivery of failed records.
+pub struct Mapping {
+    pub poller: StreamPoller,
+    filter: Value,
+    batch_size: usize,
+    queue: VecDeque<Value>,
+}
+
+impl Mapping {
+    pub fn new(poller: StreamPoller, filter: &str, batch_size: usize) -> Self {
+        Self {
+            poller,
+            filter: serde_json::from_str(filter).expect("filters are valid JSON"),
+            batch_size,
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// Polls the stream and queues the records that pass the filter.
+    pub async fn fetch(&mut self) -> Result<usize, String> {
+        let records = self.poller.poll().await?;
+        let before = self.queue.len();
+        self.queue.extend(
+            records
+                .into_iter()
+                .filter(|r| matches_filter(&self.filter, r)),
+        );
+        Ok(self.queue.len() - before)
+    }
+
+    pub fn pending(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The next batch, as Lambda would invoke with it.
+    pub fn next_batch(&mut self) -> Option<Vec<Value>> {
+        if self.queue.is_empty() {
+            return None;
+        }
+        let n = self.batch_size.min(self.queue.len());
+        Some(self.queue.drain(..n).collect())
+    }
+
+    /// Puts the failed records of a batch back at the front, as `ReportBatchItemFailures` does.
+    pub fn redeliver(&mut self, batch: Vec<Value>, failed_sequence_numbers: &[String]) {
+        for r in batch.into_iter().rev() {
+            let seq = r["dynamodb"]["SequenceNumber"].as_str().unwrap_or_default();
+            if failed_sequence_numbers.iter().any(|f| f == seq) {
+                self.queue.push_front(r);
+            }
+        }
+    }
+}
+
+/// The stream ARN of one of our tables.
+pub async fn stream_arn(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<String, String> {
+    client
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())?
+        .table()
+        .and_then(|t| t.latest_stream_arn())
+        .map(str::to_owned)
+        .ok_or_else(|| format!("table {table} has no stream"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_match_like_lambda() {
+        let f: Value = serde_json::from_str(shared::pipeline::RESOLVE_INBOX_FILTER).unwrap();
+        let insert = json!({"eventName":"INSERT","dynamodb":{"NewImage":{"status":{"S":"received"},"x":{"N":"1"}}}});
+        let modify =
+            json!({"eventName":"MODIFY","dynamodb":{"NewImage":{"status":{"S":"received"}}}});
+        let other =
+            json!({"eventName":"INSERT","dynamodb":{"NewImage":{"status":{"S":"resolved"}}}});
+        assert!(matches_filter(&f, &insert));
+        assert!(!matches_filter(&f, &modify));
+        assert!(!matches_filter(&f, &other));
+        assert!(!matches_filter(&f, &json!({"eventName":"INSERT"})));
+    }
+}

@@ -1,0 +1,107 @@
+//! Resolved membership changes: what resolve hands to materialize, and their total order.
+
+use serde::{Deserialize, Serialize};
+
+/// Add or delete: the only actions that change membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeAction {
+    Add,
+    Delete,
+}
+
+/// One profile's membership change for one segment, from one audience entry of one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipChange {
+    #[serde(rename = "c")]
+    pub clevertap_id: String,
+    /// The profile's Identity when the ladder resolved one (shown in member lists).
+    #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    #[serde(rename = "s")]
+    pub audience_id: i64,
+    #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
+    pub audience_name: Option<String>,
+    #[serde(rename = "a")]
+    pub action: ChangeAction,
+    /// The message's `timestamp_ms`.
+    #[serde(rename = "t")]
+    pub ts_ms: i64,
+    #[serde(rename = "m")]
+    pub message_id: String,
+    /// Position of the profile in the message and of the entry in the profile.
+    #[serde(rename = "p")]
+    pub profile_index: u32,
+    #[serde(rename = "e")]
+    pub entry_index: u32,
+}
+
+impl MembershipChange {
+    /// A sortable string: message time first, then message id and position as tie-breakers, so
+    /// every change has one place in a total order. Compared as strings inside DynamoDB conditions.
+    pub fn version(&self) -> String {
+        format!(
+            "{:013}#{}#{:06}#{:04}",
+            self.ts_ms.max(0),
+            self.message_id,
+            self.profile_index,
+            self.entry_index
+        )
+    }
+
+    /// Identifies the change (and its Partner Sync event) across redeliveries of the message.
+    pub fn change_id(&self) -> String {
+        format!(
+            "{}:{}:{}",
+            self.message_id, self.profile_index, self.entry_index
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("resolved changes are unreadable: {0}")]
+pub struct ChangesDecodeError(String);
+
+pub fn encode_changes(changes: &[MembershipChange]) -> Vec<u8> {
+    let json = serde_json::to_vec(changes).expect("plain data serializes");
+    lz4_flex::compress_prepend_size(&json)
+}
+
+pub fn decode_changes(bytes: &[u8]) -> Result<Vec<MembershipChange>, ChangesDecodeError> {
+    let json = lz4_flex::decompress_size_prepended(bytes)
+        .map_err(|e| ChangesDecodeError(e.to_string()))?;
+    serde_json::from_slice(&json).map_err(|e| ChangesDecodeError(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(ts: i64, msg: &str, p: u32) -> MembershipChange {
+        MembershipChange {
+            clevertap_id: "__x".into(),
+            identity: None,
+            audience_id: 1,
+            audience_name: None,
+            action: ChangeAction::Add,
+            ts_ms: ts,
+            message_id: msg.into(),
+            profile_index: p,
+            entry_index: 0,
+        }
+    }
+
+    #[test]
+    fn versions_order_by_time_then_message_then_position() {
+        assert!(change(9, "z", 0).version() < change(10, "a", 0).version());
+        assert!(change(10, "a", 5).version() < change(10, "b", 0).version());
+        assert!(change(10, "a", 2).version() < change(10, "a", 10).version());
+    }
+
+    #[test]
+    fn encoding_round_trips() {
+        let v = vec![change(1, "m", 0), change(2, "m", 1)];
+        assert_eq!(decode_changes(&encode_changes(&v)).unwrap(), v);
+        assert!(decode_changes(b"garbage").is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! How the stages are wired: the event-source-mapping filters, shared by template.yaml and the
+//! local runner so that both deliver exactly the same records.
+
+/// resolve ← inbox: new chunks.
+pub const RESOLVE_INBOX_FILTER: &str =
+    r#"{"eventName":["INSERT"],"dynamodb":{"NewImage":{"status":{"S":["received"]}}}}"#;
+
+/// materialize ← inbox: chunks whose changes are resolved.
+pub const MATERIALIZE_INBOX_FILTER: &str =
+    r#"{"eventName":["MODIFY"],"dynamodb":{"NewImage":{"status":{"S":["resolved"]}}}}"#;
+
+/// materialize ← segments: a removed segment whose membership must be cleared.
+pub const MATERIALIZE_SEGMENTS_FILTER: &str =
+    r#"{"eventName":["INSERT","MODIFY"],"dynamodb":{"NewImage":{"status":{"S":["archiving"]}}}}"#;
+
+/// Records per invocation: inbox rows are large (up to ~300 KB), so batches stay small.
+pub const STREAM_BATCH_SIZE: usize = 10;

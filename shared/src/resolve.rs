@@ -1,0 +1,319 @@
+//! The resolve stage: one inbox chunk at a time, every user to a profile, in bulk.
+//!
+//! Round trips per chunk: one BatchGetItem pass for identity claims, one conditional PutItem per
+//! new Identity (in parallel), one BatchGetItem pass for profiles, one UpdateItem per profile whose
+//! stored data would change (in parallel), and one UpdateItem that hands the changes on.
+//! Replaying a chunk finds every claim and profile in place, writes nothing new and produces the
+//! same changes.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use aws_lambda_events::event::dynamodb::Event;
+use aws_lambda_events::event::streams::DynamoDbEventResponse;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use tracing::{error, info};
+
+use crate::batch::{StoredProfile, decode_chunk};
+use crate::changes::{ChangeAction, MembershipChange, encode_changes};
+use crate::identity::{ProfileKey, Resolution, Rung, SkipReason, resolve, user_id_type};
+use crate::protocol::{AttributeAction, AudienceAction, UserIdentityType, now_ms};
+use crate::region::Region;
+use crate::store::profiles::{ProfileMerge, PropertyValue, identity_key, profile_key};
+use crate::store::{Item, Store, StoreError, get_s};
+use crate::stream::{self as records, InboxRow, RecordError};
+use crate::tables::{Table, TableNames};
+
+/// Outcome counts of one chunk, stored on its sync-log row.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolveOutcomes {
+    pub partner_id: u64,
+    pub identity: u64,
+    pub mpid: u64,
+    pub created: u64,
+    pub merged: u64,
+    pub anonymous: u64,
+    pub hashed_unusable: u64,
+    pub invalid_email: u64,
+    pub invalid_phone: u64,
+    pub no_identity: u64,
+    pub attribute_updates: u64,
+    pub unknown_action: u64,
+    pub missing_audience_id: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Payload(String),
+}
+
+/// One user resolved under one connection setting, with the audience entries it governs.
+struct Resolved<'a> {
+    profile: &'a StoredProfile,
+    entries: Vec<usize>,
+    resolution: Resolution,
+}
+
+/// How many profile writes or claims run at once per chunk.
+const WRITE_CONCURRENCY: usize = 16;
+
+pub struct ChunkReport {
+    pub outcomes: ResolveOutcomes,
+    pub changes: Vec<MembershipChange>,
+    /// Whether this run moved the row to `resolved` (false on a replay of a resolved row).
+    pub handed_off: bool,
+}
+
+/// Resolves one stored chunk and hands its membership changes to materialization.
+pub async fn resolve_chunk(
+    store: &Store,
+    region: Region,
+    row: &InboxRow,
+) -> Result<ChunkReport, ResolveError> {
+    let profiles = decode_chunk(&row.payload).map_err(|e| ResolveError::Payload(e.to_string()))?;
+    let project = row.project_id.as_str();
+    let now = now_ms();
+    let mut outcomes = ResolveOutcomes::default();
+
+    // 1. The ladder, per profile and per distinct userIdType among its entries (pure).
+    let mut resolved: Vec<Resolved<'_>> = Vec::new();
+    for p in &profiles {
+        let mut groups: BTreeMap<UserIdentityType, Vec<usize>> = BTreeMap::new();
+        for (i, a) in p.audiences.iter().enumerate() {
+            groups
+                .entry(user_id_type(a.user_id_type.as_deref()))
+                .or_default()
+                .push(i);
+        }
+        for (t, entries) in groups {
+            let resolution = resolve(p, &t);
+            outcomes.invalid_email += resolution.invalid_emails as u64;
+            outcomes.invalid_phone += resolution.invalid_phones as u64;
+            match &resolution.outcome {
+                Ok((_, Rung::PartnerId)) => outcomes.partner_id += 1,
+                Ok((_, Rung::Identity)) => outcomes.identity += 1,
+                Ok((_, Rung::Mpid)) => outcomes.mpid += 1,
+                Err(SkipReason::Anonymous) => outcomes.anonymous += 1,
+                Err(SkipReason::HashedUnusable) => outcomes.hashed_unusable += 1,
+                Err(SkipReason::NoIdentity) => outcomes.no_identity += 1,
+            }
+            resolved.push(Resolved {
+                profile: p,
+                entries,
+                resolution,
+            });
+        }
+    }
+
+    // 2. Identities to CleverTap IDs: existing claims in bulk, then claim the new ones.
+    let identities: HashSet<&str> = resolved
+        .iter()
+        .filter_map(|r| match &r.resolution.outcome {
+            Ok((ProfileKey::Identity(id), _)) => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let claim_keys: Vec<Item> = identities
+        .iter()
+        .map(|id| identity_key(project, id))
+        .collect();
+    let claim_prefix = crate::keys::profiles::identity_pk(project, "");
+    let mut clevertap_of: HashMap<String, String> = HashMap::new();
+    for item in store.batch_get(region, Table::Profiles, claim_keys).await? {
+        if let (Some(pk), Some(ct)) = (get_s(&item, crate::keys::PK), get_s(&item, "clevertap_id"))
+            && let Some(id) = pk.strip_prefix(&claim_prefix)
+        {
+            clevertap_of.insert(id.to_owned(), ct.to_owned());
+        }
+    }
+    let mut missing: Vec<&str> = identities
+        .iter()
+        .copied()
+        .filter(|id| !clevertap_of.contains_key(*id))
+        .collect();
+    missing.sort_unstable();
+    let claimed: Vec<(String, String, bool)> = stream::iter(missing)
+        .map(|id| async move {
+            let new_ct = format!("__{}", uuid::Uuid::new_v4().simple());
+            let (ct, won) = store
+                .claim_identity(region, project, id, &new_ct, now)
+                .await?;
+            Ok::<_, StoreError>((id.to_owned(), ct, won))
+        })
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .try_collect()
+        .await?;
+    for (id, ct, _won) in claimed {
+        clevertap_of.insert(id, ct);
+    }
+
+    // 3. Profiles: read in bulk, merge email, phone and properties, write only what changes.
+    let target = |r: &Resolved<'_>| -> Option<(String, Option<String>)> {
+        match &r.resolution.outcome {
+            Ok((ProfileKey::CleverTapId(ct), _)) => Some((ct.clone(), None)),
+            Ok((ProfileKey::Identity(id), _)) => clevertap_of
+                .get(id)
+                .map(|ct| (ct.clone(), Some(id.clone()))),
+            Err(_) => None,
+        }
+    };
+    // Later profiles in the message win; properties apply in message order.
+    let mut merges: BTreeMap<String, ProfileMerge> = BTreeMap::new();
+    let mut changes = Vec::new();
+    for r in &resolved {
+        let Some((ct, identity)) = target(r) else {
+            continue;
+        };
+        let m = merges.entry(ct.clone()).or_default();
+        if identity.is_some() {
+            m.identity = identity.clone();
+        }
+        if r.resolution.email.is_some() {
+            m.email = r.resolution.email.clone();
+        }
+        if r.resolution.phone.is_some() {
+            m.phone = r.resolution.phone.clone();
+        }
+        for &e in &r.entries {
+            let entry = &r.profile.audiences[e];
+            for a in &entry.attributes {
+                let value = match a.action() {
+                    AttributeAction::Upsert => Some(match (&a.list_value, &a.value) {
+                        (Some(list), _) => PropertyValue::List(list.clone()),
+                        (None, Some(v)) => PropertyValue::Text(v.clone()),
+                        (None, None) => PropertyValue::Tag,
+                    }),
+                    AttributeAction::Delete => None,
+                    AttributeAction::Unknown(_) => continue,
+                };
+                m.properties.insert(a.key.clone(), value);
+            }
+            let action = match entry.action() {
+                AudienceAction::Add => ChangeAction::Add,
+                AudienceAction::Delete => ChangeAction::Delete,
+                AudienceAction::AttributeUpdate => {
+                    outcomes.attribute_updates += 1;
+                    continue;
+                }
+                AudienceAction::Unknown(_) => {
+                    outcomes.unknown_action += 1;
+                    continue;
+                }
+            };
+            let Some(audience_id) = entry.audience_id else {
+                outcomes.missing_audience_id += 1;
+                continue;
+            };
+            changes.push(MembershipChange {
+                clevertap_id: ct.clone(),
+                identity: identity.clone(),
+                audience_id,
+                audience_name: entry.name.clone(),
+                action,
+                ts_ms: row.message_ts,
+                message_id: row.message_id.clone(),
+                profile_index: r.profile.index,
+                entry_index: e as u32,
+            });
+        }
+    }
+    let existing: HashMap<String, Item> = store
+        .batch_get(
+            region,
+            Table::Profiles,
+            merges.keys().map(|ct| profile_key(project, ct)).collect(),
+        )
+        .await?
+        .into_iter()
+        .filter_map(|item| get_s(&item, "clevertap_id").map(|ct| (ct.to_owned(), item.clone())))
+        .collect();
+    for ct in merges.keys() {
+        if existing.contains_key(ct) {
+            outcomes.merged += 1;
+        } else {
+            outcomes.created += 1;
+        }
+    }
+    stream::iter(merges.iter().filter(|(ct, m)| m.changes(existing.get(*ct))))
+        .map(|(ct, m)| store.merge_profile(region, project, ct, m, now))
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+
+    // 4. Hand off: the row moves to `resolved` with its changes; its MODIFY drives materialize.
+    let adds = changes
+        .iter()
+        .filter(|c| c.action == ChangeAction::Add)
+        .count();
+    let handed_off = store
+        .mark_resolved(
+            region,
+            project,
+            &row.message_id,
+            row.chunk,
+            &encode_changes(&changes),
+            &outcomes,
+            adds,
+            changes.len() - adds,
+        )
+        .await?;
+    Ok(ChunkReport {
+        outcomes,
+        changes,
+        handed_off,
+    })
+}
+
+/// The resolve Lambda: inbox INSERT records in, `batchItemFailures` out.
+pub async fn handle_inbox_event(
+    store: &Store,
+    names: &TableNames,
+    event: Event,
+) -> DynamoDbEventResponse {
+    let results: Vec<_> = stream::iter(event.records.iter())
+        .map(|record| async move {
+            let outcome = async {
+                let (region, table) = records::record_source(names, record)?;
+                if table != Table::Inbox || record.event_name != "INSERT" {
+                    return Ok(None);
+                }
+                let row = records::inbox_row(record)?;
+                if row.status != crate::store::inbox::status::RECEIVED {
+                    return Ok(None);
+                }
+                resolve_chunk(store, region, &row)
+                    .await
+                    .map(|r| Some((row, r)))
+            }
+            .await;
+            (record, outcome)
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let mut failures = Vec::new();
+    for (record, outcome) in results {
+        match outcome {
+            Ok(Some((row, report))) => {
+                let o = &report.outcomes;
+                info!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
+                      changes = report.changes.len(), handed_off = report.handed_off,
+                      partner_id = o.partner_id, identity = o.identity, mpid = o.mpid, created = o.created,
+                      merged = o.merged, anonymous = o.anonymous, hashed_unusable = o.hashed_unusable,
+                      invalid_email = o.invalid_email, invalid_phone = o.invalid_phone,
+                      no_identity = o.no_identity, "chunk resolved");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                error!(error = %e, sequence = ?record.change.sequence_number, "chunk not resolved; will be retried");
+                failures.push(records::failure(record));
+            }
+        }
+    }
+    records::response(failures)
+}

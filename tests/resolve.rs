@@ -1,0 +1,302 @@
+//! Identity resolution against DynamoDB Local, through the stream handler.
+
+use std::collections::{HashMap, HashSet};
+
+use integration_tests::*;
+use serde_json::json;
+use shared::Region;
+use shared::changes::{ChangeAction, decode_changes};
+use shared::tables::Table;
+
+fn profiles_by_ct(items: &[Item]) -> HashMap<String, Item> {
+    items
+        .iter()
+        .filter(|i| text(i, "pk").unwrap().starts_with("P#"))
+        .map(|i| (text(i, "clevertap_id").unwrap(), i.clone()))
+        .collect()
+}
+
+fn claims(items: &[Item]) -> HashMap<String, String> {
+    items
+        .iter()
+        .filter_map(|i| {
+            let pk = text(i, "pk").unwrap();
+            pk.starts_with("I#").then(|| {
+                (
+                    pk.splitn(3, '#').nth(2).unwrap().to_owned(),
+                    text(i, "clevertap_id").unwrap(),
+                )
+            })
+        })
+        .collect()
+}
+
+fn outcome(row: &Item, key: &str) -> u64 {
+    row["outcomes"].as_m().unwrap()[key]
+        .as_n()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_rung_and_skip_reason_end_to_end() {
+    let stack = Stack::new("rungs", Region::Eu1).await;
+    let profiles = json!([
+        // 0: partner id → that CleverTap ID, exactly; email and phone merged.
+        {"partner_identities": [raw("CleverTap_User_ID", "-h5f3a")],
+         "user_identities": [raw("customer", "c-0"), raw("email", " Ann@Example.COM "), raw("mobile_number", "+44 7700 900001")],
+         "mpid": "1", "audiences": [entry(10, "add")]},
+        // 1: customer id → Identity.
+        {"user_identities": [raw("customer", "c-1"), raw("email", "bob@example.com")], "mpid": "2",
+         "audiences": [entry(10, "add")]},
+        // 2: mpid with a usable email → Identity = mpid.
+        {"user_identities": [raw("email", "cy@example.com")], "mpid": "-0077", "audiences": [entry(10, "add")]},
+        // 3: only an mpid → anonymous.
+        {"mpid": "4", "audiences": [entry(10, "add")]},
+        // 4: only hashed identities → hashed_unusable.
+        {"user_identities": [{"type": "email", "encoding": "sha256", "value": "86e0b9e5"}], "mpid": "5",
+         "audiences": [entry(10, "add")]},
+        // 5: nothing usable at all → no_identity.
+        {"device_identities": [raw("android_id", "a0504a8cfa15ce2c")], "audiences": [entry(10, "add")]},
+        // 6: invalid email and phone are dropped and counted; customer id still resolves.
+        {"user_identities": [raw("customer", "c-6"), raw("email", "nope"), raw("mobile_number", "12345")],
+         "audiences": [entry(10, "delete")]},
+        // 7: the connection maps other2 as the Identity; attribute_update changes properties only.
+        {"user_identities": [raw("customer", "ignored"), raw("other2", "o2-7")], "mpid": "8",
+         "audiences": [{"audience_id": 11, "audience_name": "Other", "action": "attribute_update",
+                        "audience_subscription_settings": {"userIdType": "other2"},
+                        "user_attributes": [{"key": "tier", "value": "gold", "action": "upsert"},
+                                            {"key": "vip", "value": null, "action": "upsert"},
+                                            {"key": "tags", "list_value": ["a", "b"], "action": "upsert"}]}]},
+    ]);
+    stack.send(&stack.batch("m-rungs", 1_000, profiles)).await;
+    let mut pipeline = stack.pipeline().await;
+    pipeline.run_until_idle(20).await.unwrap();
+
+    let items = stack.scan(Table::Profiles).await;
+    let profiles = profiles_by_ct(&items);
+    let claims = claims(&items);
+
+    let p0 = &profiles["-h5f3a"];
+    assert_eq!(text(p0, "email").as_deref(), Some("ann@example.com"));
+    assert_eq!(text(p0, "phone").as_deref(), Some("+447700900001"));
+    assert!(
+        !claims.contains_key("c-0"),
+        "the partner rung does not claim the customer id"
+    );
+
+    let ct1 = &claims["c-1"];
+    assert!(ct1.starts_with("__") && ct1.len() == 34, "{ct1}");
+    assert_eq!(text(&profiles[ct1], "identity").as_deref(), Some("c-1"));
+    assert_eq!(
+        text(&profiles[ct1], "email").as_deref(),
+        Some("bob@example.com")
+    );
+
+    assert_eq!(
+        text(&profiles[&claims["-77"]], "email").as_deref(),
+        Some("cy@example.com")
+    );
+
+    let p6 = &profiles[&claims["c-6"]];
+    assert_eq!((text(p6, "email"), text(p6, "phone")), (None, None));
+
+    let p7 = &profiles[&claims["o2-7"]];
+    assert_eq!(text(p7, "attr#tier").as_deref(), Some("gold"));
+    assert_eq!(p7["attr#vip"].as_bool().ok(), Some(&true));
+    assert_eq!(p7["attr#tags"].as_l().unwrap().len(), 2);
+    assert!(!claims.contains_key("ignored"));
+
+    assert_eq!(profiles.len(), 5, "no profile for the skipped users");
+    assert_eq!(claims.len(), 4);
+
+    let rows = stack.scan(Table::Inbox).await;
+    let row = &rows[0];
+    assert_eq!(text(row, "status").as_deref(), Some("resolved"));
+    for (key, expected) in [
+        ("partner_id", 1),
+        ("identity", 3),
+        ("mpid", 1),
+        ("anonymous", 1),
+        ("hashed_unusable", 1),
+        ("no_identity", 1),
+        ("invalid_email", 1),
+        ("invalid_phone", 1),
+        ("created", 5),
+        ("merged", 0),
+        ("attribute_updates", 1),
+    ] {
+        assert_eq!(outcome(row, key), expected, "{key}");
+    }
+    let changes = decode_changes(row["changes"].as_b().unwrap().as_ref()).unwrap();
+    assert_eq!(
+        changes.len(),
+        4,
+        "three adds and one delete from resolved users"
+    );
+    assert_eq!(
+        changes
+            .iter()
+            .filter(|c| c.action == ChangeAction::Delete)
+            .count(),
+        1
+    );
+    let c0 = changes.iter().find(|c| c.clevertap_id == "-h5f3a").unwrap();
+    assert_eq!(
+        (c0.audience_id, c0.ts_ms, c0.message_id.as_str()),
+        (10, 1_000, "m-rungs")
+    );
+    assert_eq!(
+        changes
+            .iter()
+            .find(|c| c.clevertap_id == *ct1)
+            .unwrap()
+            .identity
+            .as_deref(),
+        Some("c-1")
+    );
+}
+
+#[tokio::test]
+async fn existing_profiles_are_matched_and_merged_never_duplicated() {
+    let stack = Stack::new("merge", Region::Us1).await;
+    let mut pipeline = stack.pipeline().await;
+    stack
+        .send(&stack.batch("m1", 1, json!([
+            {"user_identities": [raw("customer", "alice")], "audiences": [entry(1, "add")]},
+            {"partner_identities": [raw("CleverTap_User_ID", "__ct-bob")], "audiences": [entry(1, "add")]},
+        ])))
+        .await;
+    pipeline.run_until_idle(20).await.unwrap();
+    let before = claims(&stack.scan(Table::Profiles).await);
+
+    stack
+        .send(&stack.batch("m2", 2, json!([
+            {"user_identities": [raw("customer", "alice"), raw("email", "alice@example.com")], "audiences": [entry(2, "add")]},
+            {"partner_identities": [raw("CleverTap_User_ID", "__ct-bob")], "user_identities": [raw("mobile_number", "+14155550123")],
+             "audiences": [entry(2, "add")]},
+        ])))
+        .await;
+    pipeline.run_until_idle(20).await.unwrap();
+
+    let items = stack.scan(Table::Profiles).await;
+    let profiles = profiles_by_ct(&items);
+    assert_eq!(claims(&items), before, "the Identity kept its profile");
+    assert_eq!(profiles.len(), 2);
+    assert_eq!(
+        text(&profiles[&before["alice"]], "email").as_deref(),
+        Some("alice@example.com")
+    );
+    assert_eq!(
+        text(&profiles["__ct-bob"], "phone").as_deref(),
+        Some("+14155550123")
+    );
+    let second = stack
+        .scan(Table::Inbox)
+        .await
+        .into_iter()
+        .find(|r| text(r, "message_id").as_deref() == Some("m2"))
+        .unwrap();
+    assert_eq!(
+        (outcome(&second, "merged"), outcome(&second, "created")),
+        (2, 0)
+    );
+}
+
+#[tokio::test]
+async fn concurrent_resolutions_create_one_profile_per_identity() {
+    let stack = Stack::new("race", Region::Sg1).await;
+    // 16 batches that all bring the same 40 new identities (in different orders).
+    for b in 0..16 {
+        let profiles: Vec<_> = (0..40)
+            .map(|i| (i * 7 + b * 3) % 40)
+            .map(|i| {
+                json!({"user_identities": [raw("customer", &format!("shared-{i}")),
+                                                  raw("email", &format!("s{i}.b{b}@example.com"))],
+                            "audiences": [entry(5, "add")]})
+            })
+            .collect();
+        stack
+            .send(&stack.batch(&format!("race-{b}"), b, json!(profiles)))
+            .await;
+    }
+    // Resolve all 16 chunks at once, as 16 concurrent Lambda invocations would.
+    let rows = stack.scan(Table::Inbox).await;
+    assert_eq!(rows.len(), 16);
+    let results = futures::future::join_all(rows.iter().map(|item| {
+        let row: shared::stream::InboxRow = serde_dynamo::from_item(item.clone()).unwrap();
+        let store = stack.store.clone();
+        async move {
+            shared::resolve::resolve_chunk(&store, Region::Sg1, &row)
+                .await
+                .map(|r| r.changes)
+        }
+    }))
+    .await;
+
+    let items = stack.scan(Table::Profiles).await;
+    let claims = claims(&items);
+    let profiles = profiles_by_ct(&items);
+    assert_eq!(claims.len(), 40);
+    assert_eq!(profiles.len(), 40, "exactly one profile per identity");
+    let distinct: HashSet<&String> = claims.values().collect();
+    assert_eq!(distinct.len(), 40);
+    // Every resolution agrees on which profile each identity is.
+    for changes in results {
+        for c in changes.unwrap() {
+            assert_eq!(&claims[c.identity.as_deref().unwrap()], &c.clevertap_id);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_replayed_record_changes_nothing() {
+    let stack = Stack::new("replay", Region::Mec1).await;
+    stack
+        .send(&stack.batch("m-replay", 9, json!([
+            {"user_identities": [raw("customer", "r1"), raw("email", "r1@example.com")], "audiences": [entry(3, "add")]},
+            {"user_identities": [raw("email", "r2@example.com")], "mpid": "22", "audiences": [entry(3, "delete")]},
+        ])))
+        .await;
+    let names = stack.names.clone();
+    let client = stack.client.clone();
+    let arn = local::stream_arn(&client, &names.name(Region::Mec1, Table::Inbox))
+        .await
+        .unwrap();
+    let mut poller = local::StreamPoller::new(local::streams_client(&endpoint()), arn);
+    let insert = poller.poll().await.unwrap();
+    assert_eq!(insert.len(), 1);
+
+    let first =
+        shared::resolve::handle_inbox_event(&stack.store, &names, local::to_event(insert.clone()))
+            .await;
+    assert!(first.batch_item_failures.is_empty());
+    let profiles_after_first = stack.scan(Table::Profiles).await;
+    let row_after_first = stack.scan(Table::Inbox).await;
+
+    // The same record again, as Lambda may redeliver it.
+    let second =
+        shared::resolve::handle_inbox_event(&stack.store, &names, local::to_event(insert.clone()))
+            .await;
+    assert!(second.batch_item_failures.is_empty());
+    let sorted = |mut v: Vec<Item>| {
+        v.sort_by_key(|i| text(i, "pk"));
+        v
+    };
+    assert_eq!(
+        sorted(stack.scan(Table::Profiles).await),
+        sorted(profiles_after_first)
+    );
+    assert_eq!(stack.scan(Table::Inbox).await, row_after_first);
+
+    // A direct replay computes the same changes.
+    let row: shared::stream::InboxRow =
+        serde_dynamo::from_item(row_after_first[0].clone()).unwrap();
+    let replay = shared::resolve::resolve_chunk(&stack.store, Region::Mec1, &row)
+        .await
+        .unwrap();
+    assert!(!replay.handed_off);
+    let stored = decode_changes(row_after_first[0]["changes"].as_b().unwrap().as_ref()).unwrap();
+    assert_eq!(replay.changes, stored);
+}
