@@ -300,3 +300,51 @@ async fn a_replayed_record_changes_nothing() {
     let stored = decode_changes(row_after_first[0]["changes"].as_b().unwrap().as_ref()).unwrap();
     assert_eq!(replay.changes, stored);
 }
+
+#[tokio::test]
+async fn a_chunk_whose_batch_get_returns_unprocessed_keys_still_completes() {
+    let stack = Stack::new("unprocessed", Region::Aps3).await;
+    let profiles: Vec<_> = (0..150)
+        .map(|i| json!({"user_identities": [raw("customer", &format!("u{i}"))], "audiences": [entry(4, "add")]}))
+        .collect();
+    stack
+        .send(&stack.batch("m-unprocessed", 1, json!(profiles)))
+        .await;
+    // Every BatchGetItem of the first few reports half its keys unprocessed.
+    let plan = local::faults::FaultPlan::default();
+    plan.unprocessed_keys
+        .store(6, std::sync::atomic::Ordering::SeqCst);
+    let faulty = shared::store::Store::new(
+        shared::clients::RegionalClients::single(local::faults::faulty_client(
+            &endpoint(),
+            plan.clone(),
+        )),
+        stack.names.clone(),
+    );
+    let row = stack.scan(Table::Inbox).await.remove(0);
+    let row: shared::stream::InboxRow = serde_dynamo::from_item(row).unwrap();
+    let report = shared::resolve::resolve_chunk(&faulty, Region::Aps3, &row)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        plan.injected.load(std::sync::atomic::Ordering::SeqCst),
+        6,
+        "the faults were hit"
+    );
+    assert_eq!(report.changes.len(), 150);
+    let items = stack.scan(Table::Profiles).await;
+    assert_eq!(claims(&items).len(), 150);
+    assert_eq!(profiles_by_ct(&items).len(), 150);
+    // A second run through the faults sees every claim: nothing new is created.
+    plan.unprocessed_keys
+        .store(6, std::sync::atomic::Ordering::SeqCst);
+    let again = shared::resolve::resolve_chunk(&faulty, Region::Aps3, &row)
+        .await
+        .unwrap();
+    assert_eq!(again.changes, report.changes);
+    assert_eq!(
+        profiles_by_ct(&stack.scan(Table::Profiles).await).len(),
+        150
+    );
+}

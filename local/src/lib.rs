@@ -1,6 +1,7 @@
 //! Local emulation of what AWS does around the functions, so one code path runs locally and
 //! deployed: DynamoDB stream polling with event-source-mapping filters and Lambda's event shape.
 
+pub mod faults;
 pub mod pipeline;
 
 use std::collections::{HashMap, VecDeque};
