@@ -18,7 +18,11 @@ struct Env {
 }
 
 async fn env(test: &str) -> Env {
-    let (client, names) = fresh_tables(test).await;
+    env_in(test, &[Region::Eu1]).await
+}
+
+async fn env_in(test: &str, regions: &[Region]) -> Env {
+    let (client, names) = fresh_tables_in(test, regions).await;
     let store = store(&client, &names);
     let project = provision(&store, Region::Eu1).await;
     let endpoint = Endpoint::new(&config(&names, 60), store.clone());
@@ -210,7 +214,8 @@ async fn subscriptions_create_rename_and_archive_segments() {
 
 #[tokio::test]
 async fn bad_output_credentials_403_subscriptions_and_suspend_batches() {
-    let e = env("creds").await;
+    // Every region: a wrong region must find no project there, and nothing may be written anywhere.
+    let e = env_in("creds", &Region::ALL).await;
     let p = &e.project;
     let mut cases: Vec<(&str, TestProject)> = Vec::new();
     let mut wrong = p.clone();
@@ -263,7 +268,7 @@ async fn bad_output_credentials_403_subscriptions_and_suspend_batches() {
 
 #[tokio::test]
 async fn expired_and_revoked_passcodes_stop_working() {
-    let (client, names) = fresh_tables("expiry").await;
+    let (client, names) = fresh_tables_in("expiry", &[Region::In1]).await;
     let store = store(&client, &names);
     let p = provision(&store, Region::In1).await;
     // No cache, so revocation takes effect at once.
@@ -394,7 +399,7 @@ async fn batches_are_stored_once_in_the_home_region() {
 
 #[tokio::test]
 async fn storage_failures_are_503_so_mparticle_retries() {
-    let (client, names) = fresh_tables("down").await;
+    let (client, names) = fresh_tables_in("down", &[Region::Eu1]).await;
     let store_ok = store(&client, &names);
     let project = provision(&store_ok, Region::Eu1).await;
     // Warm the cache with a working store, then point the writes at a dead endpoint.

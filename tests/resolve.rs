@@ -113,7 +113,7 @@ async fn every_rung_and_skip_reason_end_to_end() {
 
     let rows = stack.scan(Table::Inbox).await;
     let row = &rows[0];
-    assert_eq!(text(row, "status").as_deref(), Some("resolved"));
+    assert_eq!(text(row, "status").as_deref(), Some("materialized"));
     for (key, expected) in [
         ("partner_id", 1),
         ("identity", 3),

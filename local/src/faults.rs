@@ -24,6 +24,9 @@ pub struct FaultPlan {
     pub unprocessed_items: Arc<AtomicU32>,
     /// Requests answered with ThrottlingException before reaching the engine.
     pub throttles: Arc<AtomicU32>,
+    /// PutItem bodies (DynamoDB JSON) sent to the engine just before the next TransactWriteItems
+    /// goes out: a concurrent writer that wins the race against that transaction.
+    pub before_transaction: Arc<std::sync::Mutex<Vec<Value>>>,
     /// Faults injected so far.
     pub injected: Arc<AtomicU32>,
 }
@@ -90,6 +93,35 @@ impl HttpConnector for FaultConnector {
             .body()
             .bytes()
             .and_then(|b| serde_json::from_slice(b).ok());
+        if target.ends_with(".TransactWriteItems") {
+            let sneaks: Vec<Value> = std::mem::take(&mut *plan.before_transaction.lock().unwrap());
+            if !sneaks.is_empty() {
+                let inner = self.inner.clone();
+                let template = request.try_clone();
+                return HttpConnectorFuture::new(async move {
+                    for body in sneaks {
+                        let mut put = template
+                            .as_ref()
+                            .and_then(|t| t.try_clone())
+                            .expect("in-memory request");
+                        put.headers_mut()
+                            .insert("x-amz-target", "DynamoDB_20120810.PutItem");
+                        let text = body.to_string();
+                        put.headers_mut()
+                            .insert("content-length", text.len().to_string());
+                        *put.body_mut() = SdkBody::from(text);
+                        let r = inner.call(put).await?;
+                        if r.status().as_u16() != 200 {
+                            let body = ByteStream::new(r.into_body()).collect().await;
+                            tracing::error!(?body, "the injected concurrent write failed");
+                            continue;
+                        }
+                        plan.injected.fetch_add(1, Ordering::SeqCst);
+                    }
+                    inner.call(request).await
+                });
+            }
+        }
         if target.ends_with(".BatchWriteItem") && FaultPlan::take(&plan.unprocessed_items) {
             // Send only the first half; report the rest as unprocessed.
             if let Some(mut body) = request_body {

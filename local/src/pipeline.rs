@@ -2,7 +2,9 @@
 //! filtered event shapes the deployed event source mappings deliver.
 
 use shared::Region;
-use shared::pipeline::{RESOLVE_INBOX_FILTER, STREAM_BATCH_SIZE};
+use shared::pipeline::{
+    MATERIALIZE_INBOX_FILTER, MATERIALIZE_SEGMENTS_FILTER, RESOLVE_INBOX_FILTER, STREAM_BATCH_SIZE,
+};
 use shared::store::Store;
 use shared::tables::{Table, TableNames};
 
@@ -12,6 +14,13 @@ pub struct LocalPipeline {
     store: Store,
     names: TableNames,
     resolve: Vec<Mapping>,
+    materialize: Vec<Mapping>,
+}
+
+#[derive(Clone, Copy)]
+enum Stage {
+    Resolve,
+    Materialize,
 }
 
 impl LocalPipeline {
@@ -24,42 +33,66 @@ impl LocalPipeline {
     ) -> Result<Self, String> {
         let streams = streams_client(endpoint);
         let mut resolve = Vec::new();
+        let mut materialize = Vec::new();
         for &region in regions {
             let inbox = stream_arn(client, &names.name(region, Table::Inbox)).await?;
+            let segments = stream_arn(client, &names.name(region, Table::Segments)).await?;
+            // Two event source mappings on the inbox stream, as deployed: each has its own position.
             resolve.push(Mapping::new(
-                StreamPoller::new(streams.clone(), inbox),
+                StreamPoller::new(streams.clone(), inbox.clone()),
                 RESOLVE_INBOX_FILTER,
                 STREAM_BATCH_SIZE,
+            ));
+            materialize.push(Mapping::new(
+                StreamPoller::new(streams.clone(), inbox),
+                MATERIALIZE_INBOX_FILTER,
+                STREAM_BATCH_SIZE,
+            ));
+            materialize.push(Mapping::new(
+                StreamPoller::new(streams.clone(), segments),
+                MATERIALIZE_SEGMENTS_FILTER,
+                1,
             ));
         }
         Ok(Self {
             store,
             names,
             resolve,
+            materialize,
         })
     }
 
     /// Polls every stream once and runs every queued batch; returns how many records ran.
     pub async fn step(&mut self) -> Result<usize, String> {
         let mut handled = 0;
-        for m in &mut self.resolve {
-            m.fetch().await?;
-            while let Some(batch) = m.next_batch() {
-                handled += batch.len();
-                let response = shared::resolve::handle_inbox_event(
-                    &self.store,
-                    &self.names,
-                    to_event(batch.clone()),
-                )
-                .await;
-                let failed: Vec<String> = response
-                    .batch_item_failures
-                    .iter()
-                    .filter_map(|f| f.item_identifier.clone())
-                    .collect();
-                if !failed.is_empty() {
-                    m.redeliver(batch, &failed);
-                    break;
+        let (store, names) = (&self.store, &self.names);
+        for (stage, mappings) in [
+            (Stage::Resolve, &mut self.resolve),
+            (Stage::Materialize, &mut self.materialize),
+        ] {
+            for m in mappings.iter_mut() {
+                m.fetch().await?;
+                while let Some(batch) = m.next_batch() {
+                    handled += batch.len();
+                    let event = to_event(batch.clone());
+                    let response = match stage {
+                        Stage::Resolve => {
+                            shared::resolve::handle_inbox_event(store, names, event).await
+                        }
+                        Stage::Materialize => {
+                            shared::materialize::handle_event(store, names, event).await
+                        }
+                    };
+                    let failed: Vec<String> = response
+                        .batch_item_failures
+                        .iter()
+                        .filter_map(|f| f.item_identifier.clone())
+                        .collect();
+                    if !failed.is_empty() {
+                        // Lambda retries the batch from the first failure; so do we, next step.
+                        m.redeliver(batch, &failed);
+                        break;
+                    }
                 }
             }
         }
@@ -72,7 +105,13 @@ impl LocalPipeline {
         for _ in 0..max_steps {
             let n = self.step().await?;
             total += n;
-            if n == 0 && self.resolve.iter().all(|m| m.pending() == 0) {
+            if n == 0
+                && self
+                    .resolve
+                    .iter()
+                    .chain(&self.materialize)
+                    .all(|m| m.pending() == 0)
+            {
                 return Ok(total);
             }
         }

@@ -140,6 +140,7 @@ pub const SYNC_LOG_ATTRIBUTES: &[&str] = &[
     "profile_count",
     "outcomes",
     "change_counts",
+    "applied",
 ];
 
 static DEFS: [TableDef; 6] = [

@@ -21,6 +21,19 @@ pub fn unique_prefix(test: &str) -> String {
     format!("t{}-{}", &id[..8], test.replace('_', "-"))
 }
 
+/// Creates some regions' tables under a fresh prefix (DynamoDB Local slows down as tables pile up,
+/// so tests create only what they touch).
+pub async fn fresh_tables_in(test: &str, regions: &[shared::Region]) -> (Client, TableNames) {
+    let client = client();
+    let names = TableNames::new(unique_prefix(test));
+    for r in regions {
+        shared::tables::create_tables(&client, &names, *r)
+            .await
+            .expect("create tables on DynamoDB Local");
+    }
+    (client, names)
+}
+
 /// Creates every region's tables under a fresh prefix and returns their names.
 pub async fn fresh_tables(test: &str) -> (Client, TableNames) {
     let client = client();

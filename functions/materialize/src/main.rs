@@ -1,2 +1,18 @@
-//! Lambda entry point for `materialize`; the handler is built in later steps (logic lives in `shared`).
-fn main() {}
+//! `materialize`: resolved inbox chunks and archiving segments → memberships, counts, events.
+
+use aws_lambda_events::event::dynamodb::Event;
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use shared::config::{Config, init_tracing};
+use shared::store::Store;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let config = Config::from_env()?;
+    let store = Store::new(config.clients().await, config.tables.clone());
+    let (store, names) = (&store, &config.tables);
+    run(service_fn(move |event: LambdaEvent<Event>| async move {
+        Ok::<_, Error>(shared::materialize::handle_event(store, names, event.payload).await)
+    }))
+    .await
+}

@@ -210,3 +210,43 @@ impl Store {
         }
     }
 }
+
+impl Store {
+    /// Moves a chunk from `resolved` to `materialized` with what materialization did.
+    /// Returns false when the row had moved on already (a replayed stream record).
+    pub async fn mark_materialized(
+        &self,
+        region: Region,
+        project_id: &str,
+        message_id: &str,
+        chunk: u32,
+        counts: &crate::materialize::MaterializeCounts,
+    ) -> Result<bool, StoreError> {
+        let applied = serde_dynamo::to_attribute_value(counts)?;
+        let res = self
+            .client(region)
+            .update_item()
+            .table_name(self.table(region, Table::Inbox))
+            .key(keys::PK, s(k::pk(project_id)))
+            .key(keys::SK, s(k::sk(message_id, chunk)))
+            .update_expression("SET #st = :done, applied = :a, materialized_ms = :now")
+            .condition_expression("#st = :resolved")
+            .expression_attribute_names("#st", k::STATUS)
+            .expression_attribute_values(":done", s(status::MATERIALIZED))
+            .expression_attribute_values(":resolved", s(status::RESOLVED))
+            .expression_attribute_values(":a", applied)
+            .expression_attribute_values(":now", n(crate::protocol::now_ms()))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}

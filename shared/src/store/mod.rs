@@ -11,6 +11,7 @@ use crate::region::Region;
 use crate::tables::{Table, TableNames};
 
 pub mod inbox;
+pub mod memberships;
 pub mod profiles;
 pub mod projects;
 pub mod segments;
@@ -82,7 +83,6 @@ pub(crate) fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-#[allow(dead_code)] // used by the stream stages
 pub(crate) fn get_n(item: &Item, key: &str) -> Option<i64> {
     item.get(key)
         .and_then(|v| v.as_n().ok())

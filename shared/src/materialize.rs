@@ -1,0 +1,572 @@
+//! The materialize stage: resolved changes → memberships, exact counts, Partner Sync events.
+//!
+//! Per chunk: read the segments and the membership rows concerned (BatchGetItem), run the state
+//! machine, then write. Pairs whose events must be raised go into TransactWriteItems (membership
+//! put conditional on the version read, event puts conditional on being new, one counter update
+//! per segment, usage per month); pairs whose change is a no-op only advance their version with a
+//! conditional put; stale and duplicate changes write nothing. A cancelled transaction is read by
+//! its reasons: a lost membership condition re-reads and re-plans that pair only, the others are
+//! retried as they were, and a failed counter condition means the segment is being archived.
+//!
+//! Subscription `remove` clears a segment in the background, page by page, without per-user
+//! Partner Sync events: the audience was disconnected, nobody left it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use aws_lambda_events::event::dynamodb::{Event, EventRecord};
+use aws_lambda_events::event::streams::DynamoDbEventResponse;
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+
+use crate::changes::{MembershipChange, decode_changes};
+use crate::keys;
+use crate::protocol::now_ms;
+use crate::region::Region;
+use crate::segment_state::{MemberState, Outcome, SyncAction, apply};
+use crate::store::memberships::{
+    ActionRole, PairWrite, actions_of, member_state, membership_key, segment_transaction,
+};
+use crate::store::segments::status as segment_status;
+use crate::store::{Item, Store, StoreError, backoff, cancellation_codes, get_n, get_s, n, s};
+use crate::stream::{self as records, InboxRow, RecordError};
+use crate::tables::{Table, TableNames};
+
+/// What materializing one chunk did, stored on its sync-log row.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaterializeCounts {
+    pub added: u64,
+    pub removed: u64,
+    pub noop: u64,
+    pub duplicate: u64,
+    pub stale: u64,
+    /// Changes for segments that are archived (or being archived): ignored.
+    pub archived: u64,
+}
+
+impl MaterializeCounts {
+    fn add(&mut self, o: &MaterializeCounts) {
+        self.added += o.added;
+        self.removed += o.removed;
+        self.noop += o.noop;
+        self.duplicate += o.duplicate;
+        self.stale += o.stale;
+        self.archived += o.archived;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MaterializeError {
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Payload(String),
+    #[error("segment {0}: gave up after {1} retries of conflicting writes")]
+    Contention(i64, u32),
+}
+
+/// Most actions a transaction may carry.
+const MAX_TRANSACTION_ACTIONS: usize = 100;
+/// Usage updates are few (one per month in the chunk); keep room for them.
+const RESERVED_ACTIONS: usize = 4;
+/// Re-plans of one pair after lost conditions. Every lost condition means another writer made
+/// progress on that pair, so this only bounds pathological contention.
+const MAX_REPLANS_PER_PAIR: u32 = 25;
+/// Retries after transaction conflicts (other writers on the same segment counter): these are
+/// expected when many chunks of one audience arrive together, and resolve with jittered backoff.
+const MAX_CONFLICT_RETRIES: u32 = 200;
+
+/// Plans one (segment, profile): its changes applied in version order to the state read.
+fn plan_pair(
+    audience_id: i64,
+    clevertap_id: &str,
+    changes: &[&MembershipChange],
+    read: &MemberState,
+    counts: &mut MaterializeCounts,
+) -> Option<PairWrite> {
+    let mut state = read.clone();
+    let mut events = Vec::new();
+    let mut identity = None;
+    for c in changes {
+        let (next, outcome) = apply(&state, c.action, &c.version());
+        match outcome {
+            Outcome::Changed(a) => events.push(((*c).clone(), a)),
+            Outcome::NoOp => counts.noop += 1,
+            Outcome::Duplicate => counts.duplicate += 1,
+            Outcome::Stale => counts.stale += 1,
+        }
+        if c.identity.is_some() {
+            identity = c.identity.clone();
+        }
+        state = next;
+    }
+    (state.version != read.version).then(|| PairWrite {
+        audience_id,
+        clevertap_id: clevertap_id.to_owned(),
+        identity,
+        expected_version: read.version.clone(),
+        next: state,
+        events,
+    })
+}
+
+/// Applies one chunk's resolved changes.
+pub async fn materialize_changes(
+    store: &Store,
+    region: Region,
+    project_id: &str,
+    changes: &[MembershipChange],
+) -> Result<MaterializeCounts, MaterializeError> {
+    // Group: segment → profile → changes in version order.
+    let mut groups: BTreeMap<i64, BTreeMap<&str, Vec<&MembershipChange>>> = BTreeMap::new();
+    for c in changes {
+        groups
+            .entry(c.audience_id)
+            .or_default()
+            .entry(c.clevertap_id.as_str())
+            .or_default()
+            .push(c);
+    }
+    for pairs in groups.values_mut() {
+        for list in pairs.values_mut() {
+            list.sort_by_key(|c| c.version());
+        }
+    }
+    let segment_keys: Vec<Item> = groups
+        .keys()
+        .map(|aud| {
+            Item::from([
+                (keys::PK.to_owned(), s(keys::segments::pk(project_id))),
+                (keys::SK.to_owned(), s(keys::segments::segment_sk(*aud))),
+            ])
+        })
+        .collect();
+    let segments: HashMap<i64, Item> = store
+        .batch_get(region, Table::Segments, segment_keys)
+        .await?
+        .into_iter()
+        .filter_map(|i| get_n(&i, "partner_segment_id").map(|id| (id, i)))
+        .collect();
+
+    let results: Vec<MaterializeCounts> = stream::iter(groups.iter())
+        .map(|(aud, pairs)| {
+            materialize_segment(store, region, project_id, *aud, segments.get(aud), pairs)
+        })
+        .buffer_unordered(4)
+        .try_collect()
+        .await?;
+    let mut total = MaterializeCounts::default();
+    for r in &results {
+        total.add(r);
+    }
+    Ok(total)
+}
+
+/// The key of `ct` in `pairs`, borrowed for as long as `pairs`' keys are.
+fn key_in<'a, V>(pairs: &BTreeMap<&'a str, V>, ct: &str) -> Option<&'a str> {
+    pairs.get_key_value(ct).map(|(k, _)| *k)
+}
+
+async fn materialize_segment<'a>(
+    store: &Store,
+    region: Region,
+    project_id: &str,
+    audience_id: i64,
+    segment: Option<&Item>,
+    pairs: &BTreeMap<&'a str, Vec<&MembershipChange>>,
+) -> Result<MaterializeCounts, MaterializeError> {
+    let mut counts = MaterializeCounts::default();
+    let change_count = |ids: &[&str]| ids.iter().map(|id| pairs[id].len() as u64).sum::<u64>();
+    if segment.is_some_and(|s| get_s(s, "status") != Some(segment_status::ACTIVE)) {
+        counts.archived = change_count(&pairs.keys().copied().collect::<Vec<_>>());
+        return Ok(counts);
+    }
+    let segment_name = segment
+        .and_then(|s| get_s(s, "name"))
+        .map(str::to_owned)
+        .or_else(|| {
+            pairs
+                .values()
+                .flatten()
+                .find_map(|c| c.audience_name.clone())
+        })
+        .unwrap_or_else(|| format!("Audience {audience_id}"));
+    let tables = store.region_tables(region);
+    let now = now_ms();
+
+    // Pairs still to (re)plan from a fresh read, and planned pairs waiting for a transaction,
+    // each with the tally of its no-op, duplicate and stale changes (counted once it is written).
+    let mut to_read: Vec<&'a str> = pairs.keys().copied().collect();
+    let mut ready: Vec<(PairWrite, MaterializeCounts)> = Vec::new();
+    let mut conflicts = 0u32;
+    let key_of = |ct: &str| key_in(pairs, ct);
+    let mut replans: HashMap<&'a str, u32> = HashMap::new();
+    let replan = |replans: &mut HashMap<&'a str, u32>, to_read: &mut Vec<&'a str>, ct: &str| {
+        let Some(key) = key_of(ct) else { return Ok(()) };
+        let n = replans.entry(key).or_default();
+        *n += 1;
+        if *n > MAX_REPLANS_PER_PAIR {
+            return Err(MaterializeError::Contention(audience_id, *n));
+        }
+        to_read.push(key);
+        Ok(())
+    };
+    loop {
+        if !to_read.is_empty() {
+            let read_keys = to_read
+                .iter()
+                .map(|ct| membership_key(project_id, audience_id, ct))
+                .collect();
+            let read: HashMap<String, Item> = store
+                .batch_get(region, Table::Memberships, read_keys)
+                .await?
+                .into_iter()
+                .filter_map(|i| get_s(&i, keys::SK).map(|ct| (ct.to_owned(), i.clone())))
+                .collect();
+            let mut noops = Vec::new();
+            for ct in to_read.drain(..) {
+                let mut tally = MaterializeCounts::default();
+                match plan_pair(
+                    audience_id,
+                    ct,
+                    &pairs[ct],
+                    &member_state(read.get(ct)),
+                    &mut tally,
+                ) {
+                    Some(w) if w.events.is_empty() => noops.push((w, tally)),
+                    Some(w) => ready.push((w, tally)),
+                    None => counts.add(&tally),
+                }
+            }
+            // No-op changes only move the version forward: one conditional put each.
+            let outcomes: Vec<(PairWrite, MaterializeCounts, bool)> = stream::iter(noops)
+                .map(|(w, tally)| async move {
+                    let won = store
+                        .put_membership_if_unchanged(region, project_id, &w, now)
+                        .await?;
+                    Ok::<_, StoreError>((w, tally, won))
+                })
+                .buffer_unordered(16)
+                .try_collect()
+                .await?;
+            for (w, tally, won) in outcomes {
+                if won {
+                    counts.add(&tally);
+                } else {
+                    replan(&mut replans, &mut to_read, &w.clevertap_id)?;
+                }
+            }
+        }
+        if ready.is_empty() && to_read.is_empty() {
+            return Ok(counts);
+        }
+        if ready.is_empty() {
+            continue;
+        }
+
+        // Fill one transaction (one counter update for this segment) and send it.
+        let mut batch: Vec<(PairWrite, MaterializeCounts)> = Vec::new();
+        let mut actions = 1 + RESERVED_ACTIONS;
+        while let Some((next, _)) = ready.last() {
+            if actions + actions_of(next) > MAX_TRANSACTION_ACTIONS && !batch.is_empty() {
+                break;
+            }
+            actions += actions_of(next);
+            batch.push(ready.pop().expect("checked"));
+        }
+        let refs: Vec<&PairWrite> = batch.iter().map(|(w, _)| w).collect();
+        let (items, roles) =
+            segment_transaction(project_id, &tables, audience_id, &segment_name, &refs, now);
+        match send_transaction(store, region, items).await? {
+            TxOutcome::Committed => {
+                for (w, tally) in &batch {
+                    counts.add(tally);
+                    for (_, a) in &w.events {
+                        match a {
+                            SyncAction::Added => counts.added += 1,
+                            SyncAction::Removed => counts.removed += 1,
+                        }
+                    }
+                }
+            }
+            TxOutcome::Cancelled(codes) => {
+                let failed = |role: ActionRole| {
+                    roles
+                        .iter()
+                        .zip(&codes)
+                        .any(|(r, c)| *r == role && c.as_deref() == Some("ConditionalCheckFailed"))
+                };
+                if failed(ActionRole::Counter) {
+                    // Archived meanwhile: nothing more of this segment is applied.
+                    let rest: Vec<&str> = batch
+                        .iter()
+                        .chain(ready.iter())
+                        .filter_map(|(w, _)| key_of(&w.clevertap_id))
+                        .chain(to_read.iter().copied())
+                        .collect();
+                    counts.archived += change_count(&rest);
+                    return Ok(counts);
+                }
+                let conflict = codes
+                    .iter()
+                    .flatten()
+                    .any(|c| c != "ConditionalCheckFailed");
+                if conflict {
+                    conflicts += 1;
+                    if conflicts > MAX_CONFLICT_RETRIES {
+                        return Err(MaterializeError::Contention(audience_id, conflicts));
+                    }
+                }
+                for (i, (w, tally)) in batch.into_iter().enumerate() {
+                    if failed(ActionRole::Membership(i)) || failed(ActionRole::Event(i)) {
+                        // Someone else moved this pair: read it again and re-plan.
+                        replan(&mut replans, &mut to_read, &w.clevertap_id)?;
+                    } else {
+                        ready.push((w, tally));
+                    }
+                }
+                if conflict {
+                    tokio::time::sleep(backoff(conflicts.min(4))).await;
+                }
+            }
+        }
+    }
+}
+
+enum TxOutcome {
+    Committed,
+    Cancelled(Vec<Option<String>>),
+}
+
+async fn send_transaction(
+    store: &Store,
+    region: Region,
+    items: Vec<TransactWriteItem>,
+) -> Result<TxOutcome, StoreError> {
+    let res = store
+        .client(region)
+        .transact_write_items()
+        .set_transact_items(Some(items))
+        .send()
+        .await;
+    match res {
+        Ok(_) => Ok(TxOutcome::Committed),
+        Err(e) => match cancellation_codes(&e) {
+            Some(codes) => Ok(TxOutcome::Cancelled(codes)),
+            None => Err(e.into()),
+        },
+    }
+}
+
+/// Clears the members of a segment that mParticle disconnected, then marks it archived.
+/// Returns how many members were cleared. Stops if the segment is re-activated meanwhile.
+pub async fn clear_segment(
+    store: &Store,
+    region: Region,
+    project_id: &str,
+    audience_id: i64,
+) -> Result<u64, StoreError> {
+    let tables = store.region_tables(region);
+    let client = store.client(region);
+    let mut cleared = 0u64;
+    let mut attempt = 0u32;
+    loop {
+        let page = client
+            .query()
+            .table_name(&tables.memberships)
+            .key_condition_expression("pk = :pk")
+            .filter_expression("#member = :yes")
+            .expression_attribute_names("#member", "member")
+            .expression_attribute_values(":pk", s(keys::memberships::pk(project_id, audience_id)))
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .consistent_read(true)
+            .send()
+            .await?;
+        let members: Vec<String> = page
+            .items()
+            .iter()
+            .filter_map(|i| get_s(i, keys::SK).map(str::to_owned))
+            .collect();
+        if members.is_empty() && page.last_evaluated_key().is_none() {
+            break;
+        }
+        for batch in members.chunks(MAX_TRANSACTION_ACTIONS - 1) {
+            let now = now_ms();
+            let mut items: Vec<TransactWriteItem> = batch
+                .iter()
+                .map(|ct| {
+                    TransactWriteItem::builder()
+                        .update(
+                            Update::builder()
+                                .table_name(&tables.memberships)
+                                .set_key(Some(membership_key(project_id, audience_id, ct)))
+                                .update_expression(
+                                    "SET #member = :no, cleared_ms = :now, updated_ms = :now",
+                                )
+                                .condition_expression("#member = :yes")
+                                .expression_attribute_names("#member", "member")
+                                .expression_attribute_values(":no", AttributeValue::Bool(false))
+                                .expression_attribute_values(":yes", AttributeValue::Bool(true))
+                                .expression_attribute_values(":now", n(now))
+                                .build()
+                                .expect("table and key are set"),
+                        )
+                        .build()
+                })
+                .collect();
+            items.push(
+                TransactWriteItem::builder()
+                    .update(
+                        Update::builder()
+                            .table_name(&tables.segments)
+                            .key(keys::PK, s(keys::segments::pk(project_id)))
+                            .key(keys::SK, s(keys::segments::segment_sk(audience_id)))
+                            .update_expression("SET updated_ms = :now ADD member_count :delta")
+                            .condition_expression("#status = :archiving")
+                            .expression_attribute_names("#status", "status")
+                            .expression_attribute_values(":archiving", s(segment_status::ARCHIVING))
+                            .expression_attribute_values(":now", n(now))
+                            .expression_attribute_values(":delta", n(-(batch.len() as i64)))
+                            .build()
+                            .expect("table and key are set"),
+                    )
+                    .build(),
+            );
+            match send_transaction(store, region, items).await? {
+                TxOutcome::Committed => cleared += batch.len() as u64,
+                TxOutcome::Cancelled(codes) => {
+                    if codes.last().and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed") {
+                        info!(
+                            project_id,
+                            audience_id, cleared, "segment re-activated while clearing; stopped"
+                        );
+                        return Ok(cleared);
+                    }
+                    // A member changed meanwhile (or a conflict): the next page read sorts it out.
+                    attempt += 1;
+                    if attempt > 50 {
+                        return Err(StoreError::Unavailable(format!(
+                            "clearing segment {audience_id} keeps conflicting"
+                        )));
+                    }
+                    tokio::time::sleep(backoff(attempt.min(4))).await;
+                }
+            }
+        }
+    }
+    let done = client
+        .update_item()
+        .table_name(&tables.segments)
+        .key(keys::PK, s(keys::segments::pk(project_id)))
+        .key(keys::SK, s(keys::segments::segment_sk(audience_id)))
+        .update_expression("SET #status = :archived, updated_ms = :now, archived_ms = :now")
+        .condition_expression("#status = :archiving")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":archived", s(segment_status::ARCHIVED))
+        .expression_attribute_values(":archiving", s(segment_status::ARCHIVING))
+        .expression_attribute_values(":now", n(now_ms()))
+        .send()
+        .await;
+    match done {
+        Ok(_) => info!(project_id, audience_id, cleared, "segment archived"),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+        {
+            warn!(
+                project_id,
+                audience_id, "segment no longer archiving; left as it is"
+            )
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(cleared)
+}
+
+/// Materializes one resolved inbox chunk and marks its sync-log row.
+pub async fn materialize_row(
+    store: &Store,
+    region: Region,
+    row: &InboxRow,
+) -> Result<MaterializeCounts, MaterializeError> {
+    let bytes = row.changes.as_ref().map(|b| b.as_ref()).unwrap_or_default();
+    let changes = if bytes.is_empty() {
+        Vec::new()
+    } else {
+        decode_changes(bytes).map_err(|e| MaterializeError::Payload(e.to_string()))?
+    };
+    let counts = materialize_changes(store, region, &row.project_id, &changes).await?;
+    store
+        .mark_materialized(region, &row.project_id, &row.message_id, row.chunk, &counts)
+        .await?;
+    Ok(counts)
+}
+
+async fn handle_record(
+    store: &Store,
+    names: &TableNames,
+    record: &EventRecord,
+) -> Result<(), MaterializeError> {
+    let (region, table) = records::record_source(names, record)?;
+    match table {
+        Table::Inbox => {
+            let row = records::inbox_row(record)?;
+            if row.status != crate::store::inbox::status::RESOLVED {
+                return Ok(());
+            }
+            let c = materialize_row(store, region, &row).await?;
+            info!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
+                  added = c.added, removed = c.removed, noop = c.noop, duplicate = c.duplicate,
+                  stale = c.stale, archived = c.archived, "chunk materialized");
+            Ok(())
+        }
+        Table::Segments => {
+            let image = &record.change.new_image;
+            let text = |k: &str| match image.get(k) {
+                Some(serde_dynamo::AttributeValue::S(v)) => Some(v.clone()),
+                Some(serde_dynamo::AttributeValue::N(v)) => Some(v.clone()),
+                _ => None,
+            };
+            if text("status").as_deref() != Some(segment_status::ARCHIVING) {
+                return Ok(());
+            }
+            let (Some(project), Some(aud)) = (
+                text("project_id"),
+                text("partner_segment_id").and_then(|v| v.parse().ok()),
+            ) else {
+                return Err(RecordError::Image(
+                    "segment image without project_id or partner_segment_id".into(),
+                )
+                .into());
+            };
+            clear_segment(store, region, &project, aud).await?;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The materialize Lambda: resolved inbox rows and archiving segments in, `batchItemFailures` out.
+pub async fn handle_event(
+    store: &Store,
+    names: &TableNames,
+    event: Event,
+) -> DynamoDbEventResponse {
+    // Records run one after another: chunks of one batch mostly share segments, and running
+    // them together would only make their transactions conflict on the segment counters.
+    let mut failures = Vec::new();
+    for record in &event.records {
+        if let Err(e) = handle_record(store, names, record).await {
+            error!(error = %e, sequence = ?record.change.sequence_number, "record not materialized; will be retried");
+            failures.push(records::failure(record));
+        }
+    }
+    records::response(failures)
+}
+
+/// Pause used by callers that poll (local runner).
+pub const IDLE_POLL: Duration = Duration::from_millis(200);

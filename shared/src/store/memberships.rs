@@ -1,0 +1,364 @@
+//! Memberships, Partner Sync events and segment counters, written together in transactions so
+//! that `member_count` always equals the number of member rows and an event exists exactly when
+//! membership changed.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+
+use super::{Item, Store, StoreError, get_s, n, s};
+use crate::changes::MembershipChange;
+use crate::keys::{self, events as ek, memberships as mk, segments as sk};
+use crate::region::Region;
+use crate::segment_state::{MemberState, SyncAction};
+use crate::store::segments::{SEGMENT_TYPE, status};
+use crate::tables::Table;
+
+pub const PARTNER_SYNC: &str = "Partner Sync";
+pub const PARTNER_NAME: &str = "mParticle";
+
+pub fn membership_key(project_id: &str, audience_id: i64, clevertap_id: &str) -> Item {
+    Item::from([
+        (keys::PK.to_owned(), s(mk::pk(project_id, audience_id))),
+        (keys::SK.to_owned(), s(mk::sk(clevertap_id))),
+    ])
+}
+
+/// Reads a stored membership row into the state machine's terms.
+pub fn member_state(item: Option<&Item>) -> MemberState {
+    match item {
+        None => MemberState::default(),
+        Some(i) => MemberState {
+            member: i
+                .get("member")
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or(false),
+            version: get_s(i, "version").map(str::to_owned),
+        },
+    }
+}
+
+/// The new state of one (segment, profile) and the events its changes raised.
+#[derive(Debug, Clone)]
+pub struct PairWrite {
+    pub audience_id: i64,
+    pub clevertap_id: String,
+    pub identity: Option<String>,
+    /// The version read before planning: the write is conditional on it still being there.
+    pub expected_version: Option<String>,
+    pub next: MemberState,
+    pub events: Vec<(MembershipChange, SyncAction)>,
+}
+
+/// `YYYY-MM` (UTC) of an epoch-ms time: the billing month of an event.
+pub fn month_of(ts_ms: i64) -> String {
+    let days = ts_ms.div_euclid(86_400_000);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}")
+}
+
+impl PairWrite {
+    fn condition(&self) -> (String, Option<AttributeValue>) {
+        match &self.expected_version {
+            None => ("attribute_not_exists(pk)".to_owned(), None),
+            Some(v) => ("version = :expected".to_owned(), Some(s(v.clone()))),
+        }
+    }
+
+    fn membership_item(&self, project_id: &str, now_ms: i64) -> Item {
+        let mut item = membership_key(project_id, self.audience_id, &self.clevertap_id);
+        item.insert("member".into(), AttributeValue::Bool(self.next.member));
+        item.insert(
+            "version".into(),
+            s(self.next.version.clone().unwrap_or_default()),
+        );
+        item.insert("clevertap_id".into(), s(self.clevertap_id.clone()));
+        item.insert("audience_id".into(), n(self.audience_id));
+        item.insert("updated_ms".into(), n(now_ms));
+        if let Some(id) = &self.identity {
+            item.insert("identity".into(), s(id.clone()));
+        }
+        item
+    }
+
+    pub fn membership_put(&self, project_id: &str, table: &str, now_ms: i64) -> Put {
+        let (cond, expected) = self.condition();
+        Put::builder()
+            .table_name(table)
+            .set_item(Some(self.membership_item(project_id, now_ms)))
+            .condition_expression(cond)
+            .set_expression_attribute_values(expected.map(|v| [(":expected".to_owned(), v)].into()))
+            .build()
+            .expect("table and item are set")
+    }
+}
+
+/// The Partner Sync event row of one applied change.
+pub fn event_put(
+    project_id: &str,
+    table: &str,
+    change: &MembershipChange,
+    action: SyncAction,
+    segment_name: &str,
+) -> Put {
+    let change_id = change.change_id();
+    let properties = AttributeValue::M(
+        [
+            ("Partner Segment Name".to_owned(), s(segment_name)),
+            ("Action".to_owned(), s(action.as_str())),
+            ("Partner Segment ID".to_owned(), n(change.audience_id)),
+            ("CT Source".to_owned(), s(PARTNER_NAME)),
+            ("Partner Name".to_owned(), s(PARTNER_NAME)),
+        ]
+        .into(),
+    );
+    let item = Item::from([
+        (
+            keys::PK.to_owned(),
+            s(ek::pk(project_id, &change.clevertap_id)),
+        ),
+        (
+            keys::SK.to_owned(),
+            s(ek::sk(change.ts_ms, change.audience_id, &change_id)),
+        ),
+        (
+            ek::SEGMENT_KEY.to_owned(),
+            s(ek::segment_key(project_id, change.audience_id)),
+        ),
+        (
+            ek::PROFILE_KEY.to_owned(),
+            s(ek::profile_key(
+                &change.clevertap_id,
+                change.ts_ms,
+                &change_id,
+            )),
+        ),
+        (ek::ACTION.to_owned(), s(action.as_str())),
+        ("event".to_owned(), s(PARTNER_SYNC)),
+        ("ts_ms".to_owned(), n(change.ts_ms)),
+        ("clevertap_id".to_owned(), s(change.clevertap_id.clone())),
+        ("project_id".to_owned(), s(project_id)),
+        ("change_id".to_owned(), s(change_id)),
+        ("properties".to_owned(), properties),
+    ]);
+    Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(pk)")
+        .build()
+        .expect("table and item are set")
+}
+
+/// The one counter update of a segment in a transaction; fails (cancelling the transaction) if
+/// the segment is being archived. A segment first seen through membership is created active.
+pub fn segment_counter_update(
+    project_id: &str,
+    table: &str,
+    audience_id: i64,
+    name: &str,
+    (added, removed): (u64, u64),
+    now_ms: i64,
+) -> Update {
+    let member_delta = added as i64 - removed as i64;
+    Update::builder()
+        .table_name(table)
+        .key(keys::PK, s(sk::pk(project_id)))
+        .key(keys::SK, s(sk::segment_sk(audience_id)))
+        .update_expression(
+            "SET #name = if_not_exists(#name, :name), #type = if_not_exists(#type, :type), \
+             #status = if_not_exists(#status, :active), segment_id = if_not_exists(segment_id, :sid), \
+             created_ms = if_not_exists(created_ms, :now), partner_segment_id = :aid, project_id = :pid, \
+             updated_ms = :now, last_sync_ms = :now \
+             ADD member_count :delta, added_total :added, removed_total :removed",
+        )
+        .condition_expression("attribute_not_exists(pk) OR #status = :active")
+        .expression_attribute_names("#name", "name")
+        .expression_attribute_names("#type", "type")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":name", s(name))
+        .expression_attribute_values(":type", s(SEGMENT_TYPE))
+        .expression_attribute_values(":active", s(status::ACTIVE))
+        .expression_attribute_values(":sid", s(format!("seg_{}", uuid::Uuid::new_v4().simple())))
+        .expression_attribute_values(":now", n(now_ms))
+        .expression_attribute_values(":aid", n(audience_id))
+        .expression_attribute_values(":pid", s(project_id))
+        .expression_attribute_values(":delta", n(member_delta))
+        .expression_attribute_values(":added", n(added))
+        .expression_attribute_values(":removed", n(removed))
+        .build()
+        .expect("table and key are set")
+}
+
+/// Partner Sync events counted per project and month (billing data points).
+pub fn usage_update(project_id: &str, table: &str, month: &str, events: u64) -> Update {
+    Update::builder()
+        .table_name(table)
+        .key(keys::PK, s(sk::pk(project_id)))
+        .key(keys::SK, s(sk::usage_sk(month)))
+        .update_expression("SET #month = :month, project_id = :pid ADD partner_sync_events :n")
+        .expression_attribute_names("#month", "month")
+        .expression_attribute_values(":month", s(month))
+        .expression_attribute_values(":pid", s(project_id))
+        .expression_attribute_values(":n", n(events))
+        .build()
+        .expect("table and key are set")
+}
+
+/// Which part of a transaction an action belongs to, to read its cancellation reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionRole {
+    Membership(usize),
+    Event(usize),
+    Counter,
+    Usage,
+}
+
+/// A transaction for some pairs of one segment: memberships, events, one counter update and
+/// usage updates. `roles[i]` says what action `i` is.
+pub fn segment_transaction(
+    project_id: &str,
+    region_tables: &RegionTables,
+    audience_id: i64,
+    segment_name: &str,
+    pairs: &[&PairWrite],
+    now_ms: i64,
+) -> (Vec<TransactWriteItem>, Vec<ActionRole>) {
+    let mut items = Vec::new();
+    let mut roles = Vec::new();
+    let (mut added, mut removed) = (0u64, 0u64);
+    let mut by_month: BTreeMap<String, u64> = BTreeMap::new();
+    for (i, p) in pairs.iter().enumerate() {
+        items.push(
+            TransactWriteItem::builder()
+                .put(p.membership_put(project_id, &region_tables.memberships, now_ms))
+                .build(),
+        );
+        roles.push(ActionRole::Membership(i));
+        for (change, action) in &p.events {
+            let name = change.audience_name.as_deref().unwrap_or(segment_name);
+            items.push(
+                TransactWriteItem::builder()
+                    .put(event_put(
+                        project_id,
+                        &region_tables.events,
+                        change,
+                        *action,
+                        name,
+                    ))
+                    .build(),
+            );
+            roles.push(ActionRole::Event(i));
+            match action {
+                SyncAction::Added => added += 1,
+                SyncAction::Removed => removed += 1,
+            }
+            *by_month.entry(month_of(change.ts_ms)).or_default() += 1;
+        }
+    }
+    items.push(
+        TransactWriteItem::builder()
+            .update(segment_counter_update(
+                project_id,
+                &region_tables.segments,
+                audience_id,
+                segment_name,
+                (added, removed),
+                now_ms,
+            ))
+            .build(),
+    );
+    roles.push(ActionRole::Counter);
+    for (month, count) in by_month {
+        items.push(
+            TransactWriteItem::builder()
+                .update(usage_update(
+                    project_id,
+                    &region_tables.segments,
+                    &month,
+                    count,
+                ))
+                .build(),
+        );
+        roles.push(ActionRole::Usage);
+    }
+    (items, roles)
+}
+
+/// Actions a pair needs in a transaction: its membership plus its events.
+pub fn actions_of(p: &PairWrite) -> usize {
+    1 + p.events.len()
+}
+
+/// Table names of one region, resolved once per chunk.
+#[derive(Debug, Clone)]
+pub struct RegionTables {
+    pub memberships: String,
+    pub events: String,
+    pub segments: String,
+}
+
+impl Store {
+    pub fn region_tables(&self, region: Region) -> RegionTables {
+        RegionTables {
+            memberships: self.table(region, Table::Memberships),
+            events: self.table(region, Table::Events),
+            segments: self.table(region, Table::Segments),
+        }
+    }
+
+    /// Advances a membership's version without changing membership (a no-op change); conditional
+    /// on the version read, so it can never hide a concurrent change. Returns false if it lost.
+    pub async fn put_membership_if_unchanged(
+        &self,
+        region: Region,
+        project_id: &str,
+        pair: &PairWrite,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let put = pair.membership_put(project_id, &self.table(region, Table::Memberships), now_ms);
+        let res = self
+            .client(region)
+            .put_item()
+            .table_name(put.table_name())
+            .set_item(Some(put.item().clone()))
+            .condition_expression(put.condition_expression().unwrap_or_default())
+            .set_expression_attribute_values(put.expression_attribute_values().cloned())
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_are_utc_calendar_months() {
+        assert_eq!(month_of(0), "1970-01");
+        assert_eq!(month_of(1_714_592_744_065), "2024-05");
+        assert_eq!(month_of(1_709_251_199_999), "2024-02"); // 2024-02-29T23:59:59.999Z
+        assert_eq!(month_of(1_709_251_200_000), "2024-03");
+        assert_eq!(month_of(951_782_400_000), "2000-02"); // 2000-02-29
+        assert_eq!(month_of(-1), "1969-12");
+    }
+}
