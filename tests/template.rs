@@ -1,0 +1,1151 @@
+//! The deployment artifacts against the Rust definitions they deploy, without any database:
+//! `template.yaml` (tables as `shared::tables`, stream filters as `shared::pipeline`, regions,
+//! functions, least-privilege cross-region access), `samconfig.toml` and the scripts' region lists,
+//! and the sample events in `events/` that `sam local invoke` takes.
+//!
+//! When a stream event's binary attribute is out of date (say the stored chunk format changed),
+//! the failure prints the value to paste into the file.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use aws_lambda_events::event::dynamodb::Event as StreamEvent;
+use serde_json::{Value, json};
+use shared::Region;
+use shared::batch::{StoredProfile, build_chunks, decode_chunk};
+use shared::changes::{ChangeAction, MembershipChange, decode_changes, encode_changes};
+use shared::pipeline::{
+    MATERIALIZE_INBOX_FILTER, MATERIALIZE_SEGMENTS_FILTER, RESOLVE_INBOX_FILTER, STREAM_BATCH_SIZE,
+};
+use shared::protocol::{AudienceMembershipChangeRequest, Request, SubscriptionAction};
+use shared::tables::{Table, TableDef, TableNames, table_def, table_defs};
+
+const BINARIES: [&str; 4] = ["authorize", "resolve", "materialize", "query"];
+
+fn repo_file(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path)
+}
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo_file(path)).unwrap_or_else(|e| panic!("reading {path}: {e}"))
+}
+
+// -------------------------------------------------------------------------------------------------
+// template.yaml as JSON, short-form tags expanded to their long form
+// -------------------------------------------------------------------------------------------------
+
+/// `!Ref X` → `{"Ref": "X"}`, `!GetAtt A.B` → `{"Fn::GetAtt": ["A", "B"]}`, `!Sub …` →
+/// `{"Fn::Sub": …}` and so on, so the template compares like the JSON CloudFormation reads.
+fn to_json(v: serde_yaml::Value) -> Value {
+    use serde_yaml::Value as Y;
+    match v {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(b),
+        Y::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => json!(i),
+            (None, Some(f)) => json!(f),
+            (None, None) => panic!("unrepresentable number {n}"),
+        },
+        Y::String(s) => Value::String(s),
+        Y::Sequence(items) => Value::Array(items.into_iter().map(to_json).collect()),
+        Y::Mapping(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| {
+                    let k = match k {
+                        Y::String(s) => s,
+                        other => panic!("non-string mapping key {other:?}"),
+                    };
+                    (k, to_json(v))
+                })
+                .collect(),
+        ),
+        Y::Tagged(t) => {
+            let tag = t.tag.to_string();
+            let name = tag.trim_start_matches('!').to_owned();
+            let inner = to_json(t.value);
+            match name.as_str() {
+                "Ref" | "Condition" => json!({ name: inner }),
+                "GetAtt" => {
+                    let parts = match inner {
+                        Value::String(s) => {
+                            let (res, attr) = s
+                                .split_once('.')
+                                .unwrap_or_else(|| panic!("!GetAtt {s} has no attribute"));
+                            json!([res, attr])
+                        }
+                        other => other,
+                    };
+                    json!({ "Fn::GetAtt": parts })
+                }
+                _ => json!({ format!("Fn::{name}"): inner }),
+            }
+        }
+    }
+}
+
+fn template() -> Value {
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(&read("template.yaml")).expect("template.yaml is YAML");
+    to_json(yaml)
+}
+
+fn resources<'a>(t: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
+    t["Resources"]
+        .as_object()
+        .expect("Resources")
+        .iter()
+        .filter(|(_, r)| r["Type"] == kind)
+        .map(|(id, r)| (id.as_str(), r))
+        .collect()
+}
+
+fn the_one<'a>(found: Vec<(&'a str, &'a Value)>, what: &str) -> (&'a str, &'a Value) {
+    assert_eq!(
+        found.len(),
+        1,
+        "expected exactly one {what}, found {:?}",
+        found.iter().map(|(id, _)| id).collect::<Vec<_>>()
+    );
+    found[0]
+}
+
+fn table_name_sub(table: Table) -> Value {
+    json!({ "Fn::Sub": format!("${{TablePrefix}}-${{CtRegion}}-{table}") })
+}
+
+/// The logical id of the table resource standing for `table`.
+fn table_id(t: &Value, table: Table) -> &str {
+    let found = resources(t, "AWS::DynamoDB::Table")
+        .into_iter()
+        .filter(|(_, r)| r["Properties"]["TableName"] == table_name_sub(table))
+        .collect();
+    the_one(
+        found,
+        &format!("table resource named ${{TablePrefix}}-${{CtRegion}}-{table}"),
+    )
+    .0
+}
+
+/// The logical id of the function built from `binary`.
+fn function_id<'a>(t: &'a Value, binary: &str) -> &'a str {
+    let found = resources(t, "AWS::Serverless::Function")
+        .into_iter()
+        .filter(|(_, r)| r["Metadata"]["BuildProperties"]["Binary"] == binary)
+        .collect();
+    the_one(found, &format!("function with binary {binary}")).0
+}
+
+fn the_queue(t: &Value) -> &str {
+    the_one(
+        resources(t, "AWS::SQS::Queue"),
+        "SQS queue (the dead-letter queue)",
+    )
+    .0
+}
+
+fn key_schema(pk: &str, sk: Option<&str>) -> Value {
+    let mut keys = vec![json!({"AttributeName": pk, "KeyType": "HASH"})];
+    keys.extend(sk.map(|s| json!({"AttributeName": s, "KeyType": "RANGE"})));
+    Value::Array(keys)
+}
+
+fn string_set(v: &Value) -> BTreeSet<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("expected a list, found {v}"))
+        .iter()
+        .map(|s| s.as_str().expect("strings").to_owned())
+        .collect()
+}
+
+fn one_or_many(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Array(items) => items.clone(),
+        Value::Null => vec![],
+        other => vec![other.clone()],
+    }
+}
+
+// -------------------------------------------------------------------------------------------------
+// Tables
+// -------------------------------------------------------------------------------------------------
+
+fn check_table(t: &Value, def: &TableDef) {
+    let id = table_id(t, def.table);
+    let r = &t["Resources"][id];
+    let p = &r["Properties"];
+    let ctx = format!("table {} ({id})", def.table);
+
+    assert_eq!(p["BillingMode"], "PAY_PER_REQUEST", "{ctx}: on-demand");
+    assert_eq!(
+        p["KeySchema"],
+        key_schema(def.partition_key, def.sort_key),
+        "{ctx}: key schema"
+    );
+
+    let attrs = p["AttributeDefinitions"].as_array().expect("attributes");
+    let mut defined = BTreeMap::new();
+    for a in attrs {
+        let name = a["AttributeName"].as_str().expect("name").to_owned();
+        assert_eq!(a["AttributeType"], "S", "{ctx}: {name} is a string key");
+        assert!(
+            defined.insert(name.clone(), ()).is_none(),
+            "{ctx}: {name} defined twice"
+        );
+    }
+    let wanted: BTreeSet<String> = def
+        .key_attributes()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        defined.into_keys().collect::<BTreeSet<_>>(),
+        wanted,
+        "{ctx}: attribute definitions are exactly the key attributes"
+    );
+
+    if def.indexes.is_empty() {
+        assert!(p.get("GlobalSecondaryIndexes").is_none(), "{ctx}: no GSIs");
+    } else {
+        let gsis = p["GlobalSecondaryIndexes"].as_array().expect("GSIs");
+        assert_eq!(gsis.len(), def.indexes.len(), "{ctx}: number of GSIs");
+        for index in def.indexes {
+            let found: Vec<&Value> = gsis
+                .iter()
+                .filter(|g| g["IndexName"] == index.name)
+                .collect();
+            assert_eq!(found.len(), 1, "{ctx}: one GSI named {}", index.name);
+            let g = found[0];
+            let ictx = format!("{ctx}, index {}", index.name);
+            assert_eq!(
+                g["KeySchema"],
+                key_schema(index.partition_key, index.sort_key),
+                "{ictx}: key schema"
+            );
+            let projection = &g["Projection"];
+            match index.include {
+                None => assert_eq!(
+                    projection,
+                    &json!({"ProjectionType": "KEYS_ONLY"}),
+                    "{ictx}: keys only"
+                ),
+                Some(attrs) => {
+                    assert_eq!(projection["ProjectionType"], "INCLUDE", "{ictx}");
+                    let included = projection["NonKeyAttributes"].as_array().expect("list");
+                    assert_eq!(
+                        included.len(),
+                        attrs.len(),
+                        "{ictx}: no duplicate attributes"
+                    );
+                    assert_eq!(
+                        string_set(&projection["NonKeyAttributes"]),
+                        attrs.iter().map(|a| a.to_string()).collect(),
+                        "{ictx}: projected attributes"
+                    );
+                    assert_eq!(projection.as_object().unwrap().len(), 2, "{ictx}");
+                }
+            }
+            let keys: BTreeSet<&str> = g.as_object().unwrap().keys().map(String::as_str).collect();
+            assert_eq!(
+                keys,
+                BTreeSet::from(["IndexName", "KeySchema", "Projection"]),
+                "{ictx}: on-demand indexes have nothing else"
+            );
+        }
+    }
+    assert!(p.get("LocalSecondaryIndexes").is_none(), "{ctx}: no LSIs");
+
+    if def.stream {
+        assert_eq!(
+            p["StreamSpecification"],
+            json!({"StreamViewType": "NEW_IMAGE"}),
+            "{ctx}: stream of new images"
+        );
+    } else {
+        assert!(p.get("StreamSpecification").is_none(), "{ctx}: no stream");
+    }
+    match def.ttl_attribute {
+        Some(attr) => assert_eq!(
+            p["TimeToLiveSpecification"],
+            json!({"AttributeName": attr, "Enabled": true}),
+            "{ctx}: TTL"
+        ),
+        None => assert!(p.get("TimeToLiveSpecification").is_none(), "{ctx}: no TTL"),
+    }
+    assert_eq!(
+        r["DeletionPolicy"], "Retain",
+        "{ctx}: data outlives the stack"
+    );
+    assert_eq!(r["UpdateReplacePolicy"], "Retain", "{ctx}");
+}
+
+#[test]
+fn every_table_matches_its_rust_definition() {
+    let t = template();
+    assert_eq!(
+        resources(&t, "AWS::DynamoDB::Table").len(),
+        table_defs().len(),
+        "one table resource per definition, no others"
+    );
+    for def in table_defs() {
+        check_table(&t, def);
+    }
+}
+
+// -------------------------------------------------------------------------------------------------
+// Stream pipeline
+// -------------------------------------------------------------------------------------------------
+
+#[test]
+fn stream_mappings_filter_like_the_pipeline_and_never_drop_records_silently() {
+    let t = template();
+    let dlq = the_queue(&t);
+    let expected = [
+        (
+            "resolve",
+            Table::Inbox,
+            RESOLVE_INBOX_FILTER,
+            STREAM_BATCH_SIZE,
+        ),
+        (
+            "materialize",
+            Table::Inbox,
+            MATERIALIZE_INBOX_FILTER,
+            STREAM_BATCH_SIZE,
+        ),
+        (
+            "materialize",
+            Table::Segments,
+            MATERIALIZE_SEGMENTS_FILTER,
+            1,
+        ),
+    ];
+    let mappings = resources(&t, "AWS::Lambda::EventSourceMapping");
+    assert_eq!(
+        mappings.len(),
+        expected.len(),
+        "exactly the pipeline's mappings"
+    );
+    for (binary, table, filter, batch) in expected {
+        let f = function_id(&t, binary);
+        let tid = table_id(&t, table);
+        let stream = json!({"Fn::GetAtt": [tid, "StreamArn"]});
+        let found = mappings
+            .iter()
+            .copied()
+            .filter(|(_, m)| {
+                m["Properties"]["FunctionName"] == json!({"Ref": f})
+                    && m["Properties"]["EventSourceArn"] == stream
+            })
+            .collect();
+        let (id, m) = the_one(found, &format!("mapping {table} stream → {binary}"));
+        let p = &m["Properties"];
+        let ctx = format!("{id} ({table} → {binary})");
+
+        let filters = p["FilterCriteria"]["Filters"].as_array().expect("filters");
+        assert_eq!(filters.len(), 1, "{ctx}: one filter");
+        let pattern: Value = serde_json::from_str(filters[0]["Pattern"].as_str().expect("string"))
+            .expect("the pattern is JSON");
+        assert_eq!(
+            pattern,
+            serde_json::from_str::<Value>(filter).unwrap(),
+            "{ctx}: filter equals shared::pipeline"
+        );
+        assert_eq!(p["BatchSize"], batch, "{ctx}: batch size");
+        assert_eq!(p["StartingPosition"], "TRIM_HORIZON", "{ctx}");
+        assert_eq!(
+            p["FunctionResponseTypes"],
+            json!(["ReportBatchItemFailures"]),
+            "{ctx}"
+        );
+        assert_eq!(p["BisectBatchOnFunctionError"], true, "{ctx}");
+        let retries = p["MaximumRetryAttempts"]
+            .as_i64()
+            .expect("MaximumRetryAttempts is set");
+        assert!(
+            (1..=20).contains(&retries),
+            "{ctx}: retries are bounded, got {retries}"
+        );
+        assert_eq!(
+            p["DestinationConfig"],
+            json!({"OnFailure": {"Destination": {"Fn::GetAtt": [dlq, "Arn"]}}}),
+            "{ctx}: what still fails goes to the dead-letter queue"
+        );
+
+        // The function may read that stream and dead-letter into the queue.
+        let statements = policy_statements(&t, f);
+        assert!(
+            allows(
+                &statements,
+                &[
+                    "dynamodb:DescribeStream",
+                    "dynamodb:GetRecords",
+                    "dynamodb:GetShardIterator"
+                ],
+                &stream
+            ),
+            "{ctx}: stream read permission"
+        );
+        assert!(
+            allows(
+                &statements,
+                &["dynamodb:ListStreams"],
+                &json!({"Fn::Sub": format!("${{{tid}.Arn}}/stream/*")})
+            ),
+            "{ctx}: ListStreams on the table's streams"
+        );
+        assert!(
+            allows(
+                &statements,
+                &["sqs:SendMessage"],
+                &json!({"Fn::GetAtt": [dlq, "Arn"]})
+            ),
+            "{ctx}: may send to the dead-letter queue"
+        );
+    }
+}
+
+#[test]
+fn alarms_watch_the_dead_letter_queue_and_every_function() {
+    let t = template();
+    let dlq = the_queue(&t);
+    let alarms = resources(&t, "AWS::CloudWatch::Alarm");
+    let watches = |namespace: &str, metric: &str, dimension: Value| {
+        alarms.iter().any(|(_, a)| {
+            let p = &a["Properties"];
+            p["Namespace"] == namespace
+                && p["MetricName"] == metric
+                && p["Dimensions"] == json!([dimension])
+                && p["AlarmActions"].as_array().is_some_and(|v| !v.is_empty())
+        })
+    };
+    assert!(
+        watches(
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            json!({"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq, "QueueName"]}})
+        ),
+        "an alarm on dead-letter depth"
+    );
+    for binary in BINARIES {
+        let f = function_id(&t, binary);
+        assert!(
+            watches(
+                "AWS/Lambda",
+                "Errors",
+                json!({"Name": "FunctionName", "Value": {"Ref": f}})
+            ),
+            "an alarm on {binary}'s errors"
+        );
+    }
+}
+
+// -------------------------------------------------------------------------------------------------
+// Functions, API, configuration
+// -------------------------------------------------------------------------------------------------
+
+#[test]
+fn every_function_is_built_by_cargo_lambda_from_its_workspace_binary() {
+    let t = template();
+    assert_eq!(
+        resources(&t, "AWS::Serverless::Function").len(),
+        BINARIES.len()
+    );
+    for binary in BINARIES {
+        let id = function_id(&t, binary);
+        let r = &t["Resources"][id];
+        assert_eq!(r["Metadata"]["BuildMethod"], "rust-cargolambda", "{id}");
+        assert_eq!(r["Properties"]["CodeUri"], ".", "{id}: the workspace root");
+        let manifest = read(&format!("functions/{binary}/Cargo.toml"));
+        assert!(
+            manifest.contains(&format!("name = \"{binary}\"")),
+            "functions/{binary} is the package {binary}"
+        );
+        assert!(
+            read("Cargo.toml").contains(&format!("\"functions/{binary}\"")),
+            "{binary} is a workspace member"
+        );
+    }
+    let g = &t["Globals"]["Function"];
+    assert_eq!(g["Runtime"], "provided.al2023");
+    assert_eq!(g["Architectures"], json!(["arm64"]));
+    assert_eq!(g["Handler"], "bootstrap");
+    assert_eq!(g["Tracing"], "Active");
+    assert_eq!(g["LoggingConfig"]["LogFormat"], "JSON");
+    assert!(g["MemorySize"].is_i64() && g["Timeout"].is_i64());
+    let env = &g["Environment"]["Variables"];
+    assert_eq!(env["TABLE_PREFIX"], json!({"Ref": "TablePrefix"}));
+    assert_eq!(env["CT_REGION"], json!({"Ref": "CtRegion"}));
+    assert!(env.get("MPARTICLE_CALLER_TOKEN").is_none());
+}
+
+#[test]
+fn the_api_routes_mparticle_to_authorize_and_reads_to_query() {
+    let t = template();
+    let (api, _) = the_one(resources(&t, "AWS::Serverless::HttpApi"), "HTTP API");
+    let routes = |binary: &str| -> Vec<(String, String)> {
+        let id = function_id(&t, binary);
+        t["Resources"][id]["Properties"]["Events"]
+            .as_object()
+            .map(|events| {
+                events
+                    .values()
+                    .map(|e| {
+                        assert_eq!(e["Type"], "HttpApi", "{id}");
+                        assert_eq!(e["Properties"]["ApiId"], json!({"Ref": api}), "{id}");
+                        assert_eq!(e["Properties"]["PayloadFormatVersion"], "2.0", "{id}");
+                        (
+                            e["Properties"]["Method"].as_str().unwrap().to_owned(),
+                            e["Properties"]["Path"].as_str().unwrap().to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        routes("authorize"),
+        [("POST".to_owned(), "/mparticle".to_owned())]
+    );
+    assert_eq!(
+        routes("query"),
+        [("GET".to_owned(), "/v1/{proxy+}".to_owned())]
+    );
+    assert!(
+        routes("resolve").is_empty() && routes("materialize").is_empty(),
+        "stream functions are triggered by the explicit mappings only"
+    );
+}
+
+#[test]
+fn the_caller_token_goes_to_authorize_only_and_is_never_echoed() {
+    let t = template();
+    let param = &t["Parameters"]["MParticleCallerToken"];
+    assert_eq!(param["NoEcho"], true);
+    assert!(param.get("Default").is_none(), "no default token");
+    for binary in BINARIES {
+        let id = function_id(&t, binary);
+        let env = &t["Resources"][id]["Properties"]["Environment"]["Variables"];
+        if binary == "authorize" {
+            assert_eq!(
+                env["MPARTICLE_CALLER_TOKEN"],
+                json!({"Ref": "MParticleCallerToken"})
+            );
+        } else {
+            assert!(env.get("MPARTICLE_CALLER_TOKEN").is_none(), "{binary}");
+        }
+    }
+    let outputs = serde_json::to_string(&t["Outputs"]).unwrap();
+    assert!(!outputs.contains("MParticleCallerToken"));
+    assert!(
+        !read("template.yaml").contains("DYNAMODB_ENDPOINT"),
+        "deployed functions use the real DynamoDB endpoints"
+    );
+}
+
+#[test]
+fn outputs_name_the_api_the_partner_sync_stream_and_every_table() {
+    let t = template();
+    let o = &t["Outputs"];
+    let (api, _) = the_one(resources(&t, "AWS::Serverless::HttpApi"), "HTTP API");
+    assert!(
+        o["ApiUrl"]["Value"]["Fn::Sub"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("${{{api}}}"))
+    );
+    assert!(
+        o["MParticleEndpointUrl"]["Value"]["Fn::Sub"]
+            .as_str()
+            .unwrap()
+            .ends_with("/mparticle")
+    );
+    assert_eq!(
+        o["PartnerSyncEventsStreamArn"]["Value"],
+        json!({"Fn::GetAtt": [table_id(&t, Table::Events), "StreamArn"]})
+    );
+    for table in Table::ALL {
+        let name = table.as_str();
+        let key = format!("{}{}TableName", name[..1].to_uppercase(), &name[1..]);
+        assert_eq!(
+            o[&key]["Value"],
+            json!({"Ref": table_id(&t, table)}),
+            "output {key}"
+        );
+    }
+}
+
+// -------------------------------------------------------------------------------------------------
+// Regions and least privilege
+// -------------------------------------------------------------------------------------------------
+
+/// The inline policy statements of a function.
+fn policy_statements(t: &Value, function: &str) -> Vec<Value> {
+    one_or_many(&t["Resources"][function]["Properties"]["Policies"])
+        .iter()
+        .flat_map(|p| one_or_many(&p["Statement"]))
+        .inspect(|s| assert_eq!(s["Effect"], "Allow", "{function}: allow statements only"))
+        .collect()
+}
+
+fn allows(statements: &[Value], actions: &[&str], resource: &Value) -> bool {
+    actions.iter().all(|action| {
+        statements.iter().any(|s| {
+            one_or_many(&s["Action"]).contains(&json!(action))
+                && one_or_many(&s["Resource"]).contains(resource)
+        })
+    })
+}
+
+/// Evaluates the `Fn::Sub` forms the template uses for ARNs: `${Var}` of the variable map are
+/// replaced (`Fn::FindInMap` resolved from Mappings); parameters and pseudo parameters stay.
+fn eval_sub(t: &Value, v: &Value) -> String {
+    let sub = &v["Fn::Sub"];
+    let (text, vars) = match sub {
+        Value::String(s) => (s.clone(), serde_json::Map::new()),
+        Value::Array(a) if a.len() == 2 => (
+            a[0].as_str().expect("Sub text").to_owned(),
+            a[1].as_object().expect("Sub variables").clone(),
+        ),
+        other => panic!("not a Sub: {other}"),
+    };
+    vars.iter().fold(text, |acc, (name, value)| {
+        let value = match value {
+            Value::String(s) => s.clone(),
+            Value::Object(o) if o.contains_key("Fn::FindInMap") => {
+                let path = o["Fn::FindInMap"].as_array().expect("FindInMap list");
+                let key = |i: usize| path[i].as_str().expect("literal FindInMap keys");
+                t["Mappings"][key(0)][key(1)][key(2)]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no mapping {path:?}"))
+                    .to_owned()
+            }
+            other => panic!("unsupported Sub variable {other}"),
+        };
+        acc.replace(&format!("${{{name}}}"), &value)
+    })
+}
+
+#[test]
+fn regions_follow_the_rust_region_list() {
+    let t = template();
+    let names: Vec<&str> = Region::ALL.iter().map(|r| r.as_str()).collect();
+    assert_eq!(t["Parameters"]["CtRegion"]["AllowedValues"], json!(names));
+    let map = t["Mappings"]["CtRegions"].as_object().expect("CtRegions");
+    assert_eq!(map.len(), Region::ALL.len());
+    for r in Region::ALL {
+        assert_eq!(
+            map[r.as_str()],
+            json!({"AwsRegion": r.aws_region()}),
+            "{r} is hosted in {}",
+            r.aws_region()
+        );
+    }
+    assert_eq!(
+        t["Parameters"]["TablePrefix"]["Default"],
+        shared::config::DEFAULT_TABLE_PREFIX
+    );
+}
+
+#[test]
+fn authorize_reaches_exactly_the_home_region_tables_it_writes_in_every_region() {
+    let t = template();
+    let f = function_id(&t, "authorize");
+    let statements = policy_statements(&t, f);
+    let needs: [(Table, &[&str]); 3] = [
+        (Table::Projects, &["dynamodb:GetItem"]),
+        (
+            Table::Inbox,
+            &["dynamodb:PutItem", "dynamodb:ConditionCheckItem"],
+        ),
+        (
+            Table::Segments,
+            &["dynamodb:UpdateItem", "dynamodb:GetItem"],
+        ),
+    ];
+    // Every (action, resource) pair the policy grants.
+    let mut granted: BTreeSet<(String, String)> = BTreeSet::new();
+    for s in &statements {
+        for resource in one_or_many(&s["Resource"]) {
+            let arn = eval_sub(&t, &resource);
+            for action in one_or_many(&s["Action"]) {
+                granted.insert((action.as_str().unwrap().to_owned(), arn.clone()));
+            }
+        }
+    }
+    let mut wanted = BTreeSet::new();
+    for r in Region::ALL {
+        for (table, actions) in &needs {
+            let arn = format!(
+                "arn:${{AWS::Partition}}:dynamodb:{}:${{AWS::AccountId}}:table/${{TablePrefix}}-{}-{}",
+                r.aws_region(),
+                r.as_str(),
+                table
+            );
+            // The ARN names the table the way TableNames does.
+            assert_eq!(
+                TableNames::new("${TablePrefix}").name(r, *table),
+                arn.rsplit_once("table/").unwrap().1
+            );
+            for a in *actions {
+                wanted.insert((a.to_string(), arn.clone()));
+            }
+        }
+    }
+    assert_eq!(
+        granted, wanted,
+        "authorize may do exactly this, on every region's tables"
+    );
+}
+
+#[test]
+fn stream_and_read_functions_stay_in_their_region() {
+    let t = template();
+    let own_tables: BTreeSet<String> = Table::ALL
+        .iter()
+        .map(|tb| table_id(&t, *tb).to_owned())
+        .collect();
+    let dlq = the_queue(&t);
+    for binary in ["resolve", "materialize", "query"] {
+        for s in policy_statements(&t, function_id(&t, binary)) {
+            for resource in one_or_many(&s["Resource"]) {
+                let refers_to = match &resource {
+                    Value::Object(o) if o.contains_key("Fn::GetAtt") => {
+                        o["Fn::GetAtt"][0].as_str().unwrap().to_owned()
+                    }
+                    Value::Object(o) if o.contains_key("Fn::Sub") => {
+                        let text = o["Fn::Sub"].as_str().expect("plain Sub");
+                        let inner = text
+                            .strip_prefix("${")
+                            .and_then(|r| r.split_once(".Arn}"))
+                            .unwrap_or_else(|| panic!("{binary}: unexpected resource {text}"));
+                        inner.0.to_owned()
+                    }
+                    other => panic!("{binary}: resource {other} is not one of this stack's"),
+                };
+                assert!(
+                    own_tables.contains(&refers_to) || refers_to == dlq,
+                    "{binary}: {refers_to} is not a table or queue of this stack"
+                );
+            }
+            for action in one_or_many(&s["Action"]) {
+                let action = action.as_str().unwrap();
+                assert!(
+                    !action.contains('*') && !action.ends_with("DeleteItem"),
+                    "{binary}: {action} is more than it needs"
+                );
+            }
+        }
+    }
+    // The read API only reads.
+    for s in policy_statements(&t, function_id(&t, "query")) {
+        for action in one_or_many(&s["Action"]) {
+            assert!(
+                [
+                    "dynamodb:GetItem",
+                    "dynamodb:Query",
+                    "dynamodb:BatchGetItem"
+                ]
+                .contains(&action.as_str().unwrap()),
+                "query: {action}"
+            );
+        }
+    }
+}
+
+// -------------------------------------------------------------------------------------------------
+// samconfig.toml and scripts
+// -------------------------------------------------------------------------------------------------
+
+/// `[section]` → key → string value, for the flat subset of TOML samconfig.toml uses.
+fn samconfig() -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut section = String::new();
+    for line in read("samconfig.toml").lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+            continue;
+        }
+        let (k, v) = line.split_once('=').expect("key = value");
+        out.entry(section.clone())
+            .or_default()
+            .insert(k.trim().to_owned(), v.trim().trim_matches('"').to_owned());
+    }
+    out
+}
+
+#[test]
+fn samconfig_has_one_environment_per_region_in_its_aws_region() {
+    let cfg = samconfig();
+    let deploy_envs: BTreeSet<&str> = cfg
+        .keys()
+        .filter_map(|s| s.strip_suffix(".deploy.parameters"))
+        .collect();
+    assert_eq!(
+        deploy_envs,
+        Region::ALL.iter().map(|r| r.as_str()).collect(),
+        "one deploy environment per region, no default"
+    );
+    for r in Region::ALL {
+        let env = &cfg[&format!("{r}.deploy.parameters")];
+        assert_eq!(env["stack_name"], format!("ctmp-{r}"));
+        assert_eq!(env["region"], r.aws_region(), "{r}");
+        let overrides: BTreeSet<&str> = env["parameter_overrides"].split_whitespace().collect();
+        assert!(overrides.contains(format!("CtRegion={r}").as_str()), "{r}");
+        assert!(
+            overrides
+                .contains(format!("TablePrefix={}", shared::config::DEFAULT_TABLE_PREFIX).as_str()),
+            "{r}: every region the same prefix"
+        );
+        assert!(env["capabilities"].contains("CAPABILITY_IAM"), "{r}");
+    }
+}
+
+/// The words of a bash array assignment `NAME=(a b c)` in a script.
+fn bash_array(script: &str, name: &str) -> Vec<String> {
+    let text = read(script);
+    let line = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{name}=(")))
+        .unwrap_or_else(|| panic!("{script} has no {name}=(…)"));
+    line.trim_end_matches(')')
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_scripts_know_every_region() {
+    let ct: Vec<String> = Region::ALL.iter().map(|r| r.as_str().to_owned()).collect();
+    let aws: Vec<String> = Region::ALL
+        .iter()
+        .map(|r| r.aws_region().to_owned())
+        .collect();
+    assert_eq!(bash_array("scripts/deploy", "REGIONS"), ct);
+    assert_eq!(bash_array("scripts/lint-template", "REGIONS"), aws);
+}
+
+// -------------------------------------------------------------------------------------------------
+// events/: what `sam local invoke -e` feeds each function
+// -------------------------------------------------------------------------------------------------
+
+const EVENT_FILES: [&str; 10] = [
+    "authorize-module-registration.json",
+    "authorize-subscription-add.json",
+    "authorize-subscription-update.json",
+    "authorize-subscription-remove.json",
+    "authorize-membership-batch.json",
+    "authorize-heartbeat.json",
+    "query-segments.json",
+    "resolve-inbox-insert.json",
+    "materialize-inbox-resolved.json",
+    "materialize-segment-archiving.json",
+];
+
+/// The prefix and region the stream events' source ARNs name.
+const EVENT_PREFIX: &str = "ctmp";
+const EVENT_REGION: Region = Region::Eu1;
+
+fn event_text(name: &str) -> String {
+    read(&format!("events/{name}"))
+}
+
+#[test]
+fn events_folder_has_exactly_the_documented_events() {
+    let mut found: Vec<String> = std::fs::read_dir(repo_file("events"))
+        .expect("events/")
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    found.sort();
+    let mut wanted: Vec<String> = EVENT_FILES.iter().map(|s| s.to_string()).collect();
+    wanted.sort();
+    assert_eq!(found, wanted);
+}
+
+/// An API Gateway HTTP API (v2) event, as the Lambda runtime would hand it to the function.
+fn http_event(name: &str) -> lambda_http::Request {
+    let text = event_text(name);
+    let raw: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(raw["version"], "2.0", "{name}: HTTP API payload v2");
+    lambda_http::request::from_str(&text)
+        .unwrap_or_else(|e| panic!("{name} is not an API Gateway event: {e}"))
+}
+
+fn mparticle_request(name: &str) -> Request {
+    let req = http_event(name);
+    assert_eq!(req.method().as_str(), "POST", "{name}");
+    assert_eq!(req.uri().path(), "/mparticle", "{name}");
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    assert!(
+        auth.starts_with("Token "),
+        "{name}: mParticle's Authorization header"
+    );
+    shared::protocol::parse_request(req.body().as_ref())
+        .unwrap_or_else(|e| panic!("{name}: body is not a Firehose message: {e}"))
+}
+
+fn membership_batch() -> AudienceMembershipChangeRequest {
+    match mparticle_request("authorize-membership-batch.json") {
+        Request::AudienceMembershipChange(m) if !m.is_heartbeat() => m,
+        other => panic!("not a membership batch: {}", other.type_name()),
+    }
+}
+
+#[test]
+fn api_gateway_events_carry_each_mparticle_message() {
+    assert!(matches!(
+        mparticle_request("authorize-module-registration.json"),
+        Request::ModuleRegistration(_)
+    ));
+    for (name, action) in [
+        ("authorize-subscription-add.json", SubscriptionAction::Add),
+        (
+            "authorize-subscription-update.json",
+            SubscriptionAction::Update,
+        ),
+        (
+            "authorize-subscription-remove.json",
+            SubscriptionAction::Remove,
+        ),
+    ] {
+        match mparticle_request(name) {
+            Request::AudienceSubscription(s) => {
+                assert_eq!(s.action, action, "{name}");
+                assert_eq!(s.account.account_settings["region"], "EU1", "{name}");
+            }
+            other => panic!("{name}: {}", other.type_name()),
+        }
+    }
+    let batch = membership_batch();
+    let profiles = batch.user_profiles.as_deref().unwrap();
+    assert!(profiles.len() >= 2, "a batch of several profiles");
+    let actions: BTreeSet<String> = profiles
+        .iter()
+        .flat_map(|p| p.audiences.iter().map(|a| a.action.to_string()))
+        .collect();
+    assert_eq!(actions, BTreeSet::from(["add".into(), "delete".into()]));
+    match mparticle_request("authorize-heartbeat.json") {
+        Request::AudienceMembershipChange(m) => assert!(m.is_heartbeat()),
+        other => panic!("heartbeat: {}", other.type_name()),
+    }
+}
+
+#[test]
+fn the_read_api_event_is_a_get_with_project_credentials() {
+    let req = http_event("query-segments.json");
+    assert_eq!(req.method().as_str(), "GET");
+    assert_eq!(req.uri().path(), "/v1/segments");
+    let batch = membership_batch();
+    let header = |h: &str| {
+        req.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("header {h}"))
+            .to_owned()
+    };
+    assert_eq!(
+        header("x-clevertap-account-id"),
+        batch.account.account_settings["accountId"]
+    );
+    assert_eq!(
+        header("x-clevertap-passcode"),
+        batch.account.account_settings["passcode"]
+    );
+}
+
+/// Lambda event filtering for the subset our patterns use (every pattern key present, objects
+/// nest, a list names the accepted values).
+fn passes_filter(pattern: &Value, value: &Value) -> bool {
+    match (pattern, value) {
+        (Value::Object(p), Value::Object(v)) => p
+            .iter()
+            .all(|(k, pv)| v.get(k).is_some_and(|vv| passes_filter(pv, vv))),
+        (Value::Array(options), v) => options.contains(v),
+        _ => false,
+    }
+}
+
+/// A stream event file: one record, from `table`, passing `filter` (and only that one of ours).
+fn stream_event(name: &str, table: Table, filter: &str) -> StreamEvent {
+    let text = event_text(name);
+    let raw: Value = serde_json::from_str(&text).expect("JSON");
+    let records = raw["Records"].as_array().expect("Records");
+    assert_eq!(records.len(), 1, "{name}");
+    let r = &records[0];
+    assert_eq!(r["dynamodb"]["StreamViewType"], "NEW_IMAGE", "{name}");
+    assert!(r["dynamodb"]["SequenceNumber"].is_string(), "{name}");
+    assert!(r["dynamodb"]["Keys"].is_object(), "{name}");
+    for f in [
+        RESOLVE_INBOX_FILTER,
+        MATERIALIZE_INBOX_FILTER,
+        MATERIALIZE_SEGMENTS_FILTER,
+    ] {
+        let pattern: Value = serde_json::from_str(f).unwrap();
+        let passes = passes_filter(&pattern, r);
+        if f == filter {
+            assert!(passes, "{name} passes its mapping's filter {f}");
+        } else if passes {
+            // The two inbox filters never both match; a segments record never reaches an
+            // inbox mapping (different stream), so only compare same-table filters.
+            let table_of = |f: &str| {
+                if f == MATERIALIZE_SEGMENTS_FILTER {
+                    Table::Segments
+                } else {
+                    Table::Inbox
+                }
+            };
+            assert_ne!(
+                table_of(f),
+                table,
+                "{name} would also pass {f} on the same stream"
+            );
+        }
+    }
+    let event: StreamEvent = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{name} is not a DynamoDB stream event: {e}"));
+    let arn = event.records[0].event_source_arn.as_deref().expect("ARN");
+    assert_eq!(
+        TableNames::new(EVENT_PREFIX).parse_arn(arn),
+        Some((EVENT_REGION, table)),
+        "{name}: source ARN names {EVENT_PREFIX}-{EVENT_REGION}-{table}"
+    );
+    event
+}
+
+/// How a binary attribute is written in the event file (base64, as Lambda delivers it).
+fn as_event_b(bytes: Vec<u8>) -> String {
+    serde_json::to_value(serde_dynamo::AttributeValue::B(bytes)).unwrap()["B"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn check_inbox_row(name: &str, row: &shared::stream::InboxRow, status: &str) {
+    let batch = membership_batch();
+    assert_eq!(row.status, status, "{name}");
+    assert_eq!(
+        row.project_id, batch.account.account_settings["accountId"],
+        "{name}"
+    );
+    assert_eq!(row.message_id, batch.envelope.id, "{name}");
+    assert_eq!(row.message_ts, batch.envelope.timestamp_ms, "{name}");
+    assert_eq!(row.chunk, 0, "{name}");
+
+    // The payload is what authorize stores for the sample batch: its only chunk.
+    let chunks = build_chunks(batch.user_profiles.as_deref().unwrap()).unwrap();
+    assert_eq!(chunks.len(), 1);
+    let wanted: Vec<StoredProfile> = decode_chunk(&chunks[0].payload).unwrap();
+    let stored = decode_chunk(row.payload.as_ref());
+    assert!(
+        stored.as_ref().is_ok_and(|s| *s == wanted),
+        "{name}: the payload is not the stored form of events/authorize-membership-batch.json \
+         ({stored:?}); set NewImage.payload.B to\n{}\n",
+        as_event_b(chunks[0].payload.clone())
+    );
+}
+
+#[test]
+fn resolve_event_is_the_inbox_insert_of_the_sample_batch() {
+    let name = "resolve-inbox-insert.json";
+    let event = stream_event(name, Table::Inbox, RESOLVE_INBOX_FILTER);
+    let record = &event.records[0];
+    assert_eq!(record.event_name, "INSERT");
+    let row = shared::stream::inbox_row(record).expect("an inbox row");
+    check_inbox_row(name, &row, "received");
+    assert!(row.changes.is_none());
+}
+
+/// What resolve hands on for the sample batch (the CleverTap IDs of new profiles are made up).
+fn sample_changes(batch: &AudienceMembershipChangeRequest) -> Vec<MembershipChange> {
+    let change = |ct: &str, identity: Option<&str>, action, profile_index| MembershipChange {
+        clevertap_id: ct.to_owned(),
+        identity: identity.map(str::to_owned),
+        audience_id: 1001,
+        audience_name: Some("High-value customers".to_owned()),
+        action,
+        ts_ms: batch.envelope.timestamp_ms,
+        message_id: batch.envelope.id.clone(),
+        profile_index,
+        entry_index: 0,
+    };
+    vec![
+        change(
+            "__9f8e7d6c5b4a39281706f5e4d3c2b1a0",
+            Some("cust-1001"),
+            ChangeAction::Add,
+            0,
+        ),
+        change("__3f1e2d4c5b6a7980", None, ChangeAction::Add, 1),
+        change(
+            "__0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+            Some("cust-1003"),
+            ChangeAction::Delete,
+            2,
+        ),
+    ]
+}
+
+#[test]
+fn materialize_inbox_event_is_the_resolved_sample_batch() {
+    let name = "materialize-inbox-resolved.json";
+    let event = stream_event(name, Table::Inbox, MATERIALIZE_INBOX_FILTER);
+    let record = &event.records[0];
+    assert_eq!(record.event_name, "MODIFY");
+    let row = shared::stream::inbox_row(record).expect("an inbox row");
+    check_inbox_row(name, &row, "resolved");
+    let wanted = sample_changes(&membership_batch());
+    let changes = row.changes.as_ref().map(|c| decode_changes(c.as_ref()));
+    assert!(
+        matches!(&changes, Some(Ok(c)) if *c == wanted),
+        "{name}: changes are not the sample changes ({changes:?}); set NewImage.changes.B to\n{}\n",
+        as_event_b(encode_changes(&wanted))
+    );
+    let image = &record.change.new_image;
+    for attr in ["outcomes", "change_counts", "resolved_ms"] {
+        assert!(image.contains_key(attr), "{name}: {attr}");
+    }
+    // The sync-log index projects what the row carries.
+    for attr in table_def(Table::Inbox).indexes[0].include.unwrap() {
+        if *attr != "applied" {
+            assert!(image.contains_key(*attr), "{name}: {attr}");
+        }
+    }
+}
+
+#[test]
+fn materialize_segments_event_archives_the_removed_audience() {
+    let name = "materialize-segment-archiving.json";
+    let event = stream_event(name, Table::Segments, MATERIALIZE_SEGMENTS_FILTER);
+    let record = &event.records[0];
+    let image = &record.change.new_image;
+    let text = |k: &str| match image.get(k) {
+        Some(serde_dynamo::AttributeValue::S(v) | serde_dynamo::AttributeValue::N(v)) => v.clone(),
+        other => panic!("{name}: {k} is {other:?}"),
+    };
+    assert_eq!(text("status"), "archiving");
+    let Request::AudienceSubscription(remove) =
+        mparticle_request("authorize-subscription-remove.json")
+    else {
+        panic!("remove event");
+    };
+    assert_eq!(
+        text("project_id"),
+        remove.account.account_settings["accountId"]
+    );
+    assert_eq!(text("partner_segment_id"), remove.audience_id.to_string());
+    assert_eq!(
+        text("sk"),
+        shared::keys::segments::segment_sk(remove.audience_id)
+    );
+    assert_eq!(text("pk"), text("project_id"));
+}
