@@ -3,6 +3,7 @@
 
 pub mod faults;
 pub mod pipeline;
+pub mod server;
 
 use std::collections::{HashMap, VecDeque};
 
@@ -107,6 +108,7 @@ pub struct StreamPoller {
     client: StreamsClient,
     arn: String,
     iterators: HashMap<String, Option<String>>,
+    last_sequence: HashMap<String, String>,
 }
 
 impl StreamPoller {
@@ -115,11 +117,32 @@ impl StreamPoller {
             client,
             arn: stream_arn,
             iterators: HashMap::new(),
+            last_sequence: HashMap::new(),
         }
     }
 
     pub fn arn(&self) -> &str {
         &self.arn
+    }
+
+    /// An iterator just after the last record seen on a shard, or at its start.
+    async fn iterator(&self, shard: &str) -> Result<Option<String>, String> {
+        let mut req = self
+            .client
+            .get_shard_iterator()
+            .stream_arn(&self.arn)
+            .shard_id(shard);
+        req = match self.last_sequence.get(shard) {
+            Some(seq) => req
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .sequence_number(seq),
+            None => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        };
+        let it = req
+            .send()
+            .await
+            .map_err(|e| aws_sdk_dynamodbstreams::error::DisplayErrorContext(e).to_string())?;
+        Ok(it.shard_iterator().map(str::to_owned))
     }
 
     /// Everything new on the stream since the last poll, in order per shard.
@@ -145,28 +168,49 @@ impl StreamPoller {
         let mut out = Vec::new();
         for shard in shards {
             if !self.iterators.contains_key(&shard) {
-                let it = self
-                    .client
-                    .get_shard_iterator()
-                    .stream_arn(&self.arn)
-                    .shard_id(&shard)
-                    .shard_iterator_type(ShardIteratorType::TrimHorizon)
-                    .send()
-                    .await
-                    .map_err(|e| err(&aws_sdk_dynamodbstreams::error::DisplayErrorContext(e)))?;
-                self.iterators
-                    .insert(shard.clone(), it.shard_iterator().map(str::to_owned));
+                let it = self.iterator(&shard).await?;
+                self.iterators.insert(shard.clone(), it);
             }
+            let mut renewed = 0;
             while let Some(Some(iterator)) = self.iterators.get(&shard).cloned() {
-                let page = self
+                let page = match self
                     .client
                     .get_records()
                     .shard_iterator(iterator)
                     .limit(1000)
                     .send()
                     .await
-                    .map_err(|e| err(&aws_sdk_dynamodbstreams::error::DisplayErrorContext(e)))?;
+                {
+                    Ok(p) => p,
+                    // DynamoDB Local invalidates iterators taken on an empty shard once records
+                    // arrive, and iterators expire: take a new one after the last record seen.
+                    Err(e)
+                        if e.as_service_error().is_some_and(|se| {
+                            se.is_trimmed_data_access_exception()
+                                || se.is_expired_iterator_exception()
+                        }) =>
+                    {
+                        renewed += 1;
+                        let it = self.iterator(&shard).await?;
+                        self.iterators.insert(shard.clone(), it);
+                        if renewed > 2 {
+                            break; // try again on the next poll
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(err(&aws_sdk_dynamodbstreams::error::DisplayErrorContext(e)));
+                    }
+                };
                 let n = page.records().len();
+                if let Some(last) = page
+                    .records()
+                    .last()
+                    .and_then(|r| r.dynamodb())
+                    .and_then(|d| d.sequence_number())
+                {
+                    self.last_sequence.insert(shard.clone(), last.to_owned());
+                }
                 out.extend(page.records().iter().map(|r| record_json(r, &self.arn)));
                 self.iterators
                     .insert(shard.clone(), page.next_shard_iterator().map(str::to_owned));

@@ -100,19 +100,27 @@ impl LocalPipeline {
     }
 
     /// Steps until a poll finds nothing new (or `max_steps` is reached).
+    /// A stream read can come back empty while records are on their way (DynamoDB Local shows
+    /// new records a moment late), so idle means three quiet polls in a row.
     pub async fn run_until_idle(&mut self, max_steps: usize) -> Result<usize, String> {
         let mut total = 0;
+        let mut quiet = 0;
         for _ in 0..max_steps {
             let n = self.step().await?;
             total += n;
-            if n == 0
-                && self
-                    .resolve
-                    .iter()
-                    .chain(&self.materialize)
-                    .all(|m| m.pending() == 0)
-            {
-                return Ok(total);
+            let pending = self
+                .resolve
+                .iter()
+                .chain(&self.materialize)
+                .any(|m| m.pending() > 0);
+            if n == 0 && !pending {
+                quiet += 1;
+                if quiet >= 3 {
+                    return Ok(total);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            } else {
+                quiet = 0;
             }
         }
         Err(format!("pipeline still busy after {max_steps} steps"))

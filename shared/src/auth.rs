@@ -163,8 +163,32 @@ pub fn read_credentials(
     })
 }
 
+/// Checks a passcode against a project's live passcodes. Every passcode is compared (no early
+/// exit), so timing does not reveal which one matched.
+pub fn check_passcode(
+    project: &Project,
+    passcode: &str,
+    now_ms: i64,
+) -> Result<(), CredentialError> {
+    let mut matched_live = false;
+    let mut matched_expired = false;
+    for p in &project.passcodes {
+        if p.matches(passcode) {
+            if p.is_expired(now_ms) {
+                matched_expired = true;
+            } else {
+                matched_live = true;
+            }
+        }
+    }
+    match (matched_live, matched_expired) {
+        (true, _) => Ok(()),
+        (false, true) => Err(CredentialError::ExpiredPasscode),
+        (false, false) => Err(CredentialError::WrongPasscode),
+    }
+}
+
 /// Checks credentials against the project found in their region (`None`: no such project).
-/// Every passcode is compared (no early exit), so timing does not reveal which one matched.
 pub fn check_credentials(
     creds: &OutputCredentials<'_>,
     project: Option<&Project>,
@@ -174,30 +198,14 @@ pub fn check_credentials(
     if project.region != creds.region {
         return Err(CredentialError::UnknownProject);
     }
-    let mut matched_live = false;
-    let mut matched_expired = false;
-    for p in &project.passcodes {
-        if p.matches(creds.passcode) {
-            if p.is_expired(now_ms) {
-                matched_expired = true;
-            } else {
-                matched_live = true;
-            }
-        }
-    }
+    let passcode = check_passcode(project, creds.passcode, now_ms);
     let token_ok = bool::from(
         creds
             .account_token
             .as_bytes()
             .ct_eq(project.account_token.as_bytes()),
     );
-    if !matched_live {
-        return Err(if matched_expired {
-            CredentialError::ExpiredPasscode
-        } else {
-            CredentialError::WrongPasscode
-        });
-    }
+    passcode?;
     if !token_ok {
         return Err(CredentialError::WrongToken);
     }

@@ -1,9 +1,7 @@
 //! The mParticle endpoint (`POST /mparticle`): authentication, registration, subscriptions,
 //! heartbeats and the durable enqueue of membership batches. Status codes follow contract.md §2.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use serde::Serialize;
 use tracing::{info, warn};
@@ -19,6 +17,7 @@ use crate::protocol::{
 };
 use crate::region::Region;
 use crate::store::inbox::{BatchMeta, PutBatchOutcome};
+use crate::store::projects::ProjectCache;
 use crate::store::segments::{SegmentKey, SubscriptionChange};
 use crate::store::{Store, StoreError};
 
@@ -58,39 +57,6 @@ enum OutputCheck {
     Unavailable(StoreError),
 }
 
-/// Projects cached for a short time: a revoked passcode keeps working at most `ttl`.
-struct ProjectCache {
-    ttl: Duration,
-    entries: Mutex<HashMap<ProjectKey, Cached>>,
-}
-
-type ProjectKey = (Region, String);
-type Cached = (Instant, Arc<Project>);
-
-impl ProjectCache {
-    fn get(&self, region: Region, id: &str) -> Option<Arc<Project>> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(&(region, id.to_owned()))
-            .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, p)| p.clone())
-    }
-
-    fn put(&self, region: Region, project: Arc<Project>) {
-        if self.ttl.is_zero() {
-            return;
-        }
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() > 10_000 {
-            entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
-        }
-        entries.insert(
-            (region, project.project_id.clone()),
-            (Instant::now(), project),
-        );
-    }
-}
-
 pub struct Endpoint {
     caller_token: String,
     max_body_bytes: usize,
@@ -103,11 +69,8 @@ impl Endpoint {
         Self {
             caller_token: config.caller_token.clone(),
             max_body_bytes: config.max_body_bytes,
+            projects: ProjectCache::new(store.clone(), config.project_cache_ttl),
             store,
-            projects: ProjectCache {
-                ttl: config.project_cache_ttl,
-                entries: Mutex::new(HashMap::new()),
-            },
         }
     }
 
@@ -179,18 +142,7 @@ impl Endpoint {
         &self,
         creds: &OutputCredentials<'_>,
     ) -> Result<Option<Arc<Project>>, StoreError> {
-        if let Some(p) = self.projects.get(creds.region, creds.account_id) {
-            return Ok(Some(p));
-        }
-        let found = self
-            .store
-            .get_project(creds.region, creds.account_id)
-            .await?;
-        Ok(found.map(|p| {
-            let p = Arc::new(p);
-            self.projects.put(creds.region, p.clone());
-            p
-        }))
+        self.projects.get(creds.region, creds.account_id).await
     }
 
     async fn subscription(&self, r: AudienceSubscriptionRequest) -> HttpReply {

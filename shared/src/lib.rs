@@ -14,6 +14,7 @@ pub mod keys;
 pub mod materialize;
 pub mod pipeline;
 pub mod protocol;
+pub mod query;
 pub mod region;
 pub mod resolve;
 pub mod segment_state;

@@ -12,7 +12,6 @@
 //! Partner Sync events: the audience was disconnected, nobody left it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
@@ -567,6 +566,3 @@ pub async fn handle_event(
     }
     records::response(failures)
 }
-
-/// Pause used by callers that poll (local runner).
-pub const IDLE_POLL: Duration = Duration::from_millis(200);

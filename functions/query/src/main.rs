@@ -1,2 +1,16 @@
-//! Lambda entry point for `query`; the handler is built in later steps (logic lives in `shared`).
-fn main() {}
+//! `query`: the read API behind API Gateway (`GET /v1/...`), serving this stack's region.
+
+use lambda_http::{Error, run, service_fn};
+use shared::config::{Config, init_tracing};
+use shared::query::{QueryApi, handle_http};
+use shared::store::Store;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let config = Config::from_env()?;
+    let store = Store::new(config.clients().await, config.tables.clone());
+    let api = QueryApi::new(store, config.home_region, config.project_cache_ttl, false);
+    let api = &api;
+    run(service_fn(move |req| handle_http(api, req))).await
+}

@@ -14,6 +14,7 @@ pub mod inbox;
 pub mod memberships;
 pub mod profiles;
 pub mod projects;
+pub mod reads;
 pub mod segments;
 
 pub type Item = HashMap<String, AttributeValue>;
@@ -130,7 +131,8 @@ impl Store {
 
         let table_name = self.table(region, table);
         let client = self.client(region).clone();
-        let pages: Vec<Vec<Item>> = stream::iter(keys.chunks(100).map(|c| c.to_vec()))
+        let chunks: Vec<Vec<Item>> = keys.chunks(100).map(<[Item]>::to_vec).collect();
+        let pages: Vec<Vec<Item>> = stream::iter(chunks)
             .map(|chunk| {
                 let client = client.clone();
                 let table_name = table_name.clone();

@@ -1,5 +1,9 @@
 //! Projects: output credentials, kept in the project's home region.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use super::{Store, StoreError, s};
@@ -154,5 +158,49 @@ where
             Err(ProjectWriteError::NotFound(project_id.to_owned()))
         }
         Err(e) => Err(StoreError::from(e).into()),
+    }
+}
+
+/// Projects cached for a short time: a revoked passcode keeps working at most `ttl`.
+/// Unknown projects are not cached, so a new project works at once.
+pub struct ProjectCache {
+    store: Store,
+    ttl: Duration,
+    entries: Mutex<HashMap<ProjectKey, Cached>>,
+}
+
+type ProjectKey = (Region, String);
+type Cached = (Instant, Arc<Project>);
+
+impl ProjectCache {
+    pub fn new(store: Store, ttl: Duration) -> Self {
+        Self {
+            store,
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn get(&self, region: Region, id: &str) -> Result<Option<Arc<Project>>, StoreError> {
+        {
+            let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, p)) = entries.get(&(region, id.to_owned()))
+                && at.elapsed() < self.ttl
+            {
+                return Ok(Some(p.clone()));
+            }
+        }
+        let Some(found) = self.store.get_project(region, id).await? else {
+            return Ok(None);
+        };
+        let found = Arc::new(found);
+        if !self.ttl.is_zero() {
+            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if entries.len() > 10_000 {
+                entries.retain(|_, (at, _)| at.elapsed() < self.ttl);
+            }
+            entries.insert((region, id.to_owned()), (Instant::now(), found.clone()));
+        }
+        Ok(Some(found))
     }
 }

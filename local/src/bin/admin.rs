@@ -1,0 +1,229 @@
+//! `scripts/admin`: operator CLI for projects, against DYNAMODB_ENDPOINT (local) or AWS.
+//!
+//!   project create --region R [--id ID] [--passcode P] [--token T] [--passcode-expires RFC3339]
+//!   project show   --region R --id ID
+//!   passcode add    --region R --id ID [--passcode P] [--expires RFC3339]
+//!   passcode revoke --region R --id ID --passcode-id PID
+//!
+//! Secrets are printed once, when created; stored passcodes are salted hashes.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use serde_json::json;
+use shared::Region;
+use shared::auth::{Project, ProjectStatus, StoredPasscode, generate_secret, valid_project_id};
+use shared::config::Config;
+use shared::store::Store;
+
+const USAGE: &str = "usage:
+  admin project create --region R [--id ID] [--passcode P] [--token T] [--passcode-expires RFC3339]
+  admin project show --region R --id ID
+  admin passcode add --region R --id ID [--passcode P] [--expires RFC3339]
+  admin passcode revoke --region R --id ID --passcode-id PID";
+
+fn parse_flags(args: &[String]) -> Result<HashMap<String, String>, String> {
+    let mut out = HashMap::new();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let name = flag
+            .strip_prefix("--")
+            .ok_or_else(|| format!("unexpected argument {flag:?}"))?;
+        let value = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
+        out.insert(name.to_owned(), value.clone());
+    }
+    Ok(out)
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)` into epoch milliseconds.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d, h, mi, sec) = (
+        n(0..4)?,
+        n(5..7)?,
+        n(8..10)?,
+        n(11..13)?,
+        n(14..16)?,
+        n(17..19)?,
+    );
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    let mut millis = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits: String = frac.chars().take_while(|c| c.is_ascii_digit()).collect();
+        millis = format!("{:0<3}", &digits[..digits.len().min(3)])
+            .parse()
+            .ok()?;
+        rest = &frac[digits.len()..];
+    }
+    let offset_min = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) && &o[3..4] == ":" => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            sign * (o[1..3].parse::<i64>().ok()? * 60 + o[4..6].parse::<i64>().ok()?)
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant).
+    let (y2, m2) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + h * 3600 + mi * 60 + sec - offset_min * 60) * 1000) + millis)
+}
+
+async fn run(args: Vec<String>) -> Result<serde_json::Value, String> {
+    let (noun, verb) = (
+        args.first().map(String::as_str),
+        args.get(1).map(String::as_str),
+    );
+    let flags = parse_flags(args.get(2..).unwrap_or_default())?;
+    let region: Region = flags
+        .get("region")
+        .ok_or("--region is required")?
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let config = Config::from_env().map_err(|e| e.to_string())?;
+    let store = Store::new(config.clients().await, config.tables.clone());
+    let expires = |key: &str| -> Result<Option<i64>, String> {
+        flags
+            .get(key)
+            .map(|v| {
+                parse_rfc3339(v)
+                    .ok_or_else(|| format!("--{key} must be RFC 3339, e.g. 2027-01-31T00:00:00Z"))
+            })
+            .transpose()
+    };
+    let id = || -> Result<String, String> {
+        flags
+            .get("id")
+            .cloned()
+            .ok_or_else(|| "--id is required".to_owned())
+    };
+    match (noun, verb) {
+        (Some("project"), Some("create")) => {
+            let id = flags
+                .get("id")
+                .cloned()
+                .unwrap_or_else(|| format!("P-{}", &generate_secret()[..12].to_uppercase()));
+            if !valid_project_id(&id) {
+                return Err("--id may use letters, digits, - and _ only (64 at most)".into());
+            }
+            let passcode = flags
+                .get("passcode")
+                .cloned()
+                .unwrap_or_else(generate_secret);
+            let token = flags.get("token").cloned().unwrap_or_else(generate_secret);
+            let project = Project {
+                project_id: id.clone(),
+                region,
+                account_token: token.clone(),
+                passcodes: vec![StoredPasscode::new(&passcode, expires("passcode-expires")?)],
+                status: ProjectStatus::Active,
+                created_ms: shared::protocol::now_ms(),
+            };
+            store
+                .create_project(&project)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(
+                json!({"account_id": id, "passcode": passcode, "account_token": token, "region": region.as_str()}),
+            )
+        }
+        (Some("project"), Some("show")) => {
+            let p = store
+                .get_project(region, &id()?)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("no such project")?;
+            let passcodes: Vec<_> = p
+                .passcodes
+                .iter()
+                .map(|c| json!({"passcode_id": c.id, "expires_ms": c.expires_ms}))
+                .collect();
+            Ok(
+                json!({"account_id": p.project_id, "region": p.region.as_str(), "status": p.status,
+                      "account_token": p.account_token, "passcodes": passcodes, "created_ms": p.created_ms}),
+            )
+        }
+        (Some("passcode"), Some("add")) => {
+            let passcode = flags
+                .get("passcode")
+                .cloned()
+                .unwrap_or_else(generate_secret);
+            let stored = StoredPasscode::new(&passcode, expires("expires")?);
+            store
+                .add_passcode(region, &id()?, &stored)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(
+                json!({"passcode_id": stored.id, "passcode": passcode, "expires_ms": stored.expires_ms}),
+            )
+        }
+        (Some("passcode"), Some("revoke")) => {
+            let pid = flags
+                .get("passcode-id")
+                .ok_or("--passcode-id is required")?;
+            let revoked = store
+                .revoke_passcode(region, &id()?, pid)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(json!({"revoked": revoked}))
+        }
+        _ => Err(USAGE.to_owned()),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() || args.iter().any(|a| a == "--help" || a == "-h") {
+        eprintln!("{USAGE}");
+        return ExitCode::from(if args.is_empty() { 2 } else { 0 });
+    }
+    match run(args).await {
+        Ok(v) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("admin: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rfc3339;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339("2024-05-01T19:45:44.065Z"),
+            Some(1_714_592_744_065)
+        );
+        assert_eq!(parse_rfc3339("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("tomorrow"), None);
+    }
+}

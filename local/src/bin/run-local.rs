@@ -1,0 +1,156 @@
+//! `scripts/run-local`: the whole product on one machine. Emulates what AWS provides around the
+//! functions — API Gateway (one HTTP server turning requests into API Gateway v2 events) and the
+//! DynamoDB stream event source mappings (polling with the same filters and event shapes) — and
+//! runs the very handlers the Lambda functions run.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use local::pipeline::LocalPipeline;
+use local::server::{Handlers, serve};
+use shared::Region;
+use shared::auth::{Project, ProjectStatus, StoredPasscode, generate_secret};
+use shared::clients::{RegionalClients, local_client};
+use shared::config::{Config, init_tracing};
+use shared::endpoint::Endpoint;
+use shared::query::QueryApi;
+use shared::store::Store;
+use shared::tables::create_all_tables;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+const DEMO_PROJECT: &str = "DEMO-EU1";
+const DEFAULT_CALLER_TOKEN: &str = "local-dev-caller-token";
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    init_tracing();
+    let endpoint = std::env::var("DYNAMODB_ENDPOINT")
+        .map_err(|_| "DYNAMODB_ENDPOINT is not set (scripts/run-local sets it)")?;
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3000);
+    let caller_token = std::env::var("MPARTICLE_CALLER_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| DEFAULT_CALLER_TOKEN.to_owned());
+    let config = Config::from_lookup(|k| match k {
+        "MPARTICLE_CALLER_TOKEN" => Some(caller_token.clone()),
+        "DYNAMODB_ENDPOINT" => Some(endpoint.clone()),
+        other => std::env::var(other).ok(),
+    })?;
+
+    let client = local_client(&endpoint);
+    create_all_tables(&client, &config.tables).await?;
+    let store = Store::new(
+        RegionalClients::single(client.clone()),
+        config.tables.clone(),
+    );
+    let (passcode, token) = provision_demo(&store).await?;
+
+    let handlers = Arc::new(Handlers {
+        endpoint: Endpoint::new(&config, store.clone()),
+        query: QueryApi::new(store.clone(), Region::Eu1, config.project_cache_ttl, true),
+        ready: Default::default(),
+        max_body_bytes: config.max_body_bytes,
+    });
+    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    tokio::spawn(serve(listener, handlers.clone()));
+
+    let mut pipeline = LocalPipeline::new(
+        &client,
+        &endpoint,
+        store,
+        config.tables.clone(),
+        &Region::ALL,
+    )
+    .await?;
+    // The pipeline runs on this task (its futures are not Send), beside the signal handling.
+    let pipeline_loop = async move {
+        loop {
+            match pipeline.step().await {
+                Ok(0) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "pipeline poll failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    };
+    handlers.ready.store(true, Ordering::SeqCst);
+    print_banner(port, &caller_token, &passcode, &token);
+
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = pipeline_loop => {}
+    }
+    eprintln!("run-local: stopping");
+    Ok(())
+}
+
+/// The demo project in eu1. Its passcode is known only when created, so on a reused database a
+/// fresh passcode is added to the existing project.
+async fn provision_demo(store: &Store) -> Result<(String, String), Box<dyn std::error::Error>> {
+    let passcode = generate_secret();
+    if let Some(existing) = store.get_project(Region::Eu1, DEMO_PROJECT).await? {
+        store
+            .add_passcode(
+                Region::Eu1,
+                DEMO_PROJECT,
+                &StoredPasscode::new(&passcode, None),
+            )
+            .await?;
+        return Ok((passcode, existing.account_token));
+    }
+    let token = generate_secret();
+    store
+        .create_project(&Project {
+            project_id: DEMO_PROJECT.to_owned(),
+            region: Region::Eu1,
+            account_token: token.clone(),
+            passcodes: vec![StoredPasscode::new(&passcode, None)],
+            status: ProjectStatus::Active,
+            created_ms: shared::protocol::now_ms(),
+        })
+        .await?;
+    Ok((passcode, token))
+}
+
+fn print_banner(port: u16, caller_token: &str, passcode: &str, token: &str) {
+    let base = format!("http://127.0.0.1:{port}");
+    let batch = serde_json::json!({
+        "type": "audience_membership_change_request",
+        "id": "demo-batch-1",
+        "timestamp_ms": shared::protocol::now_ms(),
+        "firehose_version": "3.2.0",
+        "account": {"account_id": 1, "account_settings": {
+            "accountId": DEMO_PROJECT, "passcode": passcode, "accountToken": token, "region": "eu1"}},
+        "user_profiles": [
+            {"user_identities": [{"type": "customer", "encoding": "raw", "value": "cust-1"},
+                                 {"type": "email", "encoding": "raw", "value": "ann@example.com"}],
+             "mpid": "1001",
+             "audiences": [{"audience_id": 4242, "audience_name": "Cart Abandoners", "action": "add"}]},
+            {"partner_identities": [{"type": "CleverTap_User_ID", "encoding": "raw", "value": "__demo0001"}],
+             "user_identities": [{"type": "mobile_number", "encoding": "raw", "value": "+14155550100"}],
+             "mpid": "1002",
+             "audiences": [{"audience_id": 4242, "audience_name": "Cart Abandoners", "action": "add"}]}
+        ]
+    });
+    println!(
+        "\nmParticle audience import running on {base} (all regions on one DynamoDB Local)\n\n\
+         demo project (eu1):  account id {DEMO_PROJECT}\n\
+         \x20                    passcode   {passcode}\n\
+         \x20                    token      {token}\n\
+         mParticle caller token:          {caller_token}\n\n\
+         Send a membership batch:\n\n\
+         curl -s -X POST {base}/mparticle -H 'Authorization: Token {caller_token}' -d '{batch}'\n\n\
+         Read the segment back (and /members, /v1/profiles/__demo0001/events, /v1/syncs):\n\n\
+         curl -s {base}/v1/segments/4242 -H 'X-CleverTap-Account-Id: {DEMO_PROJECT}' -H 'X-CleverTap-Passcode: {passcode}'\n\n\
+         Ctrl-C stops everything.\n"
+    );
+}

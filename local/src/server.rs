@@ -1,0 +1,168 @@
+//! A local stand-in for API Gateway (HTTP API, payload v2): each HTTP request becomes the same
+//! event API Gateway would send, handed to the same handlers the Lambda functions run.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use base64::Engine;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use shared::endpoint::Endpoint;
+use shared::query::QueryApi;
+use tokio::net::TcpListener;
+
+pub struct Handlers {
+    pub endpoint: Endpoint,
+    pub query: QueryApi,
+    pub ready: AtomicBool,
+    /// Bodies above this are refused before they are read whole (API Gateway's own limit is 10 MB).
+    pub max_body_bytes: usize,
+}
+
+/// The API Gateway v2 event for one HTTP request.
+pub fn api_gateway_event(
+    method: &str,
+    path: &str,
+    query: &str,
+    headers: &HashMap<String, String>,
+    body: &[u8],
+) -> String {
+    let params: HashMap<String, String> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (url_decode(k), url_decode(v))
+        })
+        .collect();
+    json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": headers,
+        "queryStringParameters": params,
+        "requestContext": {
+            "accountId": "local", "apiId": "local", "domainName": "127.0.0.1", "domainPrefix": "local",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "local"},
+            "requestId": uuid_like(), "routeKey": "$default", "stage": "$default",
+            "time": "01/Jan/2026:00:00:00 +0000", "timeEpoch": shared::protocol::now_ms()
+        },
+        "body": base64::engine::general_purpose::STANDARD.encode(body),
+        "isBase64Encoded": true
+    })
+    .to_string()
+}
+
+fn uuid_like() -> String {
+    format!("{:x}", shared::protocol::now_ms())
+}
+
+fn url_decode(s: &str) -> String {
+    let s = s.replace('+', " ");
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = (b[i] == b'%' && i + 3 <= b.len())
+            .then(|| std::str::from_utf8(&b[i + 1..i + 3]).ok())
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        if let Some(v) = hex {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn reply(status: u16, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json; charset=utf-8")
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
+
+async fn route(
+    handlers: Arc<Handlers>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    let headers: HashMap<String, String> = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_owned(), v.to_owned()))
+        })
+        .collect();
+    if path == "/healthz" {
+        let ready = handlers.ready.load(Ordering::SeqCst);
+        return Ok(reply(
+            if ready { 200 } else { 503 },
+            json!({"ready": ready}).to_string(),
+        ));
+    }
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > handlers.max_body_bytes) {
+        return Ok(reply(
+            413,
+            json!({"error": "body exceeds the size limit"}).to_string(),
+        ));
+    }
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Ok(reply(400, json!({"error": "unreadable body"}).to_string())),
+    };
+    let event = api_gateway_event(&method, &path, &query, &headers, &body);
+    let request = match lambda_http::request::from_str(&event) {
+        Ok(r) => r,
+        Err(e) => return Ok(reply(400, json!({"error": e.to_string()}).to_string())),
+    };
+    let response = match (method.as_str(), path.as_str()) {
+        (_, "/mparticle") => shared::endpoint::handle_http(&handlers.endpoint, request).await,
+        ("GET", p) if p.starts_with("/v1/") => {
+            shared::query::handle_http(&handlers.query, request).await
+        }
+        _ => return Ok(reply(404, json!({"error": "no such route"}).to_string())),
+    };
+    let response = response.unwrap_or_else(|never| match never {});
+    let status = response.status().as_u16();
+    Ok(reply(
+        status,
+        String::from_utf8_lossy(response.body().as_ref()).into_owned(),
+    ))
+}
+
+/// Serves until the listener fails; each connection on its own task.
+pub async fn serve(listener: TcpListener, handlers: Arc<Handlers>) -> std::io::Result<()> {
+    loop {
+        let (stream, _peer): (_, SocketAddr) = listener.accept().await?;
+        let handlers = handlers.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| route(handlers.clone(), req));
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

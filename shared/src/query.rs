@@ -1,0 +1,657 @@
+//! The read API (`GET /v1/...`, contract.md §3): what the import did, per project.
+//!
+//! Authenticated like CleverTap's own API with `X-CleverTap-Account-Id` and
+//! `X-CleverTap-Passcode`, checked against the project's hashed passcodes. Every read starts
+//! from a key that carries the authenticated project id, so no route reaches another project.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tracing::warn;
+
+use crate::auth;
+use crate::endpoint::{HttpReply, into_response};
+use crate::keys;
+use crate::protocol::now_ms;
+use crate::region::Region;
+use crate::store::memberships::month_of;
+use crate::store::profiles::ATTRIBUTE_PREFIX;
+use crate::store::projects::ProjectCache;
+use crate::store::segments::{SEGMENT_TYPE, status as segment_status};
+use crate::store::{Item, Store, StoreError, get_n, get_s};
+
+pub const DEFAULT_LIMIT: usize = 50;
+pub const MAX_LIMIT: usize = 500;
+
+pub struct QueryApi {
+    store: Store,
+    projects: ProjectCache,
+    home_region: Region,
+    /// Locally one server answers for every region: the `X-CleverTap-Region` header picks one.
+    region_header: bool,
+}
+
+/// A read API request, as the handler sees it.
+pub struct ReadRequest<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a HashMap<String, String>,
+    /// Header names in lower case.
+    pub headers: &'a HashMap<String, String>,
+}
+
+fn fail(status: u16, error: impl Into<String>) -> HttpReply {
+    HttpReply {
+        status,
+        body: json!({"status": "fail", "error": error.into()}).to_string(),
+    }
+}
+
+fn ok(body: Value) -> HttpReply {
+    HttpReply {
+        status: 200,
+        body: body.to_string(),
+    }
+}
+
+fn unavailable(e: &StoreError) -> HttpReply {
+    warn!(error = %e, "read API: storage unavailable");
+    fail(503, "storage temporarily unavailable, retry later")
+}
+
+/// Cursors are opaque to clients: hex of the position they stand for.
+fn encode_cursor(position: Option<String>) -> Value {
+    position
+        .map(|p| Value::String(hex::encode(p)))
+        .unwrap_or(Value::Null)
+}
+
+fn decode_cursor(query: &HashMap<String, String>) -> Result<Option<String>, HttpReply> {
+    match query.get("cursor").filter(|c| !c.is_empty()) {
+        None => Ok(None),
+        Some(c) => hex::decode(c)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .map(Some)
+            .ok_or_else(|| fail(400, "invalid cursor")),
+    }
+}
+
+fn limit_of(query: &HashMap<String, String>) -> Result<usize, HttpReply> {
+    match query.get("limit") {
+        None => Ok(DEFAULT_LIMIT),
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            _ => Err(fail(
+                400,
+                format!("limit must be an integer from 1 to {MAX_LIMIT}"),
+            )),
+        },
+    }
+}
+
+fn num(item: &Item, key: &str) -> Value {
+    get_n(item, key).map(Value::from).unwrap_or(Value::Null)
+}
+
+fn text(item: &Item, key: &str) -> Value {
+    get_s(item, key).map(Value::from).unwrap_or(Value::Null)
+}
+
+/// Archiving segments are shown as archived: their members are on their way out.
+fn segment_json(item: &Item, detail: bool) -> Value {
+    let status = match get_s(item, "status") {
+        Some(segment_status::ACTIVE) => "active",
+        _ => "archived",
+    };
+    let mut v = json!({
+        "partner_segment_id": num(item, "partner_segment_id"),
+        "segment_id": text(item, "segment_id"),
+        "name": text(item, "name"),
+        "type": SEGMENT_TYPE,
+        "status": status,
+        "member_count": get_n(item, "member_count").unwrap_or(0),
+        "created_ms": num(item, "created_ms"),
+        "updated_ms": num(item, "updated_ms"),
+    });
+    if detail {
+        v["added_total"] = json!(get_n(item, "added_total").unwrap_or(0));
+        v["removed_total"] = json!(get_n(item, "removed_total").unwrap_or(0));
+        v["last_sync_ms"] = num(item, "last_sync_ms");
+    }
+    v
+}
+
+fn attribute_value(v: &aws_sdk_dynamodb::types::AttributeValue) -> Value {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    match v {
+        A::S(s) => Value::from(s.clone()),
+        A::N(n) => n.parse::<f64>().map(Value::from).unwrap_or(Value::Null),
+        A::Bool(b) => Value::from(*b),
+        A::L(l) => Value::Array(l.iter().map(attribute_value).collect()),
+        _ => Value::Null,
+    }
+}
+
+fn profile_json(item: &Item, segments: Vec<Value>) -> Value {
+    let attributes: Map<String, Value> = item
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix(ATTRIBUTE_PREFIX)
+                .map(|k| (k.to_owned(), attribute_value(v)))
+        })
+        .collect();
+    json!({
+        "clevertap_id": text(item, "clevertap_id"),
+        "identity": text(item, "identity"),
+        "email": text(item, "email"),
+        "phone": text(item, "phone"),
+        "attributes": Value::Object(attributes),
+        "segments": segments,
+        "created_ms": num(item, "created_ms"),
+        "updated_ms": num(item, "updated_ms"),
+    })
+}
+
+fn event_json(item: &Item) -> Value {
+    let properties: Map<String, Value> = item
+        .get("properties")
+        .and_then(|p| p.as_m().ok())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let v = match v.as_n() {
+                        Ok(n) => n.parse::<i64>().map(Value::from).unwrap_or(Value::Null),
+                        Err(_) => attribute_value(v),
+                    };
+                    (k.clone(), v)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({ "event": text(item, "event"), "ts_ms": num(item, "ts_ms"), "properties": Value::Object(properties) })
+}
+
+/// Adds the numeric members of a stored map into `into`.
+fn add_counts(into: &mut BTreeMap<String, i64>, item: &Item, key: &str) {
+    if let Some(m) = item.get(key).and_then(|v| v.as_m().ok()) {
+        for (k, v) in m {
+            if let Some(n) = v.as_n().ok().and_then(|n| n.parse::<i64>().ok()) {
+                *into.entry(k.clone()).or_default() += n;
+            }
+        }
+    }
+}
+
+fn status_rank(status: &str) -> u8 {
+    match status {
+        "received" => 0,
+        "resolved" => 1,
+        "materialized" => 2,
+        _ => 0,
+    }
+}
+
+impl QueryApi {
+    pub fn new(
+        store: Store,
+        home_region: Region,
+        cache_ttl: Duration,
+        region_header: bool,
+    ) -> Self {
+        Self {
+            projects: ProjectCache::new(store.clone(), cache_ttl),
+            store,
+            home_region,
+            region_header,
+        }
+    }
+
+    pub async fn handle(&self, req: &ReadRequest<'_>) -> HttpReply {
+        if !req.method.eq_ignore_ascii_case("GET") {
+            return fail(405, "only GET is accepted");
+        }
+        let region = match (
+            self.region_header,
+            req.headers.get("x-clevertap-region").cloned(),
+        ) {
+            (true, Some(r)) => match Region::parse(&r) {
+                Some(r) => r,
+                None => return fail(400, format!("unknown region {r:?}")),
+            },
+            _ => self.home_region,
+        };
+        let (Some(account), Some(passcode)) = (
+            req.headers.get("x-clevertap-account-id").cloned(),
+            req.headers.get("x-clevertap-passcode").cloned(),
+        ) else {
+            return fail(
+                401,
+                "X-CleverTap-Account-Id and X-CleverTap-Passcode are required",
+            );
+        };
+        let account = account.trim().to_owned();
+        if !auth::valid_project_id(&account) {
+            return fail(401, "invalid credentials");
+        }
+        let project = match self.projects.get(region, &account).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return fail(401, "invalid credentials"),
+            Err(e) => return unavailable(&e),
+        };
+        if project.status != auth::ProjectStatus::Active
+            || auth::check_passcode(&project, passcode.trim(), now_ms()).is_err()
+        {
+            return fail(401, "invalid credentials");
+        }
+        let ctx = Ctx {
+            store: &self.store,
+            region,
+            project: &account,
+        };
+        let segments: Vec<&str> = req.path.trim_end_matches('/').split('/').skip(1).collect();
+        let result = match segments.as_slice() {
+            ["v1", "segments"] => ctx.segments().await,
+            ["v1", "segments", id] => match id.parse::<i64>() {
+                Ok(id) => ctx.segment(id).await,
+                Err(_) => Ok(fail(404, "segment not found")),
+            },
+            ["v1", "segments", id, "members"] => match id.parse::<i64>() {
+                Ok(id) => ctx.members(id, req.query).await,
+                Err(_) => Ok(fail(404, "segment not found")),
+            },
+            ["v1", "profiles"] => ctx.profiles_by(req.query).await,
+            ["v1", "profiles", ct] => ctx.profile(&percent_decode(ct)).await,
+            ["v1", "profiles", ct, "events"] => ctx.events(&percent_decode(ct), req.query).await,
+            ["v1", "people"] => ctx.people(req.query).await,
+            ["v1", "syncs"] => ctx.syncs(req.query).await,
+            ["v1", "usage"] => ctx.usage(req.query).await,
+            _ => Ok(fail(404, "no such route")),
+        };
+        result.unwrap_or_else(|e| unavailable(&e))
+    }
+}
+
+/// Decodes `%XX` escapes in one path segment (CleverTap IDs may hold characters that need them).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%' && i + 3 <= bytes.len())
+            .then(|| std::str::from_utf8(&bytes[i + 1..i + 3]).ok())
+            .flatten()
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        if let Some(b) = hex {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+struct Ctx<'a> {
+    store: &'a Store,
+    region: Region,
+    project: &'a str,
+}
+
+type Reply = Result<HttpReply, StoreError>;
+
+macro_rules! try_reply {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(reply) => return Ok(reply),
+        }
+    };
+}
+
+impl Ctx<'_> {
+    async fn segments(&self) -> Reply {
+        let items = self.store.list_segments(self.region, self.project).await?;
+        let list: Vec<Value> = items.iter().map(|i| segment_json(i, false)).collect();
+        Ok(ok(json!({ "segments": list })))
+    }
+
+    async fn segment(&self, id: i64) -> Reply {
+        Ok(
+            match self
+                .store
+                .get_segment(self.region, self.project, id)
+                .await?
+            {
+                Some(item) => ok(segment_json(&item, true)),
+                None => fail(404, "segment not found"),
+            },
+        )
+    }
+
+    async fn members(&self, id: i64, query: &HashMap<String, String>) -> Reply {
+        let limit = try_reply!(limit_of(query));
+        let cursor = try_reply!(decode_cursor(query));
+        if self
+            .store
+            .get_segment(self.region, self.project, id)
+            .await?
+            .is_none()
+        {
+            return Ok(fail(404, "segment not found"));
+        }
+        let page = self
+            .store
+            .segment_members(self.region, self.project, id, limit, cursor.as_deref())
+            .await?;
+        let members: Vec<Value> = page
+            .items
+            .iter()
+            .map(|i| json!({"clevertap_id": text(i, keys::SK), "identity": text(i, "identity")}))
+            .collect();
+        Ok(ok(
+            json!({ "members": members, "next_cursor": encode_cursor(page.next) }),
+        ))
+    }
+
+    /// Full profile views for these CleverTap IDs, with the segments each is a member of now.
+    async fn profile_views(&self, ids: &[String]) -> Result<Vec<Value>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let items = self
+            .store
+            .get_profiles(self.region, self.project, ids)
+            .await?;
+        let segments = self.store.list_segments(self.region, self.project).await?;
+        let active: Vec<(i64, Value)> = segments
+            .iter()
+            .filter(|s| get_s(s, "status") == Some(segment_status::ACTIVE))
+            .filter_map(|s| get_n(s, "partner_segment_id").map(|id| (id, text(s, "name"))))
+            .collect();
+        let audience_ids: Vec<i64> = active.iter().map(|(id, _)| *id).collect();
+        let present: Vec<String> = items
+            .iter()
+            .filter_map(|i| get_s(i, "clevertap_id").map(str::to_owned))
+            .collect();
+        let memberships = self
+            .store
+            .memberships_of(self.region, self.project, &audience_ids, &present)
+            .await?;
+        let by_id: HashMap<&str, &Item> = items
+            .iter()
+            .filter_map(|i| get_s(i, "clevertap_id").map(|c| (c, i)))
+            .collect();
+        Ok(ids
+            .iter()
+            .filter_map(|ct| by_id.get(ct.as_str()))
+            .map(|item| {
+                let ct = get_s(item, "clevertap_id").unwrap_or_default();
+                let segs = active
+                    .iter()
+                    .filter(|(id, _)| {
+                        memberships
+                            .get(&(*id, ct.to_owned()))
+                            .copied()
+                            .unwrap_or(false)
+                    })
+                    .map(|(id, name)| json!({"partner_segment_id": id, "name": name}))
+                    .collect();
+                profile_json(item, segs)
+            })
+            .collect())
+    }
+
+    async fn profile(&self, ct: &str) -> Reply {
+        let views = self.profile_views(&[ct.to_owned()]).await?;
+        Ok(match views.into_iter().next() {
+            Some(v) => ok(v),
+            None => fail(404, "profile not found"),
+        })
+    }
+
+    async fn profiles_by(&self, query: &HashMap<String, String>) -> Reply {
+        let ids = if let Some(identity) = query.get("identity") {
+            self.store
+                .clevertap_id_of_identity(self.region, self.project, identity.trim())
+                .await?
+                .into_iter()
+                .collect()
+        } else if let Some(email) = query.get("email") {
+            let Some(email) = crate::identity::normalize_email(email) else {
+                return Ok(ok(json!({ "profiles": [] })));
+            };
+            self.store
+                .clevertap_ids_by(self.region, self.project, Some(&email), None)
+                .await?
+        } else if let Some(phone) = query.get("phone") {
+            let Some(phone) = crate::identity::normalize_phone(phone) else {
+                return Ok(ok(json!({ "profiles": [] })));
+            };
+            self.store
+                .clevertap_ids_by(self.region, self.project, None, Some(&phone))
+                .await?
+        } else {
+            return Ok(fail(400, "one of identity, email or phone is required"));
+        };
+        Ok(ok(json!({ "profiles": self.profile_views(&ids).await? })))
+    }
+
+    async fn events(&self, ct: &str, query: &HashMap<String, String>) -> Reply {
+        let limit = try_reply!(limit_of(query));
+        let cursor = try_reply!(decode_cursor(query));
+        let page = self
+            .store
+            .profile_events(self.region, self.project, ct, limit, cursor.as_deref())
+            .await?;
+        if page.items.is_empty()
+            && cursor.is_none()
+            && self.profile_views(&[ct.to_owned()]).await?.is_empty()
+        {
+            return Ok(fail(404, "profile not found"));
+        }
+        let events: Vec<Value> = page.items.iter().map(event_json).collect();
+        Ok(ok(
+            json!({ "events": events, "next_cursor": encode_cursor(page.next) }),
+        ))
+    }
+
+    async fn people(&self, query: &HashMap<String, String>) -> Reply {
+        if query.get("event").map(String::as_str) != Some(crate::store::memberships::PARTNER_SYNC) {
+            return Ok(fail(400, "event must be \"Partner Sync\""));
+        }
+        let Some(segment) = query.get("segment").and_then(|s| s.parse::<i64>().ok()) else {
+            return Ok(fail(400, "segment (a Partner Segment ID) is required"));
+        };
+        let action = match query.get("action").map(String::as_str) {
+            None => None,
+            Some(a @ ("Added" | "Removed")) => Some(a),
+            Some(_) => return Ok(fail(400, "action must be Added or Removed")),
+        };
+        let limit = try_reply!(limit_of(query));
+        let cursor = try_reply!(decode_cursor(query));
+        if self
+            .store
+            .get_segment(self.region, self.project, segment)
+            .await?
+            .is_none()
+        {
+            return Ok(fail(404, "segment not found"));
+        }
+        let (ids, next) = self
+            .store
+            .find_people(
+                self.region,
+                self.project,
+                segment,
+                action,
+                limit,
+                cursor.as_deref(),
+            )
+            .await?;
+        Ok(ok(
+            json!({ "profiles": self.profile_views(&ids).await?, "next_cursor": encode_cursor(next) }),
+        ))
+    }
+
+    async fn syncs(&self, query: &HashMap<String, String>) -> Reply {
+        let limit = try_reply!(limit_of(query));
+        let mut before = try_reply!(decode_cursor(query));
+        // Group chunk rows into requests; a request's chunks are adjacent in time-key order.
+        let mut groups: Vec<(String, Vec<Item>)> = Vec::new();
+        let mut last_key: Option<String> = None;
+        let mut exhausted = false;
+        while groups.len() <= limit && !exhausted {
+            let (rows, more) = self
+                .store
+                .sync_rows(self.region, self.project, 100, before.as_deref())
+                .await?;
+            exhausted = !more;
+            for row in rows {
+                let key = get_s(&row, keys::inbox::RECEIVED_KEY)
+                    .unwrap_or_default()
+                    .to_owned();
+                let id = get_s(&row, "message_id").unwrap_or_default().to_owned();
+                before = Some(key.clone());
+                match groups.last_mut() {
+                    Some((gid, rows)) if *gid == id => rows.push(row),
+                    _ => {
+                        if groups.len() == limit {
+                            exhausted = false;
+                            break;
+                        }
+                        groups.push((id, vec![row]));
+                    }
+                }
+                last_key = Some(key);
+            }
+            if groups.len() == limit {
+                break;
+            }
+        }
+        let more = groups.len() == limit && !exhausted;
+        let syncs: Vec<Value> = groups
+            .iter()
+            .map(|(id, rows)| {
+                let mut outcomes = BTreeMap::new();
+                let mut changes = BTreeMap::new();
+                let mut profiles = 0i64;
+                let mut status = "materialized";
+                for r in rows {
+                    profiles += get_n(r, "profile_count").unwrap_or(0);
+                    add_counts(&mut outcomes, r, "outcomes");
+                    add_counts(&mut changes, r, "change_counts");
+                    add_counts(&mut changes, r, "applied");
+                    let s = get_s(r, "status").unwrap_or("received");
+                    if status_rank(s) < status_rank(status) {
+                        status = s;
+                    }
+                }
+                // A request split into chunks is complete only when every chunk is stored.
+                let expected = rows.first().and_then(|r| get_n(r, "chunk_count")).unwrap_or(1);
+                json!({
+                    "request_id": id,
+                    "received_ms": rows.first().map(|r| num(r, "received_ms")).unwrap_or(Value::Null),
+                    "status": status,
+                    "chunks": expected,
+                    "profiles": profiles,
+                    "outcomes": outcomes,
+                    "changes": changes,
+                })
+            })
+            .collect();
+        let next = if more { last_key } else { None };
+        Ok(ok(
+            json!({ "syncs": syncs, "next_cursor": encode_cursor(next) }),
+        ))
+    }
+
+    async fn usage(&self, query: &HashMap<String, String>) -> Reply {
+        let month = query
+            .get("month")
+            .cloned()
+            .unwrap_or_else(|| month_of(now_ms()));
+        let valid = month.len() == 7
+            && month.as_bytes()[4] == b'-'
+            && month[..4].parse::<u16>().is_ok()
+            && month[5..]
+                .parse::<u8>()
+                .is_ok_and(|m| (1..=12).contains(&m));
+        if !valid {
+            return Ok(fail(400, "month must be YYYY-MM"));
+        }
+        let count = self
+            .store
+            .get_usage(self.region, self.project, &month)
+            .await?
+            .and_then(|i| get_n(&i, "partner_sync_events"))
+            .unwrap_or(0);
+        Ok(ok(json!({ "month": month, "partner_sync_events": count })))
+    }
+}
+
+/// The Lambda edge: an API Gateway event in, an HTTP response out.
+pub async fn handle_http(
+    api: &QueryApi,
+    req: lambda_http::Request,
+) -> Result<lambda_http::Response<lambda_http::Body>, std::convert::Infallible> {
+    use lambda_http::RequestExt;
+    let query: HashMap<String, String> = req
+        .query_string_parameters()
+        .iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let headers: HashMap<String, String> = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_ascii_lowercase(), v.to_owned()))
+        })
+        .collect();
+    let path = req.raw_http_path().to_owned();
+    let reply = api
+        .handle(&ReadRequest {
+            method: req.method().as_str(),
+            path: &path,
+            query: &query,
+            headers: &headers,
+        })
+        .await;
+    Ok(into_response(reply))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let q: HashMap<String, String> = [("cursor".to_owned(), hex::encode("__abc#1"))].into();
+        assert_eq!(decode_cursor(&q).unwrap().as_deref(), Some("__abc#1"));
+        let bad: HashMap<String, String> = [("cursor".to_owned(), "zz".to_owned())].into();
+        assert_eq!(decode_cursor(&bad).unwrap_err().status, 400);
+        assert_eq!(encode_cursor(None), Value::Null);
+    }
+
+    #[test]
+    fn limits_are_bounded() {
+        let q = |v: &str| HashMap::from([("limit".to_owned(), v.to_owned())]);
+        assert_eq!(limit_of(&HashMap::new()).unwrap(), DEFAULT_LIMIT);
+        assert_eq!(limit_of(&q("10")).unwrap(), 10);
+        assert!(limit_of(&q("0")).is_err());
+        assert!(limit_of(&q("100000")).is_err());
+        assert!(limit_of(&q("x")).is_err());
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("-h%2Fab"), "-h/ab");
+        assert_eq!(percent_decode("__abc"), "__abc");
+        assert_eq!(percent_decode("a%"), "a%");
+        assert_eq!(percent_decode("a%zz"), "a%zz");
+    }
+}
