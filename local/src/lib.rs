@@ -3,6 +3,7 @@
 
 pub mod faults;
 pub mod pipeline;
+pub mod proxy;
 pub mod server;
 
 use std::collections::{HashMap, VecDeque};
