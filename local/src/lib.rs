@@ -2,8 +2,10 @@
 //! deployed: DynamoDB stream polling with event-source-mapping filters and Lambda's event shape.
 
 pub mod faults;
+pub mod meter;
 pub mod pipeline;
 pub mod proxy;
+pub mod runtime_api;
 pub mod server;
 
 use std::collections::{HashMap, VecDeque};

@@ -51,8 +51,9 @@ impl MembershipChange {
 
     /// Identifies the change (and its Partner Sync event) across redeliveries of the message.
     pub fn change_id(&self) -> String {
+        // Zero-padded so that the events of one message sort in the order they were applied.
         format!(
-            "{}:{}:{}",
+            "{}:{:06}:{:04}",
             self.message_id, self.profile_index, self.entry_index
         )
     }

@@ -1,0 +1,682 @@
+//! `scripts/bench`: speed, capacity and footprint figures against DynamoDB Local.
+//! Prints one table and writes the same figures as JSON (default `target/bench.json`).
+//!
+//! Env: DYNAMODB_ENDPOINT (required), BENCH_BATCH_1K / BENCH_BATCH_10K (gen_batch.py output),
+//! BENCH_BIN_DIR (release binaries, default target/release), BENCH_OUT.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use futures::stream::{self, StreamExt};
+use local::meter::{Meter, Reading, metered_client};
+use serde_json::{Value, json};
+use shared::Region;
+use shared::auth::{Project, ProjectStatus, StoredPasscode, generate_secret};
+use shared::batch::build_chunks;
+use shared::changes::{ChangeAction, MembershipChange};
+use shared::clients::RegionalClients;
+use shared::config::Config;
+use shared::endpoint::Endpoint;
+use shared::protocol::{Request, parse_request};
+use shared::store::Store;
+use shared::tables::{Table, TableNames, create_tables};
+
+const CALLER: &str = "bench-caller-token-000000";
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (percentile(&v, 0.5), percentile(&v, 0.99))
+}
+
+struct Bench {
+    client: aws_sdk_dynamodb::Client,
+    meter: Meter,
+    store: Store,
+    names: TableNames,
+    project: Value,
+    project_id: String,
+    endpoint_url: String,
+}
+
+fn attr_json(v: &AttributeValue) -> Value {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    match v {
+        AttributeValue::S(s) => json!({"S": s}),
+        AttributeValue::N(n) => json!({"N": n}),
+        AttributeValue::B(b) => json!({"B": b64(b.as_ref())}),
+        AttributeValue::Bool(b) => json!({"BOOL": b}),
+        AttributeValue::L(l) => json!({"L": l.iter().map(attr_json).collect::<Vec<_>>()}),
+        AttributeValue::M(m) => {
+            json!({"M": m.iter().map(|(k, v)| (k.clone(), attr_json(v))).collect::<serde_json::Map<_, _>>()})
+        }
+        _ => Value::Null,
+    }
+}
+
+fn stream_event(
+    items: &[HashMap<String, AttributeValue>],
+    table: &str,
+    event_name: &str,
+) -> String {
+    let records: Vec<Value> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            json!({
+                "eventID": format!("e{i}"), "eventName": event_name, "eventVersion": "1.1", "eventSource": "aws:dynamodb",
+                "awsRegion": "ddblocal",
+                "dynamodb": {"Keys": {"pk": attr_json(&item["pk"]), "sk": attr_json(&item["sk"])},
+                             "NewImage": item.iter().map(|(k, v)| (k.clone(), attr_json(v))).collect::<serde_json::Map<_, _>>(),
+                             "SequenceNumber": format!("{:021}", i + 1), "SizeBytes": 1, "StreamViewType": "NEW_IMAGE"},
+                "eventSourceARN": format!("arn:aws:dynamodb:ddblocal:000000000000:table/{table}/stream/2026-01-01T00:00:00.000"),
+            })
+        })
+        .collect();
+    json!({"Records": records}).to_string()
+}
+
+impl Bench {
+    fn with_account(&self, mut body: Value, id: &str) -> String {
+        body["account"] = self.project.clone();
+        body["id"] = Value::from(id);
+        body.to_string()
+    }
+
+    async fn rows(&self, message_id: &str) -> Vec<HashMap<String, AttributeValue>> {
+        let table = self.names.name(Region::Eu1, Table::Inbox);
+        let out = self
+            .client
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :p AND begins_with(sk, :m)")
+            .expression_attribute_values(":p", AttributeValue::S(self.project_id.clone()))
+            .expression_attribute_values(":m", AttributeValue::S(format!("{message_id}#")))
+            .send()
+            .await
+            .unwrap();
+        out.items.unwrap_or_default()
+    }
+}
+
+async fn raw_floor(client: &aws_sdk_dynamodb::Client, table: &str, n: usize) -> f64 {
+    let start = Instant::now();
+    let batches: Vec<Vec<WriteRequest>> = (0..n)
+        .collect::<Vec<_>>()
+        .chunks(25)
+        .map(|c| {
+            c.iter()
+                .map(|i| {
+                    let item = HashMap::from([
+                        ("pk".to_owned(), AttributeValue::S(format!("floor#{i}"))),
+                        ("sk".to_owned(), AttributeValue::S(format!("__{:032x}", i))),
+                        ("member".to_owned(), AttributeValue::Bool(true)),
+                        (
+                            "version".to_owned(),
+                            AttributeValue::S(format!("{:013}#m#{:06}#0000", 1, i)),
+                        ),
+                    ]);
+                    WriteRequest::builder()
+                        .put_request(PutRequest::builder().set_item(Some(item)).build().unwrap())
+                        .build()
+                })
+                .collect()
+        })
+        .collect();
+    stream::iter(batches)
+        .map(|b| {
+            let client = client.clone();
+            let table = table.to_owned();
+            async move {
+                let mut pending = b;
+                while !pending.is_empty() {
+                    let out = client
+                        .batch_write_item()
+                        .request_items(&table, pending)
+                        .send()
+                        .await
+                        .unwrap();
+                    pending = out
+                        .unprocessed_items
+                        .and_then(|mut u| u.remove(&table))
+                        .unwrap_or_default();
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    start.elapsed().as_secs_f64()
+}
+
+/// Spawns a function binary against the emulated Runtime API; returns (cold start ms, peak RSS KiB, ok).
+async fn run_binary(
+    path: &str,
+    name: &str,
+    event: Option<String>,
+    env: &[(&str, String)],
+) -> (f64, Option<u64>, bool) {
+    let (addr, state) = local::runtime_api::start(event.clone()).await.unwrap();
+    let started = Instant::now();
+    let mut cmd = tokio::process::Command::new(path);
+    cmd.env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", name)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "bench")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{path}: {e}"));
+    let pid = child.id().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut ready = None;
+    loop {
+        {
+            let s = state.lock().unwrap();
+            if ready.is_none() {
+                ready = s
+                    .ready_at
+                    .map(|t| t.duration_since(started).as_secs_f64() * 1000.0);
+            }
+            if ready.is_some() && (event.is_none() || s.answered_at.is_some()) {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        });
+    let ok = {
+        let s = state.lock().unwrap();
+        event.is_none() || (s.response.is_some() && s.error.is_none())
+    };
+    let _ = child.kill().await;
+    (ready.unwrap_or(f64::NAN), rss, ok)
+}
+
+#[tokio::main]
+async fn main() {
+    let endpoint_url = std::env::var("DYNAMODB_ENDPOINT").expect("DYNAMODB_ENDPOINT");
+    let read = |k: &str| std::fs::read(std::env::var(k).unwrap_or_else(|_| panic!("{k}"))).unwrap();
+    let batch1k: Value = serde_json::from_slice(&read("BENCH_BATCH_1K")).unwrap();
+    let batch10k: Value = serde_json::from_slice(&read("BENCH_BATCH_10K")).unwrap();
+    let bin_dir = std::env::var("BENCH_BIN_DIR").unwrap_or_else(|_| "target/release".into());
+    let out_path = std::env::var("BENCH_OUT").unwrap_or_else(|_| "target/bench.json".into());
+
+    let meter = Meter::default();
+    let client = metered_client(&endpoint_url, meter.clone());
+    let names = TableNames::new(format!("bench{}", &generate_secret()[..6]));
+    create_tables(&client, &names, Region::Eu1).await.unwrap();
+    let store = Store::new(RegionalClients::single(client.clone()), names.clone());
+    let (project_id, passcode, token) =
+        ("BENCH-EU1".to_owned(), generate_secret(), generate_secret());
+    store
+        .create_project(&Project {
+            project_id: project_id.clone(),
+            region: Region::Eu1,
+            account_token: token.clone(),
+            passcodes: vec![StoredPasscode::new(&passcode, None)],
+            status: ProjectStatus::Active,
+            created_ms: 0,
+        })
+        .await
+        .unwrap();
+    let b = Bench {
+        client: client.clone(),
+        meter: meter.clone(),
+        store: store.clone(),
+        names: names.clone(),
+        project: json!({"account_id": 1, "account_settings": {"accountId": project_id, "passcode": passcode, "accountToken": token, "region": "eu1"}}),
+        project_id: project_id.clone(),
+        endpoint_url: endpoint_url.clone(),
+    };
+    let prefix = names.prefix().to_owned();
+    let config = Config::from_lookup(|k| match k {
+        "MPARTICLE_CALLER_TOKEN" => Some(CALLER.into()),
+        "TABLE_PREFIX" => Some(prefix.clone()),
+        "DYNAMODB_ENDPOINT" => Some(endpoint_url.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let endpoint = Endpoint::new(&config, store.clone());
+    let auth = format!("Token {CALLER}");
+    let mut report = serde_json::Map::new();
+
+    // 1. Parse and authorize CPU (no DynamoDB).
+    let body1k = b.with_account(batch1k.clone(), "parse");
+    let body10k = b.with_account(batch10k.clone(), "parse10k");
+    let mut parse = Vec::new();
+    let mut cpu = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        let req = parse_request(body1k.as_bytes()).unwrap();
+        parse.push(t.elapsed().as_secs_f64() * 1000.0);
+        if let Request::AudienceMembershipChange(m) = req {
+            build_chunks(m.user_profiles.as_deref().unwrap()).unwrap();
+        }
+        cpu.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let (parse_p50, parse_p99) = stats(parse);
+    let (cpu_p50, cpu_p99) = stats(cpu);
+    let mut parse10k = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        parse_request(body10k.as_bytes()).unwrap();
+        parse10k.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    report.insert(
+        "parse_1k_ms".into(),
+        json!({"p50": parse_p50, "p99": parse_p99, "bytes": body1k.len()}),
+    );
+    report.insert(
+        "parse_10k_ms".into(),
+        json!({"p50": stats(parse10k).0, "bytes": body10k.len()}),
+    );
+    report.insert("authorize_cpu_1k_ms".into(), json!({"p50": cpu_p50, "p99": cpu_p99, "what": "parse + chunk + compress, excluding DynamoDB"}));
+
+    // 2. Ingest: the whole handler including the durable write.
+    let mut ingest = Vec::new();
+    let before = meter.read();
+    let n_ingest = 60;
+    for i in 0..n_ingest {
+        let body = b.with_account(batch1k.clone(), &format!("ingest-{i}"));
+        let t = Instant::now();
+        let r = endpoint.handle("POST", Some(&auth), body.as_bytes()).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        ingest.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let used = meter.read() - before;
+    let (ingest_p50, ingest_p99) = stats(ingest);
+    report.insert(
+        "ingest_1k_ms".into(),
+        json!({"p50": ingest_p50, "p99": ingest_p99, "wcu_per_request": used.wcu / n_ingest as f64, "requests_per_request": used.requests as f64 / n_ingest as f64}),
+    );
+
+    // 3. Resolve: 1,000 profiles, half of them already existing.
+    let profiles = batch1k["user_profiles"].as_array().unwrap().clone();
+    let mut warm = batch1k.clone();
+    warm["user_profiles"] = Value::Array(profiles[..500].to_vec());
+    let warm_body = b.with_account(warm, "resolve-warm");
+    endpoint
+        .handle("POST", Some(&auth), warm_body.as_bytes())
+        .await;
+    for row in b.rows("resolve-warm").await {
+        let row: shared::stream::InboxRow = serde_dynamo::from_item(row).unwrap();
+        shared::resolve::resolve_chunk(&store, Region::Eu1, &row)
+            .await
+            .unwrap();
+    }
+    let full_body = b.with_account(batch1k.clone(), "resolve-full");
+    endpoint
+        .handle("POST", Some(&auth), full_body.as_bytes())
+        .await;
+    let rows: Vec<shared::stream::InboxRow> = b
+        .rows("resolve-full")
+        .await
+        .into_iter()
+        .map(|r| serde_dynamo::from_item(r).unwrap())
+        .collect();
+    let before = meter.read();
+    let t = Instant::now();
+    let reports = futures::future::join_all(
+        rows.iter()
+            .map(|r| shared::resolve::resolve_chunk(&store, Region::Eu1, r)),
+    )
+    .await;
+    let secs = t.elapsed().as_secs_f64();
+    let used = meter.read() - before;
+    let resolved_changes: usize = reports.into_iter().map(|r| r.unwrap().changes.len()).sum();
+    report.insert(
+        "resolve_1k_half_existing".into(),
+        json!({"profiles_per_s": 1000.0 / secs, "seconds": secs, "requests_per_profile": used.requests as f64 / 1000.0,
+               "rcu_per_profile": used.rcu / 1000.0, "wcu_per_profile": used.wcu / 1000.0, "changes": resolved_changes}),
+    );
+
+    // 4. Materialize: 10,000 adds into one segment, and spread over 100 segments.
+    for (label, segments) in [
+        ("materialize_10k_one_segment", 1i64),
+        ("materialize_10k_100_segments", 100),
+    ] {
+        let changes: Vec<MembershipChange> = (0..10_000u32)
+            .map(|i| MembershipChange {
+                clevertap_id: format!("__{label}{i:08}"),
+                identity: None,
+                audience_id: 50_000 + (i as i64 % segments),
+                audience_name: Some("Bench".into()),
+                action: ChangeAction::Add,
+                ts_ms: 1_000,
+                message_id: format!("{label}-{}", i / 500),
+                profile_index: i % 500,
+                entry_index: 0,
+            })
+            .collect();
+        let before = meter.read();
+        let t = Instant::now();
+        stream::iter(changes.chunks(500))
+            .map(|c| shared::materialize::materialize_changes(&store, Region::Eu1, &project_id, c))
+            .buffer_unordered(4)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .for_each(|r| assert_eq!(r.unwrap().added, 500));
+        let secs = t.elapsed().as_secs_f64();
+        let used = meter.read() - before;
+        report.insert(label.into(), json!({"changes_per_s": 10_000.0 / secs, "seconds": secs, "wcu_per_change": used.wcu / 10_000.0,
+                                             "requests_per_change": used.requests as f64 / 10_000.0}));
+    }
+
+    // 5. End to end: 10,000 membership adds through authorize → resolve → materialize, new profiles
+    //    then the same users again (existing profiles) into another segment; and the raw floor.
+    let e2e_batch = |tag: &str, aud: i64, req: usize| -> String {
+        let profiles: Vec<Value> = (0..1000)
+            .map(|i| json!({"user_identities": [{"type": "customer", "encoding": "raw", "value": format!("e2e-{req}-{i}")},
+                                                 {"type": "email", "encoding": "raw", "value": format!("u{req}x{i}@example.com")}],
+                            "mpid": format!("{}", req * 1000 + i + 1),
+                            "audiences": [{"audience_id": aud, "audience_name": "E2E", "action": "add"}]}))
+            .collect();
+        b.with_account(json!({"type": "audience_membership_change_request", "timestamp_ms": 2_000 + aud, "user_profiles": profiles}), &format!("{tag}-{req}"))
+    };
+    let mut pipeline = local::pipeline::LocalPipeline::new(
+        &client,
+        &endpoint_url,
+        store.clone(),
+        names.clone(),
+        &[Region::Eu1],
+    )
+    .await
+    .unwrap();
+    pipeline.run_until_idle(200).await.unwrap();
+    let mut e2e = serde_json::Map::new();
+    for (tag, aud) in [("new", 70_001i64), ("existing", 70_002)] {
+        let before = meter.read();
+        let t = Instant::now();
+        for req in 0..10 {
+            let r = endpoint
+                .handle("POST", Some(&auth), e2e_batch(tag, aud, req).as_bytes())
+                .await;
+            assert_eq!(r.status, 200);
+        }
+        pipeline.run_until_idle(2_000).await.unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        let used: Reading = meter.read() - before;
+        let seg = store
+            .get_segment(Region::Eu1, &project_id, aud)
+            .await
+            .unwrap()
+            .unwrap();
+        let members = seg
+            .get("member_count")
+            .and_then(|v| v.as_n().ok())
+            .cloned()
+            .unwrap_or_default();
+        e2e.insert(tag.into(), json!({"seconds": secs, "changes": 10_000, "member_count": members,
+                                       "wcu_per_add": used.wcu / 10_000.0, "rcu_per_add": used.rcu / 10_000.0,
+                                       "requests_per_add": used.requests as f64 / 10_000.0}));
+    }
+    let floor = raw_floor(
+        &client,
+        &names.name(Region::Eu1, Table::Memberships),
+        10_000,
+    )
+    .await;
+    let new_secs = e2e["new"]["seconds"].as_f64().unwrap();
+    e2e.insert("raw_batch_write_floor_seconds".into(), json!(floor));
+    e2e.insert("ratio_new_to_floor".into(), json!(new_secs / floor));
+    e2e.insert(
+        "ratio_existing_to_floor".into(),
+        json!(e2e["existing"]["seconds"].as_f64().unwrap() / floor),
+    );
+    report.insert("end_to_end_10k".into(), Value::Object(e2e));
+
+    // 6. Function binaries: size, cold start, peak RSS on the 10,000-profile request.
+    let env = vec![
+        ("DYNAMODB_ENDPOINT", endpoint_url.clone()),
+        ("TABLE_PREFIX", prefix.clone()),
+        ("MPARTICLE_CALLER_TOKEN", CALLER.to_owned()),
+        ("CT_REGION", "eu1".to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+        ("AWS_ACCESS_KEY_ID", "local".to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", "local".to_owned()),
+    ];
+    let body = b.with_account(batch10k.clone(), "rss-10k");
+    let apigw = local::server::api_gateway_event(
+        "POST",
+        "/mparticle",
+        "",
+        &HashMap::from([("authorization".to_owned(), auth.clone())]),
+        body.as_bytes(),
+    );
+    let mut bins = serde_json::Map::new();
+    for name in ["authorize", "resolve", "materialize", "query"] {
+        let path = format!("{bin_dir}/{name}");
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let mut colds = Vec::new();
+        for _ in 0..5 {
+            colds.push(run_binary(&path, name, None, &env).await.0);
+        }
+        let event = match name {
+            "authorize" => Some(apigw.clone()),
+            "resolve" => {
+                let rows = b.rows("rss-10k").await;
+                Some(stream_event(
+                    &rows,
+                    &names.name(Region::Eu1, Table::Inbox),
+                    "INSERT",
+                ))
+            }
+            "materialize" => {
+                let rows = b.rows("rss-10k").await;
+                Some(stream_event(
+                    &rows,
+                    &names.name(Region::Eu1, Table::Inbox),
+                    "MODIFY",
+                ))
+            }
+            _ => None,
+        };
+        let (_, rss, ok) = run_binary(&path, name, event.clone(), &env).await;
+        bins.insert(
+            name.into(),
+            json!({"size_bytes": size, "cold_start_ms_p50": stats(colds).0,
+                   "peak_rss_kib_10k": if event.is_some() { json!(rss) } else { Value::Null }, "handled_ok": ok}),
+        );
+    }
+    report.insert("binaries".into(), Value::Object(bins));
+    let _ = (&b.store, &b.meter, &b.endpoint_url);
+
+    print_table(&report);
+    std::fs::write(
+        &out_path,
+        serde_json::to_string_pretty(&Value::Object(report)).unwrap(),
+    )
+    .unwrap();
+    eprintln!("\nwrote {out_path}");
+    let _ = Arc::new(());
+}
+
+fn print_table(r: &serde_json::Map<String, Value>) {
+    let f = |v: &Value| {
+        v.as_f64()
+            .map(|x| format!("{x:.3}"))
+            .unwrap_or_else(|| v.to_string())
+    };
+    println!("\n{:<44} {:>14} {:>14}  target", "measure", "value", "p99");
+    let row = |name: &str, v: &Value, p99: &Value, target: &str| {
+        println!("{name:<44} {:>14} {:>14}  {target}", f(v), f(p99))
+    };
+    row(
+        "parse 1k request (ms)",
+        &r["parse_1k_ms"]["p50"],
+        &r["parse_1k_ms"]["p99"],
+        "<= 1.5 ms median",
+    );
+    row(
+        "parse 10k request (ms)",
+        &r["parse_10k_ms"]["p50"],
+        &Value::Null,
+        "",
+    );
+    row(
+        "authorize CPU excl. DynamoDB, 1k (ms)",
+        &r["authorize_cpu_1k_ms"]["p50"],
+        &r["authorize_cpu_1k_ms"]["p99"],
+        "<= 3 ms median",
+    );
+    row(
+        "ingest 1k incl. durable write (ms)",
+        &r["ingest_1k_ms"]["p50"],
+        &r["ingest_1k_ms"]["p99"],
+        "< 100 ms p99",
+    );
+    row(
+        "ingest WCU per 1k request",
+        &r["ingest_1k_ms"]["wcu_per_request"],
+        &Value::Null,
+        "",
+    );
+    let res = &r["resolve_1k_half_existing"];
+    row(
+        "resolve profiles/s (1k, half existing)",
+        &res["profiles_per_s"],
+        &Value::Null,
+        "",
+    );
+    row(
+        "resolve requests per profile",
+        &res["requests_per_profile"],
+        &Value::Null,
+        "",
+    );
+    row(
+        "resolve RCU per profile",
+        &res["rcu_per_profile"],
+        &Value::Null,
+        "",
+    );
+    row(
+        "resolve WCU per profile",
+        &res["wcu_per_profile"],
+        &Value::Null,
+        "",
+    );
+    for k in [
+        "materialize_10k_one_segment",
+        "materialize_10k_100_segments",
+    ] {
+        row(
+            &format!("{k} changes/s"),
+            &r[k]["changes_per_s"],
+            &Value::Null,
+            "",
+        );
+        row(
+            &format!("{k} WCU/change"),
+            &r[k]["wcu_per_change"],
+            &Value::Null,
+            "",
+        );
+    }
+    let e = &r["end_to_end_10k"];
+    row(
+        "e2e 10k adds, new profiles (s)",
+        &e["new"]["seconds"],
+        &Value::Null,
+        "",
+    );
+    row(
+        "e2e 10k adds, existing profiles (s)",
+        &e["existing"]["seconds"],
+        &Value::Null,
+        "",
+    );
+    row(
+        "raw BatchWriteItem floor, 10k items (s)",
+        &e["raw_batch_write_floor_seconds"],
+        &Value::Null,
+        "",
+    );
+    row(
+        "e2e / floor (new profiles)",
+        &e["ratio_new_to_floor"],
+        &Value::Null,
+        "<= 1.3",
+    );
+    row(
+        "e2e / floor (existing profiles)",
+        &e["ratio_existing_to_floor"],
+        &Value::Null,
+        "<= 1.3",
+    );
+    row(
+        "WCU per add, new profile (all stages)",
+        &e["new"]["wcu_per_add"],
+        &Value::Null,
+        "<= 6.5",
+    );
+    row(
+        "WCU per add, existing profile (all stages)",
+        &e["existing"]["wcu_per_add"],
+        &Value::Null,
+        "<= 4.5",
+    );
+    if let Some(bins) = r["binaries"].as_object() {
+        for (name, v) in bins {
+            row(
+                &format!("{name}: release size (MiB)"),
+                &json!(v["size_bytes"].as_f64().unwrap_or(0.0) / 1048576.0),
+                &Value::Null,
+                "",
+            );
+            row(
+                &format!("{name}: cold start to ready (ms)"),
+                &v["cold_start_ms_p50"],
+                &Value::Null,
+                "<= 25 ms",
+            );
+            if !v["peak_rss_kib_10k"].is_null() {
+                let target = if name == "authorize" {
+                    "<= 32 MiB"
+                } else {
+                    "<= 64 MiB"
+                };
+                row(
+                    &format!("{name}: peak RSS, 10k batch (MiB)"),
+                    &json!(v["peak_rss_kib_10k"].as_f64().unwrap_or(0.0) / 1024.0),
+                    &Value::Null,
+                    target,
+                );
+                row(
+                    &format!("{name}: 10k invocation answered"),
+                    &v["handled_ok"],
+                    &Value::Null,
+                    "",
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,623 @@
+//! `scripts/reliability`: redelivery, concurrency, faults and bad input, as figures.
+//! For each scenario: batches sent, accepted, retried, lost and duplicate events — lost and
+//! duplicates must be 0 (exit code 1 otherwise). `--short` is the CI size.
+//!
+//! Env: DYNAMODB_ENDPOINT (required).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use local::faults::{FaultPlan, faulty_client};
+use local::pipeline::LocalPipeline;
+use local::proxy::{ProxyConfig, start_proxy};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use shared::Region;
+use shared::auth::{Project, ProjectStatus, StoredPasscode, generate_secret};
+use shared::clients::{RegionalClients, local_client};
+use shared::config::Config;
+use shared::endpoint::Endpoint;
+use shared::store::Store;
+use shared::tables::{Table, TableNames, create_tables};
+
+const CALLER: &str = "reliability-caller-token";
+
+type Item = HashMap<String, AttributeValue>;
+
+/// One generated membership request and what it asks for.
+#[derive(Clone)]
+struct Batch {
+    id: String,
+    ts: i64,
+    /// (customer id, audience id, add?) per profile entry, in order.
+    entries: Vec<Vec<(String, i64, bool)>>,
+}
+
+impl Batch {
+    fn body(&self, account: &Value) -> String {
+        let profiles: Vec<Value> = self
+            .entries
+            .iter()
+            .map(|e| {
+                let customer = &e[0].0;
+                json!({"user_identities": [{"type": "customer", "encoding": "raw", "value": customer}],
+                       "audiences": e.iter().map(|(_, aud, add)| json!({"audience_id": aud, "audience_name": format!("A{aud}"),
+                           "action": if *add {"add"} else {"delete"}})).collect::<Vec<_>>()})
+            })
+            .collect();
+        json!({"type": "audience_membership_change_request", "id": self.id, "timestamp_ms": self.ts,
+               "account": account, "user_profiles": profiles})
+        .to_string()
+    }
+}
+
+fn generate(
+    rng: &mut StdRng,
+    tag: &str,
+    batches: usize,
+    profiles: usize,
+    users: usize,
+    audiences: i64,
+) -> Vec<Batch> {
+    (0..batches)
+        .map(|b| Batch {
+            id: format!("{tag}-{b}"),
+            ts: 1_000_000 + rng.random_range(0..100_000),
+            entries: (0..profiles)
+                .map(|_| {
+                    let user = format!("{tag}-user-{}", rng.random_range(0..users));
+                    let n = rng.random_range(1..=2);
+                    let mut auds: Vec<i64> = (0..audiences).collect();
+                    auds.shuffle(rng);
+                    auds[..n]
+                        .iter()
+                        .map(|a| (user.clone(), 100 + a, rng.random_bool(0.65)))
+                        .collect()
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+struct Env {
+    client: aws_sdk_dynamodb::Client,
+    names: TableNames,
+    account: Value,
+    project_id: String,
+}
+
+async fn env(endpoint: &str, tag: &str) -> Env {
+    let client = local_client(endpoint);
+    let names = TableNames::new(format!("rel{}-{tag}", &generate_secret()[..6]));
+    create_tables(&client, &names, Region::Eu1).await.unwrap();
+    let store = Store::new(RegionalClients::single(client.clone()), names.clone());
+    let (project_id, passcode, token) =
+        (format!("REL-{tag}"), generate_secret(), generate_secret());
+    store
+        .create_project(&Project {
+            project_id: project_id.clone(),
+            region: Region::Eu1,
+            account_token: token.clone(),
+            passcodes: vec![StoredPasscode::new(&passcode, None)],
+            status: ProjectStatus::Active,
+            created_ms: 0,
+        })
+        .await
+        .unwrap();
+    let account = json!({"account_id": 7, "account_settings": {"accountId": project_id, "passcode": passcode, "accountToken": token, "region": "eu1"}});
+    Env {
+        client,
+        names,
+        account,
+        project_id,
+    }
+}
+
+fn config(endpoint: &str, names: &TableNames) -> Config {
+    let (e, p) = (endpoint.to_owned(), names.prefix().to_owned());
+    Config::from_lookup(move |k| match k {
+        "MPARTICLE_CALLER_TOKEN" => Some(CALLER.into()),
+        "TABLE_PREFIX" => Some(p.clone()),
+        "DYNAMODB_ENDPOINT" => Some(e.clone()),
+        _ => None,
+    })
+    .unwrap()
+}
+
+async fn scan(client: &aws_sdk_dynamodb::Client, table: &str) -> Vec<Item> {
+    let mut out = Vec::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        out.extend(page.items.unwrap_or_default());
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return out;
+        }
+    }
+}
+
+fn s(i: &Item, k: &str) -> String {
+    i.get(k)
+        .and_then(|v| v.as_s().or_else(|_| v.as_n()).ok())
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[derive(Default, Debug)]
+struct Figures {
+    sent: u64,
+    accepted: u64,
+    retried: u64,
+    lost: u64,
+    duplicate_events: u64,
+    notes: Vec<String>,
+}
+
+/// Checks the stored state against what the accepted batches ask for.
+async fn verify(env: &Env, accepted: &[Batch], f: &mut Figures) {
+    let t = |x: Table| env.names.name(Region::Eu1, x);
+    // Every accepted batch is materialized.
+    let inbox = scan(&env.client, &t(Table::Inbox)).await;
+    let done: HashSet<String> = inbox
+        .iter()
+        .filter(|r| s(r, "status") == "materialized")
+        .map(|r| s(r, "message_id"))
+        .collect();
+    let not_done = accepted.iter().filter(|b| !done.contains(&b.id)).count() as u64;
+    if not_done > 0 {
+        f.notes
+            .push(format!("{not_done} accepted batches not materialized"));
+    }
+    f.lost += not_done;
+    // One profile per identity.
+    let profiles = scan(&env.client, &t(Table::Profiles)).await;
+    let claims: HashMap<String, String> = profiles
+        .iter()
+        .filter(|p| s(p, "pk").starts_with("I#"))
+        .map(|p| {
+            (
+                s(p, "pk")
+                    .splitn(3, '#')
+                    .nth(2)
+                    .unwrap_or_default()
+                    .to_owned(),
+                s(p, "clevertap_id"),
+            )
+        })
+        .collect();
+    let profile_count = profiles
+        .iter()
+        .filter(|p| s(p, "pk").starts_with("P#"))
+        .count();
+    let identities: HashSet<&String> = accepted
+        .iter()
+        .flat_map(|b| b.entries.iter().map(|e| &e[0].0))
+        .collect();
+    if claims.len() != identities.len() || profile_count != identities.len() {
+        f.notes.push(format!(
+            "{} identities, {} claims, {} profiles",
+            identities.len(),
+            claims.len(),
+            profile_count
+        ));
+        f.lost += identities.len().abs_diff(claims.len()) as u64;
+    }
+    // Newest change wins, per (identity, audience).
+    let mut newest: HashMap<(String, i64), (String, bool)> = HashMap::new();
+    for b in accepted {
+        for (p, entries) in b.entries.iter().enumerate() {
+            for (e, (user, aud, add)) in entries.iter().enumerate() {
+                let version = format!("{:013}#{}#{:06}#{:04}", b.ts, b.id, p, e);
+                let slot = newest
+                    .entry((user.clone(), *aud))
+                    .or_insert((version.clone(), *add));
+                if version > slot.0 {
+                    *slot = (version, *add);
+                }
+            }
+        }
+    }
+    let members: HashMap<(String, String), bool> = scan(&env.client, &t(Table::Memberships))
+        .await
+        .iter()
+        .map(|m| {
+            (
+                (s(m, "pk"), s(m, "sk")),
+                m.get("member")
+                    .and_then(|v| v.as_bool().ok())
+                    .copied()
+                    .unwrap_or(false),
+            )
+        })
+        .collect();
+    let mut wrong = 0;
+    for ((user, aud), (_, add)) in &newest {
+        let ct = claims.get(user).cloned().unwrap_or_default();
+        let got = members
+            .get(&(format!("{}#{aud}", env.project_id), ct))
+            .copied()
+            .unwrap_or(false);
+        if got != *add {
+            wrong += 1;
+        }
+    }
+    if wrong > 0 {
+        f.notes
+            .push(format!("{wrong} memberships differ from the newest change"));
+        f.lost += wrong;
+    }
+    // Counters equal member rows; events alternate per (profile, segment) and never repeat a change.
+    let segments = scan(&env.client, &t(Table::Segments)).await;
+    for seg in segments.iter().filter(|x| s(x, "sk").starts_with("S#")) {
+        let aud = s(seg, "partner_segment_id");
+        let rows = members
+            .iter()
+            .filter(|((pk, _), m)| **m && pk == &format!("{}#{aud}", env.project_id))
+            .count();
+        if s(seg, "member_count") != rows.to_string() {
+            f.notes.push(format!(
+                "segment {aud}: member_count {} but {rows} members",
+                s(seg, "member_count")
+            ));
+            f.lost += 1;
+        }
+    }
+    let events = scan(&env.client, &t(Table::Events)).await;
+    let mut seen = HashSet::new();
+    let mut by_pair: BTreeMap<(String, String), Vec<(String, String)>> = BTreeMap::new();
+    for e in &events {
+        if !seen.insert((s(e, "pk"), s(e, "change_id"))) {
+            f.duplicate_events += 1;
+        }
+        by_pair
+            .entry((s(e, "pk"), s(e, "segment_key")))
+            .or_default()
+            .push((s(e, "sk"), s(e, "action")));
+    }
+    for list in by_pair.values_mut() {
+        list.sort();
+        f.duplicate_events += list.windows(2).filter(|w| w[0].1 == w[1].1).count() as u64;
+    }
+}
+
+/// Sends like mParticle: retry on 5xx or a failed call, with backoff, until 200.
+async fn send(endpoint: &Endpoint, body: &str, f_retried: &AtomicU64) -> bool {
+    let auth = format!("Token {CALLER}");
+    for attempt in 0..30 {
+        let r = endpoint.handle("POST", Some(&auth), body.as_bytes()).await;
+        match r.status {
+            200 => return true,
+            500..=599 => {
+                f_retried.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(10 * (attempt + 1))).await;
+            }
+            _ => return false,
+        }
+    }
+    false
+}
+
+async fn drain(pipeline: &mut LocalPipeline) {
+    for _ in 0..50 {
+        match pipeline.run_until_idle(5_000).await {
+            Ok(_) => return,
+            Err(e) => eprintln!("pipeline: {e}; continuing"),
+        }
+    }
+}
+
+async fn redelivery(endpoint_url: &str, short: bool) -> Figures {
+    let env = env(endpoint_url, "redeliver").await;
+    let mut rng = StdRng::seed_from_u64(7);
+    let batches = generate(
+        &mut rng,
+        "rd",
+        if short { 12 } else { 60 },
+        if short { 20 } else { 100 },
+        60,
+        4,
+    );
+    let store = Store::new(
+        RegionalClients::single(env.client.clone()),
+        env.names.clone(),
+    );
+    let endpoint = Endpoint::new(&config(endpoint_url, &env.names), store.clone());
+    let mut deliveries: Vec<&Batch> = batches.iter().chain(&batches).chain(&batches).collect();
+    deliveries.shuffle(&mut rng);
+    let retried = AtomicU64::new(0);
+    let mut f = Figures::default();
+    let mut pipeline = LocalPipeline::new(
+        &env.client,
+        endpoint_url,
+        store,
+        env.names.clone(),
+        &[Region::Eu1],
+    )
+    .await
+    .unwrap();
+    for (i, b) in deliveries.iter().enumerate() {
+        f.sent += 1;
+        if send(&endpoint, &b.body(&env.account), &retried).await {
+            f.accepted += 1;
+        }
+        if i % 7 == 0 {
+            pipeline.step().await.unwrap();
+        }
+    }
+    drain(&mut pipeline).await;
+    f.retried = retried.load(Ordering::SeqCst);
+    verify(&env, &batches, &mut f).await;
+    f
+}
+
+async fn concurrency(endpoint_url: &str, short: bool) -> Figures {
+    let env = env(endpoint_url, "concurrent").await;
+    let mut rng = StdRng::seed_from_u64(11);
+    let per_sender = if short { 3 } else { 10 };
+    let senders: Vec<Vec<Batch>> = (0..16)
+        .map(|s| generate(&mut rng, &format!("c{s}"), per_sender, 30, 1, 3))
+        .collect();
+    // Overlapping identities: every sender draws from the same pool of users.
+    let pool: Vec<String> = (0..40).map(|i| format!("shared-user-{i}")).collect();
+    let senders: Vec<Vec<Batch>> = senders
+        .into_iter()
+        .map(|bs| {
+            bs.into_iter()
+                .map(|mut b| {
+                    for e in &mut b.entries {
+                        let u = pool[rng.random_range(0..pool.len())].clone();
+                        for x in e.iter_mut() {
+                            x.0 = u.clone();
+                        }
+                    }
+                    b
+                })
+                .collect()
+        })
+        .collect();
+    let store = Store::new(
+        RegionalClients::single(env.client.clone()),
+        env.names.clone(),
+    );
+    let endpoint = Arc::new(Endpoint::new(
+        &config(endpoint_url, &env.names),
+        store.clone(),
+    ));
+    let retried = Arc::new(AtomicU64::new(0));
+    let mut f = Figures::default();
+    let results = futures::future::join_all(senders.iter().map(|bs| {
+        let endpoint = endpoint.clone();
+        let retried = retried.clone();
+        let account = env.account.clone();
+        async move {
+            let mut ok = 0;
+            for b in bs {
+                if send(&endpoint, &b.body(&account), &retried).await {
+                    ok += 1;
+                }
+            }
+            ok
+        }
+    }))
+    .await;
+    f.sent = senders.iter().map(|s| s.len() as u64).sum();
+    f.accepted = results.iter().sum();
+    // 16 resolutions and materializations at once, as 16 shards' worth of Lambdas would run.
+    let inbox = scan(&env.client, &env.names.name(Region::Eu1, Table::Inbox)).await;
+    let rows: Vec<shared::stream::InboxRow> = inbox
+        .into_iter()
+        .map(|r| serde_dynamo::from_item(r).unwrap())
+        .collect();
+    let resolved = futures::future::join_all(
+        rows.iter()
+            .map(|r| shared::resolve::resolve_chunk(&store, Region::Eu1, r)),
+    )
+    .await;
+    let changes: Vec<(String, Vec<shared::changes::MembershipChange>)> = rows
+        .iter()
+        .zip(resolved)
+        .map(|(r, rep)| (r.message_id.clone(), rep.unwrap().changes))
+        .collect();
+    futures::future::join_all(changes.iter().zip(&rows).map(|((_, c), row)| {
+        let store = store.clone();
+        async move {
+            let counts =
+                shared::materialize::materialize_changes(&store, Region::Eu1, &row.project_id, c)
+                    .await
+                    .unwrap();
+            store
+                .mark_materialized(
+                    Region::Eu1,
+                    &row.project_id,
+                    &row.message_id,
+                    row.chunk,
+                    &counts,
+                )
+                .await
+                .unwrap();
+        }
+    }))
+    .await;
+    f.retried = retried.load(Ordering::SeqCst);
+    let all: Vec<Batch> = senders.into_iter().flatten().collect();
+    verify(&env, &all, &mut f).await;
+    f
+}
+
+async fn faults(endpoint_url: &str, short: bool) -> (Figures, String) {
+    let env = env(endpoint_url, "faults").await;
+    let mut rng = StdRng::seed_from_u64(23);
+    let batches = generate(
+        &mut rng,
+        "ft",
+        if short { 10 } else { 50 },
+        if short { 20 } else { 80 },
+        50,
+        3,
+    );
+    let upstream: std::net::SocketAddr =
+        endpoint_url.trim_start_matches("http://").parse().unwrap();
+    let proxy_config = ProxyConfig {
+        drop_connection: 0.05,
+        reset_after_request: 0.05,
+        delay_ms: (0, 3),
+    };
+    let (proxy, proxy_stats, _handle) = start_proxy(upstream, proxy_config, 99).await.unwrap();
+    let plan = FaultPlan::default();
+    plan.throttles
+        .store(if short { 15 } else { 60 }, Ordering::SeqCst);
+    plan.unprocessed_keys
+        .store(if short { 10 } else { 40 }, Ordering::SeqCst);
+    plan.unprocessed_items.store(5, Ordering::SeqCst);
+    let faulty = faulty_client(&format!("http://{proxy}"), plan.clone());
+    let store = Store::new(RegionalClients::single(faulty), env.names.clone());
+    let endpoint = Endpoint::new(&config(endpoint_url, &env.names), store.clone());
+    let retried = AtomicU64::new(0);
+    let mut f = Figures::default();
+    let mut accepted = Vec::new();
+    let mut pipeline = LocalPipeline::new(
+        &env.client,
+        endpoint_url,
+        store,
+        env.names.clone(),
+        &[Region::Eu1],
+    )
+    .await
+    .unwrap();
+    for (i, b) in batches.iter().enumerate() {
+        f.sent += 1;
+        if send(&endpoint, &b.body(&env.account), &retried).await {
+            f.accepted += 1;
+            accepted.push(b.clone());
+        }
+        if i % 5 == 0 {
+            let _ = pipeline.step().await;
+        }
+    }
+    drain(&mut pipeline).await;
+    f.retried = retried.load(Ordering::SeqCst);
+    verify(&env, &accepted, &mut f).await;
+    let (connections, dropped, resets, delayed) = proxy_stats.snapshot();
+    let detail = format!(
+        "proxy: {connections} connections, {dropped} dropped, {resets} reset, {delayed} delayed; injected throttles/unprocessed: {}",
+        plan.injected.load(Ordering::SeqCst)
+    );
+    (f, detail)
+}
+
+async fn bad_input(endpoint_url: &str) -> Figures {
+    let env = env(endpoint_url, "bad").await;
+    let store = Store::new(
+        RegionalClients::single(env.client.clone()),
+        env.names.clone(),
+    );
+    let endpoint = Endpoint::new(&config(endpoint_url, &env.names), store);
+    let auth = format!("Token {CALLER}");
+    let good = Batch {
+        id: "bad-0".into(),
+        ts: 1,
+        entries: vec![vec![("u".into(), 1, true)]; 50],
+    }
+    .body(&env.account);
+    let mut bodies: Vec<Vec<u8>> = (1..good.len())
+        .step_by(97)
+        .map(|cut| good.as_bytes()[..cut].to_vec())
+        .collect();
+    bodies.push("[".repeat(100_000).into_bytes());
+    bodies.push(format!("{{\"type\":\"audience_membership_change_request\",\"id\":\"x\",\"timestamp_ms\":1,\"account\":{},\"user_profiles\":[{}]}}", env.account, vec!["{\"audiences\":7}"; 1000].join(",")).into_bytes());
+    bodies.push(vec![0xff, 0xfe, b'{', 0x80]);
+    bodies.push(b"{\"type\":\"audience_membership_change_request\",\"user_profiles\":{}}".to_vec());
+    bodies.push(vec![b' '; 6 * 1024 * 1024]);
+    let mut f = Figures::default();
+    for body in &bodies {
+        f.sent += 1;
+        let r = endpoint.handle("POST", Some(&auth), body).await;
+        if (400..500).contains(&r.status) {
+            continue;
+        }
+        f.notes
+            .push(format!("status {} for a malformed body", r.status));
+        f.accepted += 1;
+    }
+    for x in [Table::Inbox, Table::Segments, Table::Profiles] {
+        let n = scan(&env.client, &env.names.name(Region::Eu1, x))
+            .await
+            .len();
+        if n > 0 {
+            f.notes.push(format!("{n} items written to {x}"));
+            f.lost += n as u64;
+        }
+    }
+    f
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let short = std::env::args().any(|a| a == "--short");
+    let endpoint = std::env::var("DYNAMODB_ENDPOINT").expect("DYNAMODB_ENDPOINT");
+    let started = Instant::now();
+    let mut rows: Vec<(String, Figures, String)> = Vec::new();
+    rows.push((
+        "redelivery x3, shuffled".into(),
+        redelivery(&endpoint, short).await,
+        String::new(),
+    ));
+    rows.push((
+        "concurrency, 16 senders".into(),
+        concurrency(&endpoint, short).await,
+        String::new(),
+    ));
+    let (f, detail) = faults(&endpoint, short).await;
+    rows.push(("faults: proxy + throttling + unprocessed".into(), f, detail));
+    rows.push((
+        "bad input (must all be 4xx)".into(),
+        bad_input(&endpoint).await,
+        String::new(),
+    ));
+
+    println!(
+        "\n{:<42} {:>6} {:>9} {:>8} {:>5} {:>11}",
+        "scenario", "sent", "accepted", "retried", "lost", "duplicates"
+    );
+    let mut failed = false;
+    for (name, f, detail) in &rows {
+        println!(
+            "{name:<42} {:>6} {:>9} {:>8} {:>5} {:>11}",
+            f.sent, f.accepted, f.retried, f.lost, f.duplicate_events
+        );
+        for n in &f.notes {
+            println!("    ! {n}");
+        }
+        if !detail.is_empty() {
+            println!("    {detail}");
+        }
+        failed |= f.lost > 0 || f.duplicate_events > 0 || !f.notes.is_empty();
+    }
+    println!(
+        "\n{} in {:.1} s",
+        if failed {
+            "FAILED"
+        } else {
+            "all scenarios: 0 lost, 0 duplicates"
+        },
+        started.elapsed().as_secs_f64()
+    );
+    if failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}

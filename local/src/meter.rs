@@ -1,0 +1,181 @@
+//! Metering layer for benchmarks: asks DynamoDB for `ReturnConsumedCapacity: TOTAL` on every data
+//! call and adds up requests, read and write capacity units — without touching product code.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::byte_stream::ByteStream;
+use serde_json::Value;
+
+/// Totals since creation (or the last `reset`); capacity in thousandths of a unit.
+#[derive(Debug, Default, Clone)]
+pub struct Meter {
+    pub requests: Arc<AtomicU64>,
+    read_milli: Arc<AtomicU64>,
+    write_milli: Arc<AtomicU64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Reading {
+    pub requests: u64,
+    pub rcu: f64,
+    pub wcu: f64,
+}
+
+impl Meter {
+    pub fn read(&self) -> Reading {
+        Reading {
+            requests: self.requests.load(Ordering::SeqCst),
+            rcu: self.read_milli.load(Ordering::SeqCst) as f64 / 1000.0,
+            wcu: self.write_milli.load(Ordering::SeqCst) as f64 / 1000.0,
+        }
+    }
+
+    pub fn reset(&self) {
+        self.requests.store(0, Ordering::SeqCst);
+        self.read_milli.store(0, Ordering::SeqCst);
+        self.write_milli.store(0, Ordering::SeqCst);
+    }
+}
+
+impl std::ops::Sub for Reading {
+    type Output = Reading;
+    fn sub(self, o: Reading) -> Reading {
+        Reading {
+            requests: self.requests - o.requests,
+            rcu: self.rcu - o.rcu,
+            wcu: self.wcu - o.wcu,
+        }
+    }
+}
+
+const READS: &[&str] = &[
+    "GetItem",
+    "BatchGetItem",
+    "Query",
+    "Scan",
+    "TransactGetItems",
+];
+const WRITES: &[&str] = &[
+    "PutItem",
+    "UpdateItem",
+    "DeleteItem",
+    "BatchWriteItem",
+    "TransactWriteItems",
+];
+
+#[derive(Debug, Clone)]
+struct MeterClient {
+    inner: SharedHttpClient,
+    meter: Meter,
+}
+
+impl HttpClient for MeterClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(MeterConnector {
+            inner: self.inner.http_connector(settings, components),
+            meter: self.meter.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct MeterConnector {
+    inner: SharedHttpConnector,
+    meter: Meter,
+}
+
+fn capacity(v: &Value) -> f64 {
+    match v {
+        Value::Array(list) => list.iter().map(capacity).sum(),
+        Value::Object(o) => o
+            .get("CapacityUnits")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0),
+        _ => 0.0,
+    }
+}
+
+impl HttpConnector for MeterConnector {
+    fn call(&self, mut request: HttpRequest) -> HttpConnectorFuture {
+        let op = request
+            .headers()
+            .get("x-amz-target")
+            .and_then(|t| t.rsplit('.').next())
+            .unwrap_or_default()
+            .to_owned();
+        let is_read = READS.contains(&op.as_str());
+        let is_write = WRITES.contains(&op.as_str());
+        if !(is_read || is_write) {
+            return self.inner.call(request);
+        }
+        self.meter.requests.fetch_add(1, Ordering::SeqCst);
+        if let Some(mut body) = request
+            .body()
+            .bytes()
+            .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+        {
+            body["ReturnConsumedCapacity"] = Value::from("TOTAL");
+            let text = body.to_string();
+            request
+                .headers_mut()
+                .insert("content-length", text.len().to_string());
+            *request.body_mut() = SdkBody::from(text);
+        }
+        let inner = self.inner.clone();
+        let meter = self.meter.clone();
+        HttpConnectorFuture::new(async move {
+            let response = inner.call(request).await?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let bytes = ByteStream::new(response.into_body())
+                .collect()
+                .await
+                .map_err(|e| aws_smithy_runtime_api::client::result::ConnectorError::io(e.into()))?
+                .into_bytes();
+            if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+                let units = (capacity(&v["ConsumedCapacity"]) * 1000.0).round() as u64;
+                let counter = if is_read {
+                    &meter.read_milli
+                } else {
+                    &meter.write_milli
+                };
+                counter.fetch_add(units, Ordering::SeqCst);
+            }
+            let mut rebuilt = HttpResponse::new(status, SdkBody::from(bytes));
+            for (k, v) in headers.iter() {
+                rebuilt.headers_mut().insert(k.to_owned(), v.to_owned());
+            }
+            Ok(rebuilt)
+        })
+    }
+}
+
+/// A DynamoDB client for `endpoint` whose data calls are metered.
+pub fn metered_client(endpoint: &str, meter: Meter) -> aws_sdk_dynamodb::Client {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Builder, Credentials, Region};
+    let http = MeterClient {
+        inner: aws_smithy_http_client::Builder::new().build_http(),
+        meter,
+    };
+    aws_sdk_dynamodb::Client::from_conf(
+        Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("local", "local", None, None, "static"))
+            .endpoint_url(endpoint)
+            .http_client(SharedHttpClient::new(http))
+            .build(),
+    )
+}
