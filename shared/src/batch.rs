@@ -15,7 +15,9 @@ use crate::protocol::{AttributeAction, AudienceAction, Encoding, UserIdentityTyp
 pub const MAX_CHUNK_JSON_BYTES: usize = 200 * 1024;
 /// Profiles per chunk at most: a chunk is one unit of work for resolve and materialize.
 pub const MAX_CHUNK_PROFILES: usize = 500;
-/// TransactWriteItems carries at most 4 MB; stay clear of it.
+/// TransactWriteItems carries at most 100 items…
+pub const MAX_CHUNKS: usize = 100;
+/// …and at most 4 MB; stay clear of it.
 pub const MAX_BATCH_STORED_BYTES: usize = 3_800_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +156,11 @@ pub enum ChunkError {
     ProfileTooLarge(usize),
     #[error("the batch is too large to store atomically ({0} bytes after compression)")]
     BatchTooLarge(usize),
+    #[error(
+        "the batch has too many profiles to store atomically (at most {} chunks of {MAX_CHUNK_PROFILES})",
+        MAX_CHUNKS
+    )]
+    TooManyChunks,
 }
 
 /// Cuts profiles into chunks at profile boundaries and compresses each.
@@ -161,6 +168,7 @@ pub fn build_chunks(profiles: &[UserProfile]) -> Result<Vec<Chunk>, ChunkError> 
     let mut chunks = Vec::new();
     let mut buf: Vec<u8> = Vec::with_capacity(MAX_CHUNK_JSON_BYTES);
     let mut count = 0u32;
+    let mut flushed = 0usize;
     let mut one = Vec::with_capacity(1024);
     let mut total = 0usize;
     let mut flush = |buf: &mut Vec<u8>, count: &mut u32, total: &mut usize| {
@@ -188,6 +196,11 @@ pub fn build_chunks(profiles: &[UserProfile]) -> Result<Vec<Chunk>, ChunkError> 
         if count as usize >= MAX_CHUNK_PROFILES || buf.len() + one.len() + 2 > MAX_CHUNK_JSON_BYTES
         {
             flush(&mut buf, &mut count, &mut total);
+            flushed += 1;
+            // Refuse early rather than compress a batch that cannot be stored.
+            if flushed >= MAX_CHUNKS {
+                return Err(ChunkError::TooManyChunks);
+            }
         }
         buf.push(if count == 0 { b'[' } else { b',' });
         buf.extend_from_slice(&one);
@@ -279,6 +292,14 @@ mod tests {
         let mut ps = profiles(3);
         ps[2].audiences[0].audience_name = Some("x".repeat(MAX_CHUNK_JSON_BYTES));
         assert_eq!(build_chunks(&ps), Err(ChunkError::ProfileTooLarge(2)));
+    }
+
+    #[test]
+    fn more_chunks_than_a_transaction_holds_are_refused() {
+        let ps = vec![UserProfile::default(); MAX_CHUNK_PROFILES * MAX_CHUNKS + 1];
+        assert_eq!(build_chunks(&ps), Err(ChunkError::TooManyChunks));
+        let ps = vec![UserProfile::default(); MAX_CHUNK_PROFILES * MAX_CHUNKS];
+        assert_eq!(build_chunks(&ps).unwrap().len(), MAX_CHUNKS);
     }
 
     #[test]

@@ -222,7 +222,9 @@ impl Endpoint {
                     &serde_json::json!({ "error": e.to_string(), "path": format!("user_profiles[{i}]") }),
                 );
             }
-            Err(e @ ChunkError::BatchTooLarge(_)) => return HttpReply::error(413, e.to_string()),
+            Err(e @ (ChunkError::BatchTooLarge(_) | ChunkError::TooManyChunks)) => {
+                return HttpReply::error(413, e.to_string());
+            }
         };
         let meta = BatchMeta {
             project_id: &out.project_id,

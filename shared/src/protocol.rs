@@ -251,12 +251,45 @@ fn lenient_opt_settings<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Settin
     lenient_settings(d).map(Some)
 }
 
-fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+/// Reads `T` only from a JSON object. Serde's derived structs also accept an array (fields by
+/// position), which would let `"account": []` pass as an empty account.
+struct MapOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData)).map(MapOnly)
+    }
+}
+
+/// An optional object (`null` or absent is `None`).
+fn opt_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    Ok(Option::<MapOnly<T>>::deserialize(d)?.map(|m| m.0))
+}
+
+/// An array of objects; `null` or absent is empty.
+fn objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<MapOnly<T>>>::deserialize(d)?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| m.0)
+        .collect())
+}
+
+/// An optional array of objects (absent or `null` is `None`: a heartbeat).
+fn opt_objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Vec<T>>, D::Error> {
+    Ok(Option::<Vec<MapOnly<T>>>::deserialize(d)?.map(|v| v.into_iter().map(|m| m.0).collect()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -332,9 +365,8 @@ struct WireUserAttribute {
 struct ListItem(#[serde(deserialize_with = "lenient_opt_string")] Option<String>);
 
 fn user_attributes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<UserAttribute>, D::Error> {
-    let raw: Option<Vec<WireUserAttribute>> = Option::deserialize(d)?;
+    let raw: Vec<WireUserAttribute> = objects(d)?;
     Ok(raw
-        .unwrap_or_default()
         .into_iter()
         .filter_map(|a| {
             Some(UserAttribute {
@@ -383,19 +415,19 @@ pub struct UserProfile {
 
 #[derive(Deserialize)]
 struct WireUserProfile {
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "objects")]
     user_identities: Vec<UserIdentity>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "objects")]
     device_identities: Vec<DeviceIdentity>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "objects")]
     partner_identities: Vec<PartnerIdentity>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "objects")]
     audiences: Vec<Audience>,
     /// Pre-2.0 payloads: membership additions, no `action` field.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "objects")]
     added_audiences: Vec<Audience>,
     /// Pre-2.0 payloads: membership removals, no `action` field.
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "objects")]
     removed_audiences: Vec<Audience>,
     #[serde(default, deserialize_with = "lenient_opt_string")]
     mpid: Option<String>,
@@ -491,7 +523,7 @@ struct WireMessage {
     timestamp_ms: Option<i64>,
     #[serde(default, deserialize_with = "lenient_opt_string")]
     firehose_version: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_object")]
     account: Option<Account>,
     #[serde(default, deserialize_with = "lenient_opt_i64")]
     audience_id: Option<i64>,
@@ -505,7 +537,7 @@ struct WireMessage {
     previous_audience_subscription_settings: Option<Settings>,
     #[serde(default)]
     action: Option<SubscriptionAction>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_objects")]
     user_profiles: Option<Vec<UserProfile>>,
 }
 
@@ -590,6 +622,14 @@ pub fn parse_request(body: &[u8]) -> Result<Request, ParseError> {
 }
 
 fn parse_wire(body: &[u8]) -> Result<WireMessage, ParseError> {
+    // Invalid UTF-8 is refused even inside fields we would otherwise skip unread.
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(ParseError {
+            kind: ParseErrorKind::Syntax,
+            path: "$".into(),
+            reason: format!("the body is not valid UTF-8 (byte {})", e.valid_up_to()),
+        });
+    }
     // serde would also read a struct from a JSON array, by position: a message is an object.
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
@@ -841,6 +881,30 @@ mod tests {
         assert_eq!(e.path, "$");
         let e = err(r#"{"type":"module_registration_request"} trailing"#);
         assert_eq!(e.kind, ParseErrorKind::Syntax);
+    }
+
+    #[test]
+    fn arrays_are_not_objects_and_utf8_is_checked() {
+        let e = err(
+            r#"{"type":"audience_membership_change_request","id":"m","timestamp_ms":1,"account":[]}"#,
+        );
+        assert_eq!(
+            (e.kind, e.path.as_str()),
+            (ParseErrorKind::InvalidValue, "account")
+        );
+        let e = err(&format!(r#"{{{HEAD},"user_profiles":[["x"]]}}"#));
+        assert_eq!(e.path, "user_profiles[0]");
+        let e = err(&format!(
+            r#"{{{HEAD},"user_profiles":[{{"audiences":[[1,"n"]]}}]}}"#
+        ));
+        assert_eq!(e.path, "user_profiles[0].audiences[0]");
+        let mut body = br#"{"type":"module_registration_request","x":""#.to_vec();
+        body.extend_from_slice(&[0xff, 0xfe]);
+        body.extend_from_slice(br#""}"#);
+        assert_eq!(
+            parse_request(&body).unwrap_err().kind,
+            ParseErrorKind::Syntax
+        );
     }
 
     #[test]
