@@ -142,6 +142,105 @@ impl StoredProfile {
     }
 }
 
+// Borrowed mirrors of the stored types: the hot path serializes straight from the parsed
+// request without cloning a string. Field names must match the owned types above.
+
+#[derive(Serialize)]
+struct IdentityRef<'a> {
+    t: &'a str,
+    e: &'a str,
+    v: &'a str,
+}
+
+#[derive(Serialize)]
+struct AttributeRef<'a> {
+    k: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    v: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    l: Option<&'a [String]>,
+    a: &'a str,
+}
+
+#[derive(Serialize)]
+struct AudienceRef<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    i: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<&'a str>,
+    a: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    u: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    at: Vec<AttributeRef<'a>>,
+}
+
+#[derive(Serialize)]
+struct ProfileRef<'a> {
+    x: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ui: Vec<IdentityRef<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pi: Vec<IdentityRef<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    m: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    au: Vec<AudienceRef<'a>>,
+}
+
+impl<'a> ProfileRef<'a> {
+    fn new(index: u32, p: &'a UserProfile) -> Self {
+        Self {
+            x: index,
+            ui: p
+                .user_identities
+                .iter()
+                .filter_map(|i| {
+                    Some(IdentityRef {
+                        t: i.kind.as_str(),
+                        e: i.encoding.as_str(),
+                        v: i.value.as_deref()?,
+                    })
+                })
+                .collect(),
+            pi: p
+                .partner_identities
+                .iter()
+                .filter_map(|i| {
+                    Some(IdentityRef {
+                        t: &i.kind,
+                        e: i.encoding.as_str(),
+                        v: i.value.as_deref()?,
+                    })
+                })
+                .collect(),
+            m: p.mpid.as_deref(),
+            au: p
+                .audiences
+                .iter()
+                .map(|a| AudienceRef {
+                    i: a.audience_id,
+                    n: a.audience_name.as_deref(),
+                    a: a.action.as_str(),
+                    u: a.audience_subscription_settings
+                        .get(setting_ids::USER_ID_TYPE)
+                        .map(String::as_str),
+                    at: a
+                        .user_attributes
+                        .iter()
+                        .map(|u| AttributeRef {
+                            k: &u.key,
+                            v: u.value.as_deref(),
+                            l: u.list_value.as_deref(),
+                            a: u.action.as_str(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// One chunk ready to store: its profiles, compressed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
@@ -188,7 +287,7 @@ pub fn build_chunks(profiles: &[UserProfile]) -> Result<Vec<Chunk>, ChunkError> 
     };
     for (i, p) in profiles.iter().enumerate() {
         one.clear();
-        serde_json::to_writer(&mut one, &StoredProfile::from_wire(i as u32, p))
+        serde_json::to_writer(&mut one, &ProfileRef::new(i as u32, p))
             .expect("serializing plain data to memory cannot fail");
         if one.len() + 2 > MAX_CHUNK_JSON_BYTES {
             return Err(ChunkError::ProfileTooLarge(i));

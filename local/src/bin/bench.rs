@@ -464,13 +464,18 @@ async fn main() {
         ("AWS_SECRET_ACCESS_KEY", "local".to_owned()),
     ];
     let body = b.with_account(batch10k.clone(), "rss-10k");
-    let apigw = local::server::api_gateway_event(
+    // mParticle sends JSON text, so API Gateway passes the body as text, not base64.
+    let mut apigw: Value = serde_json::from_str(&local::server::api_gateway_event(
         "POST",
         "/mparticle",
         "",
         &HashMap::from([("authorization".to_owned(), auth.clone())]),
-        body.as_bytes(),
-    );
+        b"",
+    ))
+    .unwrap();
+    apigw["body"] = Value::String(body.clone());
+    apigw["isBase64Encoded"] = Value::Bool(false);
+    let apigw = apigw.to_string();
     let mut bins = serde_json::Map::new();
     for name in ["authorize", "resolve", "materialize", "query"] {
         let path = format!("{bin_dir}/{name}");
