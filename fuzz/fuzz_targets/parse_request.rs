@@ -5,7 +5,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shared::batch::{ChunkError, MAX_CHUNK_PROFILES, StoredProfile, build_chunks, decode_chunk};
+use shared::batch::{
+    ChunkError, MAX_CHUNK_JSON_BYTES, MAX_CHUNK_PROFILES, MAX_CHUNKS, StoredProfile, build_chunks,
+    decode_chunk,
+};
 use shared::protocol::{Request, parse_request};
 
 fuzz_target!(|data: &[u8]| {
@@ -29,7 +32,20 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
         Err(ChunkError::BatchTooLarge(_)) => return,
+        // Only more than MAX_CHUNKS full chunks of profiles, or a body big enough to fill
+        // chunks by bytes, can need that many chunks.
+        Err(ChunkError::TooManyChunks) => {
+            assert!(
+                profiles.len() > MAX_CHUNKS * MAX_CHUNK_PROFILES
+                    || data.len() > MAX_CHUNK_JSON_BYTES,
+                "too many chunks for {} profiles in {} bytes",
+                profiles.len(),
+                data.len()
+            );
+            return;
+        }
     };
+    assert!(chunks.len() <= MAX_CHUNKS, "{} chunks", chunks.len());
     let mut next = 0usize;
     for (i, chunk) in chunks.iter().enumerate() {
         assert_eq!(chunk.index as usize, i, "chunk indexes are consecutive");
