@@ -428,12 +428,10 @@ async fn arrays_in_place_of_objects_are_400() {
         }
     }
     let failures = post_json_cases(&run, cases).await;
-    // PRODUCT BUG (reported, issue #8): serde's derived Deserialize reads a struct from a JSON
-    // array by position, and parse_wire refuses an array only at the root. 15 of these 30 cases
-    // are answered 200: `"account": []` (suspend_subscription: true), and, stored in the inbox,
-    // `"account": [4242, {settings}]`, `"user_profiles": [[], …]` (stored as an empty profile),
-    // `"audiences": [[]]` or `[4242, "name", {…}, "add", […]]`, `"user_attributes": [[]]`, and
-    // identities as `["customer", "raw", "cust-1"]`. Correct, asserted here: 400 naming the path.
+    // Regression (found here, fixed in 4ceb476): serde's derived Deserialize reads a struct from
+    // a JSON array by position, and only the root used to be checked, so 15 of these cases were
+    // answered 200 — `"account": []`, `"user_profiles": [[]]` (stored as an empty profile),
+    // `"audiences": [[]]`, `"user_attributes": [[]]`, identities as `["customer", "raw", "c"]`.
     assert_no_failures("arrays in place of objects", &failures);
     assert_healthy_and_nothing_written(&run).await;
 }
@@ -492,10 +490,9 @@ async fn huge_arrays_are_4xx() {
         text.replacen(marker, array, 1).into_bytes()
     };
     let cases: Vec<Case> = vec![
-        // PRODUCT BUG (reported, issue #8): 200,000 valid (empty) profiles make 400 chunks, more
-        // than TransactWriteItems' 100 items, so put_batch fails and the endpoint answers 503
-        // (mParticle retries it forever) for a batch it can never store. Any batch over 50,000
-        // profiles does: 50,000 are stored (100 chunks), 50,001 get 503. Correct: 413, asserted.
+        // Regression (found here, fixed in 4ceb476): more than 50,000 profiles make more chunks
+        // than TransactWriteItems' 100 items; the endpoint answered 503 (retried forever) for a
+        // batch it could never store. Now 413.
         (
             "200,000 {} in user_profiles".into(),
             with("/user_profiles", &repeat("{}")),
@@ -955,9 +952,9 @@ async fn invalid_utf8_in_an_ignored_field_is_400() {
     body.extend_from_slice(b",\"note\":\"\xff\xfe\"}");
     let failures =
         post_json_cases(&run, vec![("0xff 0xfe in an unknown field".into(), body)]).await;
-    // PRODUCT BUG (reported, issue #8, minor): serde_json checks UTF-8 only in the strings it
-    // reads, not in values it skips, so this body (not JSON: RFC 8259 §8.1) is answered 200 and
-    // the batch stored. Correct, asserted here: 400 (e.g. `std::str::from_utf8(body)` first).
+    // Regression (found here, fixed in 4ceb476): serde_json checks UTF-8 only in the strings it
+    // reads, not in values it skips, so this body (not JSON: RFC 8259 §8.1) was answered 200 and
+    // stored.
     assert_no_failures("invalid UTF-8 in an ignored field", &failures);
     assert_healthy_and_nothing_written(&run).await;
 }
