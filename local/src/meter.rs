@@ -96,6 +96,22 @@ struct MeterConnector {
     meter: Meter,
 }
 
+/// WCU of one transaction action: a put costs 2 per KB of its item (rounded up), an update 2
+/// (our updates touch items under 1 KB), a condition check 1.
+fn transact_action_wcu(action: &Value) -> f64 {
+    if let Some(put) = action.get("Put") {
+        2.0 * (put["Item"].to_string().len() as f64 / 1024.0)
+            .ceil()
+            .max(1.0)
+    } else if action.get("Update").is_some() {
+        2.0
+    } else if action.get("ConditionCheck").is_some() {
+        1.0
+    } else {
+        0.0
+    }
+}
+
 fn capacity(v: &Value) -> f64 {
     match v {
         Value::Array(list) => list.iter().map(capacity).sum(),
@@ -121,6 +137,23 @@ impl HttpConnector for MeterConnector {
             return self.inner.call(request);
         }
         self.meter.requests.fetch_add(1, Ordering::SeqCst);
+        // DynamoDB Local reports a flat 2 units for a whole transaction; price transactions from
+        // the request instead, by DynamoDB's rules: 2 WCU per KB (rounded up) of each written item.
+        let transaction_wcu_milli = (op == "TransactWriteItems")
+            .then(|| {
+                request
+                    .body()
+                    .bytes()
+                    .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+            })
+            .flatten()
+            .map(|body| {
+                let units: f64 = body["TransactItems"]
+                    .as_array()
+                    .map(|items| items.iter().map(transact_action_wcu).sum())
+                    .unwrap_or(0.0);
+                (units * 1000.0) as u64
+            });
         if let Some(mut body) = request
             .body()
             .bytes()
@@ -144,7 +177,9 @@ impl HttpConnector for MeterConnector {
                 .await
                 .map_err(|e| aws_smithy_runtime_api::client::result::ConnectorError::io(e.into()))?
                 .into_bytes();
-            if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+            if let Some(units) = transaction_wcu_milli.filter(|_| status.as_u16() == 200) {
+                meter.write_milli.fetch_add(units, Ordering::SeqCst);
+            } else if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
                 let units = (capacity(&v["ConsumedCapacity"]) * 1000.0).round() as u64;
                 let counter = if is_read {
                     &meter.read_milli
