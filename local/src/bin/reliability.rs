@@ -421,23 +421,55 @@ async fn concurrency(endpoint_url: &str, short: bool) -> Figures {
         .into_iter()
         .map(|r| serde_dynamo::from_item(r).unwrap())
         .collect();
-    let resolved = futures::future::join_all(
-        rows.iter()
-            .map(|r| shared::resolve::resolve_chunk(&store, Region::Eu1, r)),
-    )
+    // Each invocation is retried on failure, as Lambda redelivers a failed stream record
+    // (DynamoDB Local gives up on lock waits under this load; real DynamoDB does not).
+    let resolved = futures::future::join_all(rows.iter().map(|r| {
+        let store = store.clone();
+        let retried = retried.clone();
+        async move {
+            for _ in 0..20 {
+                match shared::resolve::resolve_chunk(&store, Region::Eu1, r).await {
+                    Ok(rep) => return rep.changes,
+                    Err(_) => {
+                        retried.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            panic!("chunk {} not resolved after 20 attempts", r.message_id);
+        }
+    }))
     .await;
     let changes: Vec<(String, Vec<shared::changes::MembershipChange>)> = rows
         .iter()
         .zip(resolved)
-        .map(|(r, rep)| (r.message_id.clone(), rep.unwrap().changes))
+        .map(|(r, c)| (r.message_id.clone(), c))
         .collect();
     futures::future::join_all(changes.iter().zip(&rows).map(|((_, c), row)| {
         let store = store.clone();
+        let retried = retried.clone();
         async move {
-            let counts =
-                shared::materialize::materialize_changes(&store, Region::Eu1, &row.project_id, c)
-                    .await
-                    .unwrap();
+            let mut counts = None;
+            for _ in 0..20 {
+                match shared::materialize::materialize_changes(
+                    &store,
+                    Region::Eu1,
+                    &row.project_id,
+                    c,
+                )
+                .await
+                {
+                    Ok(k) => {
+                        counts = Some(k);
+                        break;
+                    }
+                    Err(_) => {
+                        retried.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            let counts = counts.expect("materialized within 20 attempts");
             store
                 .mark_materialized(
                     Region::Eu1,
