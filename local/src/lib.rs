@@ -27,6 +27,23 @@ pub fn streams_client(endpoint: &str) -> StreamsClient {
     )
 }
 
+/// A DynamoDB client for a local endpoint whose HTTP goes through `http` (fault injection, metering).
+pub fn client_with_http(
+    endpoint: &str,
+    http: aws_smithy_runtime_api::client::http::SharedHttpClient,
+) -> aws_sdk_dynamodb::Client {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Builder, Credentials, Region};
+    aws_sdk_dynamodb::Client::from_conf(
+        Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("local", "local", None, None, "static"))
+            .endpoint_url(endpoint)
+            .http_client(http)
+            .build(),
+    )
+}
+
 /// DynamoDB JSON, as Lambda puts it into stream events (`{"S": …}`, `{"B": base64}`, …).
 pub fn attribute_json(v: &AttributeValue) -> Value {
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);

@@ -199,18 +199,9 @@ impl HttpConnector for MeterConnector {
 
 /// A DynamoDB client for `endpoint` whose data calls are metered.
 pub fn metered_client(endpoint: &str, meter: Meter) -> aws_sdk_dynamodb::Client {
-    use aws_sdk_dynamodb::config::{BehaviorVersion, Builder, Credentials, Region};
     let http = MeterClient {
         inner: aws_smithy_http_client::Builder::new().build_http(),
         meter,
     };
-    aws_sdk_dynamodb::Client::from_conf(
-        Builder::new()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("local", "local", None, None, "static"))
-            .endpoint_url(endpoint)
-            .http_client(SharedHttpClient::new(http))
-            .build(),
-    )
+    crate::client_with_http(endpoint, SharedHttpClient::new(http))
 }

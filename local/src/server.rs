@@ -66,25 +66,9 @@ fn uuid_like() -> String {
     format!("{:x}", shared::protocol::now_ms())
 }
 
+/// Query-string decoding: `+` is a space, then `%XX` escapes.
 fn url_decode(s: &str) -> String {
-    let s = s.replace('+', " ");
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = (b[i] == b'%' && i + 3 <= b.len())
-            .then(|| std::str::from_utf8(&b[i + 1..i + 3]).ok())
-            .flatten()
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        if let Some(v) = hex {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    shared::query::percent_decode(&s.replace('+', " "))
 }
 
 fn reply(status: u16, body: String) -> Response<Full<Bytes>> {

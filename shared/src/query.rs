@@ -273,8 +273,8 @@ impl QueryApi {
     }
 }
 
-/// Decodes `%XX` escapes in one path segment (CleverTap IDs may hold characters that need them).
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes (CleverTap IDs in paths may hold characters that need them).
+pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

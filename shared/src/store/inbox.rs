@@ -198,16 +198,7 @@ impl Store {
             .expression_attribute_values(":now", n(crate::protocol::now_ms()))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(e.into()),
-        }
+        super::conditional(res)
     }
 }
 
@@ -238,15 +229,6 @@ impl Store {
             .expression_attribute_values(":now", n(crate::protocol::now_ms()))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(e.into()),
-        }
+        super::conditional(res)
     }
 }

@@ -335,16 +335,7 @@ impl Store {
             .set_expression_attribute_values(put.expression_attribute_values().cloned())
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(e.into()),
-        }
+        super::conditional(res)
     }
 }
 

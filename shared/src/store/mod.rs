@@ -90,6 +90,27 @@ pub(crate) fn get_n(item: &Item, key: &str) -> Option<i64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Whether a call failed only because its condition did not hold.
+pub(crate) fn condition_failed<E, R>(e: &SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    e.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
+}
+
+/// The outcome of a conditional write: written (`true`), or its condition did not hold (`false`).
+pub(crate) fn conditional<O, E, R>(res: Result<O, SdkError<E, R>>) -> Result<bool, StoreError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match res {
+        Ok(_) => Ok(true),
+        Err(e) if condition_failed(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The per-action cancellation codes of a cancelled transaction (`None` where the action was
 /// fine), in request order; `None` if the error is not a cancellation.
 pub(crate) fn cancellation_codes<R>(

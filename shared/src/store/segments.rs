@@ -38,12 +38,6 @@ fn new_segment_id() -> String {
     format!("seg_{}", uuid::Uuid::new_v4().simple())
 }
 
-fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(
-    e: &aws_sdk_dynamodb::error::SdkError<E, R>,
-) -> bool {
-    e.as_service_error().and_then(|e| e.code()) == Some("ConditionalCheckFailedException")
-}
-
 impl Store {
     /// Creates, re-activates or renames a segment and returns its hidden segment id.
     /// Subscription messages older than the last one applied to the segment change nothing.
@@ -105,7 +99,7 @@ impl Store {
             .await;
         match res {
             Ok(out) => Ok(segment_id_of(out.attributes.as_ref())),
-            Err(e) if is_condition_failure(&e) => {
+            Err(e) if super::condition_failed(&e) => {
                 // A newer subscription message was applied already; report the current id.
                 let current = self.get_segment_item(segment).await?;
                 Ok(segment_id_of(current.as_ref()))
@@ -144,11 +138,7 @@ impl Store {
             .expression_attribute_values(":ts", n(message_ts))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        super::conditional(res)
     }
 
     pub async fn get_segment_item(
