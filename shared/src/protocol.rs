@@ -247,6 +247,109 @@ fn lenient_settings<'de, D: Deserializer<'de>>(d: D) -> Result<Settings, D::Erro
         .collect())
 }
 
+/// The connection settings this output declared at registration. Membership entries repeat their
+/// connection's settings for every user; only ours are kept, the rest is skipped unread.
+pub const DECLARED_CONNECTION_SETTINGS: [&str; 2] = ["userIdType", "segmentId"];
+
+fn declared_settings<'de, D: Deserializer<'de>>(d: D) -> Result<Settings, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Settings;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object of settings")
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Settings, E> {
+            Ok(Settings::new())
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Settings, A::Error> {
+            #[derive(Deserialize)]
+            struct Value(#[serde(deserialize_with = "lenient_opt_string")] Option<String>);
+            let mut out = Settings::new();
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if DECLARED_CONNECTION_SETTINGS.contains(&key.as_ref()) {
+                    if let Value(Some(v)) = map.next_value()? {
+                        out.insert(key.into_owned(), v);
+                    }
+                } else {
+                    // Checked like any setting (a scalar), but not copied.
+                    map.next_value::<Scalar>()?;
+                }
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// Accepts a JSON scalar (string, number, boolean, null) without keeping it.
+struct Scalar;
+
+/// Accepts a JSON string without keeping it.
+struct Text;
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number, boolean or null")
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Scalar, E> {
+                Ok(Scalar)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Scalar, E> {
+                Ok(Scalar)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Scalar, E> {
+                Ok(Scalar)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Scalar, E> {
+                Ok(Scalar)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Scalar, E> {
+                Ok(Scalar)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Scalar, E> {
+                Ok(Scalar)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Text, E> {
+                Ok(Text)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A device identity, validated like any identity but not copied.
+#[derive(Deserialize)]
+struct DeviceIdentityCheck {
+    #[serde(rename = "type")]
+    _kind: Text,
+    #[serde(rename = "encoding", default)]
+    _encoding: Option<Text>,
+    #[serde(rename = "value", default)]
+    _value: Option<Scalar>,
+}
+
+/// Device identities are not requested at registration: validated and counted, not kept.
+fn count_only<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    Ok(objects::<D, DeviceIdentityCheck>(d)?.len())
+}
+
 fn lenient_opt_settings<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Settings>, D::Error> {
     lenient_settings(d).map(Some)
 }
@@ -388,7 +491,8 @@ pub struct Audience {
     pub audience_id: Option<i64>,
     #[serde(default, deserialize_with = "lenient_opt_string")]
     pub audience_name: Option<String>,
-    #[serde(default, deserialize_with = "lenient_settings")]
+    /// Only the settings this output declared (`userIdType`, `segmentId`).
+    #[serde(default, deserialize_with = "declared_settings")]
     pub audience_subscription_settings: Settings,
     /// Missing on legacy entries until mapped; a missing action elsewhere is `Unknown("")`.
     #[serde(default = "missing_action")]
@@ -406,7 +510,8 @@ fn missing_action() -> AudienceAction {
 #[serde(from = "WireUserProfile")]
 pub struct UserProfile {
     pub user_identities: Vec<UserIdentity>,
-    pub device_identities: Vec<DeviceIdentity>,
+    /// Device identities are not requested at registration, so they are counted and skipped.
+    pub device_identity_count: usize,
     pub partner_identities: Vec<PartnerIdentity>,
     pub audiences: Vec<Audience>,
     /// mParticle ID: a signed 64-bit integer carried as a string.
@@ -417,8 +522,8 @@ pub struct UserProfile {
 struct WireUserProfile {
     #[serde(default, deserialize_with = "objects")]
     user_identities: Vec<UserIdentity>,
-    #[serde(default, deserialize_with = "objects")]
-    device_identities: Vec<DeviceIdentity>,
+    #[serde(default, deserialize_with = "count_only")]
+    device_identities: usize,
     #[serde(default, deserialize_with = "objects")]
     partner_identities: Vec<PartnerIdentity>,
     #[serde(default, deserialize_with = "objects")]
@@ -446,7 +551,7 @@ impl From<WireUserProfile> for UserProfile {
         audiences.extend(legacy(w.removed_audiences, AudienceAction::Delete));
         UserProfile {
             user_identities: w.user_identities,
-            device_identities: w.device_identities,
+            device_identity_count: w.device_identities,
             partner_identities: w.partner_identities,
             audiences,
             mpid: w.mpid,
@@ -988,7 +1093,7 @@ mod tests {
     fn empty_attribute_entries_are_skipped_and_settings_stringified() {
         let m = membership(&format!(
             r#"{{{HEAD},"user_profiles":[{{"audiences":[{{"audience_id":1,"action":"attribute_update",
-            "audience_subscription_settings":{{"n":5,"b":true,"z":null,"s":"x"}},
+            "audience_subscription_settings":{{"userIdType":5,"segmentId":true,"z":null,"s":"x"}},
             "user_attributes":[{{}},{{"key":"k"}},{{"key":"t","value":null,"action":"upsert"}},
             {{"key":"l","list_value":["a",null,3],"action":"upsert"}}]}}]}}]}}"#
         ));
@@ -1001,8 +1106,9 @@ mod tests {
             Some(vec!["a".to_string(), "3".to_string()])
         );
         let s = &a.audience_subscription_settings;
-        assert_eq!(s.get("n").map(String::as_str), Some("5"));
-        assert_eq!(s.get("b").map(String::as_str), Some("true"));
+        assert_eq!(s.get("userIdType").map(String::as_str), Some("5"));
+        assert_eq!(s.get("segmentId").map(String::as_str), Some("true"));
+        assert_eq!(s.len(), 2, "undeclared settings are skipped unread");
         assert!(!s.contains_key("z"));
     }
 

@@ -59,7 +59,7 @@ fn fixture_details_survive_parsing() {
     assert_eq!(p.user_identities.len(), 2);
     assert_eq!(p.user_identities[1].kind, UserIdentityType::Customer);
     assert_eq!(p.user_identities[1].encoding, Encoding::Md5);
-    assert_eq!(p.device_identities.len(), 4);
+    assert_eq!(p.device_identity_count, 4);
     assert_eq!(p.partner_identities[0].kind, "partner_id");
     let actions: Vec<_> = p.audiences.iter().map(|a| a.action.clone()).collect();
     assert_eq!(

@@ -26,6 +26,10 @@ use shared::tables::{Table, TableNames, create_tables};
 
 const CALLER: &str = "bench-caller-token-000000";
 
+// The same allocator as the function binaries, so in-process figures match them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -298,6 +302,14 @@ async fn main() {
         json!({"p50": stats(parse10k).0, "bytes": body10k.len()}),
     );
     report.insert("authorize_cpu_1k_ms".into(), json!({"p50": cpu_p50, "p99": cpu_p99, "what": "parse + chunk + compress, excluding DynamoDB"}));
+
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("parse") {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Value::Object(report)).unwrap()
+        );
+        return;
+    }
 
     // 2. Ingest: the whole handler including the durable write.
     let mut ingest = Vec::new();
