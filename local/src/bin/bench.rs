@@ -26,10 +26,6 @@ use shared::tables::{Table, TableNames, create_tables};
 
 const CALLER: &str = "bench-caller-token-000000";
 
-// The same allocator as the function binaries, so in-process figures match them.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
