@@ -6,15 +6,12 @@
 //! connection, never a 5xx. After each group the server still answers `/healthz` and nothing at all
 //! was written to the project region's tables.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use integration_tests::*;
 use serde_json::{Value, json};
 use shared::Region;
-use shared::endpoint::Endpoint;
-use shared::query::QueryApi;
 use shared::tables::Table;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -30,23 +27,7 @@ struct Running {
 /// here may reach the inbox in the first place).
 async fn start(test: &str) -> Running {
     let stack = Stack::new(test, Region::Eu1).await;
-    let config = config(&stack.names, 0);
-    let handlers = Arc::new(local::server::Handlers {
-        endpoint: Endpoint::new(&config, stack.store.clone()),
-        query: QueryApi::new(
-            stack.store.clone(),
-            Region::Eu1,
-            std::time::Duration::ZERO,
-            false,
-        ),
-        ready: true.into(),
-        max_body_bytes: config.max_body_bytes,
-    });
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(local::server::serve(listener, handlers));
+    let port = stack.serve_http().await;
     Running { port, stack }
 }
 

@@ -1,13 +1,9 @@
 //! End to end over HTTP: the local API Gateway stand-in, the real handlers, the stream pipeline and
 //! DynamoDB Local — mParticle's messages in, the read API out.
 
-use std::sync::Arc;
-
 use integration_tests::*;
 use serde_json::{Value, json};
 use shared::Region;
-use shared::endpoint::Endpoint;
-use shared::query::QueryApi;
 
 struct Running {
     port: u16,
@@ -17,23 +13,7 @@ struct Running {
 
 async fn start(test: &str) -> Running {
     let stack = Stack::new(test, Region::Eu1).await;
-    let config = config(&stack.names, 0);
-    let handlers = Arc::new(local::server::Handlers {
-        endpoint: Endpoint::new(&config, stack.store.clone()),
-        query: QueryApi::new(
-            stack.store.clone(),
-            Region::Eu1,
-            std::time::Duration::ZERO,
-            false,
-        ),
-        ready: true.into(),
-        max_body_bytes: config.max_body_bytes,
-    });
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(local::server::serve(listener, handlers));
+    let port = stack.serve_http().await;
     let pipeline = stack.pipeline().await;
     Running {
         port,

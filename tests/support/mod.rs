@@ -318,3 +318,27 @@ fn dechunk(body: &str) -> String {
     }
     out
 }
+
+impl Stack {
+    /// Serves the stack over HTTP on 127.0.0.1 (the local API Gateway stand-in); returns the port.
+    pub async fn serve_http(&self) -> u16 {
+        let config = config(&self.names, 0);
+        let handlers = std::sync::Arc::new(local::server::Handlers {
+            endpoint: shared::endpoint::Endpoint::new(&config, self.store.clone()),
+            query: shared::query::QueryApi::new(
+                self.store.clone(),
+                self.project.region,
+                std::time::Duration::ZERO,
+                false,
+            ),
+            ready: true.into(),
+            max_body_bytes: config.max_body_bytes,
+        });
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(local::server::serve(listener, handlers));
+        port
+    }
+}
