@@ -44,6 +44,52 @@ pub fn client_with_http(
     )
 }
 
+/// Every item of a table (a consistent scan): for checks in tests, benchmarks and the reliability
+/// suite, never for the product's own reads.
+pub async fn scan_all(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>, String> {
+    let mut out = Vec::new();
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())?;
+        out.extend(page.items.unwrap_or_default());
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+/// Creates an active project with one passcode that never expires; returns (passcode, token).
+pub async fn provision_project(
+    store: &shared::store::Store,
+    region: shared::Region,
+    project_id: &str,
+) -> Result<(String, String), shared::store::projects::ProjectWriteError> {
+    use shared::auth::{Project, ProjectStatus, StoredPasscode, generate_secret};
+    let (passcode, token) = (generate_secret(), generate_secret());
+    store
+        .create_project(&Project {
+            project_id: project_id.to_owned(),
+            region,
+            account_token: token.clone(),
+            passcodes: vec![StoredPasscode::new(&passcode, None)],
+            status: ProjectStatus::Active,
+            created_ms: 0,
+        })
+        .await?;
+    Ok((passcode, token))
+}
+
 /// DynamoDB JSON, as Lambda puts it into stream events (`{"S": …}`, `{"B": base64}`, …).
 pub fn attribute_json(v: &AttributeValue) -> Value {
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);

@@ -45,7 +45,7 @@ pub async fn fresh_tables(test: &str) -> (Client, TableNames) {
 }
 
 use shared::Region;
-use shared::auth::{Project, ProjectStatus, StoredPasscode, generate_secret};
+use shared::auth::generate_secret;
 use shared::clients::RegionalClients;
 use shared::config::Config;
 use shared::store::Store;
@@ -95,24 +95,14 @@ impl TestProject {
 }
 
 pub async fn provision(store: &Store, region: Region) -> TestProject {
-    let p = TestProject {
-        id: format!("TEST-{}", &generate_secret()[..10]),
-        passcode: generate_secret(),
-        token: generate_secret(),
+    let id = format!("TEST-{}", &generate_secret()[..10]);
+    let (passcode, token) = local::provision_project(store, region, &id).await.unwrap();
+    TestProject {
+        id,
+        passcode,
+        token,
         region,
-    };
-    store
-        .create_project(&Project {
-            project_id: p.id.clone(),
-            region,
-            account_token: p.token.clone(),
-            passcodes: vec![StoredPasscode::new(&p.passcode, None)],
-            status: ProjectStatus::Active,
-            created_ms: 0,
-        })
-        .await
-        .unwrap();
-    p
+    }
 }
 
 /// All items of one table (tests only: a full scan).
@@ -120,23 +110,7 @@ pub async fn scan_all(
     client: &Client,
     table: &str,
 ) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
-    let mut out = Vec::new();
-    let mut start = None;
-    loop {
-        let page = client
-            .scan()
-            .table_name(table)
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .unwrap();
-        out.extend(page.items.unwrap_or_default());
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            return out;
-        }
-    }
+    local::scan_all(client, table).await.expect("scan")
 }
 
 /// A membership request with `n` profiles, each with a customer id, email and one audience change.

@@ -14,7 +14,7 @@ use futures::stream::{self, StreamExt};
 use local::meter::{Meter, Reading, metered_client};
 use serde_json::{Value, json};
 use shared::Region;
-use shared::auth::{Project, ProjectStatus, StoredPasscode, generate_secret};
+use shared::auth::generate_secret;
 use shared::batch::build_chunks;
 use shared::changes::{ChangeAction, MembershipChange};
 use shared::clients::RegionalClients;
@@ -233,17 +233,8 @@ async fn main() {
     let names = TableNames::new(format!("bench{}", &generate_secret()[..6]));
     create_tables(&client, &names, Region::Eu1).await.unwrap();
     let store = Store::new(RegionalClients::single(client.clone()), names.clone());
-    let (project_id, passcode, token) =
-        ("BENCH-EU1".to_owned(), generate_secret(), generate_secret());
-    store
-        .create_project(&Project {
-            project_id: project_id.clone(),
-            region: Region::Eu1,
-            account_token: token.clone(),
-            passcodes: vec![StoredPasscode::new(&passcode, None)],
-            status: ProjectStatus::Active,
-            created_ms: 0,
-        })
+    let project_id: String = "BENCH-EU1".to_owned();
+    let (passcode, token) = local::provision_project(&store, Region::Eu1, &project_id)
         .await
         .unwrap();
     let b = Bench {

@@ -18,7 +18,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use shared::Region;
-use shared::auth::{Project, ProjectStatus, StoredPasscode, generate_secret};
+use shared::auth::generate_secret;
 use shared::clients::{RegionalClients, local_client};
 use shared::config::Config;
 use shared::endpoint::Endpoint;
@@ -96,17 +96,8 @@ async fn env(endpoint: &str, tag: &str) -> Env {
     let names = TableNames::new(format!("rel{}-{tag}", &generate_secret()[..6]));
     create_tables(&client, &names, Region::Eu1).await.unwrap();
     let store = Store::new(RegionalClients::single(client.clone()), names.clone());
-    let (project_id, passcode, token) =
-        (format!("REL-{tag}"), generate_secret(), generate_secret());
-    store
-        .create_project(&Project {
-            project_id: project_id.clone(),
-            region: Region::Eu1,
-            account_token: token.clone(),
-            passcodes: vec![StoredPasscode::new(&passcode, None)],
-            status: ProjectStatus::Active,
-            created_ms: 0,
-        })
+    let project_id: String = format!("REL-{tag}");
+    let (passcode, token) = local::provision_project(&store, Region::Eu1, &project_id)
         .await
         .unwrap();
     let account = json!({"account_id": 7, "account_settings": {"accountId": project_id, "passcode": passcode, "accountToken": token, "region": "eu1"}});
@@ -130,23 +121,7 @@ fn config(endpoint: &str, names: &TableNames) -> Config {
 }
 
 async fn scan(client: &aws_sdk_dynamodb::Client, table: &str) -> Vec<Item> {
-    let mut out = Vec::new();
-    let mut start = None;
-    loop {
-        let page = client
-            .scan()
-            .table_name(table)
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .unwrap();
-        out.extend(page.items.unwrap_or_default());
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            return out;
-        }
-    }
+    local::scan_all(client, table).await.unwrap()
 }
 
 fn s(i: &Item, k: &str) -> String {
