@@ -59,7 +59,9 @@ impl Env {
     async fn segments(
         &self,
     ) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
-        scan_all(&self.client, &self.names.name(Region::Eu1, Table::Segments)).await
+        segments_with_counts(
+            &scan_all(&self.client, &self.names.name(Region::Eu1, Table::Segments)).await,
+        )
     }
 
     fn subscription(&self, action: &str, ts: i64, name: &str) -> String {

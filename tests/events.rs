@@ -123,7 +123,8 @@ async fn every_sample_event_runs_through_its_handler() {
     )
     .await;
     assert!(cleared.batch_item_failures.is_empty());
-    let segments = scan_all(&client, &names.name(Region::Eu1, Table::Segments)).await;
+    let segments =
+        segments_with_counts(&scan_all(&client, &names.name(Region::Eu1, Table::Segments)).await);
     let seg = segments
         .iter()
         .find(|s| text(s, "sk").is_some_and(|k| k.starts_with("S#")))

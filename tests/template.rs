@@ -16,6 +16,7 @@ use shared::batch::{StoredProfile, build_chunks, decode_chunk};
 use shared::changes::{ChangeAction, MembershipChange, decode_changes, encode_changes};
 use shared::pipeline::{
     MATERIALIZE_INBOX_FILTER, MATERIALIZE_SEGMENTS_FILTER, RESOLVE_INBOX_FILTER, STREAM_BATCH_SIZE,
+    STREAM_PARALLELIZATION_FACTOR,
 };
 use shared::protocol::{AudienceMembershipChangeRequest, Request, SubscriptionAction};
 use shared::tables::{Table, TableDef, TableNames, table_def, table_defs};
@@ -307,18 +308,21 @@ fn stream_mappings_filter_like_the_pipeline_and_never_drop_records_silently() {
             Table::Inbox,
             RESOLVE_INBOX_FILTER,
             STREAM_BATCH_SIZE,
+            Some(STREAM_PARALLELIZATION_FACTOR),
         ),
         (
             "materialize",
             Table::Inbox,
             MATERIALIZE_INBOX_FILTER,
             STREAM_BATCH_SIZE,
+            Some(STREAM_PARALLELIZATION_FACTOR),
         ),
         (
             "materialize",
             Table::Segments,
             MATERIALIZE_SEGMENTS_FILTER,
             1,
+            None,
         ),
     ];
     let mappings = resources(&t, "AWS::Lambda::EventSourceMapping");
@@ -327,7 +331,7 @@ fn stream_mappings_filter_like_the_pipeline_and_never_drop_records_silently() {
         expected.len(),
         "exactly the pipeline's mappings"
     );
-    for (binary, table, filter, batch) in expected {
+    for (binary, table, filter, batch, parallel) in expected {
         let f = function_id(&t, binary);
         let tid = table_id(&t, table);
         let stream = json!({"Fn::GetAtt": [tid, "StreamArn"]});
@@ -353,6 +357,13 @@ fn stream_mappings_filter_like_the_pipeline_and_never_drop_records_silently() {
             "{ctx}: filter equals shared::pipeline"
         );
         assert_eq!(p["BatchSize"], batch, "{ctx}: batch size");
+        // Inbox chunks are independent lanes (keyed apart): Lambda may run several batches of
+        // one shard at once. Clearing keeps one batch at a time.
+        assert_eq!(
+            p["ParallelizationFactor"].as_u64(),
+            parallel.map(u64::from),
+            "{ctx}: parallelization factor"
+        );
         assert_eq!(p["StartingPosition"], "TRIM_HORIZON", "{ctx}");
         assert_eq!(
             p["FunctionResponseTypes"],
@@ -1030,6 +1041,31 @@ fn as_event_b(bytes: Vec<u8>) -> String {
         .to_owned()
 }
 
+/// The record's keys are the lane and chunk keys authorize gives the sample batch's chunk.
+fn check_inbox_keys(name: &str, record: &aws_lambda_events::event::dynamodb::EventRecord) {
+    let batch = membership_batch();
+    let project = batch.account.account_settings["accountId"].clone();
+    let wanted = [
+        (
+            "pk",
+            shared::keys::inbox::pk(&project, &batch.envelope.id, 0),
+        ),
+        ("sk", shared::keys::inbox::sk(&batch.envelope.id, 0)),
+    ];
+    for (key, value) in wanted {
+        for (what, item) in [
+            ("Keys", &record.change.keys),
+            ("NewImage", &record.change.new_image),
+        ] {
+            assert_eq!(
+                item.get(key),
+                Some(&serde_dynamo::AttributeValue::S(value.clone())),
+                "{name}: {what}.{key}"
+            );
+        }
+    }
+}
+
 fn check_inbox_row(name: &str, row: &shared::stream::InboxRow, status: &str) {
     let batch = membership_batch();
     assert_eq!(row.status, status, "{name}");
@@ -1060,6 +1096,7 @@ fn resolve_event_is_the_inbox_insert_of_the_sample_batch() {
     let event = stream_event(name, Table::Inbox, RESOLVE_INBOX_FILTER);
     let record = &event.records[0];
     assert_eq!(record.event_name, "INSERT");
+    check_inbox_keys(name, record);
     let row = shared::stream::inbox_row(record).expect("an inbox row");
     check_inbox_row(name, &row, "received");
     assert!(row.changes.is_none());
@@ -1101,6 +1138,7 @@ fn materialize_inbox_event_is_the_resolved_sample_batch() {
     let event = stream_event(name, Table::Inbox, MATERIALIZE_INBOX_FILTER);
     let record = &event.records[0];
     assert_eq!(record.event_name, "MODIFY");
+    check_inbox_keys(name, record);
     let row = shared::stream::inbox_row(record).expect("an inbox row");
     check_inbox_row(name, &row, "resolved");
     let wanted = sample_changes(&membership_batch());

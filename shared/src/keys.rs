@@ -13,15 +13,36 @@ pub mod projects {
 }
 
 /// Table `inbox`: one item per stored chunk of a membership request; doubles as the sync-log row.
+///
+/// The partition key spreads one project's chunks over [`INBOX_LANES`](inbox::INBOX_LANES) keys, so
+/// their stream records are independent and Lambda may process them in parallel (it keeps order
+/// only per partition key); the sync log reads them per project through [`BY_RECEIVED`](inbox::BY_RECEIVED).
 pub mod inbox {
-    /// GSI listing a project's sync log newest first.
+    use sha2::{Digest, Sha256};
+
+    /// GSI listing a project's sync log newest first: `project_id`, `received_key`.
     pub const BY_RECEIVED: &str = "by_received";
+    pub const PROJECT_ID: &str = "project_id";
     pub const RECEIVED_KEY: &str = "received_key";
     pub const STATUS: &str = "status";
     pub const EXPIRES_AT: &str = "expires_at";
 
-    pub fn pk(project_id: &str) -> String {
-        project_id.to_owned()
+    /// Partition keys per project: stream lanes a project's chunks spread over.
+    pub const INBOX_LANES: u32 = 256;
+
+    /// The lane of one chunk: a hash of its message id and index, so a redelivery of the same
+    /// message hits the same keys (idempotency) and different chunks land on different lanes.
+    pub fn lane(message_id: &str, chunk: u32) -> u32 {
+        let digest = Sha256::new()
+            .chain_update(message_id.as_bytes())
+            .chain_update(chunk.to_be_bytes())
+            .finalize();
+        u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % INBOX_LANES
+    }
+
+    /// `<project>#<lane, 2 hex digits>`.
+    pub fn pk(project_id: &str, message_id: &str, chunk: u32) -> String {
+        format!("{project_id}#{:02x}", lane(message_id, chunk))
     }
 
     /// `<message id>#<chunk index>`: deterministic, so a redelivered message hits the same keys.
@@ -60,22 +81,38 @@ pub mod profiles {
     }
 }
 
-/// Table `segments`: segment items (with counters) and monthly usage items of a project.
+/// Table `segments`: segment items of a project, and the shards of their counters and of the
+/// project's monthly usage.
+///
+/// Counters are sharded so that no single item is touched by every writer of one audience: each
+/// membership transaction updates one shard picked at random, reads sum the shards. Every shard
+/// has a partition key of its own, so shards also spread over DynamoDB partitions.
 pub mod segments {
     pub fn pk(project_id: &str) -> String {
         project_id.to_owned()
     }
 
     pub const SEGMENT_PREFIX: &str = "S#";
-    pub const USAGE_PREFIX: &str = "U#";
+
+    /// Shards per segment counter (`member_count`, `added_total`, `removed_total`).
+    pub const COUNTER_SHARDS: u32 = 16;
+    /// Shards per monthly usage counter (`partner_sync_events`).
+    pub const USAGE_SHARDS: u32 = 16;
+    /// Sort key of every counter shard item (each shard has its own partition key).
+    pub const SHARD_SK: &str = "shard";
 
     pub fn segment_sk(partner_segment_id: i64) -> String {
         format!("{SEGMENT_PREFIX}{partner_segment_id}")
     }
 
-    /// `month` is `YYYY-MM`.
-    pub fn usage_sk(month: &str) -> String {
-        format!("{USAGE_PREFIX}{month}")
+    /// `C#<project>#<audience id>#<shard>`: one shard of a segment's counters.
+    pub fn counter_shard_pk(project_id: &str, partner_segment_id: i64, shard: u32) -> String {
+        format!("C#{project_id}#{partner_segment_id}#{shard:02}")
+    }
+
+    /// `U#<project>#<YYYY-MM>#<shard>`: one shard of a month's usage.
+    pub fn usage_shard_pk(project_id: &str, month: &str, shard: u32) -> String {
+        format!("U#{project_id}#{month}#{shard:02}")
     }
 }
 
@@ -127,6 +164,29 @@ mod tests {
         let b = inbox::received_key(1_000, "m", 0);
         assert!(a < b);
         assert!(events::sk(5, 1, "x") < events::sk(40, 1, "x"));
+    }
+
+    #[test]
+    fn inbox_lanes_are_stable_and_spread() {
+        assert_eq!(inbox::pk("p", "m", 3), inbox::pk("p", "m", 3));
+        let lanes: std::collections::HashSet<String> =
+            (0..64).map(|c| inbox::pk("p", "m", c)).collect();
+        assert!(lanes.len() > 40, "64 chunks of one message use many lanes");
+        assert!(lanes.iter().all(|l| l.starts_with("p#") && l.len() == 4));
+        assert!((0..1000).all(|c| inbox::lane("x", c) < inbox::INBOX_LANES));
+    }
+
+    #[test]
+    fn counter_shards_have_keys_of_their_own() {
+        assert_ne!(
+            segments::counter_shard_pk("p", 7, 0),
+            segments::counter_shard_pk("p", 7, 1)
+        );
+        assert_ne!(
+            segments::counter_shard_pk("p", 7, 0),
+            segments::usage_shard_pk("p", "2026-11", 0)
+        );
+        assert!(segments::counter_shard_pk("p", 7, 3).contains("#p#"));
     }
 
     #[test]

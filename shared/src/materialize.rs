@@ -22,9 +22,11 @@ use tracing::{error, info, warn};
 
 use crate::changes::{MembershipChange, decode_changes};
 use crate::keys;
+use crate::keys::segments::COUNTER_SHARDS;
 use crate::protocol::now_ms;
 use crate::region::Region;
 use crate::segment_state::{MemberState, Outcome, SyncAction, apply};
+use crate::store::counters::{OpenOutcome, counter_shard_clear, pick_shard, segment_status_check};
 use crate::store::memberships::{
     ActionRole, PairWrite, actions_of, member_state, membership_key, segment_transaction,
 };
@@ -75,9 +77,12 @@ const RESERVED_ACTIONS: usize = 4;
 /// Re-plans of one pair after lost conditions. Every lost condition means another writer made
 /// progress on that pair, so this only bounds pathological contention.
 const MAX_REPLANS_PER_PAIR: u32 = 25;
-/// Retries after transaction conflicts (other writers on the same segment counter): these are
-/// expected when many chunks of one audience arrive together, and resolve with jittered backoff.
+/// Retries after transaction conflicts (other writers on the same counter shard or membership):
+/// rare with sharded counters, and resolved with jittered backoff.
 const MAX_CONFLICT_RETRIES: u32 = 200;
+/// Shard openings per segment and chunk: at most one per shard normally (a shard is opened once
+/// per activation of its segment), so this only bounds a segment flapping between states.
+const MAX_SHARD_OPENS: u32 = 4 * COUNTER_SHARDS;
 
 /// Plans one (segment, profile): its changes applied in version order to the state read.
 fn plan_pair(
@@ -202,6 +207,7 @@ async fn materialize_segment<'a>(
     let mut to_read: Vec<&'a str> = pairs.keys().copied().collect();
     let mut ready: Vec<(PairWrite, MaterializeCounts)> = Vec::new();
     let mut conflicts = 0u32;
+    let mut opens = 0u32;
     let key_of = |ct: &str| key_in(pairs, ct);
     let mut replans: HashMap<&'a str, u32> = HashMap::new();
     let replan = |replans: &mut HashMap<&'a str, u32>, to_read: &mut Vec<&'a str>, ct: &str| {
@@ -267,7 +273,7 @@ async fn materialize_segment<'a>(
             continue;
         }
 
-        // Fill one transaction (one counter update for this segment) and send it.
+        // Fill one transaction (one counter shard of this segment) and send it.
         let mut batch: Vec<(PairWrite, MaterializeCounts)> = Vec::new();
         let mut actions = 1 + RESERVED_ACTIONS;
         while let Some((next, _)) = ready.last() {
@@ -277,9 +283,17 @@ async fn materialize_segment<'a>(
             actions += actions_of(next);
             batch.push(ready.pop().expect("checked"));
         }
+        let shard = pick_shard(COUNTER_SHARDS);
         let refs: Vec<&PairWrite> = batch.iter().map(|(w, _)| w).collect();
-        let (items, roles) =
-            segment_transaction(project_id, &tables, audience_id, &segment_name, &refs, now);
+        let (items, roles) = segment_transaction(
+            project_id,
+            &tables,
+            audience_id,
+            &segment_name,
+            &refs,
+            shard,
+            now,
+        );
         match send_transaction(store, region, items).await? {
             TxOutcome::Committed => {
                 for (w, tally) in &batch {
@@ -300,15 +314,33 @@ async fn materialize_segment<'a>(
                         .any(|(r, c)| *r == role && c.as_deref() == Some("ConditionalCheckFailed"))
                 };
                 if failed(ActionRole::Counter) {
-                    // Archived meanwhile: nothing more of this segment is applied.
-                    let rest: Vec<&str> = batch
-                        .iter()
-                        .chain(ready.iter())
-                        .filter_map(|(w, _)| key_of(&w.clevertap_id))
-                        .chain(to_read.iter().copied())
-                        .collect();
-                    counts.archived += change_count(&rest);
-                    return Ok(counts);
+                    // The shard is new or sealed: open it, which only succeeds while the segment
+                    // is active (creating it if it is new).
+                    opens += 1;
+                    if opens > MAX_SHARD_OPENS {
+                        return Err(MaterializeError::Contention(audience_id, opens));
+                    }
+                    let opened = store
+                        .open_counter_shard(
+                            region,
+                            project_id,
+                            audience_id,
+                            shard,
+                            &segment_name,
+                            now,
+                        )
+                        .await?;
+                    if opened == OpenOutcome::SegmentInactive {
+                        // Archived meanwhile: nothing more of this segment is applied.
+                        let rest: Vec<&str> = batch
+                            .iter()
+                            .chain(ready.iter())
+                            .filter_map(|(w, _)| key_of(&w.clevertap_id))
+                            .chain(to_read.iter().copied())
+                            .collect();
+                        counts.archived += change_count(&rest);
+                        return Ok(counts);
+                    }
                 }
                 let conflict = codes
                     .iter()
@@ -341,6 +373,39 @@ enum TxOutcome {
     Cancelled(Vec<Option<String>>),
 }
 
+/// Flips one member out of a segment being cleared, conditional on the row being as read.
+fn clear_membership(
+    project_id: &str,
+    table: &str,
+    audience_id: i64,
+    clevertap_id: &str,
+    version: &str,
+    now: i64,
+) -> Update {
+    Update::builder()
+        .table_name(table)
+        .set_key(Some(membership_key(project_id, audience_id, clevertap_id)))
+        .update_expression(
+            "SET #member = :no, version = :cleared, cleared_ms = :now, updated_ms = :now",
+        )
+        .condition_expression("#member = :yes AND version = :read")
+        .expression_attribute_names("#member", "member")
+        .expression_attribute_values(":no", AttributeValue::Bool(false))
+        .expression_attribute_values(":yes", AttributeValue::Bool(true))
+        .expression_attribute_values(":read", s(version))
+        .expression_attribute_values(":cleared", s(cleared_version(version)))
+        .expression_attribute_values(":now", n(now))
+        .build()
+        .expect("table and key are set")
+}
+
+/// The version a cleared membership gets: just after the last change applied to it, so the
+/// clear is newer than that change (a write planned on the old version fails its condition) and
+/// older than any later change (`~` sorts after every character of a version's fixed fields).
+pub fn cleared_version(version: &str) -> String {
+    format!("{version}~cleared")
+}
+
 async fn send_transaction(
     store: &Store,
     region: Region,
@@ -363,89 +428,91 @@ async fn send_transaction(
 
 /// Clears the members of a segment that mParticle disconnected, then marks it archived.
 /// Returns how many members were cleared. Stops if the segment is re-activated meanwhile.
+///
+/// 1. Seal every counter shard: from then on no membership transaction can add a member.
+/// 2. Page forward through the segment's memberships; each page's members are flipped in
+///    transactions that also take them off one counter shard and check that the segment is still
+///    archiving. A flip advances the row's version (see [`cleared_version`]), so a write planned
+///    before the clear cannot land after it.
+/// 3. Mark the segment archived.
 pub async fn clear_segment(
     store: &Store,
     region: Region,
     project_id: &str,
     audience_id: i64,
 ) -> Result<u64, StoreError> {
+    if !store
+        .seal_counter_shards(region, project_id, audience_id)
+        .await?
+    {
+        info!(
+            project_id,
+            audience_id, "segment re-activated before clearing; stopped"
+        );
+        return Ok(0);
+    }
     let tables = store.region_tables(region);
     let client = store.client(region);
     let mut cleared = 0u64;
     let mut attempt = 0u32;
-    loop {
-        let page = client
-            .query()
-            .table_name(&tables.memberships)
-            .key_condition_expression("pk = :pk")
-            .filter_expression("#member = :yes")
-            .expression_attribute_names("#member", "member")
-            .expression_attribute_values(":pk", s(keys::memberships::pk(project_id, audience_id)))
-            .expression_attribute_values(":yes", AttributeValue::Bool(true))
-            .consistent_read(true)
-            .send()
+    let mut start: Option<Item> = None;
+    'pages: loop {
+        let page = store
+            .member_page(region, project_id, audience_id, start.clone())
             .await?;
-        let members: Vec<String> = page
-            .items()
-            .iter()
-            .filter_map(|i| get_s(i, keys::SK).map(str::to_owned))
-            .collect();
-        if members.is_empty() && page.last_evaluated_key().is_none() {
-            break;
-        }
-        for batch in members.chunks(MAX_TRANSACTION_ACTIONS - 1) {
+        for batch in page.members.chunks(MAX_TRANSACTION_ACTIONS - 2) {
             let now = now_ms();
             let mut items: Vec<TransactWriteItem> = batch
                 .iter()
-                .map(|ct| {
+                .map(|(ct, version)| {
                     TransactWriteItem::builder()
-                        .update(
-                            Update::builder()
-                                .table_name(&tables.memberships)
-                                .set_key(Some(membership_key(project_id, audience_id, ct)))
-                                .update_expression(
-                                    "SET #member = :no, cleared_ms = :now, updated_ms = :now",
-                                )
-                                .condition_expression("#member = :yes")
-                                .expression_attribute_names("#member", "member")
-                                .expression_attribute_values(":no", AttributeValue::Bool(false))
-                                .expression_attribute_values(":yes", AttributeValue::Bool(true))
-                                .expression_attribute_values(":now", n(now))
-                                .build()
-                                .expect("table and key are set"),
-                        )
+                        .update(clear_membership(
+                            project_id,
+                            &tables.memberships,
+                            audience_id,
+                            ct,
+                            version,
+                            now,
+                        ))
                         .build()
                 })
                 .collect();
             items.push(
                 TransactWriteItem::builder()
-                    .update(
-                        Update::builder()
-                            .table_name(&tables.segments)
-                            .key(keys::PK, s(keys::segments::pk(project_id)))
-                            .key(keys::SK, s(keys::segments::segment_sk(audience_id)))
-                            .update_expression("SET updated_ms = :now ADD member_count :delta")
-                            .condition_expression("#status = :archiving")
-                            .expression_attribute_names("#status", "status")
-                            .expression_attribute_values(":archiving", s(segment_status::ARCHIVING))
-                            .expression_attribute_values(":now", n(now))
-                            .expression_attribute_values(":delta", n(-(batch.len() as i64)))
-                            .build()
-                            .expect("table and key are set"),
-                    )
+                    .condition_check(segment_status_check(
+                        project_id,
+                        &tables.segments,
+                        audience_id,
+                        segment_status::ARCHIVING,
+                    ))
+                    .build(),
+            );
+            items.push(
+                TransactWriteItem::builder()
+                    .update(counter_shard_clear(
+                        project_id,
+                        &tables.segments,
+                        audience_id,
+                        pick_shard(COUNTER_SHARDS),
+                        batch.len() as u64,
+                        now,
+                    ))
                     .build(),
             );
             match send_transaction(store, region, items).await? {
                 TxOutcome::Committed => cleared += batch.len() as u64,
                 TxOutcome::Cancelled(codes) => {
-                    if codes.last().and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed") {
+                    if codes.get(batch.len()).and_then(|c| c.as_deref())
+                        == Some("ConditionalCheckFailed")
+                    {
                         info!(
                             project_id,
                             audience_id, cleared, "segment re-activated while clearing; stopped"
                         );
                         return Ok(cleared);
                     }
-                    // A member changed meanwhile (or a conflict): the next page read sorts it out.
+                    // A conflict, or a row moved by a write planned before the seal: read the
+                    // same page again.
                     attempt += 1;
                     if attempt > 50 {
                         return Err(StoreError::Unavailable(format!(
@@ -453,8 +520,13 @@ pub async fn clear_segment(
                         )));
                     }
                     tokio::time::sleep(backoff(attempt.min(4))).await;
+                    continue 'pages;
                 }
             }
+        }
+        start = page.next;
+        if start.is_none() {
+            break;
         }
     }
     let done = client

@@ -15,3 +15,7 @@ pub const MATERIALIZE_SEGMENTS_FILTER: &str =
 
 /// Records per invocation: inbox rows are large (up to ~300 KB), so batches stay small.
 pub const STREAM_BATCH_SIZE: usize = 10;
+
+/// Concurrent batches per stream shard on the inbox mappings (Lambda's maximum). Chunks are keyed
+/// over many partition keys, and Lambda keeps order only per partition key, so they run in parallel.
+pub const STREAM_PARALLELIZATION_FACTOR: u32 = 10;

@@ -584,10 +584,8 @@ impl Ctx<'_> {
         }
         let count = self
             .store
-            .get_usage(self.region, self.project, &month)
-            .await?
-            .and_then(|i| get_n(&i, "partner_sync_events"))
-            .unwrap_or(0);
+            .usage_events(self.region, self.project, &month)
+            .await?;
         Ok(ok(json!({ "month": month, "partner_sync_events": count })))
     }
 }

@@ -158,7 +158,7 @@ static DEFS: [TableDef; 6] = [
         sort_key: Some(keys::SK),
         indexes: &[IndexDef {
             name: keys::inbox::BY_RECEIVED,
-            partition_key: keys::PK,
+            partition_key: keys::inbox::PROJECT_ID,
             sort_key: Some(keys::inbox::RECEIVED_KEY),
             include: Some(SYNC_LOG_ATTRIBUTES),
         }],
@@ -375,6 +375,9 @@ mod tests {
             assert_eq!(table_defs().iter().filter(|d| d.table == t).count(), 1);
         }
         let inbox = table_def(Table::Inbox);
-        assert_eq!(inbox.key_attributes(), vec!["pk", "sk", "received_key"]);
+        assert_eq!(
+            inbox.key_attributes(),
+            vec!["pk", "sk", "project_id", "received_key"]
+        );
     }
 }

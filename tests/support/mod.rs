@@ -207,6 +207,19 @@ impl Stack {
         scan_all(&self.client, &self.names.name(self.project.region, table)).await
     }
 
+    /// Segment items as the read API shows them: counters summed over their shards.
+    pub async fn segments(&self) -> Vec<Item> {
+        segments_with_counts(&self.scan(shared::tables::Table::Segments).await)
+    }
+
+    /// Partner Sync events counted for a month, summed over the usage shards.
+    pub async fn usage(&self, month: &str) -> i64 {
+        self.store
+            .usage_events(self.project.region, &self.project.id, month)
+            .await
+            .expect("usage")
+    }
+
     /// A membership request from explicit profile JSON.
     pub fn batch(&self, message_id: &str, ts: i64, profiles: serde_json::Value) -> String {
         serde_json::json!({
@@ -215,6 +228,26 @@ impl Stack {
         })
         .to_string()
     }
+}
+
+/// The segment items among a scan of a segments table, with their counters summed over the
+/// counter shards of the same scan.
+pub fn segments_with_counts(items: &[Item]) -> Vec<Item> {
+    let counts = shared::store::counters::sum_counter_shards(items);
+    items
+        .iter()
+        .filter(|i| text(i, "sk").is_some_and(|sk| sk.starts_with("S#")))
+        .map(|i| {
+            let mut segment = i.clone();
+            let aud: i64 = text(i, "partner_segment_id").unwrap().parse().unwrap();
+            counts
+                .get(&aud)
+                .copied()
+                .unwrap_or_default()
+                .merge_into(&mut segment);
+            segment
+        })
+        .collect()
 }
 
 /// A string or number attribute as text (tests only).

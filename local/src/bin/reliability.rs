@@ -236,8 +236,14 @@ async fn verify(env: &Env, accepted: &[Batch], f: &mut Figures) {
     }
     // Counters equal member rows; events alternate per (profile, segment) and never repeat a change.
     let segments = scan(&env.client, &t(Table::Segments)).await;
+    let counts = shared::store::counters::sum_counter_shards(&segments);
     for seg in segments.iter().filter(|x| s(x, "sk").starts_with("S#")) {
         let aud = s(seg, "partner_segment_id");
+        let mut seg = seg.clone();
+        if let Some(c) = aud.parse().ok().and_then(|a: i64| counts.get(&a)) {
+            c.merge_into(&mut seg);
+        }
+        let seg = &seg;
         let rows = members
             .iter()
             .filter(|((pk, _), m)| **m && pk == &format!("{}#{aud}", env.project_id))

@@ -42,7 +42,10 @@ pub enum PutBatchOutcome {
 
 fn chunk_item(meta: &BatchMeta<'_>, chunk: &Chunk, chunk_count: usize) -> Item {
     Item::from([
-        (keys::PK.to_owned(), s(k::pk(meta.project_id))),
+        (
+            keys::PK.to_owned(),
+            s(k::pk(meta.project_id, meta.message_id, chunk.index)),
+        ),
         (keys::SK.to_owned(), s(k::sk(meta.message_id, chunk.index))),
         (
             k::RECEIVED_KEY.to_owned(),
@@ -183,7 +186,7 @@ impl Store {
             .client(region)
             .update_item()
             .table_name(self.table(region, Table::Inbox))
-            .key(keys::PK, s(k::pk(project_id)))
+            .key(keys::PK, s(k::pk(project_id, message_id, chunk)))
             .key(keys::SK, s(k::sk(message_id, chunk)))
             .update_expression(
                 "SET #st = :resolved, changes = :c, outcomes = :o, change_counts = :cc, resolved_ms = :now",
@@ -218,7 +221,7 @@ impl Store {
             .client(region)
             .update_item()
             .table_name(self.table(region, Table::Inbox))
-            .key(keys::PK, s(k::pk(project_id)))
+            .key(keys::PK, s(k::pk(project_id, message_id, chunk)))
             .key(keys::SK, s(k::sk(message_id, chunk)))
             .update_expression("SET #st = :done, applied = :a, materialized_ms = :now")
             .condition_expression("#st = :resolved")

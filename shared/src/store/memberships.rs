@@ -1,17 +1,17 @@
-//! Memberships, Partner Sync events and segment counters, written together in transactions so
-//! that `member_count` always equals the number of member rows and an event exists exactly when
-//! membership changed.
+//! Memberships, Partner Sync events and segment counter shards, written together in transactions
+//! so that the summed `member_count` always equals the number of member rows and an event exists
+//! exactly when membership changed.
 
 use std::collections::BTreeMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 use super::{Item, Store, StoreError, get_s, n, s};
 use crate::changes::MembershipChange;
 use crate::keys::{self, events as ek, memberships as mk, segments as sk};
 use crate::region::Region;
 use crate::segment_state::{MemberState, SyncAction};
-use crate::store::segments::{SEGMENT_TYPE, status};
+use crate::store::counters::{counter_shard_update, pick_shard, usage_shard_update};
 use crate::tables::Table;
 
 pub const PARTNER_SYNC: &str = "Partner Sync";
@@ -159,61 +159,6 @@ pub fn event_put(
         .expect("table and item are set")
 }
 
-/// The one counter update of a segment in a transaction; fails (cancelling the transaction) if
-/// the segment is being archived. A segment first seen through membership is created active.
-pub fn segment_counter_update(
-    project_id: &str,
-    table: &str,
-    audience_id: i64,
-    name: &str,
-    (added, removed): (u64, u64),
-    now_ms: i64,
-) -> Update {
-    let member_delta = added as i64 - removed as i64;
-    Update::builder()
-        .table_name(table)
-        .key(keys::PK, s(sk::pk(project_id)))
-        .key(keys::SK, s(sk::segment_sk(audience_id)))
-        .update_expression(
-            "SET #name = if_not_exists(#name, :name), #type = if_not_exists(#type, :type), \
-             #status = if_not_exists(#status, :active), segment_id = if_not_exists(segment_id, :sid), \
-             created_ms = if_not_exists(created_ms, :now), partner_segment_id = :aid, project_id = :pid, \
-             updated_ms = :now, last_sync_ms = :now \
-             ADD member_count :delta, added_total :added, removed_total :removed",
-        )
-        .condition_expression("attribute_not_exists(pk) OR #status = :active")
-        .expression_attribute_names("#name", "name")
-        .expression_attribute_names("#type", "type")
-        .expression_attribute_names("#status", "status")
-        .expression_attribute_values(":name", s(name))
-        .expression_attribute_values(":type", s(SEGMENT_TYPE))
-        .expression_attribute_values(":active", s(status::ACTIVE))
-        .expression_attribute_values(":sid", s(format!("seg_{}", uuid::Uuid::new_v4().simple())))
-        .expression_attribute_values(":now", n(now_ms))
-        .expression_attribute_values(":aid", n(audience_id))
-        .expression_attribute_values(":pid", s(project_id))
-        .expression_attribute_values(":delta", n(member_delta))
-        .expression_attribute_values(":added", n(added))
-        .expression_attribute_values(":removed", n(removed))
-        .build()
-        .expect("table and key are set")
-}
-
-/// Partner Sync events counted per project and month (billing data points).
-pub fn usage_update(project_id: &str, table: &str, month: &str, events: u64) -> Update {
-    Update::builder()
-        .table_name(table)
-        .key(keys::PK, s(sk::pk(project_id)))
-        .key(keys::SK, s(sk::usage_sk(month)))
-        .update_expression("SET #month = :month, project_id = :pid ADD partner_sync_events :n")
-        .expression_attribute_names("#month", "month")
-        .expression_attribute_values(":month", s(month))
-        .expression_attribute_values(":pid", s(project_id))
-        .expression_attribute_values(":n", n(events))
-        .build()
-        .expect("table and key are set")
-}
-
 /// Which part of a transaction an action belongs to, to read its cancellation reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActionRole {
@@ -223,14 +168,16 @@ pub enum ActionRole {
     Usage,
 }
 
-/// A transaction for some pairs of one segment: memberships, events, one counter update and
-/// usage updates. `roles[i]` says what action `i` is.
+/// A transaction for some pairs of one segment: memberships, events, one update of the counter
+/// shard `counter_shard` and one update of a usage shard per month. `roles[i]` says what action
+/// `i` is.
 pub fn segment_transaction(
     project_id: &str,
     region_tables: &RegionTables,
     audience_id: i64,
     segment_name: &str,
     pairs: &[&PairWrite],
+    counter_shard: u32,
     now_ms: i64,
 ) -> (Vec<TransactWriteItem>, Vec<ActionRole>) {
     let mut items = Vec::new();
@@ -267,11 +214,11 @@ pub fn segment_transaction(
     }
     items.push(
         TransactWriteItem::builder()
-            .update(segment_counter_update(
+            .update(counter_shard_update(
                 project_id,
                 &region_tables.segments,
                 audience_id,
-                segment_name,
+                counter_shard,
                 (added, removed),
                 now_ms,
             ))
@@ -281,10 +228,11 @@ pub fn segment_transaction(
     for (month, count) in by_month {
         items.push(
             TransactWriteItem::builder()
-                .update(usage_update(
+                .update(usage_shard_update(
                     project_id,
                     &region_tables.segments,
                     &month,
+                    pick_shard(sk::USAGE_SHARDS),
                     count,
                 ))
                 .build(),
@@ -336,6 +284,55 @@ impl Store {
             .send()
             .await;
         super::conditional(res)
+    }
+}
+
+/// One page of a segment's current members, for clearing: CleverTap ID and version of each.
+#[derive(Debug, Clone, Default)]
+pub struct MemberPage {
+    pub members: Vec<(String, String)>,
+    /// Where the next page starts (`None`: this was the last).
+    pub next: Option<Item>,
+}
+
+impl Store {
+    /// The members among one page of a segment's membership rows, from `start`. The filter is
+    /// applied after the page is read, so a page may hold no members and still have a next one.
+    pub async fn member_page(
+        &self,
+        region: Region,
+        project_id: &str,
+        audience_id: i64,
+        start: Option<Item>,
+    ) -> Result<MemberPage, StoreError> {
+        let page = self
+            .client(region)
+            .query()
+            .table_name(self.table(region, Table::Memberships))
+            .key_condition_expression("pk = :pk")
+            .filter_expression("#member = :yes")
+            .expression_attribute_names("#member", "member")
+            .expression_attribute_values(":pk", s(mk::pk(project_id, audience_id)))
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .set_exclusive_start_key(start)
+            .consistent_read(true)
+            .send()
+            .await?;
+        let members = page
+            .items()
+            .iter()
+            .filter_map(|i| {
+                let ct = get_s(i, keys::SK)?;
+                Some((
+                    ct.to_owned(),
+                    get_s(i, "version").unwrap_or_default().to_owned(),
+                ))
+            })
+            .collect();
+        Ok(MemberPage {
+            members,
+            next: page.last_evaluated_key,
+        })
     }
 }
 

@@ -10,6 +10,7 @@ use crate::clients::RegionalClients;
 use crate::region::Region;
 use crate::tables::{Table, TableNames};
 
+pub mod counters;
 pub mod inbox;
 pub mod memberships;
 pub mod profiles;

@@ -6,7 +6,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::memberships::membership_key;
 use super::profiles::{identity_key, profile_key};
-use super::{Item, Store, StoreError, get_s, s};
+use super::{Item, Store, StoreError, get_n, get_s, s};
 use crate::keys::{
     self, events as ek, inbox as ik, memberships as mk, profiles as pk, segments as sk,
 };
@@ -21,7 +21,8 @@ pub struct Page {
 }
 
 impl Store {
-    /// Every segment of a project (there are tens, not millions), oldest id first.
+    /// Every segment of a project (there are tens, not millions), oldest id first, with its
+    /// counters summed over their shards.
     pub async fn list_segments(
         &self,
         region: Region,
@@ -43,9 +44,24 @@ impl Store {
             out.extend(page.items.unwrap_or_default());
             start = page.last_evaluated_key;
             if start.is_none() {
-                return Ok(out);
+                break;
             }
         }
+        let ids: Vec<i64> = out
+            .iter()
+            .filter_map(|i| get_n(i, "partner_segment_id"))
+            .collect();
+        let counts = self.segment_counts(region, project_id, &ids).await?;
+        for item in &mut out {
+            if let Some(aud) = get_n(item, "partner_segment_id") {
+                counts
+                    .get(&aud)
+                    .copied()
+                    .unwrap_or_default()
+                    .merge_into(item);
+            }
+        }
+        Ok(out)
     }
 
     pub async fn get_item_by_key(
@@ -64,6 +80,7 @@ impl Store {
             .item)
     }
 
+    /// A segment with its counters summed over their shards.
     pub async fn get_segment(
         &self,
         region: Region,
@@ -74,20 +91,19 @@ impl Store {
             (keys::PK.to_owned(), s(sk::pk(project_id))),
             (keys::SK.to_owned(), s(sk::segment_sk(audience_id))),
         ]);
-        self.get_item_by_key(region, Table::Segments, key).await
-    }
-
-    pub async fn get_usage(
-        &self,
-        region: Region,
-        project_id: &str,
-        month: &str,
-    ) -> Result<Option<Item>, StoreError> {
-        let key = Item::from([
-            (keys::PK.to_owned(), s(sk::pk(project_id))),
-            (keys::SK.to_owned(), s(sk::usage_sk(month))),
-        ]);
-        self.get_item_by_key(region, Table::Segments, key).await
+        let ids = [audience_id];
+        let (segment, counts) = futures::try_join!(
+            self.get_item_by_key(region, Table::Segments, key),
+            self.segment_counts(region, project_id, &ids),
+        )?;
+        Ok(segment.map(|mut item| {
+            counts
+                .get(&audience_id)
+                .copied()
+                .unwrap_or_default()
+                .merge_into(&mut item);
+            item
+        }))
     }
 
     /// Current members of a segment, in CleverTap ID order, `limit` per page.
@@ -347,15 +363,16 @@ impl Store {
             .query()
             .table_name(self.table(region, Table::Inbox))
             .index_name(ik::BY_RECEIVED)
-            .expression_attribute_values(":pk", s(ik::pk(project_id)))
+            .expression_attribute_names("#project", ik::PROJECT_ID)
+            .expression_attribute_values(":pk", s(project_id))
             .scan_index_forward(false)
             .limit(limit as i32);
         q = match before {
             Some(b) => q
-                .key_condition_expression("pk = :pk AND #rk < :before")
+                .key_condition_expression("#project = :pk AND #rk < :before")
                 .expression_attribute_names("#rk", ik::RECEIVED_KEY)
                 .expression_attribute_values(":before", s(b)),
-            None => q.key_condition_expression("pk = :pk"),
+            None => q.key_condition_expression("#project = :pk"),
         };
         let page = q.send().await?;
         Ok((

@@ -73,9 +73,7 @@ impl Store {
             .update_expression(format!(
                 "SET {name_expr}, {status_expr}, #type = :type, segment_id = if_not_exists(segment_id, :sid), \
                  created_ms = if_not_exists(created_ms, :now), updated_ms = :now, \
-                 member_count = if_not_exists(member_count, :zero), added_total = if_not_exists(added_total, :zero), \
-                 removed_total = if_not_exists(removed_total, :zero), partner_segment_id = :aid, \
-                 project_id = :pid, sub_ts = :ts"
+                 partner_segment_id = :aid, project_id = :pid, sub_ts = :ts"
             ))
             .condition_expression("attribute_not_exists(sub_ts) OR sub_ts <= :ts")
             .expression_attribute_names("#name", "name")
@@ -90,7 +88,6 @@ impl Store {
             .expression_attribute_values(":type", s(SEGMENT_TYPE))
             .expression_attribute_values(":sid", s(new_segment_id()))
             .expression_attribute_values(":now", n(now_ms))
-            .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":aid", n(audience_id))
             .expression_attribute_values(":pid", s(project_id))
             .expression_attribute_values(":ts", n(message_ts))

@@ -1,0 +1,510 @@
+//! Sharded counters: segment member counts and totals, and monthly usage.
+//!
+//! No item is touched by every writer of one audience. A membership transaction updates one
+//! counter shard of its segment and one usage shard of each month it raises events in, both
+//! picked at random; reads sum the shards. Counts stay exact because each shard update commits in
+//! the same transaction as the memberships and events it counts.
+//!
+//! A counter shard also carries the segment's **gate**: a transaction's shard update is
+//! conditional on `gate = open`, so it fails once the shard is sealed. Shards are opened lazily
+//! (a transaction on a shard that is missing or sealed opens it, together with a check, or the
+//! creation, of the active segment) and sealed, all of them, before a removed segment is cleared.
+//! Opening requires the segment to be active and sealing requires it to be archiving, both in one
+//! transaction with the segment item, so the two never interleave: once every shard is sealed, no
+//! new member can be added until the segment is connected again.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_dynamodb::types::{ConditionCheck, TransactWriteItem, Update};
+use rand::Rng;
+
+use super::{Item, Store, StoreError, backoff, cancellation_codes, get_n, get_s, n, s};
+use crate::keys::{self, segments as k};
+use crate::region::Region;
+use crate::store::segments::{SEGMENT_TYPE, status};
+use crate::tables::Table;
+
+/// The gate of a counter shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardGate {
+    /// Membership transactions may count here.
+    Open,
+    /// The segment is being cleared: membership transactions on this shard fail.
+    Sealed,
+}
+
+impl ShardGate {
+    pub const ATTRIBUTE: &'static str = "gate";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShardGate::Open => "open",
+            ShardGate::Sealed => "sealed",
+        }
+    }
+}
+
+/// What opening a counter shard found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenOutcome {
+    /// The shard is open (the segment is active, created now if it was new).
+    Opened,
+    /// The segment is archiving or archived: nothing may be counted.
+    SegmentInactive,
+}
+
+/// A segment's counters: the sum of its shards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SegmentCounts {
+    pub member_count: i64,
+    pub added_total: i64,
+    pub removed_total: i64,
+    /// The latest time a membership transaction counted here (`None`: never).
+    pub last_sync_ms: Option<i64>,
+}
+
+impl SegmentCounts {
+    fn add_shard(&mut self, item: &Item) {
+        self.member_count += get_n(item, "member_count").unwrap_or(0);
+        self.added_total += get_n(item, "added_total").unwrap_or(0);
+        self.removed_total += get_n(item, "removed_total").unwrap_or(0);
+        if let Some(t) = get_n(item, "last_sync_ms") {
+            self.last_sync_ms = Some(self.last_sync_ms.map_or(t, |l| l.max(t)));
+        }
+    }
+
+    /// Writes the sums into a segment item, as the read API and tests read it.
+    pub fn merge_into(&self, segment: &mut Item) {
+        segment.insert("member_count".into(), n(self.member_count));
+        segment.insert("added_total".into(), n(self.added_total));
+        segment.insert("removed_total".into(), n(self.removed_total));
+        if let Some(t) = self.last_sync_ms {
+            segment.insert("last_sync_ms".into(), n(t));
+            let updated = get_n(segment, "updated_ms").unwrap_or(0).max(t);
+            segment.insert("updated_ms".into(), n(updated));
+        }
+    }
+}
+
+/// Sums counter shard items (of any segments) per segment; other items are ignored.
+pub fn sum_counter_shards<'a>(
+    items: impl IntoIterator<Item = &'a Item>,
+) -> BTreeMap<i64, SegmentCounts> {
+    let mut out: BTreeMap<i64, SegmentCounts> = BTreeMap::new();
+    for item in items {
+        if get_s(item, keys::SK) != Some(k::SHARD_SK) || get_s(item, "kind") != Some("counter") {
+            continue;
+        }
+        if let Some(aud) = get_n(item, "partner_segment_id") {
+            out.entry(aud).or_default().add_shard(item);
+        }
+    }
+    out
+}
+
+/// Sums usage shard items of one month.
+pub fn sum_usage_shards<'a>(items: impl IntoIterator<Item = &'a Item>) -> i64 {
+    items
+        .into_iter()
+        .filter(|i| get_s(i, "kind") == Some("usage"))
+        .filter_map(|i| get_n(i, "partner_sync_events"))
+        .sum()
+}
+
+/// A shard picked at random: concurrent writers of one audience rarely meet on one.
+pub fn pick_shard(shards: u32) -> u32 {
+    rand::rng().random_range(0..shards)
+}
+
+pub fn counter_shard_key(project_id: &str, audience_id: i64, shard: u32) -> Item {
+    Item::from([
+        (
+            keys::PK.to_owned(),
+            s(k::counter_shard_pk(project_id, audience_id, shard)),
+        ),
+        (keys::SK.to_owned(), s(k::SHARD_SK)),
+    ])
+}
+
+pub fn usage_shard_key(project_id: &str, month: &str, shard: u32) -> Item {
+    Item::from([
+        (
+            keys::PK.to_owned(),
+            s(k::usage_shard_pk(project_id, month, shard)),
+        ),
+        (keys::SK.to_owned(), s(k::SHARD_SK)),
+    ])
+}
+
+fn segment_key(project_id: &str, audience_id: i64) -> Item {
+    Item::from([
+        (keys::PK.to_owned(), s(k::pk(project_id))),
+        (keys::SK.to_owned(), s(k::segment_sk(audience_id))),
+    ])
+}
+
+/// Counts one transaction's flips on one shard; fails (cancelling the transaction) unless the
+/// shard is open.
+pub fn counter_shard_update(
+    project_id: &str,
+    table: &str,
+    audience_id: i64,
+    shard: u32,
+    (added, removed): (u64, u64),
+    now_ms: i64,
+) -> Update {
+    Update::builder()
+        .table_name(table)
+        .set_key(Some(counter_shard_key(project_id, audience_id, shard)))
+        .update_expression(
+            "SET last_sync_ms = :now, updated_ms = :now \
+             ADD member_count :delta, added_total :added, removed_total :removed",
+        )
+        .condition_expression("#gate = :open")
+        .expression_attribute_names("#gate", ShardGate::ATTRIBUTE)
+        .expression_attribute_values(":open", s(ShardGate::Open.as_str()))
+        .expression_attribute_values(":now", n(now_ms))
+        .expression_attribute_values(":delta", n(added as i64 - removed as i64))
+        .expression_attribute_values(":added", n(added))
+        .expression_attribute_values(":removed", n(removed))
+        .build()
+        .expect("table and key are set")
+}
+
+/// Takes cleared members off one shard's count (the segment is being archived, so the shard may
+/// be sealed; the transaction's segment check guards it).
+pub fn counter_shard_clear(
+    project_id: &str,
+    table: &str,
+    audience_id: i64,
+    shard: u32,
+    cleared: u64,
+    now_ms: i64,
+) -> Update {
+    Update::builder()
+        .table_name(table)
+        .set_key(Some(counter_shard_key(project_id, audience_id, shard)))
+        .update_expression(
+            "SET kind = :kind, project_id = :pid, partner_segment_id = :aid, #shard = :shard, \
+             updated_ms = :now ADD member_count :delta",
+        )
+        .expression_attribute_names("#shard", "shard")
+        .expression_attribute_values(":kind", s("counter"))
+        .expression_attribute_values(":pid", s(project_id))
+        .expression_attribute_values(":aid", n(audience_id))
+        .expression_attribute_values(":shard", n(shard))
+        .expression_attribute_values(":now", n(now_ms))
+        .expression_attribute_values(":delta", n(-(cleared as i64)))
+        .build()
+        .expect("table and key are set")
+}
+
+/// Partner Sync events counted on one usage shard of a month (billing data points).
+pub fn usage_shard_update(
+    project_id: &str,
+    table: &str,
+    month: &str,
+    shard: u32,
+    events: u64,
+) -> Update {
+    Update::builder()
+        .table_name(table)
+        .set_key(Some(usage_shard_key(project_id, month, shard)))
+        .update_expression(
+            "SET kind = :kind, #month = :month, project_id = :pid, #shard = :shard \
+             ADD partner_sync_events :n",
+        )
+        .expression_attribute_names("#month", "month")
+        .expression_attribute_names("#shard", "shard")
+        .expression_attribute_values(":kind", s("usage"))
+        .expression_attribute_values(":month", s(month))
+        .expression_attribute_values(":pid", s(project_id))
+        .expression_attribute_values(":shard", n(shard))
+        .expression_attribute_values(":n", n(events))
+        .build()
+        .expect("table and key are set")
+}
+
+/// The segment must be in `status` for the transaction to commit.
+pub fn segment_status_check(
+    project_id: &str,
+    table: &str,
+    audience_id: i64,
+    required: &str,
+) -> ConditionCheck {
+    ConditionCheck::builder()
+        .table_name(table)
+        .set_key(Some(segment_key(project_id, audience_id)))
+        .condition_expression("#status = :required")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":required", s(required))
+        .build()
+        .expect("table, key and condition are set")
+}
+
+/// Attempts of a small gate transaction before it reports the store as unavailable.
+const MAX_GATE_ATTEMPTS: u32 = 20;
+
+/// How a gate transaction ended.
+enum GateTx {
+    Committed,
+    /// The segment condition (action 0) did not hold.
+    SegmentCondition,
+}
+
+impl Store {
+    /// Sends a two-action transaction (segment condition first, shard second), retrying
+    /// conflicts with backoff.
+    async fn gate_transaction(
+        &self,
+        region: Region,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<GateTx, StoreError> {
+        let mut attempt = 0;
+        loop {
+            let res = self
+                .client(region)
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            let err = match res {
+                Ok(_) => return Ok(GateTx::Committed),
+                Err(e) => e,
+            };
+            let Some(codes) = cancellation_codes(&err) else {
+                return Err(err.into());
+            };
+            if codes.first().and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed") {
+                return Ok(GateTx::SegmentCondition);
+            }
+            attempt += 1;
+            if attempt >= MAX_GATE_ATTEMPTS {
+                return Err(err.into());
+            }
+            tokio::time::sleep(backoff(attempt.min(4))).await;
+        }
+    }
+
+    /// Opens one counter shard of an active segment, creating the segment (active, named `name`)
+    /// if it does not exist yet: a segment first seen in a membership batch.
+    pub async fn open_counter_shard(
+        &self,
+        region: Region,
+        project_id: &str,
+        audience_id: i64,
+        shard: u32,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<OpenOutcome, StoreError> {
+        let table = self.table(region, Table::Segments);
+        let segment = Update::builder()
+            .table_name(&table)
+            .set_key(Some(segment_key(project_id, audience_id)))
+            .update_expression(
+                "SET #name = if_not_exists(#name, :name), #type = if_not_exists(#type, :type), \
+                 #status = if_not_exists(#status, :active), segment_id = if_not_exists(segment_id, :sid), \
+                 created_ms = if_not_exists(created_ms, :now), updated_ms = if_not_exists(updated_ms, :now), \
+                 partner_segment_id = :aid, project_id = :pid",
+            )
+            .condition_expression("attribute_not_exists(pk) OR #status = :active")
+            .expression_attribute_names("#name", "name")
+            .expression_attribute_names("#type", "type")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":name", s(name))
+            .expression_attribute_values(":type", s(SEGMENT_TYPE))
+            .expression_attribute_values(":active", s(status::ACTIVE))
+            .expression_attribute_values(
+                ":sid",
+                s(format!("seg_{}", uuid::Uuid::new_v4().simple())),
+            )
+            .expression_attribute_values(":now", n(now_ms))
+            .expression_attribute_values(":aid", n(audience_id))
+            .expression_attribute_values(":pid", s(project_id))
+            .build()
+            .expect("table and key are set");
+        let items = vec![
+            TransactWriteItem::builder().update(segment).build(),
+            TransactWriteItem::builder()
+                .update(self.gate_update(&table, project_id, audience_id, shard, ShardGate::Open))
+                .build(),
+        ];
+        Ok(match self.gate_transaction(region, items).await? {
+            GateTx::Committed => OpenOutcome::Opened,
+            GateTx::SegmentCondition => OpenOutcome::SegmentInactive,
+        })
+    }
+
+    /// Seals every counter shard of a segment that is archiving, so that no membership
+    /// transaction can count (and so add members) any more. Returns false, having sealed only
+    /// some, if the segment stopped archiving (it was connected again).
+    pub async fn seal_counter_shards(
+        &self,
+        region: Region,
+        project_id: &str,
+        audience_id: i64,
+    ) -> Result<bool, StoreError> {
+        let table = self.table(region, Table::Segments);
+        for shard in 0..k::COUNTER_SHARDS {
+            let items = vec![
+                TransactWriteItem::builder()
+                    .condition_check(segment_status_check(
+                        project_id,
+                        &table,
+                        audience_id,
+                        status::ARCHIVING,
+                    ))
+                    .build(),
+                TransactWriteItem::builder()
+                    .update(self.gate_update(
+                        &table,
+                        project_id,
+                        audience_id,
+                        shard,
+                        ShardGate::Sealed,
+                    ))
+                    .build(),
+            ];
+            if let GateTx::SegmentCondition = self.gate_transaction(region, items).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn gate_update(
+        &self,
+        table: &str,
+        project_id: &str,
+        audience_id: i64,
+        shard: u32,
+        gate: ShardGate,
+    ) -> Update {
+        Update::builder()
+            .table_name(table)
+            .set_key(Some(counter_shard_key(project_id, audience_id, shard)))
+            .update_expression(
+                "SET #gate = :gate, kind = :kind, project_id = :pid, partner_segment_id = :aid, \
+                 #shard = :shard",
+            )
+            .expression_attribute_names("#gate", ShardGate::ATTRIBUTE)
+            .expression_attribute_names("#shard", "shard")
+            .expression_attribute_values(":gate", s(gate.as_str()))
+            .expression_attribute_values(":kind", s("counter"))
+            .expression_attribute_values(":pid", s(project_id))
+            .expression_attribute_values(":aid", n(audience_id))
+            .expression_attribute_values(":shard", n(shard))
+            .build()
+            .expect("table and key are set")
+    }
+
+    /// The counters of some segments of a project, summed over their shards (strongly
+    /// consistent). Segments without any shard are absent.
+    pub async fn segment_counts(
+        &self,
+        region: Region,
+        project_id: &str,
+        audience_ids: &[i64],
+    ) -> Result<BTreeMap<i64, SegmentCounts>, StoreError> {
+        let keys = audience_ids
+            .iter()
+            .flat_map(|aud| {
+                (0..k::COUNTER_SHARDS).map(move |shard| counter_shard_key(project_id, *aud, shard))
+            })
+            .collect();
+        let items = self.batch_get(region, Table::Segments, keys).await?;
+        Ok(sum_counter_shards(&items))
+    }
+
+    /// Partner Sync events of a project in one month (`YYYY-MM`), summed over the usage shards.
+    pub async fn usage_events(
+        &self,
+        region: Region,
+        project_id: &str,
+        month: &str,
+    ) -> Result<i64, StoreError> {
+        let keys = (0..k::USAGE_SHARDS)
+            .map(|shard| usage_shard_key(project_id, month, shard))
+            .collect();
+        let items = self.batch_get(region, Table::Segments, keys).await?;
+        Ok(sum_usage_shards(&items))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(aud: i64, members: i64, added: i64, removed: i64, last: Option<i64>) -> Item {
+        let mut i = counter_shard_key("p", aud, 0);
+        i.insert("kind".into(), s("counter"));
+        i.insert("partner_segment_id".into(), n(aud));
+        i.insert("member_count".into(), n(members));
+        i.insert("added_total".into(), n(added));
+        i.insert("removed_total".into(), n(removed));
+        if let Some(t) = last {
+            i.insert("last_sync_ms".into(), n(t));
+        }
+        i
+    }
+
+    #[test]
+    fn shards_sum_per_segment_and_ignore_other_items() {
+        let mut segment = segment_key("p", 7);
+        segment.insert("partner_segment_id".into(), n(7));
+        segment.insert("member_count".into(), n(1_000));
+        let items = [
+            shard(7, 3, 5, 2, Some(10)),
+            shard(7, -1, 0, 1, Some(30)),
+            shard(8, 4, 4, 0, None),
+            segment,
+        ];
+        let sums = sum_counter_shards(&items);
+        assert_eq!(
+            sums[&7],
+            SegmentCounts {
+                member_count: 2,
+                added_total: 5,
+                removed_total: 3,
+                last_sync_ms: Some(30)
+            }
+        );
+        assert_eq!(sums[&8].member_count, 4);
+        assert_eq!(sums[&8].last_sync_ms, None);
+        assert_eq!(sums.len(), 2);
+    }
+
+    #[test]
+    fn sums_replace_the_segment_counts_and_advance_updated() {
+        let mut segment = segment_key("p", 7);
+        segment.insert("updated_ms".into(), n(20));
+        SegmentCounts {
+            member_count: 2,
+            added_total: 5,
+            removed_total: 3,
+            last_sync_ms: Some(30),
+        }
+        .merge_into(&mut segment);
+        assert_eq!(get_n(&segment, "member_count"), Some(2));
+        assert_eq!(get_n(&segment, "updated_ms"), Some(30));
+        assert_eq!(get_n(&segment, "last_sync_ms"), Some(30));
+    }
+
+    #[test]
+    fn usage_sums_usage_shards_only() {
+        let mut a = usage_shard_key("p", "2026-11", 0);
+        a.insert("kind".into(), s("usage"));
+        a.insert("partner_sync_events".into(), n(5));
+        let mut b = usage_shard_key("p", "2026-11", 1);
+        b.insert("kind".into(), s("usage"));
+        b.insert("partner_sync_events".into(), n(7));
+        assert_eq!(sum_usage_shards(&[a, b, shard(7, 1, 1, 0, None)]), 12);
+    }
+
+    #[test]
+    fn picked_shards_are_in_range_and_spread() {
+        let picked: std::collections::HashSet<u32> = (0..500).map(|_| pick_shard(16)).collect();
+        assert!(picked.iter().all(|s| *s < 16));
+        assert!(picked.len() > 8);
+    }
+}
