@@ -289,58 +289,134 @@ impl StreamPoller {
     }
 }
 
-/// An event source mapping: a filter, a batch size, and redelivery of failed records.
+/// Concurrent batches per stream mapping when `LANES` is not set: Lambda's
+/// `ParallelizationFactor` in miniature (the deployed inbox mappings use 10).
+pub const DEFAULT_LANES: usize = 4;
+
+/// `LANES` from the environment (at least 1), or [`DEFAULT_LANES`].
+pub fn lanes_from_env() -> usize {
+    std::env::var("LANES")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(DEFAULT_LANES)
+}
+
+/// The partition key of a stream record, as Lambda sees it: records with the same key stay in
+/// order on one lane; records with different keys may run in parallel.
+pub fn record_partition_key(record: &Value) -> String {
+    let keys = &record["dynamodb"]["Keys"];
+    match keys.get("pk") {
+        Some(pk) => pk.to_string(),
+        None => keys.to_string(),
+    }
+}
+
+/// The lane of a partition key among `lanes` (a stable hash, as Lambda's per-key assignment).
+pub fn lane_of(partition_key: &str, lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    partition_key.hash(&mut h);
+    (h.finish() % lanes as u64) as usize
+}
+
+/// An event source mapping: a filter, a batch size, lanes (batches that may run at once, records
+/// of one partition key always on the same lane, in order), and redelivery of failed records.
 pub struct Mapping {
     pub poller: StreamPoller,
     filter: Value,
     batch_size: usize,
-    queue: VecDeque<Value>,
+    lanes: Vec<VecDeque<Value>>,
 }
 
 impl Mapping {
-    pub fn new(poller: StreamPoller, filter: &str, batch_size: usize) -> Self {
+    pub fn new(poller: StreamPoller, filter: &str, batch_size: usize, lanes: usize) -> Self {
         Self {
             poller,
             filter: serde_json::from_str(filter).expect("filters are valid JSON"),
             batch_size,
-            queue: VecDeque::new(),
+            lanes: (0..lanes.max(1)).map(|_| VecDeque::new()).collect(),
         }
     }
 
-    /// Polls the stream and queues the records that pass the filter.
+    pub fn lane_count(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Polls the stream and queues the records that pass the filter, each on its key's lane.
     pub async fn fetch(&mut self) -> Result<usize, String> {
         let records = self.poller.poll().await?;
-        let before = self.queue.len();
-        self.queue.extend(
-            records
-                .into_iter()
-                .filter(|r| matches_filter(&self.filter, r)),
-        );
-        Ok(self.queue.len() - before)
+        let mut queued = 0;
+        for r in records
+            .into_iter()
+            .filter(|r| matches_filter(&self.filter, r))
+        {
+            let lane = lane_of(&record_partition_key(&r), self.lanes.len());
+            self.lanes[lane].push_back(r);
+            queued += 1;
+        }
+        Ok(queued)
     }
 
     pub fn pending(&self) -> usize {
-        self.queue.len()
+        self.lanes.iter().map(VecDeque::len).sum()
     }
 
-    /// The next batch, as Lambda would invoke with it.
-    pub fn next_batch(&mut self) -> Option<Vec<Value>> {
-        if self.queue.is_empty() {
+    /// The next batch of one lane, as Lambda would invoke with it.
+    pub fn next_batch_of(&mut self, lane: usize) -> Option<Vec<Value>> {
+        let queue = &mut self.lanes[lane];
+        if queue.is_empty() {
             return None;
         }
-        let n = self.batch_size.min(self.queue.len());
-        Some(self.queue.drain(..n).collect())
+        let n = self.batch_size.min(queue.len());
+        Some(queue.drain(..n).collect())
     }
 
-    /// Puts the failed records of a batch back at the front, as `ReportBatchItemFailures` does.
-    pub fn redeliver(&mut self, batch: Vec<Value>, failed_sequence_numbers: &[String]) {
-        for r in batch.into_iter().rev() {
-            let seq = r["dynamodb"]["SequenceNumber"].as_str().unwrap_or_default();
-            if failed_sequence_numbers.iter().any(|f| f == seq) {
-                self.queue.push_front(r);
-            }
+    /// The next batch of the first lane that has one.
+    pub fn next_batch(&mut self) -> Option<Vec<Value>> {
+        (0..self.lanes.len()).find_map(|lane| self.next_batch_of(lane))
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// Takes every lane's queue out, to run them at once; give them back with [`Self::restore_lanes`].
+    pub fn take_lanes(&mut self) -> Vec<VecDeque<Value>> {
+        let n = self.lanes.len();
+        std::mem::replace(&mut self.lanes, (0..n).map(|_| VecDeque::new()).collect())
+    }
+
+    /// Puts lanes taken with [`Self::take_lanes`] back in front of anything queued meanwhile.
+    pub fn restore_lanes(&mut self, lanes: Vec<VecDeque<Value>>) {
+        for (lane, mut queue) in lanes.into_iter().enumerate() {
+            queue.extend(self.lanes[lane].drain(..));
+            self.lanes[lane] = queue;
         }
     }
+
+    /// Puts the failed records of a batch back at the front of their lane, as
+    /// `ReportBatchItemFailures` does.
+    pub fn redeliver(&mut self, batch: Vec<Value>, failed_sequence_numbers: &[String]) {
+        let lanes = self.lanes.len();
+        for r in requeue_failed(batch, failed_sequence_numbers)
+            .into_iter()
+            .rev()
+        {
+            self.lanes[lane_of(&record_partition_key(&r), lanes)].push_front(r);
+        }
+    }
+}
+
+/// The records of a batch that failed, in batch order.
+pub fn requeue_failed(batch: Vec<Value>, failed_sequence_numbers: &[String]) -> Vec<Value> {
+    batch
+        .into_iter()
+        .filter(|r| {
+            let seq = r["dynamodb"]["SequenceNumber"].as_str().unwrap_or_default();
+            failed_sequence_numbers.iter().any(|f| f == seq)
+        })
+        .collect()
 }
 
 /// The stream ARN of one of our tables.
@@ -373,5 +449,55 @@ mod tests {
         assert!(!matches_filter(&f, &modify));
         assert!(!matches_filter(&f, &other));
         assert!(!matches_filter(&f, &json!({"eventName":"INSERT"})));
+    }
+
+    fn record(pk: &str, seq: u32) -> Value {
+        json!({"eventName":"INSERT","dynamodb":{"Keys":{"pk":{"S":pk},"sk":{"S":"x"}},
+               "SequenceNumber":seq.to_string(),"NewImage":{"status":{"S":"received"}}}})
+    }
+
+    #[test]
+    fn one_partition_key_keeps_one_lane_and_its_order() {
+        let keys: Vec<String> = (0..64).map(|i| format!("p#{i:02x}")).collect();
+        let lanes: std::collections::HashSet<usize> = keys
+            .iter()
+            .map(|k| lane_of(&record_partition_key(&record(k, 0)), 8))
+            .collect();
+        assert!(lanes.len() > 4, "64 keys spread over most of 8 lanes");
+        for k in &keys {
+            let r = record(k, 0);
+            assert_eq!(
+                lane_of(&record_partition_key(&r), 8),
+                lane_of(&record_partition_key(&r), 8)
+            );
+        }
+    }
+
+    #[test]
+    fn redelivered_records_go_back_to_the_front_of_their_lane() {
+        let streams = streams_client("http://127.0.0.1:9");
+        let mut m = Mapping::new(
+            StreamPoller::new(streams, "arn".into()),
+            shared::pipeline::RESOLVE_INBOX_FILTER,
+            2,
+            4,
+        );
+        let lane = lane_of(&record_partition_key(&record("a", 0)), 4);
+        for seq in 0..3 {
+            m.lanes[lane].push_back(record("a", seq));
+        }
+        let batch = m.next_batch_of(lane).unwrap();
+        assert_eq!(batch.len(), 2);
+        m.redeliver(batch, &["1".to_owned()]);
+        let seqs: Vec<&str> = m.lanes[lane]
+            .iter()
+            .map(|r| r["dynamodb"]["SequenceNumber"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            seqs,
+            ["1", "2"],
+            "the failed record first, then the rest in order"
+        );
+        assert_eq!(m.pending(), 2);
     }
 }

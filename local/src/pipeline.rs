@@ -8,7 +8,9 @@ use shared::pipeline::{
 use shared::store::Store;
 use shared::tables::{Table, TableNames};
 
-use crate::{Mapping, StreamPoller, stream_arn, streams_client, to_event};
+use crate::{
+    Mapping, StreamPoller, lanes_from_env, requeue_failed, stream_arn, streams_client, to_event,
+};
 
 pub struct LocalPipeline {
     store: Store,
@@ -31,6 +33,19 @@ impl LocalPipeline {
         names: TableNames,
         regions: &[Region],
     ) -> Result<Self, String> {
+        Self::with_lanes(client, endpoint, store, names, regions, lanes_from_env()).await
+    }
+
+    /// A pipeline whose inbox mappings run up to `lanes` batches at once (`1`: one after another).
+    /// The segments mapping always runs one batch at a time, as deployed.
+    pub async fn with_lanes(
+        client: &aws_sdk_dynamodb::Client,
+        endpoint: &str,
+        store: Store,
+        names: TableNames,
+        regions: &[Region],
+        lanes: usize,
+    ) -> Result<Self, String> {
         let streams = streams_client(endpoint);
         let mut resolve = Vec::new();
         let mut materialize = Vec::new();
@@ -42,15 +57,18 @@ impl LocalPipeline {
                 StreamPoller::new(streams.clone(), inbox.clone()),
                 RESOLVE_INBOX_FILTER,
                 STREAM_BATCH_SIZE,
+                lanes,
             ));
             materialize.push(Mapping::new(
                 StreamPoller::new(streams.clone(), inbox),
                 MATERIALIZE_INBOX_FILTER,
                 STREAM_BATCH_SIZE,
+                lanes,
             ));
             materialize.push(Mapping::new(
                 StreamPoller::new(streams.clone(), segments),
                 MATERIALIZE_SEGMENTS_FILTER,
+                1,
                 1,
             ));
         }
@@ -63,40 +81,20 @@ impl LocalPipeline {
     }
 
     /// Polls every stream once and runs every queued batch; returns how many records ran.
+    /// Mappings run at once, and so do the lanes of each mapping, as Lambda runs them.
     pub async fn step(&mut self) -> Result<usize, String> {
-        let mut handled = 0;
         let (store, names) = (&self.store, &self.names);
-        for (stage, mappings) in [
-            (Stage::Resolve, &mut self.resolve),
-            (Stage::Materialize, &mut self.materialize),
-        ] {
-            for m in mappings.iter_mut() {
+        let runs = self
+            .resolve
+            .iter_mut()
+            .map(|m| (Stage::Resolve, m))
+            .chain(self.materialize.iter_mut().map(|m| (Stage::Materialize, m)))
+            .map(|(stage, m)| async move {
                 m.fetch().await?;
-                while let Some(batch) = m.next_batch() {
-                    handled += batch.len();
-                    let event = to_event(batch.clone());
-                    let response = match stage {
-                        Stage::Resolve => {
-                            shared::resolve::handle_inbox_event(store, names, event).await
-                        }
-                        Stage::Materialize => {
-                            shared::materialize::handle_event(store, names, event).await
-                        }
-                    };
-                    let failed: Vec<String> = response
-                        .batch_item_failures
-                        .iter()
-                        .filter_map(|f| f.item_identifier.clone())
-                        .collect();
-                    if !failed.is_empty() {
-                        // Lambda retries the batch from the first failure; so do we, next step.
-                        m.redeliver(batch, &failed);
-                        break;
-                    }
-                }
-            }
-        }
-        Ok(handled)
+                Ok::<_, String>(drain(store, names, stage, m).await)
+            });
+        let handled: Vec<usize> = futures::future::try_join_all(runs).await?;
+        Ok(handled.into_iter().sum())
     }
 
     /// Steps until a poll finds nothing new (or `max_steps` is reached).
@@ -125,4 +123,41 @@ impl LocalPipeline {
         }
         Err(format!("pipeline still busy after {max_steps} steps"))
     }
+}
+
+/// Runs the queued batches of every lane of one mapping, lanes at once, each lane in order; a
+/// lane stops at its first failed batch, whose failed records wait at its front for the next step
+/// (Lambda retries from the failure and keeps later records of the lane waiting).
+async fn drain(store: &Store, names: &TableNames, stage: Stage, m: &mut Mapping) -> usize {
+    let batch_size = m.batch_size();
+    let lanes = m.take_lanes();
+    let runs = lanes.into_iter().map(|mut queue| async move {
+        let mut handled = 0;
+        while !queue.is_empty() {
+            let n = batch_size.min(queue.len());
+            let batch: Vec<serde_json::Value> = queue.drain(..n).collect();
+            handled += batch.len();
+            let event = to_event(batch.clone());
+            let response = match stage {
+                Stage::Resolve => shared::resolve::handle_inbox_event(store, names, event).await,
+                Stage::Materialize => shared::materialize::handle_event(store, names, event).await,
+            };
+            let failed: Vec<String> = response
+                .batch_item_failures
+                .iter()
+                .filter_map(|f| f.item_identifier.clone())
+                .collect();
+            if !failed.is_empty() {
+                for r in requeue_failed(batch, &failed).into_iter().rev() {
+                    queue.push_front(r);
+                }
+                break;
+            }
+        }
+        (queue, handled)
+    });
+    let (queues, handled): (Vec<_>, Vec<usize>) =
+        futures::future::join_all(runs).await.into_iter().unzip();
+    m.restore_lanes(queues);
+    handled.into_iter().sum()
 }

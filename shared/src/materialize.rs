@@ -80,9 +80,9 @@ const MAX_REPLANS_PER_PAIR: u32 = 25;
 /// Retries after transaction conflicts (other writers on the same counter shard or membership):
 /// rare with sharded counters, and resolved with jittered backoff.
 const MAX_CONFLICT_RETRIES: u32 = 200;
-/// Shard openings per segment and chunk: at most one per shard normally (a shard is opened once
-/// per activation of its segment), so this only bounds a segment flapping between states.
-const MAX_SHARD_OPENS: u32 = 4 * COUNTER_SHARDS;
+/// Shard openings per segment and chunk: one normally (a segment's shards are opened once per
+/// activation), so this only bounds a segment flapping between states.
+const MAX_SHARD_OPENS: u32 = 8;
 
 /// Plans one (segment, profile): its changes applied in version order to the state read.
 fn plan_pair(
@@ -314,21 +314,14 @@ async fn materialize_segment<'a>(
                         .any(|(r, c)| *r == role && c.as_deref() == Some("ConditionalCheckFailed"))
                 };
                 if failed(ActionRole::Counter) {
-                    // The shard is new or sealed: open it, which only succeeds while the segment
-                    // is active (creating it if it is new).
+                    // The shard is new or sealed: open the segment's shards, which only succeeds
+                    // while the segment is active (creating it if it is new).
                     opens += 1;
                     if opens > MAX_SHARD_OPENS {
                         return Err(MaterializeError::Contention(audience_id, opens));
                     }
                     let opened = store
-                        .open_counter_shard(
-                            region,
-                            project_id,
-                            audience_id,
-                            shard,
-                            &segment_name,
-                            now,
-                        )
+                        .open_counter_shards(region, project_id, audience_id, &segment_name, now)
                         .await?;
                     if opened == OpenOutcome::SegmentInactive {
                         // Archived meanwhile: nothing more of this segment is applied.

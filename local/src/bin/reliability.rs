@@ -620,13 +620,14 @@ async fn main() -> std::process::ExitCode {
         failed |= f.lost > 0 || f.duplicate_events > 0 || !f.notes.is_empty();
     }
     println!(
-        "\n{} in {:.1} s",
+        "\n{} in {:.1} s, {} lanes per inbox stream mapping (LANES)",
         if failed {
             "FAILED"
         } else {
             "all scenarios: 0 lost, 0 duplicates"
         },
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        local::lanes_from_env()
     );
     if failed {
         std::process::ExitCode::FAILURE

@@ -6,12 +6,12 @@
 //! the same transaction as the memberships and events it counts.
 //!
 //! A counter shard also carries the segment's **gate**: a transaction's shard update is
-//! conditional on `gate = open`, so it fails once the shard is sealed. Shards are opened lazily
-//! (a transaction on a shard that is missing or sealed opens it, together with a check, or the
-//! creation, of the active segment) and sealed, all of them, before a removed segment is cleared.
-//! Opening requires the segment to be active and sealing requires it to be archiving, both in one
-//! transaction with the segment item, so the two never interleave: once every shard is sealed, no
-//! new member can be added until the segment is connected again.
+//! conditional on `gate = open`, so it fails once the shard is sealed. Shards are opened lazily,
+//! all of a segment's at once (a transaction that finds its shard missing or sealed opens them,
+//! together with a check, or the creation, of the active segment) and sealed, all at once, before
+//! a removed segment is cleared. Opening requires the segment to be active and sealing requires it
+//! to be archiving, each in one transaction with the segment item, so the two never interleave:
+//! once the shards are sealed, no new member can be added until the segment is connected again.
 
 use std::collections::BTreeMap;
 
@@ -253,8 +253,8 @@ enum GateTx {
 }
 
 impl Store {
-    /// Sends a two-action transaction (segment condition first, shard second), retrying
-    /// conflicts with backoff.
+    /// Sends a gate transaction (segment condition first, then the shards), retrying conflicts
+    /// with backoff.
     async fn gate_transaction(
         &self,
         region: Region,
@@ -286,14 +286,13 @@ impl Store {
         }
     }
 
-    /// Opens one counter shard of an active segment, creating the segment (active, named `name`)
-    /// if it does not exist yet: a segment first seen in a membership batch.
-    pub async fn open_counter_shard(
+    /// Opens every counter shard of an active segment, creating the segment (active, named
+    /// `name`) if it does not exist yet: a segment first seen in a membership batch.
+    pub async fn open_counter_shards(
         &self,
         region: Region,
         project_id: &str,
         audience_id: i64,
-        shard: u32,
         name: &str,
         now_ms: i64,
     ) -> Result<OpenOutcome, StoreError> {
@@ -323,12 +322,8 @@ impl Store {
             .expression_attribute_values(":pid", s(project_id))
             .build()
             .expect("table and key are set");
-        let items = vec![
-            TransactWriteItem::builder().update(segment).build(),
-            TransactWriteItem::builder()
-                .update(self.gate_update(&table, project_id, audience_id, shard, ShardGate::Open))
-                .build(),
-        ];
+        let mut items = vec![TransactWriteItem::builder().update(segment).build()];
+        items.extend(self.gate_updates(&table, project_id, audience_id, ShardGate::Open));
         Ok(match self.gate_transaction(region, items).await? {
             GateTx::Committed => OpenOutcome::Opened,
             GateTx::SegmentCondition => OpenOutcome::SegmentInactive,
@@ -336,8 +331,8 @@ impl Store {
     }
 
     /// Seals every counter shard of a segment that is archiving, so that no membership
-    /// transaction can count (and so add members) any more. Returns false, having sealed only
-    /// some, if the segment stopped archiving (it was connected again).
+    /// transaction can count (and so add members) any more. Returns false, sealing nothing, if
+    /// the segment is not archiving (it was connected again).
     pub async fn seal_counter_shards(
         &self,
         region: Region,
@@ -345,31 +340,38 @@ impl Store {
         audience_id: i64,
     ) -> Result<bool, StoreError> {
         let table = self.table(region, Table::Segments);
-        for shard in 0..k::COUNTER_SHARDS {
-            let items = vec![
+        let mut items = vec![
+            TransactWriteItem::builder()
+                .condition_check(segment_status_check(
+                    project_id,
+                    &table,
+                    audience_id,
+                    status::ARCHIVING,
+                ))
+                .build(),
+        ];
+        items.extend(self.gate_updates(&table, project_id, audience_id, ShardGate::Sealed));
+        Ok(matches!(
+            self.gate_transaction(region, items).await?,
+            GateTx::Committed
+        ))
+    }
+
+    /// Sets the gate of every counter shard of a segment (creating missing shards).
+    fn gate_updates(
+        &self,
+        table: &str,
+        project_id: &str,
+        audience_id: i64,
+        gate: ShardGate,
+    ) -> Vec<TransactWriteItem> {
+        (0..k::COUNTER_SHARDS)
+            .map(|shard| {
                 TransactWriteItem::builder()
-                    .condition_check(segment_status_check(
-                        project_id,
-                        &table,
-                        audience_id,
-                        status::ARCHIVING,
-                    ))
-                    .build(),
-                TransactWriteItem::builder()
-                    .update(self.gate_update(
-                        &table,
-                        project_id,
-                        audience_id,
-                        shard,
-                        ShardGate::Sealed,
-                    ))
-                    .build(),
-            ];
-            if let GateTx::SegmentCondition = self.gate_transaction(region, items).await? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+                    .update(self.gate_update(table, project_id, audience_id, shard, gate))
+                    .build()
+            })
+            .collect()
     }
 
     fn gate_update(
