@@ -1,8 +1,10 @@
 //! The resolve stage: one inbox chunk at a time, every user to a profile, in bulk.
 //!
 //! Round trips per chunk: one BatchGetItem pass for identity claims, one conditional PutItem per
-//! new Identity (in parallel), one BatchGetItem pass for profiles, one UpdateItem per profile whose
-//! stored data would change (in parallel), and one UpdateItem that hands the changes on.
+//! new Identity (in parallel), one BatchGetItem pass for profiles, one conditional UpdateItem per
+//! profile whose stored data is older than the chunk's (in parallel; newest wins by message
+//! version, see [`crate::store::profiles::ProfileMerge::plan`]), and one UpdateItem that hands
+//! the changes on.
 //! Replaying a chunk finds every claim and profile in place, writes nothing new and produces the
 //! same changes.
 
@@ -19,7 +21,9 @@ use crate::changes::{ChangeAction, MembershipChange, encode_changes};
 use crate::identity::{ProfileKey, Resolution, Rung, SkipReason, resolve, user_id_type};
 use crate::protocol::{AttributeAction, AudienceAction, UserIdentityType, now_ms};
 use crate::region::Region;
-use crate::store::profiles::{ProfileMerge, PropertyValue, identity_key, profile_key};
+use crate::store::profiles::{
+    ProfileMerge, PropertyValue, Versioned, data_version, identity_key, profile_key,
+};
 use crate::store::{Item, Store, StoreError, get_s};
 use crate::stream::{self as records, InboxRow, RecordError};
 use crate::tables::{Table, TableNames};
@@ -162,22 +166,27 @@ pub async fn resolve_chunk(
             Err(_) => None,
         }
     };
-    // Later profiles in the message win; properties apply in message order.
+    // Each field keeps the newest value by message version; within a message, later profiles win.
     let mut merges: BTreeMap<String, ProfileMerge> = BTreeMap::new();
     let mut changes = Vec::new();
     for r in &resolved {
         let Some((ct, identity)) = target(r) else {
             continue;
         };
+        let version = data_version(row.message_ts, &row.message_id, r.profile.index);
+        let versioned = |value: String| Versioned {
+            value,
+            version: version.clone(),
+        };
         let m = merges.entry(ct.clone()).or_default();
         if identity.is_some() {
             m.identity = identity.clone();
         }
-        if r.resolution.email.is_some() {
-            m.email = r.resolution.email.clone();
+        if let Some(e) = &r.resolution.email {
+            m.email = Some(versioned(e.clone()));
         }
-        if r.resolution.phone.is_some() {
-            m.phone = r.resolution.phone.clone();
+        if let Some(p) = &r.resolution.phone {
+            m.phone = Some(versioned(p.clone()));
         }
         for &e in &r.entries {
             let entry = &r.profile.audiences[e];
@@ -191,7 +200,9 @@ pub async fn resolve_chunk(
                     AttributeAction::Delete => None,
                     AttributeAction::Unknown(_) => continue,
                 };
-                m.properties.insert(a.key.clone(), value);
+                let version = version.clone();
+                m.properties
+                    .insert(a.key.clone(), Versioned { value, version });
             }
             let action = match entry.action() {
                 AudienceAction::Add => ChangeAction::Add,
@@ -239,8 +250,8 @@ pub async fn resolve_chunk(
             outcomes.created += 1;
         }
     }
-    stream::iter(merges.iter().filter(|(ct, m)| m.changes(existing.get(*ct))))
-        .map(|(ct, m)| store.merge_profile(region, project, ct, m, now))
+    stream::iter(merges.iter())
+        .map(|(ct, m)| write_profile(store, region, project, ct, m, existing.get(ct), now))
         .buffer_unordered(WRITE_CONCURRENCY)
         .try_collect::<Vec<()>>()
         .await?;
@@ -267,6 +278,40 @@ pub async fn resolve_chunk(
         changes,
         handed_off,
     })
+}
+
+/// Re-plans of one profile after another writer moved one of its fields first.
+const MAX_PROFILE_REPLANS: u32 = 10;
+
+/// Brings one profile up to its merge: plans against the item read, writes conditionally, and
+/// on a lost condition reads the profile again and re-plans (newest wins, whoever arrives last).
+async fn write_profile(
+    store: &Store,
+    region: Region,
+    project: &str,
+    clevertap_id: &str,
+    merge: &ProfileMerge,
+    read: Option<&Item>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let mut current = read.cloned();
+    for _ in 0..MAX_PROFILE_REPLANS {
+        let Some(write) = merge.plan(project, current.as_ref()) else {
+            return Ok(());
+        };
+        if store
+            .write_profile(region, project, clevertap_id, &write, now)
+            .await?
+        {
+            return Ok(());
+        }
+        current = store
+            .get_profile_item(region, project, clevertap_id)
+            .await?;
+    }
+    Err(StoreError::Unavailable(format!(
+        "profile writes keep conflicting after {MAX_PROFILE_REPLANS} re-plans"
+    )))
 }
 
 /// The resolve Lambda: inbox INSERT records in, `batchItemFailures` out.

@@ -31,35 +31,114 @@ impl PropertyValue {
     }
 }
 
-/// What to merge into one profile: `None` fields are left as they are.
+/// A value with the version of the message that set it: message time, then message id and the
+/// profile's position, so that every profile of every message has one place in a total order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub version: String,
+}
+
+/// The version of the data a profile of a message carries (see [`Versioned`]).
+pub fn data_version(message_ts: i64, message_id: &str, profile_index: u32) -> String {
+    format!("{:013}#{message_id}#{profile_index:06}", message_ts.max(0))
+}
+
+/// The attribute holding the version of a profile field (`email`, `phone`, `attr#<key>`).
+pub fn version_attribute(field: &str) -> String {
+    format!("v#{field}")
+}
+
+/// What to merge into one profile: `None` fields are left as they are. Each field is newest-wins
+/// by the version of the message that set it, not by arrival.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProfileMerge {
     pub identity: Option<String>,
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    /// Upserts (`Some`) and deletions (`None`) by key, applied in message order.
-    pub properties: BTreeMap<String, Option<PropertyValue>>,
+    pub email: Option<Versioned<String>>,
+    pub phone: Option<Versioned<String>>,
+    /// Upserts (`Some`) and deletions (`None`) by key.
+    pub properties: BTreeMap<String, Versioned<Option<PropertyValue>>>,
+}
+
+/// One field a profile write sets (or removes), with the version it records and the version it
+/// expects to find (`None`: no version stored yet).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldWrite {
+    pub attribute: String,
+    /// `None` removes the attribute (a deleted property); its version stays as a tombstone.
+    pub value: Option<AttributeValue>,
+    /// An index key set together with the value (`email_key`, `phone_key`).
+    pub index_key: Option<(&'static str, String)>,
+    pub version: String,
+    pub expected: Option<String>,
+}
+
+/// The write that brings a stored profile up to a merge: only fields whose version is newer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProfileWrite {
+    /// Set only if the profile has no Identity yet.
+    pub identity: Option<String>,
+    pub fields: Vec<FieldWrite>,
+    /// The profile does not exist yet.
+    pub create: bool,
 }
 
 impl ProfileMerge {
-    /// Whether writing this merge would change the stored item.
-    pub fn changes(&self, existing: Option<&Item>) -> bool {
-        let Some(item) = existing else { return true };
-        let differs = |attr: &str, v: &Option<String>| {
-            v.as_ref().is_some_and(|v| get_s(item, attr) != Some(v))
+    /// Plans the write against the stored item (`None`: a new profile); `None` if nothing would
+    /// change. A field is written when its version is newer than the stored one, even with an
+    /// equal value: the version must advance, or an older message arriving later would win.
+    pub fn plan(&self, project_id: &str, existing: Option<&Item>) -> Option<ProfileWrite> {
+        let stored_version = |field: &str| {
+            existing.and_then(|i| get_s(i, &version_attribute(field)).map(str::to_owned))
         };
-        if differs("email", &self.email) || differs("phone", &self.phone) {
-            return true;
-        }
-        if self.identity.is_some() && get_s(item, "identity").is_none() {
-            return true;
-        }
-        self.properties.iter().any(|(key, v)| {
-            let current = item.get(&format!("{ATTRIBUTE_PREFIX}{key}"));
-            match v {
-                None => current.is_some(),
-                Some(v) => current != Some(&v.to_attr()),
+        let mut fields = Vec::new();
+        let mut consider = |attribute: String,
+                            value: Option<AttributeValue>,
+                            index_key: Option<(&'static str, String)>,
+                            version: &str| {
+            let expected = stored_version(&attribute);
+            if expected.as_deref().is_some_and(|v| v >= version) {
+                return;
             }
+            fields.push(FieldWrite {
+                attribute,
+                value,
+                index_key,
+                version: version.to_owned(),
+                expected,
+            });
+        };
+        if let Some(e) = &self.email {
+            let key = (k::EMAIL_KEY, k::email_key(project_id, &e.value));
+            consider(
+                "email".into(),
+                Some(s(e.value.clone())),
+                Some(key),
+                &e.version,
+            );
+        }
+        if let Some(p) = &self.phone {
+            let key = (k::PHONE_KEY, k::phone_key(project_id, &p.value));
+            consider(
+                "phone".into(),
+                Some(s(p.value.clone())),
+                Some(key),
+                &p.version,
+            );
+        }
+        for (key, v) in &self.properties {
+            let value = v.value.as_ref().map(PropertyValue::to_attr);
+            consider(format!("{ATTRIBUTE_PREFIX}{key}"), value, None, &v.version);
+        }
+        let identity = self
+            .identity
+            .clone()
+            .filter(|_| existing.is_none_or(|i| get_s(i, "identity").is_none()));
+        let create = existing.is_none();
+        (create || identity.is_some() || !fields.is_empty()).then_some(ProfileWrite {
+            identity,
+            fields,
+            create,
         })
     }
 }
@@ -138,15 +217,17 @@ impl Store {
         }
     }
 
-    /// Creates or updates a profile in one UpdateItem, touching only the merged attributes.
-    pub async fn merge_profile(
+    /// Creates or updates a profile in one UpdateItem, touching only the planned fields, each
+    /// conditional on its version being the one planned against. Returns false if another writer
+    /// moved one of them first: read again and re-plan.
+    pub async fn write_profile(
         &self,
         region: Region,
         project_id: &str,
         clevertap_id: &str,
-        merge: &ProfileMerge,
+        write: &ProfileWrite,
         now_ms: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut set = vec![
             "clevertap_id = :ct".to_owned(),
             "project_id = :pid".to_owned(),
@@ -154,6 +235,7 @@ impl Store {
             "updated_ms = :now".to_owned(),
         ];
         let mut remove = Vec::new();
+        let mut conditions = Vec::new();
         let mut req = self
             .client(region)
             .update_item()
@@ -162,41 +244,149 @@ impl Store {
             .expression_attribute_values(":ct", s(clevertap_id))
             .expression_attribute_values(":pid", s(project_id))
             .expression_attribute_values(":now", n(now_ms));
-        if let Some(id) = &merge.identity {
+        if let Some(id) = &write.identity {
             set.push("#identity = if_not_exists(#identity, :id)".into());
             req = req
                 .expression_attribute_names("#identity", "identity")
                 .expression_attribute_values(":id", s(id.clone()));
         }
-        if let Some(e) = &merge.email {
-            set.push("email = :email, email_key = :ek".into());
+        for (i, f) in write.fields.iter().enumerate() {
+            let (name, version) = (format!("#f{i}"), format!("#v{i}"));
             req = req
-                .expression_attribute_values(":email", s(e.clone()))
-                .expression_attribute_values(":ek", s(k::email_key(project_id, e)));
-        }
-        if let Some(p) = &merge.phone {
-            set.push("phone = :phone, phone_key = :pk".into());
-            req = req
-                .expression_attribute_values(":phone", s(p.clone()))
-                .expression_attribute_values(":pk", s(k::phone_key(project_id, p)));
-        }
-        for (i, (key, value)) in merge.properties.iter().enumerate() {
-            let name = format!("#a{i}");
-            req = req.expression_attribute_names(&name, format!("{ATTRIBUTE_PREFIX}{key}"));
-            match value {
+                .expression_attribute_names(&name, &f.attribute)
+                .expression_attribute_names(&version, version_attribute(&f.attribute))
+                .expression_attribute_values(format!(":v{i}"), s(f.version.clone()));
+            set.push(format!("{version} = :v{i}"));
+            match &f.value {
                 Some(v) => {
-                    let val = format!(":a{i}");
-                    set.push(format!("{name} = {val}"));
-                    req = req.expression_attribute_values(val, v.to_attr());
+                    set.push(format!("{name} = :f{i}"));
+                    req = req.expression_attribute_values(format!(":f{i}"), v.clone());
                 }
                 None => remove.push(name),
+            }
+            if let Some((attr, key)) = &f.index_key {
+                set.push(format!("{attr} = :k{i}"));
+                req = req.expression_attribute_values(format!(":k{i}"), s(key.clone()));
+            }
+            match &f.expected {
+                None => conditions.push(format!("attribute_not_exists({version})")),
+                Some(e) => {
+                    conditions.push(format!("{version} = :e{i}"));
+                    req = req.expression_attribute_values(format!(":e{i}"), s(e.clone()));
+                }
             }
         }
         let mut expr = format!("SET {}", set.join(", "));
         if !remove.is_empty() {
             expr.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
-        req.update_expression(expr).send().await?;
-        Ok(())
+        if !conditions.is_empty() {
+            req = req.condition_expression(conditions.join(" AND "));
+        }
+        super::conditional(req.update_expression(expr).send().await)
+    }
+
+    /// Reads one profile (strongly consistent).
+    pub async fn get_profile_item(
+        &self,
+        region: Region,
+        project_id: &str,
+        clevertap_id: &str,
+    ) -> Result<Option<Item>, StoreError> {
+        Ok(self
+            .client(region)
+            .get_item()
+            .table_name(self.table(region, Table::Profiles))
+            .set_key(Some(profile_key(project_id, clevertap_id)))
+            .consistent_read(true)
+            .send()
+            .await?
+            .item)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn merge(email: Option<(&str, &str)>, props: &[(&str, Option<&str>, &str)]) -> ProfileMerge {
+        ProfileMerge {
+            identity: None,
+            email: email.map(|(e, v)| Versioned {
+                value: e.to_owned(),
+                version: v.to_owned(),
+            }),
+            phone: None,
+            properties: props
+                .iter()
+                .map(|(k, val, v)| {
+                    (
+                        (*k).to_owned(),
+                        Versioned {
+                            value: val.map(|x| PropertyValue::Text(x.to_owned())),
+                            version: (*v).to_owned(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn stored(fields: &[(&str, &str, &str)]) -> Item {
+        let mut item = profile_key("p", "ct");
+        for (attr, value, version) in fields {
+            item.insert((*attr).to_owned(), s(*value));
+            item.insert(version_attribute(attr), s(*version));
+        }
+        item
+    }
+
+    #[test]
+    fn a_new_profile_gets_every_field() {
+        let w = merge(Some(("a@x.io", "2")), &[("plan", Some("gold"), "2")])
+            .plan("p", None)
+            .unwrap();
+        assert!(w.create);
+        assert_eq!(w.fields.len(), 2);
+        assert!(w.fields.iter().all(|f| f.expected.is_none()));
+        assert_eq!(
+            w.fields[0].index_key,
+            Some((k::EMAIL_KEY, "p#a@x.io".to_owned()))
+        );
+    }
+
+    #[test]
+    fn only_newer_fields_are_written_even_with_equal_values() {
+        let item = stored(&[("email", "a@x.io", "05"), ("attr#plan", "gold", "09")]);
+        // Older email: skipped. Same plan value but newer: its version must advance.
+        let w = merge(Some(("b@x.io", "04")), &[("plan", Some("gold"), "10")])
+            .plan("p", Some(&item))
+            .unwrap();
+        assert!(!w.create);
+        assert_eq!(w.fields.len(), 1);
+        assert_eq!(w.fields[0].attribute, "attr#plan");
+        assert_eq!(w.fields[0].expected.as_deref(), Some("09"));
+        assert_eq!(w.fields[0].version, "10");
+    }
+
+    #[test]
+    fn nothing_newer_plans_nothing_and_a_delete_keeps_its_version() {
+        let item = stored(&[("email", "a@x.io", "5")]);
+        assert_eq!(
+            merge(Some(("a@x.io", "5")), &[]).plan("p", Some(&item)),
+            None
+        );
+        let w = merge(None, &[("plan", None, "7")])
+            .plan("p", Some(&item))
+            .unwrap();
+        assert_eq!(w.fields[0].value, None, "a deleted property is removed");
+        assert_eq!(w.fields[0].version, "7", "its version stays as a tombstone");
+    }
+
+    #[test]
+    fn data_versions_order_by_time_then_message_then_position() {
+        assert!(data_version(5, "z", 9) < data_version(40, "a", 0));
+        assert!(data_version(5, "a", 9) < data_version(5, "b", 0));
+        assert!(data_version(5, "a", 2) < data_version(5, "a", 10));
     }
 }
