@@ -203,6 +203,20 @@ impl Stack {
         .expect("pipeline")
     }
 
+    /// The local pipeline with `lanes` concurrent batches per inbox mapping.
+    pub async fn pipeline_with_lanes(&self, lanes: usize) -> local::pipeline::LocalPipeline {
+        local::pipeline::LocalPipeline::with_lanes(
+            &self.client,
+            &endpoint(),
+            self.store.clone(),
+            self.names.clone(),
+            &[self.project.region],
+            lanes,
+        )
+        .await
+        .expect("pipeline")
+    }
+
     pub async fn scan(&self, table: shared::tables::Table) -> Vec<Item> {
         scan_all(&self.client, &self.names.name(self.project.region, table)).await
     }
