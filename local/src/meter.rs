@@ -20,6 +20,8 @@ pub struct Meter {
     pub requests: Arc<AtomicU64>,
     read_milli: Arc<AtomicU64>,
     write_milli: Arc<AtomicU64>,
+    cancelled: Arc<AtomicU64>,
+    conflicts: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -27,6 +29,10 @@ pub struct Reading {
     pub requests: u64,
     pub rcu: f64,
     pub wcu: f64,
+    /// Transactions cancelled for any reason (each is retried or re-planned by its writer).
+    pub cancelled_transactions: u64,
+    /// Of those, cancelled because another transaction held one of the items.
+    pub conflicts: u64,
 }
 
 impl Meter {
@@ -35,6 +41,8 @@ impl Meter {
             requests: self.requests.load(Ordering::SeqCst),
             rcu: self.read_milli.load(Ordering::SeqCst) as f64 / 1000.0,
             wcu: self.write_milli.load(Ordering::SeqCst) as f64 / 1000.0,
+            cancelled_transactions: self.cancelled.load(Ordering::SeqCst),
+            conflicts: self.conflicts.load(Ordering::SeqCst),
         }
     }
 
@@ -42,6 +50,8 @@ impl Meter {
         self.requests.store(0, Ordering::SeqCst);
         self.read_milli.store(0, Ordering::SeqCst);
         self.write_milli.store(0, Ordering::SeqCst);
+        self.cancelled.store(0, Ordering::SeqCst);
+        self.conflicts.store(0, Ordering::SeqCst);
     }
 }
 
@@ -52,6 +62,8 @@ impl std::ops::Sub for Reading {
             requests: self.requests - o.requests,
             rcu: self.rcu - o.rcu,
             wcu: self.wcu - o.wcu,
+            cancelled_transactions: self.cancelled_transactions - o.cancelled_transactions,
+            conflicts: self.conflicts - o.conflicts,
         }
     }
 }
@@ -179,6 +191,8 @@ impl HttpConnector for MeterConnector {
                 .into_bytes();
             if let Some(units) = transaction_wcu_milli.filter(|_| status.as_u16() == 200) {
                 meter.write_milli.fetch_add(units, Ordering::SeqCst);
+            } else if transaction_wcu_milli.is_some() {
+                count_cancellation(&meter, &bytes);
             } else if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
                 let units = (capacity(&v["ConsumedCapacity"]) * 1000.0).round() as u64;
                 let counter = if is_read {
@@ -194,6 +208,26 @@ impl HttpConnector for MeterConnector {
             }
             Ok(rebuilt)
         })
+    }
+}
+
+/// Counts a cancelled transaction, and whether any of its reasons was a conflict.
+fn count_cancellation(meter: &Meter, body: &[u8]) {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    if !v["__type"]
+        .as_str()
+        .is_some_and(|t| t.ends_with("TransactionCanceledException"))
+    {
+        return;
+    }
+    meter.cancelled.fetch_add(1, Ordering::SeqCst);
+    let conflict = v["CancellationReasons"]
+        .as_array()
+        .is_some_and(|r| r.iter().any(|r| r["Code"] == "TransactionConflict"));
+    if conflict {
+        meter.conflicts.fetch_add(1, Ordering::SeqCst);
     }
 }
 
