@@ -243,7 +243,9 @@ impl StreamPoller {
                     .client
                     .get_records()
                     .shard_iterator(iterator)
-                    .limit(1000)
+                    // Inbox records carry payloads of up to ~200 KB: keep pages well below
+                    // what DynamoDB Local answers in one response.
+                    .limit(100)
                     .send()
                     .await
                 {
@@ -341,6 +343,17 @@ impl Mapping {
 
     pub fn lane_count(&self) -> usize {
         self.lanes.len()
+    }
+
+    /// Changes the number of lanes, keeping the stream position and every queued record (each
+    /// moves to its key's new lane, in order).
+    pub fn set_lanes(&mut self, lanes: usize) {
+        let queued: Vec<Value> = self.lanes.iter_mut().flat_map(|q| q.drain(..)).collect();
+        self.lanes = (0..lanes.max(1)).map(|_| VecDeque::new()).collect();
+        for r in queued {
+            let lane = lane_of(&record_partition_key(&r), self.lanes.len());
+            self.lanes[lane].push_back(r);
+        }
     }
 
     /// Polls the stream and queues the records that pass the filter, each on its key's lane.

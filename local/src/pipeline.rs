@@ -15,8 +15,12 @@ use crate::{
 pub struct LocalPipeline {
     store: Store,
     names: TableNames,
+    /// inbox → resolve, per region.
     resolve: Vec<Mapping>,
+    /// inbox → materialize, per region.
     materialize: Vec<Mapping>,
+    /// segments → materialize (clearing), per region: one batch at a time.
+    clear: Vec<Mapping>,
 }
 
 #[derive(Clone, Copy)]
@@ -49,6 +53,7 @@ impl LocalPipeline {
         let streams = streams_client(endpoint);
         let mut resolve = Vec::new();
         let mut materialize = Vec::new();
+        let mut clear = Vec::new();
         for &region in regions {
             let inbox = stream_arn(client, &names.name(region, Table::Inbox)).await?;
             let segments = stream_arn(client, &names.name(region, Table::Segments)).await?;
@@ -65,7 +70,7 @@ impl LocalPipeline {
                 STREAM_BATCH_SIZE,
                 lanes,
             ));
-            materialize.push(Mapping::new(
+            clear.push(Mapping::new(
                 StreamPoller::new(streams.clone(), segments),
                 MATERIALIZE_SEGMENTS_FILTER,
                 1,
@@ -77,7 +82,18 @@ impl LocalPipeline {
             names,
             resolve,
             materialize,
+            clear,
         })
+    }
+
+    /// Runs the inbox mappings with `lanes` batches at once from now on, keeping their positions.
+    pub fn set_lanes(&mut self, lanes: usize) {
+        for m in self.resolve.iter_mut() {
+            m.set_lanes(lanes);
+        }
+        for m in self.materialize.iter_mut() {
+            m.set_lanes(lanes);
+        }
     }
 
     /// Polls every stream once and runs every queued batch; returns how many records ran.
@@ -89,6 +105,7 @@ impl LocalPipeline {
             .iter_mut()
             .map(|m| (Stage::Resolve, m))
             .chain(self.materialize.iter_mut().map(|m| (Stage::Materialize, m)))
+            .chain(self.clear.iter_mut().map(|m| (Stage::Materialize, m)))
             .map(|(stage, m)| async move {
                 m.fetch().await?;
                 Ok::<_, String>(drain(store, names, stage, m).await)
@@ -110,6 +127,7 @@ impl LocalPipeline {
                 .resolve
                 .iter()
                 .chain(&self.materialize)
+                .chain(&self.clear)
                 .any(|m| m.pending() > 0);
             if n == 0 && !pending {
                 quiet += 1;

@@ -462,17 +462,7 @@ async fn main() {
     //     raw floor measured just above in the same run.
     let mut scaling = Vec::new();
     for lanes in [1usize, 2, 4, 8] {
-        let mut pipeline = local::pipeline::LocalPipeline::with_lanes(
-            &client,
-            &endpoint_url,
-            store.clone(),
-            names.clone(),
-            &[Region::Eu1],
-            lanes,
-        )
-        .await
-        .unwrap();
-        pipeline.run_until_idle(200).await.unwrap();
+        pipeline.set_lanes(lanes);
         let aud = 71_000 + lanes as i64;
         let who = format!("lanes{lanes}");
         let before = meter.read();
@@ -502,16 +492,7 @@ async fn main() {
     // 5c. A first sync: 100,000 members of one audience as 100 concurrent 1,000-profile
     //     requests, through the pipeline with the default lanes.
     if std::env::var("BENCH_FIRST_SYNC").as_deref() != Ok("0") {
-        let mut pipeline = local::pipeline::LocalPipeline::new(
-            &client,
-            &endpoint_url,
-            store.clone(),
-            names.clone(),
-            &[Region::Eu1],
-        )
-        .await
-        .unwrap();
-        pipeline.run_until_idle(200).await.unwrap();
+        pipeline.set_lanes(local::lanes_from_env());
         let aud = 72_000;
         let bodies: Vec<String> = (0..100)
             .map(|req| e2e_batch("first-sync", "first", aud, req))
