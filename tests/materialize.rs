@@ -430,3 +430,67 @@ async fn batches_flow_through_resolve_and_materialize_to_the_sync_log() {
     );
     assert_counts_agree(&v);
 }
+
+#[tokio::test]
+async fn archiving_seals_the_counters_at_once_and_a_second_archiving_is_cleared_whole() {
+    let stack = Stack::new("mat-rearchive", Region::Eu1).await;
+    let sub = |action: &str, ts: i64| {
+        json!({"type": "audience_subscription_request", "id": format!("s{ts}"), "timestamp_ms": ts,
+               "account": stack.project.account(), "audience_id": 88, "audience_name": "Flappy", "action": action})
+        .to_string()
+    };
+    let adds = |from: usize, to: usize, ts: i64, msg: &str| -> Vec<MembershipChange> {
+        (from..to)
+            .map(|i| change(&format!("__f{i:03}"), 88, ChangeAction::Add, ts, msg))
+            .collect()
+    };
+    stack.send(&sub("add", 1)).await;
+    let c = materialize_changes(
+        &stack.store,
+        Region::Eu1,
+        &stack.project.id,
+        &adds(0, 40, 10, "a"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.added, 40);
+
+    // Disconnected: before any clearing ran, a chunk read the segment as active. Its changes
+    // must not count: archiving sealed the counter shards in the same transaction.
+    stack.send(&sub("remove", 2)).await;
+    let late = materialize_changes(
+        &stack.store,
+        Region::Eu1,
+        &stack.project.id,
+        &adds(40, 60, 11, "b"),
+    )
+    .await
+    .unwrap();
+    assert_eq!((late.added, late.archived), (0, 20));
+
+    // Connected again before the clearing ran, members added, disconnected again: one clearing
+    // pass must leave nothing, whichever archiving's record it runs for.
+    stack.send(&sub("add", 3)).await;
+    let again = materialize_changes(
+        &stack.store,
+        Region::Eu1,
+        &stack.project.id,
+        &adds(60, 90, 12, "c"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.added, 30);
+    assert_eq!(seg_count(&view(&stack, 88).await, "member_count"), 70);
+    stack.send(&sub("remove", 4)).await;
+    let mut pipeline = stack.pipeline().await;
+    pipeline.run_until_idle(20).await.unwrap();
+
+    let v = view(&stack, 88).await;
+    assert_eq!(
+        text(v.segment.as_ref().unwrap(), "status").as_deref(),
+        Some("archived")
+    );
+    assert_eq!(seg_count(&v, "member_count"), 0);
+    assert!(v.members.values().all(|m| !m), "no member left");
+    assert_eq!(v.events.len(), 70, "clearing raises no per-user events");
+}

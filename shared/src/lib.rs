@@ -1,25 +1,19 @@
 //! The common crate of the mParticle audience import: everything the Lambda binaries share.
 //!
-//! Pure logic (protocol, auth checks, batch chunking, identity ladder, segment state machine) has
-//! no AWS types; `store` is the DynamoDB adapter; `endpoint` and the handlers are the Lambda edges.
+//! - [`domain`]: the pure core (protocol, auth checks, batch chunking, identity ladder, segment
+//!   state machine, changes, sync-log counts): no AWS types, no I/O.
+//! - [`store`]: the DynamoDB adapter (tables, keys, clients, every read and write).
+//! - [`stages`]: authorize's endpoint, resolve, materialize and the read API, with their Lambda
+//!   edges; they use the domain and the store, never the other way round.
+//!
+//! The modules are re-exported at the crate root (`shared::protocol`, `shared::resolve`, …).
 
-pub mod auth;
-pub mod batch;
-pub mod changes;
-pub mod clients;
 pub mod config;
-pub mod endpoint;
-pub mod identity;
-pub mod keys;
-pub mod materialize;
-pub mod pipeline;
-pub mod protocol;
-pub mod query;
-pub mod region;
-pub mod resolve;
-pub mod segment_state;
+pub mod domain;
+pub mod stages;
 pub mod store;
-pub mod stream;
-pub mod tables;
 
+pub use domain::{auth, batch, changes, identity, protocol, region, segment_state, sync_log};
 pub use region::Region;
+pub use stages::{endpoint, materialize, pipeline, query, resolve, stream};
+pub use store::{clients, keys, tables};

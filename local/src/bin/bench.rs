@@ -94,19 +94,32 @@ impl Bench {
         body.to_string()
     }
 
+    /// The stored chunks of one message: chunk 0 tells how many there are; each is read by its
+    /// key (chunks of one message are spread over the project's lanes).
     async fn rows(&self, message_id: &str) -> Vec<HashMap<String, AttributeValue>> {
+        use shared::keys::inbox;
         let table = self.names.name(Region::Eu1, Table::Inbox);
-        let out = self
-            .client
-            .query()
-            .table_name(table)
-            .key_condition_expression("pk = :p AND begins_with(sk, :m)")
-            .expression_attribute_values(":p", AttributeValue::S(self.project_id.clone()))
-            .expression_attribute_values(":m", AttributeValue::S(format!("{message_id}#")))
-            .send()
-            .await
-            .unwrap();
-        out.items.unwrap_or_default()
+        let get = |chunk: u32| {
+            self.client
+                .get_item()
+                .table_name(&table)
+                .key(
+                    "pk",
+                    AttributeValue::S(inbox::pk(&self.project_id, message_id, chunk)),
+                )
+                .key("sk", AttributeValue::S(inbox::sk(message_id, chunk)))
+                .consistent_read(true)
+                .send()
+        };
+        let Some(first) = get(0).await.unwrap().item else {
+            return Vec::new();
+        };
+        let count: u32 = first["chunk_count"].as_n().unwrap().parse().unwrap();
+        let mut rows = vec![first];
+        for chunk in 1..count {
+            rows.extend(get(chunk).await.unwrap().item);
+        }
+        rows
     }
 }
 

@@ -225,37 +225,58 @@ pub fn usage_shard_update(
         .expect("table and key are set")
 }
 
-/// The segment must be in `status` for the transaction to commit.
-pub fn segment_status_check(
+/// The segment must still be archiving, in the archiving `archive_id` (`None`: a segment
+/// archived before archive ids existed), for the transaction to commit. A disconnect, connect
+/// and disconnect again starts a new archiving, so a clear of the older one stops.
+pub fn archiving_check(
     project_id: &str,
     table: &str,
     audience_id: i64,
-    required: &str,
+    archive_id: Option<&str>,
 ) -> ConditionCheck {
+    let (condition, values) = archiving_condition(archive_id);
     ConditionCheck::builder()
         .table_name(table)
         .set_key(Some(segment_key(project_id, audience_id)))
-        .condition_expression("#status = :required")
+        .condition_expression(condition)
         .expression_attribute_names("#status", "status")
-        .expression_attribute_values(":required", s(required))
+        .set_expression_attribute_values(Some(values))
         .build()
         .expect("table, key and condition are set")
+}
+
+/// The condition (with `#status` for `status`) that a segment is in one archiving.
+pub fn archiving_condition(archive_id: Option<&str>) -> (&'static str, Item) {
+    let mut values = Item::from([(":archiving".to_owned(), s(status::ARCHIVING))]);
+    match archive_id {
+        Some(id) => {
+            values.insert(":archive".to_owned(), s(id));
+            ("#status = :archiving AND archive_id = :archive", values)
+        }
+        None => ("#status = :archiving", values),
+    }
 }
 
 /// Attempts of a small gate transaction before it reports the store as unavailable.
 const MAX_GATE_ATTEMPTS: u32 = 20;
 
 /// How a gate transaction ended.
-enum GateTx {
+pub(crate) enum GateTx {
     Committed,
     /// The segment condition (action 0) did not hold.
     SegmentCondition,
 }
 
+impl GateTx {
+    pub(crate) fn committed(&self) -> bool {
+        matches!(self, GateTx::Committed)
+    }
+}
+
 impl Store {
     /// Sends a gate transaction (segment condition first, then the shards), retrying conflicts
     /// with backoff.
-    async fn gate_transaction(
+    pub(crate) async fn gate_transaction(
         &self,
         region: Region,
         items: Vec<TransactWriteItem>,
@@ -323,102 +344,191 @@ impl Store {
             .build()
             .expect("table and key are set");
         let mut items = vec![TransactWriteItem::builder().update(segment).build()];
-        items.extend(self.gate_updates(&table, project_id, audience_id, ShardGate::Open));
+        items.extend(gate_updates(
+            &table,
+            project_id,
+            audience_id,
+            ShardGate::Open,
+        ));
         Ok(match self.gate_transaction(region, items).await? {
             GateTx::Committed => OpenOutcome::Opened,
             GateTx::SegmentCondition => OpenOutcome::SegmentInactive,
         })
     }
 
-    /// Seals every counter shard of a segment that is archiving, so that no membership
-    /// transaction can count (and so add members) any more. Returns false, sealing nothing, if
-    /// the segment is not archiving (it was connected again).
+    /// Seals every counter shard of a segment while it is in the archiving `archive_id`, so
+    /// that no membership transaction can count (and so add members) any more. Archiving seals
+    /// them already; this makes sure. Returns false, sealing nothing, if the segment is no longer
+    /// in that archiving (connected again, or archived again since).
     pub async fn seal_counter_shards(
         &self,
         region: Region,
         project_id: &str,
         audience_id: i64,
+        archive_id: Option<&str>,
     ) -> Result<bool, StoreError> {
         let table = self.table(region, Table::Segments);
         let mut items = vec![
             TransactWriteItem::builder()
-                .condition_check(segment_status_check(
-                    project_id,
-                    &table,
-                    audience_id,
-                    status::ARCHIVING,
-                ))
+                .condition_check(archiving_check(project_id, &table, audience_id, archive_id))
                 .build(),
         ];
-        items.extend(self.gate_updates(&table, project_id, audience_id, ShardGate::Sealed));
-        Ok(matches!(
-            self.gate_transaction(region, items).await?,
-            GateTx::Committed
-        ))
+        items.extend(gate_updates(
+            &table,
+            project_id,
+            audience_id,
+            ShardGate::Sealed,
+        ));
+        Ok(self.gate_transaction(region, items).await?.committed())
     }
+}
 
-    /// Sets the gate of every counter shard of a segment (creating missing shards).
-    fn gate_updates(
+/// Sets the gate of every counter shard of a segment (creating missing shards).
+pub(crate) fn gate_updates(
+    table: &str,
+    project_id: &str,
+    audience_id: i64,
+    gate: ShardGate,
+) -> Vec<TransactWriteItem> {
+    (0..k::COUNTER_SHARDS)
+        .map(|shard| {
+            TransactWriteItem::builder()
+                .update(gate_update(table, project_id, audience_id, shard, gate))
+                .build()
+        })
+        .collect()
+}
+
+fn gate_update(
+    table: &str,
+    project_id: &str,
+    audience_id: i64,
+    shard: u32,
+    gate: ShardGate,
+) -> Update {
+    Update::builder()
+        .table_name(table)
+        .set_key(Some(counter_shard_key(project_id, audience_id, shard)))
+        .update_expression(
+            "SET #gate = :gate, kind = :kind, project_id = :pid, partner_segment_id = :aid, \
+                 #shard = :shard",
+        )
+        .expression_attribute_names("#gate", ShardGate::ATTRIBUTE)
+        .expression_attribute_names("#shard", "shard")
+        .expression_attribute_values(":gate", s(gate.as_str()))
+        .expression_attribute_values(":kind", s("counter"))
+        .expression_attribute_values(":pid", s(project_id))
+        .expression_attribute_values(":aid", n(audience_id))
+        .expression_attribute_values(":shard", n(shard))
+        .build()
+        .expect("table and key are set")
+}
+
+/// Reads of summed shards: one TransactGetItems each, so the sum is of one point in time (a
+/// transaction that moved a member from one shard's count to another is seen whole or not at
+/// all), never a mix of before and after.
+impl Store {
+    /// Items by key, read together as of one point in time (at most 100 keys); missing items are
+    /// `None`. Retries a read cancelled by a concurrent write transaction.
+    pub async fn transact_get(
         &self,
-        table: &str,
-        project_id: &str,
-        audience_id: i64,
-        gate: ShardGate,
-    ) -> Vec<TransactWriteItem> {
-        (0..k::COUNTER_SHARDS)
-            .map(|shard| {
-                TransactWriteItem::builder()
-                    .update(self.gate_update(table, project_id, audience_id, shard, gate))
+        region: Region,
+        table: Table,
+        keys: Vec<Item>,
+    ) -> Result<Vec<Option<Item>>, StoreError> {
+        use aws_sdk_dynamodb::types::{Get, TransactGetItem};
+        let table_name = self.table(region, table);
+        let gets: Vec<TransactGetItem> = keys
+            .into_iter()
+            .map(|key| {
+                TransactGetItem::builder()
+                    .get(
+                        Get::builder()
+                            .table_name(&table_name)
+                            .set_key(Some(key))
+                            .build()
+                            .expect("table and key are set"),
+                    )
                     .build()
             })
-            .collect()
+            .collect();
+        let mut attempt = 0;
+        loop {
+            let res = self
+                .client(region)
+                .transact_get_items()
+                .set_transact_items(Some(gets.clone()))
+                .send()
+                .await;
+            match res {
+                Ok(out) => {
+                    return Ok(out
+                        .responses
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|r| r.item)
+                        .collect());
+                }
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|se| se.is_transaction_canceled_exception())
+                        && attempt < MAX_GATE_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt.min(4))).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
-    fn gate_update(
+    /// A segment item with its counters summed over its shards, all read as of one point in time.
+    pub async fn segment_with_counts(
         &self,
-        table: &str,
+        region: Region,
         project_id: &str,
         audience_id: i64,
-        shard: u32,
-        gate: ShardGate,
-    ) -> Update {
-        Update::builder()
-            .table_name(table)
-            .set_key(Some(counter_shard_key(project_id, audience_id, shard)))
-            .update_expression(
-                "SET #gate = :gate, kind = :kind, project_id = :pid, partner_segment_id = :aid, \
-                 #shard = :shard",
-            )
-            .expression_attribute_names("#gate", ShardGate::ATTRIBUTE)
-            .expression_attribute_names("#shard", "shard")
-            .expression_attribute_values(":gate", s(gate.as_str()))
-            .expression_attribute_values(":kind", s("counter"))
-            .expression_attribute_values(":pid", s(project_id))
-            .expression_attribute_values(":aid", n(audience_id))
-            .expression_attribute_values(":shard", n(shard))
-            .build()
-            .expect("table and key are set")
+    ) -> Result<Option<Item>, StoreError> {
+        let mut keys = vec![segment_key(project_id, audience_id)];
+        keys.extend((0..k::COUNTER_SHARDS).map(|s| counter_shard_key(project_id, audience_id, s)));
+        let mut items = self.transact_get(region, Table::Segments, keys).await?;
+        let Some(mut segment) = items.remove(0) else {
+            return Ok(None);
+        };
+        let shards: Vec<Item> = items.into_iter().flatten().collect();
+        sum_counter_shards(&shards)
+            .get(&audience_id)
+            .copied()
+            .unwrap_or_default()
+            .merge_into(&mut segment);
+        Ok(Some(segment))
     }
 
-    /// The counters of some segments of a project, summed over their shards (strongly
-    /// consistent). Segments without any shard are absent.
+    /// The counters of some segments of a project, each summed over its shards as of one point
+    /// in time. Segments without any shard are absent.
     pub async fn segment_counts(
         &self,
         region: Region,
         project_id: &str,
         audience_ids: &[i64],
     ) -> Result<BTreeMap<i64, SegmentCounts>, StoreError> {
-        let keys = audience_ids
-            .iter()
-            .flat_map(|aud| {
-                (0..k::COUNTER_SHARDS).map(move |shard| counter_shard_key(project_id, *aud, shard))
+        use futures::stream::{self, StreamExt, TryStreamExt};
+        let per_segment: Vec<Vec<Item>> = stream::iter(audience_ids.iter().copied())
+            .map(|aud| async move {
+                let keys = (0..k::COUNTER_SHARDS)
+                    .map(|shard| counter_shard_key(project_id, aud, shard))
+                    .collect();
+                let items = self.transact_get(region, Table::Segments, keys).await?;
+                Ok::<_, StoreError>(items.into_iter().flatten().collect())
             })
-            .collect();
-        let items = self.batch_get(region, Table::Segments, keys).await?;
-        Ok(sum_counter_shards(&items))
+            .buffer_unordered(8)
+            .try_collect()
+            .await?;
+        Ok(sum_counter_shards(per_segment.iter().flatten()))
     }
 
-    /// Partner Sync events of a project in one month (`YYYY-MM`), summed over the usage shards.
+    /// Partner Sync events of a project in one month (`YYYY-MM`), summed over the usage shards
+    /// as of one point in time.
     pub async fn usage_events(
         &self,
         region: Region,
@@ -428,8 +538,8 @@ impl Store {
         let keys = (0..k::USAGE_SHARDS)
             .map(|shard| usage_shard_key(project_id, month, shard))
             .collect();
-        let items = self.batch_get(region, Table::Segments, keys).await?;
-        Ok(sum_usage_shards(&items))
+        let items = self.transact_get(region, Table::Segments, keys).await?;
+        Ok(sum_usage_shards(items.iter().flatten()))
     }
 }
 

@@ -170,7 +170,7 @@ impl Store {
         message_id: &str,
         chunk: u32,
         changes: &[u8],
-        outcomes: &crate::resolve::ResolveOutcomes,
+        outcomes: &crate::sync_log::ResolveOutcomes,
         adds: usize,
         deletes: usize,
     ) -> Result<bool, StoreError> {
@@ -214,7 +214,7 @@ impl Store {
         project_id: &str,
         message_id: &str,
         chunk: u32,
-        counts: &crate::materialize::MaterializeCounts,
+        counts: &crate::sync_log::MaterializeCounts,
     ) -> Result<bool, StoreError> {
         let applied = serde_dynamo::to_attribute_value(counts)?;
         let res = self

@@ -1,4 +1,5 @@
-//! The DynamoDB adapter: every read and write of the product goes through [`Store`].
+//! The DynamoDB adapter: every read and write of the product goes through [`Store`]; table
+//! definitions, key names and the regional clients live here too.
 
 use std::collections::HashMap;
 
@@ -10,13 +11,16 @@ use crate::clients::RegionalClients;
 use crate::region::Region;
 use crate::tables::{Table, TableNames};
 
+pub mod clients;
 pub mod counters;
 pub mod inbox;
+pub mod keys;
 pub mod memberships;
 pub mod profiles;
 pub mod projects;
 pub mod reads;
 pub mod segments;
+pub mod tables;
 
 pub type Item = HashMap<String, AttributeValue>;
 

@@ -80,30 +80,15 @@ impl Store {
             .item)
     }
 
-    /// A segment with its counters summed over their shards.
+    /// A segment with its counters summed over their shards, as of one point in time.
     pub async fn get_segment(
         &self,
         region: Region,
         project_id: &str,
         audience_id: i64,
     ) -> Result<Option<Item>, StoreError> {
-        let key = Item::from([
-            (keys::PK.to_owned(), s(sk::pk(project_id))),
-            (keys::SK.to_owned(), s(sk::segment_sk(audience_id))),
-        ]);
-        let ids = [audience_id];
-        let (segment, counts) = futures::try_join!(
-            self.get_item_by_key(region, Table::Segments, key),
-            self.segment_counts(region, project_id, &ids),
-        )?;
-        Ok(segment.map(|mut item| {
-            counts
-                .get(&audience_id)
-                .copied()
-                .unwrap_or_default()
-                .merge_into(&mut item);
-            item
-        }))
+        self.segment_with_counts(region, project_id, audience_id)
+            .await
     }
 
     /// Current members of a segment, in CleverTap ID order, `limit` per page.

@@ -1,7 +1,8 @@
 //! Segments: created, renamed and archived by subscription requests.
 
-use aws_sdk_dynamodb::types::ReturnValue;
+use aws_sdk_dynamodb::types::{ReturnValue, TransactWriteItem, Update};
 
+use super::counters::{ShardGate, archiving_condition, gate_updates};
 use super::{Item, Store, StoreError, get_s, n, s};
 use crate::keys::{self, segments as k};
 use crate::region::Region;
@@ -105,8 +106,10 @@ impl Store {
         }
     }
 
-    /// Marks an active segment as archiving; materialization clears its members in the background.
-    /// Returns whether this call started the archiving.
+    /// Marks an active segment as archiving, with a new archive id, and seals its counter shards
+    /// in the same transaction, so no membership transaction can count (or add a member) from
+    /// then on; materialization clears its members in the background. Returns whether this call
+    /// started the archiving.
     pub async fn archive_segment(
         &self,
         segment: &SegmentKey<'_>,
@@ -118,13 +121,14 @@ impl Store {
             project_id,
             audience_id,
         } = *segment;
-        let res = self
-            .client(region)
-            .update_item()
-            .table_name(self.table(region, Table::Segments))
+        let table = self.table(region, Table::Segments);
+        let archive = Update::builder()
+            .table_name(&table)
             .key(keys::PK, s(k::pk(project_id)))
             .key(keys::SK, s(k::segment_sk(audience_id)))
-            .update_expression("SET #status = :archiving, updated_ms = :now, sub_ts = :ts")
+            .update_expression(
+                "SET #status = :archiving, updated_ms = :now, sub_ts = :ts, archive_id = :archive",
+            )
             .condition_expression(
                 "attribute_exists(pk) AND #status = :active AND (attribute_not_exists(sub_ts) OR sub_ts <= :ts)",
             )
@@ -133,6 +137,44 @@ impl Store {
             .expression_attribute_values(":active", s(status::ACTIVE))
             .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":ts", n(message_ts))
+            .expression_attribute_values(":archive", s(uuid::Uuid::new_v4().simple().to_string()))
+            .build()
+            .expect("table and key are set");
+        let mut items = vec![TransactWriteItem::builder().update(archive).build()];
+        items.extend(gate_updates(
+            &table,
+            project_id,
+            audience_id,
+            ShardGate::Sealed,
+        ));
+        Ok(self.gate_transaction(region, items).await?.committed())
+    }
+
+    /// Marks a segment archived once its clearing is done, if it is still in the archiving
+    /// `archive_id`. Returns false if it is not (connected again, or archived again since).
+    pub async fn mark_segment_archived(
+        &self,
+        segment: &SegmentKey<'_>,
+        archive_id: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let SegmentKey {
+            region,
+            project_id,
+            audience_id,
+        } = *segment;
+        let (condition, values) = archiving_condition(archive_id);
+        let res = self
+            .client(region)
+            .update_item()
+            .table_name(self.table(region, Table::Segments))
+            .key(keys::PK, s(k::pk(project_id)))
+            .key(keys::SK, s(k::segment_sk(audience_id)))
+            .update_expression("SET #status = :archived, updated_ms = :now, archived_ms = :now")
+            .condition_expression(condition)
+            .expression_attribute_names("#status", "status")
+            .set_expression_attribute_values(Some(values))
+            .expression_attribute_values(":archived", s(status::ARCHIVED))
+            .expression_attribute_values(":now", n(crate::protocol::now_ms()))
             .send()
             .await;
         super::conditional(res)

@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{StoredIdentity, StoredProfile};
-use crate::endpoint::PARTNER_IDENTITY;
+use crate::protocol::PARTNER_IDENTITY;
 use crate::protocol::{Encoding, UserIdentityType};
 
 /// Which rung of the ladder resolved a user.

@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
 use tracing::{error, info};
 
 use crate::batch::{StoredProfile, decode_chunk};
@@ -28,23 +27,7 @@ use crate::store::{Item, Store, StoreError, get_s};
 use crate::stream::{self as records, InboxRow, RecordError};
 use crate::tables::{Table, TableNames};
 
-/// Outcome counts of one chunk, stored on its sync-log row.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResolveOutcomes {
-    pub partner_id: u64,
-    pub identity: u64,
-    pub mpid: u64,
-    pub created: u64,
-    pub merged: u64,
-    pub anonymous: u64,
-    pub hashed_unusable: u64,
-    pub invalid_email: u64,
-    pub invalid_phone: u64,
-    pub no_identity: u64,
-    pub attribute_updates: u64,
-    pub unknown_action: u64,
-    pub missing_audience_id: u64,
-}
+pub use crate::sync_log::ResolveOutcomes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {

@@ -17,7 +17,6 @@ use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use futures::stream::{self, StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use crate::changes::{MembershipChange, decode_changes};
@@ -26,37 +25,17 @@ use crate::keys::segments::COUNTER_SHARDS;
 use crate::protocol::now_ms;
 use crate::region::Region;
 use crate::segment_state::{MemberState, Outcome, SyncAction, apply};
-use crate::store::counters::{OpenOutcome, counter_shard_clear, pick_shard, segment_status_check};
+use crate::store::counters::{OpenOutcome, archiving_check, counter_shard_clear, pick_shard};
 use crate::store::memberships::{
     ActionRole, PairWrite, actions_of, member_state, membership_key, segment_transaction,
 };
+use crate::store::segments::SegmentKey;
 use crate::store::segments::status as segment_status;
 use crate::store::{Item, Store, StoreError, backoff, cancellation_codes, get_n, get_s, n, s};
 use crate::stream::{self as records, InboxRow, RecordError};
 use crate::tables::{Table, TableNames};
 
-/// What materializing one chunk did, stored on its sync-log row.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MaterializeCounts {
-    pub added: u64,
-    pub removed: u64,
-    pub noop: u64,
-    pub duplicate: u64,
-    pub stale: u64,
-    /// Changes for segments that are archived (or being archived): ignored.
-    pub archived: u64,
-}
-
-impl MaterializeCounts {
-    fn add(&mut self, o: &MaterializeCounts) {
-        self.added += o.added;
-        self.removed += o.removed;
-        self.noop += o.noop;
-        self.duplicate += o.duplicate;
-        self.stale += o.stale;
-        self.archived += o.archived;
-    }
-}
+pub use crate::sync_log::MaterializeCounts;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaterializeError {
@@ -434,8 +413,22 @@ pub async fn clear_segment(
     project_id: &str,
     audience_id: i64,
 ) -> Result<u64, StoreError> {
+    // The archiving to finish is the segment's current one (a record of an older archiving
+    // clears the current one, and the current one's record then finds it archived).
+    let segment = SegmentKey {
+        region,
+        project_id,
+        audience_id,
+    };
+    let current = store.get_segment_item(&segment).await?;
+    let Some(current) = current.filter(|s| get_s(s, "status") == Some(segment_status::ARCHIVING))
+    else {
+        return Ok(0);
+    };
+    let archive_id = get_s(&current, "archive_id").map(str::to_owned);
+    let archive_id = archive_id.as_deref();
     if !store
-        .seal_counter_shards(region, project_id, audience_id)
+        .seal_counter_shards(region, project_id, audience_id, archive_id)
         .await?
     {
         info!(
@@ -445,7 +438,6 @@ pub async fn clear_segment(
         return Ok(0);
     }
     let tables = store.region_tables(region);
-    let client = store.client(region);
     let mut cleared = 0u64;
     let mut attempt = 0u32;
     let mut start: Option<Item> = None;
@@ -472,11 +464,11 @@ pub async fn clear_segment(
                 .collect();
             items.push(
                 TransactWriteItem::builder()
-                    .condition_check(segment_status_check(
+                    .condition_check(archiving_check(
                         project_id,
                         &tables.segments,
                         audience_id,
-                        segment_status::ARCHIVING,
+                        archive_id,
                     ))
                     .build(),
             );
@@ -493,7 +485,10 @@ pub async fn clear_segment(
                     .build(),
             );
             match send_transaction(store, region, items).await? {
-                TxOutcome::Committed => cleared += batch.len() as u64,
+                TxOutcome::Committed => {
+                    cleared += batch.len() as u64;
+                    attempt = 0;
+                }
                 TxOutcome::Cancelled(codes) => {
                     if codes.get(batch.len()).and_then(|c| c.as_deref())
                         == Some("ConditionalCheckFailed")
@@ -505,7 +500,7 @@ pub async fn clear_segment(
                         return Ok(cleared);
                     }
                     // A conflict, or a row moved by a write planned before the seal: read the
-                    // same page again.
+                    // same page again (the budget is per page: it resets after each commit).
                     attempt += 1;
                     if attempt > 50 {
                         return Err(StoreError::Unavailable(format!(
@@ -522,31 +517,13 @@ pub async fn clear_segment(
             break;
         }
     }
-    let done = client
-        .update_item()
-        .table_name(&tables.segments)
-        .key(keys::PK, s(keys::segments::pk(project_id)))
-        .key(keys::SK, s(keys::segments::segment_sk(audience_id)))
-        .update_expression("SET #status = :archived, updated_ms = :now, archived_ms = :now")
-        .condition_expression("#status = :archiving")
-        .expression_attribute_names("#status", "status")
-        .expression_attribute_values(":archived", s(segment_status::ARCHIVED))
-        .expression_attribute_values(":archiving", s(segment_status::ARCHIVING))
-        .expression_attribute_values(":now", n(now_ms()))
-        .send()
-        .await;
-    match done {
-        Ok(_) => info!(project_id, audience_id, cleared, "segment archived"),
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-        {
-            warn!(
-                project_id,
-                audience_id, "segment no longer archiving; left as it is"
-            )
-        }
-        Err(e) => return Err(e.into()),
+    if store.mark_segment_archived(&segment, archive_id).await? {
+        info!(project_id, audience_id, cleared, "segment archived");
+    } else {
+        warn!(
+            project_id,
+            audience_id, "segment no longer in this archiving; left as it is"
+        );
     }
     Ok(cleared)
 }

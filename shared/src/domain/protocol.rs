@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 /// The Firehose version we write on every response.
 pub const FIREHOSE_VERSION: &str = "3.2.0";
 
+/// The partner identity this output declares at registration: a profile's CleverTap ID.
+pub const PARTNER_IDENTITY: &str = "CleverTap_User_ID";
+
 /// Connection and account settings: setting id → value (always strings on the wire).
 pub type Settings = BTreeMap<String, String>;
 

@@ -22,7 +22,7 @@ use crate::store::segments::{SegmentKey, SubscriptionChange};
 use crate::store::{Store, StoreError};
 
 /// Our registered partner identity: the CleverTap ID, exported to mParticle by CleverTap.
-pub const PARTNER_IDENTITY: &str = "CleverTap_User_ID";
+pub use crate::protocol::PARTNER_IDENTITY;
 
 /// An HTTP answer: status and JSON body.
 #[derive(Debug, Clone, PartialEq, Eq)]

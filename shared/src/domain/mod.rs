@@ -1,0 +1,12 @@
+//! The pure core: protocol, credentials, chunking, the identity ladder, the segment state
+//! machine, membership changes and sync-log counts. Plain functions over plain types: no AWS
+//! types, no I/O, and nothing here imports the stages or the store.
+
+pub mod auth;
+pub mod batch;
+pub mod changes;
+pub mod identity;
+pub mod protocol;
+pub mod region;
+pub mod segment_state;
+pub mod sync_log;

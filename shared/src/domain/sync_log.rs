@@ -1,0 +1,45 @@
+//! What the sync log records of each chunk: the outcome counts of resolve and materialize.
+//! Plain types, stored on the chunk's inbox row and read back by the read API.
+
+use serde::{Deserialize, Serialize};
+
+/// Outcome counts of one chunk, stored on its sync-log row.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolveOutcomes {
+    pub partner_id: u64,
+    pub identity: u64,
+    pub mpid: u64,
+    pub created: u64,
+    pub merged: u64,
+    pub anonymous: u64,
+    pub hashed_unusable: u64,
+    pub invalid_email: u64,
+    pub invalid_phone: u64,
+    pub no_identity: u64,
+    pub attribute_updates: u64,
+    pub unknown_action: u64,
+    pub missing_audience_id: u64,
+}
+
+/// What materializing one chunk did, stored on its sync-log row.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaterializeCounts {
+    pub added: u64,
+    pub removed: u64,
+    pub noop: u64,
+    pub duplicate: u64,
+    pub stale: u64,
+    /// Changes for segments that are archived (or being archived): ignored.
+    pub archived: u64,
+}
+
+impl MaterializeCounts {
+    pub fn add(&mut self, o: &MaterializeCounts) {
+        self.added += o.added;
+        self.removed += o.removed;
+        self.noop += o.noop;
+        self.duplicate += o.duplicate;
+        self.stale += o.stale;
+        self.archived += o.archived;
+    }
+}

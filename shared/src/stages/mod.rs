@@ -1,0 +1,9 @@
+//! The stages and their Lambda edges: the mParticle endpoint (authorize), resolve, materialize,
+//! the read API (query), and how stream records reach them. They do I/O through the store.
+
+pub mod endpoint;
+pub mod materialize;
+pub mod pipeline;
+pub mod query;
+pub mod resolve;
+pub mod stream;
