@@ -123,6 +123,47 @@ impl Bench {
     }
 }
 
+/// CPU seconds (user + system) used so far by the processes whose command line contains
+/// `needle` (Linux `/proc`; clock ticks of 1/100 s).
+fn cpu_seconds_of(needle: &str) -> f64 {
+    let mut total = 0.0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let dir = entry.path();
+        let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            total += stat_cpu_seconds(&dir.join("stat"));
+        }
+    }
+    total
+}
+
+/// utime + stime of one `/proc/<pid>/stat` file, in seconds.
+fn stat_cpu_seconds(path: &std::path::Path) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .map(|v| v.parse().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default();
+    (fields.get(11).unwrap_or(&0) + fields.get(12).unwrap_or(&0)) as f64 / 100.0
+}
+
+/// CPU seconds of this process and of DynamoDB Local, to tell which one a run waited on.
+fn cpu_split() -> (f64, f64) {
+    (
+        stat_cpu_seconds(std::path::Path::new("/proc/self/stat")),
+        cpu_seconds_of("DynamoDBLocal"),
+    )
+}
+
 async fn raw_floor(client: &aws_sdk_dynamodb::Client, table: &str, n: usize) -> f64 {
     let start = Instant::now();
     let batches: Vec<Vec<WriteRequest>> = (0..n)
@@ -479,6 +520,7 @@ async fn main() {
         let aud = 71_000 + lanes as i64;
         let who = format!("lanes{lanes}");
         let before = meter.read();
+        let (own0, ddb0) = cpu_split();
         let t = Instant::now();
         for req in 0..10 {
             let r = endpoint
@@ -493,11 +535,14 @@ async fn main() {
         pipeline.run_until_idle(2_000).await.unwrap();
         let secs = t.elapsed().as_secs_f64();
         let used: Reading = meter.read() - before;
+        let (own1, ddb1) = cpu_split();
         scaling.push(
             json!({"lanes": lanes, "seconds": secs, "changes_per_s": 10_000.0 / secs,
                             "ratio_to_floor": secs / floor, "conflicts": used.conflicts,
                             "cancelled_transactions": used.cancelled_transactions,
-                            "wcu_per_add": used.wcu / 10_000.0}),
+                            "wcu_per_add": used.wcu / 10_000.0,
+                            "dynamodb_local_cores": (ddb1 - ddb0) / secs,
+                            "bench_cores": (own1 - own0) / secs}),
         );
     }
     report.insert("scaling_10k_new".into(), Value::Array(scaling));
@@ -737,18 +782,28 @@ fn print_table(r: &serde_json::Map<String, Value>) {
     );
     if let Some(rows) = r["scaling_10k_new"].as_array() {
         println!(
-            "\n{:<10} {:>10} {:>12} {:>10} {:>10} {:>12}",
-            "lanes", "seconds", "changes/s", "/ floor", "conflicts", "WCU per add"
+            "\n{:<6} {:>9} {:>10} {:>8} {:>10} {:>12} {:>15} {:>12}",
+            "lanes",
+            "seconds",
+            "changes/s",
+            "/ floor",
+            "conflicts",
+            "WCU per add",
+            "DDB Local cores",
+            "bench cores"
         );
         for s in rows {
+            let num = |k: &str| s[k].as_f64().unwrap_or(0.0);
             println!(
-                "{:<10} {:>10.2} {:>12.0} {:>10.2} {:>10} {:>12.2}",
+                "{:<6} {:>9.2} {:>10.0} {:>8.2} {:>10} {:>12.2} {:>15.2} {:>12.2}",
                 s["lanes"],
-                s["seconds"].as_f64().unwrap_or(0.0),
-                s["changes_per_s"].as_f64().unwrap_or(0.0),
-                s["ratio_to_floor"].as_f64().unwrap_or(0.0),
+                num("seconds"),
+                num("changes_per_s"),
+                num("ratio_to_floor"),
                 s["conflicts"],
-                s["wcu_per_add"].as_f64().unwrap_or(0.0)
+                num("wcu_per_add"),
+                num("dynamodb_local_cores"),
+                num("bench_cores")
             );
         }
         println!();

@@ -160,7 +160,9 @@ impl Store {
 }
 
 impl Store {
-    /// Moves a chunk from `received` to `resolved`, attaching its changes and outcome counts.
+    /// Moves a chunk from `received` to `resolved`, attaching its changes and outcome counts and
+    /// dropping the payload, which nothing needs any more: the row stays small (an update costs
+    /// the size of the whole item) and a replayed INSERT record carries the payload itself.
     /// Returns false when the row had moved on already (a replayed stream record).
     #[allow(clippy::too_many_arguments)]
     pub async fn mark_resolved(
@@ -189,7 +191,8 @@ impl Store {
             .key(keys::PK, s(k::pk(project_id, message_id, chunk)))
             .key(keys::SK, s(k::sk(message_id, chunk)))
             .update_expression(
-                "SET #st = :resolved, changes = :c, outcomes = :o, change_counts = :cc, resolved_ms = :now",
+                "SET #st = :resolved, changes = :c, outcomes = :o, change_counts = :cc, resolved_ms = :now \
+                 REMOVE payload",
             )
             .condition_expression("#st = :received")
             .expression_attribute_names("#st", k::STATUS)
@@ -206,8 +209,9 @@ impl Store {
 }
 
 impl Store {
-    /// Moves a chunk from `resolved` to `materialized` with what materialization did.
-    /// Returns false when the row had moved on already (a replayed stream record).
+    /// Moves a chunk from `resolved` to `materialized` with what materialization did, dropping
+    /// the changes (a replayed MODIFY record carries them itself). Returns false when the row had
+    /// moved on already (a replayed stream record).
     pub async fn mark_materialized(
         &self,
         region: Region,
@@ -223,7 +227,9 @@ impl Store {
             .table_name(self.table(region, Table::Inbox))
             .key(keys::PK, s(k::pk(project_id, message_id, chunk)))
             .key(keys::SK, s(k::sk(message_id, chunk)))
-            .update_expression("SET #st = :done, applied = :a, materialized_ms = :now")
+            .update_expression(
+                "SET #st = :done, applied = :a, materialized_ms = :now REMOVE changes",
+            )
             .condition_expression("#st = :resolved")
             .expression_attribute_names("#st", k::STATUS)
             .expression_attribute_values(":done", s(status::MATERIALIZED))
