@@ -142,7 +142,8 @@ fn print_banner(port: u16, caller_token: &str, passcode: &str, token: &str) {
         ]
     });
     println!(
-        "\nmParticle audience import running on {base} (all regions on one DynamoDB Local)\n\n\
+        "\nmParticle audience import running on {base} (all regions on one DynamoDB Local;\n\
+         {lanes} lanes per inbox stream mapping, LANES to change)\n\n\
          demo project (eu1):  account id {DEMO_PROJECT}\n\
          \x20                    passcode   {passcode}\n\
          \x20                    token      {token}\n\
@@ -151,6 +152,7 @@ fn print_banner(port: u16, caller_token: &str, passcode: &str, token: &str) {
          curl -s -X POST {base}/mparticle -H 'Authorization: Token {caller_token}' -d '{batch}'\n\n\
          Read the segment back (and /members, /v1/profiles/__demo0001/events, /v1/syncs):\n\n\
          curl -s {base}/v1/segments/4242 -H 'X-CleverTap-Account-Id: {DEMO_PROJECT}' -H 'X-CleverTap-Passcode: {passcode}'\n\n\
-         Ctrl-C stops everything.\n"
+         Ctrl-C stops everything.\n",
+        lanes = local::lanes_from_env()
     );
 }
