@@ -494,3 +494,44 @@ async fn archiving_seals_the_counters_at_once_and_a_second_archiving_is_cleared_
     assert!(v.members.values().all(|m| !m), "no member left");
     assert_eq!(v.events.len(), 70, "clearing raises no per-user events");
 }
+
+#[tokio::test]
+async fn find_people_reads_clevertap_ids_that_contain_hashes() {
+    let stack = Stack::new("mat-hash", Region::Eu1).await;
+    let changes = vec![
+        change("__a#b", 5, ChangeAction::Add, 10, "msg#1"),
+        change("plain", 5, ChangeAction::Add, 10, "msg#1#x"),
+        change("__c#d#e", 5, ChangeAction::Add, 11, "m"),
+    ];
+    let c = materialize_changes(&stack.store, Region::Eu1, &stack.project.id, &changes)
+        .await
+        .unwrap();
+    assert_eq!(c.added, 3);
+    let (found, next) = stack
+        .store
+        .find_people(Region::Eu1, &stack.project.id, 5, Some("Added"), 10, None)
+        .await
+        .unwrap();
+    assert_eq!(found, ["__a#b", "__c#d#e", "plain"]);
+    assert_eq!(next, None);
+    // Paging by CleverTap ID still lists each profile once.
+    let (first, cursor) = stack
+        .store
+        .find_people(Region::Eu1, &stack.project.id, 5, None, 1, None)
+        .await
+        .unwrap();
+    let (second, _) = stack
+        .store
+        .find_people(
+            Region::Eu1,
+            &stack.project.id,
+            5,
+            None,
+            5,
+            cursor.as_deref(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, ["__a#b"]);
+    assert_eq!(second, ["__c#d#e", "plain"]);
+}

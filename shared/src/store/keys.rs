@@ -135,6 +135,7 @@ pub mod events {
     pub const SEGMENT_KEY: &str = "segment_key";
     pub const PROFILE_KEY: &str = "profile_key";
     pub const ACTION: &str = "action";
+    pub const CLEVERTAP_ID: &str = "clevertap_id";
 
     pub fn pk(project_id: &str, clevertap_id: &str) -> String {
         format!("{project_id}#{clevertap_id}")

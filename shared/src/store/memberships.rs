@@ -146,7 +146,7 @@ pub fn event_put(
         (ek::ACTION.to_owned(), s(action.as_str())),
         ("event".to_owned(), s(PARTNER_SYNC)),
         ("ts_ms".to_owned(), n(change.ts_ms)),
-        ("clevertap_id".to_owned(), s(change.clevertap_id.clone())),
+        (ek::CLEVERTAP_ID.to_owned(), s(change.clevertap_id.clone())),
         ("project_id".to_owned(), s(project_id)),
         ("change_id".to_owned(), s(change_id)),
         ("properties".to_owned(), properties),

@@ -216,10 +216,10 @@ impl Store {
                 .and_then(|v| v.as_s().ok())
                 .cloned();
             for item in page.items.unwrap_or_default() {
-                let Some(key) = get_s(&item, ek::PROFILE_KEY) else {
+                // The CleverTap ID from its attribute: ids and message ids may contain '#'.
+                let Some(ct) = get_s(&item, ek::CLEVERTAP_ID).map(str::to_owned) else {
                     continue;
                 };
-                let ct = key.rsplitn(3, '#').nth(2).unwrap_or(key).to_owned();
                 if found.last() != Some(&ct) {
                     if found.len() == limit {
                         return Ok((found.clone(), found.last().cloned()));

@@ -211,7 +211,8 @@ static DEFS: [TableDef; 6] = [
             name: keys::events::BY_SEGMENT,
             partition_key: keys::events::SEGMENT_KEY,
             sort_key: Some(keys::events::PROFILE_KEY),
-            include: Some(&[keys::events::ACTION]),
+            // Find People reads the CleverTap ID from its own attribute, never from a key.
+            include: Some(&[keys::events::ACTION, keys::events::CLEVERTAP_ID]),
         }],
         // Live Behavior campaigns subscribe to Partner Sync events here.
         stream: true,
