@@ -132,6 +132,25 @@ pub enum CredentialError {
     WrongToken,
 }
 
+impl CredentialError {
+    /// A short code for logs: which check failed, without echoing what the caller sent.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CredentialError::MissingSetting(_) => "missing_setting",
+            CredentialError::UnknownRegion(_) => "unknown_region",
+            CredentialError::UnknownProject => "unknown_project",
+            CredentialError::ProjectDisabled => "project_disabled",
+            CredentialError::WrongPasscode => "wrong_passcode",
+            CredentialError::ExpiredPasscode => "expired_passcode",
+            CredentialError::WrongToken => "wrong_token",
+        }
+    }
+}
+
+/// The one answer to a subscription whose output credentials fail, whichever check failed: a
+/// caller must not learn which projects exist or which setting was wrong.
+pub const CREDENTIALS_REJECTED: &str = "output credentials rejected";
+
 pub mod setting_ids {
     pub const ACCOUNT_ID: &str = "accountId";
     pub const PASSCODE: &str = "passcode";

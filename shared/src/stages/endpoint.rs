@@ -149,8 +149,12 @@ impl Endpoint {
         let out = match self.check_output(&r.account.account_settings).await {
             OutputCheck::Ok(a) => a,
             OutputCheck::Invalid(e) => {
-                info!(audience_id = r.audience_id, reason = %e, "subscription refused: output credentials");
-                return HttpReply::error(403, format!("output credentials rejected: {e}"));
+                info!(
+                    audience_id = r.audience_id,
+                    reason = e.code(),
+                    "subscription refused: output credentials"
+                );
+                return HttpReply::error(403, auth::CREDENTIALS_REJECTED);
             }
             OutputCheck::Unavailable(e) => return unavailable(&e),
         };
@@ -205,7 +209,7 @@ impl Endpoint {
         let out = match self.check_output(&r.account.account_settings).await {
             OutputCheck::Ok(a) => a,
             OutputCheck::Invalid(e) => {
-                info!(message_id = %id, reason = %e, "membership refused: suspending the connection");
+                info!(message_id = %id, reason = e.code(), "membership refused: suspending the connection");
                 return HttpReply::json(200, &AudienceMembershipChangeResponse::new(id, true));
             }
             OutputCheck::Unavailable(e) => return unavailable(&e),
