@@ -316,9 +316,25 @@ pub fn build_chunks(profiles: &[UserProfile]) -> Result<Vec<Chunk>, ChunkError> 
 #[error("stored chunk is unreadable: {0}")]
 pub struct DecodeError(String);
 
+/// Decompresses LZ4 with a little-endian `u32` size prefix, refusing a prefix above `max`
+/// before anything is allocated: a stored blob is trusted only as far as its limits.
+pub fn decompress_bounded(bytes: &[u8], max: usize) -> Result<Vec<u8>, String> {
+    let prefix: [u8; 4] = bytes
+        .get(..4)
+        .and_then(|p| p.try_into().ok())
+        .ok_or_else(|| "shorter than its size prefix".to_owned())?;
+    let size = u32::from_le_bytes(prefix) as usize;
+    if size > max {
+        return Err(format!(
+            "size prefix {size} exceeds the limit of {max} bytes"
+        ));
+    }
+    lz4_flex::decompress_size_prepended(bytes).map_err(|e| e.to_string())
+}
+
 pub fn decode_chunk(payload: &[u8]) -> Result<Vec<StoredProfile>, DecodeError> {
-    let json =
-        lz4_flex::decompress_size_prepended(payload).map_err(|e| DecodeError(e.to_string()))?;
+    // A chunk's JSON is at most MAX_CHUNK_JSON_BYTES (its brackets included).
+    let json = decompress_bounded(payload, MAX_CHUNK_JSON_BYTES + 2).map_err(DecodeError)?;
     serde_json::from_slice(&json).map_err(|e| DecodeError(e.to_string()))
 }
 
@@ -344,6 +360,16 @@ mod tests {
             Request::AudienceMembershipChange(m) => m.user_profiles.unwrap(),
             _ => unreachable!(),
         }
+    }
+
+    #[test]
+    fn a_chunk_whose_size_prefix_is_beyond_the_limit_is_refused() {
+        let mut payload = lz4_flex::compress_prepend_size(b"[]");
+        assert!(decode_chunk(&payload).unwrap().is_empty());
+        payload[..4].copy_from_slice(&(64u32 << 20).to_le_bytes());
+        let err = decode_chunk(&payload).unwrap_err().to_string();
+        assert!(err.contains("exceeds the limit"), "{err}");
+        assert!(decode_chunk(&[1, 2]).is_err());
     }
 
     #[test]

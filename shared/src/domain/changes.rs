@@ -68,9 +68,13 @@ pub fn encode_changes(changes: &[MembershipChange]) -> Vec<u8> {
     lz4_flex::compress_prepend_size(&json)
 }
 
+/// Most bytes a chunk's decoded changes may take: changes come from at most one chunk's profiles
+/// (JSON of at most `MAX_CHUNK_JSON_BYTES`), each change a few hundred bytes at most.
+pub const MAX_CHANGES_JSON_BYTES: usize = 16 * 1024 * 1024;
+
 pub fn decode_changes(bytes: &[u8]) -> Result<Vec<MembershipChange>, ChangesDecodeError> {
-    let json = lz4_flex::decompress_size_prepended(bytes)
-        .map_err(|e| ChangesDecodeError(e.to_string()))?;
+    let json = crate::batch::decompress_bounded(bytes, MAX_CHANGES_JSON_BYTES)
+        .map_err(ChangesDecodeError)?;
     serde_json::from_slice(&json).map_err(|e| ChangesDecodeError(e.to_string()))
 }
 
@@ -90,6 +94,14 @@ mod tests {
             profile_index: p,
             entry_index: 0,
         }
+    }
+
+    #[test]
+    fn a_size_prefix_beyond_the_bound_is_refused_before_allocating() {
+        let mut bytes = encode_changes(&[]);
+        bytes[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let err = decode_changes(&bytes).unwrap_err().to_string();
+        assert!(err.contains("exceeds"), "{err}");
     }
 
     #[test]
