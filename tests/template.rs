@@ -749,6 +749,31 @@ fn stream_and_read_functions_stay_in_their_region() {
             }
         }
     }
+    // The read API reaches the inbox only through the sync-log index, never its rows.
+    let inbox = table_id(&t, Table::Inbox);
+    let inbox_grants: Vec<(Vec<String>, String)> = policy_statements(&t, function_id(&t, "query"))
+        .iter()
+        .flat_map(|s| {
+            let actions: Vec<String> = one_or_many(&s["Action"])
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect();
+            one_or_many(&s["Resource"])
+                .into_iter()
+                .filter(|r| r.to_string().contains(inbox))
+                .map(move |r| (actions.clone(), r.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        inbox_grants,
+        vec![(
+            vec!["dynamodb:Query".to_owned()],
+            json!({"Fn::Sub": format!("${{{inbox}.Arn}}/index/{}", shared::keys::inbox::BY_RECEIVED)})
+                .to_string()
+        )],
+        "query: the inbox only through its sync-log index"
+    );
     // The read API only reads.
     for s in policy_statements(&t, function_id(&t, "query")) {
         for action in one_or_many(&s["Action"]) {
