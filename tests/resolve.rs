@@ -384,3 +384,32 @@ async fn replayed_changes(stack: &Stack, region: Region) -> Vec<shared::changes:
     assert!(!report.handed_off, "a replay hands nothing on");
     report.changes
 }
+
+#[tokio::test]
+async fn an_oversized_profile_is_skipped_and_counted_and_its_neighbours_go_on() {
+    let stack = Stack::new("too-long", Region::Eu1).await;
+    let huge = "x".repeat(1_500);
+    stack
+        .send(&stack.batch("m-huge", 5, json!([
+            {"partner_identities": [raw("CleverTap_User_ID", &huge)], "audiences": [entry(12, "add")]},
+            {"user_identities": [raw("customer", "fine-1")], "audiences": [entry(12, "add")]},
+            {"user_identities": [raw("customer", "fine-2")],
+             "audiences": [{"audience_id": 12, "audience_name": "y".repeat(5_000), "action": "add"}]},
+        ])))
+        .await;
+    let mut pipeline = stack.pipeline().await;
+    pipeline.run_until_idle(20).await.unwrap();
+
+    let rows = stack.scan(Table::Inbox).await;
+    assert_eq!(text(&rows[0], "status").as_deref(), Some("materialized"));
+    assert_eq!(outcome(&rows[0], "too_long"), 2);
+    assert_eq!(outcome(&rows[0], "identity"), 1);
+    let members: Vec<_> = stack
+        .scan(Table::Memberships)
+        .await
+        .into_iter()
+        .filter(|m| *m["member"].as_bool().unwrap())
+        .filter_map(|m| text(&m, "identity"))
+        .collect();
+    assert_eq!(members, ["fine-1"]);
+}

@@ -72,6 +72,44 @@ pub struct StoredProfile {
     pub audiences: Vec<StoredAudience>,
 }
 
+impl StoredProfile {
+    /// Whether the profile is within the profile-level bounds (`protocol::limits`): its
+    /// identities, mpid, audience names and attributes. A profile beyond them is skipped as
+    /// `too_long`; nothing of it reaches a key or an item DynamoDB would refuse.
+    pub fn within_limits(&self) -> bool {
+        use crate::protocol::limits::*;
+        let identities_ok = self
+            .user_identities
+            .iter()
+            .chain(&self.partner_identities)
+            .all(|i| i.value.len() <= MAX_IDENTITY_BYTES && i.kind.len() <= MAX_IDENTITY_BYTES)
+            && self
+                .mpid
+                .as_ref()
+                .is_none_or(|m| m.len() <= MAX_IDENTITY_BYTES);
+        let attribute_ok = |a: &StoredAttribute| {
+            a.key.len() <= MAX_ATTRIBUTE_KEY_BYTES
+                && a.value
+                    .as_ref()
+                    .is_none_or(|v| v.len() <= MAX_ATTRIBUTE_VALUE_BYTES)
+                && a.list_value.as_ref().is_none_or(|l| {
+                    l.iter().map(String::len).sum::<usize>() <= MAX_ATTRIBUTE_VALUE_BYTES
+                })
+        };
+        let audiences_ok = self.audiences.iter().all(|e| {
+            e.name
+                .as_ref()
+                .is_none_or(|n| n.len() <= MAX_AUDIENCE_NAME_BYTES)
+                && e.user_id_type
+                    .as_ref()
+                    .is_none_or(|u| u.len() <= MAX_IDENTITY_BYTES)
+                && e.attributes.len() <= MAX_ATTRIBUTES_PER_ENTRY
+                && e.attributes.iter().all(attribute_ok)
+        });
+        identities_ok && audiences_ok
+    }
+}
+
 impl StoredIdentity {
     pub fn encoding(&self) -> Encoding {
         Encoding::from_wire(&self.encoding)

@@ -649,6 +649,80 @@ struct WireMessage {
     user_profiles: Option<Vec<UserProfile>>,
 }
 
+/// Bounds at the door, in one place (docs/contract.md lists them). A request beyond a
+/// request-level bound is a 400 naming the field; a profile beyond a profile-level bound is
+/// skipped by resolve and counted (`too_long`), and the rest of its chunk goes on. Every value
+/// that reaches a DynamoDB key stays well inside DynamoDB's key limits (2,048 bytes for a
+/// partition key, 1,024 for a sort key) with the project id and separators added.
+pub mod limits {
+    use super::{ParseError, ParseErrorKind};
+
+    /// A membership request's `id`: part of every inbox sort key.
+    pub const MAX_MESSAGE_ID_BYTES: usize = 200;
+    /// How far in the future a `timestamp_ms` may be (clock skew): a later one would make every
+    /// later change of its pairs stale.
+    pub const MAX_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+    /// A partner id (the CleverTap ID) or an identity value: part of profile, membership and
+    /// event keys.
+    pub const MAX_IDENTITY_BYTES: usize = 512;
+    /// An audience name (stored on the segment and on every Partner Sync event).
+    pub const MAX_AUDIENCE_NAME_BYTES: usize = 1024;
+    /// A profile attribute key and value (list values: each item, and the whole list).
+    pub const MAX_ATTRIBUTE_KEY_BYTES: usize = 255;
+    pub const MAX_ATTRIBUTE_VALUE_BYTES: usize = 4096;
+    /// Attributes of one audience entry.
+    pub const MAX_ATTRIBUTES_PER_ENTRY: usize = 100;
+
+    fn invalid(path: &str, reason: String) -> ParseError {
+        ParseError {
+            kind: ParseErrorKind::InvalidValue,
+            path: path.to_owned(),
+            reason,
+        }
+    }
+
+    /// Request-level bounds of a membership request.
+    pub fn check_message(id: &str, timestamp_ms: i64, now_ms: i64) -> Result<(), ParseError> {
+        if id.is_empty() || id.len() > MAX_MESSAGE_ID_BYTES {
+            return Err(invalid(
+                "id",
+                format!(
+                    "`id` must be 1 to {MAX_MESSAGE_ID_BYTES} bytes, got {}",
+                    id.len()
+                ),
+            ));
+        }
+        if timestamp_ms < 0 || timestamp_ms > now_ms + MAX_CLOCK_SKEW_MS {
+            return Err(invalid(
+                "timestamp_ms",
+                format!(
+                    "`timestamp_ms` {timestamp_ms} is negative or more than {} minutes ahead of this                      service's clock",
+                    MAX_CLOCK_SKEW_MS / 60_000
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The message type of the only request answered without the caller token.
+pub const REGISTRATION_TYPE: &str = "module_registration_request";
+
+/// The `type` of a body, read without building anything else (every other value is skipped, not
+/// kept): what an unauthenticated request may cost. `None` if the body is not a JSON object with
+/// a string `type`.
+pub fn peek_type(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct TypeOnly<'a> {
+        #[serde(rename = "type", borrow, default)]
+        kind: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_slice::<TypeOnly<'_>>(body)
+        .ok()?
+        .kind
+        .map(|k| k.into_owned())
+}
+
 /// Parse one Firehose request body.
 ///
 /// Registration needs nothing but `type`; a missing `id` or `timestamp_ms` there is filled in.
@@ -706,6 +780,7 @@ pub fn parse_request(body: &[u8]) -> Result<Request, ParseError> {
             let timestamp_ms = wire
                 .timestamp_ms
                 .ok_or_else(|| ParseError::missing("timestamp_ms"))?;
+            limits::check_message(&id, timestamp_ms, now_ms())?;
             Ok(Request::AudienceMembershipChange(
                 AudienceMembershipChangeRequest {
                     envelope: Envelope {
@@ -965,6 +1040,56 @@ impl AudienceMembershipChangeResponse {
             envelope: ResponseEnvelope::reply("audience_membership_change_response", request_id),
             suspend_subscription,
         }
+    }
+}
+
+#[cfg(test)]
+mod peek_tests {
+    use super::*;
+
+    #[test]
+    fn membership_ids_and_times_are_bounded_at_the_door() {
+        let body = |id: &str, ts: i64| {
+            format!(
+                r#"{{"type":"audience_membership_change_request","id":"{id}","timestamp_ms":{ts},"account":{{"account_id":1}}}}"#
+            )
+        };
+        let now = now_ms();
+        assert!(parse_request(body("m", now).as_bytes()).is_ok());
+        let long = "x".repeat(2_000);
+        let e = parse_request(body(&long, now).as_bytes()).unwrap_err();
+        assert_eq!(
+            (e.path.as_str(), e.kind),
+            ("id", ParseErrorKind::InvalidValue)
+        );
+        let e = parse_request(body("m", 9_999_999_999_999).as_bytes()).unwrap_err();
+        assert_eq!(e.path, "timestamp_ms");
+        assert!(
+            parse_request(body("m", now + 60_000).as_bytes()).is_ok(),
+            "clock skew is fine"
+        );
+        assert!(
+            parse_request(body("m", 1).as_bytes()).is_ok(),
+            "old messages are retries"
+        );
+    }
+
+    #[test]
+    fn the_type_is_read_and_nothing_else_is_kept() {
+        assert_eq!(
+            peek_type(br#"{"id":"x","user_profiles":[{"a":[1,{}]}],"type":"module_registration_request"}"#)
+                .as_deref(),
+            Some(REGISTRATION_TYPE)
+        );
+        assert_eq!(peek_type(br#"{"type":"a\u0062c"}"#).as_deref(), Some("abc"));
+        assert_eq!(peek_type(br#"{"id":"x"}"#), None);
+        assert_eq!(peek_type(br#"{"type":3}"#), None);
+        assert_eq!(
+            peek_type(br#"[{"type":"module_registration_request"}]"#),
+            None
+        );
+        assert_eq!(peek_type(b"{not json"), None);
+        assert_eq!(peek_type(br#"{"type":"x"} trailing"#), None);
     }
 }
 

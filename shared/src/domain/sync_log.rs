@@ -19,6 +19,9 @@ pub struct ResolveOutcomes {
     pub attribute_updates: u64,
     pub unknown_action: u64,
     pub missing_audience_id: u64,
+    /// Profiles beyond a profile-level bound (`protocol::limits`): skipped, the rest goes on.
+    #[serde(default)]
+    pub too_long: u64,
 }
 
 /// What materializing one chunk did, stored on its sync-log row.

@@ -24,6 +24,10 @@ use crate::store::{Store, StoreError};
 /// Our registered partner identity: the CleverTap ID, exported to mParticle by CleverTap.
 pub use crate::protocol::PARTNER_IDENTITY;
 
+/// The largest body parsed without the caller token: a registration request is a few hundred
+/// bytes.
+pub const MAX_UNAUTHENTICATED_BODY_BYTES: usize = 64 * 1024;
+
 /// An HTTP answer: status and JSON body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpReply {
@@ -95,6 +99,14 @@ impl Endpoint {
             );
         }
         let caller_ok = auth::caller_token_matches(authorization, &self.caller_token);
+        // Without the caller token only a (small) registration is answered: anything else gets
+        // its 401 after reading no more than the message type, so no body can cost memory.
+        if !caller_ok
+            && (body.len() > MAX_UNAUTHENTICATED_BODY_BYTES
+                || protocol::peek_type(body).as_deref() != Some(protocol::REGISTRATION_TYPE))
+        {
+            return unauthorized();
+        }
         let request = match protocol::parse_request(body) {
             Ok(r) => r,
             // Without a valid caller token nothing about the body is disclosed.

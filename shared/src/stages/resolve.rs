@@ -69,7 +69,11 @@ pub async fn resolve_chunk(
 
     // 1. The ladder, per profile and per distinct userIdType among its entries (pure).
     let mut resolved: Vec<Resolved<'_>> = Vec::new();
-    for p in &profiles {
+    for p in profiles.iter() {
+        if !p.within_limits() {
+            outcomes.too_long += 1;
+            continue;
+        }
         let mut groups: BTreeMap<UserIdentityType, Vec<usize>> = BTreeMap::new();
         for (i, a) in p.audiences.iter().enumerate() {
             groups
