@@ -1,4 +1,4 @@
-//! The mParticle endpoint against DynamoDB Local: contract.md §2, status by status.
+//! The mParticle endpoint against DynamoDB Local: docs/contract.md §2.6, status by status.
 
 use aws_sdk_dynamodb::Client;
 use integration_tests::*;

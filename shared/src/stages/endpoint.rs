@@ -1,5 +1,5 @@
 //! The mParticle endpoint (`POST /mparticle`): authentication, registration, subscriptions,
-//! heartbeats and the durable enqueue of membership batches. Status codes follow contract.md §2.
+//! heartbeats and the durable enqueue of membership batches. Status codes follow docs/contract.md §2.6.
 
 use std::sync::Arc;
 

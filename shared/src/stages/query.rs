@@ -1,4 +1,4 @@
-//! The read API (`GET /v1/...`, contract.md §3): what the import did, per project.
+//! The read API (`GET /v1/...`, docs/contract.md §3): what the import did, per project.
 //!
 //! Authenticated like CleverTap's own API with `X-CleverTap-Account-Id` and
 //! `X-CleverTap-Passcode`, checked against the project's hashed passcodes. Every read starts
