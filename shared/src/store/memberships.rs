@@ -49,6 +49,9 @@ pub struct PairWrite {
     pub expected_version: Option<String>,
     pub next: MemberState,
     pub events: Vec<(MembershipChange, SyncAction)>,
+    /// How many of the pair's pending changes this write covers (the rest, if any, follow in
+    /// another write).
+    pub consumed: usize,
 }
 
 /// `YYYY-MM` (UTC) of an epoch-ms time: the billing month of an event.
