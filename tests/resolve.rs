@@ -413,3 +413,54 @@ async fn an_oversized_profile_is_skipped_and_counted_and_its_neighbours_go_on() 
         .collect();
     assert_eq!(members, ["fine-1"]);
 }
+
+#[tokio::test]
+async fn a_chunk_that_can_never_be_resolved_is_marked_failed_with_its_reason() {
+    let stack = Stack::new("failed", Region::Eu1).await;
+    stack
+        .send(&stack.batch(
+            "m-broken",
+            5,
+            json!([
+                {"user_identities": [raw("customer", "b1")], "audiences": [entry(3, "add")]},
+            ]),
+        ))
+        .await;
+    let arn = local::stream_arn(&stack.client, &stack.names.name(Region::Eu1, Table::Inbox))
+        .await
+        .unwrap();
+    let mut poller = local::StreamPoller::new(local::streams_client(&endpoint()), arn);
+    let mut records = poller.poll().await.unwrap();
+    assert_eq!(records.len(), 1);
+    // The stored payload is unreadable (as a corrupted or foreign row would be): its
+    // size prefix beyond any chunk.
+    records[0]["dynamodb"]["NewImage"]["payload"] = json!({"B": "/////w=="});
+    let response =
+        shared::resolve::handle_inbox_event(&stack.store, &stack.names, local::to_event(records))
+            .await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "a permanent failure is not retried"
+    );
+    let row = stack.scan(Table::Inbox).await.remove(0);
+    assert_eq!(text(&row, "status").as_deref(), Some("failed"));
+    assert!(text(&row, "failure").unwrap().contains("unreadable"));
+
+    // The sync log shows it.
+    let port = stack.serve_http().await;
+    let (status, body) = http(
+        port,
+        "GET",
+        "/v1/syncs",
+        &[
+            ("X-CleverTap-Account-Id", stack.project.id.as_str()),
+            ("X-CleverTap-Passcode", stack.project.passcode.as_str()),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let sync = &body["syncs"][0];
+    assert_eq!(sync["status"], "failed");
+    assert!(sync["failures"][0].as_str().unwrap().contains("unreadable"));
+}

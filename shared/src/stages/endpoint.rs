@@ -267,9 +267,19 @@ fn unauthorized() -> HttpReply {
     )
 }
 
+/// A storage error as mParticle must see it: 503 (retry) when it is transient, 400 when DynamoDB
+/// refused the request itself, so mParticle does not retry what can never be stored.
 fn unavailable(e: &StoreError) -> HttpReply {
-    warn!(error = %e, "storage unavailable; asking mParticle to retry");
-    HttpReply::error(503, "storage temporarily unavailable, retry later")
+    if e.is_transient() {
+        warn!(error = %e, "storage unavailable; asking mParticle to retry");
+        HttpReply::error(503, "storage temporarily unavailable, retry later")
+    } else {
+        warn!(error = %e, "storage refused the request; not retryable");
+        HttpReply::error(
+            400,
+            "the request cannot be stored (a value exceeds a storage limit)",
+        )
+    }
 }
 
 fn text_setting(

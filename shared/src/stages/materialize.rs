@@ -31,7 +31,9 @@ use crate::store::memberships::{
 };
 use crate::store::segments::SegmentKey;
 use crate::store::segments::status as segment_status;
-use crate::store::{Item, Store, StoreError, backoff, cancellation_codes, get_n, get_s, n, s};
+use crate::store::{
+    CancellationReason, Item, Store, StoreError, backoff, cancellation_codes, get_n, get_s, n, s,
+};
 use crate::stream::{self as records, InboxRow, RecordError};
 use crate::tables::{Table, TableNames};
 
@@ -47,6 +49,22 @@ pub enum MaterializeError {
     Payload(String),
     #[error("segment {0}: gave up after {1} retries of conflicting writes")]
     Contention(i64, u32),
+    #[error("segment {0}: DynamoDB refused a transaction ({1}); it can never succeed")]
+    Rejected(i64, String),
+}
+
+impl MaterializeError {
+    /// Whether retrying can never help: the chunk is marked failed instead (what could be
+    /// applied of it was).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            MaterializeError::Payload(_)
+            | MaterializeError::Record(_)
+            | MaterializeError::Rejected(..) => true,
+            MaterializeError::Store(e) => !e.is_transient(),
+            MaterializeError::Contention(..) => false,
+        }
+    }
 }
 
 /// Most actions a transaction may carry.
@@ -63,7 +81,14 @@ const MAX_CONFLICT_RETRIES: u32 = 200;
 /// activation), so this only bounds a segment flapping between states.
 const MAX_SHARD_OPENS: u32 = 8;
 
-/// Plans one (segment, profile): its changes applied in version order to the state read.
+/// Partner Sync events one pair may raise in one write: with its membership, the counter shard
+/// and room for usage updates, a transaction stays within 100 actions. A pair with more changes
+/// (many alternating changes in one chunk) is written in several steps.
+const MAX_EVENTS_PER_WRITE: usize = 90;
+
+/// Plans one (segment, profile): its changes applied in version order to the state read, up to
+/// `MAX_EVENTS_PER_WRITE` events; the write says how many of `changes` it covers (`consumed`).
+/// `None` if nothing is to be written (all changes stale or duplicate).
 fn plan_pair(
     audience_id: i64,
     clevertap_id: &str,
@@ -74,7 +99,12 @@ fn plan_pair(
     let mut state = read.clone();
     let mut events = Vec::new();
     let mut identity = None;
+    let mut consumed = 0;
     for c in changes {
+        if events.len() == MAX_EVENTS_PER_WRITE {
+            break;
+        }
+        consumed += 1;
         let (next, outcome) = apply(&state, c.action, &c.version());
         match outcome {
             Outcome::Changed(a) => events.push(((*c).clone(), a)),
@@ -94,6 +124,7 @@ fn plan_pair(
         expected_version: read.version.clone(),
         next: state,
         events,
+        consumed,
     })
 }
 
@@ -135,18 +166,28 @@ pub async fn materialize_changes(
         .filter_map(|i| get_n(&i, "partner_segment_id").map(|id| (id, i)))
         .collect();
 
-    let results: Vec<MaterializeCounts> = stream::iter(groups.iter())
+    // Every segment runs to its end, so one segment that can never be written does not keep
+    // the others from being applied; a transient error is returned first (the chunk is retried).
+    let results: Vec<Result<MaterializeCounts, MaterializeError>> = stream::iter(groups.iter())
         .map(|(aud, pairs)| {
             materialize_segment(store, region, project_id, *aud, segments.get(aud), pairs)
         })
         .buffer_unordered(4)
-        .try_collect()
-        .await?;
+        .collect()
+        .await;
     let mut total = MaterializeCounts::default();
-    for r in &results {
-        total.add(r);
+    let mut permanent = None;
+    for r in results {
+        match r {
+            Ok(c) => total.add(&c),
+            Err(e) if e.is_permanent() => permanent = Some(e),
+            Err(e) => return Err(e),
+        }
     }
-    Ok(total)
+    match permanent {
+        Some(e) => Err(e),
+        None => Ok(total),
+    }
 }
 
 /// The key of `ct` in `pairs`, borrowed for as long as `pairs`' keys are.
@@ -188,7 +229,22 @@ async fn materialize_segment<'a>(
     let mut conflicts = 0u32;
     let mut opens = 0u32;
     let key_of = |ct: &str| key_in(pairs, ct);
+    // After a write commits: the pair's changes it covered are done; any left are planned next
+    // from a fresh read.
+    let advance =
+        |written: &mut HashMap<&'a str, usize>, to_read: &mut Vec<&'a str>, w: &PairWrite| {
+            let Some(key) = key_of(&w.clevertap_id) else {
+                return;
+            };
+            let done = written.entry(key).or_default();
+            *done += w.consumed;
+            if *done < pairs[key].len() {
+                to_read.push(key);
+            }
+        };
     let mut replans: HashMap<&'a str, u32> = HashMap::new();
+    // How many of each pair's changes are written already (a pair may take several writes).
+    let mut written: HashMap<&'a str, usize> = HashMap::new();
     let replan = |replans: &mut HashMap<&'a str, u32>, to_read: &mut Vec<&'a str>, ct: &str| {
         let Some(key) = key_of(ct) else { return Ok(()) };
         let n = replans.entry(key).or_default();
@@ -214,10 +270,11 @@ async fn materialize_segment<'a>(
             let mut noops = Vec::new();
             for ct in to_read.drain(..) {
                 let mut tally = MaterializeCounts::default();
+                let from = written.get(ct).copied().unwrap_or(0);
                 match plan_pair(
                     audience_id,
                     ct,
-                    &pairs[ct],
+                    &pairs[ct][from..],
                     &member_state(read.get(ct)),
                     &mut tally,
                 ) {
@@ -240,6 +297,7 @@ async fn materialize_segment<'a>(
             for (w, tally, won) in outcomes {
                 if won {
                     counts.add(&tally);
+                    advance(&mut written, &mut to_read, &w);
                 } else {
                     replan(&mut replans, &mut to_read, &w.clevertap_id)?;
                 }
@@ -277,6 +335,7 @@ async fn materialize_segment<'a>(
             TxOutcome::Committed => {
                 for (w, tally) in &batch {
                     counts.add(tally);
+                    advance(&mut written, &mut to_read, w);
                     for (_, a) in &w.events {
                         match a {
                             SyncAction::Added => counts.added += 1,
@@ -290,7 +349,7 @@ async fn materialize_segment<'a>(
                     roles
                         .iter()
                         .zip(&codes)
-                        .any(|(r, c)| *r == role && c.as_deref() == Some("ConditionalCheckFailed"))
+                        .any(|(r, c)| *r == role && c == &Some(CancellationReason::ConditionFailed))
                 };
                 if failed(ActionRole::Counter) {
                     // The shard is new or sealed: open the segment's shards, which only succeeds
@@ -314,10 +373,16 @@ async fn materialize_segment<'a>(
                         return Ok(counts);
                     }
                 }
-                let conflict = codes
+                // Only conflicts and throttling are retried as such; any other reason can never
+                // succeed and fails the chunk with it.
+                if let Some(CancellationReason::Other(code)) = codes
                     .iter()
                     .flatten()
-                    .any(|c| c != "ConditionalCheckFailed");
+                    .find(|c| matches!(c, CancellationReason::Other(_)))
+                {
+                    return Err(MaterializeError::Rejected(audience_id, code.clone()));
+                }
+                let conflict = codes.iter().flatten().any(CancellationReason::is_transient);
                 if conflict {
                     conflicts += 1;
                     if conflicts > MAX_CONFLICT_RETRIES {
@@ -342,7 +407,7 @@ async fn materialize_segment<'a>(
 
 enum TxOutcome {
     Committed,
-    Cancelled(Vec<Option<String>>),
+    Cancelled(Vec<Option<CancellationReason>>),
 }
 
 /// Flips one member out of a segment being cleared, conditional on the row being as read.
@@ -490,9 +555,7 @@ pub async fn clear_segment(
                     attempt = 0;
                 }
                 TxOutcome::Cancelled(codes) => {
-                    if codes.get(batch.len()).and_then(|c| c.as_deref())
-                        == Some("ConditionalCheckFailed")
-                    {
+                    if codes.get(batch.len()) == Some(&Some(CancellationReason::ConditionFailed)) {
                         info!(
                             project_id,
                             audience_id, cleared, "segment re-activated while clearing; stopped"
@@ -559,10 +622,28 @@ async fn handle_record(
             if row.status != crate::store::inbox::status::RESOLVED {
                 return Ok(());
             }
-            let c = materialize_row(store, region, &row).await?;
-            info!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
-                  added = c.added, removed = c.removed, noop = c.noop, duplicate = c.duplicate,
-                  stale = c.stale, archived = c.archived, "chunk materialized");
+            match materialize_row(store, region, &row).await {
+                Ok(c) => {
+                    info!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
+                          added = c.added, removed = c.removed, noop = c.noop, duplicate = c.duplicate,
+                          stale = c.stale, archived = c.archived, "chunk materialized");
+                }
+                // What could be applied was; retrying cannot do more. The sync log says why.
+                Err(e) if e.is_permanent() => {
+                    error!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
+                           error = %e, "chunk can never be fully materialized; marked failed");
+                    store
+                        .mark_failed(
+                            region,
+                            &row.project_id,
+                            &row.message_id,
+                            row.chunk,
+                            &e.to_string(),
+                        )
+                        .await?;
+                }
+                Err(e) => return Err(e),
+            }
             Ok(())
         }
         Table::Segments => {

@@ -56,8 +56,16 @@ fn ok(body: Value) -> HttpReply {
 }
 
 fn unavailable(e: &StoreError) -> HttpReply {
-    warn!(error = %e, "read API: storage unavailable");
-    fail(503, "storage temporarily unavailable, retry later")
+    if e.is_transient() {
+        warn!(error = %e, "read API: storage unavailable");
+        fail(503, "storage temporarily unavailable, retry later")
+    } else {
+        warn!(error = %e, "read API: storage refused the request");
+        fail(
+            400,
+            "the request cannot be answered (a value exceeds a storage limit)",
+        )
+    }
 }
 
 /// Cursors are opaque to clients: hex of the position they stand for.
@@ -184,12 +192,14 @@ fn add_counts(into: &mut BTreeMap<String, i64>, item: &Item, key: &str) {
     }
 }
 
+/// How far a chunk got; a request shows its least advanced chunk (a failed one first).
 fn status_rank(status: &str) -> u8 {
     match status {
-        "received" => 0,
-        "resolved" => 1,
-        "materialized" => 2,
-        _ => 0,
+        "failed" => 0,
+        "received" => 1,
+        "resolved" => 2,
+        "materialized" => 3,
+        _ => 1,
     }
 }
 
@@ -539,7 +549,9 @@ impl Ctx<'_> {
                 let mut changes = BTreeMap::new();
                 let mut profiles = 0i64;
                 let mut status = "materialized";
+                let mut failures: Vec<&str> = Vec::new();
                 for r in rows {
+                    failures.extend(get_s(r, "failure"));
                     profiles += get_n(r, "profile_count").unwrap_or(0);
                     add_counts(&mut outcomes, r, "outcomes");
                     add_counts(&mut changes, r, "change_counts");
@@ -551,7 +563,7 @@ impl Ctx<'_> {
                 }
                 // A request split into chunks is complete only when every chunk is stored.
                 let expected = rows.first().and_then(|r| get_n(r, "chunk_count")).unwrap_or(1);
-                json!({
+                let mut sync = json!({
                     "request_id": id,
                     "received_ms": rows.first().map(|r| num(r, "received_ms")).unwrap_or(Value::Null),
                     "status": status,
@@ -559,7 +571,11 @@ impl Ctx<'_> {
                     "profiles": profiles,
                     "outcomes": outcomes,
                     "changes": changes,
-                })
+                });
+                if !failures.is_empty() {
+                    sync["failures"] = json!(failures);
+                }
+                sync
             })
             .collect();
         let next = if more { last_key } else { None };

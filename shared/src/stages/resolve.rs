@@ -39,6 +39,16 @@ pub enum ResolveError {
     Payload(String),
 }
 
+impl ResolveError {
+    /// Whether retrying can never help: the chunk is marked failed instead.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ResolveError::Payload(_) | ResolveError::Record(_) => true,
+            ResolveError::Store(e) => !e.is_transient(),
+        }
+    }
+}
+
 /// One user resolved under one connection setting, with the audience entries it governs.
 struct Resolved<'a> {
     profile: &'a StoredProfile,
@@ -318,9 +328,18 @@ pub async fn handle_inbox_event(
                 if row.status != crate::store::inbox::status::RECEIVED {
                     return Ok(None);
                 }
-                resolve_chunk(store, region, &row)
-                    .await
-                    .map(|r| Some((row, r)))
+                match resolve_chunk(store, region, &row).await {
+                    Ok(r) => Ok(Some((row, r))),
+                    Err(e) if e.is_permanent() => {
+                        error!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
+                               error = %e, "chunk can never be resolved; marked failed");
+                        store
+                            .mark_failed(region, &row.project_id, &row.message_id, row.chunk, &e.to_string())
+                            .await?;
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
             }
             .await;
             (record, outcome)

@@ -18,7 +18,9 @@ use std::collections::BTreeMap;
 use aws_sdk_dynamodb::types::{ConditionCheck, TransactWriteItem, Update};
 use rand::Rng;
 
-use super::{Item, Store, StoreError, backoff, cancellation_codes, get_n, get_s, n, s};
+use super::{
+    CancellationReason, Item, Store, StoreError, backoff, cancellation_codes, get_n, get_s, n, s,
+};
 use crate::keys::{self, segments as k};
 use crate::region::Region;
 use crate::store::segments::{SEGMENT_TYPE, status};
@@ -296,8 +298,11 @@ impl Store {
             let Some(codes) = cancellation_codes(&err) else {
                 return Err(err.into());
             };
-            if codes.first().and_then(|c| c.as_deref()) == Some("ConditionalCheckFailed") {
+            if codes.first() == Some(&Some(CancellationReason::ConditionFailed)) {
                 return Ok(GateTx::SegmentCondition);
+            }
+            if codes.iter().flatten().any(|r| !r.is_transient()) {
+                return Err(err.into());
             }
             attempt += 1;
             if attempt >= MAX_GATE_ATTEMPTS {

@@ -5,7 +5,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
-use super::{Item, Store, StoreError, n, s};
+use super::{CancellationReason, Item, Store, StoreError, n, s};
 use crate::batch::Chunk;
 use crate::keys::{self, inbox as k};
 use crate::region::Region;
@@ -141,15 +141,18 @@ impl Store {
                 }
                 Err(e) => e,
             };
-            let codes: Vec<String> = super::cancellation_codes(&err)
+            let reasons: Vec<CancellationReason> = super::cancellation_codes(&err)
                 .unwrap_or_default()
                 .into_iter()
                 .flatten()
                 .collect();
-            if codes.iter().any(|c| c == "ConditionalCheckFailed") {
+            if reasons.contains(&CancellationReason::ConditionFailed) {
                 return Ok(PutBatchOutcome::Duplicate);
             }
-            if codes.iter().any(|c| c == "TransactionConflict") && attempt < 4 {
+            if reasons.iter().any(|r| r.is_transient())
+                && reasons.iter().all(|r| r.is_transient())
+                && attempt < 4
+            {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
                 continue;
@@ -209,6 +212,35 @@ impl Store {
 }
 
 impl Store {
+    /// Marks a chunk that can never be processed as `failed`, with the reason on its sync-log
+    /// row, so the stream moves on and people see why. Returns false if the row had moved on.
+    pub async fn mark_failed(
+        &self,
+        region: Region,
+        project_id: &str,
+        message_id: &str,
+        chunk: u32,
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        let res = self
+            .client(region)
+            .update_item()
+            .table_name(self.table(region, Table::Inbox))
+            .key(keys::PK, s(k::pk(project_id, message_id, chunk)))
+            .key(keys::SK, s(k::sk(message_id, chunk)))
+            .update_expression("SET #st = :failed, failure = :why, failed_ms = :now")
+            .condition_expression("#st IN (:received, :resolved)")
+            .expression_attribute_names("#st", k::STATUS)
+            .expression_attribute_values(":failed", s(status::FAILED))
+            .expression_attribute_values(":received", s(status::RECEIVED))
+            .expression_attribute_values(":resolved", s(status::RESOLVED))
+            .expression_attribute_values(":why", s(reason))
+            .expression_attribute_values(":now", n(crate::protocol::now_ms()))
+            .send()
+            .await;
+        super::conditional(res)
+    }
+
     /// Moves a chunk from `resolved` to `materialized` with what materialization did, dropping
     /// the changes (a replayed MODIFY record carries them itself). Returns false when the row had
     /// moved on already (a replayed stream record).

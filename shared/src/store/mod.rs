@@ -32,15 +32,42 @@ pub enum StoreError {
     /// An item exists but cannot be read back into our types.
     #[error("stored item is unreadable: {0}")]
     Corrupt(String),
+    /// DynamoDB refused the request itself (a validation error, an item or collection over a
+    /// limit): retrying the same request can never succeed.
+    #[error("storage refused the request: {0}")]
+    Rejected(String),
 }
+
+impl StoreError {
+    /// Whether the same call may succeed later (so mParticle or the stream should retry).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Error codes of requests DynamoDB refuses for what they are, not for the moment they came at.
+const PERMANENT_CODES: &[&str] = &[
+    "ValidationException",
+    "ItemCollectionSizeLimitExceededException",
+    "SerializationException",
+];
 
 impl<E, R> From<SdkError<E, R>> for StoreError
 where
-    E: std::error::Error + 'static,
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
     fn from(e: SdkError<E, R>) -> Self {
-        StoreError::Unavailable(DisplayErrorContext(&e).to_string())
+        let permanent = e
+            .as_service_error()
+            .and_then(|s| s.code())
+            .is_some_and(|c| PERMANENT_CODES.contains(&c));
+        let text = DisplayErrorContext(&e).to_string();
+        if permanent {
+            StoreError::Rejected(text)
+        } else {
+            StoreError::Unavailable(text)
+        }
     }
 }
 
@@ -116,17 +143,55 @@ where
     }
 }
 
-/// The per-action cancellation codes of a cancelled transaction (`None` where the action was
+/// Why one action of a cancelled transaction failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancellationReason {
+    /// Its condition did not hold: re-read and re-plan.
+    ConditionFailed,
+    /// Another transaction held the item: retry after a backoff.
+    Conflict,
+    /// Throttled: transient, retry after a backoff.
+    Throttled,
+    /// Anything else (`ValidationError`, `ItemCollectionSizeLimitExceeded`, …): permanent.
+    Other(String),
+}
+
+impl CancellationReason {
+    pub fn from_code(code: &str) -> Self {
+        match code {
+            "ConditionalCheckFailed" => CancellationReason::ConditionFailed,
+            "TransactionConflict" => CancellationReason::Conflict,
+            "ThrottlingError" | "ProvisionedThroughputExceeded" | "RequestLimitExceeded" => {
+                CancellationReason::Throttled
+            }
+            other => CancellationReason::Other(other.to_owned()),
+        }
+    }
+
+    /// Whether retrying the same transaction later can succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            CancellationReason::Conflict | CancellationReason::Throttled
+        )
+    }
+}
+
+/// The per-action cancellation reasons of a cancelled transaction (`None` where the action was
 /// fine), in request order; `None` if the error is not a cancellation.
 pub(crate) fn cancellation_codes<R>(
     err: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
-) -> Option<Vec<Option<String>>> {
+) -> Option<Vec<Option<CancellationReason>>> {
     use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
     match err.as_service_error()? {
         E::TransactionCanceledException(t) => Some(
             t.cancellation_reasons()
                 .iter()
-                .map(|r| r.code().filter(|c| *c != "None").map(str::to_owned))
+                .map(|r| {
+                    r.code()
+                        .filter(|c| *c != "None")
+                        .map(CancellationReason::from_code)
+                })
                 .collect(),
         ),
         _ => None,

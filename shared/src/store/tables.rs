@@ -141,6 +141,7 @@ pub const SYNC_LOG_ATTRIBUTES: &[&str] = &[
     "outcomes",
     "change_counts",
     "applied",
+    "failure",
 ];
 
 static DEFS: [TableDef; 6] = [
