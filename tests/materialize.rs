@@ -535,3 +535,114 @@ async fn find_people_reads_clevertap_ids_that_contain_hashes() {
     assert_eq!(first, ["__a#b"]);
     assert_eq!(second, ["__c#d#e", "plain"]);
 }
+
+#[tokio::test]
+async fn a_pair_with_more_changes_than_a_transaction_holds_is_written_in_steps() {
+    let stack = Stack::new("mat-steps", Region::Eu1).await;
+    // 250 alternating changes of one (segment, profile) in one chunk: 250 events, over 100
+    // actions for one pair.
+    let changes: Vec<_> = (0..250u32)
+        .map(|i| {
+            let mut c = change(
+                "__busy",
+                6,
+                if i % 2 == 0 {
+                    ChangeAction::Add
+                } else {
+                    ChangeAction::Delete
+                },
+                100,
+                "m-busy",
+            );
+            c.profile_index = i;
+            c
+        })
+        .collect();
+    let c = materialize_changes(&stack.store, Region::Eu1, &stack.project.id, &changes)
+        .await
+        .unwrap();
+    assert_eq!((c.added, c.removed), (125, 125));
+    let v = view(&stack, 6).await;
+    assert_eq!(v.events.len(), 250);
+    assert_eq!(v.members.get("__busy"), Some(&false));
+    assert_counts_agree(&v);
+    // Again: all duplicates, nothing new.
+    let again = materialize_changes(&stack.store, Region::Eu1, &stack.project.id, &changes)
+        .await
+        .unwrap();
+    // Again: nothing new; the last change is the stored version, the rest are older.
+    assert_eq!(
+        (again.added, again.removed, again.duplicate, again.stale),
+        (0, 0, 1, 249)
+    );
+}
+
+#[tokio::test]
+async fn clearing_ten_thousand_members_pages_forward_to_the_end_while_adds_race_it() {
+    let stack = Stack::new("mat-clear10k", Region::Eu1).await;
+    let sub = |action: &str, ts: i64| {
+        json!({"type": "audience_subscription_request", "id": format!("s{ts}"), "timestamp_ms": ts,
+               "account": stack.project.account(), "audience_id": 99, "audience_name": "Huge", "action": action})
+        .to_string()
+    };
+    stack.send(&sub("add", 1)).await;
+    let adds: Vec<_> = (0..10_000)
+        .map(|i| {
+            change(
+                &format!("__h{i:05}"),
+                99,
+                ChangeAction::Add,
+                10,
+                &format!("fill{}", i / 500),
+            )
+        })
+        .collect();
+    futures::future::join_all(
+        adds.chunks(500)
+            .map(|c| materialize_changes(&stack.store, Region::Eu1, &stack.project.id, c)),
+    )
+    .await
+    .into_iter()
+    .for_each(|r| assert_eq!(r.unwrap().added, 500));
+
+    stack.send(&sub("remove", 2)).await;
+    // Clearing (ten pages of 1,000 rows; every page after the first starts among tombstones)
+    // while more adds keep arriving for the removed audience.
+    let late: Vec<_> = (0..1_000)
+        .map(|i| {
+            change(
+                &format!("__late{i:04}"),
+                99,
+                ChangeAction::Add,
+                20,
+                &format!("late{}", i / 100),
+            )
+        })
+        .collect();
+    let (cleared, late_counts) = tokio::join!(
+        shared::materialize::clear_segment(&stack.store, Region::Eu1, &stack.project.id, 99),
+        futures::future::join_all(late.chunks(100).map(|c| materialize_changes(
+            &stack.store,
+            Region::Eu1,
+            &stack.project.id,
+            c
+        )),)
+    );
+    assert_eq!(cleared.unwrap(), 10_000);
+    for c in late_counts {
+        let c = c.unwrap();
+        assert_eq!(
+            (c.added, c.archived),
+            (0, 100),
+            "the removed audience takes no member"
+        );
+    }
+    let v = view(&stack, 99).await;
+    assert_eq!(
+        text(v.segment.as_ref().unwrap(), "status").as_deref(),
+        Some("archived")
+    );
+    assert_eq!(seg_count(&v, "member_count"), 0);
+    assert!(v.members.values().all(|m| !m), "no member left");
+    assert_eq!(v.members.len(), 10_000);
+}

@@ -1104,7 +1104,10 @@ fn check_inbox_row(name: &str, row: &shared::stream::InboxRow, status: &str) {
 
     // A resolved row no longer carries the payload (its changes took over).
     if status != "received" {
-        assert!(row.payload.is_empty(), "{name}: a {status} row drops its payload");
+        assert!(
+            row.payload.is_empty(),
+            "{name}: a {status} row drops its payload"
+        );
         return;
     }
     // The payload is what authorize stores for the sample batch: its only chunk.

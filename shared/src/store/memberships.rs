@@ -290,6 +290,10 @@ impl Store {
     }
 }
 
+/// Rows read per page when clearing (the limit applies before the `member = true` filter, so a
+/// page of cleared rows comes back empty with a next page: paging forward is what finishes).
+const MEMBER_PAGE_ROWS: i32 = 1000;
+
 /// One page of a segment's current members, for clearing: CleverTap ID and version of each.
 #[derive(Debug, Clone, Default)]
 pub struct MemberPage {
@@ -318,6 +322,7 @@ impl Store {
             .expression_attribute_values(":pk", s(mk::pk(project_id, audience_id)))
             .expression_attribute_values(":yes", AttributeValue::Bool(true))
             .set_exclusive_start_key(start)
+            .limit(MEMBER_PAGE_ROWS)
             .consistent_read(true)
             .send()
             .await?;
