@@ -538,3 +538,61 @@ async fn api_gateway_v1_and_v2_events_are_served() {
     );
     let _ = &e.store;
 }
+
+#[tokio::test]
+async fn concurrent_passcode_revokes_and_adds_never_undo_each_other() {
+    let (client, names) = fresh_tables_in("passcodes", &[Region::Eu1]).await;
+    let store = store(&client, &names);
+    let p = provision(&store, Region::Eu1).await;
+    let added: Vec<_> = (0..6)
+        .map(|i| {
+            shared::auth::StoredPasscode::new(
+                &format!("{}{i}", shared::auth::generate_secret()),
+                None,
+            )
+        })
+        .collect();
+    for a in &added[..3] {
+        store.add_passcode(Region::Eu1, &p.id, a).await.unwrap();
+    }
+    // Revoke the first three while the other three are added, all at once.
+    let revokes = added[..3]
+        .iter()
+        .map(|a| store.revoke_passcode(Region::Eu1, &p.id, &a.id));
+    let adds = added[3..]
+        .iter()
+        .map(|a| store.add_passcode(Region::Eu1, &p.id, a));
+    let (revoked, adds) = tokio::join!(
+        futures::future::join_all(revokes),
+        futures::future::join_all(adds)
+    );
+    assert!(revoked.into_iter().all(|r| r.unwrap()));
+    assert!(adds.into_iter().all(|r| r.is_ok()));
+    let ids: Vec<String> = store
+        .get_project(Region::Eu1, &p.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .passcodes
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    for a in &added[..3] {
+        assert!(!ids.contains(&a.id), "a revoked passcode stays revoked");
+    }
+    for a in &added[3..] {
+        assert!(ids.contains(&a.id), "a concurrent add is kept");
+    }
+    assert_eq!(
+        ids.len(),
+        4,
+        "the project's first passcode and the three added"
+    );
+    // Revoking what is gone says so.
+    assert!(
+        !store
+            .revoke_passcode(Region::Eu1, &p.id, &added[0].id)
+            .await
+            .unwrap()
+    );
+}

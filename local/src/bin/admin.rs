@@ -22,6 +22,17 @@ const USAGE: &str = "usage:
   admin passcode add --region R --id ID [--passcode P] [--expires RFC3339]
   admin passcode revoke --region R --id ID --passcode-id PID";
 
+/// `--passcode` if given and strong enough (as strong as a generated one), else a generated one.
+fn chosen_or_generated_passcode(flags: &HashMap<String, String>) -> Result<String, String> {
+    match flags.get("passcode") {
+        Some(p) => {
+            shared::auth::check_passcode_strength(p)?;
+            Ok(p.clone())
+        }
+        None => Ok(generate_secret()),
+    }
+}
+
 fn parse_flags(args: &[String]) -> Result<HashMap<String, String>, String> {
     let mut out = HashMap::new();
     let mut it = args.iter();
@@ -127,10 +138,7 @@ async fn run(args: Vec<String>) -> Result<serde_json::Value, String> {
             if !valid_project_id(&id) {
                 return Err("--id may use letters, digits, - and _ only (64 at most)".into());
             }
-            let passcode = flags
-                .get("passcode")
-                .cloned()
-                .unwrap_or_else(generate_secret);
+            let passcode = chosen_or_generated_passcode(&flags)?;
             let token = flags.get("token").cloned().unwrap_or_else(generate_secret);
             let project = Project {
                 project_id: id.clone(),
@@ -165,10 +173,7 @@ async fn run(args: Vec<String>) -> Result<serde_json::Value, String> {
             )
         }
         (Some("passcode"), Some("add")) => {
-            let passcode = flags
-                .get("passcode")
-                .cloned()
-                .unwrap_or_else(generate_secret);
+            let passcode = chosen_or_generated_passcode(&flags)?;
             let stored = StoredPasscode::new(&passcode, expires("expires")?);
             store
                 .add_passcode(region, &id()?, &stored)

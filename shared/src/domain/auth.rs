@@ -77,6 +77,44 @@ pub fn generate_secret() -> String {
     hex::encode(b)
 }
 
+/// The least strength a passcode chosen by an operator must have: as much as a generated one
+/// (128 random bits). Passcodes are stored as one salted SHA-256, which is only safe for secrets
+/// that cannot be guessed; refusing weak ones is simpler than a memory-hard KDF behind the cache.
+pub const MIN_PASSCODE_BITS: f64 = 128.0;
+
+/// An upper estimate of a passcode's strength in bits: its length times the bits of the
+/// character classes it uses (lower case, upper case, digits, others). A passcode made by
+/// [`generate_secret`] has 32 hex digits: 165 by this estimate, 128 truly.
+pub fn passcode_strength_bits(passcode: &str) -> f64 {
+    let has = |f: fn(&char) -> bool| passcode.chars().any(|c| f(&c));
+    let alphabet = [
+        (has(char::is_ascii_lowercase), 26),
+        (has(char::is_ascii_uppercase), 26),
+        (has(char::is_ascii_digit), 10),
+        (has(|c| !c.is_ascii_alphanumeric()), 33),
+    ]
+    .iter()
+    .filter(|(used, _)| *used)
+    .map(|(_, n)| *n)
+    .sum::<u32>();
+    if alphabet == 0 {
+        return 0.0;
+    }
+    passcode.chars().count() as f64 * f64::from(alphabet).log2()
+}
+
+/// Refuses a passcode an operator chose if it is weaker than [`MIN_PASSCODE_BITS`].
+pub fn check_passcode_strength(passcode: &str) -> Result<(), String> {
+    let bits = passcode_strength_bits(passcode);
+    if bits < MIN_PASSCODE_BITS {
+        return Err(format!(
+            "the passcode is too weak (about {bits:.0} bits; at least {MIN_PASSCODE_BITS:.0} are \
+             needed: e.g. 22 random letters and digits, or leave --passcode out to generate one)"
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProjectStatus {
@@ -259,6 +297,22 @@ mod tests {
             account_token: token,
             region: Region::Eu1,
         }
+    }
+
+    #[test]
+    fn operator_passcodes_need_as_much_strength_as_generated_ones() {
+        assert!(check_passcode_strength(&generate_secret()).is_ok());
+        assert!(check_passcode_strength("hunter2").is_err());
+        assert!(check_passcode_strength("Summer2026!").is_err());
+        assert!(
+            check_passcode_strength("Xk9vQ2mL7pR4tW8zN3bF6h").is_ok(),
+            "22 mixed"
+        );
+        assert!(
+            check_passcode_strength(&"a".repeat(26)).is_err(),
+            "26 × 4.7 bits"
+        );
+        assert_eq!(passcode_strength_bits(""), 0.0);
     }
 
     #[test]

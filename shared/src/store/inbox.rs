@@ -163,6 +163,21 @@ impl Store {
 }
 
 impl Store {
+    /// An UpdateItem of one chunk's row (its status moves: resolved, materialized, failed).
+    fn update_chunk_row(
+        &self,
+        region: Region,
+        project_id: &str,
+        message_id: &str,
+        chunk: u32,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client(region)
+            .update_item()
+            .table_name(self.table(region, Table::Inbox))
+            .key(keys::PK, s(k::pk(project_id, message_id, chunk)))
+            .key(keys::SK, s(k::sk(message_id, chunk)))
+    }
+
     /// Moves a chunk from `received` to `resolved`, attaching its changes and outcome counts and
     /// dropping the payload, which nothing needs any more: the row stays small (an update costs
     /// the size of the whole item) and a replayed INSERT record carries the payload itself.
@@ -188,11 +203,7 @@ impl Store {
             .into(),
         );
         let res = self
-            .client(region)
-            .update_item()
-            .table_name(self.table(region, Table::Inbox))
-            .key(keys::PK, s(k::pk(project_id, message_id, chunk)))
-            .key(keys::SK, s(k::sk(message_id, chunk)))
+            .update_chunk_row(region, project_id, message_id, chunk)
             .update_expression(
                 "SET #st = :resolved, changes = :c, outcomes = :o, change_counts = :cc, resolved_ms = :now \
                  REMOVE payload",
@@ -223,11 +234,7 @@ impl Store {
         reason: &str,
     ) -> Result<bool, StoreError> {
         let res = self
-            .client(region)
-            .update_item()
-            .table_name(self.table(region, Table::Inbox))
-            .key(keys::PK, s(k::pk(project_id, message_id, chunk)))
-            .key(keys::SK, s(k::sk(message_id, chunk)))
+            .update_chunk_row(region, project_id, message_id, chunk)
             .update_expression("SET #st = :failed, failure = :why, failed_ms = :now")
             .condition_expression("#st IN (:received, :resolved)")
             .expression_attribute_names("#st", k::STATUS)
@@ -254,11 +261,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let applied = serde_dynamo::to_attribute_value(counts)?;
         let res = self
-            .client(region)
-            .update_item()
-            .table_name(self.table(region, Table::Inbox))
-            .key(keys::PK, s(k::pk(project_id, message_id, chunk)))
-            .key(keys::SK, s(k::sk(message_id, chunk)))
+            .update_chunk_row(region, project_id, message_id, chunk)
             .update_expression(
                 "SET #st = :done, applied = :a, materialized_ms = :now REMOVE changes",
             )

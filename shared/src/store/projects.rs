@@ -22,6 +22,9 @@ pub enum ProjectWriteError {
     Store(#[from] StoreError),
 }
 
+/// Re-reads of a passcode list whose entry moved while revoking.
+const MAX_PASSCODE_RETRIES: u32 = 10;
+
 impl Store {
     pub async fn get_project(
         &self,
@@ -87,34 +90,41 @@ impl Store {
         not_found_on_condition(res.map(|_| ()), project_id)
     }
 
-    /// Removes the passcode with this id (its public id, not the secret).
+    /// Removes the passcode with this id (its public id, not the secret). Conditional on the
+    /// list entry still being that passcode, so a concurrent add or revoke is never undone (a
+    /// lost condition reads the list again). Returns false if no passcode has this id.
     pub async fn revoke_passcode(
         &self,
         region: Region,
         project_id: &str,
         passcode_id: &str,
     ) -> Result<bool, ProjectWriteError> {
-        let Some(mut project) = self.get_project(region, project_id).await? else {
-            return Err(ProjectWriteError::NotFound(project_id.to_owned()));
-        };
-        let before = project.passcodes.len();
-        project.passcodes.retain(|p| p.id != passcode_id);
-        if project.passcodes.len() == before {
-            return Ok(false);
+        for _ in 0..MAX_PASSCODE_RETRIES {
+            let Some(project) = self.get_project(region, project_id).await? else {
+                return Err(ProjectWriteError::NotFound(project_id.to_owned()));
+            };
+            let Some(index) = project.passcodes.iter().position(|p| p.id == passcode_id) else {
+                return Ok(false);
+            };
+            let res = self
+                .client(region)
+                .update_item()
+                .table_name(self.table(region, Table::Projects))
+                .key(keys::projects::PROJECT_ID, s(project_id))
+                .update_expression(format!("REMOVE passcodes[{index}]"))
+                .condition_expression(format!("passcodes[{index}].id = :pid"))
+                .expression_attribute_values(":pid", s(passcode_id))
+                .return_values(ReturnValue::None)
+                .send()
+                .await;
+            if super::conditional(res)? {
+                return Ok(true);
+            }
         }
-        let list =
-            serde_dynamo::to_attribute_value(&project.passcodes).map_err(StoreError::from)?;
-        self.client(region)
-            .update_item()
-            .table_name(self.table(region, Table::Projects))
-            .key(keys::projects::PROJECT_ID, s(project_id))
-            .update_expression("SET passcodes = :p")
-            .expression_attribute_values(":p", list)
-            .return_values(ReturnValue::None)
-            .send()
-            .await
-            .map_err(StoreError::from)?;
-        Ok(true)
+        Err(StoreError::Unavailable(format!(
+            "revoking a passcode of {project_id} kept racing other changes"
+        ))
+        .into())
     }
 
     pub async fn set_project_status(
