@@ -411,7 +411,8 @@ async fn concurrency(endpoint_url: &str, short: bool) -> Figures {
             for _ in 0..20 {
                 match shared::resolve::resolve_chunk(&store, Region::Eu1, r).await {
                     Ok(rep) => return rep.changes,
-                    Err(_) => {
+                    Err(e) => {
+                        tracing::warn!(error = %e, "resolve retried");
                         retried.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
@@ -444,7 +445,8 @@ async fn concurrency(endpoint_url: &str, short: bool) -> Figures {
                         counts = Some(k);
                         break;
                     }
-                    Err(_) => {
+                    Err(e) => {
+                        tracing::warn!(error = %e, "materialize retried");
                         retried.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
@@ -554,7 +556,31 @@ async fn bad_input(endpoint_url: &str) -> Figures {
     bodies.push(vec![0xff, 0xfe, b'{', 0x80]);
     bodies.push(b"{\"type\":\"audience_membership_change_request\",\"user_profiles\":{}}".to_vec());
     bodies.push(vec![b' '; 6 * 1024 * 1024]);
+    // Beyond the bounds at the door: a 2,000-character message id, a time far in the future.
+    let membership = |id: &str, ts: i64| {
+        format!(
+            "{{\"type\":\"audience_membership_change_request\",\"id\":\"{id}\",\"timestamp_ms\":{ts},\"account\":{}}}",
+            env.account
+        )
+    };
+    bodies.push(membership(&"i".repeat(2_000), 1).into_bytes());
+    bodies.push(membership("future", 9_999_999_999_999).into_bytes());
     let mut f = Figures::default();
+    // 5 MiB of empty audience entries without the caller token: 401, read for its type only.
+    let mut flood = String::from(
+        "{\"type\":\"audience_membership_change_request\",\"user_profiles\":[{\"audiences\":[",
+    );
+    while flood.len() < (5 << 20) - 4096 {
+        flood.push_str("{},");
+    }
+    flood.push_str("{}]}]}");
+    f.sent += 1;
+    let r = endpoint.handle("POST", None, flood.as_bytes()).await;
+    if r.status != 401 {
+        f.notes
+            .push(format!("status {} for an unauthenticated flood", r.status));
+        f.accepted += 1;
+    }
     for body in &bodies {
         f.sent += 1;
         let r = endpoint.handle("POST", Some(&auth), body).await;
@@ -579,6 +605,13 @@ async fn bad_input(endpoint_url: &str) -> Figures {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // RUST_LOG=warn shows why the product answered what it did (logs go to stderr).
+    if std::env::var("RUST_LOG").is_ok() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let short = std::env::args().any(|a| a == "--short");
     let endpoint = std::env::var("DYNAMODB_ENDPOINT").expect("DYNAMODB_ENDPOINT");
     let started = Instant::now();

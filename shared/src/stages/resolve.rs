@@ -277,8 +277,10 @@ pub async fn resolve_chunk(
     })
 }
 
-/// Re-plans of one profile after another writer moved one of its fields first.
-const MAX_PROFILE_REPLANS: u32 = 10;
+/// Re-plans of one profile after another writer moved one of its fields first: each lost
+/// condition means another chunk made progress on that profile, so this bounds only pathological
+/// contention (as `MAX_REPLANS_PER_PAIR` does in materialize).
+const MAX_PROFILE_REPLANS: u32 = 25;
 
 /// Brings one profile up to its merge: plans against the item read, writes conditionally, and
 /// on a lost condition reads the profile again and re-plans (newest wins, whoever arrives last).
