@@ -464,3 +464,44 @@ async fn a_chunk_that_can_never_be_resolved_is_marked_failed_with_its_reason() {
     assert_eq!(sync["status"], "failed");
     assert!(sync["failures"][0].as_str().unwrap().contains("unreadable"));
 }
+
+#[tokio::test]
+async fn a_profile_dynamodb_refuses_to_store_is_skipped_with_its_changes() {
+    let stack = Stack::new("refused", Region::Eu1).await;
+    let mut pipeline = stack.pipeline().await;
+    // Each message gives one profile 45 new properties of 4,000 bytes (within every bound);
+    // by the third message the profile item would pass DynamoDB's 400 KB item limit.
+    for m in 0..3 {
+        let attributes: Vec<_> = (0..45)
+            .map(|k| json!({"key": format!("m{m}k{k}"), "value": "v".repeat(4_000), "action": "upsert"}))
+            .collect();
+        stack
+            .send(&stack.batch(&format!("m-big-{m}"), 10 + m, json!([
+                {"user_identities": [raw("customer", "grower")],
+                 "audiences": [{"audience_id": 8, "audience_name": "Big", "action": "add", "user_attributes": attributes}]},
+                {"user_identities": [raw("customer", format!("bystander-{m}").as_str())], "audiences": [entry(8, "add")]},
+            ])))
+            .await;
+        pipeline.run_until_idle(20).await.unwrap();
+    }
+    let rows = stack.scan(Table::Inbox).await;
+    assert!(
+        rows.iter()
+            .all(|r| text(r, "status").as_deref() == Some("materialized"))
+    );
+    let refused: u64 = rows.iter().map(|r| outcome(r, "too_long")).sum();
+    assert_eq!(refused, 1, "the third write of the growing profile");
+    let members: Vec<String> = stack
+        .scan(Table::Memberships)
+        .await
+        .into_iter()
+        .filter(|m| *m["member"].as_bool().unwrap())
+        .filter_map(|m| text(&m, "identity"))
+        .collect();
+    for m in 0..3 {
+        assert!(
+            members.contains(&format!("bystander-{m}")),
+            "bystander {m} is a member"
+        );
+    }
+}

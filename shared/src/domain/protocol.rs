@@ -382,20 +382,67 @@ fn opt_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Op
     Ok(Option::<MapOnly<T>>::deserialize(d)?.map(|m| m.0))
 }
 
+/// Objects one request may hold in its lists (profiles, identities, audience entries), all lists
+/// together: a body of a few MiB of `{}` must not become millions of parsed structs. A request of
+/// 10,000 real profiles holds well under 100,000.
+pub const MAX_LIST_ELEMENTS: usize = 250_000;
+
+thread_local! {
+    /// What is left of [`MAX_LIST_ELEMENTS`] for the parse running on this thread (a parse is
+    /// synchronous: it never moves between threads).
+    static ELEMENT_BUDGET: std::cell::Cell<usize> = const { std::cell::Cell::new(MAX_LIST_ELEMENTS) };
+}
+
+/// An array of objects, each charged to the parse's element budget.
+struct Budgeted<T>(Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Budgeted<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Vec<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of objects")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(MapOnly(item)) = seq.next_element::<MapOnly<T>>()? {
+                    let left = ELEMENT_BUDGET.with(|b| b.get());
+                    if left == 0 {
+                        return Err(de::Error::custom(format!(
+                            "the request holds more than {MAX_LIST_ELEMENTS} objects in its lists"
+                        )));
+                    }
+                    ELEMENT_BUDGET.with(|b| b.set(left - 1));
+                    out.push(item);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData)).map(Budgeted)
+    }
+}
+
 /// An array of objects; `null` or absent is empty.
 fn objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
-    Ok(Option::<Vec<MapOnly<T>>>::deserialize(d)?
-        .unwrap_or_default()
-        .into_iter()
-        .map(|m| m.0)
-        .collect())
+    Ok(Option::<Budgeted<T>>::deserialize(d)?
+        .map(|b| b.0)
+        .unwrap_or_default())
 }
 
 /// An optional array of objects (absent or `null` is `None`: a heartbeat).
 fn opt_objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Vec<T>>, D::Error> {
-    Ok(Option::<Vec<MapOnly<T>>>::deserialize(d)?.map(|v| v.into_iter().map(|m| m.0).collect()))
+    Ok(Option::<Budgeted<T>>::deserialize(d)?.map(|b| b.0))
+}
+
+/// Runs one parse with a full element budget.
+fn with_element_budget<R>(parse: impl FnOnce() -> R) -> R {
+    ELEMENT_BUDGET.with(|b| b.set(MAX_LIST_ELEMENTS));
+    let out = parse();
+    ELEMENT_BUDGET.with(|b| b.set(MAX_LIST_ELEMENTS));
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -824,26 +871,27 @@ fn parse_wire(body: &[u8]) -> Result<WireMessage, ParseError> {
     }
     // Fast path: plain serde. Only a body that fails is parsed again with path tracking, which
     // costs a third more and is needed only to say where the problem is.
-    if let Ok(wire) = serde_json::from_slice::<WireMessage>(body) {
+    if let Ok(wire) = with_element_budget(|| serde_json::from_slice::<WireMessage>(body)) {
         return Ok(wire);
     }
     let mut de = serde_json::Deserializer::from_slice(body);
-    let wire: WireMessage = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        ParseError {
-            kind: match inner.classify() {
-                serde_json::error::Category::Data => ParseErrorKind::InvalidValue,
-                _ => ParseErrorKind::Syntax,
-            },
-            path: if path == "." || path.is_empty() {
-                "$".into()
-            } else {
-                path
-            },
-            reason: inner.to_string(),
-        }
-    })?;
+    let wire: WireMessage = with_element_budget(|| serde_path_to_error::deserialize(&mut de))
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            ParseError {
+                kind: match inner.classify() {
+                    serde_json::error::Category::Data => ParseErrorKind::InvalidValue,
+                    _ => ParseErrorKind::Syntax,
+                },
+                path: if path == "." || path.is_empty() {
+                    "$".into()
+                } else {
+                    path
+                },
+                reason: inner.to_string(),
+            }
+        })?;
     de.end().map_err(|e| ParseError {
         kind: ParseErrorKind::Syntax,
         path: "$".into(),
@@ -1046,6 +1094,25 @@ impl AudienceMembershipChangeResponse {
 #[cfg(test)]
 mod peek_tests {
     use super::*;
+
+    #[test]
+    fn a_flood_of_empty_objects_stops_at_the_element_budget() {
+        let mut body = format!(
+            r#"{{"type":"audience_membership_change_request","id":"f","timestamp_ms":1,"account":{{"account_id":1}},"user_profiles":[{{"audiences":["#
+        );
+        body.push_str(&vec!["{}"; MAX_LIST_ELEMENTS + 10].join(","));
+        body.push_str("]}]}");
+        let e = parse_request(body.as_bytes()).unwrap_err();
+        assert!(e.reason.contains("objects in its lists"), "{}", e.reason);
+        assert!(
+            e.path.starts_with("user_profiles[0].audiences"),
+            "{}",
+            e.path
+        );
+        // The budget is per request: the next one starts full.
+        let ok = r#"{"type":"audience_membership_change_request","id":"g","timestamp_ms":1,"account":{"account_id":1},"user_profiles":[{"audiences":[{}]}]}"#;
+        assert!(parse_request(ok.as_bytes()).is_ok());
+    }
 
     #[test]
     fn membership_ids_and_times_are_bounded_at_the_door() {

@@ -247,11 +247,35 @@ pub async fn resolve_chunk(
             outcomes.created += 1;
         }
     }
-    stream::iter(merges.iter())
-        .map(|(ct, m)| write_profile(store, region, project, ct, m, existing.get(ct), now))
+    // A profile DynamoDB refuses to store (an item over its size limit) is skipped and counted;
+    // it never holds up the rest of the chunk. Transient errors fail the chunk (retried whole).
+    let written: Vec<(&String, Result<(), StoreError>)> = stream::iter(merges.iter())
+        .map(|(ct, m)| {
+            let read = existing.get(ct);
+            async move {
+                (
+                    ct,
+                    write_profile(store, region, project, ct, m, read, now).await,
+                )
+            }
+        })
         .buffer_unordered(WRITE_CONCURRENCY)
-        .try_collect::<Vec<()>>()
-        .await?;
+        .collect()
+        .await;
+    let mut refused: HashSet<&str> = HashSet::new();
+    for (ct, result) in written {
+        match result {
+            Ok(()) => {}
+            Err(e) if !e.is_transient() => {
+                error!(project_id = project, message_id = %row.message_id, error = %e,
+                       "a profile could not be stored; skipped with its changes");
+                outcomes.too_long += 1;
+                refused.insert(ct);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    changes.retain(|c| !refused.contains(c.clevertap_id.as_str()));
 
     // 4. Hand off: the row moves to `resolved` with its changes; its MODIFY drives materialize.
     let adds = changes
