@@ -1097,9 +1097,8 @@ mod peek_tests {
 
     #[test]
     fn a_flood_of_empty_objects_stops_at_the_element_budget() {
-        let mut body = format!(
-            r#"{{"type":"audience_membership_change_request","id":"f","timestamp_ms":1,"account":{{"account_id":1}},"user_profiles":[{{"audiences":["#
-        );
+        let mut body = r#"{"type":"audience_membership_change_request","id":"f","timestamp_ms":1,"account":{"account_id":1},"user_profiles":[{"audiences":["#
+            .to_string();
         body.push_str(&vec!["{}"; MAX_LIST_ELEMENTS + 10].join(","));
         body.push_str("]}]}");
         let e = parse_request(body.as_bytes()).unwrap_err();
