@@ -600,7 +600,62 @@ async fn bad_input(endpoint_url: &str) -> Figures {
             f.lost += n as u64;
         }
     }
+    oversized_partner_id(endpoint_url, &mut f).await;
     f
+}
+
+/// A valid request whose first profile carries a 1,500-character `CleverTap_User_ID`: accepted,
+/// that profile skipped and counted, its neighbour a member, nothing stuck (own tables: this one
+/// writes).
+async fn oversized_partner_id(endpoint_url: &str, f: &mut Figures) {
+    let env = env(endpoint_url, "bad-partner").await;
+    let store = Store::new(
+        RegionalClients::single(env.client.clone()),
+        env.names.clone(),
+    );
+    let endpoint = Endpoint::new(&config(endpoint_url, &env.names), store.clone());
+    let body = json!({"type": "audience_membership_change_request", "id": "huge-partner", "timestamp_ms": 1,
+        "account": env.account, "user_profiles": [
+            {"partner_identities": [{"type": "CleverTap_User_ID", "encoding": "raw", "value": "p".repeat(1_500)}],
+             "audiences": [{"audience_id": 5, "audience_name": "A", "action": "add"}]},
+            {"user_identities": [{"type": "customer", "encoding": "raw", "value": "neighbour"}],
+             "audiences": [{"audience_id": 5, "audience_name": "A", "action": "add"}]}]})
+    .to_string();
+    f.sent += 1;
+    let r = endpoint
+        .handle("POST", Some(&format!("Token {CALLER}")), body.as_bytes())
+        .await;
+    if r.status != 200 {
+        f.notes
+            .push(format!("status {} for an oversized partner id", r.status));
+        return;
+    }
+    let mut pipeline = LocalPipeline::new(
+        &env.client,
+        endpoint_url,
+        store,
+        env.names.clone(),
+        &[Region::Eu1],
+    )
+    .await
+    .unwrap();
+    drain(&mut pipeline).await;
+    let rows = scan(&env.client, &env.names.name(Region::Eu1, Table::Inbox)).await;
+    let done = rows.iter().all(|r| s(r, "status") == "materialized");
+    let members = scan(
+        &env.client,
+        &env.names.name(Region::Eu1, Table::Memberships),
+    )
+    .await
+    .iter()
+    .filter(|m| m.get("member").and_then(|v| v.as_bool().ok()) == Some(&true))
+    .count();
+    if !done || members != 1 {
+        f.notes.push(format!(
+            "oversized partner id: chunk materialized {done}, {members} members (want 1)"
+        ));
+        f.lost += 1;
+    }
 }
 
 #[tokio::main]
@@ -629,7 +684,7 @@ async fn main() -> std::process::ExitCode {
     let (f, detail) = faults(&endpoint, short).await;
     rows.push(("faults: proxy + throttling + unprocessed".into(), f, detail));
     rows.push((
-        "bad input (must all be 4xx)".into(),
+        "bad input (4xx, or skipped and counted)".into(),
         bad_input(&endpoint).await,
         String::new(),
     ));
