@@ -583,6 +583,36 @@ async fn bodies_over_5_mib_are_413() {
     assert_healthy_and_nothing_written(&run).await;
 }
 
+/// Like Python's http.client or Java's HttpClient: write the whole request, then read.
+async fn write_all_then_read(port: u16, request: Vec<u8>) -> Reply {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let written = stream.write_all(&request).await;
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut raw))
+        .await
+        .expect("a reply within 60 s");
+    let error = written
+        .err()
+        .map(|e| format!("write: {e}"))
+        .or(read.err().map(|e| format!("read: {e}")));
+    parse_reply(raw, error)
+}
+
+#[tokio::test]
+async fn a_client_that_writes_a_6_mib_body_before_reading_gets_413() {
+    let run = start("bad-6mib").await;
+    let mut doc = rich_batch(&run, "six");
+    doc["pad"] = json!("x".repeat(6 * 1024 * 1024));
+    let body = doc.to_string().into_bytes();
+    let reply = write_all_then_read(run.port, post(&body)).await;
+    assert_eq!(reply.error, None, "the whole body was read, nothing reset");
+    assert_eq!(reply.status, Some(413), "{:?}", reply.raw.get(..200));
+    assert_eq!(reply.body["error"], "body exceeds the size limit");
+    assert_healthy_and_nothing_written(&run).await;
+}
+
 #[tokio::test]
 async fn invalid_utf8_is_400() {
     let run = start("bad-utf8").await;

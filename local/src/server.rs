@@ -79,6 +79,25 @@ fn reply(status: u16, body: String) -> Response<Full<Bytes>> {
         .expect("valid response")
 }
 
+/// The most API Gateway (HTTP API) reads of a request body.
+pub const API_GATEWAY_MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+/// How long a body being discarded may stall before the 413 is sent anyway (a client that
+/// declared more than it sends).
+const DISCARD_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads a body up to `limit` bytes and drops it; stops early when it stalls.
+async fn discard_body(mut body: Incoming, limit: usize) {
+    use http_body_util::BodyExt;
+    let mut read = 0usize;
+    while read < limit {
+        match tokio::time::timeout(DISCARD_IDLE, body.frame()).await {
+            Ok(Some(Ok(frame))) => read += frame.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
+    }
+}
+
 async fn route(
     handlers: Arc<Handlers>,
     req: Request<Incoming>,
@@ -108,6 +127,10 @@ async fn route(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > handlers.max_body_bytes) {
+        // As API Gateway does: read (and drop) the body, then answer. A client that writes its
+        // whole body before reading (Python's http.client, Java's HttpClient) would otherwise
+        // see the connection reset instead of the 413.
+        discard_body(req.into_body(), API_GATEWAY_MAX_BODY_BYTES).await;
         return Ok(reply(
             413,
             json!({"error": "body exceeds the size limit"}).to_string(),
