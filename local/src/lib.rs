@@ -7,6 +7,7 @@ pub mod pipeline;
 pub mod proxy;
 pub mod runtime_api;
 pub mod server;
+pub mod workload;
 
 use std::collections::{HashMap, VecDeque};
 

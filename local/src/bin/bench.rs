@@ -1,8 +1,8 @@
 //! `scripts/bench`: speed, capacity and footprint figures against DynamoDB Local.
 //! Prints one table and writes the same figures as JSON (default `target/bench.json`).
 //!
-//! Env: DYNAMODB_ENDPOINT (required), BENCH_BATCH_1K / BENCH_BATCH_10K (gen_batch.py output),
-//! BENCH_BIN_DIR (release binaries, default target/release), BENCH_OUT.
+//! Env: DYNAMODB_ENDPOINT (required), BENCH_BIN_DIR (release binaries, default target/release),
+//! BENCH_OUT. The workload is `local::workload` (1,000 and 10,000 profiles, seed 42).
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -276,9 +276,8 @@ async fn run_binary(
 #[tokio::main]
 async fn main() {
     let endpoint_url = std::env::var("DYNAMODB_ENDPOINT").expect("DYNAMODB_ENDPOINT");
-    let read = |k: &str| std::fs::read(std::env::var(k).unwrap_or_else(|_| panic!("{k}"))).unwrap();
-    let batch1k: Value = serde_json::from_slice(&read("BENCH_BATCH_1K")).unwrap();
-    let batch10k: Value = serde_json::from_slice(&read("BENCH_BATCH_10K")).unwrap();
+    let batch1k: Value = local::workload::membership_batch(1_000, 42);
+    let batch10k: Value = local::workload::membership_batch(10_000, 42);
     let bin_dir = std::env::var("BENCH_BIN_DIR").unwrap_or_else(|_| "target/release".into());
     let out_path = std::env::var("BENCH_OUT").unwrap_or_else(|_| "target/bench.json".into());
 
