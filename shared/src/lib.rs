@@ -13,7 +13,9 @@ pub mod domain;
 pub mod stages;
 pub mod store;
 
-pub use domain::{auth, batch, changes, identity, protocol, region, segment_state, sync_log};
+pub use domain::{
+    auth, batch, changes, identity, protocol, region, round_trip, segment_state, sync_log,
+};
 pub use region::Region;
 pub use stages::{endpoint, materialize, pipeline, query, resolve, stream};
 pub use store::{clients, keys, tables};

@@ -8,5 +8,6 @@ pub mod changes;
 pub mod identity;
 pub mod protocol;
 pub mod region;
+pub mod round_trip;
 pub mod segment_state;
 pub mod sync_log;
