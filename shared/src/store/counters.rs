@@ -433,60 +433,6 @@ fn gate_update(
 /// transaction that moved a member from one shard's count to another is seen whole or not at
 /// all), never a mix of before and after.
 impl Store {
-    /// Items by key, read together as of one point in time (at most 100 keys); missing items are
-    /// `None`. Retries a read cancelled by a concurrent write transaction.
-    pub async fn transact_get(
-        &self,
-        region: Region,
-        table: Table,
-        keys: Vec<Item>,
-    ) -> Result<Vec<Option<Item>>, StoreError> {
-        use aws_sdk_dynamodb::types::{Get, TransactGetItem};
-        let table_name = self.table(region, table);
-        let gets: Vec<TransactGetItem> = keys
-            .into_iter()
-            .map(|key| {
-                TransactGetItem::builder()
-                    .get(
-                        Get::builder()
-                            .table_name(&table_name)
-                            .set_key(Some(key))
-                            .build()
-                            .expect("table and key are set"),
-                    )
-                    .build()
-            })
-            .collect();
-        let mut attempt = 0;
-        loop {
-            let res = self
-                .client(region)
-                .transact_get_items()
-                .set_transact_items(Some(gets.clone()))
-                .send()
-                .await;
-            match res {
-                Ok(out) => {
-                    return Ok(out
-                        .responses
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|r| r.item)
-                        .collect());
-                }
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|se| se.is_transaction_canceled_exception())
-                        && attempt < MAX_GATE_ATTEMPTS =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(backoff(attempt.min(4))).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-
     /// A segment item with its counters summed over its shards, all read as of one point in time.
     pub async fn segment_with_counts(
         &self,

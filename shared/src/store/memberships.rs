@@ -303,6 +303,28 @@ pub struct MemberPage {
 }
 
 impl Store {
+    /// A Query of one page (`limit` rows read) of a segment's membership rows from `start`,
+    /// keeping the members (`member = true`).
+    pub(crate) fn member_rows(
+        &self,
+        region: Region,
+        project_id: &str,
+        audience_id: i64,
+        start: Option<Item>,
+        limit: i32,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.client(region)
+            .query()
+            .table_name(self.table(region, Table::Memberships))
+            .key_condition_expression("pk = :pk")
+            .filter_expression("#member = :yes")
+            .expression_attribute_names("#member", "member")
+            .expression_attribute_values(":pk", s(mk::pk(project_id, audience_id)))
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .set_exclusive_start_key(start)
+            .limit(limit)
+    }
+
     /// The members among one page of a segment's membership rows, from `start`. The filter is
     /// applied after the page is read, so a page may hold no members and still have a next one.
     pub async fn member_page(
@@ -313,16 +335,7 @@ impl Store {
         start: Option<Item>,
     ) -> Result<MemberPage, StoreError> {
         let page = self
-            .client(region)
-            .query()
-            .table_name(self.table(region, Table::Memberships))
-            .key_condition_expression("pk = :pk")
-            .filter_expression("#member = :yes")
-            .expression_attribute_names("#member", "member")
-            .expression_attribute_values(":pk", s(mk::pk(project_id, audience_id)))
-            .expression_attribute_values(":yes", AttributeValue::Bool(true))
-            .set_exclusive_start_key(start)
-            .limit(MEMBER_PAGE_ROWS)
+            .member_rows(region, project_id, audience_id, start, MEMBER_PAGE_ROWS)
             .consistent_read(true)
             .send()
             .await?;

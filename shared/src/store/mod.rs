@@ -205,6 +205,9 @@ pub(crate) fn backoff(attempt: u32) -> std::time::Duration {
     std::time::Duration::from_millis(base / 2 + rand::rng().random_range(0..=base / 2))
 }
 
+/// Attempts of a TransactGetItems cancelled by concurrent write transactions.
+const MAX_TRANSACT_GET_ATTEMPTS: u32 = 20;
+
 /// How often unprocessed keys or items are retried before the call fails (and the stream retries).
 pub(crate) const MAX_UNPROCESSED_RETRIES: u32 = 8;
 
@@ -268,5 +271,59 @@ impl Store {
             .try_collect()
             .await?;
         Ok(pages.into_iter().flatten().collect())
+    }
+
+    /// Items by key, read together as of one point in time (at most 100 keys); missing items are
+    /// `None`. Retries a read cancelled by a concurrent write transaction.
+    pub async fn transact_get(
+        &self,
+        region: Region,
+        table: Table,
+        keys: Vec<Item>,
+    ) -> Result<Vec<Option<Item>>, StoreError> {
+        use aws_sdk_dynamodb::types::{Get, TransactGetItem};
+        let table_name = self.table(region, table);
+        let gets: Vec<TransactGetItem> = keys
+            .into_iter()
+            .map(|key| {
+                TransactGetItem::builder()
+                    .get(
+                        Get::builder()
+                            .table_name(&table_name)
+                            .set_key(Some(key))
+                            .build()
+                            .expect("table and key are set"),
+                    )
+                    .build()
+            })
+            .collect();
+        let mut attempt = 0;
+        loop {
+            let res = self
+                .client(region)
+                .transact_get_items()
+                .set_transact_items(Some(gets.clone()))
+                .send()
+                .await;
+            match res {
+                Ok(out) => {
+                    return Ok(out
+                        .responses
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|r| r.item)
+                        .collect());
+                }
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|se| se.is_transaction_canceled_exception())
+                        && attempt < MAX_TRANSACT_GET_ATTEMPTS =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(backoff(attempt.min(4))).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }

@@ -2,14 +2,10 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::AttributeValue;
-
 use super::memberships::membership_key;
 use super::profiles::{identity_key, profile_key};
 use super::{Item, Store, StoreError, get_n, get_s, s};
-use crate::keys::{
-    self, events as ek, inbox as ik, memberships as mk, profiles as pk, segments as sk,
-};
+use crate::keys::{self, events as ek, inbox as ik, profiles as pk, segments as sk};
 use crate::region::Region;
 use crate::tables::Table;
 
@@ -100,21 +96,11 @@ impl Store {
         limit: usize,
         after: Option<&str>,
     ) -> Result<Page, StoreError> {
-        let pk_value = mk::pk(project_id, audience_id);
         let mut items = Vec::new();
         let mut start = after.map(|ct| membership_key(project_id, audience_id, ct));
         loop {
             let page = self
-                .client(region)
-                .query()
-                .table_name(self.table(region, Table::Memberships))
-                .key_condition_expression("pk = :pk")
-                .filter_expression("#member = :yes")
-                .expression_attribute_names("#member", "member")
-                .expression_attribute_values(":pk", s(pk_value.clone()))
-                .expression_attribute_values(":yes", AttributeValue::Bool(true))
-                .set_exclusive_start_key(start)
-                .limit(limit as i32)
+                .member_rows(region, project_id, audience_id, start, limit as i32)
                 .send()
                 .await?;
             items.extend(page.items.unwrap_or_default());
