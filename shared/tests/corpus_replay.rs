@@ -1,5 +1,5 @@
 //! Replays the fuzz corpus through the fuzz target's property, as an ordinary test: the seed
-//! corpus (`shared/tests/fixtures/*.json`, every example message), every committed crash
+//! corpus (`shared/tests/fixtures/*.json`, one file per message shape), every committed crash
 //! reproduction (`fuzz/regressions/*`), and for each of those its truncations and a few byte
 //! flips. libFuzzer itself runs in `scripts/fuzz` (long runs).
 

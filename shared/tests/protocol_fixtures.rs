@@ -1,4 +1,37 @@
-//! Every example payload of the protocol reference parses, and responses keep their wire shape.
+//! Every fixture payload (`tests/fixtures/`, the project's own, one per message shape and edge
+//! case of the protocol) parses, and responses keep their wire shape.
+//!
+//! Requests, `request_*.json`:
+//! - `request_membership_add_update_delete.json`: one profile with md5 email and customer ids, four
+//!   device ids, a non-mParticle partner id, a numeric-string mpid, and `add`,
+//!   `attribute_update` (whose attributes include a stray `{}`) and `delete` entries.
+//! - `request_membership_attribute_kinds.json`: a future `firehose_version` ahead of `id`, no mpid,
+//!   `add` with attributes, and an `attribute_update` with a plain value, a list value, a tag
+//!   (`"value": null`) and an attribute deletion.
+//! - `request_membership_heartbeat.json`: verification request, no `user_profiles`.
+//! - `request_membership_two_profiles_sha256.json`: two profiles, sha256 emails, raw customer id,
+//!   a negative mpid, a partner id, credentials in `account_settings`.
+//! - `request_membership_legacy_added_removed.json`: pre-2.0 `added_audiences` /
+//!   `removed_audiences`, no `firehose_version`, no mpid (same `id` as the attribute-kinds one).
+//! - `request_registration_minimal.json`: registration without `firehose_version`.
+//! - `request_registration_versioned.json`: registration with `firehose_version`.
+//! - `request_subscription_add.json`: `add` with an audience name.
+//! - `request_subscription_add_legacy_audience_zero.json`: old `add`, audience id 0, no name, no
+//!   `firehose_version`.
+//! - `request_subscription_update.json`: `update` with a description and the previous settings.
+//! - `request_subscription_remove.json`: `remove` with the connection settings.
+//!
+//! Responses, `response_*.json`:
+//! - `response_registration_full.json`: every permission list, both `allow_*` flags, text and
+//!   boolean settings (hidden, confidential, defaults), an HTML description.
+//! - `response_registration_minimal.json`: mpid permission only, two text settings, a `\u`-escaped
+//!   description, `firehose_version` last.
+//! - `response_subscription_settings.json`: two returned connection settings.
+//! - `response_subscription_hidden_id.json`: echoes the subscription `add` id, returns the hidden
+//!   list id.
+//! - `response_membership_keep.json`: `suspend_subscription: false`.
+//! - `response_membership_suspend.json`: echoes the two-profile request id,
+//!   `suspend_subscription: true`.
 
 use std::path::PathBuf;
 
@@ -29,7 +62,7 @@ fn every_request_fixture_parses_to_its_type() {
     let mut seen = 0;
     for (name, body) in fixtures()
         .into_iter()
-        .filter(|(n, _)| n.contains("_request"))
+        .filter(|(n, _)| n.starts_with("request_"))
     {
         let req = parse_request(&body).unwrap_or_else(|e| panic!("{name}: {e}"));
         let wire_type = serde_json::from_slice::<Value>(&body).unwrap()["type"].clone();
@@ -42,8 +75,8 @@ fn every_request_fixture_parses_to_its_type() {
 fn membership(name: &str) -> AudienceMembershipChangeRequest {
     let (_, body) = fixtures()
         .into_iter()
-        .find(|(n, _)| n.starts_with(name))
-        .unwrap();
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no fixture {name}"));
     match parse_request(&body).unwrap() {
         Request::AudienceMembershipChange(m) => m,
         other => panic!("{other:?}"),
@@ -52,15 +85,15 @@ fn membership(name: &str) -> AudienceMembershipChangeRequest {
 
 #[test]
 fn fixture_details_survive_parsing() {
-    let m1 = membership("M1");
+    let m1 = membership("request_membership_add_update_delete.json");
     let p = &m1.user_profiles.as_ref().unwrap()[0];
-    assert_eq!(m1.account.account_id, Some(123456));
-    assert_eq!(p.mpid.as_deref(), Some("12345"));
+    assert_eq!(m1.account.account_id, Some(5093318));
+    assert_eq!(p.mpid.as_deref(), Some("80231947"));
     assert_eq!(p.user_identities.len(), 2);
     assert_eq!(p.user_identities[1].kind, UserIdentityType::Customer);
     assert_eq!(p.user_identities[1].encoding, Encoding::Md5);
     assert_eq!(p.device_identity_count, 4);
-    assert_eq!(p.partner_identities[0].kind, "partner_id");
+    assert_eq!(p.partner_identities[0].kind, "loyalty_member_id");
     let actions: Vec<_> = p.audiences.iter().map(|a| a.action.clone()).collect();
     assert_eq!(
         actions,
@@ -73,35 +106,35 @@ fn fixture_details_survive_parsing() {
     // The stray `{}` attribute entry is skipped.
     assert_eq!(p.audiences[1].user_attributes.len(), 2);
 
-    let m2 = membership("M2");
+    let m2 = membership("request_membership_attribute_kinds.json");
     let attrs = &m2.user_profiles.as_ref().unwrap()[0].audiences[3].user_attributes;
     assert_eq!(
         attrs[1].list_value.as_ref().unwrap(),
-        &["grass", "fire", "water"]
+        &["north", "coast", "uplands"]
     );
     assert_eq!(
         (attrs[2].key.as_str(), attrs[2].value.as_ref()),
-        ("Is Commuter", None)
+        ("Has Pet", None)
     );
     assert_eq!(attrs[3].action, AttributeAction::Delete);
 
-    assert!(membership("M3").is_heartbeat());
+    assert!(membership("request_membership_heartbeat.json").is_heartbeat());
 
-    let m4 = membership("M4");
+    let m4 = membership("request_membership_two_profiles_sha256.json");
     let p = m4.user_profiles.as_ref().unwrap();
-    assert_eq!(p[0].mpid.as_deref(), Some("-6964353745838423734"));
+    assert_eq!(p[0].mpid.as_deref(), Some("-4418207761925530118"));
     assert_eq!(p[1].user_identities[0].encoding, Encoding::Sha256);
-    assert_eq!(m4.account.account_settings["region"], "eu");
+    assert_eq!(m4.account.account_settings["dataCenter"], "ap");
 
-    let m5 = membership("M5");
+    let m5 = membership("request_membership_legacy_added_removed.json");
     let a = &m5.user_profiles.as_ref().unwrap()[0].audiences;
     assert_eq!(
         (a[0].audience_id, &a[0].action),
-        (Some(456), &AudienceAction::Add)
+        (Some(918), &AudienceAction::Add)
     );
     assert_eq!(
         (a[1].audience_id, &a[1].action),
-        (Some(432), &AudienceAction::Delete)
+        (Some(927), &AudienceAction::Delete)
     );
 }
 
@@ -109,8 +142,8 @@ fn fixture_details_survive_parsing() {
 fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(name: &str) {
     let (_, body) = fixtures()
         .into_iter()
-        .find(|(n, _)| n.starts_with(name))
-        .unwrap();
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no fixture {name}"));
     let original: Value = serde_json::from_slice(&body).unwrap();
     let typed: T =
         serde_json::from_value(original.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -119,12 +152,12 @@ fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(name: &str) {
 
 #[test]
 fn responses_serialize_to_the_fixture_shapes() {
-    round_trip::<ModuleRegistrationResponse>("R2");
-    round_trip::<ModuleRegistrationResponse>("R3");
-    round_trip::<AudienceSubscriptionResponse>("S5a");
-    round_trip::<AudienceSubscriptionResponse>("S5b");
-    round_trip::<AudienceMembershipChangeResponse>("M6a");
-    round_trip::<AudienceMembershipChangeResponse>("M6b");
+    round_trip::<ModuleRegistrationResponse>("response_registration_full.json");
+    round_trip::<ModuleRegistrationResponse>("response_registration_minimal.json");
+    round_trip::<AudienceSubscriptionResponse>("response_subscription_settings.json");
+    round_trip::<AudienceSubscriptionResponse>("response_subscription_hidden_id.json");
+    round_trip::<AudienceMembershipChangeResponse>("response_membership_keep.json");
+    round_trip::<AudienceMembershipChangeResponse>("response_membership_suspend.json");
 }
 
 fn arb_json() -> impl Strategy<Value = Value> {
@@ -216,7 +249,10 @@ proptest! {
     /// Truncating a real payload anywhere gives an error, never a panic or a partial parse.
     #[test]
     fn truncated_fixtures_fail_cleanly(cut in 1usize..2000) {
-        let (_, body) = fixtures().into_iter().find(|(n, _)| n.starts_with("M1")).unwrap();
+        let (_, body) = fixtures()
+            .into_iter()
+            .find(|(n, _)| n == "request_membership_add_update_delete.json")
+            .unwrap();
         let cut = cut % body.len();
         prop_assert!(parse_request(&body[..cut]).is_err());
     }
