@@ -18,7 +18,7 @@ use shared::pipeline::{
     MATERIALIZE_INBOX_FILTER, MATERIALIZE_SEGMENTS_FILTER, RESOLVE_INBOX_FILTER, STREAM_BATCH_SIZE,
     STREAM_PARALLELIZATION_FACTOR,
 };
-use shared::protocol::{AudienceMembershipChangeRequest, Request, SubscriptionAction};
+use shared::protocol::{MembershipRequest, ParsedRequest, Request, SubscriptionAction};
 use shared::tables::{Table, TableDef, TableNames, table_def, table_defs};
 
 const BINARIES: [&str; 4] = ["authorize", "resolve", "materialize", "query"];
@@ -913,7 +913,7 @@ fn http_event(name: &str) -> lambda_http::Request {
         .unwrap_or_else(|e| panic!("{name} is not an API Gateway event: {e}"))
 }
 
-fn mparticle_request(name: &str) -> Request {
+fn mparticle_request(name: &str) -> ParsedRequest<'static> {
     let req = http_event(name);
     assert_eq!(req.method().as_str(), "POST", "{name}");
     assert_eq!(req.uri().path(), "/mparticle", "{name}");
@@ -928,9 +928,10 @@ fn mparticle_request(name: &str) -> Request {
     );
     shared::protocol::parse_request(req.body().as_ref())
         .unwrap_or_else(|e| panic!("{name}: body is not a Firehose message: {e}"))
+        .into_owned()
 }
 
-fn membership_batch() -> AudienceMembershipChangeRequest {
+fn membership_batch() -> MembershipRequest<'static> {
     match mparticle_request("authorize-membership-batch.json") {
         Request::AudienceMembershipChange(m) if !m.is_heartbeat() => m,
         other => panic!("not a membership batch: {}", other.type_name()),
@@ -1136,7 +1137,7 @@ fn resolve_event_is_the_inbox_insert_of_the_sample_batch() {
 }
 
 /// What resolve hands on for the sample batch (the CleverTap IDs of new profiles are made up).
-fn sample_changes(batch: &AudienceMembershipChangeRequest) -> Vec<MembershipChange> {
+fn sample_changes(batch: &MembershipRequest<'_>) -> Vec<MembershipChange> {
     let change = |ct: &str, identity: Option<&str>, action, profile_index| MembershipChange {
         clevertap_id: ct.to_owned(),
         identity: identity.map(str::to_owned),

@@ -8,14 +8,22 @@
 //!
 //! The modules are re-exported at the crate root (`shared::protocol`, `shared::resolve`, …).
 
+//!
+//! Without the default feature `aws` only [`domain`] is built (no AWS SDK): the fuzz target's view.
+
+#[cfg(feature = "aws")]
 pub mod config;
 pub mod domain;
+#[cfg(feature = "aws")]
 pub mod stages;
+#[cfg(feature = "aws")]
 pub mod store;
 
 pub use domain::{
     auth, batch, changes, identity, protocol, region, round_trip, segment_state, sync_log,
 };
 pub use region::Region;
+#[cfg(feature = "aws")]
 pub use stages::{endpoint, materialize, pipeline, query, resolve, stream};
+#[cfg(feature = "aws")]
 pub use store::{clients, keys, tables};

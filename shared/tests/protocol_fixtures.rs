@@ -72,12 +72,12 @@ fn every_request_fixture_parses_to_its_type() {
     assert_eq!(seen, 11);
 }
 
-fn membership(name: &str) -> AudienceMembershipChangeRequest {
+fn membership(name: &str) -> MembershipRequest<'static> {
     let (_, body) = fixtures()
         .into_iter()
         .find(|(n, _)| n == name)
         .unwrap_or_else(|| panic!("no fixture {name}"));
-    match parse_request(&body).unwrap() {
+    match parse_request(&body).unwrap().into_owned() {
         Request::AudienceMembershipChange(m) => m,
         other => panic!("{other:?}"),
     }
@@ -93,7 +93,7 @@ fn fixture_details_survive_parsing() {
     assert_eq!(p.user_identities[1].kind, UserIdentityType::Customer);
     assert_eq!(p.user_identities[1].encoding, Encoding::Md5);
     assert_eq!(p.device_identity_count, 4);
-    assert_eq!(p.partner_identities[0].kind, "loyalty_member_id");
+    assert_eq!(p.partner_identities[0].kind.as_str(), "loyalty_member_id");
     let actions: Vec<_> = p.audiences.iter().map(|a| a.action.clone()).collect();
     assert_eq!(
         actions,
@@ -113,7 +113,7 @@ fn fixture_details_survive_parsing() {
         &["north", "coast", "uplands"]
     );
     assert_eq!(
-        (attrs[2].key.as_str(), attrs[2].value.as_ref()),
+        (attrs[2].key.as_ref(), attrs[2].value.as_deref()),
         ("Has Pet", None)
     );
     assert_eq!(attrs[3].action, AttributeAction::Delete);

@@ -5,10 +5,14 @@
 //! drops device identities and other connection settings, which no later stage reads. Chunks are
 //! LZ4-compressed: inbox writes are paid per KB, and JSON of ids and hashes compresses well.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::auth::setting_ids;
-use crate::protocol::{AttributeAction, AudienceAction, Encoding, UserIdentityType, UserProfile};
+use crate::protocol::{
+    AttributeAction, AudienceAction, Encoding, ProfileSink, UserIdentityType, UserProfile,
+};
 
 /// Uncompressed bytes per chunk at most, so that any chunk, even incompressible, plus the
 /// resolved changes added later, stays well under DynamoDB's 400 KB item limit.
@@ -133,11 +137,11 @@ impl StoredAttribute {
 
 impl StoredProfile {
     pub fn from_wire(index: u32, p: &UserProfile) -> Self {
-        let identity = |kind: &str, encoding: &Encoding, value: &Option<String>| {
-            value.as_ref().map(|v| StoredIdentity {
+        let identity = |kind: &str, encoding: &Encoding, value: Option<&str>| {
+            value.map(|v| StoredIdentity {
                 kind: kind.to_owned(),
                 encoding: encoding.as_str().to_owned(),
-                value: v.clone(),
+                value: v.to_owned(),
             })
         };
         Self {
@@ -145,32 +149,33 @@ impl StoredProfile {
             user_identities: p
                 .user_identities
                 .iter()
-                .filter_map(|i| identity(i.kind.as_str(), &i.encoding, &i.value))
+                .filter_map(|i| identity(i.kind.as_str(), &i.encoding, i.value.as_deref()))
                 .collect(),
             partner_identities: p
                 .partner_identities
                 .iter()
-                .filter_map(|i| identity(&i.kind, &i.encoding, &i.value))
+                .filter_map(|i| identity(i.kind.as_str(), &i.encoding, i.value.as_deref()))
                 .collect(),
-            mpid: p.mpid.clone(),
+            mpid: p.mpid.as_deref().map(str::to_owned),
             audiences: p
                 .audiences
                 .iter()
                 .map(|a| StoredAudience {
                     audience_id: a.audience_id,
-                    name: a.audience_name.clone(),
+                    name: a.audience_name.as_deref().map(str::to_owned),
                     action: a.action.as_str().to_owned(),
                     user_id_type: a
                         .audience_subscription_settings
                         .get(setting_ids::USER_ID_TYPE)
-                        .cloned(),
+                        .map(str::to_owned),
                     attributes: a
                         .user_attributes
                         .iter()
                         .map(|u| StoredAttribute {
-                            key: u.key.clone(),
-                            value: u.value.clone(),
-                            list_value: u.list_value.clone(),
+                            key: u.key.clone().into_owned(),
+                            value: u.value.as_deref().map(str::to_owned),
+                            list_value: (u.list_value.as_ref())
+                                .map(|l| l.iter().map(|v| v.clone().into_owned()).collect()),
                             action: u.action.as_str().to_owned(),
                         })
                         .collect(),
@@ -196,7 +201,7 @@ struct AttributeRef<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     v: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    l: Option<&'a [String]>,
+    l: Option<&'a [Cow<'a, str>]>,
     a: &'a str,
 }
 
@@ -227,7 +232,7 @@ struct ProfileRef<'a> {
 }
 
 impl<'a> ProfileRef<'a> {
-    fn new(index: u32, p: &'a UserProfile) -> Self {
+    fn new(index: u32, p: &'a UserProfile<'a>) -> Self {
         Self {
             x: index,
             ui: p
@@ -246,7 +251,7 @@ impl<'a> ProfileRef<'a> {
                 .iter()
                 .filter_map(|i| {
                     Some(IdentityRef {
-                        t: &i.kind,
+                        t: i.kind.as_str(),
                         e: i.encoding.as_str(),
                         v: i.value.as_deref()?,
                     })
@@ -261,8 +266,7 @@ impl<'a> ProfileRef<'a> {
                     n: a.audience_name.as_deref(),
                     a: a.action.as_str(),
                     u: a.audience_subscription_settings
-                        .get(setting_ids::USER_ID_TYPE)
-                        .map(String::as_str),
+                        .get(setting_ids::USER_ID_TYPE),
                     at: a
                         .user_attributes
                         .iter()
@@ -301,53 +305,123 @@ pub enum ChunkError {
 }
 
 /// Cuts profiles into chunks at profile boundaries and compresses each.
-pub fn build_chunks(profiles: &[UserProfile]) -> Result<Vec<Chunk>, ChunkError> {
-    let mut chunks = Vec::new();
-    let mut buf: Vec<u8> = Vec::with_capacity(MAX_CHUNK_JSON_BYTES);
-    let mut count = 0u32;
-    let mut flushed = 0usize;
-    let mut one = Vec::with_capacity(1024);
-    let mut total = 0usize;
-    let mut flush = |buf: &mut Vec<u8>, count: &mut u32, total: &mut usize| {
-        if *count == 0 {
+pub fn build_chunks(profiles: &[UserProfile<'_>]) -> Result<Vec<Chunk>, ChunkError> {
+    let mut builder = ChunkBuilder::new();
+    for p in profiles {
+        builder.add(p);
+    }
+    builder.finish()
+}
+
+/// Builds chunks one profile at a time, as the parser reads them ([`ProfileSink`]): each profile is
+/// written in its stored form into the open chunk, which is compressed when full, so only the
+/// compressed chunks and one open chunk are kept. The first profile that cannot be stored stops
+/// the building and is reported by [`ChunkBuilder::finish`]; later profiles are only counted.
+#[derive(Debug)]
+pub struct ChunkBuilder {
+    chunks: Vec<Chunk>,
+    /// The open chunk's JSON array, without its closing bracket.
+    open: Vec<u8>,
+    open_count: u32,
+    /// One profile's JSON, reused.
+    one: Vec<u8>,
+    profiles: usize,
+    compressed_bytes: usize,
+    error: Option<ChunkError>,
+}
+
+impl Default for ChunkBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChunkBuilder {
+    pub fn new() -> Self {
+        Self {
+            chunks: Vec::new(),
+            open: Vec::new(),
+            open_count: 0,
+            one: Vec::with_capacity(1024),
+            profiles: 0,
+            compressed_bytes: 0,
+            error: None,
+        }
+    }
+
+    /// Profiles seen so far, stored or not.
+    pub fn profile_count(&self) -> usize {
+        self.profiles
+    }
+
+    /// Adds the next profile of the request.
+    pub fn add(&mut self, p: &UserProfile<'_>) {
+        let index = self.profiles;
+        self.profiles += 1;
+        if self.error.is_some() {
             return;
         }
-        buf.push(b']');
-        let payload = lz4_flex::compress_prepend_size(buf);
-        *total += payload.len();
-        chunks.push(Chunk {
-            index: chunks.len() as u32,
-            profile_count: *count,
-            payload,
-        });
-        buf.clear();
-        *count = 0;
-    };
-    for (i, p) in profiles.iter().enumerate() {
-        one.clear();
-        serde_json::to_writer(&mut one, &ProfileRef::new(i as u32, p))
+        self.one.clear();
+        serde_json::to_writer(&mut self.one, &ProfileRef::new(index as u32, p))
             .expect("serializing plain data to memory cannot fail");
-        if one.len() + 2 > MAX_CHUNK_JSON_BYTES {
-            return Err(ChunkError::ProfileTooLarge(i));
+        if self.one.len() + 2 > MAX_CHUNK_JSON_BYTES {
+            self.error = Some(ChunkError::ProfileTooLarge(index));
+            return;
         }
-        if count as usize >= MAX_CHUNK_PROFILES || buf.len() + one.len() + 2 > MAX_CHUNK_JSON_BYTES
+        if self.open_count as usize >= MAX_CHUNK_PROFILES
+            || self.open.len() + self.one.len() + 2 > MAX_CHUNK_JSON_BYTES
         {
-            flush(&mut buf, &mut count, &mut total);
-            flushed += 1;
+            self.seal();
             // Refuse early rather than compress a batch that cannot be stored.
-            if flushed >= MAX_CHUNKS {
-                return Err(ChunkError::TooManyChunks);
+            if self.chunks.len() >= MAX_CHUNKS {
+                self.error = Some(ChunkError::TooManyChunks);
+                return;
             }
         }
-        buf.push(if count == 0 { b'[' } else { b',' });
-        buf.extend_from_slice(&one);
-        count += 1;
+        if self.open_count == 0 {
+            self.open.reserve(MAX_CHUNK_JSON_BYTES);
+            self.open.push(b'[');
+        } else {
+            self.open.push(b',');
+        }
+        self.open.extend_from_slice(&self.one);
+        self.open_count += 1;
     }
-    flush(&mut buf, &mut count, &mut total);
-    if total > MAX_BATCH_STORED_BYTES {
-        return Err(ChunkError::BatchTooLarge(total));
+
+    /// Compresses the open chunk, if it has profiles.
+    fn seal(&mut self) {
+        if self.open_count == 0 {
+            return;
+        }
+        self.open.push(b']');
+        let payload = lz4_flex::compress_prepend_size(&self.open);
+        self.compressed_bytes += payload.len();
+        self.chunks.push(Chunk {
+            index: self.chunks.len() as u32,
+            profile_count: self.open_count,
+            payload,
+        });
+        self.open.clear();
+        self.open_count = 0;
     }
-    Ok(chunks)
+
+    /// The chunks, or why the batch cannot be stored.
+    pub fn finish(mut self) -> Result<Vec<Chunk>, ChunkError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        self.seal();
+        if self.compressed_bytes > MAX_BATCH_STORED_BYTES {
+            return Err(ChunkError::BatchTooLarge(self.compressed_bytes));
+        }
+        Ok(self.chunks)
+    }
+}
+
+impl<'de> ProfileSink<'de> for ChunkBuilder {
+    fn push(&mut self, profile: UserProfile<'de>) {
+        self.add(&profile);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -381,7 +455,7 @@ mod tests {
     use super::*;
     use crate::protocol::{Request, parse_request};
 
-    fn profiles(n: usize) -> Vec<UserProfile> {
+    fn profiles(n: usize) -> Vec<UserProfile<'static>> {
         let body = serde_json::json!({
             "type": "audience_membership_change_request", "id": "m", "timestamp_ms": 1,
             "account": {"account_id": 1},
@@ -394,7 +468,10 @@ mod tests {
                     "user_attributes": [{"key": "k", "list_value": ["a"], "action": "upsert"}]}]
             })).collect::<Vec<_>>()
         });
-        match parse_request(body.to_string().as_bytes()).unwrap() {
+        match parse_request(body.to_string().as_bytes())
+            .unwrap()
+            .into_owned()
+        {
             Request::AudienceMembershipChange(m) => m.user_profiles.unwrap(),
             _ => unreachable!(),
         }
@@ -439,7 +516,7 @@ mod tests {
     fn chunks_respect_the_byte_limit() {
         let mut ps = profiles(40);
         for p in &mut ps {
-            p.audiences[0].audience_name = Some("x".repeat(20_000));
+            p.audiences[0].audience_name = Some("x".repeat(20_000).into());
         }
         let chunks = build_chunks(&ps).unwrap();
         assert!(chunks.len() >= 4);
@@ -453,7 +530,7 @@ mod tests {
     #[test]
     fn an_oversize_profile_is_named() {
         let mut ps = profiles(3);
-        ps[2].audiences[0].audience_name = Some("x".repeat(MAX_CHUNK_JSON_BYTES));
+        ps[2].audiences[0].audience_name = Some("x".repeat(MAX_CHUNK_JSON_BYTES).into());
         assert_eq!(build_chunks(&ps), Err(ChunkError::ProfileTooLarge(2)));
     }
 

@@ -8,11 +8,16 @@
 //!
 //! The request is parsed in a single pass into one "wire" struct that is the union of all request
 //! shapes, then checked per `type`: an internally tagged serde enum would buffer the whole body first.
+//! Profiles borrow their strings from the body (`Cow`: only a string with escapes is copied), and
+//! each one is handed to a [`ProfileSink`] as soon as it is read: authorize's sink compresses it
+//! into its chunk, so at most one profile is alive at a time ([`parse_request_into`]);
+//! [`parse_request`] collects them into a `Vec`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 
 /// The Firehose version we write on every response.
@@ -165,30 +170,34 @@ open_enum!(
 // ---------------------------------------------------------------------------------------------
 
 /// A string, or any JSON scalar turned into its string form (numbers, booleans); null is `None`.
-fn lenient_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+/// Borrowed from the body unless the string has escapes.
+fn lenient_opt_cow<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
     struct V;
     impl<'de> Visitor<'de> for V {
-        type Value = Option<String>;
+        type Value = Option<Cow<'de, str>>;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a string or a number")
         }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some(v.to_owned()))
+            Ok(Some(Cow::Owned(v.to_owned())))
         }
         fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-            Ok(Some(v))
+            Ok(Some(Cow::Owned(v)))
         }
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
+            Ok(Some(Cow::Owned(v.to_string())))
         }
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
+            Ok(Some(Cow::Owned(v.to_string())))
         }
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
+            Ok(Some(Cow::Owned(v.to_string())))
         }
         fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-            Ok(Some(v.to_string()))
+            Ok(Some(Cow::Owned(v.to_string())))
         }
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
             Ok(None)
@@ -201,6 +210,11 @@ fn lenient_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>,
         }
     }
     d.deserialize_any(V)
+}
+
+/// [`lenient_opt_cow`], owned: for the few top-level strings of a message.
+fn lenient_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(lenient_opt_cow(d)?.map(Cow::into_owned))
 }
 
 /// An integer id given as a JSON number or a numeric string.
@@ -254,35 +268,77 @@ fn lenient_settings<'de, D: Deserializer<'de>>(d: D) -> Result<Settings, D::Erro
 /// connection's settings for every user; only ours are kept, the rest is skipped unread.
 pub const DECLARED_CONNECTION_SETTINGS: [&str; 2] = ["userIdType", "segmentId"];
 
-fn declared_settings<'de, D: Deserializer<'de>>(d: D) -> Result<Settings, D::Error> {
-    struct V;
-    impl<'de> Visitor<'de> for V {
-        type Value = Settings;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an object of settings")
-        }
-        fn visit_unit<E: de::Error>(self) -> Result<Settings, E> {
-            Ok(Settings::new())
-        }
-        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Settings, A::Error> {
-            #[derive(Deserialize)]
-            struct Value(#[serde(deserialize_with = "lenient_opt_string")] Option<String>);
-            let mut out = Settings::new();
-            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if DECLARED_CONNECTION_SETTINGS.contains(&key.as_ref()) {
-                    if let Value(Some(v)) = map.next_value()? {
-                        out.insert(key.into_owned(), v);
-                    }
-                } else {
-                    // Checked like any setting (a scalar), but not copied.
-                    map.next_value::<Scalar>()?;
-                }
-            }
-            Ok(out)
+/// The declared connection settings of one membership entry (scalars stringified, nulls absent).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConnectionSettings<'a> {
+    /// `userIdType`: which user identity type is the CleverTap Identity.
+    pub user_id_type: Option<Cow<'a, str>>,
+    /// `segmentId`: the segment id we returned when the audience was connected.
+    pub segment_id: Option<Cow<'a, str>>,
+}
+
+impl ConnectionSettings<'_> {
+    /// A declared setting by its id.
+    pub fn get(&self, id: &str) -> Option<&str> {
+        match id {
+            "userIdType" => self.user_id_type.as_deref(),
+            "segmentId" => self.segment_id.as_deref(),
+            _ => None,
         }
     }
-    d.deserialize_any(V)
+
+    pub fn into_owned(self) -> ConnectionSettings<'static> {
+        ConnectionSettings {
+            user_id_type: self.user_id_type.map(|v| Cow::Owned(v.into_owned())),
+            segment_id: self.segment_id.map(|v| Cow::Owned(v.into_owned())),
+        }
+    }
 }
+
+impl<'de: 'a, 'a> Deserialize<'de> for ConnectionSettings<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(field_identifier)]
+        enum Key {
+            #[serde(rename = "userIdType")]
+            UserIdType,
+            #[serde(rename = "segmentId")]
+            SegmentId,
+            #[serde(other)]
+            Other,
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ConnectionSettings<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of settings")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(ConnectionSettings::default())
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = ConnectionSettings::default();
+                // A repeated key: the last value wins, as in any settings map.
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::UserIdType => out.user_id_type = map.next_value::<LenientStr>()?.0,
+                        Key::SegmentId => out.segment_id = map.next_value::<LenientStr>()?.0,
+                        // Checked like any setting (a scalar), but not copied.
+                        Key::Other => {
+                            map.next_value::<Scalar>()?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A lenient string (see [`lenient_opt_cow`]) as a type, for `next_value` and list items.
+#[derive(Deserialize)]
+struct LenientStr<'a>(#[serde(borrow, deserialize_with = "lenient_opt_cow")] Option<Cow<'a, str>>);
 
 /// Accepts a JSON scalar (string, number, boolean, null) without keeping it.
 struct Scalar;
@@ -353,10 +409,6 @@ fn count_only<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     Ok(objects::<D, DeviceIdentityCheck>(d)?.len())
 }
 
-fn lenient_opt_settings<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Settings>, D::Error> {
-    lenient_settings(d).map(Some)
-}
-
 /// Reads `T` only from a JSON object. Serde's derived structs also accept an array (fields by
 /// position), which would let `"account": []` pass as an empty account.
 struct MapOnly<T>(T);
@@ -393,6 +445,18 @@ thread_local! {
     static ELEMENT_BUDGET: std::cell::Cell<usize> = const { std::cell::Cell::new(MAX_LIST_ELEMENTS) };
 }
 
+/// Takes one object from the parse's element budget, or fails once it is spent.
+fn charge_element<E: de::Error>() -> Result<(), E> {
+    let left = ELEMENT_BUDGET.with(|b| b.get());
+    if left == 0 {
+        return Err(E::custom(format!(
+            "the request holds more than {MAX_LIST_ELEMENTS} objects in its lists"
+        )));
+    }
+    ELEMENT_BUDGET.with(|b| b.set(left - 1));
+    Ok(())
+}
+
 /// An array of objects, each charged to the parse's element budget.
 struct Budgeted<T>(Vec<T>);
 
@@ -407,13 +471,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Budgeted<T> {
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
                 let mut out = Vec::new();
                 while let Some(MapOnly(item)) = seq.next_element::<MapOnly<T>>()? {
-                    let left = ELEMENT_BUDGET.with(|b| b.get());
-                    if left == 0 {
-                        return Err(de::Error::custom(format!(
-                            "the request holds more than {MAX_LIST_ELEMENTS} objects in its lists"
-                        )));
-                    }
-                    ELEMENT_BUDGET.with(|b| b.set(left - 1));
+                    charge_element()?;
                     out.push(item);
                 }
                 Ok(out)
@@ -428,13 +486,6 @@ fn objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T
     Ok(Option::<Budgeted<T>>::deserialize(d)?
         .map(|b| b.0)
         .unwrap_or_default())
-}
-
-/// An optional array of objects (absent or `null` is `None`: a heartbeat).
-fn opt_objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Vec<T>>, D::Error> {
-    Ok(Option::<Budgeted<T>>::deserialize(d)?.map(|b| b.0))
 }
 
 /// Runs one parse with a full element budget.
@@ -468,14 +519,14 @@ pub struct Account {
 
 /// One identity of a user: `{type, encoding, value}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Identity<T> {
+pub struct Identity<'a, T> {
     #[serde(rename = "type")]
     pub kind: T,
     /// A missing encoding is read as `raw`, the SDK's default.
     #[serde(default = "raw_encoding", deserialize_with = "null_as_raw")]
     pub encoding: Encoding,
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    pub value: Option<String>,
+    #[serde(default, borrow, deserialize_with = "lenient_opt_cow")]
+    pub value: Option<Cow<'a, str>>,
 }
 
 fn raw_encoding() -> Encoding {
@@ -486,39 +537,63 @@ fn null_as_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Encoding, D::Error> {
     Ok(Option::<Encoding>::deserialize(d)?.unwrap_or(Encoding::Raw))
 }
 
-pub type UserIdentity = Identity<UserIdentityType>;
-/// Device identity types are kept as strings: we never use them.
-pub type DeviceIdentity = Identity<String>;
+/// A JSON string borrowed from the body (copied only when it has escapes).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Name<'a>(pub Cow<'a, str>);
+
+impl Name<'_> {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Name<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Name(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+pub type UserIdentity<'a> = Identity<'a, UserIdentityType>;
 /// Partner identity types are free strings (ours is `CleverTap_User_ID`).
-pub type PartnerIdentity = Identity<String>;
+pub type PartnerIdentity<'a> = Identity<'a, Name<'a>>;
 
 /// One shared user attribute change; entries without `key` or `action` are skipped while parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserAttribute {
-    pub key: String,
-    pub value: Option<String>,
-    pub list_value: Option<Vec<String>>,
+pub struct UserAttribute<'a> {
+    pub key: Cow<'a, str>,
+    pub value: Option<Cow<'a, str>>,
+    pub list_value: Option<Vec<Cow<'a, str>>>,
     pub action: AttributeAction,
 }
 
 #[derive(Deserialize)]
-struct WireUserAttribute {
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    key: Option<String>,
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    value: Option<String>,
-    #[serde(default)]
-    list_value: Option<Vec<ListItem>>,
+struct WireUserAttribute<'a> {
+    #[serde(default, borrow, deserialize_with = "lenient_opt_cow")]
+    key: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "lenient_opt_cow")]
+    value: Option<Cow<'a, str>>,
+    /// List items may be null or non-strings in sloppy payloads: nulls dropped, scalars stringified.
+    #[serde(default, borrow)]
+    list_value: Option<Vec<LenientStr<'a>>>,
     #[serde(default)]
     action: Option<AttributeAction>,
 }
 
-/// List items may be null or non-strings in sloppy payloads: nulls dropped, scalars stringified.
-#[derive(Deserialize)]
-struct ListItem(#[serde(deserialize_with = "lenient_opt_string")] Option<String>);
-
-fn user_attributes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<UserAttribute>, D::Error> {
-    let raw: Vec<WireUserAttribute> = objects(d)?;
+fn user_attributes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<UserAttribute<'de>>, D::Error> {
+    let raw: Vec<WireUserAttribute<'de>> = objects(d)?;
     Ok(raw
         .into_iter()
         .filter_map(|a| {
@@ -527,7 +602,7 @@ fn user_attributes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<UserAttribute>
                 value: a.value,
                 list_value: a
                     .list_value
-                    .map(|l| l.into_iter().filter_map(|ListItem(v)| v).collect()),
+                    .map(|l| l.into_iter().filter_map(|LenientStr(v)| v).collect()),
                 action: a.action?,
             })
         })
@@ -536,19 +611,19 @@ fn user_attributes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<UserAttribute>
 
 /// One audience change for one user.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Audience {
+pub struct Audience<'a> {
     #[serde(default, deserialize_with = "lenient_opt_i64")]
     pub audience_id: Option<i64>,
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    pub audience_name: Option<String>,
+    #[serde(default, borrow, deserialize_with = "lenient_opt_cow")]
+    pub audience_name: Option<Cow<'a, str>>,
     /// Only the settings this output declared (`userIdType`, `segmentId`).
-    #[serde(default, deserialize_with = "declared_settings")]
-    pub audience_subscription_settings: Settings,
+    #[serde(default, borrow)]
+    pub audience_subscription_settings: ConnectionSettings<'a>,
     /// Missing on legacy entries until mapped; a missing action elsewhere is `Unknown("")`.
     #[serde(default = "missing_action")]
     pub action: AudienceAction,
-    #[serde(default, deserialize_with = "user_attributes")]
-    pub user_attributes: Vec<UserAttribute>,
+    #[serde(default, borrow, deserialize_with = "user_attributes")]
+    pub user_attributes: Vec<UserAttribute<'a>>,
 }
 
 fn missing_action() -> AudienceAction {
@@ -556,42 +631,90 @@ fn missing_action() -> AudienceAction {
 }
 
 /// One user and the audience changes that concern them.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(from = "WireUserProfile")]
-pub struct UserProfile {
-    pub user_identities: Vec<UserIdentity>,
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserProfile<'a> {
+    pub user_identities: Vec<UserIdentity<'a>>,
     /// Device identities are not requested at registration, so they are counted and skipped.
     pub device_identity_count: usize,
-    pub partner_identities: Vec<PartnerIdentity>,
-    pub audiences: Vec<Audience>,
+    pub partner_identities: Vec<PartnerIdentity<'a>>,
+    pub audiences: Vec<Audience<'a>>,
     /// mParticle ID: a signed 64-bit integer carried as a string.
-    pub mpid: Option<String>,
+    pub mpid: Option<Cow<'a, str>>,
+}
+
+fn owned(s: Cow<'_, str>) -> Cow<'static, str> {
+    Cow::Owned(s.into_owned())
+}
+
+impl<'a, T> Identity<'a, T> {
+    fn into_owned_with<U>(self, kind: impl FnOnce(T) -> U) -> Identity<'static, U> {
+        Identity {
+            kind: kind(self.kind),
+            encoding: self.encoding,
+            value: self.value.map(owned),
+        }
+    }
+}
+
+impl UserProfile<'_> {
+    /// The same profile, no longer borrowing from the body.
+    pub fn into_owned(self) -> UserProfile<'static> {
+        UserProfile {
+            user_identities: (self.user_identities.into_iter())
+                .map(|i| i.into_owned_with(|k| k))
+                .collect(),
+            device_identity_count: self.device_identity_count,
+            partner_identities: (self.partner_identities.into_iter())
+                .map(|i| i.into_owned_with(|k| Name(owned(k.0))))
+                .collect(),
+            audiences: self
+                .audiences
+                .into_iter()
+                .map(|a| Audience {
+                    audience_id: a.audience_id,
+                    audience_name: a.audience_name.map(owned),
+                    audience_subscription_settings: a.audience_subscription_settings.into_owned(),
+                    action: a.action,
+                    user_attributes: (a.user_attributes.into_iter())
+                        .map(|u| UserAttribute {
+                            key: owned(u.key),
+                            value: u.value.map(owned),
+                            list_value: u.list_value.map(|l| l.into_iter().map(owned).collect()),
+                            action: u.action,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            mpid: self.mpid.map(owned),
+        }
+    }
 }
 
 #[derive(Deserialize)]
-struct WireUserProfile {
-    #[serde(default, deserialize_with = "objects")]
-    user_identities: Vec<UserIdentity>,
+struct WireUserProfile<'a> {
+    #[serde(default, borrow, deserialize_with = "objects")]
+    user_identities: Vec<UserIdentity<'a>>,
     #[serde(default, deserialize_with = "count_only")]
     device_identities: usize,
-    #[serde(default, deserialize_with = "objects")]
-    partner_identities: Vec<PartnerIdentity>,
-    #[serde(default, deserialize_with = "objects")]
-    audiences: Vec<Audience>,
+    #[serde(default, borrow, deserialize_with = "objects")]
+    partner_identities: Vec<PartnerIdentity<'a>>,
+    #[serde(default, borrow, deserialize_with = "objects")]
+    audiences: Vec<Audience<'a>>,
     /// Pre-2.0 payloads: membership additions, no `action` field.
-    #[serde(default, deserialize_with = "objects")]
-    added_audiences: Vec<Audience>,
+    #[serde(default, borrow, deserialize_with = "objects")]
+    added_audiences: Vec<Audience<'a>>,
     /// Pre-2.0 payloads: membership removals, no `action` field.
-    #[serde(default, deserialize_with = "objects")]
-    removed_audiences: Vec<Audience>,
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    mpid: Option<String>,
+    #[serde(default, borrow, deserialize_with = "objects")]
+    removed_audiences: Vec<Audience<'a>>,
+    #[serde(default, borrow, deserialize_with = "lenient_opt_cow")]
+    mpid: Option<Cow<'a, str>>,
 }
 
-impl From<WireUserProfile> for UserProfile {
-    fn from(w: WireUserProfile) -> Self {
+impl<'de: 'a, 'a> Deserialize<'de> for UserProfile<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = WireUserProfile::deserialize(d)?;
         let mut audiences = w.audiences;
-        let legacy = |list: Vec<Audience>, action: AudienceAction| {
+        let legacy = |list: Vec<Audience<'a>>, action: AudienceAction| {
             list.into_iter().map(move |mut a| {
                 a.action = action.clone();
                 a
@@ -599,14 +722,35 @@ impl From<WireUserProfile> for UserProfile {
         };
         audiences.extend(legacy(w.added_audiences, AudienceAction::Add));
         audiences.extend(legacy(w.removed_audiences, AudienceAction::Delete));
-        UserProfile {
+        Ok(UserProfile {
             user_identities: w.user_identities,
             device_identity_count: w.device_identities,
             partner_identities: w.partner_identities,
             audiences,
             mpid: w.mpid,
-        }
+        })
     }
+}
+
+/// Where the parser hands each profile of a membership request, in request order, as soon as it
+/// is read. Nothing a sink does can fail the parse: a sink that cannot take a profile records why
+/// and says so after the parse, so a bad profile later in the body is still the 400 it would be.
+pub trait ProfileSink<'de> {
+    fn push(&mut self, profile: UserProfile<'de>);
+}
+
+/// Collects every profile (tests, tools, the preview).
+impl<'de> ProfileSink<'de> for Vec<UserProfile<'de>> {
+    fn push(&mut self, profile: UserProfile<'de>) {
+        Vec::push(self, profile);
+    }
+}
+
+/// Validates and drops every profile (the second, path-tracking parse of a bad body).
+struct Discard;
+
+impl<'de> ProfileSink<'de> for Discard {
+    fn push(&mut self, _: UserProfile<'de>) {}
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -626,30 +770,38 @@ pub struct AudienceSubscriptionRequest {
     pub action: SubscriptionAction,
 }
 
+/// A membership request; `P` holds its profiles: a `Vec` ([`parse_request`]) or whatever sink
+/// took them ([`parse_request_into`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AudienceMembershipChangeRequest {
+pub struct AudienceMembershipChangeRequest<P> {
     pub envelope: Envelope,
     pub account: Account,
     /// `None` on verification (heartbeat) requests.
-    pub user_profiles: Option<Vec<UserProfile>>,
+    pub user_profiles: Option<P>,
 }
 
-impl AudienceMembershipChangeRequest {
+impl<P> AudienceMembershipChangeRequest<P> {
     /// A verification request carries no `user_profiles`; it only checks the connection.
     pub fn is_heartbeat(&self) -> bool {
         self.user_profiles.is_none()
     }
 }
 
-/// Every message mParticle sends to an audience output.
+/// A membership request with its profiles collected.
+pub type MembershipRequest<'a> = AudienceMembershipChangeRequest<Vec<UserProfile<'a>>>;
+
+/// Every message mParticle sends to an audience output; `P` as in [`AudienceMembershipChangeRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
+pub enum Request<P> {
     ModuleRegistration(ModuleRegistrationRequest),
     AudienceSubscription(AudienceSubscriptionRequest),
-    AudienceMembershipChange(AudienceMembershipChangeRequest),
+    AudienceMembershipChange(AudienceMembershipChangeRequest<P>),
 }
 
-impl Request {
+/// A request with its profiles collected, borrowing from the body.
+pub type ParsedRequest<'a> = Request<Vec<UserProfile<'a>>>;
+
+impl<P> Request<P> {
     pub fn envelope(&self) -> &Envelope {
         match self {
             Request::ModuleRegistration(r) => &r.envelope,
@@ -667,33 +819,209 @@ impl Request {
     }
 }
 
-/// The union of every request shape, read in one pass.
-#[derive(Deserialize)]
-struct WireMessage {
-    #[serde(rename = "type", default)]
+impl ParsedRequest<'_> {
+    /// The same request, no longer borrowing from the body.
+    pub fn into_owned(self) -> ParsedRequest<'static> {
+        match self {
+            Request::ModuleRegistration(r) => Request::ModuleRegistration(r),
+            Request::AudienceSubscription(r) => Request::AudienceSubscription(r),
+            Request::AudienceMembershipChange(m) => {
+                Request::AudienceMembershipChange(AudienceMembershipChangeRequest {
+                    envelope: m.envelope,
+                    account: m.account,
+                    user_profiles: m
+                        .user_profiles
+                        .map(|ps| ps.into_iter().map(UserProfile::into_owned).collect()),
+                })
+            }
+        }
+    }
+}
+
+/// The union of every request shape, read in one pass; `user_profiles` went to the sink `P`.
+struct WireMessage<P> {
     message_type: Option<String>,
-    #[serde(default, deserialize_with = "lenient_opt_string")]
     id: Option<String>,
-    #[serde(default, deserialize_with = "lenient_opt_i64")]
     timestamp_ms: Option<i64>,
-    #[serde(default, deserialize_with = "lenient_opt_string")]
     firehose_version: Option<String>,
-    #[serde(default, deserialize_with = "opt_object")]
     account: Option<Account>,
-    #[serde(default, deserialize_with = "lenient_opt_i64")]
     audience_id: Option<i64>,
-    #[serde(default, deserialize_with = "lenient_opt_string")]
     audience_name: Option<String>,
-    #[serde(default, deserialize_with = "lenient_opt_string")]
     audience_description: Option<String>,
-    #[serde(default, deserialize_with = "lenient_settings")]
     audience_subscription_settings: Settings,
-    #[serde(default, deserialize_with = "lenient_opt_settings")]
     previous_audience_subscription_settings: Option<Settings>,
-    #[serde(default)]
     action: Option<SubscriptionAction>,
-    #[serde(default, deserialize_with = "opt_objects")]
-    user_profiles: Option<Vec<UserProfile>>,
+    user_profiles: Option<P>,
+}
+
+/// The top-level keys of a message; anything else is skipped unread.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum Field {
+    Type,
+    Id,
+    TimestampMs,
+    FirehoseVersion,
+    Account,
+    AudienceId,
+    AudienceName,
+    AudienceDescription,
+    AudienceSubscriptionSettings,
+    PreviousAudienceSubscriptionSettings,
+    Action,
+    UserProfiles,
+    #[serde(other)]
+    Other,
+}
+
+impl Field {
+    fn name(self) -> &'static str {
+        match self {
+            Field::Type => "type",
+            Field::Id => "id",
+            Field::TimestampMs => "timestamp_ms",
+            Field::FirehoseVersion => "firehose_version",
+            Field::Account => "account",
+            Field::AudienceId => "audience_id",
+            Field::AudienceName => "audience_name",
+            Field::AudienceDescription => "audience_description",
+            Field::AudienceSubscriptionSettings => "audience_subscription_settings",
+            Field::PreviousAudienceSubscriptionSettings => {
+                "previous_audience_subscription_settings"
+            }
+            Field::Action => "action",
+            Field::UserProfiles => "user_profiles",
+            Field::Other => "",
+        }
+    }
+}
+
+/// Newtypes over the lenient readers, for `next_value`.
+#[derive(Deserialize)]
+struct LenientString(#[serde(deserialize_with = "lenient_opt_string")] Option<String>);
+#[derive(Deserialize)]
+struct LenientI64(#[serde(deserialize_with = "lenient_opt_i64")] Option<i64>);
+#[derive(Deserialize)]
+struct LenientSettings(#[serde(deserialize_with = "lenient_settings")] Settings);
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
+struct OptObject<T>(#[serde(deserialize_with = "opt_object")] Option<T>);
+
+/// Reads a whole message, handing `user_profiles` to the sink as they come.
+struct MessageSeed<S>(S);
+
+impl<'de, S: ProfileSink<'de>> DeserializeSeed<'de> for MessageSeed<S> {
+    type Value = WireMessage<S>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, S: ProfileSink<'de>> Visitor<'de> for MessageSeed<S> {
+    type Value = WireMessage<S>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a Firehose message object")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut sink = self.0;
+        let mut seen = 0u16;
+        let mut w = WireMessage {
+            message_type: None,
+            id: None,
+            timestamp_ms: None,
+            firehose_version: None,
+            account: None,
+            audience_id: None,
+            audience_name: None,
+            audience_description: None,
+            audience_subscription_settings: Settings::new(),
+            previous_audience_subscription_settings: None,
+            action: None,
+            user_profiles: None,
+        };
+        let mut profiles_present = false;
+        while let Some(field) = map.next_key::<Field>()? {
+            if field != Field::Other {
+                // As serde's derived structs do: a repeated key is an error, not a silent overwrite.
+                let bit = 1u16 << (field as u16);
+                if seen & bit != 0 {
+                    return Err(de::Error::duplicate_field(field.name()));
+                }
+                seen |= bit;
+            }
+            match field {
+                Field::Type => w.message_type = map.next_value()?,
+                Field::Id => w.id = map.next_value::<LenientString>()?.0,
+                Field::TimestampMs => w.timestamp_ms = map.next_value::<LenientI64>()?.0,
+                Field::FirehoseVersion => w.firehose_version = map.next_value::<LenientString>()?.0,
+                Field::Account => w.account = map.next_value::<OptObject<Account>>()?.0,
+                Field::AudienceId => w.audience_id = map.next_value::<LenientI64>()?.0,
+                Field::AudienceName => w.audience_name = map.next_value::<LenientString>()?.0,
+                Field::AudienceDescription => {
+                    w.audience_description = map.next_value::<LenientString>()?.0
+                }
+                Field::AudienceSubscriptionSettings => {
+                    w.audience_subscription_settings = map.next_value::<LenientSettings>()?.0
+                }
+                Field::PreviousAudienceSubscriptionSettings => {
+                    w.previous_audience_subscription_settings =
+                        Some(map.next_value::<LenientSettings>()?.0)
+                }
+                Field::Action => w.action = map.next_value()?,
+                Field::UserProfiles => {
+                    profiles_present = map.next_value_seed(ProfilesSeed(&mut sink))?
+                }
+                Field::Other => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        w.user_profiles = profiles_present.then_some(sink);
+        Ok(w)
+    }
+}
+
+/// `user_profiles`: `null` (or absent) is a heartbeat; each profile, an object, goes to the sink.
+/// Answers whether the list was there.
+struct ProfilesSeed<'s, S>(&'s mut S);
+
+impl<'de, S: ProfileSink<'de>> DeserializeSeed<'de> for ProfilesSeed<'_, S> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de, S: ProfileSink<'de>> Visitor<'de> for ProfilesSeed<'_, S> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of objects")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while let Some(MapOnly(profile)) = seq.next_element::<MapOnly<UserProfile<'de>>>()? {
+            charge_element()?;
+            self.0.push(profile);
+        }
+        Ok(true)
+    }
 }
 
 /// Bounds at the door, in one place (docs/contract.md lists them). A request beyond a
@@ -775,8 +1103,19 @@ pub fn peek_type(body: &[u8]) -> Option<String> {
 /// Registration needs nothing but `type`; a missing `id` or `timestamp_ms` there is filled in.
 /// Subscription requests need `account` and `audience_id` and a known `action`. Membership
 /// requests need `account`, `id` (the idempotency key) and `timestamp_ms` (the ordering key).
-pub fn parse_request(body: &[u8]) -> Result<Request, ParseError> {
-    let wire = parse_wire(body)?;
+/// Profiles are collected into a `Vec`, borrowing from `body`.
+pub fn parse_request(body: &[u8]) -> Result<ParsedRequest<'_>, ParseError> {
+    parse_request_into(body, Vec::new())
+}
+
+/// [`parse_request`], handing each profile to `sink` as soon as it is read; a membership request
+/// carries the sink back (`None` for a heartbeat). A request that fails to parse leaves whatever
+/// the sink took behind with the error: the sink is dropped.
+pub fn parse_request_into<'de, S: ProfileSink<'de>>(
+    body: &'de [u8],
+    sink: S,
+) -> Result<Request<S>, ParseError> {
+    let wire = parse_wire(body, sink)?;
     let message_type = wire
         .message_type
         .ok_or_else(|| ParseError::missing("type"))?;
@@ -851,7 +1190,10 @@ pub fn parse_request(body: &[u8]) -> Result<Request, ParseError> {
     }
 }
 
-fn parse_wire(body: &[u8]) -> Result<WireMessage, ParseError> {
+fn parse_wire<'de, S: ProfileSink<'de>>(
+    body: &'de [u8],
+    sink: S,
+) -> Result<WireMessage<S>, ParseError> {
     // Invalid UTF-8 is refused even inside fields we would otherwise skip unread.
     if let Err(e) = std::str::from_utf8(body) {
         return Err(ParseError {
@@ -869,35 +1211,39 @@ fn parse_wire(body: &[u8]) -> Result<WireMessage, ParseError> {
             reason: "the body must be a JSON object".into(),
         });
     }
-    // Fast path: plain serde. Only a body that fails is parsed again with path tracking, which
-    // costs a third more and is needed only to say where the problem is.
-    if let Ok(wire) = with_element_budget(|| serde_json::from_slice::<WireMessage>(body)) {
-        return Ok(wire);
-    }
+    // Fast path: plain serde. Only a body that fails is parsed again with path tracking (and a
+    // sink that keeps nothing), which costs a third more and is needed only to say where the
+    // problem is.
     let mut de = serde_json::Deserializer::from_slice(body);
-    let wire: WireMessage = with_element_budget(|| serde_path_to_error::deserialize(&mut de))
-        .map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            ParseError {
-                kind: match inner.classify() {
-                    serde_json::error::Category::Data => ParseErrorKind::InvalidValue,
-                    _ => ParseErrorKind::Syntax,
-                },
-                path: if path == "." || path.is_empty() {
-                    "$".into()
-                } else {
-                    path
-                },
-                reason: inner.to_string(),
-            }
-        })?;
-    de.end().map_err(|e| ParseError {
-        kind: ParseErrorKind::Syntax,
-        path: "$".into(),
-        reason: e.to_string(),
-    })?;
-    Ok(wire)
+    let fast = with_element_budget(|| MessageSeed(sink).deserialize(&mut de))
+        .and_then(|wire| de.end().map(|()| wire));
+    let fast_error = match fast {
+        Ok(wire) => return Ok(wire),
+        Err(e) => e,
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut track = serde_path_to_error::Track::new();
+    let tracked = with_element_budget(|| {
+        MessageSeed(Discard)
+            .deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track))
+    });
+    let (path, inner) = match tracked {
+        Err(e) => (track.path().to_string(), e),
+        // Only the end check is left to fail (the same parse without tracking failed).
+        Ok(_) => ("$".to_owned(), de.end().err().unwrap_or(fast_error)),
+    };
+    Err(ParseError {
+        kind: match inner.classify() {
+            serde_json::error::Category::Data => ParseErrorKind::InvalidValue,
+            _ => ParseErrorKind::Syntax,
+        },
+        path: if path == "." || path.is_empty() {
+            "$".into()
+        } else {
+            path
+        },
+        reason: inner.to_string(),
+    })
 }
 
 fn new_message_id() -> String {
@@ -1167,8 +1513,8 @@ mod tests {
         parse_request(body.as_bytes()).expect_err("should fail")
     }
 
-    fn membership(body: &str) -> AudienceMembershipChangeRequest {
-        match parse_request(body.as_bytes()).expect("parses") {
+    fn membership(body: &str) -> MembershipRequest<'static> {
+        match parse_request(body.as_bytes()).expect("parses").into_owned() {
             Request::AudienceMembershipChange(m) => m,
             other => panic!("unexpected {other:?}"),
         }
@@ -1297,13 +1643,83 @@ mod tests {
         assert_eq!(a.user_attributes[0].value, None);
         assert_eq!(
             a.user_attributes[1].list_value,
-            Some(vec!["a".to_string(), "3".to_string()])
+            Some(vec![Cow::from("a"), Cow::from("3")])
         );
         let s = &a.audience_subscription_settings;
-        assert_eq!(s.get("userIdType").map(String::as_str), Some("5"));
-        assert_eq!(s.get("segmentId").map(String::as_str), Some("true"));
-        assert_eq!(s.len(), 2, "undeclared settings are skipped unread");
-        assert!(!s.contains_key("z"));
+        assert_eq!(s.get("userIdType"), Some("5"));
+        assert_eq!(s.get("segmentId"), Some("true"));
+        assert_eq!(s.get("s"), None, "undeclared settings are skipped unread");
+        assert_eq!(
+            s,
+            &ConnectionSettings {
+                user_id_type: Some("5".into()),
+                segment_id: Some("true".into())
+            }
+        );
+    }
+
+    #[test]
+    fn strings_are_borrowed_from_the_body_unless_escaped() {
+        let body = format!(
+            r#"{{{HEAD},"user_profiles":[{{"mpid":"7","user_identities":[{{"type":"customer","value":"plain"}},
+            {{"type":"email","value":"a\u0040b.c"}}],"partner_identities":[{{"type":"CleverTap_User_ID","value":"ct"}}]}}]}}"#
+        );
+        let Ok(Request::AudienceMembershipChange(m)) = parse_request(body.as_bytes()) else {
+            panic!("parses");
+        };
+        let p = &m.user_profiles.unwrap()[0];
+        assert!(matches!(
+            p.user_identities[0].value,
+            Some(Cow::Borrowed("plain"))
+        ));
+        assert!(matches!(&p.user_identities[1].value, Some(Cow::Owned(v)) if v == "a@b.c"));
+        assert!(matches!(p.mpid, Some(Cow::Borrowed("7"))));
+        assert!(matches!(
+            p.partner_identities[0].kind,
+            Name(Cow::Borrowed(PARTNER_IDENTITY))
+        ));
+    }
+
+    #[test]
+    fn a_repeated_top_level_key_is_refused() {
+        // HEAD has `id` and `account`; the body below has `user_profiles` once already.
+        for extra in [
+            r#""id":"again""#,
+            r#""account":{}"#,
+            r#""user_profiles":[]"#,
+        ] {
+            let e = err(&format!(r#"{{{HEAD},"user_profiles":[],{extra}}}"#));
+            assert_eq!(e.kind, ParseErrorKind::InvalidValue, "{extra}");
+            assert!(
+                e.reason.starts_with("duplicate field"),
+                "{extra}: {}",
+                e.reason
+            );
+        }
+        // Unknown keys may repeat: they are skipped unread.
+        assert!(membership(&format!(r#"{{{HEAD},"x":1,"x":2}}"#)).is_heartbeat());
+    }
+
+    #[test]
+    fn a_sink_gets_every_profile_in_order_and_nothing_on_a_heartbeat() {
+        #[derive(Debug)]
+        struct Mpids(Vec<String>);
+        impl<'de> ProfileSink<'de> for Mpids {
+            fn push(&mut self, p: UserProfile<'de>) {
+                self.0.push(p.mpid.unwrap_or_default().into_owned());
+            }
+        }
+        let body = format!(r#"{{{HEAD},"user_profiles":[{{"mpid":"1"}},{{"mpid":2}},{{}}]}}"#);
+        match parse_request_into(body.as_bytes(), Mpids(Vec::new())) {
+            Ok(Request::AudienceMembershipChange(m)) => {
+                assert_eq!(m.user_profiles.unwrap().0, ["1", "2", ""]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_request_into(format!("{{{HEAD}}}").as_bytes(), Mpids(Vec::new())) {
+            Ok(Request::AudienceMembershipChange(m)) => assert!(m.is_heartbeat()),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -6,10 +6,10 @@
 //! order. Pure: no I/O.
 
 use crate::batch::{
-    ChunkError, MAX_CHUNK_JSON_BYTES, MAX_CHUNK_PROFILES, MAX_CHUNKS, StoredProfile, build_chunks,
-    decode_chunk,
+    ChunkBuilder, ChunkError, MAX_CHUNK_JSON_BYTES, MAX_CHUNK_PROFILES, MAX_CHUNKS, StoredProfile,
+    build_chunks, decode_chunk,
 };
-use crate::protocol::{Request, parse_request};
+use crate::protocol::{Request, parse_request, parse_request_into};
 
 /// Checks the property for one input; panics (with what broke) if it does not hold.
 pub fn check_parse_and_store(data: &[u8]) {
@@ -26,7 +26,19 @@ pub fn check_parse_and_store(data: &[u8]) {
         return;
     };
     let profiles = m.user_profiles.as_deref().unwrap_or_default();
-    let chunks = match build_chunks(profiles) {
+    let built = build_chunks(profiles);
+    // authorize's path: profiles streamed into the chunk builder while parsing.
+    let streamed = match parse_request_into(data, ChunkBuilder::new()) {
+        Ok(Request::AudienceMembershipChange(m)) => {
+            m.user_profiles.map_or(Ok(Vec::new()), ChunkBuilder::finish)
+        }
+        other => panic!("parsed once as a membership, then as {other:?}"),
+    };
+    assert_eq!(
+        streamed, built,
+        "streamed chunks differ from chunks of the collected profiles"
+    );
+    let chunks = match built {
         Ok(c) => c,
         Err(ChunkError::ProfileTooLarge(i)) => {
             assert!(i < profiles.len(), "oversize profile index out of range");

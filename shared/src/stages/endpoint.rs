@@ -7,7 +7,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::auth::{self, CredentialError, OutputCredentials, Project, setting_ids};
-use crate::batch::{ChunkError, build_chunks};
+use crate::batch::{ChunkBuilder, ChunkError};
 use crate::config::Config;
 use crate::protocol::{
     self, AudienceMembershipChangeRequest, AudienceMembershipChangeResponse,
@@ -107,7 +107,9 @@ impl Endpoint {
         {
             return unauthorized();
         }
-        let request = match protocol::parse_request(body) {
+        // A membership request's profiles are chunked and compressed as they are read: the
+        // parsed profiles never exist all at once.
+        let request = match protocol::parse_request_into(body, ChunkBuilder::new()) {
             Ok(r) => r,
             // Without a valid caller token nothing about the body is disclosed.
             Err(_) if !caller_ok => return unauthorized(),
@@ -216,7 +218,7 @@ impl Endpoint {
         }
     }
 
-    async fn membership(&self, r: AudienceMembershipChangeRequest) -> HttpReply {
+    async fn membership(&self, r: AudienceMembershipChangeRequest<ChunkBuilder>) -> HttpReply {
         let id = &r.envelope.id;
         let out = match self.check_output(&r.account.account_settings).await {
             OutputCheck::Ok(a) => a,
@@ -226,11 +228,11 @@ impl Endpoint {
             }
             OutputCheck::Unavailable(e) => return unavailable(&e),
         };
-        let profiles = r.user_profiles.as_deref().unwrap_or_default();
-        if profiles.is_empty() {
+        let Some(profiles) = r.user_profiles.filter(|p| p.profile_count() > 0) else {
             return HttpReply::json(200, &AudienceMembershipChangeResponse::new(id, false));
-        }
-        let chunks = match build_chunks(profiles) {
+        };
+        let profile_count = profiles.profile_count();
+        let chunks = match profiles.finish() {
             Ok(c) => c,
             Err(e @ ChunkError::ProfileTooLarge(i)) => {
                 return HttpReply::json(
@@ -251,7 +253,7 @@ impl Endpoint {
         match self.store.put_batch(out.region, &meta, &chunks).await {
             Ok(outcome) => {
                 info!(message_id = %id, project_id = %out.project_id, region = %out.region,
-                      profiles = profiles.len(), chunks = chunks.len(),
+                      profiles = profile_count, chunks = chunks.len(),
                       duplicate = outcome == PutBatchOutcome::Duplicate, "membership batch stored");
                 HttpReply::json(200, &AudienceMembershipChangeResponse::new(id, false))
             }
