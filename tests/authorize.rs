@@ -42,7 +42,8 @@ impl Env {
     }
 
     async fn post_with(&self, auth: Option<&str>, body: &str) -> (u16, Value) {
-        let HttpReply { status, body } = self.endpoint.handle("POST", auth, body.as_bytes()).await;
+        let HttpReply { status, body, .. } =
+            self.endpoint.handle("POST", auth, body.as_bytes()).await;
         (
             status,
             serde_json::from_str(&body).expect("every answer is JSON"),

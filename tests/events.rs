@@ -91,7 +91,7 @@ async fn every_sample_event_runs_through_its_handler() {
         1
     );
 
-    let resolved = shared::resolve::handle_inbox_event(
+    let (resolved, _) = shared::resolve::handle_inbox_event(
         &store,
         &names,
         stream_event("resolve-inbox-insert.json"),
@@ -104,7 +104,7 @@ async fn every_sample_event_runs_through_its_handler() {
             .is_empty()
     );
 
-    let materialized = shared::materialize::handle_event(
+    let (materialized, _) = shared::materialize::handle_event(
         &store,
         &names,
         stream_event("materialize-inbox-resolved.json"),
@@ -116,13 +116,18 @@ async fn every_sample_event_runs_through_its_handler() {
 
     let (status, _) = http_status(&endpoint, "authorize-subscription-remove.json").await;
     assert_eq!(status, 200);
-    let cleared = shared::materialize::handle_event(
+    let (cleared, clearing) = shared::materialize::handle_event(
         &store,
         &names,
         stream_event("materialize-segment-archiving.json"),
     )
     .await;
     assert!(cleared.batch_item_failures.is_empty());
+    assert_eq!(
+        (clearing.segments_cleared, clearing.members_cleared),
+        (1, 2),
+        "the two members added are cleared"
+    );
     let segments =
         segments_with_counts(&scan_all(&client, &names.name(Region::Eu1, Table::Segments)).await);
     let seg = segments

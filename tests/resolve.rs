@@ -280,7 +280,7 @@ async fn a_replayed_record_changes_nothing() {
     assert_eq!(insert.len(), 1);
     let received = stack.scan(Table::Inbox).await;
 
-    let first =
+    let (first, _) =
         shared::resolve::handle_inbox_event(&stack.store, &names, local::to_event(insert.clone()))
             .await;
     assert!(first.batch_item_failures.is_empty());
@@ -288,7 +288,7 @@ async fn a_replayed_record_changes_nothing() {
     let row_after_first = stack.scan(Table::Inbox).await;
 
     // The same record again, as Lambda may redeliver it.
-    let second =
+    let (second, _) =
         shared::resolve::handle_inbox_event(&stack.store, &names, local::to_event(insert.clone()))
             .await;
     assert!(second.batch_item_failures.is_empty());
@@ -435,9 +435,14 @@ async fn a_chunk_that_can_never_be_resolved_is_marked_failed_with_its_reason() {
     // The stored payload is unreadable (as a corrupted or foreign row would be): its
     // size prefix beyond any chunk.
     records[0]["dynamodb"]["NewImage"]["payload"] = json!({"B": "/////w=="});
-    let response =
+    let (response, batch) =
         shared::resolve::handle_inbox_event(&stack.store, &stack.names, local::to_event(records))
             .await;
+    assert_eq!(
+        (batch.chunks, batch.chunks_failed),
+        (0, 1),
+        "counted as failed, not resolved"
+    );
     assert!(
         response.batch_item_failures.is_empty(),
         "a permanent failure is not retried"

@@ -157,8 +157,16 @@ async fn drain(store: &Store, names: &TableNames, stage: Stage, m: &mut Mapping)
             handled += batch.len();
             let event = to_event(batch.clone());
             let response = match stage {
-                Stage::Resolve => shared::resolve::handle_inbox_event(store, names, event).await,
-                Stage::Materialize => shared::materialize::handle_event(store, names, event).await,
+                Stage::Resolve => {
+                    shared::resolve::handle_inbox_event(store, names, event)
+                        .await
+                        .0
+                }
+                Stage::Materialize => {
+                    shared::materialize::handle_event(store, names, event)
+                        .await
+                        .0
+                }
             };
             let failed: Vec<String> = response
                 .batch_item_failures

@@ -27,6 +27,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// The region whose stack this process belongs to (stream consumers and the read API).
     pub home_region: Region,
+    /// CloudWatch namespace of the invocation metrics (EMF lines on stdout); none: not emitted.
+    pub metrics_namespace: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -38,6 +40,7 @@ impl std::fmt::Debug for Config {
             .field("project_cache_ttl", &self.project_cache_ttl)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("home_region", &self.home_region)
+            .field("metrics_namespace", &self.metrics_namespace)
             .finish_non_exhaustive()
     }
 }
@@ -87,6 +90,7 @@ impl Config {
             project_cache_ttl: Duration::from_secs(ttl_secs),
             max_body_bytes,
             home_region,
+            metrics_namespace: non_empty("METRICS_NAMESPACE"),
         })
     }
 
@@ -97,6 +101,15 @@ impl Config {
         } else {
             Ok(())
         }
+    }
+
+    /// The metrics of one function of this stack.
+    pub fn metrics(&self, function: &'static str) -> crate::stages::metrics::Metrics {
+        crate::stages::metrics::Metrics::new(
+            self.metrics_namespace.clone(),
+            function,
+            self.home_region,
+        )
     }
 
     /// Builds the per-region DynamoDB clients: no network call happens here.

@@ -10,7 +10,8 @@ async fn main() -> Result<(), Error> {
     init_tracing();
     let config = Config::from_env()?;
     let store = Store::new(config.clients().await, config.tables.clone());
-    let api = QueryApi::new(store, config.home_region, config.project_cache_ttl, false);
+    let api = QueryApi::new(store, config.home_region, config.project_cache_ttl, false)
+        .with_metrics(config.metrics("query"));
     let api = &api;
     run(service_fn(move |req| handle_http(api, req))).await
 }

@@ -1,5 +1,7 @@
 //! `resolve`: inbox stream (new chunks) → identity resolution into profiles → changes handed on.
 
+use std::time::Instant;
+
 use aws_lambda_events::event::dynamodb::Event;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use shared::config::{Config, init_tracing};
@@ -10,9 +12,14 @@ async fn main() -> Result<(), Error> {
     init_tracing();
     let config = Config::from_env()?;
     let store = Store::new(config.clients().await, config.tables.clone());
-    let (store, names) = (&store, &config.tables);
+    let metrics = config.metrics("resolve");
+    let (store, names, metrics) = (&store, &config.tables, &metrics);
     run(service_fn(move |event: LambdaEvent<Event>| async move {
-        Ok::<_, Error>(shared::resolve::handle_inbox_event(store, names, event.payload).await)
+        let started = Instant::now();
+        let (response, batch) =
+            shared::resolve::handle_inbox_event(store, names, event.payload).await;
+        metrics.emit(&metrics.resolve(&batch, started.elapsed()));
+        Ok::<_, Error>(response)
     }))
     .await
 }

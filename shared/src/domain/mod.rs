@@ -1,10 +1,11 @@
 //! The pure core: protocol, credentials, chunking, the identity ladder, the segment state
-//! machine, membership changes and sync-log counts. Plain functions over plain types: no AWS
+//! machine, membership changes, sync-log counts and the metrics line format (EMF). Plain functions over plain types: no AWS
 //! types, no I/O, and nothing here imports the stages or the store.
 
 pub mod auth;
 pub mod batch;
 pub mod changes;
+pub mod emf;
 pub mod identity;
 pub mod protocol;
 pub mod region;

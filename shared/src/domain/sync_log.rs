@@ -24,6 +24,25 @@ pub struct ResolveOutcomes {
     pub too_long: u64,
 }
 
+impl ResolveOutcomes {
+    pub fn add(&mut self, o: &ResolveOutcomes) {
+        self.partner_id += o.partner_id;
+        self.identity += o.identity;
+        self.mpid += o.mpid;
+        self.created += o.created;
+        self.merged += o.merged;
+        self.anonymous += o.anonymous;
+        self.hashed_unusable += o.hashed_unusable;
+        self.invalid_email += o.invalid_email;
+        self.invalid_phone += o.invalid_phone;
+        self.no_identity += o.no_identity;
+        self.attribute_updates += o.attribute_updates;
+        self.unknown_action += o.unknown_action;
+        self.missing_audience_id += o.missing_audience_id;
+        self.too_long += o.too_long;
+    }
+}
+
 /// What materializing one chunk did, stored on its sync-log row.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaterializeCounts {

@@ -16,6 +16,7 @@ use crate::protocol::{
     ResponseEnvelope, Setting, Settings, SubscriptionAction, UserIdentityType,
 };
 use crate::region::Region;
+use crate::stages::metrics::Metrics;
 use crate::store::inbox::{BatchMeta, PutBatchOutcome};
 use crate::store::projects::ProjectCache;
 use crate::store::segments::{SegmentKey, SubscriptionChange};
@@ -28,23 +29,105 @@ pub use crate::protocol::PARTNER_IDENTITY;
 /// bytes.
 pub const MAX_UNAUTHENTICATED_BODY_BYTES: usize = 64 * 1024;
 
-/// An HTTP answer: status and JSON body.
+/// An HTTP answer: status and JSON body, and what it means (for the request metrics).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpReply {
     pub status: u16,
     pub body: String,
+    pub outcome: Outcome,
+}
+
+/// What a request came to; a metrics dimension, so a short fixed list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A membership batch stored.
+    Stored {
+        profiles: u32,
+        chunks: u32,
+    },
+    /// A membership batch stored before (a redelivery): answered, nothing written.
+    Duplicate {
+        profiles: u32,
+        chunks: u32,
+    },
+    /// A heartbeat, or a batch without profiles: answered, nothing stored.
+    Heartbeat,
+    Registration,
+    Subscription,
+    /// The output's credentials were refused: a membership answered with suspend, a subscription 403.
+    CredentialsRejected,
+    Unauthorized,
+    BadRequest,
+    TooLarge,
+    MethodNotAllowed,
+    NotFound,
+    /// Storage unavailable: 503, mParticle retries.
+    Unavailable,
+    /// Storage refused the request (a value beyond a DynamoDB limit): 400, not retried.
+    Refused,
+    /// A read answered.
+    Served,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Stored { .. } => "stored",
+            Outcome::Duplicate { .. } => "duplicate",
+            Outcome::Heartbeat => "heartbeat",
+            Outcome::Registration => "registration",
+            Outcome::Subscription => "subscription",
+            Outcome::CredentialsRejected => "credentials_rejected",
+            Outcome::Unauthorized => "unauthorized",
+            Outcome::BadRequest => "bad_request",
+            Outcome::TooLarge => "too_large",
+            Outcome::MethodNotAllowed => "method_not_allowed",
+            Outcome::NotFound => "not_found",
+            Outcome::Unavailable => "unavailable",
+            Outcome::Refused => "refused",
+            Outcome::Served => "served",
+        }
+    }
+
+    /// The outcome a status means when nothing more specific is known.
+    fn of_status(status: u16) -> Self {
+        match status {
+            200..=299 => Outcome::Served,
+            401 => Outcome::Unauthorized,
+            403 => Outcome::CredentialsRejected,
+            404 => Outcome::NotFound,
+            405 => Outcome::MethodNotAllowed,
+            413 => Outcome::TooLarge,
+            500..=599 => Outcome::Unavailable,
+            _ => Outcome::BadRequest,
+        }
+    }
 }
 
 impl HttpReply {
-    fn json(status: u16, body: &impl Serialize) -> Self {
+    /// A reply whose outcome follows from its status.
+    pub fn new(status: u16, body: String) -> Self {
         Self {
             status,
-            body: serde_json::to_string(body).expect("response types always serialize"),
+            body,
+            outcome: Outcome::of_status(status),
         }
+    }
+
+    fn json(status: u16, body: &impl Serialize) -> Self {
+        Self::new(
+            status,
+            serde_json::to_string(body).expect("response types always serialize"),
+        )
     }
 
     fn error(status: u16, message: impl Into<String>) -> Self {
         Self::json(status, &serde_json::json!({ "error": message.into() }))
+    }
+
+    fn with(mut self, outcome: Outcome) -> Self {
+        self.outcome = outcome;
+        self
     }
 }
 
@@ -66,6 +149,7 @@ pub struct Endpoint {
     max_body_bytes: usize,
     store: Store,
     projects: ProjectCache,
+    metrics: Metrics,
 }
 
 impl Endpoint {
@@ -75,6 +159,7 @@ impl Endpoint {
             max_body_bytes: config.max_body_bytes,
             projects: ProjectCache::new(store.clone(), config.project_cache_ttl),
             store,
+            metrics: config.metrics("authorize"),
         }
     }
 
@@ -124,6 +209,7 @@ impl Endpoint {
             // mParticle imports the registration without authentication.
             Request::ModuleRegistration(r) => {
                 HttpReply::json(200, &registration_response(&r.envelope.id))
+                    .with(Outcome::Registration)
             }
             _ if !caller_ok => unauthorized(),
             Request::AudienceSubscription(r) => self.subscription(r).await,
@@ -213,6 +299,7 @@ impl Endpoint {
                     200,
                     &AudienceSubscriptionResponse::new(&r.envelope.id, settings),
                 )
+                .with(Outcome::Subscription)
             }
             Err(e) => unavailable(&e),
         }
@@ -224,12 +311,14 @@ impl Endpoint {
             OutputCheck::Ok(a) => a,
             OutputCheck::Invalid(e) => {
                 info!(message_id = %id, reason = e.code(), "membership refused: suspending the connection");
-                return HttpReply::json(200, &AudienceMembershipChangeResponse::new(id, true));
+                return HttpReply::json(200, &AudienceMembershipChangeResponse::new(id, true))
+                    .with(Outcome::CredentialsRejected);
             }
             OutputCheck::Unavailable(e) => return unavailable(&e),
         };
         let Some(profiles) = r.user_profiles.filter(|p| p.profile_count() > 0) else {
-            return HttpReply::json(200, &AudienceMembershipChangeResponse::new(id, false));
+            return HttpReply::json(200, &AudienceMembershipChangeResponse::new(id, false))
+                .with(Outcome::Heartbeat);
         };
         let profile_count = profiles.profile_count();
         let chunks = match profiles.finish() {
@@ -255,7 +344,13 @@ impl Endpoint {
                 info!(message_id = %id, project_id = %out.project_id, region = %out.region,
                       profiles = profile_count, chunks = chunks.len(),
                       duplicate = outcome == PutBatchOutcome::Duplicate, "membership batch stored");
-                HttpReply::json(200, &AudienceMembershipChangeResponse::new(id, false))
+                let (profiles, chunks) = (profile_count as u32, chunks.len() as u32);
+                HttpReply::json(200, &AudienceMembershipChangeResponse::new(id, false)).with(
+                    match outcome {
+                        PutBatchOutcome::Duplicate => Outcome::Duplicate { profiles, chunks },
+                        PutBatchOutcome::Stored { .. } => Outcome::Stored { profiles, chunks },
+                    },
+                )
             }
             Err(e) => unavailable(&e),
         }
@@ -281,6 +376,7 @@ fn unavailable(e: &StoreError) -> HttpReply {
             400,
             "the request cannot be stored (a value exceeds a storage limit)",
         )
+        .with(Outcome::Refused)
     }
 }
 
@@ -385,9 +481,12 @@ pub async fn handle_http(
         .headers()
         .get(lambda_http::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
+    let started = std::time::Instant::now();
     let reply = endpoint
         .handle(req.method().as_str(), authorization, req.body().as_ref())
         .await;
+    let metrics = &endpoint.metrics;
+    metrics.emit(&metrics.request(&reply, started.elapsed()));
     Ok(into_response(reply))
 }
 

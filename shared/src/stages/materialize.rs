@@ -31,6 +31,7 @@ use crate::store::memberships::{
 };
 use crate::store::segments::SegmentKey;
 use crate::store::segments::status as segment_status;
+use crate::store::stats::StoreStats;
 use crate::store::{
     CancellationReason, Item, Store, StoreError, backoff, cancellation_codes, get_n, get_s, n, s,
 };
@@ -610,23 +611,42 @@ pub async fn materialize_row(
     Ok(counts)
 }
 
+/// What handling one stream record came to.
+enum Handled {
+    /// Not for this stage (another status, another table).
+    Skipped,
+    Chunk {
+        counts: MaterializeCounts,
+        /// From the batch's receipt by authorize to now.
+        latency_ms: i64,
+    },
+    ChunkFailed,
+    Cleared {
+        members: u64,
+    },
+}
+
 async fn handle_record(
     store: &Store,
     names: &TableNames,
     record: &EventRecord,
-) -> Result<(), MaterializeError> {
+) -> Result<Handled, MaterializeError> {
     let (region, table) = records::record_source(names, record)?;
     match table {
         Table::Inbox => {
             let row = records::inbox_row(record)?;
             if row.status != crate::store::inbox::status::RESOLVED {
-                return Ok(());
+                return Ok(Handled::Skipped);
             }
             match materialize_row(store, region, &row).await {
                 Ok(c) => {
                     info!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
                           added = c.added, removed = c.removed, noop = c.noop, duplicate = c.duplicate,
                           stale = c.stale, archived = c.archived, "chunk materialized");
+                    Ok(Handled::Chunk {
+                        counts: c,
+                        latency_ms: now_ms() - row.received_ms,
+                    })
                 }
                 // What could be applied was; retrying cannot do more. The sync log says why.
                 Err(e) if e.is_permanent() => {
@@ -641,10 +661,10 @@ async fn handle_record(
                             &e.to_string(),
                         )
                         .await?;
+                    Ok(Handled::ChunkFailed)
                 }
-                Err(e) => return Err(e),
+                Err(e) => Err(e),
             }
-            Ok(())
         }
         Table::Segments => {
             let image = &record.change.new_image;
@@ -654,7 +674,7 @@ async fn handle_record(
                 _ => None,
             };
             if text("status").as_deref() != Some(segment_status::ARCHIVING) {
-                return Ok(());
+                return Ok(Handled::Skipped);
             }
             let (Some(project), Some(aud)) = (
                 text("project_id"),
@@ -665,27 +685,64 @@ async fn handle_record(
                 )
                 .into());
             };
-            clear_segment(store, region, &project, aud).await?;
-            Ok(())
+            let members = clear_segment(store, region, &project, aud).await?;
+            Ok(Handled::Cleared { members })
         }
-        _ => Ok(()),
+        _ => Ok(Handled::Skipped),
     }
 }
 
-/// The materialize Lambda: resolved inbox rows and archiving segments in, `batchItemFailures` out.
+/// What one materialize invocation did: its metrics (`stages::metrics`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MaterializeBatch {
+    /// Chunks materialized by this invocation.
+    pub chunks: u64,
+    /// Chunks that can never be fully materialized, marked failed.
+    pub chunks_failed: u64,
+    /// Records left for the stream to retry (transient failures).
+    pub records_retried: u64,
+    /// What the chunks' changes came to; `added + removed` Partner Sync events were raised.
+    pub counts: MaterializeCounts,
+    /// Archived segments cleared, and the members they had.
+    pub segments_cleared: u64,
+    pub members_cleared: u64,
+    /// Per chunk: from the batch's receipt by authorize to its materialization.
+    pub chunk_latency_ms: Vec<f64>,
+    pub store: StoreStats,
+}
+
+/// The materialize Lambda: resolved inbox rows and archiving segments in, `batchItemFailures`
+/// out, and what it did.
 pub async fn handle_event(
     store: &Store,
     names: &TableNames,
     event: Event,
-) -> DynamoDbEventResponse {
+) -> (DynamoDbEventResponse, MaterializeBatch) {
+    let started = StoreStats::now();
+    let mut batch = MaterializeBatch::default();
     // Records run one after another: chunks of one batch mostly share segments, and running
     // them together would only make their transactions conflict on the segment counters.
     let mut failures = Vec::new();
     for record in &event.records {
-        if let Err(e) = handle_record(store, names, record).await {
-            error!(error = %e, sequence = ?record.change.sequence_number, "record not materialized; will be retried");
-            failures.push(records::failure(record));
+        match handle_record(store, names, record).await {
+            Ok(Handled::Skipped) => {}
+            Ok(Handled::Chunk { counts, latency_ms }) => {
+                batch.chunks += 1;
+                batch.counts.add(&counts);
+                batch.chunk_latency_ms.push(latency_ms.max(0) as f64);
+            }
+            Ok(Handled::ChunkFailed) => batch.chunks_failed += 1,
+            Ok(Handled::Cleared { members }) => {
+                batch.segments_cleared += 1;
+                batch.members_cleared += members;
+            }
+            Err(e) => {
+                error!(error = %e, sequence = ?record.change.sequence_number, "record not materialized; will be retried");
+                failures.push(records::failure(record));
+            }
         }
     }
-    records::response(failures)
+    batch.records_retried = failures.len() as u64;
+    batch.store = StoreStats::now().since(started);
+    (records::response(failures), batch)
 }

@@ -3,6 +3,7 @@
 
 pub mod endpoint;
 pub mod materialize;
+pub mod metrics;
 pub mod pipeline;
 pub mod query;
 pub mod resolve;

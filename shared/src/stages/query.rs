@@ -15,6 +15,7 @@ use crate::endpoint::{HttpReply, into_response};
 use crate::keys;
 use crate::protocol::now_ms;
 use crate::region::Region;
+use crate::stages::metrics::Metrics;
 use crate::store::memberships::month_of;
 use crate::store::profiles::ATTRIBUTE_PREFIX;
 use crate::store::projects::ProjectCache;
@@ -30,6 +31,7 @@ pub struct QueryApi {
     home_region: Region,
     /// Locally one server answers for every region: the `X-CleverTap-Region` header picks one.
     region_header: bool,
+    metrics: Metrics,
 }
 
 /// A read API request, as the handler sees it.
@@ -42,17 +44,14 @@ pub struct ReadRequest<'a> {
 }
 
 fn fail(status: u16, error: impl Into<String>) -> HttpReply {
-    HttpReply {
+    HttpReply::new(
         status,
-        body: json!({"status": "fail", "error": error.into()}).to_string(),
-    }
+        json!({"status": "fail", "error": error.into()}).to_string(),
+    )
 }
 
 fn ok(body: Value) -> HttpReply {
-    HttpReply {
-        status: 200,
-        body: body.to_string(),
-    }
+    HttpReply::new(200, body.to_string())
 }
 
 fn unavailable(e: &StoreError) -> HttpReply {
@@ -215,7 +214,14 @@ impl QueryApi {
             store,
             home_region,
             region_header,
+            metrics: Metrics::new(None, "query", home_region),
         }
+    }
+
+    /// Emits each request's metrics through `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub async fn handle(&self, req: &ReadRequest<'_>) -> HttpReply {
@@ -627,6 +633,7 @@ pub async fn handle_http(
         })
         .collect();
     let path = req.raw_http_path().to_owned();
+    let started = std::time::Instant::now();
     let reply = api
         .handle(&ReadRequest {
             method: req.method().as_str(),
@@ -635,6 +642,8 @@ pub async fn handle_http(
             headers: &headers,
         })
         .await;
+    api.metrics
+        .emit(&api.metrics.request(&reply, started.elapsed()));
     Ok(into_response(reply))
 }
 

@@ -23,6 +23,7 @@ use crate::region::Region;
 use crate::store::profiles::{
     ProfileMerge, PropertyValue, Versioned, data_version, identity_key, profile_key,
 };
+use crate::store::stats::StoreStats;
 use crate::store::{Item, Store, StoreError, get_s};
 use crate::stream::{self as records, InboxRow, RecordError};
 use crate::tables::{Table, TableNames};
@@ -337,12 +338,31 @@ async fn write_profile(
     )))
 }
 
-/// The resolve Lambda: inbox INSERT records in, `batchItemFailures` out.
+/// What one resolve invocation did: its metrics (`stages::metrics`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolveBatch {
+    /// Chunks resolved by this invocation.
+    pub chunks: u64,
+    /// Chunks that can never be resolved, marked failed.
+    pub chunks_failed: u64,
+    /// Chunks left for the stream to retry (transient failures).
+    pub chunks_retried: u64,
+    /// The ladder's outcomes over all chunks resolved.
+    pub outcomes: ResolveOutcomes,
+    /// Membership changes handed to materialization.
+    pub changes: u64,
+    pub store: StoreStats,
+}
+
+/// The resolve Lambda: inbox INSERT records in, `batchItemFailures` out, and what it did.
 pub async fn handle_inbox_event(
     store: &Store,
     names: &TableNames,
     event: Event,
-) -> DynamoDbEventResponse {
+) -> (DynamoDbEventResponse, ResolveBatch) {
+    let started = StoreStats::now();
+    let failed = std::sync::atomic::AtomicU64::new(0);
+    let failed = &failed;
     let results: Vec<_> = stream::iter(event.records.iter())
         .map(|record| async move {
             let outcome = async {
@@ -362,6 +382,7 @@ pub async fn handle_inbox_event(
                         store
                             .mark_failed(region, &row.project_id, &row.message_id, row.chunk, &e.to_string())
                             .await?;
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         Ok(None)
                     }
                     Err(e) => Err(e),
@@ -374,9 +395,16 @@ pub async fn handle_inbox_event(
         .collect()
         .await;
     let mut failures = Vec::new();
+    let mut batch = ResolveBatch {
+        chunks_failed: failed.load(std::sync::atomic::Ordering::Relaxed),
+        ..ResolveBatch::default()
+    };
     for (record, outcome) in results {
         match outcome {
             Ok(Some((row, report))) => {
+                batch.chunks += 1;
+                batch.outcomes.add(&report.outcomes);
+                batch.changes += report.changes.len() as u64;
                 let o = &report.outcomes;
                 info!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
                       changes = report.changes.len(), handed_off = report.handed_off,
@@ -392,5 +420,7 @@ pub async fn handle_inbox_event(
             }
         }
     }
-    records::response(failures)
+    batch.chunks_retried = failures.len() as u64;
+    batch.store = StoreStats::now().since(started);
+    (records::response(failures), batch)
 }

@@ -14,6 +14,9 @@ pub struct InboxRow {
     pub message_id: String,
     pub chunk: u32,
     pub message_ts: i64,
+    /// When authorize stored the batch (ms).
+    #[serde(default)]
+    pub received_ms: i64,
     pub status: String,
     #[serde(default)]
     pub payload: serde_bytes::ByteBuf,

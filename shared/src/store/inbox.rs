@@ -154,6 +154,7 @@ impl Store {
                 && attempt < 4
             {
                 attempt += 1;
+                super::stats::note_retry();
                 tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
                 continue;
             }

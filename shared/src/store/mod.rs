@@ -20,6 +20,7 @@ pub mod profiles;
 pub mod projects;
 pub mod reads;
 pub mod segments;
+pub mod stats;
 pub mod tables;
 
 pub type Item = HashMap<String, AttributeValue>;
@@ -184,16 +185,21 @@ pub(crate) fn cancellation_codes<R>(
 ) -> Option<Vec<Option<CancellationReason>>> {
     use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
     match err.as_service_error()? {
-        E::TransactionCanceledException(t) => Some(
-            t.cancellation_reasons()
+        E::TransactionCanceledException(t) => {
+            let reasons: Vec<_> = t
+                .cancellation_reasons()
                 .iter()
                 .map(|r| {
                     r.code()
                         .filter(|c| *c != "None")
                         .map(CancellationReason::from_code)
                 })
-                .collect(),
-        ),
+                .collect();
+            if reasons.contains(&Some(CancellationReason::Conflict)) {
+                stats::note_conflict();
+            }
+            Some(reasons)
+        }
         _ => None,
     }
 }
@@ -201,6 +207,8 @@ pub(crate) fn cancellation_codes<R>(
 /// Backoff before retry `attempt` (1-based): 25 ms doubling, capped at 1.6 s, with jitter.
 pub(crate) fn backoff(attempt: u32) -> std::time::Duration {
     use rand::Rng;
+    // Every backoff precedes a retry.
+    stats::note_retry();
     let base = 25u64 << attempt.min(6);
     std::time::Duration::from_millis(base / 2 + rand::rng().random_range(0..=base / 2))
 }
@@ -319,6 +327,7 @@ impl Store {
                         .is_some_and(|se| se.is_transaction_canceled_exception())
                         && attempt < MAX_TRANSACT_GET_ATTEMPTS =>
                 {
+                    stats::note_conflict();
                     attempt += 1;
                     tokio::time::sleep(backoff(attempt.min(4))).await;
                 }
