@@ -26,6 +26,42 @@ use shared::tables::{Table, TableNames, create_tables};
 
 const CALLER: &str = "bench-caller-token-000000";
 
+/// The system allocator, counting live heap bytes and their high-water mark, so the bench can say
+/// how much memory one step itself needs (independent of what the process held before).
+struct CountingAlloc;
+
+static LIVE_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static PEAK_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to `System` unchanged; only counters are added.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let p = unsafe { std::alloc::System.alloc(layout) };
+        if !p.is_null() {
+            let live = LIVE_BYTES.fetch_add(layout.size(), Relaxed) + layout.size();
+            PEAK_BYTES.fetch_max(live, Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE_BYTES.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// Heap bytes `step` needs at its peak above what was live when it started (single-threaded use).
+fn peak_heap_of<R>(step: impl FnOnce() -> R) -> (R, usize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let base = LIVE_BYTES.load(Relaxed);
+    PEAK_BYTES.store(base, Relaxed);
+    let out = step();
+    (out, PEAK_BYTES.load(Relaxed).saturating_sub(base))
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -355,6 +391,26 @@ async fn main() {
         "parse_10k_ms".into(),
         json!({"p50": stats(parse10k).0, "bytes": body10k.len()}),
     );
+    // What authorize's own work holds at its peak on the 10,000-profile request (the body aside):
+    // profiles streamed into the chunk builder, against the same parse collecting every profile
+    // first (the way authorize worked before) and then chunking.
+    let (_, streamed_heap) = peak_heap_of(|| {
+        match parse_request_into(body10k.as_bytes(), ChunkBuilder::new()).unwrap() {
+            Request::AudienceMembershipChange(m) => m.user_profiles.unwrap().finish().unwrap(),
+            _ => unreachable!("a membership request"),
+        }
+    });
+    let (_, collected_heap) = peak_heap_of(|| match parse_request(body10k.as_bytes()).unwrap() {
+        Request::AudienceMembershipChange(m) => {
+            shared::batch::build_chunks(&m.user_profiles.unwrap()).unwrap()
+        }
+        _ => unreachable!("a membership request"),
+    });
+    report.insert(
+        "authorize_heap_10k_kib".into(),
+        json!({"streamed": streamed_heap / 1024, "collected_then_chunked": collected_heap / 1024,
+               "body_kib": body10k.len() / 1024}),
+    );
     report.insert("authorize_cpu_1k_ms".into(), json!({"p50": cpu_p50, "p99": cpu_p99, "what": "parse + chunk + compress, excluding DynamoDB"}));
 
     if std::env::var("BENCH_ONLY").as_deref() == Ok("binaries") {
@@ -659,6 +715,12 @@ fn print_table(r: &serde_json::Map<String, Value>) {
         &r["authorize_cpu_1k_ms"]["p50"],
         &r["authorize_cpu_1k_ms"]["p99"],
         "<= 3 ms median",
+    );
+    row(
+        "authorize heap at peak, 10k request, body aside (KiB): streamed / collected",
+        &r["authorize_heap_10k_kib"]["streamed"],
+        &r["authorize_heap_10k_kib"]["collected_then_chunked"],
+        "",
     );
     row(
         "ingest 1k incl. durable write (ms)",
