@@ -480,7 +480,16 @@ fn every_function_is_built_by_cargo_lambda_from_its_workspace_binary() {
     }
     let g = &t["Globals"]["Function"];
     assert_eq!(g["Runtime"], "provided.al2023");
-    assert_eq!(g["Architectures"], json!(["arm64"]));
+    assert_eq!(g["Architectures"], json!([{"Ref": "Architecture"}]));
+    let arch = &t["Parameters"]["Architecture"];
+    assert_eq!(
+        (&arch["Default"], &arch["AllowedValues"]),
+        (&json!("arm64"), &json!(["arm64", "x86_64"]))
+    );
+    assert_eq!(
+        g["Environment"]["Variables"]["METRICS_NAMESPACE"],
+        json!({"Ref": "AWS::StackName"})
+    );
     assert_eq!(g["Handler"], "bootstrap");
     assert_eq!(g["Tracing"], "Active");
     assert_eq!(g["LoggingConfig"]["LogFormat"], "JSON");
@@ -1220,4 +1229,137 @@ fn materialize_segments_event_archives_the_removed_audience() {
         shared::keys::segments::segment_sk(remove.audience_id)
     );
     assert_eq!(text("pk"), text("project_id"));
+}
+
+/// Every metric name the functions emit, from the records they build (`shared::metrics`).
+fn emitted_metric_names() -> std::collections::BTreeSet<String> {
+    use shared::materialize::MaterializeBatch;
+    use shared::metrics::Metrics;
+    use std::time::Duration;
+    let m = |f| Metrics::new(Some("ns".into()), f, shared::Region::Eu1);
+    let reply = shared::endpoint::HttpReply::new(200, String::new());
+    let materialize = MaterializeBatch {
+        chunk_latency_ms: vec![1.0],
+        ..Default::default()
+    };
+    [
+        m("authorize").request(&reply, Duration::ZERO),
+        m("resolve").resolve(&Default::default(), Duration::ZERO),
+        m("materialize").materialize(&materialize, Duration::ZERO),
+    ]
+    .iter()
+    .flat_map(|r| r.metrics().iter().map(|m| m.name.to_owned()))
+    .collect()
+}
+
+#[test]
+fn the_dashboard_is_json_and_graphs_only_metrics_the_functions_emit() {
+    let t = template();
+    let (id, dashboard) = the_one(resources(&t, "AWS::CloudWatch::Dashboard"), "dashboard");
+    let sub = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{id}: DashboardBody is !Sub [text, variables]"));
+    let mut text = sub[0].as_str().expect("the body text").to_owned();
+    for (var, value) in [
+        ("${AWS::Region}", "eu-west-1"),
+        ("${AWS::StackName}", "ctmp-eu1"),
+        ("${CtRegion}", "eu1"),
+        ("${ResolveFunction}", "ctmp-eu1-resolve"),
+        ("${MaterializeFunction}", "ctmp-eu1-materialize"),
+        ("${!", "${"),
+    ] {
+        text = text.replace(var, value);
+    }
+    assert!(
+        !text.contains("${A")
+            && !text.contains("${C")
+            && !text.contains("${R")
+            && !text.contains("${M"),
+        "every variable is known"
+    );
+    let body: Value = serde_json::from_str(&text).expect("the dashboard body is JSON");
+    let emitted = emitted_metric_names();
+    let widgets = body["widgets"].as_array().expect("widgets");
+    assert!(widgets.len() >= 8);
+    let mut graphed = std::collections::BTreeSet::new();
+    for w in widgets {
+        let p = &w["properties"];
+        assert_eq!(p["region"], "eu-west-1", "{}", p["title"]);
+        for line in p["metrics"].as_array().expect("metrics") {
+            let line = line.as_array().unwrap();
+            match line[0].as_str() {
+                Some("ctmp-eu1") => {
+                    let name = line[1].as_str().unwrap();
+                    assert!(
+                        emitted.contains(name),
+                        "{name} is graphed but never emitted"
+                    );
+                    assert_eq!(
+                        (line[2].as_str(), line[4].as_str(), line[5].as_str()),
+                        (Some("function"), Some("region"), Some("eu1")),
+                        "{name}: both dimensions"
+                    );
+                    graphed.insert(name.to_owned());
+                }
+                Some("AWS/Lambda") => assert_eq!(line[1], "IteratorAge"),
+                None => {
+                    let expr = line[0]["expression"]
+                        .as_str()
+                        .expect("a metric or an expression");
+                    assert!(expr.starts_with("SEARCH('{ctmp-eu1,"), "{expr}");
+                }
+                other => panic!("unexpected namespace {other:?}"),
+            }
+        }
+    }
+    for name in [
+        "ProfilesByPartnerId",
+        "SkippedAnonymous",
+        "PartnerSyncEvents",
+        "TransactionConflicts",
+        "ChunkLatency",
+    ] {
+        assert!(graphed.contains(name), "{name} is on the dashboard");
+    }
+}
+
+#[test]
+fn the_metric_alarms_watch_emitted_metrics_in_the_stacks_namespace() {
+    let t = template();
+    let emitted = emitted_metric_names();
+    let mut watched = 0;
+    for (id, alarm) in resources(&t, "AWS::CloudWatch::Alarm") {
+        let Some(metrics) = alarm["Properties"]["Metrics"].as_array() else {
+            continue;
+        };
+        let returned: Vec<_> = metrics.iter().filter(|m| m["ReturnData"] == true).collect();
+        assert_eq!(returned.len(), 1, "{id}: one expression is the alarm's");
+        for m in metrics.iter().filter(|m| m.get("MetricStat").is_some()) {
+            let metric = &m["MetricStat"]["Metric"];
+            assert_eq!(
+                metric["Namespace"],
+                json!({"Ref": "AWS::StackName"}),
+                "{id}"
+            );
+            let name = metric["MetricName"].as_str().unwrap();
+            assert!(
+                emitted.contains(name),
+                "{id} watches {name}, which is never emitted"
+            );
+            assert_eq!(
+                metric["Dimensions"][1],
+                json!({"Name": "region", "Value": {"Ref": "CtRegion"}}),
+                "{id}: {name}"
+            );
+            watched += 1;
+        }
+        assert!(
+            alarm["Properties"]["AlarmActions"].is_array(),
+            "{id} notifies"
+        );
+    }
+    assert!(
+        watched >= 10,
+        "skip rate, conflicts and failed chunks are alarmed"
+    );
 }
