@@ -169,6 +169,27 @@ async fn mparticle_in_read_api_out() {
     assert_eq!(members.len(), 3);
     assert!(members.contains(&"-hPartner1".to_owned()));
 
+    // The preview through the local API Gateway stand-in (POST /v1/preview): an existing
+    // member, already in the segment.
+    let (status, preview) = http(
+        run.port,
+        "POST",
+        "/v1/preview",
+        &[
+            ("X-CleverTap-Account-Id", &run.stack.project.id),
+            ("X-CleverTap-Passcode", &run.stack.project.passcode),
+        ],
+        &json!({"user_profiles": [{"partner_identities": [raw("CleverTap_User_ID", "-hPartner1")],
+                                   "audiences": [entry(4242, "add")]}]})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{preview}");
+    assert_eq!(
+        preview["users"][0]["entries"][0]["result"],
+        "already_member"
+    );
+
     // A profile, by CleverTap ID and by identity, email and phone.
     let p = run.read("/v1/profiles/-hPartner1").await;
     assert_eq!(p["email"], "p@example.com");

@@ -528,9 +528,14 @@ fn the_api_routes_mparticle_to_authorize_and_reads_to_query() {
         routes("authorize"),
         [("POST".to_owned(), "/mparticle".to_owned())]
     );
+    let mut query = routes("query");
+    query.sort();
     assert_eq!(
-        routes("query"),
-        [("GET".to_owned(), "/v1/{proxy+}".to_owned())]
+        query,
+        [
+            ("GET".to_owned(), "/v1/{proxy+}".to_owned()),
+            ("POST".to_owned(), "/v1/preview".to_owned())
+        ]
     );
     assert!(
         routes("resolve").is_empty() && routes("materialize").is_empty(),

@@ -147,9 +147,11 @@ async fn route(
     };
     let response = match (method.as_str(), path.as_str()) {
         (_, "/mparticle") => shared::endpoint::handle_http(&handlers.endpoint, request).await,
+        // As the template routes them: GET /v1/{proxy+} and POST /v1/preview.
         ("GET", p) if p.starts_with("/v1/") => {
             shared::query::handle_http(&handlers.query, request).await
         }
+        ("POST", "/v1/preview") => shared::query::handle_http(&handlers.query, request).await,
         _ => return Ok(reply(404, json!({"error": "no such route"}).to_string())),
     };
     let response = response.unwrap_or_else(|never| match never {});

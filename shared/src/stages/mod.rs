@@ -5,6 +5,7 @@ pub mod endpoint;
 pub mod materialize;
 pub mod metrics;
 pub mod pipeline;
+pub mod preview;
 pub mod query;
 pub mod resolve;
 pub mod stream;

@@ -16,6 +16,7 @@ use crate::keys;
 use crate::protocol::now_ms;
 use crate::region::Region;
 use crate::stages::metrics::Metrics;
+use crate::stages::preview::preview_input;
 use crate::store::memberships::month_of;
 use crate::store::profiles::ATTRIBUTE_PREFIX;
 use crate::store::projects::ProjectCache;
@@ -41,6 +42,8 @@ pub struct ReadRequest<'a> {
     pub query: &'a HashMap<String, String>,
     /// Header names in lower case.
     pub headers: &'a HashMap<String, String>,
+    /// The request body (only `POST /v1/preview` reads it).
+    pub body: &'a [u8],
 }
 
 fn fail(status: u16, error: impl Into<String>) -> HttpReply {
@@ -225,8 +228,12 @@ impl QueryApi {
     }
 
     pub async fn handle(&self, req: &ReadRequest<'_>) -> HttpReply {
-        if !req.method.eq_ignore_ascii_case("GET") {
-            return fail(405, "only GET is accepted");
+        // Every route is a GET but the preview, a POST that writes nothing either.
+        let is_preview = req.path.trim_end_matches('/') == "/v1/preview";
+        match (is_preview, req.method.to_ascii_uppercase().as_str()) {
+            (false, "GET") | (true, "POST") => {}
+            (false, _) => return fail(405, "only GET is accepted"),
+            (true, _) => return fail(405, "only POST is accepted"),
         }
         let region = match (
             self.region_header,
@@ -283,6 +290,7 @@ impl QueryApi {
             ["v1", "people"] => ctx.people(req.query).await,
             ["v1", "syncs"] => ctx.syncs(req.query).await,
             ["v1", "usage"] => ctx.usage(req.query).await,
+            ["v1", "preview"] => ctx.preview(req.body).await,
             _ => Ok(fail(404, "no such route")),
         };
         result.unwrap_or_else(|e| unavailable(&e))
@@ -328,6 +336,24 @@ macro_rules! try_reply {
 }
 
 impl Ctx<'_> {
+    /// `POST /v1/preview`: what importing the body would do (`stages::preview`).
+    async fn preview(&self, body: &[u8]) -> Reply {
+        let (profiles, message_ts, message_id) = match preview_input(body) {
+            Ok(input) => input,
+            Err(e) => return Ok(fail(400, e.to_string())),
+        };
+        let answer = crate::stages::preview::preview(
+            self.store,
+            self.region,
+            self.project,
+            &profiles,
+            message_ts,
+            &message_id,
+        )
+        .await?;
+        Ok(ok(answer))
+    }
+
     async fn segments(&self) -> Reply {
         let items = self.store.list_segments(self.region, self.project).await?;
         let list: Vec<Value> = items.iter().map(|i| segment_json(i, false)).collect();
@@ -640,6 +666,7 @@ pub async fn handle_http(
             path: &path,
             query: &query,
             headers: &headers,
+            body: req.body().as_ref(),
         })
         .await;
     api.metrics

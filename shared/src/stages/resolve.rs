@@ -15,7 +15,7 @@ use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tracing::{error, info};
 
-use crate::batch::{StoredProfile, decode_chunk};
+use crate::batch::{StoredAudience, StoredProfile, decode_chunk};
 use crate::changes::{ChangeAction, MembershipChange, encode_changes};
 use crate::identity::{ProfileKey, Resolution, Rung, SkipReason, resolve, user_id_type};
 use crate::protocol::{AttributeAction, AudienceAction, UserIdentityType, now_ms};
@@ -51,36 +51,43 @@ impl ResolveError {
 }
 
 /// One user resolved under one connection setting, with the audience entries it governs.
-struct Resolved<'a> {
-    profile: &'a StoredProfile,
-    entries: Vec<usize>,
-    resolution: Resolution,
+pub(crate) struct Resolved<'a> {
+    pub(crate) profile: &'a StoredProfile,
+    /// The profile's audience entries with this connection setting (`userIdType`).
+    pub(crate) entries: Vec<usize>,
+    pub(crate) id_type: UserIdentityType,
+    pub(crate) resolution: Resolution,
 }
 
-/// How many profile writes or claims run at once per chunk.
-const WRITE_CONCURRENCY: usize = 16;
-
-pub struct ChunkReport {
-    pub outcomes: ResolveOutcomes,
-    pub changes: Vec<MembershipChange>,
-    /// Whether this run moved the row to `resolved` (false on a replay of a resolved row).
-    pub handed_off: bool,
+/// Why an audience entry makes no membership change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoChange {
+    /// `attribute_update`: profile data only.
+    AttributeUpdate,
+    UnknownAction,
+    MissingAudienceId,
 }
 
-/// Resolves one stored chunk and hands its membership changes to materialization.
-pub async fn resolve_chunk(
-    store: &Store,
-    region: Region,
-    row: &InboxRow,
-) -> Result<ChunkReport, ResolveError> {
-    let profiles = decode_chunk(&row.payload).map_err(|e| ResolveError::Payload(e.to_string()))?;
-    let project = row.project_id.as_str();
-    let now = now_ms();
-    let mut outcomes = ResolveOutcomes::default();
+/// The membership change an audience entry makes (action, audience id), pure.
+pub(crate) fn entry_change(entry: &StoredAudience) -> Result<(ChangeAction, i64), NoChange> {
+    let action = match entry.action() {
+        AudienceAction::Add => ChangeAction::Add,
+        AudienceAction::Delete => ChangeAction::Delete,
+        AudienceAction::AttributeUpdate => return Err(NoChange::AttributeUpdate),
+        AudienceAction::Unknown(_) => return Err(NoChange::UnknownAction),
+    };
+    let audience_id = entry.audience_id.ok_or(NoChange::MissingAudienceId)?;
+    Ok((action, audience_id))
+}
 
-    // 1. The ladder, per profile and per distinct userIdType among its entries (pure).
-    let mut resolved: Vec<Resolved<'_>> = Vec::new();
-    for p in profiles.iter() {
+/// Step 1 of resolution, pure: the ladder, per profile and per distinct `userIdType` among its
+/// entries, counted into `outcomes`. A profile beyond a profile-level bound is only counted.
+pub(crate) fn ladder<'a>(
+    profiles: &'a [StoredProfile],
+    outcomes: &mut ResolveOutcomes,
+) -> Vec<Resolved<'a>> {
+    let mut resolved = Vec::new();
+    for p in profiles {
         if !p.within_limits() {
             outcomes.too_long += 1;
             continue;
@@ -107,10 +114,37 @@ pub async fn resolve_chunk(
             resolved.push(Resolved {
                 profile: p,
                 entries,
+                id_type: t,
                 resolution,
             });
         }
     }
+    resolved
+}
+
+/// How many profile writes or claims run at once per chunk.
+const WRITE_CONCURRENCY: usize = 16;
+
+pub struct ChunkReport {
+    pub outcomes: ResolveOutcomes,
+    pub changes: Vec<MembershipChange>,
+    /// Whether this run moved the row to `resolved` (false on a replay of a resolved row).
+    pub handed_off: bool,
+}
+
+/// Resolves one stored chunk and hands its membership changes to materialization.
+pub async fn resolve_chunk(
+    store: &Store,
+    region: Region,
+    row: &InboxRow,
+) -> Result<ChunkReport, ResolveError> {
+    let profiles = decode_chunk(&row.payload).map_err(|e| ResolveError::Payload(e.to_string()))?;
+    let project = row.project_id.as_str();
+    let now = now_ms();
+    let mut outcomes = ResolveOutcomes::default();
+
+    // 1. The ladder, per profile and per distinct userIdType among its entries (pure).
+    let resolved = ladder(&profiles, &mut outcomes);
 
     // 2. Identities to CleverTap IDs: existing claims in bulk, then claim the new ones.
     let identities: HashSet<&str> = resolved
@@ -202,21 +236,20 @@ pub async fn resolve_chunk(
                 m.properties
                     .insert(a.key.clone(), Versioned { value, version });
             }
-            let action = match entry.action() {
-                AudienceAction::Add => ChangeAction::Add,
-                AudienceAction::Delete => ChangeAction::Delete,
-                AudienceAction::AttributeUpdate => {
+            let (action, audience_id) = match entry_change(entry) {
+                Ok(change) => change,
+                Err(NoChange::AttributeUpdate) => {
                     outcomes.attribute_updates += 1;
                     continue;
                 }
-                AudienceAction::Unknown(_) => {
+                Err(NoChange::UnknownAction) => {
                     outcomes.unknown_action += 1;
                     continue;
                 }
-            };
-            let Some(audience_id) = entry.audience_id else {
-                outcomes.missing_audience_id += 1;
-                continue;
+                Err(NoChange::MissingAudienceId) => {
+                    outcomes.missing_audience_id += 1;
+                    continue;
+                }
             };
             changes.push(MembershipChange {
                 clevertap_id: ct.clone(),

@@ -1,0 +1,246 @@
+//! `POST /v1/preview` against DynamoDB Local: every rung and skip reason, every entry result,
+//! and not one byte written.
+
+use std::collections::HashMap;
+
+use integration_tests::*;
+use serde_json::{Value, json};
+use shared::Region;
+use shared::query::{QueryApi, ReadRequest};
+use shared::tables::Table;
+
+async fn call(stack: &Stack, method: &str, passcode: &str, body: &str) -> (u16, Value) {
+    let api = QueryApi::new(
+        stack.store.clone(),
+        Region::Eu1,
+        std::time::Duration::ZERO,
+        false,
+    );
+    let headers = HashMap::from([
+        (
+            "x-clevertap-account-id".to_owned(),
+            stack.project.id.clone(),
+        ),
+        ("x-clevertap-passcode".to_owned(), passcode.to_owned()),
+    ]);
+    let reply = api
+        .handle(&ReadRequest {
+            method,
+            path: "/v1/preview",
+            query: &HashMap::new(),
+            headers: &headers,
+            body: body.as_bytes(),
+        })
+        .await;
+    (reply.status, serde_json::from_str(&reply.body).unwrap())
+}
+
+/// Every item of every table, in a stable order.
+async fn snapshot(stack: &Stack) -> Vec<Vec<shared::store::Item>> {
+    let mut out = Vec::new();
+    for table in Table::ALL {
+        let mut items = stack.scan(table).await;
+        items.sort_by_key(|i| (text(i, "pk"), text(i, "sk")));
+        out.push(items);
+    }
+    out
+}
+
+fn sub(stack: &Stack, audience_id: i64, action: &str, ts: i64) -> String {
+    json!({"type": "audience_subscription_request", "id": format!("s{audience_id}{action}"),
+           "timestamp_ms": ts, "account": stack.project.account(), "audience_id": audience_id,
+           "audience_name": format!("Audience {audience_id}"), "action": action})
+    .to_string()
+}
+
+#[tokio::test]
+async fn the_preview_walks_the_ladder_and_the_state_machine_and_writes_nothing() {
+    let stack = Stack::new("preview", Region::Eu1).await;
+    stack.send(&sub(&stack, 7, "add", 1)).await;
+    // Imported for real: c-1 (by customer id) and a partner-id profile join audience 7.
+    stack
+        .send(&stack.batch(
+            "m1",
+            1_000,
+            json!([
+                {"user_identities": [raw("customer", "c-1"), raw("email", "ann@example.com")], "mpid": "11",
+                 "audiences": [entry(7, "add")]},
+                {"partner_identities": [raw("CleverTap_User_ID", "__ctp0001")], "mpid": "12",
+                 "audiences": [entry(7, "add")]},
+            ]),
+        ))
+        .await;
+    stack.pipeline().await.run_until_idle(50).await.unwrap();
+    let before = snapshot(&stack).await;
+    let member = |v: &Value, ct: &str| {
+        v["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["clevertap_id"] == ct)
+    };
+
+    let mut hashed = raw("customer", "5f4dcc3b5aa765d61d8327deb882cf99");
+    hashed["encoding"] = json!("md5");
+    let body = json!({"user_profiles": [
+        // 0: an existing identity leaving the segment.
+        {"user_identities": [raw("customer", "c-1")], "audiences": [entry(7, "delete")]},
+        // 1: an existing partner-id profile, already a member.
+        {"partner_identities": [raw("CleverTap_User_ID", "__ctp0001")], "audiences": [entry(7, "add")]},
+        // 2: a new identity: a new profile, joining 7; audience 8 is not connected.
+        {"user_identities": [raw("customer", "c-new"), raw("email", "Bo@Example.com"), raw("mobile_number", "+4915123456789")],
+         "audiences": [entry(7, "add"), entry(8, "add")]},
+        // 3: only an mParticle ID: anonymous.
+        {"mpid": "123", "audiences": [entry(7, "add")]},
+        // 4: a hashed customer id only.
+        {"user_identities": [hashed], "audiences": [entry(7, "add")]},
+        // 5: nothing usable: an invalid email.
+        {"user_identities": [raw("email", "not-an-email")], "audiences": [entry(7, "add")]},
+        // 6: the mpid rung: an mParticle ID with an email.
+        {"mpid": "555", "user_identities": [raw("email", "cy@example.com")], "audiences": [entry(7, "add")]},
+        // 7: entries that change no membership.
+        {"user_identities": [raw("customer", "c-1")],
+         "audiences": [entry(7, "attribute_update"), {"action": "add", "audience_subscription_settings": {"userIdType": "customer"}}]},
+        // 8: an identity beyond the bound of a key.
+        {"user_identities": [raw("customer", &"x".repeat(600))], "audiences": [entry(7, "add")]},
+    ]})
+    .to_string();
+    let (status, v) = call(&stack, "POST", &stack.project.passcode, &body).await;
+    assert_eq!(status, 200, "{v}");
+    let users = v["users"].as_array().unwrap();
+    let user = |i: u64| {
+        users
+            .iter()
+            .find(|u| u["index"] == i)
+            .unwrap_or_else(|| panic!("user {i}: {v}"))
+    };
+    let results = |i: u64| -> Vec<String> {
+        user(i)["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["result"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    assert_eq!(
+        (
+            user(0)["rung"].as_str(),
+            user(0)["profile_exists"].as_bool()
+        ),
+        (Some("identity"), Some(true))
+    );
+    assert!(user(0)["clevertap_id"].as_str().unwrap().starts_with("__"));
+    assert_eq!(results(0), ["removed"]);
+    assert_eq!(
+        (user(1)["rung"].as_str(), user(1)["clevertap_id"].as_str()),
+        (Some("partner_id"), Some("__ctp0001"))
+    );
+    assert_eq!(results(1), ["already_member"]);
+    let new = user(2);
+    assert_eq!(
+        (
+            new["rung"].as_str(),
+            new["new_profile"].as_bool(),
+            &new["clevertap_id"]
+        ),
+        (Some("identity"), Some(true), &Value::Null)
+    );
+    assert_eq!(
+        (new["email"].as_str(), new["phone"].as_str()),
+        (Some("b***@example.com"), Some("+49********789"))
+    );
+    assert_eq!(results(2), ["added", "segment_not_active"]);
+    assert_eq!(
+        (user(3)["skip"].as_str(), results(3)),
+        (Some("anonymous"), vec!["user_skipped".to_owned()])
+    );
+    assert_eq!(
+        (
+            user(4)["skip"].as_str(),
+            user(4)["hashed_identities"].as_u64()
+        ),
+        (Some("hashed_unusable"), Some(1))
+    );
+    assert_eq!(
+        (user(5)["skip"].as_str(), user(5)["invalid_emails"].as_u64()),
+        (Some("no_identity"), Some(1))
+    );
+    assert_eq!(
+        (user(6)["rung"].as_str(), user(6)["new_profile"].as_bool()),
+        (Some("mpid"), Some(true))
+    );
+    assert_eq!(results(6), ["added"]);
+    assert_eq!(results(7), ["attribute_update", "missing_audience_id"]);
+    assert_eq!(
+        (user(8)["skip"].as_str(), results(8)),
+        (Some("too_long"), vec!["user_skipped".to_owned()])
+    );
+    assert_eq!(v["totals"]["ladder"]["too_long"], 1);
+    let ladder = &v["totals"]["ladder"];
+    assert_eq!(
+        (
+            ladder["identity"].as_u64(),
+            ladder["partner_id"].as_u64(),
+            ladder["mpid"].as_u64(),
+            ladder["anonymous"].as_u64(),
+            ladder["hashed_unusable"].as_u64(),
+            ladder["no_identity"].as_u64()
+        ),
+        (Some(3), Some(1), Some(1), Some(1), Some(1), Some(1))
+    );
+    assert_eq!(v["totals"]["entries"]["added"], 2);
+    assert_eq!(v["written"], false);
+    assert!(
+        !member(&v, "c-new"),
+        "no CleverTap ID is made up for a new identity"
+    );
+    assert!(
+        !v.to_string().contains("Bo@Example.com") && !v.to_string().contains("4915123456789"),
+        "masked"
+    );
+
+    // A request older than what is stored: the change would be stale.
+    let old = stack.batch(
+        "m0",
+        500,
+        json!([{"user_identities": [raw("customer", "c-1")], "audiences": [entry(7, "delete")]}]),
+    );
+    let (status, v) = call(&stack, "POST", &stack.project.passcode, &old).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["users"][0]["entries"][0]["result"], "stale");
+
+    // Refusals, like the read API's.
+    assert_eq!(
+        call(&stack, "POST", "wrong-passcode-000000000", &body)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        call(&stack, "GET", &stack.project.passcode, "").await.0,
+        405
+    );
+    let (status, v) = call(
+        &stack,
+        "POST",
+        &stack.project.passcode,
+        r#"{"user_profiles":[{"audiences":{}}]}"#,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("user_profiles[0].audiences"),
+        "{v}"
+    );
+    let reg = r#"{"type":"module_registration_request"}"#;
+    assert_eq!(
+        call(&stack, "POST", &stack.project.passcode, reg).await.0,
+        400
+    );
+
+    assert_eq!(snapshot(&stack).await, before, "the preview wrote nothing");
+}
