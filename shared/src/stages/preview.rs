@@ -11,17 +11,17 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::batch::StoredProfile;
+use crate::batch::{StoredAudience, StoredProfile};
 use crate::changes::{ChangeAction, MembershipChange};
 use crate::identity::{ProfileKey, Rung, SkipReason};
 use crate::protocol::{self, Encoding, Request, now_ms};
 use crate::region::Region;
-use crate::resolve::{NoChange, ResolveOutcomes, entry_change, ladder};
+use crate::resolve::{NoChange, ResolveOutcomes, Resolved, entry_change, ladder};
 use crate::segment_state::{MemberState, Outcome, SyncAction, apply};
 use crate::store::memberships::{member_state, membership_key};
 use crate::store::profiles::{identity_key, profile_key};
 use crate::store::segments::{SegmentKey, status as segment_status};
-use crate::store::{Item, Store, StoreError, get_s};
+use crate::store::{Store, StoreError, get_s};
 use crate::tables::Table;
 
 /// Profiles one preview takes at most.
@@ -48,9 +48,13 @@ pub fn preview_input(body: &[u8]) -> Result<(Vec<StoredProfile>, i64, String), P
         Some(_) => body,
         None => {
             // Just `{"user_profiles": …}`: the same parser, with the envelope filled in.
-            let text = std::str::from_utf8(body).map_err(|_| {
-                PreviewInputError::Parse(protocol::parse_request(body).unwrap_err())
-            })?;
+            // Not UTF-8: the parser says so, precisely.
+            let Ok(text) = std::str::from_utf8(body) else {
+                return Err(match protocol::parse_request(body) {
+                    Err(e) => PreviewInputError::Parse(e),
+                    Ok(_) => PreviewInputError::NotMembership,
+                });
+            };
             let Some(rest) = text.trim_start().strip_prefix('{') else {
                 return Err(PreviewInputError::NotMembership);
             };
@@ -144,206 +148,21 @@ pub async fn preview(
     // 1. The ladder (pure), as resolve runs it.
     let mut outcomes = ResolveOutcomes::default();
     let resolved = ladder(profiles, &mut outcomes);
-
-    // 2. Identities to CleverTap IDs: existing claims only (a new identity would be claimed).
-    let identities: HashSet<&str> = resolved
-        .iter()
-        .filter_map(|r| match &r.resolution.outcome {
-            Ok((ProfileKey::Identity(id), _)) => Some(id.as_str()),
-            _ => None,
-        })
-        .collect();
-    let claim_prefix = crate::keys::profiles::identity_pk(project, "");
-    let clevertap_of: HashMap<String, String> = store
-        .batch_get(
-            region,
-            Table::Profiles,
-            identities
-                .iter()
-                .map(|id| identity_key(project, id))
-                .collect(),
-        )
-        .await?
-        .iter()
-        .filter_map(|item| {
-            let id = get_s(item, crate::keys::PK)?.strip_prefix(&claim_prefix)?;
-            Some((id.to_owned(), get_s(item, "clevertap_id")?.to_owned()))
-        })
-        .collect();
-    let target = |outcome: &Result<(ProfileKey, Rung), SkipReason>| match outcome {
-        Ok((ProfileKey::CleverTapId(ct), _)) => Some(ct.clone()),
-        Ok((ProfileKey::Identity(id), _)) => clevertap_of.get(id).cloned(),
-        Err(_) => None,
-    };
-    // Who a membership belongs to while simulating: the CleverTap ID, or for an identity not
-    // claimed yet the identity itself (its profile would be created with no memberships).
-    let holder = |outcome: &Result<(ProfileKey, Rung), SkipReason>| match outcome {
-        Ok((ProfileKey::Identity(id), _)) if !clevertap_of.contains_key(id) => {
-            Some(format!("new identity {id}"))
-        }
-        other => target(other),
-    };
-
-    // 3. Which of those profiles exist, which segments are active, what memberships hold now.
-    let cts: HashSet<String> = resolved
-        .iter()
-        .filter_map(|r| target(&r.resolution.outcome))
-        .collect();
-    let existing: HashSet<String> = store
-        .batch_get(
-            region,
-            Table::Profiles,
-            cts.iter().map(|ct| profile_key(project, ct)).collect(),
-        )
-        .await?
-        .iter()
-        .filter_map(|i| get_s(i, "clevertap_id").map(str::to_owned))
-        .collect();
-    let audiences: HashSet<i64> = profiles
-        .iter()
-        .flat_map(|p| p.audiences.iter().filter_map(|a| a.audience_id))
-        .collect();
-    let mut active: HashSet<i64> = HashSet::new();
-    for &audience_id in &audiences {
-        let segment = SegmentKey {
-            region,
-            project_id: project,
-            audience_id,
-        };
-        let item = store.get_segment_item(&segment).await?;
-        if item.as_ref().and_then(|i| get_s(i, "status")) == Some(segment_status::ACTIVE) {
-            active.insert(audience_id);
-        }
-    }
-    let pairs: HashSet<(i64, String)> = resolved
-        .iter()
-        .filter_map(|r| Some((r, target(&r.resolution.outcome)?)))
-        .flat_map(|(r, ct)| {
-            r.entries.iter().filter_map(move |&e| {
-                let (_, audience) = entry_change(&r.profile.audiences[e]).ok()?;
-                Some((audience, ct.clone()))
-            })
-        })
-        .collect();
-    let rows: Vec<Item> = store
-        .batch_get(
-            region,
-            Table::Memberships,
-            pairs
-                .iter()
-                .map(|(a, ct)| membership_key(project, *a, ct))
-                .collect(),
-        )
-        .await?;
-    let mut states: HashMap<(i64, String), MemberState> = pairs
-        .iter()
-        .map(|(a, ct)| {
-            let key = membership_key(project, *a, ct);
-            let row = rows.iter().find(|r| {
-                r.get(crate::keys::PK) == key.get(crate::keys::PK)
-                    && r.get(crate::keys::SK) == key.get(crate::keys::SK)
-            });
-            ((*a, ct.clone()), member_state(row))
-        })
-        .collect();
-
-    // 4. Each user's entries through the state machine, in request order, as materialize would.
+    // 2. What the tables hold now (reads only).
+    let mut now = Current::read(store, region, project, profiles, &resolved).await?;
+    // 3. Each user's entries through the state machine, in request order, as materialize would;
+    //    profiles beyond a profile-level bound are skipped whole, as resolve skips them.
     let mut totals: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut users = Vec::new();
-    for r in &resolved {
-        let ct = target(&r.resolution.outcome);
-        let mut entries = Vec::new();
-        for &e in &r.entries {
-            let entry = &r.profile.audiences[e];
-            let result = match (entry_change(entry), holder(&r.resolution.outcome)) {
-                (Err(NoChange::AttributeUpdate), _) => EntryPreview::AttributeUpdate,
-                (Err(NoChange::UnknownAction), _) => EntryPreview::UnknownAction,
-                (Err(NoChange::MissingAudienceId), _) => EntryPreview::MissingAudienceId,
-                (Ok(_), None) => EntryPreview::UserSkipped,
-                (Ok((_, audience)), Some(_)) if !active.contains(&audience) => {
-                    EntryPreview::SegmentNotActive
-                }
-                (Ok((action, audience)), Some(holder)) => {
-                    // A profile not created yet starts as a non-member.
-                    let state = states.entry((audience, holder)).or_default();
-                    let version = MembershipChange {
-                        clevertap_id: String::new(),
-                        identity: None,
-                        audience_id: audience,
-                        audience_name: None,
-                        action,
-                        ts_ms: message_ts,
-                        message_id: message_id.to_owned(),
-                        profile_index: r.profile.index,
-                        entry_index: e as u32,
-                    }
-                    .version();
-                    let (next, outcome) = apply(state, action, &version);
-                    *state = next;
-                    match (outcome, action) {
-                        (Outcome::Changed(SyncAction::Added), _) => EntryPreview::Added,
-                        (Outcome::Changed(SyncAction::Removed), _) => EntryPreview::Removed,
-                        (Outcome::NoOp, ChangeAction::Add) => EntryPreview::AlreadyMember,
-                        (Outcome::NoOp, ChangeAction::Delete) => EntryPreview::NotMember,
-                        (Outcome::Stale, _) => EntryPreview::Stale,
-                        (Outcome::Duplicate, _) => EntryPreview::Duplicate,
-                    }
-                }
-            };
-            let name = serde_json::to_value(result).expect("a unit enum serializes");
-            *totals.entry(entry_name(result)).or_default() += 1;
-            entries.push(json!({
-                "audience_id": entry.audience_id,
-                "audience_name": entry.name,
-                "action": entry.action,
-                "result": name,
-            }));
-        }
-        let (rung, skip) = match &r.resolution.outcome {
-            Ok((_, rung)) => (Some(rung_name(*rung)), None),
-            Err(reason) => (None, Some(skip_name(*reason))),
-        };
-        let hashed = r
-            .profile
-            .user_identities
+    let mut users: Vec<Value> = resolved
+        .iter()
+        .map(|r| now.user(r, message_ts, message_id, &mut totals))
+        .collect();
+    users.extend(
+        profiles
             .iter()
-            .chain(&r.profile.partner_identities)
-            .filter(|i| !matches!(i.encoding(), Encoding::Raw))
-            .count();
-        users.push(json!({
-            "index": r.profile.index,
-            "user_id_type": r.id_type.as_str(),
-            "rung": rung,
-            "skip": skip,
-            "clevertap_id": ct,
-            "profile_exists": ct.as_ref().is_some_and(|c| existing.contains(c)),
-            "new_profile": r.resolution.outcome.is_ok() && ct.as_ref().is_none_or(|c| !existing.contains(c)),
-            "email": r.resolution.email.as_deref().map(mask_email),
-            "phone": r.resolution.phone.as_deref().map(mask_phone),
-            "invalid_emails": r.resolution.invalid_emails,
-            "invalid_phones": r.resolution.invalid_phones,
-            "hashed_identities": hashed,
-            "entries": entries,
-        }));
-    }
-    // Profiles beyond a profile-level bound are skipped whole, as resolve skips them.
-    for p in profiles.iter().filter(|p| !p.within_limits()) {
-        let entries: Vec<Value> = p
-            .audiences
-            .iter()
-            .map(|a| {
-                *totals
-                    .entry(entry_name(EntryPreview::UserSkipped))
-                    .or_default() += 1;
-                json!({"audience_id": a.audience_id, "audience_name": a.name, "action": a.action,
-                       "result": EntryPreview::UserSkipped})
-            })
-            .collect();
-        users.push(
-            json!({"index": p.index, "rung": null, "skip": "too_long", "clevertap_id": null,
-                          "profile_exists": false, "new_profile": false, "entries": entries}),
-        );
-    }
+            .filter(|p| !p.within_limits())
+            .map(|p| too_long_user(p, &mut totals)),
+    );
     users.sort_by_key(|u| u["index"].as_u64());
     Ok(json!({
         "profiles": profiles.len(),
@@ -354,6 +173,242 @@ pub async fn preview(
         "users": users,
         "written": false,
     }))
+}
+
+/// What the tables hold for the preview's users, and the memberships as the simulation moves them.
+struct Current {
+    /// Identity → CleverTap ID, for the identities claimed already.
+    clevertap_of: HashMap<String, String>,
+    /// CleverTap IDs whose profile exists.
+    existing: HashSet<String>,
+    /// Audiences whose segment is active.
+    active: HashSet<i64>,
+    /// (audience, holder) → membership, as read, then as the previewed changes leave it.
+    states: HashMap<(i64, String), MemberState>,
+}
+
+impl Current {
+    async fn read(
+        store: &Store,
+        region: Region,
+        project: &str,
+        profiles: &[StoredProfile],
+        resolved: &[Resolved<'_>],
+    ) -> Result<Self, StoreError> {
+        let mut now = Current {
+            clevertap_of: HashMap::new(),
+            existing: HashSet::new(),
+            active: HashSet::new(),
+            states: HashMap::new(),
+        };
+        // Identities to CleverTap IDs: existing claims only (a new identity would be claimed).
+        let identities: HashSet<&str> = resolved
+            .iter()
+            .filter_map(|r| match &r.resolution.outcome {
+                Ok((ProfileKey::Identity(id), _)) => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        let claim_prefix = crate::keys::profiles::identity_pk(project, "");
+        let claims = identities
+            .iter()
+            .map(|id| identity_key(project, id))
+            .collect();
+        for item in store.batch_get(region, Table::Profiles, claims).await? {
+            if let (Some(id), Some(ct)) = (
+                get_s(&item, crate::keys::PK).and_then(|pk| pk.strip_prefix(&claim_prefix)),
+                get_s(&item, "clevertap_id"),
+            ) {
+                now.clevertap_of.insert(id.to_owned(), ct.to_owned());
+            }
+        }
+        // Which of their profiles exist.
+        let cts: HashSet<String> = resolved
+            .iter()
+            .filter_map(|r| now.target(&r.resolution.outcome))
+            .collect();
+        let keys = cts.iter().map(|ct| profile_key(project, ct)).collect();
+        for item in store.batch_get(region, Table::Profiles, keys).await? {
+            now.existing
+                .extend(get_s(&item, "clevertap_id").map(str::to_owned));
+        }
+        // Which segments are active.
+        let audiences: HashSet<i64> = profiles
+            .iter()
+            .flat_map(|p| p.audiences.iter().filter_map(|a| a.audience_id))
+            .collect();
+        for audience_id in audiences {
+            let segment = SegmentKey {
+                region,
+                project_id: project,
+                audience_id,
+            };
+            let item = store.get_segment_item(&segment).await?;
+            if item.as_ref().and_then(|i| get_s(i, "status")) == Some(segment_status::ACTIVE) {
+                now.active.insert(audience_id);
+            }
+        }
+        // The memberships the entries concern.
+        let pairs: HashSet<(i64, String)> = resolved
+            .iter()
+            .filter_map(|r| Some((r, now.target(&r.resolution.outcome)?)))
+            .flat_map(|(r, ct)| {
+                r.entries.iter().filter_map(move |&e| {
+                    let (_, audience) = entry_change(&r.profile.audiences[e]).ok()?;
+                    Some((audience, ct.clone()))
+                })
+            })
+            .collect();
+        let keys = pairs
+            .iter()
+            .map(|(a, ct)| membership_key(project, *a, ct))
+            .collect();
+        let rows = store.batch_get(region, Table::Memberships, keys).await?;
+        for (audience, ct) in pairs {
+            let key = membership_key(project, audience, &ct);
+            let row = rows.iter().find(|r| {
+                r.get(crate::keys::PK) == key.get(crate::keys::PK)
+                    && r.get(crate::keys::SK) == key.get(crate::keys::SK)
+            });
+            now.states.insert((audience, ct), member_state(row));
+        }
+        Ok(now)
+    }
+
+    /// The CleverTap ID a resolution reaches today, if any.
+    fn target(&self, outcome: &Result<(ProfileKey, Rung), SkipReason>) -> Option<String> {
+        match outcome {
+            Ok((ProfileKey::CleverTapId(ct), _)) => Some(ct.clone()),
+            Ok((ProfileKey::Identity(id), _)) => self.clevertap_of.get(id).cloned(),
+            Err(_) => None,
+        }
+    }
+
+    /// Who a membership belongs to while simulating: the CleverTap ID, or for an identity not
+    /// claimed yet the identity itself (its profile would be created with no memberships).
+    fn holder(&self, outcome: &Result<(ProfileKey, Rung), SkipReason>) -> Option<String> {
+        match outcome {
+            Ok((ProfileKey::Identity(id), _)) if !self.clevertap_of.contains_key(id) => {
+                Some(format!("new identity {id}"))
+            }
+            other => self.target(other),
+        }
+    }
+
+    /// One entry: what it would come to, moving the simulated membership.
+    fn entry(
+        &mut self,
+        r: &Resolved<'_>,
+        e: usize,
+        message_ts: i64,
+        message_id: &str,
+    ) -> EntryPreview {
+        let (action, audience) = match entry_change(&r.profile.audiences[e]) {
+            Ok(change) => change,
+            Err(NoChange::AttributeUpdate) => return EntryPreview::AttributeUpdate,
+            Err(NoChange::UnknownAction) => return EntryPreview::UnknownAction,
+            Err(NoChange::MissingAudienceId) => return EntryPreview::MissingAudienceId,
+        };
+        let Some(holder) = self.holder(&r.resolution.outcome) else {
+            return EntryPreview::UserSkipped;
+        };
+        if !self.active.contains(&audience) {
+            return EntryPreview::SegmentNotActive;
+        }
+        let version = MembershipChange {
+            clevertap_id: String::new(),
+            identity: None,
+            audience_id: audience,
+            audience_name: None,
+            action,
+            ts_ms: message_ts,
+            message_id: message_id.to_owned(),
+            profile_index: r.profile.index,
+            entry_index: e as u32,
+        }
+        .version();
+        // A profile not created yet starts as a non-member.
+        let state = self.states.entry((audience, holder)).or_default();
+        let (next, outcome) = apply(state, action, &version);
+        *state = next;
+        match (outcome, action) {
+            (Outcome::Changed(SyncAction::Added), _) => EntryPreview::Added,
+            (Outcome::Changed(SyncAction::Removed), _) => EntryPreview::Removed,
+            (Outcome::NoOp, ChangeAction::Add) => EntryPreview::AlreadyMember,
+            (Outcome::NoOp, ChangeAction::Delete) => EntryPreview::NotMember,
+            (Outcome::Stale, _) => EntryPreview::Stale,
+            (Outcome::Duplicate, _) => EntryPreview::Duplicate,
+        }
+    }
+
+    /// One user under one `userIdType`: how it resolves and what each of its entries would do.
+    fn user(
+        &mut self,
+        r: &Resolved<'_>,
+        message_ts: i64,
+        message_id: &str,
+        totals: &mut BTreeMap<&'static str, u64>,
+    ) -> Value {
+        let entries: Vec<Value> = r
+            .entries
+            .iter()
+            .map(|&e| {
+                let result = self.entry(r, e, message_ts, message_id);
+                *totals.entry(entry_name(result)).or_default() += 1;
+                entry_json(&r.profile.audiences[e], result)
+            })
+            .collect();
+        let ct = self.target(&r.resolution.outcome);
+        let (rung, skip) = match &r.resolution.outcome {
+            Ok((_, rung)) => (Some(rung_name(*rung)), None),
+            Err(reason) => (None, Some(skip_name(*reason))),
+        };
+        let exists = ct.as_ref().is_some_and(|c| self.existing.contains(c));
+        let hashed = (r.profile.user_identities.iter())
+            .chain(&r.profile.partner_identities)
+            .filter(|i| !matches!(i.encoding(), Encoding::Raw))
+            .count();
+        json!({
+            "index": r.profile.index,
+            "user_id_type": r.id_type.as_str(),
+            "rung": rung,
+            "skip": skip,
+            "clevertap_id": ct,
+            "profile_exists": exists,
+            "new_profile": r.resolution.outcome.is_ok() && !exists,
+            "email": r.resolution.email.as_deref().map(mask_email),
+            "phone": r.resolution.phone.as_deref().map(mask_phone),
+            "invalid_emails": r.resolution.invalid_emails,
+            "invalid_phones": r.resolution.invalid_phones,
+            "hashed_identities": hashed,
+            "entries": entries,
+        })
+    }
+}
+
+/// A profile beyond a profile-level bound: skipped whole.
+fn too_long_user(p: &StoredProfile, totals: &mut BTreeMap<&'static str, u64>) -> Value {
+    let entries: Vec<Value> = p
+        .audiences
+        .iter()
+        .map(|a| {
+            *totals
+                .entry(entry_name(EntryPreview::UserSkipped))
+                .or_default() += 1;
+            entry_json(a, EntryPreview::UserSkipped)
+        })
+        .collect();
+    json!({"index": p.index, "rung": null, "skip": "too_long", "clevertap_id": null,
+           "profile_exists": false, "new_profile": false, "entries": entries})
+}
+
+fn entry_json(entry: &StoredAudience, result: EntryPreview) -> Value {
+    json!({
+        "audience_id": entry.audience_id,
+        "audience_name": entry.name,
+        "action": entry.action,
+        "result": result,
+    })
 }
 
 fn entry_name(e: EntryPreview) -> &'static str {
