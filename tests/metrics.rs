@@ -311,6 +311,28 @@ async fn each_invocation_gives_one_valid_emf_line_with_the_batch_figures() {
         ),
         (Some(0.0), Some(0.0))
     );
+    assert_eq!(
+        (
+            v["Chunks"].as_f64(),
+            v["ChunksReplayed"].as_f64(),
+            v["ChangesDuplicate"].as_f64()
+        ),
+        (Some(0.0), Some(1.0), Some(3.0)),
+        "a replayed chunk is counted once, apart"
+    );
+    assert!(v.get("ChunkLatency").is_none(), "no latency for a replay");
+
+    // The inbox record again for resolve: the row is resolved already.
+    let (_, replay) = shared::resolve::handle_inbox_event(
+        &store,
+        &names,
+        stream_event("resolve-inbox-insert.json"),
+    )
+    .await;
+    assert_eq!(
+        (replay.chunks, replay.chunks_replayed, replay.changes),
+        (0, 1, 0)
+    );
 
     // Without a namespace (tests, run-local) nothing is printed, but the record still builds.
     let quiet = Metrics::new(None, "resolve", Region::Eu1);

@@ -57,6 +57,9 @@ fn sub(stack: &Stack, audience_id: i64, action: &str, ts: i64) -> String {
 async fn the_preview_walks_the_ladder_and_the_state_machine_and_writes_nothing() {
     let stack = Stack::new("preview", Region::Eu1).await;
     stack.send(&sub(&stack, 7, "add", 1)).await;
+    // Audience 9 was connected, then disconnected.
+    stack.send(&sub(&stack, 9, "add", 2)).await;
+    stack.send(&sub(&stack, 9, "remove", 3)).await;
     // Imported for real: c-1 (by customer id) and a partner-id profile join audience 7.
     stack
         .send(&stack.batch(
@@ -87,7 +90,7 @@ async fn the_preview_walks_the_ladder_and_the_state_machine_and_writes_nothing()
         {"user_identities": [raw("customer", "c-1")], "audiences": [entry(7, "delete")]},
         // 1: an existing partner-id profile, already a member.
         {"partner_identities": [raw("CleverTap_User_ID", "__ctp0001")], "audiences": [entry(7, "add")]},
-        // 2: a new identity: a new profile, joining 7; audience 8 is not connected.
+        // 2: a new identity: a new profile, joining 7, and 8 (never seen: created by the import).
         {"user_identities": [raw("customer", "c-new"), raw("email", "Bo@Example.com"), raw("mobile_number", "+4915123456789")],
          "audiences": [entry(7, "add"), entry(8, "add")]},
         // 3: only an mParticle ID: anonymous.
@@ -103,6 +106,8 @@ async fn the_preview_walks_the_ladder_and_the_state_machine_and_writes_nothing()
          "audiences": [entry(7, "attribute_update"), {"action": "add", "audience_subscription_settings": {"userIdType": "customer"}}]},
         // 8: an identity beyond the bound of a key.
         {"user_identities": [raw("customer", &"x".repeat(600))], "audiences": [entry(7, "add")]},
+        // 9: a disconnected audience.
+        {"user_identities": [raw("customer", "c-1")], "audiences": [entry(9, "add")]},
     ]})
     .to_string();
     let (status, v) = call(&stack, "POST", &stack.project.passcode, &body).await;
@@ -150,7 +155,7 @@ async fn the_preview_walks_the_ladder_and_the_state_machine_and_writes_nothing()
         (new["email"].as_str(), new["phone"].as_str()),
         (Some("b***@example.com"), Some("+49********789"))
     );
-    assert_eq!(results(2), ["added", "segment_not_active"]);
+    assert_eq!(results(2), ["added", "added"]);
     assert_eq!(
         (user(3)["skip"].as_str(), results(3)),
         (Some("anonymous"), vec!["user_skipped".to_owned()])
@@ -172,6 +177,7 @@ async fn the_preview_walks_the_ladder_and_the_state_machine_and_writes_nothing()
     );
     assert_eq!(results(6), ["added"]);
     assert_eq!(results(7), ["attribute_update", "missing_audience_id"]);
+    assert_eq!(results(9), ["segment_not_active"]);
     assert_eq!(
         (user(8)["skip"].as_str(), results(8)),
         (Some("too_long"), vec!["user_skipped".to_owned()])
@@ -187,9 +193,9 @@ async fn the_preview_walks_the_ladder_and_the_state_machine_and_writes_nothing()
             ladder["hashed_unusable"].as_u64(),
             ladder["no_identity"].as_u64()
         ),
-        (Some(3), Some(1), Some(1), Some(1), Some(1), Some(1))
+        (Some(4), Some(1), Some(1), Some(1), Some(1), Some(1))
     );
-    assert_eq!(v["totals"]["entries"]["added"], 2);
+    assert_eq!(v["totals"]["entries"]["added"], 3);
     assert_eq!(v["written"], false);
     assert!(
         !member(&v, "c-new"),

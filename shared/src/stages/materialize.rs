@@ -697,6 +697,8 @@ async fn handle_record(
 pub struct MaterializeBatch {
     /// Chunks materialized by this invocation.
     pub chunks: u64,
+    /// Chunks delivered again whose every change was applied before (counted as duplicates).
+    pub chunks_replayed: u64,
     /// Chunks that can never be fully materialized, marked failed.
     pub chunks_failed: u64,
     /// Records left for the stream to retry (transient failures).
@@ -726,6 +728,21 @@ pub async fn handle_event(
     for record in &event.records {
         match handle_record(store, names, record).await {
             Ok(Handled::Skipped) => {}
+            // A redelivered record whose changes were all applied before: counted apart, so
+            // chunks and their latency count once.
+            Ok(Handled::Chunk { counts, .. })
+                if counts.duplicate > 0
+                    && counts.duplicate
+                        == counts.added
+                            + counts.removed
+                            + counts.noop
+                            + counts.duplicate
+                            + counts.stale
+                            + counts.archived =>
+            {
+                batch.chunks_replayed += 1;
+                batch.counts.add(&counts);
+            }
             Ok(Handled::Chunk { counts, latency_ms }) => {
                 batch.chunks += 1;
                 batch.counts.add(&counts);

@@ -79,6 +79,7 @@ impl Metrics {
         let o = &b.outcomes;
         let mut r = self.record();
         r.count("Chunks", b.chunks)
+            .count("ChunksReplayed", b.chunks_replayed)
             .count("ChunksFailed", b.chunks_failed)
             .count("ChunksRetried", b.chunks_retried)
             .count("ProfilesByPartnerId", o.partner_id)
@@ -105,6 +106,7 @@ impl Metrics {
         let c = &b.counts;
         let mut r = self.record();
         r.count("Chunks", b.chunks)
+            .count("ChunksReplayed", b.chunks_replayed)
             .count("ChunksFailed", b.chunks_failed)
             .count("RecordsRetried", b.records_retried)
             .count("ChangesApplied", c.added + c.removed)

@@ -14,18 +14,23 @@ use serde_json::{Value, json};
 use crate::batch::{StoredAudience, StoredProfile};
 use crate::changes::{ChangeAction, MembershipChange};
 use crate::identity::{ProfileKey, Rung, SkipReason};
+use crate::keys::{memberships as mk, segments as sk};
 use crate::protocol::{self, Encoding, Request, now_ms};
 use crate::region::Region;
 use crate::resolve::{NoChange, ResolveOutcomes, Resolved, entry_change, ladder};
 use crate::segment_state::{MemberState, Outcome, SyncAction, apply};
 use crate::store::memberships::{member_state, membership_key};
 use crate::store::profiles::{identity_key, profile_key};
-use crate::store::segments::{SegmentKey, status as segment_status};
-use crate::store::{Store, StoreError, get_s};
+use crate::store::segments::status as segment_status;
+use crate::store::{Item, Store, StoreError, get_s, s};
 use crate::tables::Table;
 
 /// Profiles one preview takes at most.
 pub const MAX_PREVIEW_PROFILES: usize = 1_000;
+/// Audience entries (all profiles together) and distinct audiences one preview takes at most:
+/// what it reads stays bounded whatever the profiles carry.
+pub const MAX_PREVIEW_ENTRIES: usize = 10_000;
+pub const MAX_PREVIEW_AUDIENCES: usize = 100;
 
 /// Why a preview body is refused (400).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,6 +43,10 @@ pub enum PreviewInputError {
     NotMembership,
     #[error("a preview takes at most {MAX_PREVIEW_PROFILES} profiles, this body has {0}")]
     TooMany(usize),
+    #[error(
+        "a preview takes at most {MAX_PREVIEW_ENTRIES} audience entries in at most {MAX_PREVIEW_AUDIENCES} audiences"
+    )]
+    TooManyEntries,
 }
 
 /// The profiles of a preview body in their stored form, and the message time and id the
@@ -58,10 +67,11 @@ pub fn preview_input(body: &[u8]) -> Result<(Vec<StoredProfile>, i64, String), P
             let Some(rest) = text.trim_start().strip_prefix('{') else {
                 return Err(PreviewInputError::NotMembership);
             };
+            let rest = rest.trim_start();
+            let separator = if rest.starts_with('}') { "" } else { "," };
             wrapped = format!(
-                r#"{{"type":"audience_membership_change_request","id":"preview","timestamp_ms":{},"account":{{}},{}"#,
+                r#"{{"type":"audience_membership_change_request","id":"preview","timestamp_ms":{},"account":{{}}{separator}{rest}"#,
                 now_ms(),
-                rest.trim_start()
             );
             wrapped.as_bytes()
         }
@@ -72,11 +82,18 @@ pub fn preview_input(body: &[u8]) -> Result<(Vec<StoredProfile>, i64, String), P
             if profiles.len() > MAX_PREVIEW_PROFILES {
                 return Err(PreviewInputError::TooMany(profiles.len()));
             }
-            let stored = profiles
+            let stored: Vec<StoredProfile> = profiles
                 .iter()
                 .enumerate()
                 .map(|(i, p)| StoredProfile::from_wire(i as u32, p))
                 .collect();
+            let entries = stored.iter().map(|p| p.audiences.len()).sum::<usize>();
+            let audiences: HashSet<i64> = (stored.iter())
+                .flat_map(|p| p.audiences.iter().filter_map(|a| a.audience_id))
+                .collect();
+            if entries > MAX_PREVIEW_ENTRIES || audiences.len() > MAX_PREVIEW_AUDIENCES {
+                return Err(PreviewInputError::TooManyEntries);
+            }
             Ok((stored, m.envelope.timestamp_ms, m.envelope.id))
         }
         _ => Err(PreviewInputError::NotMembership),
@@ -127,7 +144,8 @@ pub enum EntryPreview {
     Stale,
     /// This very change was applied already.
     Duplicate,
-    /// The audience is not connected (never, or disconnected): ignored.
+    /// The audience was disconnected (archived or being cleared): ignored. (An audience never
+    /// seen is created by its first membership batch, so its entries preview as usual.)
     SegmentNotActive,
     /// The user is skipped (see `skip`): nothing of it is imported.
     UserSkipped,
@@ -232,22 +250,26 @@ impl Current {
             now.existing
                 .extend(get_s(&item, "clevertap_id").map(str::to_owned));
         }
-        // Which segments are active.
+        // Which segments take members: an active one, or one not seen yet (materialize creates
+        // a segment first seen in a membership batch); an archived or archiving one does not.
         let audiences: HashSet<i64> = profiles
             .iter()
             .flat_map(|p| p.audiences.iter().filter_map(|a| a.audience_id))
             .collect();
-        for audience_id in audiences {
-            let segment = SegmentKey {
-                region,
-                project_id: project,
-                audience_id,
-            };
-            let item = store.get_segment_item(&segment).await?;
-            if item.as_ref().and_then(|i| get_s(i, "status")) == Some(segment_status::ACTIVE) {
-                now.active.insert(audience_id);
-            }
-        }
+        let keys = audiences.iter().map(|a| segment_key(project, *a)).collect();
+        let inactive: HashSet<i64> = store
+            .batch_get(region, Table::Segments, keys)
+            .await?
+            .iter()
+            .filter(|i| get_s(i, "status") != Some(segment_status::ACTIVE))
+            .filter_map(|i| {
+                get_s(i, crate::keys::SK)?
+                    .strip_prefix(sk::SEGMENT_PREFIX)?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        now.active = audiences.difference(&inactive).copied().collect();
         // The memberships the entries concern.
         let pairs: HashSet<(i64, String)> = resolved
             .iter()
@@ -263,13 +285,18 @@ impl Current {
             .iter()
             .map(|(a, ct)| membership_key(project, *a, ct))
             .collect();
-        let rows = store.batch_get(region, Table::Memberships, keys).await?;
+        let rows: HashMap<(String, String), Item> = store
+            .batch_get(region, Table::Memberships, keys)
+            .await?
+            .into_iter()
+            .filter_map(|r| {
+                let pk = get_s(&r, crate::keys::PK)?.to_owned();
+                let sk = get_s(&r, crate::keys::SK)?.to_owned();
+                Some(((pk, sk), r))
+            })
+            .collect();
         for (audience, ct) in pairs {
-            let key = membership_key(project, audience, &ct);
-            let row = rows.iter().find(|r| {
-                r.get(crate::keys::PK) == key.get(crate::keys::PK)
-                    && r.get(crate::keys::SK) == key.get(crate::keys::SK)
-            });
+            let row = rows.get(&(mk::pk(project, audience), mk::sk(&ct)));
             now.states.insert((audience, ct), member_state(row));
         }
         Ok(now)
@@ -400,6 +427,13 @@ fn too_long_user(p: &StoredProfile, totals: &mut BTreeMap<&'static str, u64>) ->
         .collect();
     json!({"index": p.index, "rung": null, "skip": "too_long", "clevertap_id": null,
            "profile_exists": false, "new_profile": false, "entries": entries})
+}
+
+fn segment_key(project: &str, audience_id: i64) -> Item {
+    Item::from([
+        (crate::keys::PK.to_owned(), s(sk::pk(project))),
+        (crate::keys::SK.to_owned(), s(sk::segment_sk(audience_id))),
+    ])
 }
 
 fn entry_json(entry: &StoredAudience, result: EntryPreview) -> Value {

@@ -376,6 +376,8 @@ async fn write_profile(
 pub struct ResolveBatch {
     /// Chunks resolved by this invocation.
     pub chunks: u64,
+    /// Chunks delivered again after they were resolved: nothing new, not counted in the rest.
+    pub chunks_replayed: u64,
     /// Chunks that can never be resolved, marked failed.
     pub chunks_failed: u64,
     /// Chunks left for the stream to retry (transient failures).
@@ -434,6 +436,9 @@ pub async fn handle_inbox_event(
     };
     for (record, outcome) in results {
         match outcome {
+            // A redelivered record (the stream resends from the first failed record on) finds
+            // its row resolved already: counted apart, so the figures count each chunk once.
+            Ok(Some((_, report))) if !report.handed_off => batch.chunks_replayed += 1,
             Ok(Some((row, report))) => {
                 batch.chunks += 1;
                 batch.outcomes.add(&report.outcomes);
