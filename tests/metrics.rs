@@ -8,8 +8,7 @@ use std::time::Duration;
 use integration_tests::*;
 use serde_json::Value;
 use shared::Region;
-use shared::auth::{Project, ProjectStatus, StoredPasscode};
-use shared::endpoint::{Endpoint, Outcome};
+use shared::endpoint::Outcome;
 use shared::metrics::Metrics;
 
 const UNITS: [&str; 27] = [
@@ -107,44 +106,13 @@ fn metrics(function: &'static str) -> Metrics {
     Metrics::new(Some("ctmp-eu1".into()), function, Region::Eu1)
 }
 
-fn event(name: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../events")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"))
-}
-
 #[tokio::test]
 async fn each_invocation_gives_one_valid_emf_line_with_the_batch_figures() {
-    let (client, names) = fresh_tables_in("metrics", &[Region::Eu1]).await;
-    let store = store(&client, &names);
-    store
-        .create_project(&Project {
-            project_id: "W9R-K6W-ZZ7Z".into(),
-            region: Region::Eu1,
-            account_token: "example-account-token".into(),
-            passcodes: vec![StoredPasscode::new("example-passcode-0001", None)],
-            status: ProjectStatus::Active,
-            created_ms: 0,
-        })
-        .await
-        .unwrap();
-    let prefix = names.prefix().to_owned();
-    let ep = endpoint();
-    let config = shared::config::Config::from_lookup(|k| match k {
-        "MPARTICLE_CALLER_TOKEN" => Some("example-caller-token-0001".into()),
-        "TABLE_PREFIX" => Some(prefix.clone()),
-        "DYNAMODB_ENDPOINT" => Some(ep.clone()),
-        _ => None,
-    })
-    .unwrap();
-    let endpoint = Endpoint::new(&config, store.clone());
-    let stream_event = |name: &str| -> aws_lambda_events::event::dynamodb::Event {
-        let text = event(name).replace("table/ctmp-eu1-", &format!("table/{prefix}-eu1-"));
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
-    };
+    let stack = SampleStack::new("metrics").await;
+    let (names, store, endpoint) = (&stack.names, &stack.store, &stack.endpoint);
+    let stream_event = |name: &str| stack.stream_event(name);
     let request = |name: &str| {
-        let req = lambda_http::request::from_str(&event(name)).unwrap();
+        let req = lambda_http::request::from_str(&sample_event(name)).unwrap();
         let auth = req
             .headers()
             .get("authorization")
@@ -228,8 +196,8 @@ async fn each_invocation_gives_one_valid_emf_line_with_the_batch_figures() {
 
     // resolve: one chunk, the ladder's rungs for the sample's three profiles.
     let (resolved, batch) = shared::resolve::handle_inbox_event(
-        &store,
-        &names,
+        store,
+        names,
         stream_event("resolve-inbox-insert.json"),
     )
     .await;
@@ -263,8 +231,8 @@ async fn each_invocation_gives_one_valid_emf_line_with_the_batch_figures() {
 
     // materialize: two adds and the delete of someone who was never a member.
     let (materialized, batch) = shared::materialize::handle_event(
-        &store,
-        &names,
+        store,
+        names,
         stream_event("materialize-inbox-resolved.json"),
     )
     .await;
@@ -294,8 +262,8 @@ async fn each_invocation_gives_one_valid_emf_line_with_the_batch_figures() {
     assert!(n("ChunkLatency") > 0.0);
     // The same record again (a stream redelivery): nothing applied, no event.
     let (_, again) = shared::materialize::handle_event(
-        &store,
-        &names,
+        store,
+        names,
         stream_event("materialize-inbox-resolved.json"),
     )
     .await;
@@ -324,8 +292,8 @@ async fn each_invocation_gives_one_valid_emf_line_with_the_batch_figures() {
 
     // The inbox record again for resolve: the row is resolved already.
     let (_, replay) = shared::resolve::handle_inbox_event(
-        &store,
-        &names,
+        store,
+        names,
         stream_event("resolve-inbox-insert.json"),
     )
     .await;

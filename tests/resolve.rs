@@ -404,13 +404,7 @@ async fn an_oversized_profile_is_skipped_and_counted_and_its_neighbours_go_on() 
     assert_eq!(text(&rows[0], "status").as_deref(), Some("materialized"));
     assert_eq!(outcome(&rows[0], "too_long"), 2);
     assert_eq!(outcome(&rows[0], "identity"), 1);
-    let members: Vec<_> = stack
-        .scan(Table::Memberships)
-        .await
-        .into_iter()
-        .filter(|m| *m["member"].as_bool().unwrap())
-        .filter_map(|m| text(&m, "identity"))
-        .collect();
+    let members = stack.member_identities().await;
     assert_eq!(members, ["fine-1"]);
 }
 
@@ -496,13 +490,7 @@ async fn a_profile_dynamodb_refuses_to_store_is_skipped_with_its_changes() {
     );
     let refused: u64 = rows.iter().map(|r| outcome(r, "too_long")).sum();
     assert_eq!(refused, 1, "the third write of the growing profile");
-    let members: Vec<String> = stack
-        .scan(Table::Memberships)
-        .await
-        .into_iter()
-        .filter(|m| *m["member"].as_bool().unwrap())
-        .filter_map(|m| text(&m, "identity"))
-        .collect();
+    let members = stack.member_identities().await;
     for m in 0..3 {
         assert!(
             members.contains(&format!("bystander-{m}")),

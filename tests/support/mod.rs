@@ -221,6 +221,16 @@ impl Stack {
         scan_all(&self.client, &self.names.name(self.project.region, table)).await
     }
 
+    /// The Identities of the profiles that are members of some segment now.
+    pub async fn member_identities(&self) -> Vec<String> {
+        self.scan(shared::tables::Table::Memberships)
+            .await
+            .into_iter()
+            .filter(|m| *m["member"].as_bool().unwrap())
+            .filter_map(|m| text(&m, "identity"))
+            .collect()
+    }
+
     /// Segment items as the read API shows them: counters summed over their shards.
     pub async fn segments(&self) -> Vec<Item> {
         segments_with_counts(&self.scan(shared::tables::Table::Segments).await)
@@ -361,5 +371,65 @@ impl Stack {
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(local::server::serve(listener, handlers));
         port
+    }
+}
+
+/// The text of a sample event in `events/`.
+pub fn sample_event(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../events")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"))
+}
+
+/// Fresh eu1 tables holding the example project the sample events of `events/` belong to
+/// (`W9R-K6W-ZZ7Z`, passcode `example-passcode-0001`), and an endpoint with their caller token.
+pub struct SampleStack {
+    pub client: Client,
+    pub names: TableNames,
+    pub store: Store,
+    pub endpoint: shared::endpoint::Endpoint,
+}
+
+impl SampleStack {
+    pub async fn new(test: &str) -> Self {
+        use shared::auth::{Project, ProjectStatus, StoredPasscode};
+        let (client, names) = fresh_tables_in(test, &[Region::Eu1]).await;
+        let store = store(&client, &names);
+        store
+            .create_project(&Project {
+                project_id: "W9R-K6W-ZZ7Z".into(),
+                region: Region::Eu1,
+                account_token: "example-account-token".into(),
+                passcodes: vec![StoredPasscode::new("example-passcode-0001", None)],
+                status: ProjectStatus::Active,
+                created_ms: 0,
+            })
+            .await
+            .unwrap();
+        let (prefix, ep) = (names.prefix().to_owned(), endpoint());
+        let config = Config::from_lookup(|k| match k {
+            "MPARTICLE_CALLER_TOKEN" => Some("example-caller-token-0001".into()),
+            "TABLE_PREFIX" => Some(prefix.clone()),
+            "DYNAMODB_ENDPOINT" => Some(ep.clone()),
+            _ => None,
+        })
+        .unwrap();
+        let endpoint = shared::endpoint::Endpoint::new(&config, store.clone());
+        Self {
+            client,
+            names,
+            store,
+            endpoint,
+        }
+    }
+
+    /// A sample stream event, its `ctmp-eu1-…` table ARNs pointed at this stack's tables.
+    pub fn stream_event(&self, name: &str) -> aws_lambda_events::event::dynamodb::Event {
+        let text = sample_event(name).replace(
+            "table/ctmp-eu1-",
+            &format!("table/{}-eu1-", self.names.prefix()),
+        );
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
     }
 }

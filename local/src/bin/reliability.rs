@@ -109,6 +109,21 @@ async fn env(endpoint: &str, tag: &str) -> Env {
     }
 }
 
+impl Env {
+    /// The local stream mappings over this environment's eu1 tables, writing through `store`.
+    async fn pipeline(&self, endpoint_url: &str, store: Store) -> LocalPipeline {
+        LocalPipeline::new(
+            &self.client,
+            endpoint_url,
+            store,
+            self.names.clone(),
+            &[Region::Eu1],
+        )
+        .await
+        .unwrap()
+    }
+}
+
 fn config(endpoint: &str, names: &TableNames) -> Config {
     let (e, p) = (endpoint.to_owned(), names.prefix().to_owned());
     Config::from_lookup(move |k| match k {
@@ -320,15 +335,7 @@ async fn redelivery(endpoint_url: &str, short: bool) -> Figures {
     deliveries.shuffle(&mut rng);
     let retried = AtomicU64::new(0);
     let mut f = Figures::default();
-    let mut pipeline = LocalPipeline::new(
-        &env.client,
-        endpoint_url,
-        store,
-        env.names.clone(),
-        &[Region::Eu1],
-    )
-    .await
-    .unwrap();
+    let mut pipeline = env.pipeline(endpoint_url, store).await;
     for (i, b) in deliveries.iter().enumerate() {
         f.sent += 1;
         if send(&endpoint, &b.body(&env.account), &retried).await {
@@ -503,15 +510,7 @@ async fn faults(endpoint_url: &str, short: bool) -> (Figures, String) {
     let retried = AtomicU64::new(0);
     let mut f = Figures::default();
     let mut accepted = Vec::new();
-    let mut pipeline = LocalPipeline::new(
-        &env.client,
-        endpoint_url,
-        store,
-        env.names.clone(),
-        &[Region::Eu1],
-    )
-    .await
-    .unwrap();
+    let mut pipeline = env.pipeline(endpoint_url, store).await;
     for (i, b) in batches.iter().enumerate() {
         f.sent += 1;
         if send(&endpoint, &b.body(&env.account), &retried).await {
@@ -630,15 +629,7 @@ async fn oversized_partner_id(endpoint_url: &str, f: &mut Figures) {
             .push(format!("status {} for an oversized partner id", r.status));
         return;
     }
-    let mut pipeline = LocalPipeline::new(
-        &env.client,
-        endpoint_url,
-        store,
-        env.names.clone(),
-        &[Region::Eu1],
-    )
-    .await
-    .unwrap();
+    let mut pipeline = env.pipeline(endpoint_url, store).await;
     drain(&mut pipeline).await;
     let rows = scan(&env.client, &env.names.name(Region::Eu1, Table::Inbox)).await;
     let done = rows.iter().all(|r| s(r, "status") == "materialized");

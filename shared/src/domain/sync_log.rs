@@ -56,6 +56,12 @@ pub struct MaterializeCounts {
 }
 
 impl MaterializeCounts {
+    /// Every change was one applied before: a redelivered chunk.
+    pub fn only_duplicates(&self) -> bool {
+        self.duplicate > 0
+            && self.added + self.removed + self.noop + self.stale + self.archived == 0
+    }
+
     pub fn add(&mut self, o: &MaterializeCounts) {
         self.added += o.added;
         self.removed += o.removed;

@@ -730,16 +730,7 @@ pub async fn handle_event(
             Ok(Handled::Skipped) => {}
             // A redelivered record whose changes were all applied before: counted apart, so
             // chunks and their latency count once.
-            Ok(Handled::Chunk { counts, .. })
-                if counts.duplicate > 0
-                    && counts.duplicate
-                        == counts.added
-                            + counts.removed
-                            + counts.noop
-                            + counts.duplicate
-                            + counts.stale
-                            + counts.archived =>
-            {
+            Ok(Handled::Chunk { counts, .. }) if counts.only_duplicates() => {
                 batch.chunks_replayed += 1;
                 batch.counts.add(&counts);
             }

@@ -17,10 +17,10 @@ use crate::identity::{ProfileKey, Rung, SkipReason};
 use crate::keys::{memberships as mk, segments as sk};
 use crate::protocol::{self, Encoding, Request, now_ms};
 use crate::region::Region;
-use crate::resolve::{NoChange, ResolveOutcomes, Resolved, entry_change, ladder};
+use crate::resolve::{NoChange, ResolveOutcomes, Resolved, entry_change, identities_of, ladder};
 use crate::segment_state::{MemberState, Outcome, SyncAction, apply};
 use crate::store::memberships::{member_state, membership_key};
-use crate::store::profiles::{identity_key, profile_key};
+use crate::store::profiles::profile_key;
 use crate::store::segments::status as segment_status;
 use crate::store::{Item, Store, StoreError, get_s, s};
 use crate::tables::Table;
@@ -220,26 +220,9 @@ impl Current {
             states: HashMap::new(),
         };
         // Identities to CleverTap IDs: existing claims only (a new identity would be claimed).
-        let identities: HashSet<&str> = resolved
-            .iter()
-            .filter_map(|r| match &r.resolution.outcome {
-                Ok((ProfileKey::Identity(id), _)) => Some(id.as_str()),
-                _ => None,
-            })
-            .collect();
-        let claim_prefix = crate::keys::profiles::identity_pk(project, "");
-        let claims = identities
-            .iter()
-            .map(|id| identity_key(project, id))
-            .collect();
-        for item in store.batch_get(region, Table::Profiles, claims).await? {
-            if let (Some(id), Some(ct)) = (
-                get_s(&item, crate::keys::PK).and_then(|pk| pk.strip_prefix(&claim_prefix)),
-                get_s(&item, "clevertap_id"),
-            ) {
-                now.clevertap_of.insert(id.to_owned(), ct.to_owned());
-            }
-        }
+        now.clevertap_of = store
+            .claimed_identities(region, project, &identities_of(resolved))
+            .await?;
         // Which of their profiles exist.
         let cts: HashSet<String> = resolved
             .iter()

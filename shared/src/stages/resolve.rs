@@ -20,9 +20,7 @@ use crate::changes::{ChangeAction, MembershipChange, encode_changes};
 use crate::identity::{ProfileKey, Resolution, Rung, SkipReason, resolve, user_id_type};
 use crate::protocol::{AttributeAction, AudienceAction, UserIdentityType, now_ms};
 use crate::region::Region;
-use crate::store::profiles::{
-    ProfileMerge, PropertyValue, Versioned, data_version, identity_key, profile_key,
-};
+use crate::store::profiles::{ProfileMerge, PropertyValue, Versioned, data_version, profile_key};
 use crate::store::stats::StoreStats;
 use crate::store::{Item, Store, StoreError, get_s};
 use crate::stream::{self as records, InboxRow, RecordError};
@@ -78,6 +76,17 @@ pub(crate) fn entry_change(entry: &StoredAudience) -> Result<(ChangeAction, i64)
     };
     let audience_id = entry.audience_id.ok_or(NoChange::MissingAudienceId)?;
     Ok((action, audience_id))
+}
+
+/// The Identities (rung `identity` or `mpid`) among resolved users, each once.
+pub(crate) fn identities_of<'a>(resolved: &'a [Resolved<'_>]) -> HashSet<&'a str> {
+    resolved
+        .iter()
+        .filter_map(|r| match &r.resolution.outcome {
+            Ok((ProfileKey::Identity(id), _)) => Some(id.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Step 1 of resolution, pure: the ladder, per profile and per distinct `userIdType` among its
@@ -147,26 +156,10 @@ pub async fn resolve_chunk(
     let resolved = ladder(&profiles, &mut outcomes);
 
     // 2. Identities to CleverTap IDs: existing claims in bulk, then claim the new ones.
-    let identities: HashSet<&str> = resolved
-        .iter()
-        .filter_map(|r| match &r.resolution.outcome {
-            Ok((ProfileKey::Identity(id), _)) => Some(id.as_str()),
-            _ => None,
-        })
-        .collect();
-    let claim_keys: Vec<Item> = identities
-        .iter()
-        .map(|id| identity_key(project, id))
-        .collect();
-    let claim_prefix = crate::keys::profiles::identity_pk(project, "");
-    let mut clevertap_of: HashMap<String, String> = HashMap::new();
-    for item in store.batch_get(region, Table::Profiles, claim_keys).await? {
-        if let (Some(pk), Some(ct)) = (get_s(&item, crate::keys::PK), get_s(&item, "clevertap_id"))
-            && let Some(id) = pk.strip_prefix(&claim_prefix)
-        {
-            clevertap_of.insert(id.to_owned(), ct.to_owned());
-        }
-    }
+    let identities = identities_of(&resolved);
+    let mut clevertap_of = store
+        .claimed_identities(region, project, &identities)
+        .await?;
     let mut missing: Vec<&str> = identities
         .iter()
         .copied()

@@ -1,6 +1,6 @@
 //! Profiles and identity claims.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
@@ -155,6 +155,29 @@ pub fn identity_key(project_id: &str, identity: &str) -> Item {
 }
 
 impl Store {
+    /// The CleverTap IDs of those Identities that are claimed already (one BatchGetItem round).
+    pub async fn claimed_identities(
+        &self,
+        region: Region,
+        project_id: &str,
+        identities: &HashSet<&str>,
+    ) -> Result<HashMap<String, String>, StoreError> {
+        let prefix = k::identity_pk(project_id, "");
+        let keys = identities
+            .iter()
+            .map(|id| identity_key(project_id, id))
+            .collect();
+        Ok(self
+            .batch_get(region, Table::Profiles, keys)
+            .await?
+            .iter()
+            .filter_map(|item| {
+                let id = get_s(item, keys::PK)?.strip_prefix(&prefix)?;
+                Some((id.to_owned(), get_s(item, "clevertap_id")?.to_owned()))
+            })
+            .collect())
+    }
+
     /// Claims an Identity for a new profile with a conditional write. If another writer claimed
     /// it first, the winner's CleverTap ID is returned instead: one Identity, one profile.
     pub async fn claim_identity(
