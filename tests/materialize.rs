@@ -324,8 +324,10 @@ async fn removal_clears_a_thousand_member_segment_in_the_background() {
 
     let mut pipeline = stack.pipeline().await;
     pipeline.run_until_idle(10).await.unwrap();
+    let clearing_began = shared::protocol::now_ms();
     stack.send(&sub("remove", 2)).await;
     pipeline.run_until_idle(10).await.unwrap();
+    let clearing_days = [clearing_began, shared::protocol::now_ms()].map(shared::calendar::day_of);
 
     let v = view(&stack, 77).await;
     assert_eq!(
@@ -335,6 +337,27 @@ async fn removal_clears_a_thousand_member_segment_in_the_background() {
     assert_eq!(seg_count(&v, "member_count"), 0);
     assert!(v.members.values().all(|m| !m), "no member left");
     assert_eq!(v.events.len(), 1_000, "clearing raises no per-user events");
+    // The segment's history: 1,000 added on the day of the events, cleared on the day of the
+    // clearing; the members at the end of the last day are the count.
+    let (_, days) = stack
+        .store
+        .segment_with_history(Region::In1, &stack.project.id, 77)
+        .await
+        .unwrap()
+        .unwrap();
+    let added: i64 = days.values().map(|d| d.added).sum();
+    let cleared: i64 = days.values().map(|d| d.cleared).sum();
+    assert_eq!((added, cleared), (1_000, 1_000));
+    assert_eq!(days[&shared::calendar::day_of(10)].added, 1_000);
+    let cleared_on: Vec<&String> = days
+        .iter()
+        .filter(|(_, d)| d.cleared > 0)
+        .map(|(day, _)| day)
+        .collect();
+    assert!(
+        cleared_on.iter().all(|d| clearing_days.contains(d)),
+        "{cleared_on:?}"
+    );
 
     // Changes that arrive for the archived segment are counted and ignored.
     let late = vec![change("__late", 77, ChangeAction::Add, 20, "late")];

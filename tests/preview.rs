@@ -47,10 +47,7 @@ async fn snapshot(stack: &Stack) -> Vec<Vec<shared::store::Item>> {
 }
 
 fn sub(stack: &Stack, audience_id: i64, action: &str, ts: i64) -> String {
-    json!({"type": "audience_subscription_request", "id": format!("s{audience_id}{action}"),
-           "timestamp_ms": ts, "account": stack.project.account(), "audience_id": audience_id,
-           "audience_name": format!("Audience {audience_id}"), "action": action})
-    .to_string()
+    stack.subscription(audience_id, &format!("Audience {audience_id}"), action, ts)
 }
 
 #[tokio::test]

@@ -533,10 +533,20 @@ fn the_api_routes_mparticle_to_authorize_and_reads_to_query() {
     assert_eq!(
         query,
         [
+            ("GET".to_owned(), "/console".to_owned()),
+            ("GET".to_owned(), "/console/{proxy+}".to_owned()),
             ("GET".to_owned(), "/v1/{proxy+}".to_owned()),
             ("POST".to_owned(), "/v1/preview".to_owned())
         ]
     );
+    // The local server routes what the template routes to query, and nothing else.
+    for path in [
+        "/console",
+        "/console/segments/1",
+        "/console/assets/console.js",
+    ] {
+        assert!(shared::console::is_console_path(path), "{path}");
+    }
     assert!(
         routes("resolve").is_empty() && routes("materialize").is_empty(),
         "stream functions are triggered by the explicit mappings only"

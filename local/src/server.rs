@@ -147,19 +147,22 @@ async fn route(
     };
     let response = match (method.as_str(), path.as_str()) {
         (_, "/mparticle") => shared::endpoint::handle_http(&handlers.endpoint, request).await,
-        // As the template routes them: GET /v1/{proxy+} and POST /v1/preview.
-        ("GET", p) if p.starts_with("/v1/") => {
+        // As the template routes them: GET /v1/{proxy+}, POST /v1/preview, GET /console and
+        // GET /console/{proxy+}.
+        ("GET", p) if p.starts_with("/v1/") || shared::console::is_console_path(p) => {
             shared::query::handle_http(&handlers.query, request).await
         }
         ("POST", "/v1/preview") => shared::query::handle_http(&handlers.query, request).await,
         _ => return Ok(reply(404, json!({"error": "no such route"}).to_string())),
     };
     let response = response.unwrap_or_else(|never| match never {});
-    let status = response.status().as_u16();
-    Ok(reply(
-        status,
-        String::from_utf8_lossy(response.body().as_ref()).into_owned(),
-    ))
+    let mut out = Response::builder().status(response.status());
+    for (name, value) in response.headers() {
+        out = out.header(name, value);
+    }
+    Ok(out
+        .body(Full::new(Bytes::copy_from_slice(response.body().as_ref())))
+        .expect("valid response"))
 }
 
 /// Serves until the listener fails; each connection on its own task.

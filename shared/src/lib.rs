@@ -20,10 +20,11 @@ pub mod stages;
 pub mod store;
 
 pub use domain::{
-    auth, batch, changes, emf, identity, protocol, region, round_trip, segment_state, sync_log,
+    auth, batch, calendar, changes, chart, emf, identity, pages, protocol, region, round_trip,
+    segment_state, sync_log,
 };
 pub use region::Region;
 #[cfg(feature = "aws")]
-pub use stages::{endpoint, materialize, metrics, pipeline, query, resolve, stream};
+pub use stages::{console, endpoint, materialize, metrics, pipeline, query, resolve, stream};
 #[cfg(feature = "aws")]
 pub use store::{clients, keys, tables};

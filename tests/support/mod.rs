@@ -244,6 +244,16 @@ impl Stack {
             .expect("usage")
     }
 
+    /// A subscription request (`action` add or remove) for an audience.
+    pub fn subscription(&self, audience_id: i64, name: &str, action: &str, ts: i64) -> String {
+        serde_json::json!({
+            "type": "audience_subscription_request", "id": format!("s{audience_id}{action}{ts}"),
+            "timestamp_ms": ts, "account": self.project.account(), "audience_id": audience_id,
+            "audience_name": name, "action": action,
+        })
+        .to_string()
+    }
+
     /// A membership request from explicit profile JSON.
     pub fn batch(&self, message_id: &str, ts: i64, profiles: serde_json::Value) -> String {
         serde_json::json!({
@@ -291,7 +301,7 @@ pub fn raw(kind: &str, value: &str) -> serde_json::Value {
     serde_json::json!({"type": kind, "encoding": "raw", "value": value})
 }
 
-/// A plain HTTP/1.1 client for the local server: one request per connection.
+/// A plain HTTP/1.1 client for the local server: one request per connection; the JSON answer.
 pub async fn http(
     port: u16,
     method: &str,
@@ -299,6 +309,29 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, serde_json::Value) {
+    let answer = http_text(port, method, path, headers, body).await;
+    (
+        answer.status,
+        serde_json::from_str(&answer.body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// An HTTP answer as text.
+pub struct HttpAnswer {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: std::collections::HashMap<String, String>,
+    pub body: String,
+}
+
+/// One request to the local server; the answer as text.
+pub async fn http_text(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpAnswer {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -322,18 +355,25 @@ pub async fn http(
         .and_then(|s| s.parse().ok())
         .expect("status line");
     let (head, body) = text.split_once("\r\n\r\n").expect("headers end");
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
+    let headers: std::collections::HashMap<String, String> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let body = if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
     {
         dechunk(body)
     } else {
         body.to_owned()
     };
-    (
+    HttpAnswer {
         status,
-        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
-    )
+        headers,
+        body,
+    }
 }
 
 fn dechunk(body: &str) -> String {
@@ -431,5 +471,94 @@ impl SampleStack {
             &format!("table/{}-eu1-", self.names.prefix()),
         );
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+}
+
+/// What the console tests look at: two segments and two membership requests, materialized.
+///
+/// Yesterday's request adds `c-1` (email, phone) to both segments and a partner-id profile and
+/// `c-3` to [`CONSOLE_SEGMENT`], and skips an anonymous user; today's removes `c-3`. So the
+/// segment has 2 members, 3 added, 1 removed.
+pub struct ConsoleData {
+    pub stack: Stack,
+    pub port: u16,
+    pub yesterday_ms: i64,
+    pub today_ms: i64,
+}
+
+/// The segment the console tests open; its name needs escaping.
+pub const CONSOLE_SEGMENT: i64 = 4242;
+pub const CONSOLE_SEGMENT_NAME: &str = "Cart <Abandoners> & co";
+
+impl ConsoleData {
+    pub async fn new(test: &str) -> Self {
+        let stack = Stack::new(test, Region::Eu1).await;
+        let today_ms = shared::protocol::now_ms();
+        let yesterday_ms = today_ms - 86_400_000;
+        stack
+            .send(&stack.subscription(CONSOLE_SEGMENT, CONSOLE_SEGMENT_NAME, "add", 1))
+            .await;
+        stack.send(&stack.subscription(77, "VIP", "add", 2)).await;
+        let entry = |aud: i64, action: &str| {
+            let name = if aud == CONSOLE_SEGMENT {
+                CONSOLE_SEGMENT_NAME
+            } else {
+                "VIP"
+            };
+            serde_json::json!({"audience_id": aud, "audience_name": name, "action": action,
+                               "audience_subscription_settings": {"userIdType": "customer"}})
+        };
+        let add = |aud: i64| entry(aud, "add");
+        stack
+            .send(&stack.batch(
+                "console-m1",
+                yesterday_ms,
+                serde_json::json!([
+                    {"user_identities": [raw("customer", "c-1"), raw("email", "ann@example.com"),
+                                         raw("mobile_number", "+14155550100")],
+                     "mpid": "11", "audiences": [add(CONSOLE_SEGMENT), add(77)]},
+                    {"partner_identities": [raw("CleverTap_User_ID", "__ct0002")], "mpid": "12",
+                     "audiences": [add(CONSOLE_SEGMENT)]},
+                    {"user_identities": [raw("customer", "c-3")], "mpid": "13",
+                     "audiences": [add(CONSOLE_SEGMENT)]},
+                    {"mpid": "14", "audiences": [add(CONSOLE_SEGMENT)]},
+                ]),
+            ))
+            .await;
+        // Materialized before the removal arrives: otherwise the newer removal may win first and
+        // the add be stale (correct, but not the history these tests look at).
+        let mut pipeline = stack.pipeline().await;
+        pipeline.run_until_idle(50).await.expect("pipeline");
+        stack
+            .send(&stack.batch(
+                "console-m2",
+                today_ms,
+                serde_json::json!([{"user_identities": [raw("customer", "c-3")], "mpid": "13",
+                                    "audiences": [entry(CONSOLE_SEGMENT, "delete")]}]),
+            ))
+            .await;
+        pipeline.run_until_idle(50).await.expect("pipeline");
+        let port = stack.serve_http().await;
+        Self {
+            stack,
+            port,
+            yesterday_ms,
+            today_ms,
+        }
+    }
+
+    /// The read API's credentials headers.
+    pub fn headers(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("X-CleverTap-Account-Id", self.stack.project.id.as_str()),
+            ("X-CleverTap-Passcode", self.stack.project.passcode.as_str()),
+        ]
+    }
+
+    /// A read API view.
+    pub async fn read(&self, path: &str) -> serde_json::Value {
+        let (status, view) = http(self.port, "GET", path, &self.headers(), "").await;
+        assert_eq!(status, 200, "{path}: {view}");
+        view
     }
 }

@@ -152,6 +152,7 @@ fn print_banner(port: u16, caller_token: &str, passcode: &str, token: &str) {
          curl -s -X POST {base}/mparticle -H 'Authorization: Token {caller_token}' -d '{batch}'\n\n\
          Read the segment back (and /members, /v1/profiles/__demo0001/events, /v1/syncs):\n\n\
          curl -s {base}/v1/segments/4242 -H 'X-CleverTap-Account-Id: {DEMO_PROJECT}' -H 'X-CleverTap-Passcode: {passcode}'\n\n\
+         Or look at it in the console: {base}/console (account id {DEMO_PROJECT}, the passcode above, region eu1)\n\n\
          Ctrl-C stops everything.\n",
         lanes = local::lanes_from_env()
     );

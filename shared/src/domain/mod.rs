@@ -1,12 +1,16 @@
 //! The pure core: protocol, credentials, chunking, the identity ladder, the segment state
-//! machine, membership changes, sync-log counts and the metrics line format (EMF). Plain functions over plain types: no AWS
+//! machine, membership changes, sync-log counts, the metrics line format (EMF) and the console's pages
+//! and charts (HTML from the read API's views). Plain functions over plain types: no AWS
 //! types, no I/O, and nothing here imports the stages or the store.
 
 pub mod auth;
 pub mod batch;
+pub mod calendar;
 pub mod changes;
+pub mod chart;
 pub mod emf;
 pub mod identity;
+pub mod pages;
 pub mod protocol;
 pub mod region;
 pub mod round_trip;

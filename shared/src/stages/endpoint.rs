@@ -29,12 +29,56 @@ pub use crate::protocol::PARTNER_IDENTITY;
 /// bytes.
 pub const MAX_UNAUTHENTICATED_BODY_BYTES: usize = 64 * 1024;
 
-/// An HTTP answer: status and JSON body, and what it means (for the request metrics).
+/// An HTTP answer: status and body (JSON unless said otherwise), and what it means (for the
+/// request metrics).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpReply {
     pub status: u16,
     pub body: String,
     pub outcome: Outcome,
+    pub kind: BodyKind,
+}
+
+/// What a reply's body is: its `content-type`, and for the console's pages their security headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    Json,
+    /// A console page: nothing but our own script and stylesheet may run or load.
+    Html,
+    Script,
+    Stylesheet,
+}
+
+impl BodyKind {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            BodyKind::Json => "application/json; charset=utf-8",
+            BodyKind::Html => "text/html; charset=utf-8",
+            BodyKind::Script => "text/javascript; charset=utf-8",
+            BodyKind::Stylesheet => "text/css; charset=utf-8",
+        }
+    }
+
+    /// Headers besides `content-type`.
+    pub fn headers(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            BodyKind::Json => &[],
+            BodyKind::Html => &[
+                (
+                    "content-security-policy",
+                    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                     connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+                ),
+                ("x-content-type-options", "nosniff"),
+                ("referrer-policy", "no-referrer"),
+                ("cache-control", "no-store"),
+            ],
+            BodyKind::Script | BodyKind::Stylesheet => &[
+                ("x-content-type-options", "nosniff"),
+                ("cache-control", "public, max-age=300"),
+            ],
+        }
+    }
 }
 
 /// What a request came to; a metrics dimension, so a short fixed list.
@@ -111,6 +155,15 @@ impl HttpReply {
             status,
             body,
             outcome: Outcome::of_status(status),
+            kind: BodyKind::Json,
+        }
+    }
+
+    /// A reply of another kind than JSON.
+    pub fn of_kind(status: u16, kind: BodyKind, body: String) -> Self {
+        Self {
+            kind,
+            ..Self::new(status, body)
         }
     }
 
@@ -491,11 +544,15 @@ pub async fn handle_http(
 }
 
 pub fn into_response(reply: HttpReply) -> lambda_http::Response<lambda_http::Body> {
-    lambda_http::Response::builder()
+    let mut response = lambda_http::Response::builder()
         .status(reply.status)
-        .header("content-type", "application/json; charset=utf-8")
+        .header("content-type", reply.kind.content_type());
+    for (name, value) in reply.kind.headers() {
+        response = response.header(*name, *value);
+    }
+    response
         .body(lambda_http::Body::Text(reply.body))
-        .expect("status and header are valid")
+        .expect("status and headers are valid")
 }
 
 #[cfg(test)]

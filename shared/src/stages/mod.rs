@@ -1,6 +1,7 @@
 //! The stages and their Lambda edges: the mParticle endpoint (authorize), resolve, materialize,
 //! the read API (query), and how stream records reach them. They do I/O through the store.
 
+pub mod console;
 pub mod endpoint;
 pub mod materialize;
 pub mod metrics;

@@ -11,13 +11,14 @@ use serde_json::{Map, Value, json};
 use tracing::warn;
 
 use crate::auth;
+use crate::calendar::month_of;
 use crate::endpoint::{HttpReply, into_response};
 use crate::keys;
 use crate::protocol::now_ms;
 use crate::region::Region;
 use crate::stages::metrics::Metrics;
 use crate::stages::preview::preview_input;
-use crate::store::memberships::month_of;
+use crate::store::counters::DayCounts;
 use crate::store::profiles::ATTRIBUTE_PREFIX;
 use crate::store::projects::ProjectCache;
 use crate::store::segments::{SEGMENT_TYPE, status as segment_status};
@@ -46,7 +47,7 @@ pub struct ReadRequest<'a> {
     pub body: &'a [u8],
 }
 
-fn fail(status: u16, error: impl Into<String>) -> HttpReply {
+pub(crate) fn fail(status: u16, error: impl Into<String>) -> HttpReply {
     HttpReply::new(
         status,
         json!({"status": "fail", "error": error.into()}).to_string(),
@@ -110,12 +111,12 @@ fn text(item: &Item, key: &str) -> Value {
 }
 
 /// Archiving segments are shown as archived: their members are on their way out.
-fn segment_json(item: &Item, detail: bool) -> Value {
+fn segment_json(item: &Item) -> Value {
     let status = match get_s(item, "status") {
         Some(segment_status::ACTIVE) => "active",
         _ => "archived",
     };
-    let mut v = json!({
+    json!({
         "partner_segment_id": num(item, "partner_segment_id"),
         "segment_id": text(item, "segment_id"),
         "name": text(item, "name"),
@@ -124,13 +125,25 @@ fn segment_json(item: &Item, detail: bool) -> Value {
         "member_count": get_n(item, "member_count").unwrap_or(0),
         "created_ms": num(item, "created_ms"),
         "updated_ms": num(item, "updated_ms"),
-    });
-    if detail {
-        v["added_total"] = json!(get_n(item, "added_total").unwrap_or(0));
-        v["removed_total"] = json!(get_n(item, "removed_total").unwrap_or(0));
-        v["last_sync_ms"] = num(item, "last_sync_ms");
-    }
-    v
+        "added_total": get_n(item, "added_total").unwrap_or(0),
+        "removed_total": get_n(item, "removed_total").unwrap_or(0),
+        "last_sync_ms": num(item, "last_sync_ms"),
+    })
+}
+
+/// A segment's days with activity, oldest first, each with the members at the day's end (the
+/// running sum of added − removed − cleared).
+fn history_json(days: &BTreeMap<String, DayCounts>) -> Value {
+    let mut members = 0;
+    Value::Array(
+        days.iter()
+            .map(|(day, c)| {
+                members += c.added - c.removed - c.cleared;
+                json!({"day": day, "added": c.added, "removed": c.removed,
+                       "cleared": c.cleared, "members": members})
+            })
+            .collect(),
+    )
 }
 
 fn attribute_value(v: &aws_sdk_dynamodb::types::AttributeValue) -> Value {
@@ -228,6 +241,9 @@ impl QueryApi {
     }
 
     pub async fn handle(&self, req: &ReadRequest<'_>) -> HttpReply {
+        if crate::stages::console::is_console_path(req.path) {
+            return crate::stages::console::handle(self, req).await;
+        }
         // Every route is a GET but the preview, a POST that writes nothing either.
         let is_preview = req.path.trim_end_matches('/') == "/v1/preview";
         match (is_preview, req.method.to_ascii_uppercase().as_str()) {
@@ -235,54 +251,20 @@ impl QueryApi {
             (false, _) => return fail(405, "only GET is accepted"),
             (true, _) => return fail(405, "only POST is accepted"),
         }
-        let region = match (
-            self.region_header,
-            req.headers.get("x-clevertap-region").cloned(),
-        ) {
-            (true, Some(r)) => match Region::parse(&r) {
-                Some(r) => r,
-                None => return fail(400, format!("unknown region {r:?}")),
-            },
-            _ => self.home_region,
-        };
-        let (Some(account), Some(passcode)) = (
-            req.headers.get("x-clevertap-account-id").cloned(),
-            req.headers.get("x-clevertap-passcode").cloned(),
-        ) else {
-            return fail(
-                401,
-                "X-CleverTap-Account-Id and X-CleverTap-Passcode are required",
-            );
-        };
-        let account = account.trim().to_owned();
-        if !auth::valid_project_id(&account) {
-            return fail(401, "invalid credentials");
-        }
-        let project = match self.projects.get(region, &account).await {
-            Ok(Some(p)) => p,
-            Ok(None) => return fail(401, "invalid credentials"),
-            Err(e) => return unavailable(&e),
-        };
-        if project.status != auth::ProjectStatus::Active
-            || auth::check_passcode(&project, passcode.trim(), now_ms()).is_err()
-        {
-            return fail(401, "invalid credentials");
-        }
-        let ctx = Ctx {
-            store: &self.store,
-            region,
-            project: &account,
+        let ctx = match self.authenticate(req.headers).await {
+            Ok(ctx) => ctx,
+            Err(reply) => return reply,
         };
         let segments: Vec<&str> = req.path.trim_end_matches('/').split('/').skip(1).collect();
         let result = match segments.as_slice() {
             ["v1", "segments"] => ctx.segments().await,
             ["v1", "segments", id] => match id.parse::<i64>() {
                 Ok(id) => ctx.segment(id).await,
-                Err(_) => Ok(fail(404, "segment not found")),
+                Err(_) => Ok(Err(fail(404, "segment not found"))),
             },
             ["v1", "segments", id, "members"] => match id.parse::<i64>() {
                 Ok(id) => ctx.members(id, req.query).await,
-                Err(_) => Ok(fail(404, "segment not found")),
+                Err(_) => Ok(Err(fail(404, "segment not found"))),
             },
             ["v1", "profiles"] => ctx.profiles_by(req.query).await,
             ["v1", "profiles", ct] => ctx.profile(&percent_decode(ct)).await,
@@ -291,9 +273,65 @@ impl QueryApi {
             ["v1", "syncs"] => ctx.syncs(req.query).await,
             ["v1", "usage"] => ctx.usage(req.query).await,
             ["v1", "preview"] => ctx.preview(req.body).await,
-            _ => Ok(fail(404, "no such route")),
+            _ => Ok(Err(fail(404, "no such route"))),
         };
-        result.unwrap_or_else(|e| unavailable(&e))
+        reply_of(result)
+    }
+
+    /// Whether one server answers for every region (locally), so the console asks for one.
+    pub(crate) fn serves_every_region(&self) -> bool {
+        self.region_header
+    }
+
+    /// The project the credentials headers name, if its passcode is right: 401 otherwise.
+    pub(crate) async fn authenticate(
+        &self,
+        headers: &HashMap<String, String>,
+    ) -> Result<Ctx<'_>, HttpReply> {
+        let region = match (self.region_header, headers.get("x-clevertap-region")) {
+            (true, Some(r)) => match Region::parse(r) {
+                Some(r) => r,
+                None => return Err(fail(400, format!("unknown region {r:?}"))),
+            },
+            _ => self.home_region,
+        };
+        let (Some(account), Some(passcode)) = (
+            headers.get("x-clevertap-account-id"),
+            headers.get("x-clevertap-passcode"),
+        ) else {
+            return Err(fail(
+                401,
+                "X-CleverTap-Account-Id and X-CleverTap-Passcode are required",
+            ));
+        };
+        let account = account.trim().to_owned();
+        if !auth::valid_project_id(&account) {
+            return Err(fail(401, "invalid credentials"));
+        }
+        let project = match self.projects.get(region, &account).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Err(fail(401, "invalid credentials")),
+            Err(e) => return Err(unavailable(&e)),
+        };
+        if project.status != auth::ProjectStatus::Active
+            || auth::check_passcode(&project, passcode.trim(), now_ms()).is_err()
+        {
+            return Err(fail(401, "invalid credentials"));
+        }
+        Ok(Ctx {
+            store: &self.store,
+            region,
+            project: account,
+        })
+    }
+}
+
+/// The HTTP answer of a route's result.
+pub(crate) fn reply_of(result: Reply) -> HttpReply {
+    match result {
+        Ok(Ok(view)) => ok(view),
+        Ok(Err(refusal)) => refusal,
+        Err(e) => unavailable(&e),
     }
 }
 
@@ -318,19 +356,22 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-struct Ctx<'a> {
+/// An authenticated read: one project in one region.
+pub(crate) struct Ctx<'a> {
     store: &'a Store,
     region: Region,
-    project: &'a str,
+    project: String,
 }
 
-type Reply = Result<HttpReply, StoreError>;
+/// What a route answers: its JSON view, or a refusal (400, 404) as the read API words it.
+pub(crate) type Answer = Result<Value, HttpReply>;
+pub(crate) type Reply = Result<Answer, StoreError>;
 
 macro_rules! try_reply {
     ($e:expr) => {
         match $e {
             Ok(v) => v,
-            Err(reply) => return Ok(reply),
+            Err(reply) => return Ok(Err(reply)),
         }
     };
 }
@@ -340,60 +381,62 @@ impl Ctx<'_> {
     async fn preview(&self, body: &[u8]) -> Reply {
         let (profiles, message_ts, message_id) = match preview_input(body) {
             Ok(input) => input,
-            Err(e) => return Ok(fail(400, e.to_string())),
+            Err(e) => return Ok(Err(fail(400, e.to_string()))),
         };
         let answer = crate::stages::preview::preview(
             self.store,
             self.region,
-            self.project,
+            &self.project,
             &profiles,
             message_ts,
             &message_id,
         )
         .await?;
-        Ok(ok(answer))
+        Ok(Ok(answer))
     }
 
-    async fn segments(&self) -> Reply {
-        let items = self.store.list_segments(self.region, self.project).await?;
-        let list: Vec<Value> = items.iter().map(|i| segment_json(i, false)).collect();
-        Ok(ok(json!({ "segments": list })))
+    pub(crate) async fn segments(&self) -> Reply {
+        let items = self.store.list_segments(self.region, &self.project).await?;
+        let list: Vec<Value> = items.iter().map(segment_json).collect();
+        Ok(Ok(json!({ "segments": list })))
     }
 
-    async fn segment(&self, id: i64) -> Reply {
-        Ok(
-            match self
-                .store
-                .get_segment(self.region, self.project, id)
-                .await?
-            {
-                Some(item) => ok(segment_json(&item, true)),
-                None => fail(404, "segment not found"),
-            },
-        )
+    pub(crate) async fn segment(&self, id: i64) -> Reply {
+        let found = self
+            .store
+            .segment_with_history(self.region, &self.project, id)
+            .await?;
+        Ok(match found {
+            Some((item, days)) => {
+                let mut view = segment_json(&item);
+                view["history"] = history_json(&days);
+                Ok(view)
+            }
+            None => Err(fail(404, "segment not found")),
+        })
     }
 
-    async fn members(&self, id: i64, query: &HashMap<String, String>) -> Reply {
+    pub(crate) async fn members(&self, id: i64, query: &HashMap<String, String>) -> Reply {
         let limit = try_reply!(limit_of(query));
         let cursor = try_reply!(decode_cursor(query));
         if self
             .store
-            .get_segment(self.region, self.project, id)
+            .get_segment(self.region, &self.project, id)
             .await?
             .is_none()
         {
-            return Ok(fail(404, "segment not found"));
+            return Ok(Err(fail(404, "segment not found")));
         }
         let page = self
             .store
-            .segment_members(self.region, self.project, id, limit, cursor.as_deref())
+            .segment_members(self.region, &self.project, id, limit, cursor.as_deref())
             .await?;
         let members: Vec<Value> = page
             .items
             .iter()
             .map(|i| json!({"clevertap_id": text(i, keys::SK), "identity": text(i, "identity")}))
             .collect();
-        Ok(ok(
+        Ok(Ok(
             json!({ "members": members, "next_cursor": encode_cursor(page.next) }),
         ))
     }
@@ -405,9 +448,9 @@ impl Ctx<'_> {
         }
         let items = self
             .store
-            .get_profiles(self.region, self.project, ids)
+            .get_profiles(self.region, &self.project, ids)
             .await?;
-        let segments = self.store.list_segments(self.region, self.project).await?;
+        let segments = self.store.list_segments(self.region, &self.project).await?;
         let active: Vec<(i64, Value)> = segments
             .iter()
             .filter(|s| get_s(s, "status") == Some(segment_status::ACTIVE))
@@ -420,7 +463,7 @@ impl Ctx<'_> {
             .collect();
         let memberships = self
             .store
-            .memberships_of(self.region, self.project, &audience_ids, &present)
+            .memberships_of(self.region, &self.project, &audience_ids, &present)
             .await?;
         let by_id: HashMap<&str, &Item> = items
             .iter()
@@ -446,99 +489,102 @@ impl Ctx<'_> {
             .collect())
     }
 
-    async fn profile(&self, ct: &str) -> Reply {
+    pub(crate) async fn profile(&self, ct: &str) -> Reply {
         let views = self.profile_views(&[ct.to_owned()]).await?;
         Ok(match views.into_iter().next() {
-            Some(v) => ok(v),
-            None => fail(404, "profile not found"),
+            Some(v) => Ok(v),
+            None => Err(fail(404, "profile not found")),
         })
     }
 
-    async fn profiles_by(&self, query: &HashMap<String, String>) -> Reply {
+    pub(crate) async fn profiles_by(&self, query: &HashMap<String, String>) -> Reply {
         let ids = if let Some(identity) = query.get("identity") {
             self.store
-                .clevertap_id_of_identity(self.region, self.project, identity.trim())
+                .clevertap_id_of_identity(self.region, &self.project, identity.trim())
                 .await?
                 .into_iter()
                 .collect()
         } else if let Some(email) = query.get("email") {
             let Some(email) = crate::identity::normalize_email(email) else {
-                return Ok(ok(json!({ "profiles": [] })));
+                return Ok(Ok(json!({ "profiles": [] })));
             };
             self.store
-                .clevertap_ids_by(self.region, self.project, Some(&email), None)
+                .clevertap_ids_by(self.region, &self.project, Some(&email), None)
                 .await?
         } else if let Some(phone) = query.get("phone") {
             let Some(phone) = crate::identity::normalize_phone(phone) else {
-                return Ok(ok(json!({ "profiles": [] })));
+                return Ok(Ok(json!({ "profiles": [] })));
             };
             self.store
-                .clevertap_ids_by(self.region, self.project, None, Some(&phone))
+                .clevertap_ids_by(self.region, &self.project, None, Some(&phone))
                 .await?
         } else {
-            return Ok(fail(400, "one of identity, email or phone is required"));
+            return Ok(Err(fail(
+                400,
+                "one of identity, email or phone is required",
+            )));
         };
-        Ok(ok(json!({ "profiles": self.profile_views(&ids).await? })))
+        Ok(Ok(json!({ "profiles": self.profile_views(&ids).await? })))
     }
 
-    async fn events(&self, ct: &str, query: &HashMap<String, String>) -> Reply {
+    pub(crate) async fn events(&self, ct: &str, query: &HashMap<String, String>) -> Reply {
         let limit = try_reply!(limit_of(query));
         let cursor = try_reply!(decode_cursor(query));
         let page = self
             .store
-            .profile_events(self.region, self.project, ct, limit, cursor.as_deref())
+            .profile_events(self.region, &self.project, ct, limit, cursor.as_deref())
             .await?;
         if page.items.is_empty()
             && cursor.is_none()
             && self.profile_views(&[ct.to_owned()]).await?.is_empty()
         {
-            return Ok(fail(404, "profile not found"));
+            return Ok(Err(fail(404, "profile not found")));
         }
         let events: Vec<Value> = page.items.iter().map(event_json).collect();
-        Ok(ok(
+        Ok(Ok(
             json!({ "events": events, "next_cursor": encode_cursor(page.next) }),
         ))
     }
 
-    async fn people(&self, query: &HashMap<String, String>) -> Reply {
+    pub(crate) async fn people(&self, query: &HashMap<String, String>) -> Reply {
         if query.get("event").map(String::as_str) != Some(crate::store::memberships::PARTNER_SYNC) {
-            return Ok(fail(400, "event must be \"Partner Sync\""));
+            return Ok(Err(fail(400, "event must be \"Partner Sync\"")));
         }
         let Some(segment) = query.get("segment").and_then(|s| s.parse::<i64>().ok()) else {
-            return Ok(fail(400, "segment (a Partner Segment ID) is required"));
+            return Ok(Err(fail(400, "segment (a Partner Segment ID) is required")));
         };
         let action = match query.get("action").map(String::as_str) {
             None => None,
             Some(a @ ("Added" | "Removed")) => Some(a),
-            Some(_) => return Ok(fail(400, "action must be Added or Removed")),
+            Some(_) => return Ok(Err(fail(400, "action must be Added or Removed"))),
         };
         let limit = try_reply!(limit_of(query));
         let cursor = try_reply!(decode_cursor(query));
         if self
             .store
-            .get_segment(self.region, self.project, segment)
+            .get_segment(self.region, &self.project, segment)
             .await?
             .is_none()
         {
-            return Ok(fail(404, "segment not found"));
+            return Ok(Err(fail(404, "segment not found")));
         }
         let (ids, next) = self
             .store
             .find_people(
                 self.region,
-                self.project,
+                &self.project,
                 segment,
                 action,
                 limit,
                 cursor.as_deref(),
             )
             .await?;
-        Ok(ok(
+        Ok(Ok(
             json!({ "profiles": self.profile_views(&ids).await?, "next_cursor": encode_cursor(next) }),
         ))
     }
 
-    async fn syncs(&self, query: &HashMap<String, String>) -> Reply {
+    pub(crate) async fn syncs(&self, query: &HashMap<String, String>) -> Reply {
         let limit = try_reply!(limit_of(query));
         let mut before = try_reply!(decode_cursor(query));
         // Group chunk rows into requests; a request's chunks are adjacent in time-key order.
@@ -548,7 +594,7 @@ impl Ctx<'_> {
         while groups.len() <= limit && !exhausted {
             let (rows, more) = self
                 .store
-                .sync_rows(self.region, self.project, 100, before.as_deref())
+                .sync_rows(self.region, &self.project, 100, before.as_deref())
                 .await?;
             exhausted = !more;
             for row in rows {
@@ -611,12 +657,12 @@ impl Ctx<'_> {
             })
             .collect();
         let next = if more { last_key } else { None };
-        Ok(ok(
+        Ok(Ok(
             json!({ "syncs": syncs, "next_cursor": encode_cursor(next) }),
         ))
     }
 
-    async fn usage(&self, query: &HashMap<String, String>) -> Reply {
+    pub(crate) async fn usage(&self, query: &HashMap<String, String>) -> Reply {
         let month = query
             .get("month")
             .cloned()
@@ -628,13 +674,13 @@ impl Ctx<'_> {
                 .parse::<u8>()
                 .is_ok_and(|m| (1..=12).contains(&m));
         if !valid {
-            return Ok(fail(400, "month must be YYYY-MM"));
+            return Ok(Err(fail(400, "month must be YYYY-MM")));
         }
         let count = self
             .store
-            .usage_events(self.region, self.project, &month)
+            .usage_events(self.region, &self.project, &month)
             .await?;
-        Ok(ok(json!({ "month": month, "partner_sync_events": count })))
+        Ok(Ok(json!({ "month": month, "partner_sync_events": count })))
     }
 }
 

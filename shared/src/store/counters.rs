@@ -21,8 +21,10 @@ use rand::Rng;
 use super::{
     CancellationReason, Item, Store, StoreError, backoff, cancellation_codes, get_n, get_s, n, s,
 };
+use crate::calendar::day_of;
 use crate::keys::{self, segments as k};
 use crate::region::Region;
+use crate::segment_state::SyncAction;
 use crate::store::segments::{SEGMENT_TYPE, status};
 use crate::tables::Table;
 
@@ -104,6 +106,44 @@ pub fn sum_counter_shards<'a>(
     out
 }
 
+/// What one UTC day did to a segment: Partner Sync events by action, and members cleared when
+/// it was disconnected.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DayCounts {
+    pub added: i64,
+    pub removed: i64,
+    pub cleared: i64,
+}
+
+/// Which count of a day an attribute adds to.
+type DayField = fn(&mut DayCounts) -> &mut i64;
+
+/// Sums the per-day counts of counter shard items (of one segment), by `YYYY-MM-DD`.
+pub fn sum_daily_counts<'a>(
+    shards: impl IntoIterator<Item = &'a Item>,
+) -> BTreeMap<String, DayCounts> {
+    let mut out: BTreeMap<String, DayCounts> = BTreeMap::new();
+    for item in shards {
+        for (name, value) in item {
+            let Some(count) = value.as_n().ok().and_then(|v| v.parse::<i64>().ok()) else {
+                continue;
+            };
+            let fields: [(&str, DayField); 3] = [
+                (k::DAY_ADDED, |d| &mut d.added),
+                (k::DAY_REMOVED, |d| &mut d.removed),
+                (k::DAY_CLEARED, |d| &mut d.cleared),
+            ];
+            if let Some((day, field)) = fields
+                .into_iter()
+                .find_map(|(prefix, field)| name.strip_prefix(prefix).map(|day| (day, field)))
+            {
+                *field(out.entry(day.to_owned()).or_default()) += count;
+            }
+        }
+    }
+    out
+}
+
 /// Sums usage shard items of one month.
 pub fn sum_usage_shards<'a>(items: impl IntoIterator<Item = &'a Item>) -> i64 {
     items
@@ -145,6 +185,32 @@ fn segment_key(project_id: &str, audience_id: i64) -> Item {
     ])
 }
 
+/// One transaction's Partner Sync events on one counter shard: totals, and per UTC day of the
+/// events (the segment's history).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardTally {
+    pub added: u64,
+    pub removed: u64,
+    /// `YYYY-MM-DD` → (added, removed).
+    pub by_day: BTreeMap<String, (u64, u64)>,
+}
+
+impl ShardTally {
+    pub fn count(&mut self, action: SyncAction, ts_ms: i64) {
+        let day = self.by_day.entry(day_of(ts_ms)).or_default();
+        match action {
+            SyncAction::Added => {
+                self.added += 1;
+                day.0 += 1;
+            }
+            SyncAction::Removed => {
+                self.removed += 1;
+                day.1 += 1;
+            }
+        }
+    }
+}
+
 /// Counts one transaction's flips on one shard; fails (cancelling the transaction) unless the
 /// shard is open.
 pub fn counter_shard_update(
@@ -152,23 +218,35 @@ pub fn counter_shard_update(
     table: &str,
     audience_id: i64,
     shard: u32,
-    (added, removed): (u64, u64),
+    tally: &ShardTally,
     now_ms: i64,
 ) -> Update {
-    Update::builder()
+    let mut expression = String::from(
+        "SET last_sync_ms = :now, updated_ms = :now \
+         ADD member_count :delta, added_total :added, removed_total :removed",
+    );
+    let mut builder = Update::builder();
+    for (i, (day, (added, removed))) in tally.by_day.iter().enumerate() {
+        for (prefix, count, tag) in [(k::DAY_ADDED, added, "a"), (k::DAY_REMOVED, removed, "r")] {
+            if *count > 0 {
+                expression.push_str(&format!(", #{tag}{i} :{tag}{i}"));
+                builder = builder
+                    .expression_attribute_names(format!("#{tag}{i}"), format!("{prefix}{day}"))
+                    .expression_attribute_values(format!(":{tag}{i}"), n(*count));
+            }
+        }
+    }
+    builder
         .table_name(table)
         .set_key(Some(counter_shard_key(project_id, audience_id, shard)))
-        .update_expression(
-            "SET last_sync_ms = :now, updated_ms = :now \
-             ADD member_count :delta, added_total :added, removed_total :removed",
-        )
+        .update_expression(expression)
         .condition_expression("#gate = :open")
         .expression_attribute_names("#gate", ShardGate::ATTRIBUTE)
         .expression_attribute_values(":open", s(ShardGate::Open.as_str()))
         .expression_attribute_values(":now", n(now_ms))
-        .expression_attribute_values(":delta", n(added as i64 - removed as i64))
-        .expression_attribute_values(":added", n(added))
-        .expression_attribute_values(":removed", n(removed))
+        .expression_attribute_values(":delta", n(tally.added as i64 - tally.removed as i64))
+        .expression_attribute_values(":added", n(tally.added))
+        .expression_attribute_values(":removed", n(tally.removed))
         .build()
         .expect("table and key are set")
 }
@@ -188,9 +266,11 @@ pub fn counter_shard_clear(
         .set_key(Some(counter_shard_key(project_id, audience_id, shard)))
         .update_expression(
             "SET kind = :kind, project_id = :pid, partner_segment_id = :aid, #shard = :shard, \
-             updated_ms = :now ADD member_count :delta",
+             updated_ms = :now ADD member_count :delta, #day :cleared",
         )
         .expression_attribute_names("#shard", "shard")
+        .expression_attribute_names("#day", format!("{}{}", k::DAY_CLEARED, day_of(now_ms)))
+        .expression_attribute_values(":cleared", n(cleared))
         .expression_attribute_values(":kind", s("counter"))
         .expression_attribute_values(":pid", s(project_id))
         .expression_attribute_values(":aid", n(audience_id))
@@ -440,6 +520,19 @@ impl Store {
         project_id: &str,
         audience_id: i64,
     ) -> Result<Option<Item>, StoreError> {
+        Ok(self
+            .segment_with_history(region, project_id, audience_id)
+            .await?
+            .map(|(segment, _)| segment))
+    }
+
+    /// A segment with its counters, and its per-day counts, as of one point in time.
+    pub async fn segment_with_history(
+        &self,
+        region: Region,
+        project_id: &str,
+        audience_id: i64,
+    ) -> Result<Option<(Item, BTreeMap<String, DayCounts>)>, StoreError> {
         let mut keys = vec![segment_key(project_id, audience_id)];
         keys.extend((0..k::COUNTER_SHARDS).map(|s| counter_shard_key(project_id, audience_id, s)));
         let mut items = self.transact_get(region, Table::Segments, keys).await?;
@@ -452,7 +545,7 @@ impl Store {
             .copied()
             .unwrap_or_default()
             .merge_into(&mut segment);
-        Ok(Some(segment))
+        Ok(Some((segment, sum_daily_counts(&shards))))
     }
 
     /// The counters of some segments of a project, each summed over its shards as of one point
@@ -535,6 +628,40 @@ mod tests {
         assert_eq!(sums[&8].member_count, 4);
         assert_eq!(sums[&8].last_sync_ms, None);
         assert_eq!(sums.len(), 2);
+    }
+
+    #[test]
+    fn events_are_tallied_per_day_and_days_summed_over_shards() {
+        let dec_1 = 1_796_083_200_000;
+        let mut tally = ShardTally::default();
+        tally.count(SyncAction::Added, dec_1 - 1);
+        tally.count(SyncAction::Added, dec_1);
+        tally.count(SyncAction::Removed, dec_1 + 5);
+        assert_eq!((tally.added, tally.removed), (2, 1));
+        assert_eq!(tally.by_day["2026-11-30"], (1, 0));
+        assert_eq!(tally.by_day["2026-12-01"], (1, 1));
+        let day_item = |pairs: &[(&str, i64)]| -> Item {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), n(*v)))
+                .collect()
+        };
+        let shards = [
+            day_item(&[("added_on_2026-12-01", 2), ("member_count", 9)]),
+            day_item(&[("added_on_2026-12-01", 1), ("removed_on_2026-12-01", 1)]),
+            day_item(&[("cleared_on_2026-12-02", 2)]),
+        ];
+        let days = sum_daily_counts(&shards);
+        assert_eq!(
+            days["2026-12-01"],
+            DayCounts {
+                added: 3,
+                removed: 1,
+                cleared: 0
+            }
+        );
+        assert_eq!(days["2026-12-02"].cleared, 2);
+        assert_eq!(days.len(), 2);
     }
 
     #[test]

@@ -98,6 +98,11 @@ pub mod segments {
     pub const COUNTER_SHARDS: u32 = 16;
     /// Shards per monthly usage counter (`partner_sync_events`).
     pub const USAGE_SHARDS: u32 = 16;
+    /// Per-day attributes of a counter shard, `<prefix>YYYY-MM-DD` (UTC): Partner Sync events
+    /// by action on the day of the event, members cleared on the day of the clearing.
+    pub const DAY_ADDED: &str = "added_on_";
+    pub const DAY_REMOVED: &str = "removed_on_";
+    pub const DAY_CLEARED: &str = "cleared_on_";
     /// Sort key of every counter shard item (each shard has its own partition key).
     pub const SHARD_SK: &str = "shard";
 

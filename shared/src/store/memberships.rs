@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 use super::{Item, Store, StoreError, get_s, n, s};
+use crate::calendar::month_of;
 use crate::changes::MembershipChange;
 use crate::keys::{self, events as ek, memberships as mk, segments as sk};
 use crate::region::Region;
 use crate::segment_state::{MemberState, SyncAction};
-use crate::store::counters::{counter_shard_update, pick_shard, usage_shard_update};
+use crate::store::counters::{ShardTally, counter_shard_update, pick_shard, usage_shard_update};
 use crate::tables::Table;
 
 pub const PARTNER_SYNC: &str = "Partner Sync";
@@ -52,22 +53,6 @@ pub struct PairWrite {
     /// How many of the pair's pending changes this write covers (the rest, if any, follow in
     /// another write).
     pub consumed: usize,
-}
-
-/// `YYYY-MM` (UTC) of an epoch-ms time: the billing month of an event.
-pub fn month_of(ts_ms: i64) -> String {
-    let days = ts_ms.div_euclid(86_400_000);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}")
 }
 
 impl PairWrite {
@@ -185,7 +170,7 @@ pub fn segment_transaction(
 ) -> (Vec<TransactWriteItem>, Vec<ActionRole>) {
     let mut items = Vec::new();
     let mut roles = Vec::new();
-    let (mut added, mut removed) = (0u64, 0u64);
+    let mut tally = ShardTally::default();
     let mut by_month: BTreeMap<String, u64> = BTreeMap::new();
     for (i, p) in pairs.iter().enumerate() {
         items.push(
@@ -208,10 +193,7 @@ pub fn segment_transaction(
                     .build(),
             );
             roles.push(ActionRole::Event(i));
-            match action {
-                SyncAction::Added => added += 1,
-                SyncAction::Removed => removed += 1,
-            }
+            tally.count(*action, change.ts_ms);
             *by_month.entry(month_of(change.ts_ms)).or_default() += 1;
         }
     }
@@ -222,7 +204,7 @@ pub fn segment_transaction(
                 &region_tables.segments,
                 audience_id,
                 counter_shard,
-                (added, removed),
+                &tally,
                 now_ms,
             ))
             .build(),
@@ -354,20 +336,5 @@ impl Store {
             members,
             next: page.last_evaluated_key,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn months_are_utc_calendar_months() {
-        assert_eq!(month_of(0), "1970-01");
-        assert_eq!(month_of(1_714_592_744_065), "2024-05");
-        assert_eq!(month_of(1_709_251_199_999), "2024-02"); // 2024-02-29T23:59:59.999Z
-        assert_eq!(month_of(1_709_251_200_000), "2024-03");
-        assert_eq!(month_of(951_782_400_000), "2000-02"); // 2000-02-29
-        assert_eq!(month_of(-1), "1969-12");
     }
 }
