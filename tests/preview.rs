@@ -7,7 +7,6 @@ use integration_tests::*;
 use serde_json::{Value, json};
 use shared::Region;
 use shared::query::{QueryApi, ReadRequest};
-use shared::tables::Table;
 
 async fn call(stack: &Stack, method: &str, passcode: &str, body: &str) -> (u16, Value) {
     let api = QueryApi::new(
@@ -35,17 +34,6 @@ async fn call(stack: &Stack, method: &str, passcode: &str, body: &str) -> (u16, 
     (reply.status, serde_json::from_str(&reply.body).unwrap())
 }
 
-/// Every item of every table, in a stable order.
-async fn snapshot(stack: &Stack) -> Vec<Vec<shared::store::Item>> {
-    let mut out = Vec::new();
-    for table in Table::ALL {
-        let mut items = stack.scan(table).await;
-        items.sort_by_key(|i| (text(i, "pk"), text(i, "sk")));
-        out.push(items);
-    }
-    out
-}
-
 fn sub(stack: &Stack, audience_id: i64, action: &str, ts: i64) -> String {
     stack.subscription(audience_id, &format!("Audience {audience_id}"), action, ts)
 }
@@ -71,7 +59,7 @@ async fn the_preview_walks_the_ladder_and_the_state_machine_and_writes_nothing()
         ))
         .await;
     stack.pipeline().await.run_until_idle(50).await.unwrap();
-    let before = snapshot(&stack).await;
+    let before = stack.snapshot().await;
     let member = |v: &Value, ct: &str| {
         v["users"]
             .as_array()
@@ -245,5 +233,5 @@ async fn the_preview_walks_the_ladder_and_the_state_machine_and_writes_nothing()
         400
     );
 
-    assert_eq!(snapshot(&stack).await, before, "the preview wrote nothing");
+    assert_eq!(stack.snapshot().await, before, "the preview wrote nothing");
 }

@@ -688,15 +688,51 @@ fn authorize_reaches_exactly_the_home_region_tables_it_writes_in_every_region() 
     let t = template();
     let f = function_id(&t, "authorize");
     let statements = policy_statements(&t, f);
-    let needs: [(Table, &[&str]); 3] = [
-        (Table::Projects, &["dynamodb:GetItem"]),
+    // Batches and subscriptions; erasures (`stages::erasure`) in the project's home region.
+    let needs: [(Table, &str, &[&str]); 7] = [
+        (
+            Table::Projects,
+            "",
+            &["dynamodb:GetItem", "dynamodb:UpdateItem"],
+        ),
         (
             Table::Inbox,
+            "",
             &["dynamodb:PutItem", "dynamodb:ConditionCheckItem"],
         ),
         (
             Table::Segments,
-            &["dynamodb:UpdateItem", "dynamodb:GetItem"],
+            "",
+            &[
+                "dynamodb:UpdateItem",
+                "dynamodb:GetItem",
+                "dynamodb:Query",
+                "dynamodb:PutItem",
+            ],
+        ),
+        (
+            Table::Profiles,
+            "",
+            &[
+                "dynamodb:BatchGetItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+            ],
+        ),
+        (Table::Profiles, "/index/*", &["dynamodb:Query"]),
+        (
+            Table::Memberships,
+            "",
+            &[
+                "dynamodb:BatchGetItem",
+                "dynamodb:GetItem",
+                "dynamodb:UpdateItem",
+            ],
+        ),
+        (
+            Table::Events,
+            "",
+            &["dynamodb:Query", "dynamodb:BatchWriteItem"],
         ),
     ];
     // Every (action, resource) pair the policy grants.
@@ -711,7 +747,7 @@ fn authorize_reaches_exactly_the_home_region_tables_it_writes_in_every_region() 
     }
     let mut wanted = BTreeSet::new();
     for r in Region::ALL {
-        for (table, actions) in &needs {
+        for (table, suffix, actions) in &needs {
             let arn = format!(
                 "arn:${{AWS::Partition}}:dynamodb:{}:${{AWS::AccountId}}:table/${{TablePrefix}}-{}-{}",
                 r.aws_region(),
@@ -724,7 +760,7 @@ fn authorize_reaches_exactly_the_home_region_tables_it_writes_in_every_region() 
                 arn.rsplit_once("table/").unwrap().1
             );
             for a in *actions {
-                wanted.insert((a.to_string(), arn.clone()));
+                wanted.insert((a.to_string(), format!("{arn}{suffix}")));
             }
         }
     }

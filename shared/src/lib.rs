@@ -20,8 +20,8 @@ pub mod stages;
 pub mod store;
 
 pub use domain::{
-    auth, batch, calendar, changes, chart, emf, identity, pages, protocol, region, round_trip,
-    segment_state, sync_log,
+    auth, batch, calendar, changes, chart, emf, erasure, identity, pages, protocol, region,
+    round_trip, segment_state, sync_log,
 };
 pub use region::Region;
 #[cfg(feature = "aws")]

@@ -69,7 +69,7 @@ fn every_request_fixture_parses_to_its_type() {
         assert_eq!(req.type_name(), wire_type, "{name}");
         seen += 1;
     }
-    assert_eq!(seen, 11);
+    assert_eq!(seen, 12);
 }
 
 fn membership(name: &str) -> MembershipRequest<'static> {
@@ -119,6 +119,20 @@ fn fixture_details_survive_parsing() {
     assert_eq!(attrs[3].action, AttributeAction::Delete);
 
     assert!(membership("request_membership_heartbeat.json").is_heartbeat());
+
+    let (_, body) = fixtures()
+        .into_iter()
+        .find(|(n, _)| n == "request_dsr_erasure_mixed_identities.json")
+        .unwrap();
+    let Request::DsrProcessing(dsr) = parse_request(&body).unwrap() else {
+        panic!("a DSR")
+    };
+    assert_eq!(dsr.request_type, DsrRequestType::Erasure);
+    assert_eq!(dsr.regulation, Regulation::Gdpr);
+    assert_eq!(dsr.subject_request_id, "4b9e0c3f-81d2-47a6-9c55-e2a01f6d7b38");
+    assert_eq!(dsr.submitted_ms, 1_740_652_744_518);
+    let kinds: Vec<&str> = dsr.subject_identities.iter().map(|i| i.kind.as_str()).collect();
+    assert_eq!(kinds, ["android_advertising_id", "controller_customer_id", "email"], "one without a value is dropped");
 
     let m4 = membership("request_membership_two_profiles_sha256.json");
     let p = m4.user_profiles.as_ref().unwrap();

@@ -221,6 +221,17 @@ impl Stack {
         scan_all(&self.client, &self.names.name(self.project.region, table)).await
     }
 
+    /// Every item of every table, in a stable order.
+    pub async fn snapshot(&self) -> Vec<Vec<Item>> {
+        let mut out = Vec::new();
+        for table in shared::tables::Table::ALL {
+            let mut items = self.scan(table).await;
+            items.sort_by_key(|i| (text(i, "pk"), text(i, "sk")));
+            out.push(items);
+        }
+        out
+    }
+
     /// The Identities of the profiles that are members of some segment now.
     pub async fn member_identities(&self) -> Vec<String> {
         self.scan(shared::tables::Table::Memberships)

@@ -1,9 +1,11 @@
-//! `scripts/admin`: operator CLI for projects, against DYNAMODB_ENDPOINT (local) or AWS.
+//! `scripts/admin`: operator CLI for projects and erasures, against DYNAMODB_ENDPOINT (local) or AWS.
 //!
 //!   project create --region R [--id ID] [--passcode P] [--token T] [--passcode-expires RFC3339]
 //!   project show   --region R --id ID
 //!   passcode add    --region R --id ID [--passcode P] [--expires RFC3339]
 //!   passcode revoke --region R --id ID --passcode-id PID
+//!   profile erase   --region R --id ID (--identity I | --email E | --phone P | --clevertap-id C)
+//!                   [--regulation gdpr|ccpa] [--request-id RID]
 //!
 //! Secrets are printed once, when created; stored passcodes are salted hashes.
 
@@ -14,13 +16,16 @@ use serde_json::json;
 use shared::Region;
 use shared::auth::{Project, ProjectStatus, StoredPasscode, generate_secret, valid_project_id};
 use shared::config::Config;
+use shared::protocol::Regulation;
+use shared::stages::erasure::{ErasureOutcome, ErasureRequest};
 use shared::store::Store;
 
 const USAGE: &str = "usage:
   admin project create --region R [--id ID] [--passcode P] [--token T] [--passcode-expires RFC3339]
   admin project show --region R --id ID
   admin passcode add --region R --id ID [--passcode P] [--expires RFC3339]
-  admin passcode revoke --region R --id ID --passcode-id PID";
+  admin passcode revoke --region R --id ID --passcode-id PID
+  admin profile erase --region R --id ID (--identity I | --email E | --phone P | --clevertap-id C) [--regulation gdpr|ccpa] [--request-id RID]";
 
 /// `--passcode` if given and strong enough (as strong as a generated one), else a generated one.
 fn chosen_or_generated_passcode(flags: &HashMap<String, String>) -> Result<String, String> {
@@ -192,6 +197,34 @@ async fn run(args: Vec<String>) -> Result<serde_json::Value, String> {
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(json!({"revoked": revoked}))
+        }
+        (Some("profile"), Some("erase")) => {
+            let id = id()?;
+            store
+                .get_project(region, &id)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("no such project")?;
+            let (kind, value) = ["identity", "email", "phone", "clevertap-id"]
+                .into_iter()
+                .find_map(|k| flags.get(k).map(|v| (k, v)))
+                .ok_or("one of --identity, --email, --phone or --clevertap-id is required")?;
+            let request = ErasureRequest::by_operator(
+                kind,
+                value,
+                flags.get("request-id").cloned(),
+                Regulation::parse(flags.get("regulation").map(String::as_str)),
+            )
+            .ok_or_else(|| format!("--{kind} {value:?} is not a value this output stores"))?;
+            let outcome = shared::stages::erasure::erase(&store, region, &id, &request)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(match outcome {
+                ErasureOutcome::Erased(audit) => serde_json::to_value(audit).expect("serializes"),
+                ErasureOutcome::AlreadyErased => {
+                    json!({"request_id": request.request_id, "already_erased": true})
+                }
+            })
         }
         _ => Err(USAGE.to_owned()),
     }

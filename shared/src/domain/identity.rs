@@ -109,7 +109,7 @@ pub fn user_id_type(setting: Option<&str>) -> UserIdentityType {
 }
 
 /// Reads an mParticle ID in its canonical form (a signed 64-bit integer), if it is one.
-fn canonical_mpid(raw: &str) -> Option<String> {
+pub fn canonical_mpid(raw: &str) -> Option<String> {
     let v: i64 = raw.trim().parse().ok()?;
     (v != 0).then(|| v.to_string())
 }

@@ -9,6 +9,7 @@ pub mod calendar;
 pub mod changes;
 pub mod chart;
 pub mod emf;
+pub mod erasure;
 pub mod identity;
 pub mod pages;
 pub mod protocol;

@@ -482,7 +482,7 @@ pub fn profile_page(profile: &Value, events: &Value, events_href: &str) -> Page 
 }
 
 /// The ladder outcomes of the sync log, as columns: key in the view, heading.
-const OUTCOMES: [(&str, &str); 9] = [
+const OUTCOMES: [(&str, &str); 10] = [
     ("partner_id", "By partner ID"),
     ("identity", "By identity"),
     ("mpid", "By mpid"),
@@ -492,13 +492,14 @@ const OUTCOMES: [(&str, &str); 9] = [
     ("hashed_unusable", "Hashed, unusable"),
     ("invalid_email", "Invalid email"),
     ("invalid_phone", "Invalid phone"),
+    ("erased", "Erased"),
 ];
 
 /// Applied changes, in the order they are listed.
 const CHANGES: [&str; 6] = ["added", "removed", "noop", "duplicate", "stale", "archived"];
 
 /// Profiles skipped: every outcome that resolves nobody.
-const SKIPS: [&str; 4] = ["anonymous", "hashed_unusable", "no_identity", "too_long"];
+const SKIPS: [&str; 5] = ["anonymous", "hashed_unusable", "no_identity", "too_long", "erased"];
 
 fn changes_text(changes: &Value) -> String {
     let parts: Vec<String> = CHANGES

@@ -217,6 +217,18 @@ fn lenient_opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>,
     Ok(lenient_opt_cow(d)?.map(Cow::into_owned))
 }
 
+/// A number given as a JSON number or a numeric string.
+fn lenient_opt_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    match lenient_opt_cow(d)? {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse::<f64>()
+            .map(Some)
+            .map_err(|_| de::Error::custom(format!("expected a number, found {v:?}"))),
+    }
+}
+
 /// An integer id given as a JSON number or a numeric string.
 fn lenient_opt_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     struct V;
@@ -787,6 +799,62 @@ impl<P> AudienceMembershipChangeRequest<P> {
     }
 }
 
+/// What a data subject request asks for (`subject_request_type`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DsrRequestType {
+    Erasure,
+    /// `access` or `portability`: answered as not supported.
+    Other(String),
+}
+
+/// The law a data subject request is made under (`regulation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Regulation {
+    Gdpr,
+    Ccpa,
+    Unknown,
+}
+
+impl Regulation {
+    pub fn parse(s: Option<&str>) -> Self {
+        match s.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+            Some("gdpr") => Regulation::Gdpr,
+            Some("ccpa") => Regulation::Ccpa,
+            _ => Regulation::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Regulation::Gdpr => "gdpr",
+            Regulation::Ccpa => "ccpa",
+            Regulation::Unknown => "unknown",
+        }
+    }
+}
+
+/// One of `subject_identities`: `{"<type>": {"encoding": "raw", "value": "…"}}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectIdentity {
+    pub kind: String,
+    pub encoding: Encoding,
+    pub value: String,
+}
+
+/// A data subject request (GDPR / CCPA) forwarded by mParticle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DsrProcessingRequest {
+    pub envelope: Envelope,
+    pub account: Account,
+    /// mParticle's id of the request: the idempotency key of the erasure.
+    pub subject_request_id: String,
+    pub request_type: DsrRequestType,
+    /// When the person asked, in epoch ms (`submitted_time`); the message's time if absent.
+    pub submitted_ms: i64,
+    pub subject_identities: Vec<SubjectIdentity>,
+    pub regulation: Regulation,
+}
+
 /// A membership request with its profiles collected.
 pub type MembershipRequest<'a> = AudienceMembershipChangeRequest<Vec<UserProfile<'a>>>;
 
@@ -796,6 +864,7 @@ pub enum Request<P> {
     ModuleRegistration(ModuleRegistrationRequest),
     AudienceSubscription(AudienceSubscriptionRequest),
     AudienceMembershipChange(AudienceMembershipChangeRequest<P>),
+    DsrProcessing(DsrProcessingRequest),
 }
 
 /// A request with its profiles collected, borrowing from the body.
@@ -807,6 +876,7 @@ impl<P> Request<P> {
             Request::ModuleRegistration(r) => &r.envelope,
             Request::AudienceSubscription(r) => &r.envelope,
             Request::AudienceMembershipChange(r) => &r.envelope,
+            Request::DsrProcessing(r) => &r.envelope,
         }
     }
 
@@ -815,6 +885,7 @@ impl<P> Request<P> {
             Request::ModuleRegistration(_) => "module_registration_request",
             Request::AudienceSubscription(_) => "audience_subscription_request",
             Request::AudienceMembershipChange(_) => "audience_membership_change_request",
+            Request::DsrProcessing(_) => DSR_TYPE,
         }
     }
 }
@@ -834,6 +905,7 @@ impl ParsedRequest<'_> {
                         .map(|ps| ps.into_iter().map(UserProfile::into_owned).collect()),
                 })
             }
+            Request::DsrProcessing(r) => Request::DsrProcessing(r),
         }
     }
 }
@@ -852,6 +924,20 @@ struct WireMessage<P> {
     previous_audience_subscription_settings: Option<Settings>,
     action: Option<SubscriptionAction>,
     user_profiles: Option<P>,
+    subject_request_id: Option<String>,
+    subject_request_type: Option<String>,
+    submitted_time: Option<f64>,
+    subject_identities: Option<BTreeMap<String, WireSubjectIdentity>>,
+    regulation: Option<String>,
+}
+
+/// A subject identity as sent; an identity without a value is dropped.
+#[derive(Deserialize)]
+struct WireSubjectIdentity {
+    #[serde(default)]
+    encoding: Option<Encoding>,
+    #[serde(default, deserialize_with = "lenient_opt_string")]
+    value: Option<String>,
 }
 
 /// The top-level keys of a message; anything else is skipped unread.
@@ -870,6 +956,11 @@ enum Field {
     PreviousAudienceSubscriptionSettings,
     Action,
     UserProfiles,
+    SubjectRequestId,
+    SubjectRequestType,
+    SubmittedTime,
+    SubjectIdentities,
+    Regulation,
     #[serde(other)]
     Other,
 }
@@ -891,6 +982,11 @@ impl Field {
             }
             Field::Action => "action",
             Field::UserProfiles => "user_profiles",
+            Field::SubjectRequestId => "subject_request_id",
+            Field::SubjectRequestType => "subject_request_type",
+            Field::SubmittedTime => "submitted_time",
+            Field::SubjectIdentities => "subject_identities",
+            Field::Regulation => "regulation",
             Field::Other => "",
         }
     }
@@ -901,6 +997,9 @@ impl Field {
 struct LenientString(#[serde(deserialize_with = "lenient_opt_string")] Option<String>);
 #[derive(Deserialize)]
 struct LenientI64(#[serde(deserialize_with = "lenient_opt_i64")] Option<i64>);
+/// A number, or a numeric string (`submitted_time`: epoch seconds with a fraction).
+#[derive(Deserialize)]
+struct LenientF64(#[serde(deserialize_with = "lenient_opt_f64")] Option<f64>);
 #[derive(Deserialize)]
 struct LenientSettings(#[serde(deserialize_with = "lenient_settings")] Settings);
 #[derive(Deserialize)]
@@ -927,7 +1026,7 @@ impl<'de, S: ProfileSink<'de>> Visitor<'de> for MessageSeed<S> {
 
     fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut sink = self.0;
-        let mut seen = 0u16;
+        let mut seen = 0u32;
         let mut w = WireMessage {
             message_type: None,
             id: None,
@@ -941,12 +1040,17 @@ impl<'de, S: ProfileSink<'de>> Visitor<'de> for MessageSeed<S> {
             previous_audience_subscription_settings: None,
             action: None,
             user_profiles: None,
+            subject_request_id: None,
+            subject_request_type: None,
+            submitted_time: None,
+            subject_identities: None,
+            regulation: None,
         };
         let mut profiles_present = false;
         while let Some(field) = map.next_key::<Field>()? {
             if field != Field::Other {
                 // As serde's derived structs do: a repeated key is an error, not a silent overwrite.
-                let bit = 1u16 << (field as u16);
+                let bit = 1u32 << (field as u32);
                 if seen & bit != 0 {
                     return Err(de::Error::duplicate_field(field.name()));
                 }
@@ -974,6 +1078,17 @@ impl<'de, S: ProfileSink<'de>> Visitor<'de> for MessageSeed<S> {
                 Field::UserProfiles => {
                     profiles_present = map.next_value_seed(ProfilesSeed(&mut sink))?
                 }
+                Field::SubjectRequestId => {
+                    w.subject_request_id = map.next_value::<LenientString>()?.0
+                }
+                Field::SubjectRequestType => {
+                    w.subject_request_type = map.next_value::<LenientString>()?.0
+                }
+                Field::SubmittedTime => w.submitted_time = map.next_value::<LenientF64>()?.0,
+                Field::SubjectIdentities => {
+                    w.subject_identities = map.next_value::<OptObject<_>>()?.0
+                }
+                Field::Regulation => w.regulation = map.next_value::<LenientString>()?.0,
                 Field::Other => {
                     map.next_value::<de::IgnoredAny>()?;
                 }
@@ -1080,6 +1195,9 @@ pub mod limits {
     }
 }
 
+/// A data subject request (erasure; access and portability are answered as not supported).
+pub const DSR_TYPE: &str = "dsr_processing_request";
+
 /// The message type of the only request answered without the caller token.
 pub const REGISTRATION_TYPE: &str = "module_registration_request";
 
@@ -1179,12 +1297,67 @@ pub fn parse_request_into<'de, S: ProfileSink<'de>>(
                 },
             ))
         }
+        DSR_TYPE => {
+            let account = wire.account.ok_or_else(|| ParseError::missing("account"))?;
+            let request_id = wire
+                .subject_request_id
+                .filter(|id| !id.trim().is_empty())
+                .ok_or_else(|| ParseError::missing("subject_request_id"))?;
+            if request_id.len() > limits::MAX_MESSAGE_ID_BYTES {
+                return Err(ParseError {
+                    kind: ParseErrorKind::InvalidValue,
+                    path: "subject_request_id".into(),
+                    reason: format!(
+                        "`subject_request_id` must be at most {} bytes",
+                        limits::MAX_MESSAGE_ID_BYTES
+                    ),
+                });
+            }
+            let request_type = match wire
+                .subject_request_type
+                .ok_or_else(|| ParseError::missing("subject_request_type"))?
+                .trim()
+                .to_ascii_lowercase()
+            {
+                t if t == "erasure" => DsrRequestType::Erasure,
+                t => DsrRequestType::Other(t),
+            };
+            let timestamp_ms = wire.timestamp_ms.unwrap_or_else(now_ms);
+            let subject_identities = wire
+                .subject_identities
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(kind, i)| {
+                    i.value.map(|value| SubjectIdentity {
+                        kind,
+                        encoding: i.encoding.unwrap_or(Encoding::Raw),
+                        value,
+                    })
+                })
+                .collect();
+            Ok(Request::DsrProcessing(DsrProcessingRequest {
+                envelope: Envelope {
+                    id: wire.id.unwrap_or_else(new_message_id),
+                    timestamp_ms,
+                    firehose_version: wire.firehose_version,
+                },
+                account,
+                subject_request_id: request_id,
+                request_type,
+                submitted_ms: wire
+                    .submitted_time
+                    .and_then(crate::erasure::submitted_ms)
+                    .unwrap_or(timestamp_ms),
+                subject_identities,
+                regulation: Regulation::parse(wire.regulation.as_deref()),
+            }))
+        }
         other => Err(ParseError {
             kind: ParseErrorKind::UnknownType,
             path: "type".into(),
             reason: format!(
                 "unsupported message type {other:?} (this audience output handles module_registration_request, \
-                 audience_subscription_request and audience_membership_change_request)"
+                 audience_subscription_request, audience_membership_change_request and dsr_processing_request)"
             ),
         }),
     }
@@ -1298,6 +1471,16 @@ pub struct ModuleRegistrationResponse {
     pub permissions: Option<Permissions>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audience_processing_registration: Option<AudienceProcessingRegistration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dsr_processing_registration: Option<DsrProcessingRegistration>,
+}
+
+/// Declares that data subject requests are handled, and which (`erasure`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DsrProcessingRegistration {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub account_settings: Vec<Setting>,
+    pub supported_dsr_types: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

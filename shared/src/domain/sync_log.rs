@@ -22,6 +22,9 @@ pub struct ResolveOutcomes {
     /// Profiles beyond a profile-level bound (`protocol::limits`): skipped, the rest goes on.
     #[serde(default)]
     pub too_long: u64,
+    /// Users skipped because an erasure newer than their message covers them.
+    #[serde(default)]
+    pub erased: u64,
 }
 
 impl ResolveOutcomes {
@@ -40,6 +43,7 @@ impl ResolveOutcomes {
         self.unknown_action += o.unknown_action;
         self.missing_audience_id += o.missing_audience_id;
         self.too_long += o.too_long;
+        self.erased += o.erased;
     }
 }
 

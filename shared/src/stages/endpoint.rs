@@ -12,10 +12,12 @@ use crate::config::Config;
 use crate::protocol::{
     self, AudienceMembershipChangeRequest, AudienceMembershipChangeResponse,
     AudienceProcessingRegistration, AudienceSubscriptionRequest, AudienceSubscriptionResponse,
-    Encoding, IdentityPermission, ModuleRegistrationResponse, Permissions, Request,
-    ResponseEnvelope, Setting, Settings, SubscriptionAction, UserIdentityType,
+    DsrProcessingRegistration, DsrProcessingRequest, DsrRequestType, Encoding, IdentityPermission,
+    ModuleRegistrationResponse, Permissions, Request, ResponseEnvelope, Setting, Settings,
+    SubscriptionAction, UserIdentityType,
 };
 use crate::region::Region;
+use crate::stages::erasure::{self, ErasureOutcome, ErasureRequest};
 use crate::stages::metrics::Metrics;
 use crate::store::inbox::{BatchMeta, PutBatchOutcome};
 use crate::store::projects::ProjectCache;
@@ -98,6 +100,8 @@ pub enum Outcome {
     Heartbeat,
     Registration,
     Subscription,
+    /// A data subject's erasure carried out (or found done before).
+    Erasure,
     /// The output's credentials were refused: a membership answered with suspend, a subscription 403.
     CredentialsRejected,
     Unauthorized,
@@ -120,6 +124,7 @@ impl Outcome {
             Outcome::Duplicate { .. } => "duplicate",
             Outcome::Heartbeat => "heartbeat",
             Outcome::Registration => "registration",
+            Outcome::Erasure => "erasure",
             Outcome::Subscription => "subscription",
             Outcome::CredentialsRejected => "credentials_rejected",
             Outcome::Unauthorized => "unauthorized",
@@ -267,6 +272,51 @@ impl Endpoint {
             _ if !caller_ok => unauthorized(),
             Request::AudienceSubscription(r) => self.subscription(r).await,
             Request::AudienceMembershipChange(r) => self.membership(r).await,
+            Request::DsrProcessing(r) => self.dsr(r).await,
+        }
+    }
+
+    /// A data subject request: an erasure is carried out before the answer (a failure is a 503,
+    /// and mParticle sends the request again); access and portability are not supported.
+    async fn dsr(&self, r: DsrProcessingRequest) -> HttpReply {
+        let out = match self.check_output(&r.account.account_settings).await {
+            OutputCheck::Ok(a) => a,
+            OutputCheck::Invalid(e) => {
+                info!(request_id = %r.subject_request_id, reason = e.code(), "erasure refused: output credentials");
+                return HttpReply::error(403, auth::CREDENTIALS_REJECTED);
+            }
+            OutputCheck::Unavailable(e) => return unavailable(&e),
+        };
+        if let DsrRequestType::Other(kind) = &r.request_type {
+            return HttpReply::error(
+                400,
+                format!(
+                    "subject_request_type {kind:?} is not supported: this output carries out erasure requests only"
+                ),
+            );
+        }
+        let request = ErasureRequest::from_dsr(&r);
+        match erasure::erase(&self.store, out.region, &out.project_id, &request).await {
+            Ok(outcome) => {
+                match &outcome {
+                    ErasureOutcome::Erased(a) => info!(
+                        project_id = %out.project_id, request_id = %r.subject_request_id,
+                        regulation = a.regulation, profiles = a.removed.profiles,
+                        memberships = a.removed.memberships, events = a.removed.events,
+                        "erasure carried out"
+                    ),
+                    ErasureOutcome::AlreadyErased => info!(
+                        project_id = %out.project_id, request_id = %r.subject_request_id,
+                        "erasure redelivered: carried out before"
+                    ),
+                }
+                HttpReply::json(
+                    200,
+                    &ResponseEnvelope::reply("dsr_processing_response", &r.envelope.id),
+                )
+                .with(Outcome::Erasure)
+            }
+            Err(e) => unavailable(&e),
         }
     }
 
@@ -464,7 +514,7 @@ pub fn registration_response(request_id: &str) -> ModuleRegistrationResponse {
         sdk_version: Some(protocol::FIREHOSE_VERSION.to_owned()),
         name: "CleverTap".to_owned(),
         description: Some(
-            "Import mParticle audiences into CleverTap as Partner - mParticle segments, with a Partner Sync event for every membership change."
+            "Import mParticle audiences into CleverTap as Partner - mParticle segments, with a Partner Sync event for every membership change. Honours GDPR and CCPA erasure requests."
                 .to_owned(),
         ),
         version: "1.0".to_owned(),
@@ -486,18 +536,7 @@ pub fn registration_response(request_id: &str) -> ModuleRegistrationResponse {
             allow_audience_user_attributes: true,
         }),
         audience_processing_registration: Some(AudienceProcessingRegistration {
-            account_settings: vec![
-                text_setting(setting_ids::ACCOUNT_ID, "Account ID", "Your CleverTap Project ID", true, false),
-                text_setting(setting_ids::PASSCODE, "Passcode", "Your CleverTap account passcode", true, true),
-                text_setting(setting_ids::ACCOUNT_TOKEN, "Account Token", "Your CleverTap Project Token", true, false),
-                text_setting(
-                    setting_ids::REGION,
-                    "Region",
-                    "Your CleverTap region: eu1, in1, sg1, us1, aps3, mec1 or sk1",
-                    true,
-                    false,
-                ),
-            ],
+            account_settings: account_settings(),
             audience_subscription_settings: vec![
                 Setting::Text {
                     id: setting_ids::USER_ID_TYPE.to_owned(),
@@ -522,7 +561,46 @@ pub fn registration_response(request_id: &str) -> ModuleRegistrationResponse {
                 },
             ],
         }),
+        // GDPR and CCPA erasure (the request's `regulation`); the same credentials find the project.
+        dsr_processing_registration: Some(DsrProcessingRegistration {
+            account_settings: account_settings(),
+            supported_dsr_types: vec!["erasure".to_owned()],
+        }),
     }
+}
+
+/// The output's settings: they authenticate every message, audience and DSR alike.
+fn account_settings() -> Vec<Setting> {
+    vec![
+        text_setting(
+            setting_ids::ACCOUNT_ID,
+            "Account ID",
+            "Your CleverTap Project ID",
+            true,
+            false,
+        ),
+        text_setting(
+            setting_ids::PASSCODE,
+            "Passcode",
+            "Your CleverTap account passcode",
+            true,
+            true,
+        ),
+        text_setting(
+            setting_ids::ACCOUNT_TOKEN,
+            "Account Token",
+            "Your CleverTap Project Token",
+            true,
+            false,
+        ),
+        text_setting(
+            setting_ids::REGION,
+            "Region",
+            "Your CleverTap region: eu1, in1, sg1, us1, aps3, mec1 or sk1",
+            true,
+            false,
+        ),
+    ]
 }
 
 /// The Lambda edge: an API Gateway (HTTP API v2 or REST v1) event in, an HTTP response out.

@@ -33,7 +33,7 @@ use crate::store::segments::SegmentKey;
 use crate::store::segments::status as segment_status;
 use crate::store::stats::StoreStats;
 use crate::store::{
-    CancellationReason, Item, Store, StoreError, backoff, cancellation_codes, get_n, get_s, n, s,
+    CancellationReason, Item, Store, StoreError, TxOutcome, backoff, get_n, get_s, n, s,
 };
 use crate::stream::{self as records, InboxRow, RecordError};
 use crate::tables::{Table, TableNames};
@@ -332,7 +332,7 @@ async fn materialize_segment<'a>(
             shard,
             now,
         );
-        match send_transaction(store, region, items).await? {
+        match store.transact_write(region, items).await? {
             TxOutcome::Committed => {
                 for (w, tally) in &batch {
                     counts.add(tally);
@@ -406,11 +406,6 @@ async fn materialize_segment<'a>(
     }
 }
 
-enum TxOutcome {
-    Committed,
-    Cancelled(Vec<Option<CancellationReason>>),
-}
-
 /// Flips one member out of a segment being cleared, conditional on the row being as read.
 fn clear_membership(
     project_id: &str,
@@ -442,26 +437,6 @@ fn clear_membership(
 /// older than any later change (`~` sorts after every character of a version's fixed fields).
 pub fn cleared_version(version: &str) -> String {
     format!("{version}~cleared")
-}
-
-async fn send_transaction(
-    store: &Store,
-    region: Region,
-    items: Vec<TransactWriteItem>,
-) -> Result<TxOutcome, StoreError> {
-    let res = store
-        .client(region)
-        .transact_write_items()
-        .set_transact_items(Some(items))
-        .send()
-        .await;
-    match res {
-        Ok(_) => Ok(TxOutcome::Committed),
-        Err(e) => match cancellation_codes(&e) {
-            Some(codes) => Ok(TxOutcome::Cancelled(codes)),
-            None => Err(e.into()),
-        },
-    }
 }
 
 /// Clears the members of a segment that mParticle disconnected, then marks it archived.
@@ -550,7 +525,7 @@ pub async fn clear_segment(
                     ))
                     .build(),
             );
-            match send_transaction(store, region, items).await? {
+            match store.transact_write(region, items).await? {
                 TxOutcome::Committed => {
                     cleared += batch.len() as u64;
                     attempt = 0;

@@ -88,6 +88,7 @@ impl Metrics {
             .count("ProfilesCreated", o.created)
             .count("ProfilesMerged", o.merged)
             .count("SkippedAnonymous", o.anonymous)
+            .count("SkippedErased", o.erased)
             .count("SkippedHashedUnusable", o.hashed_unusable)
             .count("SkippedNoIdentity", o.no_identity)
             .count("SkippedTooLong", o.too_long)

@@ -3,6 +3,7 @@
 
 pub mod console;
 pub mod endpoint;
+pub mod erasure;
 pub mod materialize;
 pub mod metrics;
 pub mod pipeline;

@@ -16,6 +16,7 @@ use crate::endpoint::{HttpReply, into_response};
 use crate::keys;
 use crate::protocol::now_ms;
 use crate::region::Region;
+use crate::stages::erasure::ErasureAudit;
 use crate::stages::metrics::Metrics;
 use crate::stages::preview::preview_input;
 use crate::store::counters::DayCounts;
@@ -272,6 +273,7 @@ impl QueryApi {
             ["v1", "people"] => ctx.people(req.query).await,
             ["v1", "syncs"] => ctx.syncs(req.query).await,
             ["v1", "usage"] => ctx.usage(req.query).await,
+            ["v1", "erasures"] => ctx.erasures().await,
             ["v1", "preview"] => ctx.preview(req.body).await,
             _ => Ok(Err(fail(404, "no such route"))),
         };
@@ -660,6 +662,19 @@ impl Ctx<'_> {
         Ok(Ok(
             json!({ "syncs": syncs, "next_cursor": encode_cursor(next) }),
         ))
+    }
+
+    /// `/v1/erasures`: the audit rows of the project's erasures, newest first.
+    pub(crate) async fn erasures(&self) -> Reply {
+        let mut audits: Vec<ErasureAudit> = self
+            .store
+            .erasure_audits(self.region, &self.project)
+            .await?
+            .into_iter()
+            .map(serde_dynamo::from_item)
+            .collect::<Result<_, _>>()?;
+        audits.sort_by_key(|a| std::cmp::Reverse(a.completed_ms));
+        Ok(Ok(json!({ "erasures": audits })))
     }
 
     pub(crate) async fn usage(&self, query: &HashMap<String, String>) -> Reply {

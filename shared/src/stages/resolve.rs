@@ -8,7 +8,7 @@
 //! Replaying a chunk finds every claim and profile in place, writes nothing new and produces the
 //! same changes.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
@@ -17,6 +17,7 @@ use tracing::{error, info};
 
 use crate::batch::{StoredAudience, StoredProfile, decode_chunk};
 use crate::changes::{ChangeAction, MembershipChange, encode_changes};
+use crate::erasure::{is_before_erasure, resolution_hashes};
 use crate::identity::{ProfileKey, Resolution, Rung, SkipReason, resolve, user_id_type};
 use crate::protocol::{AttributeAction, AudienceAction, UserIdentityType, now_ms};
 use crate::region::Region;
@@ -131,6 +132,46 @@ pub(crate) fn ladder<'a>(
     resolved
 }
 
+/// Drops the users that an erasure made after `message_ts` covers (by their ladder key, email or
+/// phone: `domain::erasure`), counting them as `erased`. One read for a project that never had an
+/// erasure; otherwise one BatchGetItem of tombstones per chunk.
+async fn without_erased<'a>(
+    store: &Store,
+    region: Region,
+    project: &str,
+    message_ts: i64,
+    resolved: Vec<Resolved<'a>>,
+    outcomes: &mut ResolveOutcomes,
+) -> Result<Vec<Resolved<'a>>, StoreError> {
+    let Some(salt) = store.erasure_salt(region, project, false).await? else {
+        return Ok(resolved);
+    };
+    let per_user: Vec<Vec<String>> = resolved
+        .iter()
+        .map(|r| match r.resolution.outcome {
+            Ok(_) => resolution_hashes(&salt, &r.resolution),
+            Err(_) => Vec::new(),
+        })
+        .collect();
+    let all: BTreeSet<&String> = per_user.iter().flatten().collect();
+    let all: Vec<String> = all.into_iter().cloned().collect();
+    let tombstones = store.tombstones(region, project, &all).await?;
+    let mut kept = Vec::with_capacity(resolved.len());
+    for (r, hashes) in resolved.into_iter().zip(per_user) {
+        let erased = hashes.iter().any(|h| {
+            tombstones
+                .get(h)
+                .is_some_and(|&erased_ms| is_before_erasure(message_ts, erased_ms))
+        });
+        if erased {
+            outcomes.erased += 1;
+        } else {
+            kept.push(r);
+        }
+    }
+    Ok(kept)
+}
+
 /// How many profile writes or claims run at once per chunk.
 const WRITE_CONCURRENCY: usize = 16;
 
@@ -152,8 +193,18 @@ pub async fn resolve_chunk(
     let now = now_ms();
     let mut outcomes = ResolveOutcomes::default();
 
-    // 1. The ladder, per profile and per distinct userIdType among its entries (pure).
+    // 1. The ladder, per profile and per distinct userIdType among its entries (pure), less the
+    //    people an erasure made after this message was sent covers.
     let resolved = ladder(&profiles, &mut outcomes);
+    let resolved = without_erased(
+        store,
+        region,
+        project,
+        row.message_ts,
+        resolved,
+        &mut outcomes,
+    )
+    .await?;
 
     // 2. Identities to CleverTap IDs: existing claims in bulk, then claim the new ones.
     let identities = identities_of(&resolved);

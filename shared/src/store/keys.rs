@@ -79,6 +79,11 @@ pub mod profiles {
     pub fn phone_key(project_id: &str, phone: &str) -> String {
         format!("{project_id}#{phone}")
     }
+
+    /// A tombstone: something of an erased person, by its salted hash (`domain::erasure`).
+    pub fn tombstone_pk(project_id: &str, hash: &str) -> String {
+        format!("T#{project_id}#{hash}")
+    }
 }
 
 /// Table `segments`: segment items of a project, and the shards of their counters and of the
@@ -113,6 +118,15 @@ pub mod segments {
     /// `C#<project>#<audience id>#<shard>`: one shard of a segment's counters.
     pub fn counter_shard_pk(project_id: &str, partner_segment_id: i64, shard: u32) -> String {
         format!("C#{project_id}#{partner_segment_id}#{shard:02}")
+    }
+
+    /// `E#<project>`: the project's erasure audit rows, one per request (`E#<request id>`).
+    pub fn erasure_pk(project_id: &str) -> String {
+        format!("E#{project_id}")
+    }
+
+    pub fn erasure_sk(request_id: &str) -> String {
+        format!("E#{request_id}")
     }
 
     /// `U#<project>#<YYYY-MM>#<shard>`: one shard of a month's usage.

@@ -13,6 +13,7 @@ use crate::tables::{Table, TableNames};
 
 pub mod clients;
 pub mod counters;
+pub mod erasure;
 pub mod inbox;
 pub mod keys;
 pub mod memberships;
@@ -219,7 +220,34 @@ const MAX_TRANSACT_GET_ATTEMPTS: u32 = 20;
 /// How often unprocessed keys or items are retried before the call fails (and the stream retries).
 pub(crate) const MAX_UNPROCESSED_RETRIES: u32 = 8;
 
+/// How a write transaction ended: committed, or cancelled with a reason per action.
+pub enum TxOutcome {
+    Committed,
+    Cancelled(Vec<Option<CancellationReason>>),
+}
+
 impl Store {
+    /// Sends one TransactWriteItems; a cancellation is an answer (its reasons), not an error.
+    pub async fn transact_write(
+        &self,
+        region: Region,
+        items: Vec<aws_sdk_dynamodb::types::TransactWriteItem>,
+    ) -> Result<TxOutcome, StoreError> {
+        let res = self
+            .client(region)
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(TxOutcome::Committed),
+            Err(e) => match cancellation_codes(&e) {
+                Some(codes) => Ok(TxOutcome::Cancelled(codes)),
+                None => Err(e.into()),
+            },
+        }
+    }
+
     /// Reads items by key with BatchGetItem, 100 keys a request, requests in parallel, retrying
     /// UnprocessedKeys with backoff. Strongly consistent. Missing items are simply absent.
     pub async fn batch_get(

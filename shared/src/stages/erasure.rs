@@ -1,0 +1,314 @@
+//! Erasing a person (a GDPR / CCPA data subject request, docs/contract.md §2.8), in the
+//! project's home region. Each step is idempotent and the audit row is written last, so a
+//! request that fails part-way is carried out whole when mParticle sends it again.
+//!
+//! 1. Whom: the profiles the subject's identities lead to (claims, the email and phone indexes,
+//!    a CleverTap ID itself).
+//! 2. What they hold: their profile items (Identity, email and phone are remembered too).
+//! 3. Tombstones, first: keyed by salted hashes, they make resolve skip the person in any batch
+//!    sent before the erasure that arrives from now on.
+//! 4. Their data: memberships (members leave their segments with exact counts and no Partner
+//!    Sync event), Partner Sync events, identity claims, profile items.
+//! 5. The audit row: request id, regulation, times and counts, never an identity.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::erasure::{SubjectKey, erasure_version, subject_keys, tombstone_hash};
+use crate::protocol::{DsrProcessingRequest, Encoding, Regulation, now_ms};
+use crate::region::Region;
+use crate::store::erasure::RowErased;
+use crate::store::{Store, StoreError, get_n, get_s};
+
+/// Who asked for an erasure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErasureSource {
+    /// A `dsr_processing_request` from mParticle.
+    Mparticle,
+    /// `scripts/admin profile erase`: a request that arrived another way.
+    Admin,
+}
+
+/// One erasure to carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErasureRequest {
+    /// The idempotency key (mParticle's `subject_request_id`).
+    pub request_id: String,
+    pub regulation: Regulation,
+    pub source: ErasureSource,
+    /// What the erasure is as of: batches sent before it skip the person, later ones may not.
+    pub erased_ms: i64,
+    pub keys: BTreeSet<SubjectKey>,
+    /// Subject identities this output stores nothing under (device ids, hashed values).
+    pub ignored_identities: u32,
+}
+
+impl ErasureRequest {
+    pub fn from_dsr(r: &DsrProcessingRequest) -> Self {
+        let mut keys = BTreeSet::new();
+        let mut ignored = 0;
+        for i in &r.subject_identities {
+            let found = if i.encoding == Encoding::Raw {
+                subject_keys(&i.kind, &i.value)
+            } else {
+                vec![]
+            };
+            if found.is_empty() {
+                ignored += 1;
+            }
+            keys.extend(found);
+        }
+        Self {
+            request_id: r.subject_request_id.clone(),
+            regulation: r.regulation,
+            source: ErasureSource::Mparticle,
+            erased_ms: r.submitted_ms,
+            keys,
+            ignored_identities: ignored,
+        }
+    }
+}
+
+impl ErasureRequest {
+    /// An erasure an operator makes for a request that arrived another way (`scripts/admin
+    /// profile erase`): `kind` is `identity`, `email`, `phone` or `clevertap-id`. As of now;
+    /// `None` if the value normalises to nothing this output stores.
+    pub fn by_operator(
+        kind: &str,
+        value: &str,
+        request_id: Option<String>,
+        regulation: Regulation,
+    ) -> Option<Self> {
+        let subject_kind = match kind {
+            "identity" => "customer_id",
+            "email" => "email",
+            "phone" => "phone",
+            "clevertap-id" => crate::protocol::PARTNER_IDENTITY,
+            _ => return None,
+        };
+        let keys: BTreeSet<SubjectKey> = subject_keys(subject_kind, value).into_iter().collect();
+        (!keys.is_empty()).then(|| Self {
+            request_id: request_id
+                .unwrap_or_else(|| format!("admin-{}", uuid::Uuid::new_v4().simple())),
+            regulation,
+            source: ErasureSource::Admin,
+            erased_ms: now_ms(),
+            keys,
+            ignored_identities: 0,
+        })
+    }
+}
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErasureCounts {
+    /// Profile items deleted.
+    pub profiles: u64,
+    /// Identity claims deleted.
+    pub claims: u64,
+    /// Membership rows cleared of the person (members and former members).
+    pub memberships: u64,
+    /// Of those, current members taken out of their segments (member counts went down).
+    pub members_removed: u64,
+    /// Partner Sync events deleted.
+    pub events: u64,
+    /// Tombstones written (salted hashes).
+    pub tombstones: u64,
+    /// Subject identities not stored by this output (ignored).
+    pub identities_ignored: u64,
+}
+
+/// The audit row of an erasure, as stored and as the read API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErasureAudit {
+    pub request_id: String,
+    pub regulation: String,
+    pub source: ErasureSource,
+    pub erased_ms: i64,
+    pub completed_ms: i64,
+    pub removed: ErasureCounts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErasureOutcome {
+    Erased(ErasureAudit),
+    /// The request was carried out before (a redelivery): nothing done again.
+    AlreadyErased,
+}
+
+/// How many profiles, memberships or tombstones are worked on at once.
+const CONCURRENCY: usize = 8;
+
+/// Carries out one erasure (see the module docs for the steps).
+pub async fn erase(
+    store: &Store,
+    region: Region,
+    project_id: &str,
+    req: &ErasureRequest,
+) -> Result<ErasureOutcome, StoreError> {
+    // 0. Done before? The audit row is written last, so it marks a finished erasure.
+    if store
+        .erasure_audit(region, project_id, &req.request_id)
+        .await?
+        .is_some()
+    {
+        return Ok(ErasureOutcome::AlreadyErased);
+    }
+    let mut removed = ErasureCounts {
+        identities_ignored: req.ignored_identities.into(),
+        ..ErasureCounts::default()
+    };
+    // 1. Whom.
+    let people = find_people(store, region, project_id, &req.keys).await?;
+    let cts: Vec<String> = people.keys().cloned().collect();
+    // 2. What they hold.
+    let profiles = store.get_profiles(region, project_id, &cts).await?;
+    let mut remembered = req.keys.clone();
+    let mut claims = people;
+    for ct in &cts {
+        remembered.insert(SubjectKey::CleverTapId(ct.clone()));
+    }
+    for p in &profiles {
+        let (Some(ct), identity) = (get_s(p, "clevertap_id"), get_s(p, "identity")) else {
+            continue;
+        };
+        if let Some(identity) = identity {
+            remembered.insert(SubjectKey::Identity(identity.to_owned()));
+            claims
+                .entry(ct.to_owned())
+                .or_default()
+                .insert(identity.to_owned());
+        }
+        remembered.extend(get_s(p, "email").map(|e| SubjectKey::Email(e.to_owned())));
+        remembered.extend(get_s(p, "phone").map(|ph| SubjectKey::Phone(ph.to_owned())));
+    }
+    // 3. Tombstones, first.
+    removed.tombstones =
+        write_tombstones(store, region, project_id, req.erased_ms, &remembered).await?;
+    // 4. Their data.
+    let now = now_ms();
+    let version = erasure_version(req.erased_ms);
+    let segments = store.list_segments(region, project_id).await?;
+    let audience_ids: Vec<i64> = segments
+        .iter()
+        .filter_map(|s| get_n(s, "partner_segment_id"))
+        .collect();
+    let rows = store
+        .memberships_of(region, project_id, &audience_ids, &cts)
+        .await?;
+    for (audience_id, ct) in rows.keys() {
+        match store
+            .erase_membership(region, project_id, *audience_id, ct, &version, now)
+            .await?
+        {
+            RowErased::MemberRemoved => {
+                removed.memberships += 1;
+                removed.members_removed += 1;
+            }
+            RowErased::Scrubbed => removed.memberships += 1,
+            RowErased::Absent => {}
+        }
+    }
+    for (ct, identities) in &claims {
+        removed.events += store.delete_profile_events(region, project_id, ct).await?;
+        for identity in identities {
+            removed.claims +=
+                u64::from(store.delete_claim(region, project_id, identity, ct).await?);
+        }
+        removed.profiles += u64::from(store.delete_profile(region, project_id, ct).await?);
+    }
+    // 5. The audit row.
+    let audit = ErasureAudit {
+        request_id: req.request_id.clone(),
+        regulation: req.regulation.as_str().to_owned(),
+        source: req.source,
+        erased_ms: req.erased_ms,
+        completed_ms: now_ms(),
+        removed,
+    };
+    let row = serde_dynamo::to_item(&audit)?;
+    store
+        .put_erasure_audit(region, project_id, &req.request_id, row)
+        .await?;
+    Ok(ErasureOutcome::Erased(audit))
+}
+
+/// The CleverTap IDs the subject's keys lead to, each with the claimed Identities that led there.
+async fn find_people(
+    store: &Store,
+    region: Region,
+    project_id: &str,
+    keys: &BTreeSet<SubjectKey>,
+) -> Result<BTreeMap<String, BTreeSet<String>>, StoreError> {
+    let mut people: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let identities: HashSet<&str> = keys
+        .iter()
+        .filter_map(|k| match k {
+            SubjectKey::Identity(i) => Some(i.as_str()),
+            _ => None,
+        })
+        .collect();
+    for (identity, ct) in store
+        .claimed_identities(region, project_id, &identities)
+        .await?
+    {
+        people.entry(ct).or_default().insert(identity);
+    }
+    for key in keys {
+        let found = match key {
+            SubjectKey::Email(e) => {
+                store
+                    .clevertap_ids_by(region, project_id, Some(e), None)
+                    .await?
+            }
+            SubjectKey::Phone(p) => {
+                store
+                    .clevertap_ids_by(region, project_id, None, Some(p))
+                    .await?
+            }
+            SubjectKey::CleverTapId(ct) => vec![ct.clone()],
+            SubjectKey::Identity(_) => continue,
+        };
+        for ct in found {
+            people.entry(ct).or_default();
+        }
+    }
+    Ok(people)
+}
+
+async fn write_tombstones(
+    store: &Store,
+    region: Region,
+    project_id: &str,
+    erased_ms: i64,
+    remembered: &BTreeSet<SubjectKey>,
+) -> Result<u64, StoreError> {
+    use futures::stream::{self, StreamExt, TryStreamExt};
+    if remembered.is_empty() {
+        return Ok(0);
+    }
+    let salt = store
+        .erasure_salt(region, project_id, true)
+        .await?
+        .ok_or_else(|| StoreError::Unavailable("the project has no item to salt".into()))?;
+    let hashes: Vec<String> = remembered
+        .iter()
+        .map(|k| {
+            let (kind, value) = k.tombstone();
+            tombstone_hash(&salt, kind, value)
+        })
+        .collect();
+    let written = hashes.len() as u64;
+    stream::iter(hashes)
+        .map(|h| async move {
+            store
+                .write_tombstone(region, project_id, &h, erased_ms)
+                .await
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(written)
+}

@@ -1,0 +1,449 @@
+//! What an erasure reads and writes: the project's salt, tombstones, the erased person's
+//! membership rows (with exact counts), events, claims and profiles, and the audit rows.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{
+    AttributeValue, DeleteRequest, ReturnValue, TransactWriteItem, Update, WriteRequest,
+};
+
+use super::counters::{counter_shard_clear, pick_shard};
+use super::memberships::membership_key;
+use super::profiles::identity_key;
+use super::{
+    CancellationReason, Item, MAX_UNPROCESSED_RETRIES, Store, StoreError, TxOutcome, backoff,
+    get_n, get_s, n, s,
+};
+use crate::keys::{self, events as ek, profiles as pk, projects, segments as sk};
+use crate::region::Region;
+use crate::tables::Table;
+
+/// Attribute of a project item: the salt of its tombstone hashes (created by its first erasure).
+const SALT: &str = "erasure_salt";
+/// Attribute of a tombstone: the time (epoch ms) the erasure it remembers was made as of.
+const ERASED_MS: &str = "erased_ms";
+/// Re-reads of one membership row whose version moved while erasing it.
+const MAX_MEMBERSHIP_REREADS: u32 = 25;
+
+/// What erasing one membership row did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowErased {
+    /// The person was a member: the row left the segment and its count.
+    MemberRemoved,
+    /// The row (a former member) lost its identity and was advanced past the erasure.
+    Scrubbed,
+    /// There was no row.
+    Absent,
+}
+
+impl Store {
+    /// The project's tombstone salt; with `create`, made (once, whoever comes first) if missing.
+    /// `None`: the project has never had an erasure.
+    pub async fn erasure_salt(
+        &self,
+        region: Region,
+        project_id: &str,
+        create: bool,
+    ) -> Result<Option<String>, StoreError> {
+        let table = self.table(region, Table::Projects);
+        let item = if create {
+            self.client(region)
+                .update_item()
+                .table_name(table)
+                .key(projects::PROJECT_ID, s(project_id))
+                .update_expression("SET #salt = if_not_exists(#salt, :new)")
+                .condition_expression("attribute_exists(#pid)")
+                .expression_attribute_names("#salt", SALT)
+                .expression_attribute_names("#pid", projects::PROJECT_ID)
+                .expression_attribute_values(":new", s(crate::auth::generate_secret()))
+                .return_values(ReturnValue::AllNew)
+                .send()
+                .await?
+                .attributes
+        } else {
+            self.client(region)
+                .get_item()
+                .table_name(table)
+                .key(projects::PROJECT_ID, s(project_id))
+                .projection_expression("#salt")
+                .expression_attribute_names("#salt", SALT)
+                .consistent_read(true)
+                .send()
+                .await?
+                .item
+        };
+        Ok(item
+            .as_ref()
+            .and_then(|i| get_s(i, SALT))
+            .map(str::to_owned))
+    }
+
+    /// Remembers that `hash` was erased as of `erased_ms`; a later erasure of it wins.
+    pub async fn write_tombstone(
+        &self,
+        region: Region,
+        project_id: &str,
+        hash: &str,
+        erased_ms: i64,
+    ) -> Result<(), StoreError> {
+        let res = self
+            .client(region)
+            .update_item()
+            .table_name(self.table(region, Table::Profiles))
+            .key(keys::PK, s(pk::tombstone_pk(project_id, hash)))
+            .update_expression("SET #e = :e")
+            .condition_expression("attribute_not_exists(#e) OR #e < :e")
+            .expression_attribute_names("#e", ERASED_MS)
+            .expression_attribute_values(":e", n(erased_ms))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The tombstones among these hashes: hash → erased as of (epoch ms).
+    pub async fn tombstones(
+        &self,
+        region: Region,
+        project_id: &str,
+        hashes: &[String],
+    ) -> Result<HashMap<String, i64>, StoreError> {
+        let keys: Vec<Item> = hashes
+            .iter()
+            .map(|h| Item::from([(keys::PK.to_owned(), s(pk::tombstone_pk(project_id, h)))]))
+            .collect();
+        let prefix = pk::tombstone_pk(project_id, "");
+        Ok(self
+            .batch_get(region, Table::Profiles, keys)
+            .await?
+            .iter()
+            .filter_map(|i| {
+                let hash = get_s(i, keys::PK)?.strip_prefix(&prefix)?;
+                Some((hash.to_owned(), get_n(i, ERASED_MS)?))
+            })
+            .collect())
+    }
+
+    /// Takes a person out of one segment: the row stops being a member, loses its identity and
+    /// gets a version at least `erased_version` (so a change sent before the erasure is stale);
+    /// a member is taken off a counter shard in the same transaction. Conditional on the row's
+    /// version as read; a row that moved is read again.
+    pub async fn erase_membership(
+        &self,
+        region: Region,
+        project_id: &str,
+        audience_id: i64,
+        clevertap_id: &str,
+        erased_version: &str,
+        now_ms: i64,
+    ) -> Result<RowErased, StoreError> {
+        let tables = self.region_tables(region);
+        let key = membership_key(project_id, audience_id, clevertap_id);
+        for attempt in 0..MAX_MEMBERSHIP_REREADS {
+            let Some(row) = self
+                .get_item_by_key(region, Table::Memberships, key.clone())
+                .await?
+            else {
+                return Ok(RowErased::Absent);
+            };
+            let member = row.get("member").and_then(|v| v.as_bool().ok()) == Some(&true);
+            let read = get_s(&row, "version").map(str::to_owned);
+            let next = read
+                .clone()
+                .unwrap_or_default()
+                .max(erased_version.to_owned());
+            let (condition, read) = match read {
+                Some(v) => ("version = :read", Some(s(v))),
+                None => ("attribute_not_exists(version)", None),
+            };
+            let mut items = vec![
+                TransactWriteItem::builder()
+                    .update(
+                        Update::builder()
+                            .table_name(&tables.memberships)
+                            .set_key(Some(key.clone()))
+                            .update_expression(
+                                "SET #member = :no, version = :next, erased_ms = :now, \
+                                 updated_ms = :now REMOVE #identity",
+                            )
+                            .condition_expression(condition)
+                            .expression_attribute_names("#member", "member")
+                            .expression_attribute_names("#identity", "identity")
+                            .set_expression_attribute_values(Some(
+                                [
+                                    (":no", AttributeValue::Bool(false)),
+                                    (":next", s(next)),
+                                    (":now", n(now_ms)),
+                                ]
+                                .into_iter()
+                                .map(|(k, v)| (k.to_owned(), v))
+                                .chain(read.map(|r| (":read".to_owned(), r)))
+                                .collect(),
+                            ))
+                            .build()
+                            .expect("table and key are set"),
+                    )
+                    .build(),
+            ];
+            if member {
+                items.push(
+                    TransactWriteItem::builder()
+                        .update(counter_shard_clear(
+                            project_id,
+                            &tables.segments,
+                            audience_id,
+                            pick_shard(sk::COUNTER_SHARDS),
+                            1,
+                            now_ms,
+                        ))
+                        .build(),
+                );
+            }
+            match self.transact_write(region, items).await? {
+                TxOutcome::Committed => {
+                    return Ok(if member {
+                        RowErased::MemberRemoved
+                    } else {
+                        RowErased::Scrubbed
+                    });
+                }
+                TxOutcome::Cancelled(codes) => {
+                    if codes.first() != Some(&Some(CancellationReason::ConditionFailed)) {
+                        tokio::time::sleep(backoff(attempt.min(4) + 1)).await;
+                    }
+                }
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "membership of audience {audience_id} kept changing while erasing it"
+        )))
+    }
+
+    /// Deletes every Partner Sync event of a profile; returns how many.
+    pub async fn delete_profile_events(
+        &self,
+        region: Region,
+        project_id: &str,
+        clevertap_id: &str,
+    ) -> Result<u64, StoreError> {
+        let table = self.table(region, Table::Events);
+        let mut deleted = 0;
+        let mut start = None;
+        loop {
+            let page = self
+                .client(region)
+                .query()
+                .table_name(&table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(ek::pk(project_id, clevertap_id)))
+                .projection_expression("pk, sk")
+                .set_exclusive_start_key(start)
+                .send()
+                .await?;
+            let keys = page.items.unwrap_or_default();
+            deleted += keys.len() as u64;
+            self.batch_delete(region, Table::Events, keys).await?;
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    /// Deletes items by key, 25 a request, retrying unprocessed ones.
+    async fn batch_delete(
+        &self,
+        region: Region,
+        table: Table,
+        keys: Vec<Item>,
+    ) -> Result<(), StoreError> {
+        let table_name = self.table(region, table);
+        for chunk in keys.chunks(25) {
+            let mut pending: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|k| {
+                    WriteRequest::builder()
+                        .delete_request(
+                            DeleteRequest::builder()
+                                .set_key(Some(k.clone()))
+                                .build()
+                                .expect("key is set"),
+                        )
+                        .build()
+                })
+                .collect();
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                let out = self
+                    .client(region)
+                    .batch_write_item()
+                    .request_items(&table_name, pending)
+                    .send()
+                    .await?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(&table_name))
+                    .unwrap_or_default();
+                if !pending.is_empty() {
+                    attempt += 1;
+                    if attempt > MAX_UNPROCESSED_RETRIES {
+                        return Err(StoreError::Unavailable(format!(
+                            "{} deletes still unprocessed",
+                            pending.len()
+                        )));
+                    }
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes an identity claim if it names this profile; returns whether one went.
+    pub async fn delete_claim(
+        &self,
+        region: Region,
+        project_id: &str,
+        identity: &str,
+        clevertap_id: &str,
+    ) -> Result<bool, StoreError> {
+        self.delete_if(
+            region,
+            Table::Profiles,
+            identity_key(project_id, identity),
+            "clevertap_id = :ct",
+            clevertap_id,
+        )
+        .await
+    }
+
+    /// Deletes a profile item; returns whether there was one.
+    pub async fn delete_profile(
+        &self,
+        region: Region,
+        project_id: &str,
+        clevertap_id: &str,
+    ) -> Result<bool, StoreError> {
+        self.delete_if(
+            region,
+            Table::Profiles,
+            super::profiles::profile_key(project_id, clevertap_id),
+            "clevertap_id = :ct",
+            clevertap_id,
+        )
+        .await
+    }
+
+    /// A DeleteItem conditional on `condition` (with `:ct`); false if the condition did not hold.
+    async fn delete_if(
+        &self,
+        region: Region,
+        table: Table,
+        key: Item,
+        condition: &str,
+        clevertap_id: &str,
+    ) -> Result<bool, StoreError> {
+        let res = self
+            .client(region)
+            .delete_item()
+            .table_name(self.table(region, table))
+            .set_key(Some(key))
+            .condition_expression(condition)
+            .expression_attribute_values(":ct", s(clevertap_id))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records an erasure's audit row unless one exists for its request; returns whether this
+    /// call wrote it. The row holds ids, times and counts, never an identity.
+    pub async fn put_erasure_audit(
+        &self,
+        region: Region,
+        project_id: &str,
+        request_id: &str,
+        mut row: Item,
+    ) -> Result<bool, StoreError> {
+        row.insert(keys::PK.to_owned(), s(sk::erasure_pk(project_id)));
+        row.insert(keys::SK.to_owned(), s(sk::erasure_sk(request_id)));
+        let res = self
+            .client(region)
+            .put_item()
+            .table_name(self.table(region, Table::Segments))
+            .set_item(Some(row))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The audit row of one erasure request, if it was carried out.
+    pub async fn erasure_audit(
+        &self,
+        region: Region,
+        project_id: &str,
+        request_id: &str,
+    ) -> Result<Option<Item>, StoreError> {
+        self.get_item_by_key(
+            region,
+            Table::Segments,
+            Item::from([
+                (keys::PK.to_owned(), s(sk::erasure_pk(project_id))),
+                (keys::SK.to_owned(), s(sk::erasure_sk(request_id))),
+            ]),
+        )
+        .await
+    }
+
+    /// Every erasure audit row of a project.
+    pub async fn erasure_audits(
+        &self,
+        region: Region,
+        project_id: &str,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client(region)
+                .query()
+                .table_name(self.table(region, Table::Segments))
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(sk::erasure_pk(project_id)))
+                .set_exclusive_start_key(start)
+                .send()
+                .await?;
+            out.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! Erasure (a `dsr_processing_request`, docs/contract.md §2.8) against DynamoDB Local: what goes,
+//! what stays, redelivery, late and newer batches, an unknown person, another project, the audit
+//! row, and the operator's path.
+
+use std::collections::HashMap;
+
+use integration_tests::*;
+use serde_json::{Value, json};
+use shared::Region;
+use shared::protocol::{Regulation, now_ms};
+use shared::query::{QueryApi, ReadRequest};
+use shared::stages::erasure::{ErasureOutcome, ErasureRequest, erase};
+use shared::tables::Table;
+
+const ANN_EMAIL: &str = "ann@example.com";
+const ANN_PHONE: &str = "+14155550100";
+
+fn dsr(project: &TestProject, request_id: &str, kind: &str, identities: Value) -> String {
+    json!({
+        "type": "dsr_processing_request", "id": format!("msg-{request_id}"), "timestamp_ms": now_ms(),
+        "firehose_version": "2.0", "account": project.account(), "subject_request_id": request_id,
+        "subject_request_type": kind, "submitted_time": now_ms() as f64 / 1000.0,
+        "subject_identities": identities, "api_version": "3.0", "regulation": "gdpr",
+    })
+    .to_string()
+}
+
+fn subject_email(email: &str) -> Value {
+    json!({"email": {"encoding": "raw", "value": email}})
+}
+
+/// Ann (c-1, email, phone) joins audiences 7 and 8; Bob (c-2) joins 7.
+fn first_batch(stack: &Stack, ts: i64) -> String {
+    stack.batch(
+        &format!("m-{ts}"),
+        ts,
+        json!([
+            {"user_identities": [raw("customer", "c-1"), raw("email", "Ann@Example.com"),
+                                 raw("mobile_number", ANN_PHONE)],
+             "audiences": [entry(7, "add"), entry(8, "add")]},
+            {"user_identities": [raw("customer", "c-2"), raw("email", "bob@example.com")],
+             "audiences": [entry(7, "add")]},
+        ]),
+    )
+}
+
+/// A batch with only Ann joining audience 7.
+fn ann_batch(stack: &Stack, id: &str, ts: i64) -> String {
+    stack.batch(
+        id,
+        ts,
+        json!([{"user_identities": [raw("customer", "c-1"), raw("email", ANN_EMAIL)],
+                "audiences": [entry(7, "add")]}]),
+    )
+}
+
+async fn read(stack: &Stack, path: &str) -> Value {
+    let api = QueryApi::new(
+        stack.store.clone(),
+        Region::Eu1,
+        std::time::Duration::ZERO,
+        false,
+    );
+    let headers = HashMap::from([
+        (
+            "x-clevertap-account-id".to_owned(),
+            stack.project.id.clone(),
+        ),
+        (
+            "x-clevertap-passcode".to_owned(),
+            stack.project.passcode.clone(),
+        ),
+    ]);
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let query: HashMap<String, String> = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let reply = api
+        .handle(&ReadRequest {
+            method: "GET",
+            path,
+            query: &query,
+            headers: &headers,
+            body: b"",
+        })
+        .await;
+    serde_json::from_str(&reply.body).unwrap()
+}
+
+async fn member_count(stack: &Stack, audience: i64) -> (i64, i64, i64) {
+    let s = read(stack, &format!("/v1/segments/{audience}")).await;
+    let n = |k: &str| s[k].as_i64().unwrap();
+    (n("member_count"), n("added_total"), n("removed_total"))
+}
+
+/// Every item of one project that mentions `needle` anywhere (keys or values), by table, in a
+/// stable order.
+async fn items_mentioning(
+    stack: &Stack,
+    project_id: &str,
+    needle: &str,
+) -> Vec<(&'static str, Item)> {
+    let mut found = Vec::new();
+    for (table, items) in Table::ALL.iter().zip(stack.snapshot().await) {
+        for item in items {
+            let text = format!("{item:?}");
+            if text.contains(project_id) && text.contains(needle) {
+                found.push((table.as_str(), item));
+            }
+        }
+    }
+    found
+}
+
+/// The project's items less what an erasure of nobody may add: tombstones, audit rows and the
+/// project's tombstone salt.
+async fn data_snapshot(stack: &Stack) -> Vec<Vec<Item>> {
+    let mut snapshot = stack.snapshot().await;
+    for items in &mut snapshot {
+        items.retain(|i| {
+            let pk = text(i, "pk").unwrap_or_default();
+            !pk.starts_with("T#") && !pk.starts_with("E#")
+        });
+        for item in items.iter_mut() {
+            item.remove("erasure_salt");
+        }
+    }
+    snapshot
+}
+
+#[tokio::test]
+async fn erasure_takes_a_person_out_of_everything_exactly_once() {
+    let stack = Stack::new("erasure", Region::Eu1).await;
+    let other = provision(&stack.store, Region::Eu1).await;
+    let mut pipeline = stack.pipeline().await;
+    let t0 = now_ms() - 60_000;
+    stack.send(&first_batch(&stack, t0)).await;
+    // Another project holds the same person: it must not be touched.
+    let mut other_batch: Value = serde_json::from_str(&first_batch(&stack, t0)).unwrap();
+    other_batch["account"] = other.account();
+    stack.send(&other_batch.to_string()).await;
+    pipeline.run_until_idle(50).await.unwrap();
+    let ann = read(&stack, "/v1/profiles?identity=c-1").await["profiles"][0].clone();
+    let ann_ct = ann["clevertap_id"].as_str().unwrap().to_owned();
+    assert_eq!(ann["phone"], ANN_PHONE);
+    assert_eq!(member_count(&stack, 7).await, (2, 2, 0));
+    assert_eq!(member_count(&stack, 8).await, (1, 1, 0));
+    let other_before = items_mentioning(&stack, &other.id, "").await;
+    assert!(!other_before.is_empty());
+
+    // The erasure, by email (GDPR).
+    let (status, answer) = stack
+        .post(&dsr(
+            &stack.project,
+            "req-1",
+            "erasure",
+            subject_email("ANN@example.com"),
+        ))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["type"], "dsr_processing_response");
+    assert_eq!(answer["id"], "msg-req-1");
+
+    // Counts stay exact, no Partner Sync event is raised for it, Bob stays.
+    assert_eq!(member_count(&stack, 7).await, (1, 2, 0));
+    assert_eq!(member_count(&stack, 8).await, (0, 1, 0));
+    let members = read(&stack, "/v1/segments/7/members").await;
+    assert_eq!(members["members"].as_array().unwrap().len(), 1);
+    assert_eq!(members["members"][0]["identity"], "c-2");
+    // Nothing of Ann is left: profile, claims, email and phone indexes, events, identity on rows.
+    assert!(
+        read(&stack, "/v1/profiles?identity=c-1").await["profiles"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        read(&stack, &format!("/v1/profiles?email={ANN_EMAIL}")).await["profiles"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        read(&stack, "/v1/profiles?phone=%2B14155550100").await["profiles"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        read(&stack, &format!("/v1/profiles/{ann_ct}/events")).await["error"],
+        "profile not found"
+    );
+    for needle in ["c-1", ANN_EMAIL, "4155550100"] {
+        let left = items_mentioning(&stack, &stack.project.id, needle).await;
+        assert!(left.is_empty(), "{needle}: {left:?}");
+    }
+    let rows: Vec<Item> = stack
+        .scan(Table::Memberships)
+        .await
+        .into_iter()
+        .filter(|m| {
+            text(m, "sk").as_deref() == Some(ann_ct.as_str())
+                && text(m, "pk").unwrap().starts_with(&stack.project.id)
+        })
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|m| !*m["member"].as_bool().unwrap() && !m.contains_key("identity"))
+    );
+    // The history shows the two members leaving as cleared, not as Removed events.
+    let history = read(&stack, "/v1/segments/8").await["history"].clone();
+    assert_eq!(history.as_array().unwrap().last().unwrap()["members"], 0);
+    // Bob's data and the other project are untouched.
+    assert_eq!(
+        read(&stack, "/v1/profiles?identity=c-2").await["profiles"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(items_mentioning(&stack, &other.id, "").await, other_before);
+
+    // The audit row: counts, never the identities.
+    let audits = read(&stack, "/v1/erasures").await;
+    let audit = &audits["erasures"][0];
+    assert_eq!(audit["request_id"], "req-1");
+    assert_eq!(audit["regulation"], "gdpr");
+    assert_eq!(audit["source"], "mparticle");
+    let removed = &audit["removed"];
+    assert_eq!(
+        (
+            removed["profiles"].as_i64(),
+            removed["members_removed"].as_i64(),
+            removed["memberships"].as_i64(),
+            removed["events"].as_i64()
+        ),
+        (Some(1), Some(2), Some(2), Some(2))
+    );
+    assert!(
+        removed["claims"].as_i64().unwrap() >= 1 && removed["tombstones"].as_i64().unwrap() >= 4
+    );
+    assert!(!audits.to_string().contains("ann") && !audits.to_string().contains("c-1"));
+
+    // Redelivered: answered again, nothing changes.
+    let before = stack.snapshot().await;
+    let (status, _) = stack
+        .post(&dsr(
+            &stack.project,
+            "req-1",
+            "erasure",
+            subject_email(ANN_EMAIL),
+        ))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        stack.snapshot().await,
+        before,
+        "a redelivered erasure writes nothing"
+    );
+
+    // A late batch sent before the erasure cannot bring Ann back; the sync log counts her as erased.
+    stack.send(&ann_batch(&stack, "late", t0 + 1)).await;
+    pipeline.run_until_idle(50).await.unwrap();
+    assert_eq!(member_count(&stack, 7).await, (1, 2, 0));
+    assert!(
+        items_mentioning(&stack, &stack.project.id, ANN_EMAIL)
+            .await
+            .is_empty()
+    );
+    let syncs = read(&stack, "/v1/syncs").await;
+    assert_eq!(syncs["syncs"][0]["request_id"], "late");
+    assert_eq!(syncs["syncs"][0]["outcomes"]["erased"], 1);
+
+    // A batch sent after it may: Ann is a new profile again.
+    stack
+        .send(&ann_batch(&stack, "newer", now_ms() + 1_000))
+        .await;
+    pipeline.run_until_idle(50).await.unwrap();
+    assert_eq!(member_count(&stack, 7).await, (2, 3, 0));
+    let again = read(&stack, "/v1/profiles?identity=c-1").await["profiles"][0].clone();
+    assert_eq!(again["email"], ANN_EMAIL);
+    assert_ne!(
+        again["clevertap_id"],
+        ann_ct.as_str(),
+        "a new profile, not the erased one"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_person_is_answered_and_nothing_else_is_touched() {
+    let stack = Stack::new("erasure-unknown", Region::Eu1).await;
+    stack.send(&first_batch(&stack, now_ms() - 60_000)).await;
+    stack.pipeline().await.run_until_idle(50).await.unwrap();
+    let before = data_snapshot(&stack).await;
+    let (status, answer) = stack
+        .post(&dsr(
+            &stack.project,
+            "req-nobody",
+            "erasure",
+            json!({"email": {"encoding": "raw", "value": "nobody@example.com"},
+                          "ios_advertising_id": {"encoding": "raw", "value": "ABC"}}),
+        ))
+        .await;
+    assert_eq!(
+        (status, answer["type"].as_str()),
+        (200, Some("dsr_processing_response"))
+    );
+    assert_eq!(data_snapshot(&stack).await, before);
+    let audit = &read(&stack, "/v1/erasures").await["erasures"][0];
+    assert_eq!(audit["removed"]["profiles"], 0);
+    assert_eq!(
+        audit["removed"]["identities_ignored"], 1,
+        "a device id is not stored here"
+    );
+}
+
+#[tokio::test]
+async fn other_requests_are_refused_clearly_and_registration_declares_erasure() {
+    let stack = Stack::new("erasure-refused", Region::Eu1).await;
+    let (status, answer) = stack
+        .post(&dsr(
+            &stack.project,
+            "req-a",
+            "access",
+            subject_email(ANN_EMAIL),
+        ))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"].as_str().unwrap().contains("not supported"),
+        "{answer}"
+    );
+    let mut wrong = stack.project.clone();
+    wrong.passcode = "wrong".into();
+    let (status, _) = stack
+        .post(&dsr(&wrong, "req-w", "erasure", subject_email(ANN_EMAIL)))
+        .await;
+    assert_eq!(status, 403);
+    let (status, answer) = stack
+        .post(r#"{"type":"dsr_processing_request","account":{}}"#)
+        .await;
+    assert_eq!(
+        (status, answer["path"].as_str()),
+        (400, Some("subject_request_id"))
+    );
+    assert!(
+        stack.scan(Table::Profiles).await.is_empty(),
+        "nothing written"
+    );
+
+    let (status, reg) = stack
+        .post(r#"{"type":"module_registration_request","id":"r1"}"#)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        reg["dsr_processing_registration"]["supported_dsr_types"],
+        json!(["erasure"])
+    );
+    assert_eq!(
+        reg["dsr_processing_registration"]["account_settings"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
+#[tokio::test]
+async fn an_operator_erases_by_clevertap_id() {
+    let stack = Stack::new("erasure-admin", Region::Eu1).await;
+    stack.send(&first_batch(&stack, now_ms() - 60_000)).await;
+    stack.pipeline().await.run_until_idle(50).await.unwrap();
+    let bob = read(&stack, "/v1/profiles?identity=c-2").await["profiles"][0]["clevertap_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let request = ErasureRequest::by_operator(
+        "clevertap-id",
+        &bob,
+        Some("ticket-1".into()),
+        Regulation::Ccpa,
+    )
+    .unwrap();
+    let outcome = erase(&stack.store, Region::Eu1, &stack.project.id, &request)
+        .await
+        .unwrap();
+    let ErasureOutcome::Erased(audit) = outcome else {
+        panic!("erased")
+    };
+    assert_eq!(
+        (
+            audit.removed.profiles,
+            audit.removed.members_removed,
+            audit.removed.claims
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(audit.regulation, "ccpa");
+    assert_eq!(member_count(&stack, 7).await.0, 1);
+    assert!(
+        read(&stack, "/v1/profiles?identity=c-2").await["profiles"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let again = erase(&stack.store, Region::Eu1, &stack.project.id, &request)
+        .await
+        .unwrap();
+    assert_eq!(again, ErasureOutcome::AlreadyErased);
+    assert!(
+        ErasureRequest::by_operator("email", "not-an-email", None, Regulation::Unknown).is_none()
+    );
+}
