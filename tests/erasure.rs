@@ -274,6 +274,37 @@ async fn erasure_takes_a_person_out_of_everything_exactly_once() {
     assert_eq!(syncs["syncs"][0]["request_id"], "late");
     assert_eq!(syncs["syncs"][0]["outcomes"]["erased"], 1);
 
+    // The preview of such a batch says so.
+    let api = QueryApi::new(
+        stack.store.clone(),
+        Region::Eu1,
+        std::time::Duration::ZERO,
+        false,
+    );
+    let headers = HashMap::from([
+        (
+            "x-clevertap-account-id".to_owned(),
+            stack.project.id.clone(),
+        ),
+        (
+            "x-clevertap-passcode".to_owned(),
+            stack.project.passcode.clone(),
+        ),
+    ]);
+    let body = ann_batch(&stack, "preview", t0 + 2);
+    let reply = api
+        .handle(&ReadRequest {
+            method: "POST",
+            path: "/v1/preview",
+            query: &HashMap::new(),
+            headers: &headers,
+            body: body.as_bytes(),
+        })
+        .await;
+    let preview: Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(preview["users"][0]["skip"], "erased", "{preview}");
+    assert_eq!(preview["totals"]["ladder"]["erased"], 1);
+
     // A batch sent after it may: Ann is a new profile again.
     stack
         .send(&ann_batch(&stack, "newer", now_ms() + 1_000))
@@ -413,4 +444,101 @@ async fn an_operator_erases_by_clevertap_id() {
     assert!(
         ErasureRequest::by_operator("email", "not-an-email", None, Regulation::Unknown).is_none()
     );
+}
+
+#[tokio::test]
+async fn an_erasure_that_overtakes_a_chunk_in_flight_still_wins() {
+    let stack = Stack::new("erasure-race", Region::Eu1).await;
+    let (region, project) = (Region::Eu1, stack.project.id.clone());
+    // An earlier erasure (of someone else) gave the project its salt: resolve checks tombstones.
+    let earlier =
+        ErasureRequest::by_operator("identity", "someone-else", None, Regulation::Gdpr).unwrap();
+    erase(&stack.store, region, &project, &earlier)
+        .await
+        .unwrap();
+    let salt = stack
+        .store
+        .erasure_salt(region, &project, false)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Ann's batch, sent a minute ago, is stored. As resolve claims her Identity (after its first
+    // look at the tombstones), an erasure of her lands its tombstone: she was unknown till now,
+    // so that erasure found nothing else to delete.
+    stack
+        .send(&ann_batch(&stack, "in-flight", now_ms() - 60_000))
+        .await;
+    let hash =
+        shared::erasure::tombstone_hash(&salt, shared::erasure::TombstoneKind::Identity, "c-1");
+    let plan = local::faults::FaultPlan::default();
+    plan.before_put.lock().unwrap().push(json!({
+        "TableName": stack.names.name(region, Table::Profiles),
+        "Item": {"pk": {"S": shared::keys::profiles::tombstone_pk(&project, &hash)},
+                 "erased_ms": {"N": now_ms().to_string()}}
+    }));
+    let faulty = shared::store::Store::new(
+        shared::clients::RegionalClients::single(local::faults::faulty_client(
+            &endpoint(),
+            plan.clone(),
+        )),
+        stack.names.clone(),
+    );
+    let row = stack.scan(Table::Inbox).await.into_iter().next().unwrap();
+    let row: shared::stream::InboxRow = serde_dynamo::from_item(row).unwrap();
+    let report = shared::resolve::resolve_chunk(&faulty, region, &row)
+        .await
+        .unwrap();
+    assert_eq!(
+        plan.injected.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the race happened"
+    );
+
+    // What resolve wrote after the erasure is gone again, and nothing is handed on to materialize.
+    assert_eq!(report.outcomes.erased, 1);
+    assert!(report.changes.is_empty());
+    assert!(items_mentioning(&stack, &project, "c-1").await.is_empty());
+    assert!(
+        items_mentioning(&stack, &project, ANN_EMAIL)
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_change_in_flight_during_an_erasure_is_stale_in_every_segment() {
+    let stack = Stack::new("erasure-stale", Region::Eu1).await;
+    stack.send(&first_batch(&stack, now_ms() - 60_000)).await;
+    stack.pipeline().await.run_until_idle(50).await.unwrap();
+    let bob = read(&stack, "/v1/profiles?identity=c-2").await["profiles"][0]["clevertap_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let request = ErasureRequest::by_operator("identity", "c-2", None, Regulation::Gdpr).unwrap();
+    erase(&stack.store, Region::Eu1, &stack.project.id, &request)
+        .await
+        .unwrap();
+    // Resolved before the erasure, materialized after it: Bob into 8, where he never was.
+    let change = shared::changes::MembershipChange {
+        clevertap_id: bob,
+        identity: Some("c-2".into()),
+        audience_id: 8,
+        audience_name: None,
+        action: shared::changes::ChangeAction::Add,
+        ts_ms: now_ms() - 30_000,
+        message_id: "in-flight".into(),
+        profile_index: 0,
+        entry_index: 0,
+    };
+    let counts = shared::materialize::materialize_changes(
+        &stack.store,
+        Region::Eu1,
+        &stack.project.id,
+        &[change],
+    )
+    .await
+    .unwrap();
+    assert_eq!((counts.added, counts.stale), (0, 1));
+    assert_eq!(member_count(&stack, 8).await, (1, 1, 0), "Ann only");
 }

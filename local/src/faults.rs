@@ -27,6 +27,9 @@ pub struct FaultPlan {
     /// PutItem bodies (DynamoDB JSON) sent to the engine just before the next TransactWriteItems
     /// goes out: a concurrent writer that wins the race against that transaction.
     pub before_transaction: Arc<std::sync::Mutex<Vec<Value>>>,
+    /// PutItem bodies sent to the engine just before the next PutItem goes out (a concurrent
+    /// writer that lands between a read and a conditional put).
+    pub before_put: Arc<std::sync::Mutex<Vec<Value>>>,
     /// Faults injected so far.
     pub injected: Arc<AtomicU32>,
 }
@@ -93,8 +96,14 @@ impl HttpConnector for FaultConnector {
             .body()
             .bytes()
             .and_then(|b| serde_json::from_slice(b).ok());
-        if target.ends_with(".TransactWriteItems") {
-            let sneaks: Vec<Value> = std::mem::take(&mut *plan.before_transaction.lock().unwrap());
+        let sneaks: Vec<Value> = if target.ends_with(".TransactWriteItems") {
+            std::mem::take(&mut *plan.before_transaction.lock().unwrap())
+        } else if target.ends_with(".PutItem") {
+            std::mem::take(&mut *plan.before_put.lock().unwrap())
+        } else {
+            Vec::new()
+        };
+        {
             if !sneaks.is_empty() {
                 let inner = self.inner.clone();
                 let template = request.try_clone();

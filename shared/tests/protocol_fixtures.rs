@@ -129,10 +129,21 @@ fn fixture_details_survive_parsing() {
     };
     assert_eq!(dsr.request_type, DsrRequestType::Erasure);
     assert_eq!(dsr.regulation, Regulation::Gdpr);
-    assert_eq!(dsr.subject_request_id, "4b9e0c3f-81d2-47a6-9c55-e2a01f6d7b38");
+    assert_eq!(
+        dsr.subject_request_id,
+        "4b9e0c3f-81d2-47a6-9c55-e2a01f6d7b38"
+    );
     assert_eq!(dsr.submitted_ms, 1_740_652_744_518);
-    let kinds: Vec<&str> = dsr.subject_identities.iter().map(|i| i.kind.as_str()).collect();
-    assert_eq!(kinds, ["android_advertising_id", "controller_customer_id", "email"], "one without a value is dropped");
+    let kinds: Vec<&str> = dsr
+        .subject_identities
+        .iter()
+        .map(|i| i.kind.as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["android_advertising_id", "controller_customer_id", "email"],
+        "one without a value is dropped"
+    );
 
     let m4 = membership("request_membership_two_profiles_sha256.json");
     let p = m4.user_profiles.as_ref().unwrap();

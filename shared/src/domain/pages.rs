@@ -499,7 +499,13 @@ const OUTCOMES: [(&str, &str); 10] = [
 const CHANGES: [&str; 6] = ["added", "removed", "noop", "duplicate", "stale", "archived"];
 
 /// Profiles skipped: every outcome that resolves nobody.
-const SKIPS: [&str; 5] = ["anonymous", "hashed_unusable", "no_identity", "too_long", "erased"];
+const SKIPS: [&str; 5] = [
+    "anonymous",
+    "hashed_unusable",
+    "no_identity",
+    "too_long",
+    "erased",
+];
 
 fn changes_text(changes: &Value) -> String {
     let parts: Vec<String> = CHANGES

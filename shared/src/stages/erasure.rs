@@ -8,11 +8,14 @@
 //! 3. Tombstones, first: keyed by salted hashes, they make resolve skip the person in any batch
 //!    sent before the erasure that arrives from now on.
 //! 4. Their data: memberships (members leave their segments with exact counts and no Partner
-//!    Sync event), Partner Sync events, identity claims, profile items.
+//!    Sync event; every segment gets a row at the erasure's version, so a change sent before the
+//!    erasure and still in flight is stale when it arrives), Partner Sync events, identity
+//!    claims, profile items.
 //! 5. The audit row: request id, regulation, times and counts, never an identity.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::erasure::{SubjectKey, erasure_version, subject_keys, tombstone_hash};
@@ -191,33 +194,36 @@ pub async fn erase(
     let now = now_ms();
     let version = erasure_version(req.erased_ms);
     let segments = store.list_segments(region, project_id).await?;
-    let audience_ids: Vec<i64> = segments
+    let pairs: Vec<(i64, String)> = segments
         .iter()
         .filter_map(|s| get_n(s, "partner_segment_id"))
+        .flat_map(|aud| cts.iter().map(move |ct| (aud, ct.clone())))
         .collect();
-    let rows = store
-        .memberships_of(region, project_id, &audience_ids, &cts)
+    let version = &version;
+    let rows: Vec<RowErased> = stream::iter(pairs)
+        .map(|(aud, ct)| async move {
+            store
+                .erase_membership(region, project_id, aud, &ct, version, now)
+                .await
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
         .await?;
-    for (audience_id, ct) in rows.keys() {
-        match store
-            .erase_membership(region, project_id, *audience_id, ct, &version, now)
-            .await?
-        {
+    for row in rows {
+        match row {
             RowErased::MemberRemoved => {
                 removed.memberships += 1;
                 removed.members_removed += 1;
             }
             RowErased::Scrubbed => removed.memberships += 1,
-            RowErased::Absent => {}
+            RowErased::Blocked => {}
         }
     }
     for (ct, identities) in &claims {
         removed.events += store.delete_profile_events(region, project_id, ct).await?;
-        for identity in identities {
-            removed.claims +=
-                u64::from(store.delete_claim(region, project_id, identity, ct).await?);
-        }
-        removed.profiles += u64::from(store.delete_profile(region, project_id, ct).await?);
+        let (claims, profiles) = forget_profile(store, region, project_id, ct, identities).await?;
+        removed.claims += claims;
+        removed.profiles += profiles;
     }
     // 5. The audit row.
     let audit = ErasureAudit {
@@ -233,6 +239,31 @@ pub async fn erase(
         .put_erasure_audit(region, project_id, &req.request_id, row)
         .await?;
     Ok(ErasureOutcome::Erased(audit))
+}
+
+/// Deletes a profile item and the claims of these Identities that name it; returns how many
+/// claims and profiles went. Also what resolve does when an erasure overtook a chunk it wrote.
+pub async fn forget_profile(
+    store: &Store,
+    region: Region,
+    project_id: &str,
+    clevertap_id: &str,
+    identities: &BTreeSet<String>,
+) -> Result<(u64, u64), StoreError> {
+    let mut claims = 0;
+    for identity in identities {
+        claims += u64::from(
+            store
+                .delete_claim(region, project_id, identity, clevertap_id)
+                .await?,
+        );
+    }
+    let profiles = u64::from(
+        store
+            .delete_profile(region, project_id, clevertap_id)
+            .await?,
+    );
+    Ok((claims, profiles))
 }
 
 /// The CleverTap IDs the subject's keys lead to, each with the claimed Identities that led there.
@@ -285,7 +316,6 @@ async fn write_tombstones(
     erased_ms: i64,
     remembered: &BTreeSet<SubjectKey>,
 ) -> Result<u64, StoreError> {
-    use futures::stream::{self, StreamExt, TryStreamExt};
     if remembered.is_empty() {
         return Ok(0);
     }

@@ -17,7 +17,10 @@ use crate::identity::{ProfileKey, Rung, SkipReason};
 use crate::keys::{memberships as mk, segments as sk};
 use crate::protocol::{self, Encoding, Request, now_ms};
 use crate::region::Region;
-use crate::resolve::{NoChange, ResolveOutcomes, Resolved, entry_change, identities_of, ladder};
+use crate::resolve::{
+    Erasures, NoChange, ResolveOutcomes, Resolved, entry_change, identities_of, ladder,
+    without_covered,
+};
 use crate::segment_state::{MemberState, Outcome, SyncAction, apply};
 use crate::store::memberships::{member_state, membership_key};
 use crate::store::profiles::profile_key;
@@ -163,23 +166,34 @@ pub async fn preview(
     message_ts: i64,
     message_id: &str,
 ) -> Result<Value, StoreError> {
-    // 1. The ladder (pure), as resolve runs it.
+    // 1. The ladder (pure), as resolve runs it, less the people an erasure made after the
+    //    request's time covers (skipped whole, as resolve skips them).
     let mut outcomes = ResolveOutcomes::default();
+    let mut totals: BTreeMap<&'static str, u64> = BTreeMap::new();
     let resolved = ladder(profiles, &mut outcomes);
+    let covered = Erasures::of(store, region, project)
+        .await?
+        .covering(store, region, project, message_ts, &resolved)
+        .await?;
+    let mut users: Vec<Value> = (resolved.iter().zip(&covered))
+        .filter(|(_, erased)| **erased)
+        .map(|(r, _)| skipped_user(r.profile, "erased", &mut totals))
+        .collect();
+    let resolved = without_covered(resolved, &covered, &mut outcomes);
     // 2. What the tables hold now (reads only).
     let mut now = Current::read(store, region, project, profiles, &resolved).await?;
     // 3. Each user's entries through the state machine, in request order, as materialize would;
     //    profiles beyond a profile-level bound are skipped whole, as resolve skips them.
-    let mut totals: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let mut users: Vec<Value> = resolved
-        .iter()
-        .map(|r| now.user(r, message_ts, message_id, &mut totals))
-        .collect();
+    users.extend(
+        resolved
+            .iter()
+            .map(|r| now.user(r, message_ts, message_id, &mut totals)),
+    );
     users.extend(
         profiles
             .iter()
             .filter(|p| !p.within_limits())
-            .map(|p| too_long_user(p, &mut totals)),
+            .map(|p| skipped_user(p, "too_long", &mut totals)),
     );
     users.sort_by_key(|u| u["index"].as_u64());
     Ok(json!({
@@ -396,8 +410,9 @@ impl Current {
     }
 }
 
-/// A profile beyond a profile-level bound: skipped whole.
-fn too_long_user(p: &StoredProfile, totals: &mut BTreeMap<&'static str, u64>) -> Value {
+/// A profile skipped whole (`too_long`: beyond a profile-level bound; `erased`: covered by an
+/// erasure made after the request's time).
+fn skipped_user(p: &StoredProfile, skip: &str, totals: &mut BTreeMap<&'static str, u64>) -> Value {
     let entries: Vec<Value> = p
         .audiences
         .iter()
@@ -408,7 +423,7 @@ fn too_long_user(p: &StoredProfile, totals: &mut BTreeMap<&'static str, u64>) ->
             entry_json(a, EntryPreview::UserSkipped)
         })
         .collect();
-    json!({"index": p.index, "rung": null, "skip": "too_long", "clevertap_id": null,
+    json!({"index": p.index, "rung": null, "skip": skip, "clevertap_id": null,
            "profile_exists": false, "new_profile": false, "entries": entries})
 }
 
@@ -465,7 +480,7 @@ fn outcomes_json(o: &ResolveOutcomes) -> Value {
         "partner_id": o.partner_id, "identity": o.identity, "mpid": o.mpid,
         "anonymous": o.anonymous, "hashed_unusable": o.hashed_unusable,
         "no_identity": o.no_identity, "too_long": o.too_long,
-        "invalid_email": o.invalid_email, "invalid_phone": o.invalid_phone,
+        "invalid_email": o.invalid_email, "invalid_phone": o.invalid_phone, "erased": o.erased,
     })
 }
 

@@ -21,6 +21,7 @@ use crate::erasure::{is_before_erasure, resolution_hashes};
 use crate::identity::{ProfileKey, Resolution, Rung, SkipReason, resolve, user_id_type};
 use crate::protocol::{AttributeAction, AudienceAction, UserIdentityType, now_ms};
 use crate::region::Region;
+use crate::stages::erasure::forget_profile;
 use crate::store::profiles::{ProfileMerge, PropertyValue, Versioned, data_version, profile_key};
 use crate::store::stats::StoreStats;
 use crate::store::{Item, Store, StoreError, get_s};
@@ -132,44 +133,110 @@ pub(crate) fn ladder<'a>(
     resolved
 }
 
-/// Drops the users that an erasure made after `message_ts` covers (by their ladder key, email or
-/// phone: `domain::erasure`), counting them as `erased`. One read for a project that never had an
-/// erasure; otherwise one BatchGetItem of tombstones per chunk.
-async fn without_erased<'a>(
-    store: &Store,
-    region: Region,
-    project: &str,
-    message_ts: i64,
-    resolved: Vec<Resolved<'a>>,
-    outcomes: &mut ResolveOutcomes,
-) -> Result<Vec<Resolved<'a>>, StoreError> {
-    let Some(salt) = store.erasure_salt(region, project, false).await? else {
-        return Ok(resolved);
-    };
-    let per_user: Vec<Vec<String>> = resolved
-        .iter()
-        .map(|r| match r.resolution.outcome {
-            Ok(_) => resolution_hashes(&salt, &r.resolution),
-            Err(_) => Vec::new(),
+/// The erasures of a project as one chunk sees them (`domain::erasure`). A project that never
+/// had one costs one read per chunk; otherwise each check is one BatchGetItem of tombstones.
+pub(crate) struct Erasures {
+    salt: Option<String>,
+}
+
+impl Erasures {
+    pub(crate) async fn of(
+        store: &Store,
+        region: Region,
+        project: &str,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            salt: store.erasure_salt(region, project, false).await?,
         })
-        .collect();
-    let all: BTreeSet<&String> = per_user.iter().flatten().collect();
-    let all: Vec<String> = all.into_iter().cloned().collect();
-    let tombstones = store.tombstones(region, project, &all).await?;
-    let mut kept = Vec::with_capacity(resolved.len());
-    for (r, hashes) in resolved.into_iter().zip(per_user) {
-        let erased = hashes.iter().any(|h| {
-            tombstones
-                .get(h)
-                .is_some_and(|&erased_ms| is_before_erasure(message_ts, erased_ms))
-        });
+    }
+
+    /// Which of `users` an erasure made after `message_ts` covers, by ladder key, email or phone.
+    pub(crate) async fn covering(
+        &self,
+        store: &Store,
+        region: Region,
+        project: &str,
+        message_ts: i64,
+        users: &[Resolved<'_>],
+    ) -> Result<Vec<bool>, StoreError> {
+        let Some(salt) = &self.salt else {
+            return Ok(vec![false; users.len()]);
+        };
+        let per_user: Vec<Vec<String>> = users
+            .iter()
+            .map(|r| match r.resolution.outcome {
+                Ok(_) => resolution_hashes(salt, &r.resolution),
+                Err(_) => Vec::new(),
+            })
+            .collect();
+        let all: BTreeSet<&String> = per_user.iter().flatten().collect();
+        let all: Vec<String> = all.into_iter().cloned().collect();
+        let tombstones = store.tombstones(region, project, &all).await?;
+        Ok(per_user
+            .iter()
+            .map(|hashes| {
+                hashes.iter().any(|h| {
+                    tombstones
+                        .get(h)
+                        .is_some_and(|&erased_ms| is_before_erasure(message_ts, erased_ms))
+                })
+            })
+            .collect())
+    }
+}
+
+/// The users not `covered`; the others are counted as `erased`.
+pub(crate) fn without_covered<'a>(
+    users: Vec<Resolved<'a>>,
+    covered: &[bool],
+    outcomes: &mut ResolveOutcomes,
+) -> Vec<Resolved<'a>> {
+    let mut kept = Vec::with_capacity(users.len());
+    for (r, &erased) in users.into_iter().zip(covered) {
         if erased {
             outcomes.erased += 1;
         } else {
             kept.push(r);
         }
     }
-    Ok(kept)
+    kept
+}
+
+/// The profile a resolved user goes to, with the Identity that led there (`None`: skipped, or an
+/// Identity without a claim).
+fn target_of(
+    r: &Resolved<'_>,
+    clevertap_of: &HashMap<String, String>,
+) -> Option<(String, Option<String>)> {
+    match &r.resolution.outcome {
+        Ok((ProfileKey::CleverTapId(ct), _)) => Some((ct.clone(), None)),
+        Ok((ProfileKey::Identity(id), _)) => clevertap_of
+            .get(id)
+            .map(|ct| (ct.clone(), Some(id.clone()))),
+        Err(_) => None,
+    }
+}
+
+/// An erasure that overtook the chunk (made between the first check and the writes): what the
+/// chunk wrote for those people is forgotten again and their changes are not handed on.
+async fn forget_overtaken(
+    store: &Store,
+    region: Region,
+    project: &str,
+    overtaken: Vec<(String, Option<String>)>,
+    changes: &mut Vec<MembershipChange>,
+    outcomes: &mut ResolveOutcomes,
+) -> Result<(), StoreError> {
+    let mut forgotten: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (ct, identity) in overtaken {
+        outcomes.erased += 1;
+        forgotten.entry(ct).or_default().extend(identity);
+    }
+    for (ct, identities) in &forgotten {
+        forget_profile(store, region, project, ct, identities).await?;
+    }
+    changes.retain(|c| !forgotten.contains_key(&c.clevertap_id));
+    Ok(())
 }
 
 /// How many profile writes or claims run at once per chunk.
@@ -196,15 +263,11 @@ pub async fn resolve_chunk(
     // 1. The ladder, per profile and per distinct userIdType among its entries (pure), less the
     //    people an erasure made after this message was sent covers.
     let resolved = ladder(&profiles, &mut outcomes);
-    let resolved = without_erased(
-        store,
-        region,
-        project,
-        row.message_ts,
-        resolved,
-        &mut outcomes,
-    )
-    .await?;
+    let erasures = Erasures::of(store, region, project).await?;
+    let covered = erasures
+        .covering(store, region, project, row.message_ts, &resolved)
+        .await?;
+    let resolved = without_covered(resolved, &covered, &mut outcomes);
 
     // 2. Identities to CleverTap IDs: existing claims in bulk, then claim the new ones.
     let identities = identities_of(&resolved);
@@ -233,20 +296,11 @@ pub async fn resolve_chunk(
     }
 
     // 3. Profiles: read in bulk, merge email, phone and properties, write only what changes.
-    let target = |r: &Resolved<'_>| -> Option<(String, Option<String>)> {
-        match &r.resolution.outcome {
-            Ok((ProfileKey::CleverTapId(ct), _)) => Some((ct.clone(), None)),
-            Ok((ProfileKey::Identity(id), _)) => clevertap_of
-                .get(id)
-                .map(|ct| (ct.clone(), Some(id.clone()))),
-            Err(_) => None,
-        }
-    };
     // Each field keeps the newest value by message version; within a message, later profiles win.
     let mut merges: BTreeMap<String, ProfileMerge> = BTreeMap::new();
     let mut changes = Vec::new();
     for r in &resolved {
-        let Some((ct, identity)) = target(r) else {
+        let Some((ct, identity)) = target_of(r, &clevertap_of) else {
             continue;
         };
         let version = data_version(row.message_ts, &row.message_id, r.profile.index);
@@ -354,6 +408,26 @@ pub async fn resolve_chunk(
         }
     }
     changes.retain(|c| !refused.contains(c.clevertap_id.as_str()));
+    // 3b. Checked again after writing: an erasure made meanwhile removed what it found before
+    //     these writes landed, so they are removed here (docs/architecture.md, Erasure).
+    let covered = erasures
+        .covering(store, region, project, row.message_ts, &resolved)
+        .await?;
+    let overtaken = resolved
+        .iter()
+        .zip(&covered)
+        .filter(|(_, erased)| **erased)
+        .filter_map(|(r, _)| target_of(r, &clevertap_of))
+        .collect();
+    forget_overtaken(
+        store,
+        region,
+        project,
+        overtaken,
+        &mut changes,
+        &mut outcomes,
+    )
+    .await?;
 
     // 4. Hand off: the row moves to `resolved` with its changes; its MODIFY drives materialize.
     let adds = changes

@@ -32,8 +32,9 @@ pub enum RowErased {
     MemberRemoved,
     /// The row (a former member) lost its identity and was advanced past the erasure.
     Scrubbed,
-    /// There was no row.
-    Absent,
+    /// There was no row: one that is not a member, at the erasure's version, now stands there,
+    /// so a change sent before the erasure and applied after it is stale.
+    Blocked,
 }
 
 impl Store {
@@ -152,7 +153,20 @@ impl Store {
                 .get_item_by_key(region, Table::Memberships, key.clone())
                 .await?
             else {
-                return Ok(RowErased::Absent);
+                if self
+                    .put_blocking_row(
+                        region,
+                        project_id,
+                        audience_id,
+                        clevertap_id,
+                        erased_version,
+                        now_ms,
+                    )
+                    .await?
+                {
+                    return Ok(RowErased::Blocked);
+                }
+                continue; // a row appeared meanwhile: erase it
             };
             let member = row.get("member").and_then(|v| v.as_bool().ok()) == Some(&true);
             let read = get_s(&row, "version").map(str::to_owned);
@@ -225,6 +239,43 @@ impl Store {
         Err(StoreError::Unavailable(format!(
             "membership of audience {audience_id} kept changing while erasing it"
         )))
+    }
+
+    /// A non-member row at the erasure's version where there was none; false if one appeared.
+    async fn put_blocking_row(
+        &self,
+        region: Region,
+        project_id: &str,
+        audience_id: i64,
+        clevertap_id: &str,
+        erased_version: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut item = membership_key(project_id, audience_id, clevertap_id);
+        item.insert("member".into(), AttributeValue::Bool(false));
+        item.insert("version".into(), s(erased_version));
+        item.insert("clevertap_id".into(), s(clevertap_id));
+        item.insert("audience_id".into(), n(audience_id));
+        item.insert("erased_ms".into(), n(now_ms));
+        item.insert("updated_ms".into(), n(now_ms));
+        let res = self
+            .client(region)
+            .put_item()
+            .table_name(self.table(region, Table::Memberships))
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Deletes every Partner Sync event of a profile; returns how many.
