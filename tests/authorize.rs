@@ -5,7 +5,8 @@ use integration_tests::*;
 use serde_json::{Value, json};
 use shared::Region;
 use shared::batch::decode_chunk;
-use shared::endpoint::{Endpoint, HttpReply, handle_http};
+use shared::endpoint::{Endpoint, handle_http};
+use shared::http::HttpReply;
 use shared::store::Store;
 use shared::tables::{Table, TableNames};
 

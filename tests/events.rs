@@ -112,7 +112,7 @@ async fn every_sample_event_runs_through_its_handler() {
 
     let api = QueryApi::new(store.clone(), Region::Eu1, std::time::Duration::ZERO, false);
     let req = lambda_http::request::from_str(&sample_event("query-segments.json")).unwrap();
-    let resp = shared::query::handle_http(&api, req).await.unwrap();
+    let resp = shared::query_edge::handle_http(&api, req).await.unwrap();
     assert_eq!(resp.status(), 200);
     let body: Value = serde_json::from_slice(resp.body().as_ref()).unwrap();
     assert_eq!(body["segments"][0]["status"], "archived");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use integration_tests::*;
 use serde_json::Value;
 use shared::Region;
-use shared::endpoint::Outcome;
+use shared::http::Outcome;
 use shared::metrics::Metrics;
 
 const UNITS: [&str; 27] = [

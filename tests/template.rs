@@ -1288,7 +1288,7 @@ fn emitted_metric_names() -> std::collections::BTreeSet<String> {
     use shared::metrics::Metrics;
     use std::time::Duration;
     let m = |f| Metrics::new(Some("ns".into()), f, shared::Region::Eu1);
-    let reply = shared::endpoint::HttpReply::new(200, String::new());
+    let reply = shared::http::HttpReply::new(200, String::new());
     let materialize = MaterializeBatch {
         chunk_latency_ms: vec![1.0],
         ..Default::default()

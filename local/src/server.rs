@@ -150,9 +150,9 @@ async fn route(
         // As the template routes them: GET /v1/{proxy+}, POST /v1/preview, GET /console and
         // GET /console/{proxy+}.
         ("GET", p) if p.starts_with("/v1/") || shared::console::is_console_path(p) => {
-            shared::query::handle_http(&handlers.query, request).await
+            shared::query_edge::handle_http(&handlers.query, request).await
         }
-        ("POST", "/v1/preview") => shared::query::handle_http(&handlers.query, request).await,
+        ("POST", "/v1/preview") => shared::query_edge::handle_http(&handlers.query, request).await,
         _ => return Ok(reply(404, json!({"error": "no such route"}).to_string())),
     };
     let response = response.unwrap_or_else(|never| match never {});

@@ -25,6 +25,8 @@ pub use domain::{
 };
 pub use region::Region;
 #[cfg(feature = "aws")]
-pub use stages::{console, endpoint, materialize, metrics, pipeline, query, resolve, stream};
+pub use stages::{
+    console, endpoint, http, materialize, metrics, pipeline, query, query_edge, resolve, stream,
+};
 #[cfg(feature = "aws")]
 pub use store::{clients, keys, tables};

@@ -1,8 +1,10 @@
-//! `query`: the read API behind API Gateway (`GET /v1/...`), serving this stack's region.
+//! `query`: the read API (`GET /v1/...`, `POST /v1/preview`) and the console (`GET /console`)
+//! behind API Gateway, serving this stack's region.
 
 use lambda_http::{Error, run, service_fn};
 use shared::config::{Config, init_tracing};
-use shared::query::{QueryApi, handle_http};
+use shared::query::QueryApi;
+use shared::query_edge::handle_http;
 use shared::store::Store;
 
 #[tokio::main]

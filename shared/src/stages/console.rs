@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::calendar::months_ending;
-use crate::endpoint::{BodyKind, HttpReply};
 use crate::pages::{self, BASE, LOOKUP_KINDS, Page, percent_encode};
 use crate::protocol::now_ms;
 use crate::region::Region;
+use crate::stages::http::{BodyKind, HttpReply};
 use crate::stages::query::{Answer, Ctx, QueryApi, ReadRequest, fail, percent_decode, reply_of};
 use crate::store::StoreError;
 

@@ -9,11 +9,11 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::emf::{Record, Unit};
-use crate::endpoint::{HttpReply, Outcome};
 use crate::materialize::MaterializeBatch;
 use crate::protocol::now_ms;
 use crate::region::Region;
 use crate::resolve::ResolveBatch;
+use crate::stages::http::{HttpReply, Outcome};
 
 /// Where one function's metrics go, and under which names.
 #[derive(Debug, Clone)]

@@ -4,10 +4,12 @@
 pub mod console;
 pub mod endpoint;
 pub mod erasure;
+pub mod http;
 pub mod materialize;
 pub mod metrics;
 pub mod pipeline;
 pub mod preview;
 pub mod query;
+pub mod query_edge;
 pub mod resolve;
 pub mod stream;

@@ -12,11 +12,11 @@ use tracing::warn;
 
 use crate::auth;
 use crate::calendar::month_of;
-use crate::endpoint::{HttpReply, into_response};
 use crate::keys;
 use crate::protocol::now_ms;
 use crate::region::Region;
 use crate::stages::erasure::ErasureAudit;
+use crate::stages::http::HttpReply;
 use crate::stages::metrics::Metrics;
 use crate::stages::preview::preview_input;
 use crate::store::counters::DayCounts;
@@ -241,10 +241,11 @@ impl QueryApi {
         self
     }
 
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub async fn handle(&self, req: &ReadRequest<'_>) -> HttpReply {
-        if crate::stages::console::is_console_path(req.path) {
-            return crate::stages::console::handle(self, req).await;
-        }
         // Every route is a GET but the preview, a POST that writes nothing either.
         let is_preview = req.path.trim_end_matches('/') == "/v1/preview";
         match (is_preview, req.method.to_ascii_uppercase().as_str()) {
@@ -697,42 +698,6 @@ impl Ctx<'_> {
             .await?;
         Ok(Ok(json!({ "month": month, "partner_sync_events": count })))
     }
-}
-
-/// The Lambda edge: an API Gateway event in, an HTTP response out.
-pub async fn handle_http(
-    api: &QueryApi,
-    req: lambda_http::Request,
-) -> Result<lambda_http::Response<lambda_http::Body>, std::convert::Infallible> {
-    use lambda_http::RequestExt;
-    let query: HashMap<String, String> = req
-        .query_string_parameters()
-        .iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    let headers: HashMap<String, String> = req
-        .headers()
-        .iter()
-        .filter_map(|(k, v)| {
-            v.to_str()
-                .ok()
-                .map(|v| (k.as_str().to_ascii_lowercase(), v.to_owned()))
-        })
-        .collect();
-    let path = req.raw_http_path().to_owned();
-    let started = std::time::Instant::now();
-    let reply = api
-        .handle(&ReadRequest {
-            method: req.method().as_str(),
-            path: &path,
-            query: &query,
-            headers: &headers,
-            body: req.body().as_ref(),
-        })
-        .await;
-    api.metrics
-        .emit(&api.metrics.request(&reply, started.elapsed()));
-    Ok(into_response(reply))
 }
 
 #[cfg(test)]
