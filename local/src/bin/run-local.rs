@@ -123,13 +123,23 @@ async fn provision_demo(store: &Store) -> Result<(String, String), Box<dyn std::
 
 fn print_banner(port: u16, caller_token: &str, passcode: &str, token: &str) {
     let base = format!("http://127.0.0.1:{port}");
+    let account = serde_json::json!({"account_id": 1, "account_settings": {
+        "accountId": DEMO_PROJECT, "passcode": passcode, "accountToken": token, "region": "eu1"}});
+    // As of a second after the demo batch's time: the demo batch is older, so resending it brings
+    // nobody back.
+    let erasure = serde_json::json!({
+        "type": "dsr_processing_request", "id": "demo-dsr-1", "account": account,
+        "subject_request_id": "demo-erasure-1", "subject_request_type": "erasure",
+        "regulation": "gdpr", "api_version": "3.0",
+        "submitted_time": (shared::protocol::now_ms() + 1_000) as f64 / 1000.0,
+        "subject_identities": {"email": {"encoding": "raw", "value": "ann@example.com"}},
+    });
     let batch = serde_json::json!({
         "type": "audience_membership_change_request",
         "id": "demo-batch-1",
         "timestamp_ms": shared::protocol::now_ms(),
         "firehose_version": "3.2.0",
-        "account": {"account_id": 1, "account_settings": {
-            "accountId": DEMO_PROJECT, "passcode": passcode, "accountToken": token, "region": "eu1"}},
+        "account": account,
         "user_profiles": [
             {"user_identities": [{"type": "customer", "encoding": "raw", "value": "cust-1"},
                                  {"type": "email", "encoding": "raw", "value": "ann@example.com"}],
@@ -153,6 +163,8 @@ fn print_banner(port: u16, caller_token: &str, passcode: &str, token: &str) {
          Read the segment back (and /members, /v1/profiles/__demo0001/events, /v1/syncs):\n\n\
          curl -s {base}/v1/segments/4242 -H 'X-CleverTap-Account-Id: {DEMO_PROJECT}' -H 'X-CleverTap-Passcode: {passcode}'\n\n\
          Or look at it in the console: {base}/console (account id {DEMO_PROJECT}, the passcode above, region eu1)\n\n\
+         Erase ann@example.com (GDPR), then see /v1/erasures:\n\n\
+         curl -s -X POST {base}/mparticle -H 'Authorization: Token {caller_token}' -d '{erasure}'\n\n\
          Ctrl-C stops everything.\n",
         lanes = local::lanes_from_env()
     );
