@@ -2,13 +2,10 @@
 //! what stays, redelivery, late and newer batches, an unknown person, another project, the audit
 //! row, and the operator's path.
 
-use std::collections::HashMap;
-
 use integration_tests::*;
 use serde_json::{Value, json};
 use shared::Region;
 use shared::protocol::{Regulation, now_ms};
-use shared::query::{QueryApi, ReadRequest};
 use shared::stages::erasure::{ErasureOutcome, ErasureRequest, erase};
 use shared::tables::Table;
 
@@ -55,38 +52,17 @@ fn ann_batch(stack: &Stack, id: &str, ts: i64) -> String {
 }
 
 async fn read(stack: &Stack, path: &str) -> Value {
-    let api = QueryApi::new(
-        stack.store.clone(),
-        Region::Eu1,
-        std::time::Duration::ZERO,
-        false,
-    );
-    let headers = HashMap::from([
-        (
-            "x-clevertap-account-id".to_owned(),
-            stack.project.id.clone(),
-        ),
-        (
-            "x-clevertap-passcode".to_owned(),
-            stack.project.passcode.clone(),
-        ),
-    ]);
-    let (path, query) = path.split_once('?').unwrap_or((path, ""));
-    let query: HashMap<String, String> = query
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    let reply = api
-        .handle(&ReadRequest {
-            method: "GET",
-            path,
-            query: &query,
-            headers: &headers,
-            body: b"",
-        })
-        .await;
-    serde_json::from_str(&reply.body).unwrap()
+    stack.read_api("GET", path, "").await.1
+}
+
+/// Imports the first batch (sent a minute ago); answers Bob's CleverTap ID.
+async fn imported_bob(stack: &Stack) -> String {
+    stack.send(&first_batch(stack, now_ms() - 60_000)).await;
+    stack.pipeline().await.run_until_idle(50).await.unwrap();
+    read(stack, "/v1/profiles?identity=c-2").await["profiles"][0]["clevertap_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 async fn member_count(stack: &Stack, audience: i64) -> (i64, i64, i64) {
@@ -275,33 +251,8 @@ async fn erasure_takes_a_person_out_of_everything_exactly_once() {
     assert_eq!(syncs["syncs"][0]["outcomes"]["erased"], 1);
 
     // The preview of such a batch says so.
-    let api = QueryApi::new(
-        stack.store.clone(),
-        Region::Eu1,
-        std::time::Duration::ZERO,
-        false,
-    );
-    let headers = HashMap::from([
-        (
-            "x-clevertap-account-id".to_owned(),
-            stack.project.id.clone(),
-        ),
-        (
-            "x-clevertap-passcode".to_owned(),
-            stack.project.passcode.clone(),
-        ),
-    ]);
     let body = ann_batch(&stack, "preview", t0 + 2);
-    let reply = api
-        .handle(&ReadRequest {
-            method: "POST",
-            path: "/v1/preview",
-            query: &HashMap::new(),
-            headers: &headers,
-            body: body.as_bytes(),
-        })
-        .await;
-    let preview: Value = serde_json::from_str(&reply.body).unwrap();
+    let (_, preview) = stack.read_api("POST", "/v1/preview", &body).await;
     assert_eq!(preview["users"][0]["skip"], "erased", "{preview}");
     assert_eq!(preview["totals"]["ladder"]["erased"], 1);
 
@@ -402,12 +353,7 @@ async fn other_requests_are_refused_clearly_and_registration_declares_erasure() 
 #[tokio::test]
 async fn an_operator_erases_by_clevertap_id() {
     let stack = Stack::new("erasure-admin", Region::Eu1).await;
-    stack.send(&first_batch(&stack, now_ms() - 60_000)).await;
-    stack.pipeline().await.run_until_idle(50).await.unwrap();
-    let bob = read(&stack, "/v1/profiles?identity=c-2").await["profiles"][0]["clevertap_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let bob = imported_bob(&stack).await;
     let request = ErasureRequest::by_operator(
         "clevertap-id",
         &bob,
@@ -509,12 +455,7 @@ async fn an_erasure_that_overtakes_a_chunk_in_flight_still_wins() {
 #[tokio::test]
 async fn a_change_in_flight_during_an_erasure_is_stale_in_every_segment() {
     let stack = Stack::new("erasure-stale", Region::Eu1).await;
-    stack.send(&first_batch(&stack, now_ms() - 60_000)).await;
-    stack.pipeline().await.run_until_idle(50).await.unwrap();
-    let bob = read(&stack, "/v1/profiles?identity=c-2").await["profiles"][0]["clevertap_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let bob = imported_bob(&stack).await;
     let request = ErasureRequest::by_operator("identity", "c-2", None, Regulation::Gdpr).unwrap();
     erase(&stack.store, Region::Eu1, &stack.project.id, &request)
         .await

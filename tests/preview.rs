@@ -1,37 +1,14 @@
 //! `POST /v1/preview` against DynamoDB Local: every rung and skip reason, every entry result,
 //! and not one byte written.
 
-use std::collections::HashMap;
-
 use integration_tests::*;
 use serde_json::{Value, json};
 use shared::Region;
-use shared::query::{QueryApi, ReadRequest};
 
 async fn call(stack: &Stack, method: &str, passcode: &str, body: &str) -> (u16, Value) {
-    let api = QueryApi::new(
-        stack.store.clone(),
-        Region::Eu1,
-        std::time::Duration::ZERO,
-        false,
-    );
-    let headers = HashMap::from([
-        (
-            "x-clevertap-account-id".to_owned(),
-            stack.project.id.clone(),
-        ),
-        ("x-clevertap-passcode".to_owned(), passcode.to_owned()),
-    ]);
-    let reply = api
-        .handle(&ReadRequest {
-            method,
-            path: "/v1/preview",
-            query: &HashMap::new(),
-            headers: &headers,
-            body: body.as_bytes(),
-        })
-        .await;
-    (reply.status, serde_json::from_str(&reply.body).unwrap())
+    stack
+        .read_api_as(passcode, method, "/v1/preview", body)
+        .await
 }
 
 fn sub(stack: &Stack, audience_id: i64, action: &str, ts: i64) -> String {

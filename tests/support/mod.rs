@@ -221,6 +221,50 @@ impl Stack {
         scan_all(&self.client, &self.names.name(self.project.region, table)).await
     }
 
+    /// A read API request handled in process, authenticated with the project's id and `passcode`;
+    /// `path` may carry a query string (values not encoded). Answers status and JSON.
+    pub async fn read_api_as(
+        &self,
+        passcode: &str,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        use std::collections::HashMap;
+        let api = shared::query::QueryApi::new(
+            self.store.clone(),
+            self.project.region,
+            std::time::Duration::ZERO,
+            false,
+        );
+        let headers = HashMap::from([
+            ("x-clevertap-account-id".to_owned(), self.project.id.clone()),
+            ("x-clevertap-passcode".to_owned(), passcode.to_owned()),
+        ]);
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let query: HashMap<String, String> = query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let reply = api
+            .handle(&shared::query::ReadRequest {
+                method,
+                path,
+                query: &query,
+                headers: &headers,
+                body: body.as_bytes(),
+            })
+            .await;
+        (reply.status, serde_json::from_str(&reply.body).unwrap())
+    }
+
+    /// [`Stack::read_api_as`] with the project's passcode.
+    pub async fn read_api(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        self.read_api_as(&self.project.passcode, method, path, body)
+            .await
+    }
+
     /// Every item of every table, in a stable order.
     pub async fn snapshot(&self) -> Vec<Vec<Item>> {
         let mut out = Vec::new();

@@ -12,7 +12,7 @@ use super::memberships::membership_key;
 use super::profiles::identity_key;
 use super::{
     CancellationReason, Item, MAX_UNPROCESSED_RETRIES, Store, StoreError, TxOutcome, backoff,
-    get_n, get_s, n, s,
+    conditional, get_n, get_s, n, s,
 };
 use crate::keys::{self, events as ek, profiles as pk, projects, segments as sk};
 use crate::region::Region;
@@ -98,16 +98,8 @@ impl Store {
             .expression_attribute_values(":e", n(erased_ms))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e.into()),
-        }
+        // An older erasure's time never replaces a newer one's.
+        conditional(res).map(|_| ())
     }
 
     /// The tombstones among these hashes: hash → erased as of (epoch ms).
@@ -258,24 +250,20 @@ impl Store {
         item.insert("audience_id".into(), n(audience_id));
         item.insert("erased_ms".into(), n(now_ms));
         item.insert("updated_ms".into(), n(now_ms));
+        self.put_new(region, Table::Memberships, item).await
+    }
+
+    /// A PutItem that never overwrites: false if the item exists.
+    async fn put_new(&self, region: Region, table: Table, item: Item) -> Result<bool, StoreError> {
         let res = self
             .client(region)
             .put_item()
-            .table_name(self.table(region, Table::Memberships))
+            .table_name(self.table(region, table))
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(e.into()),
-        }
+        conditional(res)
     }
 
     /// Deletes every Partner Sync event of a profile; returns how many.
@@ -411,16 +399,7 @@ impl Store {
             .expression_attribute_values(":ct", s(clevertap_id))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(e.into()),
-        }
+        conditional(res)
     }
 
     /// Records an erasure's audit row unless one exists for its request; returns whether this
@@ -434,24 +413,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         row.insert(keys::PK.to_owned(), s(sk::erasure_pk(project_id)));
         row.insert(keys::SK.to_owned(), s(sk::erasure_sk(request_id)));
-        let res = self
-            .client(region)
-            .put_item()
-            .table_name(self.table(region, Table::Segments))
-            .set_item(Some(row))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(e.into()),
-        }
+        self.put_new(region, Table::Segments, row).await
     }
 
     /// The audit row of one erasure request, if it was carried out.
@@ -478,23 +440,7 @@ impl Store {
         region: Region,
         project_id: &str,
     ) -> Result<Vec<Item>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client(region)
-                .query()
-                .table_name(self.table(region, Table::Segments))
-                .key_condition_expression("pk = :pk")
-                .expression_attribute_values(":pk", s(sk::erasure_pk(project_id)))
-                .set_exclusive_start_key(start)
-                .send()
-                .await?;
-            out.extend(page.items.unwrap_or_default());
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
-        }
+        self.query_partition(region, Table::Segments, &sk::erasure_pk(project_id), None)
+            .await
     }
 }

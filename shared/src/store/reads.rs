@@ -24,25 +24,14 @@ impl Store {
         region: Region,
         project_id: &str,
     ) -> Result<Vec<Item>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client(region)
-                .query()
-                .table_name(self.table(region, Table::Segments))
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-                .expression_attribute_values(":pk", s(sk::pk(project_id)))
-                .expression_attribute_values(":prefix", s(sk::SEGMENT_PREFIX))
-                .set_exclusive_start_key(start)
-                .send()
-                .await?;
-            out.extend(page.items.unwrap_or_default());
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
+        let mut out = self
+            .query_partition(
+                region,
+                Table::Segments,
+                &sk::pk(project_id),
+                Some(sk::SEGMENT_PREFIX),
+            )
+            .await?;
         let ids: Vec<i64> = out
             .iter()
             .filter_map(|i| get_n(i, "partner_segment_id"))
@@ -58,6 +47,39 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Every item of one partition (`pk`), those whose `sk` begins with `sk_prefix` if given,
+    /// page after page.
+    pub async fn query_partition(
+        &self,
+        region: Region,
+        table: Table,
+        pk_value: &str,
+        sk_prefix: Option<&str>,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let mut q = self
+                .client(region)
+                .query()
+                .table_name(self.table(region, table))
+                .expression_attribute_values(":pk", s(pk_value))
+                .set_exclusive_start_key(start);
+            q = match sk_prefix {
+                Some(prefix) => q
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                    .expression_attribute_values(":prefix", s(prefix)),
+                None => q.key_condition_expression("pk = :pk"),
+            };
+            let page = q.send().await?;
+            out.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     pub async fn get_item_by_key(
