@@ -22,7 +22,7 @@ use crate::erasure::{SubjectKey, erasure_version, subject_keys, tombstone_hash};
 use crate::protocol::{DsrProcessingRequest, Encoding, Regulation, now_ms};
 use crate::region::Region;
 use crate::store::erasure::RowErased;
-use crate::store::{Store, StoreError, get_n, get_s};
+use crate::store::{Item, Store, StoreError, get_n, get_s};
 
 /// Who asked for an erasure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,58 +168,15 @@ pub async fn erase(
     let cts: Vec<String> = people.keys().cloned().collect();
     // 2. What they hold.
     let profiles = store.get_profiles(region, project_id, &cts).await?;
-    let mut remembered = req.keys.clone();
-    let mut claims = people;
-    for ct in &cts {
-        remembered.insert(SubjectKey::CleverTapId(ct.clone()));
-    }
-    for p in &profiles {
-        let (Some(ct), identity) = (get_s(p, "clevertap_id"), get_s(p, "identity")) else {
-            continue;
-        };
-        if let Some(identity) = identity {
-            remembered.insert(SubjectKey::Identity(identity.to_owned()));
-            claims
-                .entry(ct.to_owned())
-                .or_default()
-                .insert(identity.to_owned());
-        }
-        remembered.extend(get_s(p, "email").map(|e| SubjectKey::Email(e.to_owned())));
-        remembered.extend(get_s(p, "phone").map(|ph| SubjectKey::Phone(ph.to_owned())));
-    }
+    let held = what_they_hold(&req.keys, people, &profiles);
     // 3. Tombstones, first.
     removed.tombstones =
-        write_tombstones(store, region, project_id, req.erased_ms, &remembered).await?;
+        write_tombstones(store, region, project_id, req.erased_ms, &held.remembered).await?;
     // 4. Their data.
-    let now = now_ms();
     let version = erasure_version(req.erased_ms);
-    let segments = store.list_segments(region, project_id).await?;
-    let pairs: Vec<(i64, String)> = segments
-        .iter()
-        .filter_map(|s| get_n(s, "partner_segment_id"))
-        .flat_map(|aud| cts.iter().map(move |ct| (aud, ct.clone())))
-        .collect();
-    let version = &version;
-    let rows: Vec<RowErased> = stream::iter(pairs)
-        .map(|(aud, ct)| async move {
-            store
-                .erase_membership(region, project_id, aud, &ct, version, now)
-                .await
-        })
-        .buffer_unordered(CONCURRENCY)
-        .try_collect()
-        .await?;
-    for row in rows {
-        match row {
-            RowErased::MemberRemoved => {
-                removed.memberships += 1;
-                removed.members_removed += 1;
-            }
-            RowErased::Scrubbed => removed.memberships += 1,
-            RowErased::Blocked => {}
-        }
-    }
-    for (ct, identities) in &claims {
+    (removed.memberships, removed.members_removed) =
+        leave_every_segment(store, region, project_id, &cts, &version).await?;
+    for (ct, identities) in &held.claims {
         removed.events += store.delete_profile_events(region, project_id, ct).await?;
         let (claims, profiles) = forget_profile(store, region, project_id, ct, identities).await?;
         removed.claims += claims;
@@ -239,6 +196,81 @@ pub async fn erase(
         .put_erasure_audit(region, project_id, &req.request_id, row)
         .await?;
     Ok(ErasureOutcome::Erased(audit))
+}
+
+/// What the erased people hold: the values tombstones remember, and per profile the Identities
+/// whose claims go.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Held {
+    remembered: BTreeSet<SubjectKey>,
+    claims: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// Pure: the subject's keys, plus each profile's CleverTap ID, Identity, email and phone; the
+/// claims found by the subject's Identities, plus each profile's own.
+fn what_they_hold(
+    keys: &BTreeSet<SubjectKey>,
+    people: BTreeMap<String, BTreeSet<String>>,
+    profiles: &[Item],
+) -> Held {
+    let mut held = Held {
+        remembered: keys.clone(),
+        claims: people,
+    };
+    for ct in held.claims.keys() {
+        held.remembered.insert(SubjectKey::CleverTapId(ct.clone()));
+    }
+    for p in profiles {
+        let Some(ct) = get_s(p, "clevertap_id") else {
+            continue;
+        };
+        if let Some(identity) = get_s(p, "identity") {
+            held.remembered
+                .insert(SubjectKey::Identity(identity.to_owned()));
+            held.claims
+                .entry(ct.to_owned())
+                .or_default()
+                .insert(identity.to_owned());
+        }
+        held.remembered
+            .extend(get_s(p, "email").map(|e| SubjectKey::Email(e.to_owned())));
+        held.remembered
+            .extend(get_s(p, "phone").map(|ph| SubjectKey::Phone(ph.to_owned())));
+    }
+    held
+}
+
+/// Takes these profiles out of every segment of the project (see `Store::erase_membership`);
+/// answers (membership rows cleared, members removed).
+async fn leave_every_segment(
+    store: &Store,
+    region: Region,
+    project_id: &str,
+    cts: &[String],
+    version: &str,
+) -> Result<(u64, u64), StoreError> {
+    let now = now_ms();
+    let segments = store.list_segments(region, project_id).await?;
+    let pairs: Vec<(i64, String)> = segments
+        .iter()
+        .filter_map(|s| get_n(s, "partner_segment_id"))
+        .flat_map(|aud| cts.iter().map(move |ct| (aud, ct.clone())))
+        .collect();
+    let rows: Vec<RowErased> = stream::iter(pairs)
+        .map(|(aud, ct)| async move {
+            store
+                .erase_membership(region, project_id, aud, &ct, version, now)
+                .await
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    let cleared = rows.iter().filter(|r| **r != RowErased::Blocked).count();
+    let removed = rows
+        .iter()
+        .filter(|r| **r == RowErased::MemberRemoved)
+        .count();
+    Ok((cleared as u64, removed as u64))
 }
 
 /// Deletes a profile item and the claims of these Identities that name it; returns how many
@@ -341,4 +373,45 @@ async fn write_tombstones(
         .try_collect::<Vec<()>>()
         .await?;
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::s;
+
+    #[test]
+    fn the_erased_profiles_values_are_remembered_and_their_claims_go() {
+        let keys = BTreeSet::from([SubjectKey::Email("ann@example.com".into())]);
+        let people = BTreeMap::from([("__a".to_owned(), BTreeSet::new())]);
+        let profile = Item::from([
+            ("clevertap_id".to_owned(), s("__a")),
+            ("identity".to_owned(), s("c-1")),
+            ("phone".to_owned(), s("+14155550100")),
+        ]);
+        let held = what_they_hold(&keys, people, &[profile]);
+        assert_eq!(
+            held.remembered,
+            BTreeSet::from([
+                SubjectKey::Email("ann@example.com".into()),
+                SubjectKey::CleverTapId("__a".into()),
+                SubjectKey::Identity("c-1".into()),
+                SubjectKey::Phone("+14155550100".into()),
+            ])
+        );
+        assert_eq!(held.claims["__a"], BTreeSet::from(["c-1".to_owned()]));
+    }
+
+    #[test]
+    fn operators_name_one_kind_of_value() {
+        let r = ErasureRequest::by_operator("email", " Ann@Example.com ", None, Regulation::Gdpr)
+            .unwrap();
+        assert_eq!(r.source, ErasureSource::Admin);
+        assert!(r.request_id.starts_with("admin-"));
+        assert!(
+            r.keys
+                .contains(&SubjectKey::Email("ann@example.com".into()))
+        );
+        assert!(ErasureRequest::by_operator("mpid", "1", None, Regulation::Gdpr).is_none());
+    }
 }

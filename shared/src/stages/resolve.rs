@@ -257,7 +257,6 @@ pub async fn resolve_chunk(
 ) -> Result<ChunkReport, ResolveError> {
     let profiles = decode_chunk(&row.payload).map_err(|e| ResolveError::Payload(e.to_string()))?;
     let project = row.project_id.as_str();
-    let now = now_ms();
     let mut outcomes = ResolveOutcomes::default();
 
     // 1. The ladder, per profile and per distinct userIdType among its entries (pure), less the
@@ -270,7 +269,66 @@ pub async fn resolve_chunk(
     let resolved = without_covered(resolved, &covered, &mut outcomes);
 
     // 2. Identities to CleverTap IDs: existing claims in bulk, then claim the new ones.
-    let identities = identities_of(&resolved);
+    let clevertap_of = claim_identities(store, region, project, &resolved).await?;
+
+    // 3. Profiles: plan the merges and changes (pure), write only what changes.
+    let (merges, mut changes) = plan_chunk(row, &resolved, &clevertap_of, &mut outcomes);
+    let refused = write_profiles(store, region, row, &merges, &mut outcomes).await?;
+    changes.retain(|c| !refused.contains(c.clevertap_id.as_str()));
+
+    // 3b. Checked again after writing: an erasure made meanwhile removed what it found before
+    //     these writes landed, so they are removed here (docs/architecture.md, Erasure).
+    let covered = erasures
+        .covering(store, region, project, row.message_ts, &resolved)
+        .await?;
+    let overtaken = (resolved.iter().zip(&covered))
+        .filter(|(_, erased)| **erased)
+        .filter_map(|(r, _)| target_of(r, &clevertap_of))
+        .collect();
+    forget_overtaken(
+        store,
+        region,
+        project,
+        overtaken,
+        &mut changes,
+        &mut outcomes,
+    )
+    .await?;
+
+    // 4. Hand off: the row moves to `resolved` with its changes; its MODIFY drives materialize.
+    let adds = changes
+        .iter()
+        .filter(|c| c.action == ChangeAction::Add)
+        .count();
+    let handed_off = store
+        .mark_resolved(
+            region,
+            project,
+            &row.message_id,
+            row.chunk,
+            &encode_changes(&changes),
+            &outcomes,
+            adds,
+            changes.len() - adds,
+        )
+        .await?;
+    Ok(ChunkReport {
+        outcomes,
+        changes,
+        handed_off,
+    })
+}
+
+/// Step 2: the CleverTap ID of every Identity the users resolved to, claiming the new ones (one
+/// Identity, one profile, whoever claims first).
+async fn claim_identities(
+    store: &Store,
+    region: Region,
+    project: &str,
+    resolved: &[Resolved<'_>],
+) -> Result<HashMap<String, String>, StoreError> {
+    let now = now_ms();
+    let identities = identities_of(resolved);
     let mut clevertap_of = store
         .claimed_identities(region, project, &identities)
         .await?;
@@ -280,27 +338,33 @@ pub async fn resolve_chunk(
         .filter(|id| !clevertap_of.contains_key(*id))
         .collect();
     missing.sort_unstable();
-    let claimed: Vec<(String, String, bool)> = stream::iter(missing)
+    let claimed: Vec<(String, String)> = stream::iter(missing)
         .map(|id| async move {
             let new_ct = format!("__{}", uuid::Uuid::new_v4().simple());
-            let (ct, won) = store
+            let (ct, _won) = store
                 .claim_identity(region, project, id, &new_ct, now)
                 .await?;
-            Ok::<_, StoreError>((id.to_owned(), ct, won))
+            Ok::<_, StoreError>((id.to_owned(), ct))
         })
         .buffer_unordered(WRITE_CONCURRENCY)
         .try_collect()
         .await?;
-    for (id, ct, _won) in claimed {
-        clevertap_of.insert(id, ct);
-    }
+    clevertap_of.extend(claimed);
+    Ok(clevertap_of)
+}
 
-    // 3. Profiles: read in bulk, merge email, phone and properties, write only what changes.
-    // Each field keeps the newest value by message version; within a message, later profiles win.
+/// Step 3, pure: per profile the merge of its users' email, phone and properties (each field
+/// newest by message version; within a message, later profiles win), and the membership changes.
+fn plan_chunk(
+    row: &InboxRow,
+    resolved: &[Resolved<'_>],
+    clevertap_of: &HashMap<String, String>,
+    outcomes: &mut ResolveOutcomes,
+) -> (BTreeMap<String, ProfileMerge>, Vec<MembershipChange>) {
     let mut merges: BTreeMap<String, ProfileMerge> = BTreeMap::new();
     let mut changes = Vec::new();
-    for r in &resolved {
-        let Some((ct, identity)) = target_of(r, &clevertap_of) else {
+    for r in resolved {
+        let Some((ct, identity)) = target_of(r, clevertap_of) else {
             continue;
         };
         let version = data_version(row.message_ts, &row.message_id, r.profile.index);
@@ -362,6 +426,22 @@ pub async fn resolve_chunk(
             });
         }
     }
+    (merges, changes)
+}
+
+/// Step 3, the writes: profiles read in bulk, then each brought up to its merge. A profile
+/// DynamoDB refuses to store (an item over its size limit) is skipped and counted; it never holds
+/// up the rest of the chunk. Transient errors fail the chunk (retried whole). Answers the
+/// CleverTap IDs refused.
+async fn write_profiles<'m>(
+    store: &Store,
+    region: Region,
+    row: &InboxRow,
+    merges: &'m BTreeMap<String, ProfileMerge>,
+    outcomes: &mut ResolveOutcomes,
+) -> Result<HashSet<&'m str>, StoreError> {
+    let project = row.project_id.as_str();
+    let now = now_ms();
     let existing: HashMap<String, Item> = store
         .batch_get(
             region,
@@ -379,8 +459,6 @@ pub async fn resolve_chunk(
             outcomes.created += 1;
         }
     }
-    // A profile DynamoDB refuses to store (an item over its size limit) is skipped and counted;
-    // it never holds up the rest of the chunk. Transient errors fail the chunk (retried whole).
     let written: Vec<(&String, Result<(), StoreError>)> = stream::iter(merges.iter())
         .map(|(ct, m)| {
             let read = existing.get(ct);
@@ -404,53 +482,10 @@ pub async fn resolve_chunk(
                 outcomes.too_long += 1;
                 refused.insert(ct);
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
-    changes.retain(|c| !refused.contains(c.clevertap_id.as_str()));
-    // 3b. Checked again after writing: an erasure made meanwhile removed what it found before
-    //     these writes landed, so they are removed here (docs/architecture.md, Erasure).
-    let covered = erasures
-        .covering(store, region, project, row.message_ts, &resolved)
-        .await?;
-    let overtaken = resolved
-        .iter()
-        .zip(&covered)
-        .filter(|(_, erased)| **erased)
-        .filter_map(|(r, _)| target_of(r, &clevertap_of))
-        .collect();
-    forget_overtaken(
-        store,
-        region,
-        project,
-        overtaken,
-        &mut changes,
-        &mut outcomes,
-    )
-    .await?;
-
-    // 4. Hand off: the row moves to `resolved` with its changes; its MODIFY drives materialize.
-    let adds = changes
-        .iter()
-        .filter(|c| c.action == ChangeAction::Add)
-        .count();
-    let handed_off = store
-        .mark_resolved(
-            region,
-            project,
-            &row.message_id,
-            row.chunk,
-            &encode_changes(&changes),
-            &outcomes,
-            adds,
-            changes.len() - adds,
-        )
-        .await?;
-    Ok(ChunkReport {
-        outcomes,
-        changes,
-        handed_off,
-    })
+    Ok(refused)
 }
 
 /// Re-plans of one profile after another writer moved one of its fields first: each lost
