@@ -2,6 +2,7 @@
 //! what stays, redelivery, late and newer batches, an unknown person, another project, the audit
 //! row, and the operator's path.
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use integration_tests::*;
 use serde_json::{Value, json};
 use shared::Region;
@@ -269,6 +270,14 @@ async fn erasure_takes_a_person_out_of_everything_exactly_once() {
         ann_ct.as_str(),
         "a new profile, not the erased one"
     );
+
+    // Another late batch, sent before the erasure: skipped, and what the newer batch brought back
+    // stays (it takes back only its own message's writes).
+    stack.send(&ann_batch(&stack, "late-again", t0 + 3)).await;
+    pipeline.run_until_idle(50).await.unwrap();
+    let still = read(&stack, "/v1/profiles?identity=c-1").await["profiles"][0].clone();
+    assert_eq!(still, again);
+    assert_eq!(member_count(&stack, 7).await, (2, 3, 0));
 }
 
 #[tokio::test]
@@ -482,4 +491,70 @@ async fn a_change_in_flight_during_an_erasure_is_stale_in_every_segment() {
     .unwrap();
     assert_eq!((counts.added, counts.stale), (0, 1));
     assert_eq!(member_count(&stack, 8).await, (1, 1, 0), "Ann only");
+}
+
+#[tokio::test]
+async fn a_retried_chunk_takes_back_what_its_failed_attempt_wrote_for_an_erased_person() {
+    let stack = Stack::new("erasure-retry", Region::Eu1).await;
+    let (region, project) = (Region::Eu1, stack.project.id.clone());
+    let earlier =
+        ErasureRequest::by_operator("identity", "someone-else", None, Regulation::Gdpr).unwrap();
+    erase(&stack.store, region, &project, &earlier)
+        .await
+        .unwrap();
+    let salt = stack
+        .store
+        .erasure_salt(region, &project, false)
+        .await
+        .unwrap()
+        .unwrap();
+    stack
+        .send(&ann_batch(&stack, "attempt", now_ms() - 60_000))
+        .await;
+    let row = stack.scan(Table::Inbox).await.into_iter().next().unwrap();
+    let row: shared::stream::InboxRow = serde_dynamo::from_item(row).unwrap();
+    // The first attempt wrote Ann's claim and profile, then failed before it looked at the
+    // tombstones again (an erasure of Ann landed in between): its row is still `received`.
+    shared::resolve::resolve_chunk(&stack.store, region, &row)
+        .await
+        .unwrap();
+    stack
+        .client
+        .update_item()
+        .table_name(stack.names.name(region, Table::Inbox))
+        .key(
+            "pk",
+            AttributeValue::S(text(&stack.scan(Table::Inbox).await[0], "pk").unwrap()),
+        )
+        .key(
+            "sk",
+            AttributeValue::S(text(&stack.scan(Table::Inbox).await[0], "sk").unwrap()),
+        )
+        .update_expression("SET #s = :r")
+        .expression_attribute_names("#s", "status")
+        .expression_attribute_values(":r", AttributeValue::S("received".into()))
+        .send()
+        .await
+        .unwrap();
+    let hash =
+        shared::erasure::tombstone_hash(&salt, shared::erasure::TombstoneKind::Email, ANN_EMAIL);
+    stack
+        .store
+        .write_tombstone(region, &project, &hash, now_ms())
+        .await
+        .unwrap();
+    assert!(!items_mentioning(&stack, &project, "c-1").await.is_empty());
+
+    // The retry skips Ann and takes back the claim and profile its message made.
+    let report = shared::resolve::resolve_chunk(&stack.store, region, &row)
+        .await
+        .unwrap();
+    assert_eq!(report.outcomes.erased, 1);
+    assert!(report.changes.is_empty());
+    assert!(items_mentioning(&stack, &project, "c-1").await.is_empty());
+    assert!(
+        items_mentioning(&stack, &project, ANN_EMAIL)
+            .await
+            .is_empty()
+    );
 }

@@ -57,7 +57,7 @@ async function load(url, push) {
     showLogin(c.checked ? "Your session is no longer valid. Sign in again." : "The Account ID or Passcode is wrong.");
     return;
   }
-  if (!c.checked) sessionStorage.setItem(KEY, JSON.stringify({ ...c, checked: true }));
+  if (!c.checked && response.ok) sessionStorage.setItem(KEY, JSON.stringify({ ...c, checked: true }));
   // The server escapes every value it puts into a page.
   main.innerHTML = await response.text();
   main.removeAttribute("aria-busy");
@@ -79,7 +79,9 @@ function here() {
 
 document.addEventListener("click", (event) => {
   const a = event.target.closest("a");
-  if (!a || a.origin !== location.origin || event.button !== 0 ||
+  // In-page links (the skip link) keep their browser behaviour.
+  if (!a || (a.getAttribute("href") || "").startsWith("#")) return;
+  if (a.origin !== location.origin || event.button !== 0 ||
       event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) return;
   if (a.pathname !== BASE && !a.pathname.startsWith(BASE + "/")) return;
   event.preventDefault();

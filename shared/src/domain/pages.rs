@@ -276,7 +276,7 @@ pub fn segment_page(segment: &Value, members: &Value, members_href: &str, now_ms
                 &w.days, &[
                     Series { name: "Added", colour: ADDED, values: w.added.clone() },
                     Series { name: "Removed", colour: REMOVED, values: w.removed.clone() },
-                    Series { name: "Cleared (disconnected)", colour: NEUTRAL, values: w.cleared.clone() },
+                    Series { name: "Cleared (disconnect or erasure)", colour: NEUTRAL, values: w.cleared.clone() },
                 ]))
         }
         h2 { "Find People" }

@@ -2,16 +2,17 @@
 //! project's home region. Each step is idempotent and the audit row is written last, so a
 //! request that fails part-way is carried out whole when mParticle sends it again.
 //!
-//! 1. Whom: the profiles the subject's identities lead to (claims, the email and phone indexes,
-//!    a CleverTap ID itself).
-//! 2. What they hold: their profile items (Identity, email and phone are remembered too).
-//! 3. Tombstones, first: keyed by salted hashes, they make resolve skip the person in any batch
-//!    sent before the erasure that arrives from now on.
-//! 4. Their data: memberships (members leave their segments with exact counts and no Partner
+//! 1. Tombstones of the subject's own values, first (keyed by salted hashes): resolve skips the
+//!    person in any batch sent before the erasure that arrives from now on, and a chunk being
+//!    resolved meanwhile finds them when it checks again after writing.
+//! 2. Whom: the profiles the subject's values lead to (claims, the email and phone indexes, a
+//!    CleverTap ID itself); their CleverTap IDs and profile values get tombstones too.
+//! 3. Their data: memberships (members leave their segments with exact counts and no Partner
 //!    Sync event; every segment gets a row at the erasure's version, so a change sent before the
-//!    erasure and still in flight is stale when it arrives), Partner Sync events, identity
-//!    claims, profile items.
-//! 5. The audit row: request id, regulation, times and counts, never an identity.
+//!    erasure and still in flight is stale when it arrives), Partner Sync events, the claims
+//!    learned from the profile, the profile item, the claims the subject's values found — what
+//!    makes a profile findable goes last.
+//! 4. The audit row: request id, regulation, times and counts, never an identity.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -123,6 +124,18 @@ pub struct ErasureCounts {
     pub identities_ignored: u64,
 }
 
+impl ErasureCounts {
+    fn add(&mut self, o: &ErasureCounts) {
+        self.profiles += o.profiles;
+        self.claims += o.claims;
+        self.memberships += o.memberships;
+        self.members_removed += o.members_removed;
+        self.events += o.events;
+        self.tombstones += o.tombstones;
+        self.identities_ignored += o.identities_ignored;
+    }
+}
+
 /// The audit row of an erasure, as stored and as the read API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErasureAudit {
@@ -144,7 +157,8 @@ pub enum ErasureOutcome {
 /// How many profiles, memberships or tombstones are worked on at once.
 const CONCURRENCY: usize = 8;
 
-/// Carries out one erasure (see the module docs for the steps).
+/// Carries out one erasure (see the module docs for the steps; each is idempotent, and the ones
+/// that make a profile unfindable come last, so a retry after a failure finds what is left).
 pub async fn erase(
     store: &Store,
     region: Region,
@@ -163,26 +177,23 @@ pub async fn erase(
         identities_ignored: req.ignored_identities.into(),
         ..ErasureCounts::default()
     };
-    // 1. Whom.
+    // 1. Tombstones of the subject's own values, first: from here on a chunk that writes the
+    //    person finds them when it checks again after writing.
+    let version = erasure_version(req.erased_ms);
+    removed.tombstones =
+        write_tombstones(store, region, project_id, req.erased_ms, &req.keys).await?;
+    // 2. Whom, and what they hold: the values on their profiles are remembered too.
     let people = find_people(store, region, project_id, &req.keys).await?;
     let cts: Vec<String> = people.keys().cloned().collect();
-    // 2. What they hold.
     let profiles = store.get_profiles(region, project_id, &cts).await?;
-    let held = what_they_hold(&req.keys, people, &profiles);
-    // 3. Tombstones, first.
-    removed.tombstones =
-        write_tombstones(store, region, project_id, req.erased_ms, &held.remembered).await?;
-    // 4. Their data.
-    let version = erasure_version(req.erased_ms);
-    (removed.memberships, removed.members_removed) =
-        leave_every_segment(store, region, project_id, &cts, &version).await?;
-    for (ct, identities) in &held.claims {
-        removed.events += store.delete_profile_events(region, project_id, ct).await?;
-        let (claims, profiles) = forget_profile(store, region, project_id, ct, identities).await?;
-        removed.claims += claims;
-        removed.profiles += profiles;
-    }
-    // 5. The audit row.
+    let held = what_they_hold(people, &profiles);
+    let found_on_profiles: BTreeSet<SubjectKey> =
+        held.remembered.difference(&req.keys).cloned().collect();
+    removed.tombstones +=
+        write_tombstones(store, region, project_id, req.erased_ms, &found_on_profiles).await?;
+    // 3. Their data: memberships, events, claims, profiles.
+    removed.add(&erase_profiles(store, region, project_id, &held.claims, &version).await?);
+    // 4. The audit row.
     let audit = ErasureAudit {
         request_id: req.request_id.clone(),
         regulation: req.regulation.as_str().to_owned(),
@@ -198,39 +209,48 @@ pub async fn erase(
     Ok(ErasureOutcome::Erased(audit))
 }
 
-/// What the erased people hold: the values tombstones remember, and per profile the Identities
-/// whose claims go.
+/// The claims that name one profile: those the subject's Identities found (findable again from
+/// the request), and the profile's own Identity when no subject value led to it (findable only
+/// through the profile, so deleted before it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ProfileClaims {
+    found: BTreeSet<String>,
+    own: BTreeSet<String>,
+}
+
+/// What the erased people hold: the values tombstones remember (their CleverTap IDs and their
+/// profiles' Identity, email and phone), and the claims per profile.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Held {
     remembered: BTreeSet<SubjectKey>,
-    claims: BTreeMap<String, BTreeSet<String>>,
+    claims: BTreeMap<String, ProfileClaims>,
 }
 
-/// Pure: the subject's keys, plus each profile's CleverTap ID, Identity, email and phone; the
-/// claims found by the subject's Identities, plus each profile's own.
-fn what_they_hold(
-    keys: &BTreeSet<SubjectKey>,
-    people: BTreeMap<String, BTreeSet<String>>,
-    profiles: &[Item],
-) -> Held {
-    let mut held = Held {
-        remembered: keys.clone(),
-        claims: people,
-    };
-    for ct in held.claims.keys() {
+/// Pure: what the people found (CleverTap ID → the Identities whose claims led there) hold,
+/// given their profile items.
+fn what_they_hold(people: BTreeMap<String, BTreeSet<String>>, profiles: &[Item]) -> Held {
+    let mut held = Held::default();
+    for (ct, found) in people {
         held.remembered.insert(SubjectKey::CleverTapId(ct.clone()));
+        held.claims.insert(
+            ct,
+            ProfileClaims {
+                found,
+                own: BTreeSet::new(),
+            },
+        );
     }
     for p in profiles {
         let Some(ct) = get_s(p, "clevertap_id") else {
             continue;
         };
+        let claims = held.claims.entry(ct.to_owned()).or_default();
         if let Some(identity) = get_s(p, "identity") {
             held.remembered
                 .insert(SubjectKey::Identity(identity.to_owned()));
-            held.claims
-                .entry(ct.to_owned())
-                .or_default()
-                .insert(identity.to_owned());
+            if !claims.found.contains(identity) {
+                claims.own.insert(identity.to_owned());
+            }
         }
         held.remembered
             .extend(get_s(p, "email").map(|e| SubjectKey::Email(e.to_owned())));
@@ -238,6 +258,35 @@ fn what_they_hold(
             .extend(get_s(p, "phone").map(|ph| SubjectKey::Phone(ph.to_owned())));
     }
     held
+}
+
+/// Takes these profiles out of every segment at `version`, then deletes their events, the claims
+/// learned from the profile, the profile and the claims the subject's values found, in that
+/// order.
+async fn erase_profiles(
+    store: &Store,
+    region: Region,
+    project_id: &str,
+    claims: &BTreeMap<String, ProfileClaims>,
+    version: &str,
+) -> Result<ErasureCounts, StoreError> {
+    let cts: Vec<String> = claims.keys().cloned().collect();
+    let mut removed = ErasureCounts::default();
+    (removed.memberships, removed.members_removed) =
+        leave_every_segment(store, region, project_id, &cts, version).await?;
+    for (ct, profile_claims) in claims {
+        removed.events += store.delete_profile_events(region, project_id, ct).await?;
+        for identity in &profile_claims.own {
+            removed.claims +=
+                u64::from(store.delete_claim(region, project_id, identity, ct).await?);
+        }
+        removed.profiles += u64::from(store.delete_profile(region, project_id, ct).await?);
+        for identity in &profile_claims.found {
+            removed.claims +=
+                u64::from(store.delete_claim(region, project_id, identity, ct).await?);
+        }
+    }
+    Ok(removed)
 }
 
 /// Takes these profiles out of every segment of the project (see `Store::erase_membership`);
@@ -265,37 +314,15 @@ async fn leave_every_segment(
         .buffer_unordered(CONCURRENCY)
         .try_collect()
         .await?;
-    let cleared = rows.iter().filter(|r| **r != RowErased::Blocked).count();
+    let cleared = rows
+        .iter()
+        .filter(|r| matches!(r, RowErased::MemberRemoved | RowErased::Scrubbed))
+        .count();
     let removed = rows
         .iter()
         .filter(|r| **r == RowErased::MemberRemoved)
         .count();
     Ok((cleared as u64, removed as u64))
-}
-
-/// Deletes a profile item and the claims of these Identities that name it; returns how many
-/// claims and profiles went. Also what resolve does when an erasure overtook a chunk it wrote.
-pub async fn forget_profile(
-    store: &Store,
-    region: Region,
-    project_id: &str,
-    clevertap_id: &str,
-    identities: &BTreeSet<String>,
-) -> Result<(u64, u64), StoreError> {
-    let mut claims = 0;
-    for identity in identities {
-        claims += u64::from(
-            store
-                .delete_claim(region, project_id, identity, clevertap_id)
-                .await?,
-        );
-    }
-    let profiles = u64::from(
-        store
-            .delete_profile(region, project_id, clevertap_id)
-            .await?,
-    );
-    Ok((claims, profiles))
 }
 
 /// The CleverTap IDs the subject's keys lead to, each with the claimed Identities that led there.
@@ -381,25 +408,34 @@ mod tests {
     use crate::store::s;
 
     #[test]
-    fn the_erased_profiles_values_are_remembered_and_their_claims_go() {
-        let keys = BTreeSet::from([SubjectKey::Email("ann@example.com".into())]);
-        let people = BTreeMap::from([("__a".to_owned(), BTreeSet::new())]);
-        let profile = Item::from([
-            ("clevertap_id".to_owned(), s("__a")),
-            ("identity".to_owned(), s("c-1")),
-            ("phone".to_owned(), s("+14155550100")),
+    fn the_erased_profiles_values_are_remembered_and_their_claims_go_in_order() {
+        let people = BTreeMap::from([
+            ("__a".to_owned(), BTreeSet::new()),
+            ("__b".to_owned(), BTreeSet::from(["c-2".to_owned()])),
         ]);
-        let held = what_they_hold(&keys, people, &[profile]);
+        let profile = |ct: &str, identity: &str| {
+            Item::from([
+                ("clevertap_id".to_owned(), s(ct)),
+                ("identity".to_owned(), s(identity)),
+                ("phone".to_owned(), s("+14155550100")),
+            ])
+        };
+        let held = what_they_hold(people, &[profile("__a", "c-1"), profile("__b", "c-2")]);
         assert_eq!(
             held.remembered,
             BTreeSet::from([
-                SubjectKey::Email("ann@example.com".into()),
                 SubjectKey::CleverTapId("__a".into()),
+                SubjectKey::CleverTapId("__b".into()),
                 SubjectKey::Identity("c-1".into()),
+                SubjectKey::Identity("c-2".into()),
                 SubjectKey::Phone("+14155550100".into()),
             ])
         );
-        assert_eq!(held.claims["__a"], BTreeSet::from(["c-1".to_owned()]));
+        // c-1 is findable only through __a's profile: it goes before the profile.
+        assert_eq!(held.claims["__a"].own, BTreeSet::from(["c-1".to_owned()]));
+        // c-2 was found from the request: it goes after, and stays findable till then.
+        assert!(held.claims["__b"].own.is_empty());
+        assert_eq!(held.claims["__b"].found, BTreeSet::from(["c-2".to_owned()]));
     }
 
     #[test]

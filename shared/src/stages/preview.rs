@@ -176,7 +176,7 @@ pub async fn preview(
         .covering(store, region, project, message_ts, &resolved)
         .await?;
     let mut users: Vec<Value> = (resolved.iter().zip(&covered))
-        .filter(|(_, erased)| **erased)
+        .filter(|(_, erased)| erased.is_some())
         .map(|(r, _)| skipped_user(r.profile, "erased", &mut totals))
         .collect();
     let resolved = without_covered(resolved, &covered, &mut outcomes);

@@ -132,19 +132,23 @@ fn segment_json(item: &Item) -> Value {
     })
 }
 
-/// A segment's days with activity, oldest first, each with the members at the day's end (the
-/// running sum of added − removed − cleared).
-fn history_json(days: &BTreeMap<String, DayCounts>) -> Value {
-    let mut members = 0;
-    Value::Array(
-        days.iter()
-            .map(|(day, c)| {
-                members += c.added - c.removed - c.cleared;
-                json!({"day": day, "added": c.added, "removed": c.removed,
-                       "cleared": c.cleared, "members": members})
-            })
-            .collect(),
-    )
+/// A segment's days with activity, oldest first, each with the members at the day's end:
+/// counted back from `member_count` (today's end) by each later day's added − removed − cleared,
+/// so the line ends where the count is even for a segment synced before days were tallied.
+fn history_json(days: &BTreeMap<String, DayCounts>, member_count: i64) -> Value {
+    let mut members = member_count;
+    let mut out: Vec<Value> = days
+        .iter()
+        .rev()
+        .map(|(day, c)| {
+            let at_end = members;
+            members -= c.added - c.removed - c.cleared;
+            json!({"day": day, "added": c.added, "removed": c.removed,
+                   "cleared": c.cleared, "members": at_end})
+        })
+        .collect();
+    out.reverse();
+    Value::Array(out)
 }
 
 fn attribute_value(v: &aws_sdk_dynamodb::types::AttributeValue) -> Value {
@@ -412,7 +416,8 @@ impl Ctx<'_> {
         Ok(match found {
             Some((item, days)) => {
                 let mut view = segment_json(&item);
-                view["history"] = history_json(&days);
+                let member_count = get_n(&item, "member_count").unwrap_or(0);
+                view["history"] = history_json(&days, member_count);
                 Ok(view)
             }
             None => Err(fail(404, "segment not found")),
@@ -721,6 +726,30 @@ mod tests {
         assert!(limit_of(&q("0")).is_err());
         assert!(limit_of(&q("100000")).is_err());
         assert!(limit_of(&q("x")).is_err());
+    }
+
+    #[test]
+    fn history_counts_back_from_the_member_count() {
+        let day = |added, removed, cleared| DayCounts {
+            added,
+            removed,
+            cleared,
+        };
+        let days = BTreeMap::from([
+            ("2026-11-01".to_owned(), day(3, 0, 0)),
+            ("2026-11-02".to_owned(), day(1, 2, 0)),
+        ]);
+        let h = history_json(&days, 2);
+        assert_eq!(
+            (h[0]["members"].as_i64(), h[1]["members"].as_i64()),
+            (Some(3), Some(2))
+        );
+        // Ten members from before days were tallied: the line is lifted, not negative.
+        let h = history_json(&days, 12);
+        assert_eq!(
+            (h[0]["members"].as_i64(), h[1]["members"].as_i64()),
+            (Some(13), Some(12))
+        );
     }
 
     #[test]

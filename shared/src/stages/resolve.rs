@@ -21,7 +21,7 @@ use crate::erasure::{is_before_erasure, resolution_hashes};
 use crate::identity::{ProfileKey, Resolution, Rung, SkipReason, resolve, user_id_type};
 use crate::protocol::{AttributeAction, AudienceAction, UserIdentityType, now_ms};
 use crate::region::Region;
-use crate::stages::erasure::forget_profile;
+use crate::store::profiles::message_version_prefix;
 use crate::store::profiles::{ProfileMerge, PropertyValue, Versioned, data_version, profile_key};
 use crate::store::stats::StoreStats;
 use crate::store::{Item, Store, StoreError, get_s};
@@ -150,7 +150,8 @@ impl Erasures {
         })
     }
 
-    /// Which of `users` an erasure made after `message_ts` covers, by ladder key, email or phone.
+    /// For each of `users`, the time of the newest erasure made after `message_ts` that covers it
+    /// (by ladder key, email or phone); `None` if none does.
     pub(crate) async fn covering(
         &self,
         store: &Store,
@@ -158,9 +159,9 @@ impl Erasures {
         project: &str,
         message_ts: i64,
         users: &[Resolved<'_>],
-    ) -> Result<Vec<bool>, StoreError> {
+    ) -> Result<Vec<Option<i64>>, StoreError> {
         let Some(salt) = &self.salt else {
-            return Ok(vec![false; users.len()]);
+            return Ok(vec![None; users.len()]);
         };
         let per_user: Vec<Vec<String>> = users
             .iter()
@@ -175,11 +176,11 @@ impl Erasures {
         Ok(per_user
             .iter()
             .map(|hashes| {
-                hashes.iter().any(|h| {
-                    tombstones
-                        .get(h)
-                        .is_some_and(|&erased_ms| is_before_erasure(message_ts, erased_ms))
-                })
+                hashes
+                    .iter()
+                    .filter_map(|h| tombstones.get(h).copied())
+                    .filter(|&erased_ms| is_before_erasure(message_ts, erased_ms))
+                    .max()
             })
             .collect())
     }
@@ -188,12 +189,12 @@ impl Erasures {
 /// The users not `covered`; the others are counted as `erased`.
 pub(crate) fn without_covered<'a>(
     users: Vec<Resolved<'a>>,
-    covered: &[bool],
+    covered: &[Option<i64>],
     outcomes: &mut ResolveOutcomes,
 ) -> Vec<Resolved<'a>> {
     let mut kept = Vec::with_capacity(users.len());
-    for (r, &erased) in users.into_iter().zip(covered) {
-        if erased {
+    for (r, erased) in users.into_iter().zip(covered) {
+        if erased.is_some() {
             outcomes.erased += 1;
         } else {
             kept.push(r);
@@ -217,26 +218,74 @@ fn target_of(
     }
 }
 
-/// An erasure that overtook the chunk (made between the first check and the writes): what the
-/// chunk wrote for those people is forgotten again and their changes are not handed on.
-async fn forget_overtaken(
+/// Takes back what this chunk wrote for people an erasure covers (the erasure, made meanwhile,
+/// could not see it), and drops their changes: claims this message made, and the profile fields
+/// whose version is this message's — the whole profile if it holds nothing else. Data of other
+/// messages stays: a newer one may have brought the person back, and a profile the chunk only
+/// merged into is not necessarily theirs.
+async fn undo_for_erased(
+    store: &Store,
+    region: Region,
+    row: &InboxRow,
+    targets: Vec<(String, Option<String>)>,
+    changes: &mut Vec<MembershipChange>,
+) -> Result<(), StoreError> {
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let project = row.project_id.as_str();
+    let ours = message_version_prefix(row.message_ts, &row.message_id);
+    let identities: Vec<String> = targets.iter().filter_map(|(_, id)| id.clone()).collect();
+    let claims = store.claims_of(region, project, &identities).await?;
+    let cts: BTreeSet<String> = targets.iter().map(|(ct, _)| ct.clone()).collect();
+    for (ct, identity) in &targets {
+        let claimed_here = identity
+            .as_ref()
+            .and_then(|id| claims.get(id))
+            .is_some_and(|c| {
+                c.clevertap_id == *ct && c.message_id.as_deref() == Some(row.message_id.as_str())
+            });
+        if let (true, Some(id)) = (claimed_here, identity) {
+            store.delete_claim(region, project, id, ct).await?;
+        }
+    }
+    for ct in &cts {
+        store.take_back_fields(region, project, ct, &ours).await?;
+    }
+    changes.retain(|c| !cts.contains(&c.clevertap_id));
+    Ok(())
+}
+
+/// On a retry: the targets an earlier attempt of this chunk may have written for people an
+/// erasure covers (it failed before it could take them back).
+async fn covered_targets(
     store: &Store,
     region: Region,
     project: &str,
-    overtaken: Vec<(String, Option<String>)>,
-    changes: &mut Vec<MembershipChange>,
-    outcomes: &mut ResolveOutcomes,
-) -> Result<(), StoreError> {
-    let mut forgotten: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (ct, identity) in overtaken {
-        outcomes.erased += 1;
-        forgotten.entry(ct).or_default().extend(identity);
+    users: &[Resolved<'_>],
+    covered: &[Option<i64>],
+) -> Result<Vec<(String, Option<String>)>, StoreError> {
+    let covered: Vec<&Resolved<'_>> = (users.iter().zip(covered))
+        .filter(|(_, e)| e.is_some())
+        .map(|(r, _)| r)
+        .collect();
+    if covered.is_empty() {
+        return Ok(Vec::new());
     }
-    for (ct, identities) in &forgotten {
-        forget_profile(store, region, project, ct, identities).await?;
-    }
-    changes.retain(|c| !forgotten.contains_key(&c.clevertap_id));
-    Ok(())
+    let identities: HashSet<&str> = covered
+        .iter()
+        .filter_map(|r| match &r.resolution.outcome {
+            Ok((ProfileKey::Identity(id), _)) => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let clevertap_of = store
+        .claimed_identities(region, project, &identities)
+        .await?;
+    Ok(covered
+        .iter()
+        .filter_map(|r| target_of(r, &clevertap_of))
+        .collect())
 }
 
 /// How many profile writes or claims run at once per chunk.
@@ -266,10 +315,12 @@ pub async fn resolve_chunk(
     let covered = erasures
         .covering(store, region, project, row.message_ts, &resolved)
         .await?;
+    let leftovers = covered_targets(store, region, project, &resolved, &covered).await?;
+    undo_for_erased(store, region, row, leftovers, &mut Vec::new()).await?;
     let resolved = without_covered(resolved, &covered, &mut outcomes);
 
     // 2. Identities to CleverTap IDs: existing claims in bulk, then claim the new ones.
-    let clevertap_of = claim_identities(store, region, project, &resolved).await?;
+    let clevertap_of = claim_identities(store, region, row, &resolved).await?;
 
     // 3. Profiles: plan the merges and changes (pure), write only what changes.
     let (merges, mut changes) = plan_chunk(row, &resolved, &clevertap_of, &mut outcomes);
@@ -281,19 +332,12 @@ pub async fn resolve_chunk(
     let covered = erasures
         .covering(store, region, project, row.message_ts, &resolved)
         .await?;
-    let overtaken = (resolved.iter().zip(&covered))
-        .filter(|(_, erased)| **erased)
+    let overtaken: Vec<(String, Option<String>)> = (resolved.iter().zip(&covered))
+        .filter(|(_, erased)| erased.is_some())
         .filter_map(|(r, _)| target_of(r, &clevertap_of))
         .collect();
-    forget_overtaken(
-        store,
-        region,
-        project,
-        overtaken,
-        &mut changes,
-        &mut outcomes,
-    )
-    .await?;
+    outcomes.erased += overtaken.len() as u64;
+    undo_for_erased(store, region, row, overtaken, &mut changes).await?;
 
     // 4. Hand off: the row moves to `resolved` with its changes; its MODIFY drives materialize.
     let adds = changes
@@ -324,9 +368,10 @@ pub async fn resolve_chunk(
 async fn claim_identities(
     store: &Store,
     region: Region,
-    project: &str,
+    row: &InboxRow,
     resolved: &[Resolved<'_>],
 ) -> Result<HashMap<String, String>, StoreError> {
+    let project = row.project_id.as_str();
     let now = now_ms();
     let identities = identities_of(resolved);
     let mut clevertap_of = store
@@ -342,7 +387,7 @@ async fn claim_identities(
         .map(|id| async move {
             let new_ct = format!("__{}", uuid::Uuid::new_v4().simple());
             let (ct, _won) = store
-                .claim_identity(region, project, id, &new_ct, now)
+                .claim_identity(region, project, id, &new_ct, &row.message_id, now)
                 .await?;
             Ok::<_, StoreError>((id.to_owned(), ct))
         })

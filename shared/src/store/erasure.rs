@@ -35,6 +35,8 @@ pub enum RowErased {
     /// There was no row: one that is not a member, at the erasure's version, now stands there,
     /// so a change sent before the erasure and applied after it is stale.
     Blocked,
+    /// The row was erased already (a retry): nothing written.
+    Unchanged,
 }
 
 impl Store {
@@ -162,6 +164,12 @@ impl Store {
             };
             let member = row.get("member").and_then(|v| v.as_bool().ok()) == Some(&true);
             let read = get_s(&row, "version").map(str::to_owned);
+            let erased_before = !member
+                && !row.contains_key("identity")
+                && read.as_deref().is_some_and(|v| v >= erased_version);
+            if erased_before {
+                return Ok(RowErased::Unchanged);
+            }
             let next = read
                 .clone()
                 .unwrap_or_default()
@@ -222,6 +230,15 @@ impl Store {
                     });
                 }
                 TxOutcome::Cancelled(codes) => {
+                    if let Some(CancellationReason::Other(code)) = codes
+                        .iter()
+                        .flatten()
+                        .find(|c| matches!(c, CancellationReason::Other(_)))
+                    {
+                        return Err(StoreError::Rejected(format!(
+                            "erasing a membership of audience {audience_id}: {code}"
+                        )));
+                    }
                     if codes.first() != Some(&Some(CancellationReason::ConditionFailed)) {
                         tokio::time::sleep(backoff(attempt.min(4) + 1)).await;
                     }

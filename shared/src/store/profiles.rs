@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
-use super::{Item, Store, StoreError, get_s, n, s};
+use super::{Item, Store, StoreError, conditional, get_s, n, s};
 use crate::keys::{self, profiles as k};
 use crate::region::Region;
 use crate::tables::Table;
@@ -41,7 +41,15 @@ pub struct Versioned<T> {
 
 /// The version of the data a profile of a message carries (see [`Versioned`]).
 pub fn data_version(message_ts: i64, message_id: &str, profile_index: u32) -> String {
-    format!("{:013}#{message_id}#{profile_index:06}", message_ts.max(0))
+    format!(
+        "{}{profile_index:06}",
+        message_version_prefix(message_ts, message_id)
+    )
+}
+
+/// What every data version of one message begins with.
+pub fn message_version_prefix(message_ts: i64, message_id: &str) -> String {
+    format!("{:013}#{message_id}#", message_ts.max(0))
 }
 
 /// The attribute holding the version of a profile field (`email`, `phone`, `attr#<key>`).
@@ -154,14 +162,25 @@ pub fn identity_key(project_id: &str, identity: &str) -> Item {
     Item::from([(keys::PK.to_owned(), s(k::identity_pk(project_id, identity)))])
 }
 
+/// Re-reads of a profile whose fields moved while taking one message's fields back.
+const MAX_TAKE_BACK_REREADS: u32 = 25;
+
+/// An identity claim as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub clevertap_id: String,
+    /// The message that made it (claims made before this was recorded have none).
+    pub message_id: Option<String>,
+}
+
 impl Store {
-    /// The CleverTap IDs of those Identities that are claimed already (one BatchGetItem round).
-    pub async fn claimed_identities(
+    /// The claims of these Identities, those that exist (one BatchGetItem round).
+    pub async fn claims_of(
         &self,
         region: Region,
         project_id: &str,
-        identities: &HashSet<&str>,
-    ) -> Result<HashMap<String, String>, StoreError> {
+        identities: &[String],
+    ) -> Result<HashMap<String, Claim>, StoreError> {
         let prefix = k::identity_pk(project_id, "");
         let keys = identities
             .iter()
@@ -173,9 +192,120 @@ impl Store {
             .iter()
             .filter_map(|item| {
                 let id = get_s(item, keys::PK)?.strip_prefix(&prefix)?;
-                Some((id.to_owned(), get_s(item, "clevertap_id")?.to_owned()))
+                let claim = Claim {
+                    clevertap_id: get_s(item, "clevertap_id")?.to_owned(),
+                    message_id: get_s(item, "message_id").map(str::to_owned),
+                };
+                Some((id.to_owned(), claim))
             })
             .collect())
+    }
+
+    /// The CleverTap IDs of those Identities that are claimed already (one BatchGetItem round).
+    pub async fn claimed_identities(
+        &self,
+        region: Region,
+        project_id: &str,
+        identities: &HashSet<&str>,
+    ) -> Result<HashMap<String, String>, StoreError> {
+        let identities: Vec<String> = identities.iter().map(|i| (*i).to_owned()).collect();
+        Ok(self
+            .claims_of(region, project_id, &identities)
+            .await?
+            .into_iter()
+            .map(|(identity, claim)| (identity, claim.clevertap_id))
+            .collect())
+    }
+
+    /// Removes from a profile the fields whose version begins with `version_prefix` (one
+    /// message's data), with their versions and index keys; deletes the profile if it holds
+    /// nothing else. Conditional on the versions read: a field another message moved meanwhile
+    /// is theirs and stays (a lost condition re-reads).
+    pub async fn take_back_fields(
+        &self,
+        region: Region,
+        project_id: &str,
+        clevertap_id: &str,
+        version_prefix: &str,
+    ) -> Result<(), StoreError> {
+        for _ in 0..MAX_TAKE_BACK_REREADS {
+            let Some(item) = self
+                .get_profile_item(region, project_id, clevertap_id)
+                .await?
+            else {
+                return Ok(());
+            };
+            let versions: Vec<(&str, &str)> = item
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix("v#")?, v.as_s().ok()?.as_str())))
+                .collect();
+            let ours: Vec<(&str, &str)> = versions
+                .iter()
+                .copied()
+                .filter(|(_, v)| v.starts_with(version_prefix))
+                .collect();
+            if ours.is_empty() {
+                return Ok(());
+            }
+            let mut names = HashMap::new();
+            let mut values = HashMap::new();
+            let mut removes = Vec::new();
+            let mut conditions = Vec::new();
+            for (i, (field, version)) in ours.iter().enumerate() {
+                names.insert(format!("#f{i}"), (*field).to_owned());
+                names.insert(format!("#v{i}"), version_attribute(field));
+                values.insert(format!(":v{i}"), s(*version));
+                removes.push(format!("#f{i}, #v{i}"));
+                conditions.push(format!("#v{i} = :v{i}"));
+                let index = match *field {
+                    "email" => Some(k::EMAIL_KEY),
+                    "phone" => Some(k::PHONE_KEY),
+                    _ => None,
+                };
+                if let Some(index) = index {
+                    names.insert(format!("#i{i}"), index.to_owned());
+                    removes.push(format!("#i{i}"));
+                }
+            }
+            let key = profile_key(project_id, clevertap_id);
+            let done = if ours.len() == versions.len() {
+                let res = self
+                    .client(region)
+                    .delete_item()
+                    .table_name(self.table(region, Table::Profiles))
+                    .set_key(Some(key))
+                    .condition_expression(conditions.join(" AND "))
+                    .set_expression_attribute_names(Some(
+                        names
+                            .into_iter()
+                            .filter(|(k, _)| k.starts_with("#v"))
+                            .collect(),
+                    ))
+                    .set_expression_attribute_values(Some(values))
+                    .send()
+                    .await;
+                conditional(res)?
+            } else {
+                let res = self
+                    .client(region)
+                    .update_item()
+                    .table_name(self.table(region, Table::Profiles))
+                    .set_key(Some(key))
+                    .update_expression(format!("REMOVE {}", removes.join(", ")))
+                    .condition_expression(conditions.join(" AND "))
+                    .set_expression_attribute_names(Some(names))
+                    .set_expression_attribute_values(Some(values))
+                    .send()
+                    .await;
+                conditional(res)?
+            };
+            if done {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "profile {clevertap_id} kept changing while taking a message's fields back"
+        )))
     }
 
     /// Claims an Identity for a new profile with a conditional write. If another writer claimed
@@ -186,6 +316,7 @@ impl Store {
         project_id: &str,
         identity: &str,
         new_clevertap_id: &str,
+        message_id: &str,
         now_ms: i64,
     ) -> Result<(String, bool), StoreError> {
         let res = self
@@ -194,6 +325,8 @@ impl Store {
             .table_name(self.table(region, Table::Profiles))
             .item(keys::PK, s(k::identity_pk(project_id, identity)))
             .item("clevertap_id", s(new_clevertap_id))
+            // Which message made the claim: a retry after an erasure overtook it undoes its own.
+            .item("message_id", s(message_id))
             .item("created_ms", n(now_ms))
             .condition_expression("attribute_not_exists(pk)")
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)

@@ -286,28 +286,31 @@ impl Store {
             (None, Some(p)) => (pk::BY_PHONE, pk::PHONE_KEY, pk::phone_key(project_id, p)),
             (None, None) => return Ok(Vec::new()),
         };
-        let page = self
-            .client(region)
-            .query()
-            .table_name(self.table(region, Table::Profiles))
-            .index_name(index)
-            .key_condition_expression("#k = :v")
-            .expression_attribute_names("#k", attr)
-            .expression_attribute_values(":v", s(value))
-            .limit(100)
-            .send()
-            .await?;
         let prefix = pk::profile_pk(project_id, "");
-        Ok(page
-            .items
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|i| {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client(region)
+                .query()
+                .table_name(self.table(region, Table::Profiles))
+                .index_name(index)
+                .key_condition_expression("#k = :v")
+                .expression_attribute_names("#k", attr)
+                .expression_attribute_values(":v", s(value.clone()))
+                .set_exclusive_start_key(start)
+                .send()
+                .await?;
+            out.extend(page.items.unwrap_or_default().iter().filter_map(|i| {
                 get_s(i, keys::PK)
                     .and_then(|p| p.strip_prefix(&prefix))
                     .map(str::to_owned)
-            })
-            .collect())
+            }));
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     /// Membership rows of these profiles in these segments, in bulk: (audience id, CleverTap ID) → member.
