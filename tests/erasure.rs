@@ -401,29 +401,34 @@ async fn an_operator_erases_by_clevertap_id() {
     );
 }
 
-#[tokio::test]
-async fn an_erasure_that_overtakes_a_chunk_in_flight_still_wins() {
-    let stack = Stack::new("erasure-race", Region::Eu1).await;
-    let (region, project) = (Region::Eu1, stack.project.id.clone());
-    // An earlier erasure (of someone else) gave the project its salt: resolve checks tombstones.
+/// A project that has had an erasure (of someone else), so resolve checks tombstones, holding
+/// Ann's batch (sent a minute ago) as a stored chunk: the stack, the project's salt and the row.
+async fn salted_with_ann_chunk(test: &str) -> (Stack, String, shared::stream::InboxRow) {
+    let stack = Stack::new(test, Region::Eu1).await;
     let earlier =
         ErasureRequest::by_operator("identity", "someone-else", None, Regulation::Gdpr).unwrap();
-    erase(&stack.store, region, &project, &earlier)
+    erase(&stack.store, Region::Eu1, &stack.project.id, &earlier)
         .await
         .unwrap();
     let salt = stack
         .store
-        .erasure_salt(region, &project, false)
+        .erasure_salt(Region::Eu1, &stack.project.id, false)
         .await
         .unwrap()
         .unwrap();
-
-    // Ann's batch, sent a minute ago, is stored. As resolve claims her Identity (after its first
-    // look at the tombstones), an erasure of her lands its tombstone: she was unknown till now,
-    // so that erasure found nothing else to delete.
     stack
         .send(&ann_batch(&stack, "in-flight", now_ms() - 60_000))
         .await;
+    let row = stack.scan(Table::Inbox).await.into_iter().next().unwrap();
+    (stack, salt, serde_dynamo::from_item(row).unwrap())
+}
+
+#[tokio::test]
+async fn an_erasure_that_overtakes_a_chunk_in_flight_still_wins() {
+    let (stack, salt, row) = salted_with_ann_chunk("erasure-race").await;
+    let (region, project) = (Region::Eu1, stack.project.id.clone());
+    // As resolve claims Ann's Identity (after its first look at the tombstones), an erasure of
+    // her lands its tombstone: she was unknown till now, so that erasure found nothing to delete.
     let hash =
         shared::erasure::tombstone_hash(&salt, shared::erasure::TombstoneKind::Identity, "c-1");
     let plan = local::faults::FaultPlan::default();
@@ -439,8 +444,6 @@ async fn an_erasure_that_overtakes_a_chunk_in_flight_still_wins() {
         )),
         stack.names.clone(),
     );
-    let row = stack.scan(Table::Inbox).await.into_iter().next().unwrap();
-    let row: shared::stream::InboxRow = serde_dynamo::from_item(row).unwrap();
     let report = shared::resolve::resolve_chunk(&faulty, region, &row)
         .await
         .unwrap();
@@ -495,24 +498,8 @@ async fn a_change_in_flight_during_an_erasure_is_stale_in_every_segment() {
 
 #[tokio::test]
 async fn a_retried_chunk_takes_back_what_its_failed_attempt_wrote_for_an_erased_person() {
-    let stack = Stack::new("erasure-retry", Region::Eu1).await;
+    let (stack, salt, row) = salted_with_ann_chunk("erasure-retry").await;
     let (region, project) = (Region::Eu1, stack.project.id.clone());
-    let earlier =
-        ErasureRequest::by_operator("identity", "someone-else", None, Regulation::Gdpr).unwrap();
-    erase(&stack.store, region, &project, &earlier)
-        .await
-        .unwrap();
-    let salt = stack
-        .store
-        .erasure_salt(region, &project, false)
-        .await
-        .unwrap()
-        .unwrap();
-    stack
-        .send(&ann_batch(&stack, "attempt", now_ms() - 60_000))
-        .await;
-    let row = stack.scan(Table::Inbox).await.into_iter().next().unwrap();
-    let row: shared::stream::InboxRow = serde_dynamo::from_item(row).unwrap();
     // The first attempt wrote Ann's claim and profile, then failed before it looked at the
     // tombstones again (an erasure of Ann landed in between): its row is still `received`.
     shared::resolve::resolve_chunk(&stack.store, region, &row)
