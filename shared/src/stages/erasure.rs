@@ -23,7 +23,7 @@ use crate::erasure::{SubjectKey, erasure_version, subject_keys, tombstone_hash};
 use crate::protocol::{DsrProcessingRequest, Encoding, Regulation, now_ms};
 use crate::region::Region;
 use crate::store::erasure::RowErased;
-use crate::store::{Item, Store, StoreError, get_n, get_s};
+use crate::store::{Item, Store, StoreError, get_s};
 
 /// Who asked for an erasure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,10 +299,10 @@ async fn leave_every_segment(
     version: &str,
 ) -> Result<(u64, u64), StoreError> {
     let now = now_ms();
-    let segments = store.list_segments(region, project_id).await?;
-    let pairs: Vec<(i64, String)> = segments
-        .iter()
-        .filter_map(|s| get_n(s, "partner_segment_id"))
+    let pairs: Vec<(i64, String)> = store
+        .segment_ids(region, project_id)
+        .await?
+        .into_iter()
         .flat_map(|aud| cts.iter().map(move |ct| (aud, ct.clone())))
         .collect();
     let rows: Vec<RowErased> = stream::iter(pairs)

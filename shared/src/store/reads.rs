@@ -49,6 +49,25 @@ impl Store {
         Ok(out)
     }
 
+    /// The audience ids of every segment of a project (no counters read).
+    pub async fn segment_ids(
+        &self,
+        region: Region,
+        project_id: &str,
+    ) -> Result<Vec<i64>, StoreError> {
+        Ok(self
+            .query_partition(
+                region,
+                Table::Segments,
+                &sk::pk(project_id),
+                Some(sk::SEGMENT_PREFIX),
+            )
+            .await?
+            .iter()
+            .filter_map(|s| get_n(s, "partner_segment_id"))
+            .collect())
+    }
+
     /// Every item of one partition (`pk`), those whose `sk` begins with `sk_prefix` if given,
     /// page after page.
     pub async fn query_partition(
