@@ -2,6 +2,8 @@
 //! deployed: DynamoDB stream polling with event-source-mapping filters and Lambda's event shape.
 
 pub mod faults;
+pub mod heat;
+pub mod key_meter;
 pub mod meter;
 pub mod pipeline;
 pub mod proxy;

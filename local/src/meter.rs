@@ -13,11 +13,18 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::byte_stream::ByteStream;
 use serde_json::Value;
+use shared::Region;
+use shared::tables::TableNames;
+
+use crate::heat::HeatReport;
+use crate::key_meter::{self, KeyMeter, Raw, SharedKeyMeter};
 
 /// Totals since creation (or the last `reset`); capacity in thousandths of a unit.
 #[derive(Debug, Default, Clone)]
 pub struct Meter {
     pub requests: Arc<AtomicU64>,
+    /// Per-key pricing, while a phase turns it on (`start_keys`).
+    keys: SharedKeyMeter,
     read_milli: Arc<AtomicU64>,
     write_milli: Arc<AtomicU64>,
     cancelled: Arc<AtomicU64>,
@@ -44,6 +51,21 @@ impl Meter {
             cancelled_transactions: self.cancelled.load(Ordering::SeqCst),
             conflicts: self.conflicts.load(Ordering::SeqCst),
         }
+    }
+
+    /// Starts charging every call to the keys it lands on, for the tables `names` names in
+    /// `region`, from zero.
+    pub fn start_keys(&self, names: &TableNames, region: Region) {
+        *self.keys.lock().expect("key meter lock") = Some(KeyMeter::new(names, region));
+    }
+
+    /// Stops charging keys and answers what was charged since `start_keys`.
+    pub fn stop_keys(&self) -> Option<HeatReport> {
+        self.keys
+            .lock()
+            .expect("key meter lock")
+            .take()
+            .map(|m| m.report())
     }
 
     pub fn reset(&self) {
@@ -166,11 +188,12 @@ impl HttpConnector for MeterConnector {
                     .unwrap_or(0.0);
                 (units * 1000.0) as u64
             });
-        if let Some(mut body) = request
+        let original = request
             .body()
             .bytes()
-            .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-        {
+            .and_then(|b| serde_json::from_slice::<Value>(b).ok());
+        let raw = Raw::of(&self.inner, &request);
+        if let Some(mut body) = original.clone() {
             body["ReturnConsumedCapacity"] = Value::from("TOTAL");
             let text = body.to_string();
             request
@@ -181,6 +204,10 @@ impl HttpConnector for MeterConnector {
         let inner = self.inner.clone();
         let meter = self.meter.clone();
         HttpConnectorFuture::new(async move {
+            let pending = match &original {
+                Some(body) => key_meter::before_call(&meter.keys, &raw, &op, body).await,
+                None => None,
+            };
             let response = inner.call(request).await?;
             let status = response.status();
             let headers = response.headers().clone();
@@ -201,6 +228,10 @@ impl HttpConnector for MeterConnector {
                     &meter.write_milli
                 };
                 counter.fetch_add(units, Ordering::SeqCst);
+            }
+            if let Some(pending) = pending {
+                let answer = serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null);
+                key_meter::after_call(&meter.keys, &raw, pending, status.as_u16(), &answer).await;
             }
             let mut rebuilt = HttpResponse::new(status, SdkBody::from(bytes));
             for (k, v) in headers.iter() {
