@@ -31,19 +31,29 @@ struct View {
 }
 
 async fn view(stack: &Stack, aud: i64) -> View {
-    let pk = format!("{}#{aud}", stack.project.id);
+    // Rows and events of this segment, in whichever of its buckets they are.
+    let aud_text = aud.to_string();
     let members = stack
         .scan(Table::Memberships)
         .await
         .into_iter()
-        .filter(|i| text(i, "pk").as_deref() == Some(pk.as_str()))
+        .filter(|i| text(i, "audience_id").as_deref() == Some(aud_text.as_str()))
+        .filter(|i| {
+            text(i, "pk").is_some_and(|pk| pk.starts_with(&format!("{}#", stack.project.id)))
+        })
         .map(|i| (text(&i, "sk").unwrap(), *i["member"].as_bool().unwrap()))
         .collect();
     let mut events: Vec<Item> = stack
         .scan(Table::Events)
         .await
         .into_iter()
-        .filter(|i| text(i, "segment_key").as_deref() == Some(pk.as_str()))
+        .filter(|i| text(i, "project_id").as_deref() == Some(stack.project.id.as_str()))
+        .filter(|i| {
+            i["properties"].as_m().unwrap()["Partner Segment ID"]
+                .as_n()
+                .unwrap()
+                == &aud_text
+        })
         .collect();
     events.sort_by_key(|e| text(e, "sk"));
     let segment = stack
@@ -279,8 +289,9 @@ async fn a_cancelled_transaction_drops_the_stale_change_and_applies_the_rest() {
     let table = stack.names.name(Region::Eu1, Table::Memberships);
     plan.before_transaction.lock().unwrap().push(json!({
         "TableName": table,
-        "Item": {"pk": {"S": format!("{}#5", stack.project.id)}, "sk": {"S": "__b"},
-                 "member": {"BOOL": false}, "version": {"S": "9999999999999#later#000000#0000"}}
+        "Item": {"pk": {"S": shared::keys::memberships::pk(&stack.project.id, 5, stack.store.new_segment_buckets(), "__b")}, "sk": {"S": "__b"},
+                 "audience_id": {"N": "5"}, "member": {"BOOL": false},
+                 "version": {"S": "9999999999999#later#000000#0000"}}
     }));
     let changes = vec![
         change("__a", 5, ChangeAction::Add, 50, "m"),
@@ -530,33 +541,13 @@ async fn find_people_reads_clevertap_ids_that_contain_hashes() {
         .await
         .unwrap();
     assert_eq!(c.added, 3);
-    let (found, next) = stack
-        .store
-        .find_people(Region::Eu1, &stack.project.id, 5, Some("Added"), 10, None)
-        .await
-        .unwrap();
+    let mut found = stack.people(5, Some("Added"), 10).await;
+    found.sort();
     assert_eq!(found, ["__a#b", "__c#d#e", "plain"]);
-    assert_eq!(next, None);
-    // Paging by CleverTap ID still lists each profile once.
-    let (first, cursor) = stack
-        .store
-        .find_people(Region::Eu1, &stack.project.id, 5, None, 1, None)
-        .await
-        .unwrap();
-    let (second, _) = stack
-        .store
-        .find_people(
-            Region::Eu1,
-            &stack.project.id,
-            5,
-            None,
-            5,
-            cursor.as_deref(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(first, ["__a#b"]);
-    assert_eq!(second, ["__c#d#e", "plain"]);
+    // Paging one profile at a time still lists each profile once.
+    let mut one_by_one = stack.people(5, None, 1).await;
+    one_by_one.sort();
+    assert_eq!(one_by_one, ["__a#b", "__c#d#e", "plain"]);
 }
 
 #[tokio::test]
@@ -672,4 +663,180 @@ async fn clearing_three_pages_of_members_goes_forward_to_the_end_while_adds_race
     assert_eq!(seg_count(&v, "member_count"), 0);
     assert!(v.members.values().all(|m| !m), "no member left");
     assert_eq!(v.members.len(), MEMBERS);
+}
+
+/// The partition keys a segment's membership rows are on.
+async fn row_keys(stack: &Stack, aud: i64) -> std::collections::BTreeSet<String> {
+    let aud_text = aud.to_string();
+    stack
+        .scan(Table::Memberships)
+        .await
+        .into_iter()
+        .filter(|i| text(i, "audience_id").as_deref() == Some(aud_text.as_str()))
+        .filter_map(|i| text(&i, "pk"))
+        .collect()
+}
+
+/// Everything the read API answers about one segment: members, counts, each member's Partner
+/// Sync events, and Find People by action (sorted: the order across buckets is the bucket's).
+async fn segment_answers(stack: &Stack, aud: i64) -> serde_json::Value {
+    let mut members = stack.members(aud, 37).await;
+    members.sort();
+    let (_, segment) = stack
+        .read_api("GET", &format!("/v1/segments/{aud}"), "")
+        .await;
+    // Each Partner Sync of a sample of profiles, members and former members.
+    let mut events = Vec::new();
+    for ct in (0..120).step_by(5).map(|i| format!("__p{i:03}")) {
+        let (_, page) = stack
+            .read_api("GET", &format!("/v1/profiles/{ct}/events?limit=100"), "")
+            .await;
+        let actions: Vec<String> = page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["properties"]["Action"].as_str().unwrap().to_owned())
+            .collect();
+        events.push(json!({"ct": ct, "actions": actions}));
+    }
+    let mut added = stack.people(aud, Some("Added"), 23).await;
+    added.sort();
+    let mut removed = stack.people(aud, Some("Removed"), 23).await;
+    removed.sort();
+    json!({"members": members, "member_count": segment["member_count"],
+           "added_total": segment["added_total"], "removed_total": segment["removed_total"],
+           "history": segment["history"], "events": events, "added": added, "removed": removed})
+}
+
+#[tokio::test]
+async fn one_bucket_and_many_give_the_same_members_counts_events_and_people() {
+    let one = Stack::with_buckets("mat-one-bucket", Region::Eu1, 1).await;
+    let many = Stack::new("mat-many-buckets", Region::Eu1).await;
+    let adds: Vec<_> = (0..120)
+        .map(|i| change(&format!("__p{i:03}"), 9, ChangeAction::Add, 10, "adds"))
+        .collect();
+    let removes: Vec<_> = (0..120)
+        .step_by(6)
+        .map(|i| {
+            change(
+                &format!("__p{i:03}"),
+                9,
+                ChangeAction::Delete,
+                20,
+                "removes",
+            )
+        })
+        .collect();
+    for stack in [&one, &many] {
+        for chunk in [&adds[..60], &adds[60..], &removes[..]] {
+            materialize_changes(&stack.store, Region::Eu1, &stack.project.id, chunk)
+                .await
+                .unwrap();
+        }
+    }
+    let (a, b) = (
+        segment_answers(&one, 9).await,
+        segment_answers(&many, 9).await,
+    );
+    assert_eq!(a["members"].as_array().unwrap().len(), 100);
+    assert_eq!(a["member_count"], 100);
+    assert_eq!(a["removed"].as_array().unwrap().len(), 20);
+    assert_eq!(a, b, "one bucket and many answer alike");
+    // One key for the one-bucket segment (the key segments always had), many for the other.
+    let expected_one = shared::keys::memberships::bucket_pk(&one.project.id, 9, 1, 0);
+    assert_eq!(
+        row_keys(&one, 9).await.into_iter().collect::<Vec<_>>(),
+        [expected_one]
+    );
+    assert!(
+        row_keys(&many, 9).await.len() > 40,
+        "120 profiles use most of 64 buckets"
+    );
+    assert_counts_agree(&view(&many, 9).await);
+}
+
+#[tokio::test]
+async fn a_segment_created_before_buckets_keeps_its_one_key() {
+    let stack = Stack::new("mat-legacy", Region::Eu1).await;
+    // A segment as it was stored before buckets existed: no bucket count recorded.
+    stack.send(&stack.subscription(12, "Old", "add", 1)).await;
+    let segments = stack.names.name(Region::Eu1, Table::Segments);
+    stack
+        .client
+        .update_item()
+        .table_name(&segments)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S(stack.project.id.clone()),
+        )
+        .key(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("S#12".into()),
+        )
+        .update_expression("REMOVE buckets")
+        .send()
+        .await
+        .unwrap();
+    let adds: Vec<_> = (0..40)
+        .map(|i| change(&format!("__o{i:02}"), 12, ChangeAction::Add, 10, "old"))
+        .collect();
+    materialize_changes(&stack.store, Region::Eu1, &stack.project.id, &adds)
+        .await
+        .unwrap();
+    let keys: Vec<String> = row_keys(&stack, 12).await.into_iter().collect();
+    assert_eq!(keys, [format!("{}#12", stack.project.id)]);
+    assert_eq!(stack.members(12, 100).await.len(), 40);
+    assert_eq!(stack.people(12, Some("Added"), 100).await.len(), 40);
+    // A newly connected segment records its buckets; a change to it lands in many keys.
+    stack.send(&stack.subscription(13, "New", "add", 1)).await;
+    let adds: Vec<_> = (0..40)
+        .map(|i| change(&format!("__n{i:02}"), 13, ChangeAction::Add, 10, "new"))
+        .collect();
+    materialize_changes(&stack.store, Region::Eu1, &stack.project.id, &adds)
+        .await
+        .unwrap();
+    assert!(row_keys(&stack, 13).await.len() > 20);
+}
+
+#[tokio::test]
+async fn paging_across_buckets_lists_every_member_present_throughout_exactly_once() {
+    let stack = Stack::new("mat-paging", Region::Eu1).await;
+    let first: Vec<_> = (0..200)
+        .map(|i| change(&format!("__s{i:03}"), 21, ChangeAction::Add, 10, "first"))
+        .collect();
+    materialize_changes(&stack.store, Region::Eu1, &stack.project.id, &first)
+        .await
+        .unwrap();
+    // Adds race the paging: 100 more members arrive while pages of 19 are read.
+    let racing: Vec<_> = (0..100)
+        .map(|i| change(&format!("__r{i:03}"), 21, ChangeAction::Add, 10, "race"))
+        .collect();
+    let adder = async {
+        for chunk in racing.chunks(10) {
+            materialize_changes(&stack.store, Region::Eu1, &stack.project.id, chunk)
+                .await
+                .unwrap();
+        }
+    };
+    let readers = async {
+        (
+            stack.members(21, 19).await,
+            stack.people(21, Some("Added"), 19).await,
+        )
+    };
+    let ((), (listed, people)) = tokio::join!(adder, readers);
+    for list in [&listed, &people] {
+        let mut seen = std::collections::HashSet::new();
+        for ct in list.iter() {
+            assert!(seen.insert(ct), "{ct} listed twice");
+        }
+        for i in 0..200 {
+            assert!(seen.contains(&format!("__s{i:03}")), "__s{i:03} missing");
+        }
+        assert!(
+            seen.iter()
+                .all(|ct| ct.starts_with("__s") || ct.starts_with("__r"))
+        );
+    }
+    assert_eq!(stack.members(21, 100).await.len(), 300);
 }

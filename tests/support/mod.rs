@@ -155,12 +155,17 @@ pub struct Stack {
 
 impl Stack {
     pub async fn new(test: &str, region: Region) -> Self {
+        Self::with_buckets(test, region, shared::keys::memberships::DEFAULT_BUCKETS).await
+    }
+
+    /// A stack whose new segments get `buckets` buckets (1: every segment has one key).
+    pub async fn with_buckets(test: &str, region: Region, buckets: u32) -> Self {
         let client = client();
         let names = TableNames::new(unique_prefix(test));
         shared::tables::create_tables(&client, &names, region)
             .await
             .expect("create tables");
-        let store = store(&client, &names);
+        let store = store(&client, &names).with_new_segment_buckets(buckets);
         let project = provision(&store, region).await;
         let endpoint = shared::endpoint::Endpoint::new(&config(&names, 60), store.clone());
         Self {
@@ -284,6 +289,75 @@ impl Stack {
             .filter(|m| *m["member"].as_bool().unwrap())
             .filter_map(|m| text(&m, "identity"))
             .collect()
+    }
+
+    /// A segment's members through the read API, every page (`limit` a page) followed to the
+    /// end: each CleverTap ID as often as the pages list it.
+    pub async fn members(&self, audience_id: i64, limit: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cursor = String::new();
+        for _ in 0..10_000 {
+            let (status, page) = self
+                .read_api(
+                    "GET",
+                    &format!("/v1/segments/{audience_id}/members?limit={limit}&cursor={cursor}"),
+                    "",
+                )
+                .await;
+            assert_eq!(status, 200, "{page}");
+            let members = page["members"].as_array().expect("members");
+            assert!(members.len() <= limit, "a page holds at most its limit");
+            out.extend(
+                members
+                    .iter()
+                    .map(|m| m["clevertap_id"].as_str().unwrap().to_owned()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = next.to_owned(),
+                None => return out,
+            }
+        }
+        panic!("the members list never ended");
+    }
+
+    /// Find People for a segment, every page (`limit` a page) followed to the end: each
+    /// CleverTap ID as often as the pages list it.
+    pub async fn people(
+        &self,
+        audience_id: i64,
+        action: Option<&str>,
+        limit: usize,
+    ) -> Vec<String> {
+        let (region, project_id) = (self.project.region, self.project.id.as_str());
+        let layout = self
+            .store
+            .segment_layout(&shared::store::segments::SegmentKey {
+                region,
+                project_id,
+                audience_id,
+            })
+            .await
+            .expect("segment layout")
+            .expect("segment exists");
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10_000 {
+            let after = cursor.as_deref().map(|c| {
+                shared::store::reads::BucketPosition::parse_people(layout, c).expect("our cursor")
+            });
+            let (page, next) = self
+                .store
+                .find_people(region, project_id, layout, action, limit, after.as_ref())
+                .await
+                .expect("find people");
+            assert!(page.len() <= limit, "a page holds at most its limit");
+            out.extend(page);
+            match next {
+                Some(n) => cursor = Some(n),
+                None => return out,
+            }
+        }
+        panic!("Find People never ended");
     }
 
     /// Segment items as the read API shows them: counters summed over their shards.

@@ -223,9 +223,11 @@ async fn verify(env: &Env, accepted: &[Batch], f: &mut Figures) {
     let members: HashMap<(String, String), bool> = scan(&env.client, &t(Table::Memberships))
         .await
         .iter()
+        .filter(|m| s(m, "pk").starts_with(&format!("{}#", env.project_id)))
         .map(|m| {
             (
-                (s(m, "pk"), s(m, "sk")),
+                // (audience id, CleverTap ID): whichever bucket the row is in.
+                (s(m, "audience_id"), s(m, "sk")),
                 m.get("member")
                     .and_then(|v| v.as_bool().ok())
                     .copied()
@@ -237,7 +239,7 @@ async fn verify(env: &Env, accepted: &[Batch], f: &mut Figures) {
     for ((user, aud), (_, add)) in &newest {
         let ct = claims.get(user).cloned().unwrap_or_default();
         let got = members
-            .get(&(format!("{}#{aud}", env.project_id), ct))
+            .get(&(aud.to_string(), ct))
             .copied()
             .unwrap_or(false);
         if got != *add {
@@ -261,7 +263,7 @@ async fn verify(env: &Env, accepted: &[Batch], f: &mut Figures) {
         let seg = &seg;
         let rows = members
             .iter()
-            .filter(|((pk, _), m)| **m && pk == &format!("{}#{aud}", env.project_id))
+            .filter(|((row_aud, _), m)| **m && *row_aud == aud)
             .count();
         if s(seg, "member_count") != rows.to_string() {
             f.notes.push(format!(

@@ -23,6 +23,7 @@ use crate::erasure::{SubjectKey, erasure_version, subject_keys, tombstone_hash};
 use crate::protocol::{DsrProcessingRequest, Encoding, Regulation, now_ms};
 use crate::region::Region;
 use crate::store::erasure::RowErased;
+use crate::store::memberships::SegmentLayout;
 use crate::store::{Item, Store, StoreError, get_s};
 
 /// Who asked for an erasure.
@@ -299,11 +300,11 @@ async fn leave_every_segment(
     version: &str,
 ) -> Result<(u64, u64), StoreError> {
     let now = now_ms();
-    let pairs: Vec<(i64, String)> = store
-        .segment_ids(region, project_id)
+    let pairs: Vec<(SegmentLayout, String)> = store
+        .segment_layouts(region, project_id)
         .await?
         .into_iter()
-        .flat_map(|aud| cts.iter().map(move |ct| (aud, ct.clone())))
+        .flat_map(|layout| cts.iter().map(move |ct| (layout, ct.clone())))
         .collect();
     let rows: Vec<RowErased> = stream::iter(pairs)
         .map(|(aud, ct)| async move {

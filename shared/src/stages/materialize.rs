@@ -27,7 +27,8 @@ use crate::region::Region;
 use crate::segment_state::{MemberState, Outcome, SyncAction, apply};
 use crate::store::counters::{OpenOutcome, archiving_check, counter_shard_clear, pick_shard};
 use crate::store::memberships::{
-    ActionRole, PairWrite, actions_of, member_state, membership_key, segment_transaction,
+    ActionRole, PairWrite, RegionTables, SegmentLayout, member_state, membership_key,
+    segment_transaction, transaction_actions,
 };
 use crate::store::segments::SegmentKey;
 use crate::store::segments::status as segment_status;
@@ -52,6 +53,10 @@ pub enum MaterializeError {
     Contention(i64, u32),
     #[error("segment {0}: DynamoDB refused a transaction ({1}); it can never succeed")]
     Rejected(i64, String),
+    /// The segment was created meanwhile with another bucket count than planned with: the
+    /// chunk is retried, reading the segment again.
+    #[error("segment {0}: created meanwhile with {1} buckets; planned again on retry")]
+    BucketsChanged(i64, u32),
 }
 
 impl MaterializeError {
@@ -63,15 +68,13 @@ impl MaterializeError {
             | MaterializeError::Record(_)
             | MaterializeError::Rejected(..) => true,
             MaterializeError::Store(e) => !e.is_transient(),
-            MaterializeError::Contention(..) => false,
+            MaterializeError::Contention(..) | MaterializeError::BucketsChanged(..) => false,
         }
     }
 }
 
 /// Most actions a transaction may carry.
 const MAX_TRANSACTION_ACTIONS: usize = 100;
-/// Usage updates are few (one per month in the chunk); keep room for them.
-const RESERVED_ACTIONS: usize = 4;
 /// Re-plans of one pair after lost conditions. Every lost condition means another writer made
 /// progress on that pair, so this only bounds pathological contention.
 const MAX_REPLANS_PER_PAIR: u32 = 25;
@@ -82,16 +85,17 @@ const MAX_CONFLICT_RETRIES: u32 = 200;
 /// activation), so this only bounds a segment flapping between states.
 const MAX_SHARD_OPENS: u32 = 8;
 
-/// Partner Sync events one pair may raise in one write: with its membership, the counter shard
-/// and room for usage updates, a transaction stays within 100 actions. A pair with more changes
-/// (many alternating changes in one chunk) is written in several steps.
-const MAX_EVENTS_PER_WRITE: usize = 90;
+/// Partner Sync events one pair may raise in one write: with its membership, the counter shard,
+/// a day tally per day and a usage update per month of its events (at worst one each per event),
+/// a transaction stays within 100 actions (1 + 32 + 1 + 32 + 32). A pair with more changes (many
+/// alternating changes in one chunk) is written in several steps.
+const MAX_EVENTS_PER_WRITE: usize = 32;
 
 /// Plans one (segment, profile): its changes applied in version order to the state read, up to
 /// `MAX_EVENTS_PER_WRITE` events; the write says how many of `changes` it covers (`consumed`).
 /// `None` if nothing is to be written (all changes stale or duplicate).
 fn plan_pair(
-    audience_id: i64,
+    layout: SegmentLayout,
     clevertap_id: &str,
     changes: &[&MembershipChange],
     read: &MemberState,
@@ -119,7 +123,7 @@ fn plan_pair(
         state = next;
     }
     (state.version != read.version).then(|| PairWrite {
-        audience_id,
+        layout,
         clevertap_id: clevertap_id.to_owned(),
         identity,
         expected_version: read.version.clone(),
@@ -171,7 +175,9 @@ pub async fn materialize_changes(
     // the others from being applied; a transient error is returned first (the chunk is retried).
     let results: Vec<Result<MaterializeCounts, MaterializeError>> = stream::iter(groups.iter())
         .map(|(aud, pairs)| {
-            materialize_segment(store, region, project_id, *aud, segments.get(aud), pairs)
+            let segment = segments.get(aud);
+            let layout = SegmentLayout::of_read(*aud, segment, store.new_segment_buckets());
+            materialize_segment(store, region, project_id, layout, segment, pairs)
         })
         .buffer_unordered(4)
         .collect()
@@ -200,10 +206,11 @@ async fn materialize_segment<'a>(
     store: &Store,
     region: Region,
     project_id: &str,
-    audience_id: i64,
+    layout: SegmentLayout,
     segment: Option<&Item>,
     pairs: &BTreeMap<&'a str, Vec<&MembershipChange>>,
 ) -> Result<MaterializeCounts, MaterializeError> {
+    let audience_id = layout.audience_id;
     let mut counts = MaterializeCounts::default();
     let change_count = |ids: &[&str]| ids.iter().map(|id| pairs[id].len() as u64).sum::<u64>();
     if segment.is_some_and(|s| get_s(s, "status") != Some(segment_status::ACTIVE)) {
@@ -260,7 +267,7 @@ async fn materialize_segment<'a>(
         if !to_read.is_empty() {
             let read_keys = to_read
                 .iter()
-                .map(|ct| membership_key(project_id, audience_id, ct))
+                .map(|ct| membership_key(project_id, layout, ct))
                 .collect();
             let read: HashMap<String, Item> = store
                 .batch_get(region, Table::Memberships, read_keys)
@@ -273,7 +280,7 @@ async fn materialize_segment<'a>(
                 let mut tally = MaterializeCounts::default();
                 let from = written.get(ct).copied().unwrap_or(0);
                 match plan_pair(
-                    audience_id,
+                    layout,
                     ct,
                     &pairs[ct][from..],
                     &member_state(read.get(ct)),
@@ -313,12 +320,11 @@ async fn materialize_segment<'a>(
 
         // Fill one transaction (one counter shard of this segment) and send it.
         let mut batch: Vec<(PairWrite, MaterializeCounts)> = Vec::new();
-        let mut actions = 1 + RESERVED_ACTIONS;
         while let Some((next, _)) = ready.last() {
-            if actions + actions_of(next) > MAX_TRANSACTION_ACTIONS && !batch.is_empty() {
+            let with_next: Vec<&PairWrite> = batch.iter().map(|(w, _)| w).chain([next]).collect();
+            if transaction_actions(&with_next) > MAX_TRANSACTION_ACTIONS && !batch.is_empty() {
                 break;
             }
-            actions += actions_of(next);
             batch.push(ready.pop().expect("checked"));
         }
         let shard = pick_shard(COUNTER_SHARDS);
@@ -326,7 +332,7 @@ async fn materialize_segment<'a>(
         let (items, roles) = segment_transaction(
             project_id,
             &tables,
-            audience_id,
+            layout,
             &segment_name,
             &refs,
             shard,
@@ -360,8 +366,14 @@ async fn materialize_segment<'a>(
                         return Err(MaterializeError::Contention(audience_id, opens));
                     }
                     let opened = store
-                        .open_counter_shards(region, project_id, audience_id, &segment_name, now)
+                        .open_counter_shards(region, project_id, layout, &segment_name, now)
                         .await?;
+                    if let OpenOutcome::BucketsDiffer(current) = opened {
+                        return Err(MaterializeError::BucketsChanged(
+                            audience_id,
+                            current.buckets,
+                        ));
+                    }
                     if opened == OpenOutcome::SegmentInactive {
                         // Archived meanwhile: nothing more of this segment is applied.
                         let rest: Vec<&str> = batch
@@ -410,14 +422,14 @@ async fn materialize_segment<'a>(
 fn clear_membership(
     project_id: &str,
     table: &str,
-    audience_id: i64,
+    layout: SegmentLayout,
     clevertap_id: &str,
     version: &str,
     now: i64,
 ) -> Update {
     Update::builder()
         .table_name(table)
-        .set_key(Some(membership_key(project_id, audience_id, clevertap_id)))
+        .set_key(Some(membership_key(project_id, layout, clevertap_id)))
         .update_expression(
             "SET #member = :no, version = :cleared, cleared_ms = :now, updated_ms = :now",
         )
@@ -443,7 +455,7 @@ pub fn cleared_version(version: &str) -> String {
 /// Returns how many members were cleared. Stops if the segment is re-activated meanwhile.
 ///
 /// 1. Seal every counter shard: from then on no membership transaction can add a member.
-/// 2. Page forward through the segment's memberships; each page's members are flipped in
+/// 2. Page forward through each bucket of the segment's memberships; each page's members are flipped in
 ///    transactions that also take them off one counter shard and check that the segment is still
 ///    archiving. A flip advances the row's version (see [`cleared_version`]), so a write planned
 ///    before the clear cannot land after it.
@@ -479,14 +491,65 @@ pub async fn clear_segment(
         return Ok(0);
     }
     let tables = store.region_tables(region);
+    let layout = SegmentLayout::of_item(audience_id, &current);
+    let mut cleared = 0u64;
+    for bucket in 0..layout.buckets {
+        match clear_bucket(
+            store, region, project_id, layout, bucket, archive_id, &tables,
+        )
+        .await?
+        {
+            BucketCleared::Done(n) => cleared += n,
+            BucketCleared::Reactivated(n) => {
+                info!(
+                    project_id,
+                    audience_id,
+                    cleared = cleared + n,
+                    "segment re-activated while clearing; stopped"
+                );
+                return Ok(cleared + n);
+            }
+        }
+    }
+    if store.mark_segment_archived(&segment, archive_id).await? {
+        info!(project_id, audience_id, cleared, "segment archived");
+    } else {
+        warn!(
+            project_id,
+            audience_id, "segment no longer in this archiving; left as it is"
+        );
+    }
+    Ok(cleared)
+}
+
+/// How clearing one bucket of a segment ended, with the members it cleared.
+enum BucketCleared {
+    Done(u64),
+    /// The segment was connected again (or archived again) meanwhile: clearing stops.
+    Reactivated(u64),
+}
+
+/// Pages forward through one bucket of a segment's memberships; each page's members are
+/// flipped in transactions that also take them off one counter shard and check that the
+/// segment is still in this archiving.
+async fn clear_bucket(
+    store: &Store,
+    region: Region,
+    project_id: &str,
+    layout: SegmentLayout,
+    bucket: u32,
+    archive_id: Option<&str>,
+    tables: &RegionTables,
+) -> Result<BucketCleared, StoreError> {
+    let audience_id = layout.audience_id;
     let mut cleared = 0u64;
     let mut attempt = 0u32;
     let mut start: Option<Item> = None;
     'pages: loop {
         let page = store
-            .member_page(region, project_id, audience_id, start.clone())
+            .member_page(region, project_id, layout, bucket, start.clone())
             .await?;
-        for batch in page.members.chunks(MAX_TRANSACTION_ACTIONS - 2) {
+        for batch in page.members.chunks(MAX_TRANSACTION_ACTIONS - 3) {
             let now = now_ms();
             let mut items: Vec<TransactWriteItem> = batch
                 .iter()
@@ -495,7 +558,7 @@ pub async fn clear_segment(
                         .update(clear_membership(
                             project_id,
                             &tables.memberships,
-                            audience_id,
+                            layout,
                             ct,
                             version,
                             now,
@@ -513,17 +576,16 @@ pub async fn clear_segment(
                     ))
                     .build(),
             );
-            items.push(
-                TransactWriteItem::builder()
-                    .update(counter_shard_clear(
-                        project_id,
-                        &tables.segments,
-                        audience_id,
-                        pick_shard(COUNTER_SHARDS),
-                        batch.len() as u64,
-                        now,
-                    ))
-                    .build(),
+            items.extend(
+                counter_shard_clear(
+                    project_id,
+                    &tables.segments,
+                    audience_id,
+                    pick_shard(COUNTER_SHARDS),
+                    batch.len() as u64,
+                    now,
+                )
+                .map(|update| TransactWriteItem::builder().update(update).build()),
             );
             match store.transact_write(region, items).await? {
                 TxOutcome::Committed => {
@@ -532,11 +594,7 @@ pub async fn clear_segment(
                 }
                 TxOutcome::Cancelled(codes) => {
                     if codes.get(batch.len()) == Some(&Some(CancellationReason::ConditionFailed)) {
-                        info!(
-                            project_id,
-                            audience_id, cleared, "segment re-activated while clearing; stopped"
-                        );
-                        return Ok(cleared);
+                        return Ok(BucketCleared::Reactivated(cleared));
                     }
                     // A conflict, or a row moved by a write planned before the seal: read the
                     // same page again (the budget is per page: it resets after each commit).
@@ -553,18 +611,9 @@ pub async fn clear_segment(
         }
         start = page.next;
         if start.is_none() {
-            break;
+            return Ok(BucketCleared::Done(cleared));
         }
     }
-    if store.mark_segment_archived(&segment, archive_id).await? {
-        info!(project_id, audience_id, cleared, "segment archived");
-    } else {
-        warn!(
-            project_id,
-            audience_id, "segment no longer in this archiving; left as it is"
-        );
-    }
-    Ok(cleared)
 }
 
 /// Materializes one resolved inbox chunk and marks its sync-log row.

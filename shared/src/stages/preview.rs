@@ -22,7 +22,7 @@ use crate::resolve::{
     without_covered,
 };
 use crate::segment_state::{MemberState, Outcome, SyncAction, apply};
-use crate::store::memberships::{member_state, membership_key};
+use crate::store::memberships::{SegmentLayout, member_state, membership_key};
 use crate::store::profiles::profile_key;
 use crate::store::segments::status as segment_status;
 use crate::store::{Item, Store, StoreError, get_s, s};
@@ -254,19 +254,32 @@ impl Current {
             .flat_map(|p| p.audiences.iter().filter_map(|a| a.audience_id))
             .collect();
         let keys = audiences.iter().map(|a| segment_key(project, *a)).collect();
-        let inactive: HashSet<i64> = store
+        let segments: HashMap<i64, Item> = store
             .batch_get(region, Table::Segments, keys)
             .await?
-            .iter()
-            .filter(|i| get_s(i, "status") != Some(segment_status::ACTIVE))
+            .into_iter()
             .filter_map(|i| {
-                get_s(i, crate::keys::SK)?
+                let id = get_s(&i, crate::keys::SK)?
                     .strip_prefix(sk::SEGMENT_PREFIX)?
                     .parse()
-                    .ok()
+                    .ok()?;
+                Some((id, i))
             })
             .collect();
+        let inactive: HashSet<i64> = segments
+            .iter()
+            .filter(|(_, i)| get_s(i, "status") != Some(segment_status::ACTIVE))
+            .map(|(id, _)| *id)
+            .collect();
         now.active = audiences.difference(&inactive).copied().collect();
+        // Where each segment's rows are: its recorded buckets, or a new segment's.
+        let layout = |audience: i64| {
+            SegmentLayout::of_read(
+                audience,
+                segments.get(&audience),
+                store.new_segment_buckets(),
+            )
+        };
         // The memberships the entries concern.
         let pairs: HashSet<(i64, String)> = resolved
             .iter()
@@ -280,7 +293,7 @@ impl Current {
             .collect();
         let keys = pairs
             .iter()
-            .map(|(a, ct)| membership_key(project, *a, ct))
+            .map(|(a, ct)| membership_key(project, layout(*a), ct))
             .collect();
         let rows: HashMap<(String, String), Item> = store
             .batch_get(region, Table::Memberships, keys)
@@ -293,7 +306,7 @@ impl Current {
             })
             .collect();
         for (audience, ct) in pairs {
-            let row = rows.get(&(mk::pk(project, audience), mk::sk(&ct)));
+            let row = rows.get(&(layout(audience).row_pk(project, &ct), mk::sk(&ct)));
             now.states.insert((audience, ct), member_state(row));
         }
         Ok(now)

@@ -20,9 +20,11 @@ use crate::stages::http::HttpReply;
 use crate::stages::metrics::Metrics;
 use crate::stages::preview::preview_input;
 use crate::store::counters::DayCounts;
+use crate::store::memberships::SegmentLayout;
 use crate::store::profiles::ATTRIBUTE_PREFIX;
 use crate::store::projects::ProjectCache;
-use crate::store::segments::{SEGMENT_TYPE, status as segment_status};
+use crate::store::reads::BucketPosition;
+use crate::store::segments::{SEGMENT_TYPE, SegmentKey, status as segment_status};
 use crate::store::{Item, Store, StoreError, get_n, get_s};
 
 pub const DEFAULT_LIMIT: usize = 50;
@@ -427,26 +429,39 @@ impl Ctx<'_> {
     pub(crate) async fn members(&self, id: i64, query: &HashMap<String, String>) -> Reply {
         let limit = try_reply!(limit_of(query));
         let cursor = try_reply!(decode_cursor(query));
-        if self
-            .store
-            .get_segment(self.region, &self.project, id)
-            .await?
-            .is_none()
-        {
+        let Some(layout) = self.segment_layout(id).await? else {
             return Ok(Err(fail(404, "segment not found")));
-        }
+        };
+        let after = match cursor.as_deref() {
+            None => None,
+            Some(c) => match BucketPosition::parse_members(layout, c) {
+                Some(p) => Some(p),
+                None => return Ok(Err(fail(400, "invalid cursor"))),
+            },
+        };
         let page = self
             .store
-            .segment_members(self.region, &self.project, id, limit, cursor.as_deref())
+            .segment_members(self.region, &self.project, layout, limit, after.as_ref())
             .await?;
         let members: Vec<Value> = page
-            .items
+            .members
             .iter()
-            .map(|i| json!({"clevertap_id": text(i, keys::SK), "identity": text(i, "identity")}))
+            .map(|m| json!({"clevertap_id": m.clevertap_id, "identity": m.identity}))
             .collect();
         Ok(Ok(
             json!({ "members": members, "next_cursor": encode_cursor(page.next) }),
         ))
+    }
+
+    /// The layout of one of the project's segments, `None` if there is no such segment.
+    async fn segment_layout(&self, audience_id: i64) -> Result<Option<SegmentLayout>, StoreError> {
+        self.store
+            .segment_layout(&SegmentKey {
+                region: self.region,
+                project_id: &self.project,
+                audience_id,
+            })
+            .await
     }
 
     /// Full profile views for these CleverTap IDs, with the segments each is a member of now.
@@ -464,14 +479,18 @@ impl Ctx<'_> {
             .filter(|s| get_s(s, "status") == Some(segment_status::ACTIVE))
             .filter_map(|s| get_n(s, "partner_segment_id").map(|id| (id, text(s, "name"))))
             .collect();
-        let audience_ids: Vec<i64> = active.iter().map(|(id, _)| *id).collect();
+        let layouts: Vec<SegmentLayout> = segments
+            .iter()
+            .filter(|s| get_s(s, "status") == Some(segment_status::ACTIVE))
+            .filter_map(|s| Some(SegmentLayout::of_item(get_n(s, "partner_segment_id")?, s)))
+            .collect();
         let present: Vec<String> = items
             .iter()
             .filter_map(|i| get_s(i, "clevertap_id").map(str::to_owned))
             .collect();
         let memberships = self
             .store
-            .memberships_of(self.region, &self.project, &audience_ids, &present)
+            .memberships_of(self.region, &self.project, &layouts, &present)
             .await?;
         let by_id: HashMap<&str, &Item> = items
             .iter()
@@ -568,23 +587,25 @@ impl Ctx<'_> {
         };
         let limit = try_reply!(limit_of(query));
         let cursor = try_reply!(decode_cursor(query));
-        if self
-            .store
-            .get_segment(self.region, &self.project, segment)
-            .await?
-            .is_none()
-        {
+        let Some(layout) = self.segment_layout(segment).await? else {
             return Ok(Err(fail(404, "segment not found")));
-        }
+        };
+        let after = match cursor.as_deref() {
+            None => None,
+            Some(c) => match BucketPosition::parse_people(layout, c) {
+                Some(p) => Some(p),
+                None => return Ok(Err(fail(400, "invalid cursor"))),
+            },
+        };
         let (ids, next) = self
             .store
             .find_people(
                 self.region,
                 &self.project,
-                segment,
+                layout,
                 action,
                 limit,
-                cursor.as_deref(),
+                after.as_ref(),
             )
             .await?;
         Ok(Ok(

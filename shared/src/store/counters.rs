@@ -25,6 +25,7 @@ use crate::calendar::day_of;
 use crate::keys::{self, segments as k};
 use crate::region::Region;
 use crate::segment_state::SyncAction;
+use crate::store::memberships::SegmentLayout;
 use crate::store::segments::{SEGMENT_TYPE, status};
 use crate::tables::Table;
 
@@ -55,6 +56,10 @@ pub enum OpenOutcome {
     Opened,
     /// The segment is archiving or archived: nothing may be counted.
     SegmentInactive,
+    /// The segment is active but records another bucket count than the caller planned with
+    /// (it was created meanwhile by a writer configured with another count): plan again with
+    /// this layout.
+    BucketsDiffer(SegmentLayout),
 }
 
 /// A segment's counters: the sum of its shards.
@@ -118,12 +123,21 @@ pub struct DayCounts {
 /// Which count of a day an attribute adds to.
 type DayField = fn(&mut DayCounts) -> &mut i64;
 
-/// Sums the per-day counts of counter shard items (of one segment), by `YYYY-MM-DD`.
+/// Sums the per-day counts of one segment's day tally items (`kind = day`, sort key
+/// `D#YYYY-MM-DD`) and of its counter shard items (which carried per-day attributes before the
+/// day items existed), by `YYYY-MM-DD`.
 pub fn sum_daily_counts<'a>(
-    shards: impl IntoIterator<Item = &'a Item>,
+    items: impl IntoIterator<Item = &'a Item>,
 ) -> BTreeMap<String, DayCounts> {
     let mut out: BTreeMap<String, DayCounts> = BTreeMap::new();
-    for item in shards {
+    for item in items {
+        if let Some(day) = get_s(item, keys::SK).and_then(|sk| sk.strip_prefix(k::DAY_SK_PREFIX)) {
+            let counts = out.entry(day.to_owned()).or_default();
+            counts.added += get_n(item, day_field::ADDED).unwrap_or(0);
+            counts.removed += get_n(item, day_field::REMOVED).unwrap_or(0);
+            counts.cleared += get_n(item, day_field::CLEARED).unwrap_or(0);
+            continue;
+        }
         for (name, value) in item {
             let Some(count) = value.as_n().ok().and_then(|v| v.parse::<i64>().ok()) else {
                 continue;
@@ -212,37 +226,38 @@ impl ShardTally {
 }
 
 /// Counts one transaction's flips on one shard; fails (cancelling the transaction) unless the
-/// shard is open.
+/// shard is open and records the bucket count the transaction's keys were built with (so a
+/// writer that planned with another count can never commit: see `open_counter_shards`).
 pub fn counter_shard_update(
     project_id: &str,
     table: &str,
-    audience_id: i64,
+    layout: SegmentLayout,
     shard: u32,
     tally: &ShardTally,
     now_ms: i64,
 ) -> Update {
-    let mut expression = String::from(
-        "SET last_sync_ms = :now, updated_ms = :now \
-         ADD member_count :delta, added_total :added, removed_total :removed",
-    );
-    let mut builder = Update::builder();
-    for (i, (day, (added, removed))) in tally.by_day.iter().enumerate() {
-        for (prefix, count, tag) in [(k::DAY_ADDED, added, "a"), (k::DAY_REMOVED, removed, "r")] {
-            if *count > 0 {
-                expression.push_str(&format!(", #{tag}{i} :{tag}{i}"));
-                builder = builder
-                    .expression_attribute_names(format!("#{tag}{i}"), format!("{prefix}{day}"))
-                    .expression_attribute_values(format!(":{tag}{i}"), n(*count));
-            }
-        }
-    }
-    builder
+    let buckets_condition = if layout.buckets <= 1 {
+        // Shards opened before buckets existed record none: one bucket.
+        "(attribute_not_exists(#buckets) OR #buckets = :buckets)"
+    } else {
+        "#buckets = :buckets"
+    };
+    Update::builder()
         .table_name(table)
-        .set_key(Some(counter_shard_key(project_id, audience_id, shard)))
-        .update_expression(expression)
-        .condition_expression("#gate = :open")
+        .set_key(Some(counter_shard_key(
+            project_id,
+            layout.audience_id,
+            shard,
+        )))
+        .update_expression(
+            "SET last_sync_ms = :now, updated_ms = :now \
+             ADD member_count :delta, added_total :added, removed_total :removed",
+        )
+        .condition_expression(format!("#gate = :open AND {buckets_condition}"))
         .expression_attribute_names("#gate", ShardGate::ATTRIBUTE)
+        .expression_attribute_names("#buckets", SegmentLayout::ATTRIBUTE)
         .expression_attribute_values(":open", s(ShardGate::Open.as_str()))
+        .expression_attribute_values(":buckets", n(layout.buckets))
         .expression_attribute_values(":now", n(now_ms))
         .expression_attribute_values(":delta", n(tally.added as i64 - tally.removed as i64))
         .expression_attribute_values(":added", n(tally.added))
@@ -251,8 +266,82 @@ pub fn counter_shard_update(
         .expect("table and key are set")
 }
 
-/// Takes cleared members off one shard's count (the segment is being archived, so the shard may
-/// be sealed; the transaction's segment check guards it).
+/// The key of one day's tally item of one counter shard: under the shard's partition key.
+pub fn day_tally_key(project_id: &str, audience_id: i64, shard: u32, day: &str) -> Item {
+    Item::from([
+        (
+            keys::PK.to_owned(),
+            s(k::counter_shard_pk(project_id, audience_id, shard)),
+        ),
+        (keys::SK.to_owned(), s(k::day_sk(day))),
+    ])
+}
+
+/// What one day's tally item adds to (attribute names of a `kind = day` item).
+pub mod day_field {
+    pub const ADDED: &str = "added";
+    pub const REMOVED: &str = "removed";
+    pub const CLEARED: &str = "cleared";
+}
+
+fn day_tally_update(
+    project_id: &str,
+    table: &str,
+    audience_id: i64,
+    shard: u32,
+    day: &str,
+    counts: &[(&'static str, u64)],
+) -> Update {
+    let mut builder = Update::builder()
+        .table_name(table)
+        .set_key(Some(day_tally_key(project_id, audience_id, shard, day)))
+        .expression_attribute_values(":kind", s("day"))
+        .expression_attribute_values(":pid", s(project_id))
+        .expression_attribute_values(":aid", n(audience_id));
+    let mut adds = Vec::new();
+    for (field, count) in counts.iter().filter(|(_, c)| *c > 0) {
+        adds.push(format!("#{field} :{field}"));
+        builder = builder
+            .expression_attribute_names(format!("#{field}"), *field)
+            .expression_attribute_values(format!(":{field}"), n(*count));
+    }
+    builder
+        .update_expression(format!(
+            "SET kind = :kind, project_id = :pid, partner_segment_id = :aid ADD {}",
+            adds.join(", ")
+        ))
+        .build()
+        .expect("table and key are set")
+}
+
+/// One transaction's Partner Sync events per UTC day, on the day items of its counter shard.
+pub fn day_tally_updates(
+    project_id: &str,
+    table: &str,
+    audience_id: i64,
+    shard: u32,
+    tally: &ShardTally,
+) -> Vec<Update> {
+    tally
+        .by_day
+        .iter()
+        .filter(|(_, (added, removed))| added + removed > 0)
+        .map(|(day, (added, removed))| {
+            day_tally_update(
+                project_id,
+                table,
+                audience_id,
+                shard,
+                day,
+                &[(day_field::ADDED, *added), (day_field::REMOVED, *removed)],
+            )
+        })
+        .collect()
+}
+
+/// Takes cleared members off one shard's count, and adds them to the day item of the clearing
+/// (the segment is being archived, so the shard may be sealed; the transaction's segment check
+/// guards it).
 pub fn counter_shard_clear(
     project_id: &str,
     table: &str,
@@ -260,17 +349,15 @@ pub fn counter_shard_clear(
     shard: u32,
     cleared: u64,
     now_ms: i64,
-) -> Update {
-    Update::builder()
+) -> [Update; 2] {
+    let count = Update::builder()
         .table_name(table)
         .set_key(Some(counter_shard_key(project_id, audience_id, shard)))
         .update_expression(
             "SET kind = :kind, project_id = :pid, partner_segment_id = :aid, #shard = :shard, \
-             updated_ms = :now ADD member_count :delta, #day :cleared",
+             updated_ms = :now ADD member_count :delta",
         )
         .expression_attribute_names("#shard", "shard")
-        .expression_attribute_names("#day", format!("{}{}", k::DAY_CLEARED, day_of(now_ms)))
-        .expression_attribute_values(":cleared", n(cleared))
         .expression_attribute_values(":kind", s("counter"))
         .expression_attribute_values(":pid", s(project_id))
         .expression_attribute_values(":aid", n(audience_id))
@@ -278,7 +365,16 @@ pub fn counter_shard_clear(
         .expression_attribute_values(":now", n(now_ms))
         .expression_attribute_values(":delta", n(-(cleared as i64)))
         .build()
-        .expect("table and key are set")
+        .expect("table and key are set");
+    let day = day_tally_update(
+        project_id,
+        table,
+        audience_id,
+        shard,
+        &day_of(now_ms),
+        &[(day_field::CLEARED, cleared)],
+    );
+    [count, day]
 }
 
 /// Partner Sync events counted on one usage shard of a month (billing data points).
@@ -393,16 +489,26 @@ impl Store {
     }
 
     /// Opens every counter shard of an active segment, creating the segment (active, named
-    /// `name`) if it does not exist yet: a segment first seen in a membership batch.
+    /// `name`, with `layout.buckets` buckets) if it does not exist yet: a segment first seen in
+    /// a membership batch. The shards record the bucket count, and opening fails
+    /// ([`OpenOutcome::BucketsDiffer`]) if the segment records another one than the caller
+    /// planned with.
     pub async fn open_counter_shards(
         &self,
         region: Region,
         project_id: &str,
-        audience_id: i64,
+        layout: SegmentLayout,
         name: &str,
         now_ms: i64,
     ) -> Result<OpenOutcome, StoreError> {
         let table = self.table(region, Table::Segments);
+        let audience_id = layout.audience_id;
+        // A segment created before buckets existed records none: it has one.
+        let same_buckets = if layout.buckets <= 1 {
+            "(attribute_not_exists(#buckets) OR #buckets = :buckets)"
+        } else {
+            "#buckets = :buckets"
+        };
         let segment = Update::builder()
             .table_name(&table)
             .set_key(Some(segment_key(project_id, audience_id)))
@@ -410,12 +516,15 @@ impl Store {
                 "SET #name = if_not_exists(#name, :name), #type = if_not_exists(#type, :type), \
                  #status = if_not_exists(#status, :active), segment_id = if_not_exists(segment_id, :sid), \
                  created_ms = if_not_exists(created_ms, :now), updated_ms = if_not_exists(updated_ms, :now), \
-                 partner_segment_id = :aid, project_id = :pid",
+                 partner_segment_id = :aid, project_id = :pid, #buckets = if_not_exists(#buckets, :buckets)",
             )
-            .condition_expression("attribute_not_exists(pk) OR #status = :active")
+            .condition_expression(format!(
+                "attribute_not_exists(pk) OR (#status = :active AND {same_buckets})"
+            ))
             .expression_attribute_names("#name", "name")
             .expression_attribute_names("#type", "type")
             .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#buckets", SegmentLayout::ATTRIBUTE)
             .expression_attribute_values(":name", s(name))
             .expression_attribute_values(":type", s(SEGMENT_TYPE))
             .expression_attribute_values(":active", s(status::ACTIVE))
@@ -426,6 +535,7 @@ impl Store {
             .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":aid", n(audience_id))
             .expression_attribute_values(":pid", s(project_id))
+            .expression_attribute_values(":buckets", n(layout.buckets))
             .build()
             .expect("table and key are set");
         let mut items = vec![TransactWriteItem::builder().update(segment).build()];
@@ -434,10 +544,25 @@ impl Store {
             project_id,
             audience_id,
             ShardGate::Open,
+            Some(layout.buckets),
         ));
         Ok(match self.gate_transaction(region, items).await? {
             GateTx::Committed => OpenOutcome::Opened,
-            GateTx::SegmentCondition => OpenOutcome::SegmentInactive,
+            GateTx::SegmentCondition => {
+                let current = self
+                    .get_item_by_key(
+                        region,
+                        Table::Segments,
+                        segment_key(project_id, audience_id),
+                    )
+                    .await?;
+                match current {
+                    Some(item) if get_s(&item, "status") == Some(status::ACTIVE) => {
+                        OpenOutcome::BucketsDiffer(SegmentLayout::of_item(audience_id, &item))
+                    }
+                    _ => OpenOutcome::SegmentInactive,
+                }
+            }
         })
     }
 
@@ -463,22 +588,32 @@ impl Store {
             project_id,
             audience_id,
             ShardGate::Sealed,
+            None,
         ));
         Ok(self.gate_transaction(region, items).await?.committed())
     }
 }
 
-/// Sets the gate of every counter shard of a segment (creating missing shards).
+/// Sets the gate of every counter shard of a segment (creating missing shards), and when
+/// opening, the bucket count membership transactions must have planned with.
 pub(crate) fn gate_updates(
     table: &str,
     project_id: &str,
     audience_id: i64,
     gate: ShardGate,
+    buckets: Option<u32>,
 ) -> Vec<TransactWriteItem> {
     (0..k::COUNTER_SHARDS)
         .map(|shard| {
             TransactWriteItem::builder()
-                .update(gate_update(table, project_id, audience_id, shard, gate))
+                .update(gate_update(
+                    table,
+                    project_id,
+                    audience_id,
+                    shard,
+                    gate,
+                    buckets,
+                ))
                 .build()
         })
         .collect()
@@ -490,14 +625,23 @@ fn gate_update(
     audience_id: i64,
     shard: u32,
     gate: ShardGate,
+    buckets: Option<u32>,
 ) -> Update {
-    Update::builder()
+    let mut expression = String::from(
+        "SET #gate = :gate, kind = :kind, project_id = :pid, partner_segment_id = :aid, \
+         #shard = :shard",
+    );
+    let mut builder = Update::builder();
+    if let Some(b) = buckets {
+        expression.push_str(", #buckets = :buckets");
+        builder = builder
+            .expression_attribute_names("#buckets", SegmentLayout::ATTRIBUTE)
+            .expression_attribute_values(":buckets", n(b));
+    }
+    builder
         .table_name(table)
         .set_key(Some(counter_shard_key(project_id, audience_id, shard)))
-        .update_expression(
-            "SET #gate = :gate, kind = :kind, project_id = :pid, partner_segment_id = :aid, \
-                 #shard = :shard",
-        )
+        .update_expression(expression)
         .expression_attribute_names("#gate", ShardGate::ATTRIBUTE)
         .expression_attribute_names("#shard", "shard")
         .expression_attribute_values(":gate", s(gate.as_str()))
@@ -545,7 +689,17 @@ impl Store {
             .copied()
             .unwrap_or_default()
             .merge_into(&mut segment);
-        Ok(Some((segment, sum_daily_counts(&shards))))
+        // The day items, one Query per shard (beside the shard, under its key). Read after the
+        // counts: while members are being counted, a day may already hold a later transaction.
+        let days: Vec<Vec<Item>> =
+            futures::future::try_join_all((0..k::COUNTER_SHARDS).map(|shard| async move {
+                let pk = k::counter_shard_pk(project_id, audience_id, shard);
+                self.query_partition(region, Table::Segments, &pk, Some(k::DAY_SK_PREFIX))
+                    .await
+            }))
+            .await?;
+        let history = sum_daily_counts(shards.iter().chain(days.iter().flatten()));
+        Ok(Some((segment, history)))
     }
 
     /// The counters of some segments of a project, each summed over its shards as of one point

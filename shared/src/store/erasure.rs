@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::counters::{counter_shard_clear, pick_shard};
-use super::memberships::membership_key;
+use super::memberships::{SegmentLayout, membership_key};
 use super::profiles::identity_key;
 use super::{
     CancellationReason, Item, MAX_UNPROCESSED_RETRIES, Store, StoreError, TxOutcome, backoff,
@@ -135,13 +135,14 @@ impl Store {
         &self,
         region: Region,
         project_id: &str,
-        audience_id: i64,
+        layout: SegmentLayout,
         clevertap_id: &str,
         erased_version: &str,
         now_ms: i64,
     ) -> Result<RowErased, StoreError> {
         let tables = self.region_tables(region);
-        let key = membership_key(project_id, audience_id, clevertap_id);
+        let audience_id = layout.audience_id;
+        let key = membership_key(project_id, layout, clevertap_id);
         for attempt in 0..MAX_MEMBERSHIP_REREADS {
             let Some(row) = self
                 .get_item_by_key(region, Table::Memberships, key.clone())
@@ -151,7 +152,7 @@ impl Store {
                     .put_blocking_row(
                         region,
                         project_id,
-                        audience_id,
+                        layout,
                         clevertap_id,
                         erased_version,
                         now_ms,
@@ -208,17 +209,16 @@ impl Store {
                     .build(),
             ];
             if member {
-                items.push(
-                    TransactWriteItem::builder()
-                        .update(counter_shard_clear(
-                            project_id,
-                            &tables.segments,
-                            audience_id,
-                            pick_shard(sk::COUNTER_SHARDS),
-                            1,
-                            now_ms,
-                        ))
-                        .build(),
+                items.extend(
+                    counter_shard_clear(
+                        project_id,
+                        &tables.segments,
+                        audience_id,
+                        pick_shard(sk::COUNTER_SHARDS),
+                        1,
+                        now_ms,
+                    )
+                    .map(|update| TransactWriteItem::builder().update(update).build()),
                 );
             }
             match self.transact_write(region, items).await? {
@@ -255,16 +255,16 @@ impl Store {
         &self,
         region: Region,
         project_id: &str,
-        audience_id: i64,
+        layout: SegmentLayout,
         clevertap_id: &str,
         erased_version: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let mut item = membership_key(project_id, audience_id, clevertap_id);
+        let mut item = membership_key(project_id, layout, clevertap_id);
         item.insert("member".into(), AttributeValue::Bool(false));
         item.insert("version".into(), s(erased_version));
         item.insert("clevertap_id".into(), s(clevertap_id));
-        item.insert("audience_id".into(), n(audience_id));
+        item.insert("audience_id".into(), n(layout.audience_id));
         item.insert("erased_ms".into(), n(now_ms));
         item.insert("updated_ms".into(), n(now_ms));
         self.put_new(region, Table::Memberships, item).await

@@ -55,6 +55,14 @@ fn chunk_item(meta: &BatchMeta<'_>, chunk: &Chunk, chunk_count: usize) -> Item {
                 chunk.index,
             )),
         ),
+        (
+            k::RECEIVED_SHARD.to_owned(),
+            s(k::received_shard(
+                meta.project_id,
+                meta.message_id,
+                chunk.index,
+            )),
+        ),
         ("project_id".to_owned(), s(meta.project_id)),
         ("message_id".to_owned(), s(meta.message_id)),
         ("chunk".to_owned(), n(chunk.index)),

@@ -20,10 +20,17 @@ pub mod projects {
 pub mod inbox {
     use sha2::{Digest, Sha256};
 
-    /// GSI listing a project's sync log newest first: `project_id`, `received_key`.
-    pub const BY_RECEIVED: &str = "by_received";
+    /// GSI listing a project's sync log newest first: `received_shard`, `received_key`. Each
+    /// project's rows spread over [`RECEIVED_SHARDS`] keys (three index writes per chunk would
+    /// otherwise all land on one key per project); the sync log merges them by time key.
+    pub const BY_RECEIVED: &str = "by_received_shard";
+    pub const RECEIVED_SHARD: &str = "received_shard";
     pub const PROJECT_ID: &str = "project_id";
     pub const RECEIVED_KEY: &str = "received_key";
+    /// Index keys per project of the sync log: at 17,000 changes/s in chunks of 100 profiles,
+    /// 3 index writes per chunk are 510 WCU/s per project; 16 keys keep each under 0.05 of a
+    /// partition (docs/architecture.md, capacity model).
+    pub const RECEIVED_SHARDS: u32 = 16;
     pub const STATUS: &str = "status";
     pub const EXPIRES_AT: &str = "expires_at";
 
@@ -48,6 +55,16 @@ pub mod inbox {
     /// `<message id>#<chunk index>`: deterministic, so a redelivered message hits the same keys.
     pub fn sk(message_id: &str, chunk: u32) -> String {
         format!("{message_id}#{chunk:04}")
+    }
+
+    /// `<project>#<shard, 2 hex digits>`: the sync-log index key of one chunk, from its lane (so
+    /// a redelivery writes the same key).
+    pub fn received_shard(project_id: &str, message_id: &str, chunk: u32) -> String {
+        received_shard_key(project_id, lane(message_id, chunk) % RECEIVED_SHARDS)
+    }
+
+    pub fn received_shard_key(project_id: &str, shard: u32) -> String {
+        format!("{project_id}#{shard:02x}")
     }
 
     pub fn received_key(received_ms: i64, message_id: &str, chunk: u32) -> String {
@@ -103,13 +120,22 @@ pub mod segments {
     pub const COUNTER_SHARDS: u32 = 16;
     /// Shards per monthly usage counter (`partner_sync_events`).
     pub const USAGE_SHARDS: u32 = 16;
-    /// Per-day attributes of a counter shard, `<prefix>YYYY-MM-DD` (UTC): Partner Sync events
-    /// by action on the day of the event, members cleared on the day of the clearing.
+    /// Per-day attributes a counter shard carried before day items (`DAY_SK_PREFIX`) existed,
+    /// `<prefix>YYYY-MM-DD` (UTC): still summed into a segment's history, never written.
     pub const DAY_ADDED: &str = "added_on_";
     pub const DAY_REMOVED: &str = "removed_on_";
     pub const DAY_CLEARED: &str = "cleared_on_";
     /// Sort key of every counter shard item (each shard has its own partition key).
     pub const SHARD_SK: &str = "shard";
+    /// Sort key prefix of a counter shard's per-day tally items (`D#YYYY-MM-DD`), beside the
+    /// shard under its partition key: kept out of the shard item itself, which every membership
+    /// transaction updates and which would otherwise grow by a day's attributes every day
+    /// (UpdateItem is billed on the whole item).
+    pub const DAY_SK_PREFIX: &str = "D#";
+
+    pub fn day_sk(day: &str) -> String {
+        format!("{DAY_SK_PREFIX}{day}")
+    }
 
     pub fn segment_sk(partner_segment_id: i64) -> String {
         format!("{SEGMENT_PREFIX}{partner_segment_id}")
@@ -137,9 +163,60 @@ pub mod segments {
 
 /// Table `memberships`: one item per (segment, profile), kept as a tombstone after removal so
 /// that late, older changes can still be recognised as stale.
+///
+/// A segment's rows spread over `buckets` partition keys, the bucket derived from the CleverTap
+/// ID ([`bucket`]), so one audience's first sync is not capped by one partition. The count is
+/// fixed when the segment is first activated and recorded on it (`buckets`); segments created
+/// before buckets existed have none recorded and keep one bucket, whose key is the plain
+/// `<project>#<audience>` (so no row ever moves).
 pub mod memberships {
-    pub fn pk(project_id: &str, partner_segment_id: i64) -> String {
-        format!("{project_id}#{partner_segment_id}")
+    use sha2::{Digest, Sha256};
+
+    /// Buckets a new segment gets: its busiest key then takes 1/64 of a first sync's
+    /// membership units (≈ 0.62 of a partition at 17,000 changes/s; docs/architecture.md).
+    pub const DEFAULT_BUCKETS: u32 = 64;
+    /// The most buckets a segment may have (paging walks them; see `store::reads`).
+    pub const MAX_BUCKETS: u32 = 256;
+
+    /// The bucket of a profile in a segment of `buckets` buckets: stable forever (a hash of the
+    /// CleverTap ID), so a profile's row and events always have the same key.
+    pub fn bucket(clevertap_id: &str, buckets: u32) -> u32 {
+        if buckets <= 1 {
+            return 0;
+        }
+        let digest = Sha256::digest(clevertap_id.as_bytes());
+        u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % buckets
+    }
+
+    /// The partition key of one bucket: `<project>#<audience>` for a one-bucket segment,
+    /// `<project>#<audience>#b<bucket>` otherwise (an audience id is a number, so `#b` cannot
+    /// come from it).
+    pub fn bucket_pk(
+        project_id: &str,
+        partner_segment_id: i64,
+        buckets: u32,
+        bucket: u32,
+    ) -> String {
+        if buckets <= 1 {
+            format!("{project_id}#{partner_segment_id}")
+        } else {
+            format!("{project_id}#{partner_segment_id}#b{bucket}")
+        }
+    }
+
+    /// The partition key of a profile's row in a segment of `buckets` buckets.
+    pub fn pk(
+        project_id: &str,
+        partner_segment_id: i64,
+        buckets: u32,
+        clevertap_id: &str,
+    ) -> String {
+        bucket_pk(
+            project_id,
+            partner_segment_id,
+            buckets,
+            bucket(clevertap_id, buckets),
+        )
     }
 
     pub fn sk(clevertap_id: &str) -> String {
@@ -164,8 +241,15 @@ pub mod events {
         format!("{:013}#{partner_segment_id}#{change_id}", ts_ms.max(0))
     }
 
-    pub fn segment_key(project_id: &str, partner_segment_id: i64) -> String {
-        format!("{project_id}#{partner_segment_id}")
+    /// The Find People key of one bucket of a segment: the same buckets as its memberships
+    /// (`super::memberships::bucket_pk`), so one audience's events spread like its rows.
+    pub fn segment_key(
+        project_id: &str,
+        partner_segment_id: i64,
+        buckets: u32,
+        bucket: u32,
+    ) -> String {
+        super::memberships::bucket_pk(project_id, partner_segment_id, buckets, bucket)
     }
 
     /// Grouped by profile so Find People can page by CleverTap ID and list each profile once.
@@ -177,6 +261,50 @@ pub mod events {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_bucket_keeps_the_key_segments_always_had() {
+        assert_eq!(memberships::pk("p", 7, 1, "anyone"), "p#7");
+        assert_eq!(memberships::bucket("anyone", 1), 0);
+        assert_eq!(events::segment_key("p", 7, 1, 0), "p#7");
+    }
+
+    #[test]
+    fn buckets_are_stable_spread_and_in_range() {
+        let b = memberships::DEFAULT_BUCKETS;
+        assert_eq!(
+            memberships::bucket("ct-1", b),
+            memberships::bucket("ct-1", b)
+        );
+        let mut per_bucket = vec![0u32; b as usize];
+        for i in 0..6_400 {
+            per_bucket[memberships::bucket(&format!("ct-{i}"), b) as usize] += 1;
+        }
+        // 100 expected per bucket: every bucket is used, none is twice as busy as the mean.
+        assert!(
+            per_bucket.iter().all(|n| (40..200).contains(n)),
+            "{per_bucket:?}"
+        );
+        assert_eq!(
+            memberships::pk("p", 7, b, "ct-1"),
+            format!("p#7#b{}", memberships::bucket("ct-1", b))
+        );
+        assert_eq!(
+            events::segment_key("p", 7, b, memberships::bucket("ct-1", b)),
+            memberships::pk("p", 7, b, "ct-1")
+        );
+    }
+
+    #[test]
+    fn sync_log_shards_are_stable_and_per_project() {
+        let a = inbox::received_shard("p", "m", 3);
+        assert_eq!(a, inbox::received_shard("p", "m", 3));
+        assert!(a.starts_with("p#") && a.len() == 4);
+        let shards: std::collections::HashSet<String> = (0..200)
+            .map(|c| inbox::received_shard("p", "m", c))
+            .collect();
+        assert_eq!(shards.len(), inbox::RECEIVED_SHARDS as usize);
+    }
 
     #[test]
     fn time_keys_sort_as_time() {
@@ -215,7 +343,10 @@ mod tests {
             profiles::identity_pk("p1", "a"),
             profiles::identity_pk("p2", "a")
         );
-        assert_ne!(memberships::pk("p1", 7), memberships::pk("p2", 7));
+        assert_ne!(
+            memberships::pk("p1", 7, 1, "c"),
+            memberships::pk("p2", 7, 1, "c")
+        );
         assert_ne!(
             profiles::profile_pk("p1", "x"),
             profiles::identity_pk("p1", "x")

@@ -7,20 +7,85 @@ use std::collections::BTreeMap;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 use super::{Item, Store, StoreError, get_s, n, s};
-use crate::calendar::month_of;
+use crate::calendar::{day_of, month_of};
 use crate::changes::MembershipChange;
 use crate::keys::{self, events as ek, memberships as mk, segments as sk};
 use crate::region::Region;
 use crate::segment_state::{MemberState, SyncAction};
-use crate::store::counters::{ShardTally, counter_shard_update, pick_shard, usage_shard_update};
+use crate::store::counters::{
+    ShardTally, counter_shard_update, day_tally_updates, pick_shard, usage_shard_update,
+};
 use crate::tables::Table;
 
 pub const PARTNER_SYNC: &str = "Partner Sync";
 pub const PARTNER_NAME: &str = "mParticle";
 
-pub fn membership_key(project_id: &str, audience_id: i64, clevertap_id: &str) -> Item {
+/// Where one segment's membership rows and Find People entries live: `buckets` partition keys,
+/// fixed when the segment was first activated and recorded on it (`keys::memberships`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentLayout {
+    pub audience_id: i64,
+    pub buckets: u32,
+}
+
+impl SegmentLayout {
+    /// Attribute of a segment item (and of its counter shards) recording its bucket count.
+    pub const ATTRIBUTE: &'static str = "buckets";
+
+    /// The layout of a stored segment item: its recorded count, or one bucket for a segment
+    /// created before buckets existed.
+    pub fn of_item(audience_id: i64, segment: &Item) -> Self {
+        let buckets = super::get_n(segment, Self::ATTRIBUTE)
+            .and_then(|b| u32::try_from(b).ok())
+            .filter(|b| (1..=mk::MAX_BUCKETS).contains(b))
+            .unwrap_or(1);
+        Self {
+            audience_id,
+            buckets,
+        }
+    }
+
+    /// The layout of a segment as read: its item's, or `new_buckets` for one not created yet
+    /// (it will be created with that count: `Store::open_counter_shards` checks it).
+    pub fn of_read(audience_id: i64, segment: Option<&Item>, new_buckets: u32) -> Self {
+        match segment {
+            Some(item) => Self::of_item(audience_id, item),
+            None => Self {
+                audience_id,
+                buckets: new_buckets,
+            },
+        }
+    }
+
+    pub fn bucket_of(&self, clevertap_id: &str) -> u32 {
+        mk::bucket(clevertap_id, self.buckets)
+    }
+
+    pub fn row_pk(&self, project_id: &str, clevertap_id: &str) -> String {
+        mk::pk(project_id, self.audience_id, self.buckets, clevertap_id)
+    }
+
+    pub fn bucket_pk(&self, project_id: &str, bucket: u32) -> String {
+        mk::bucket_pk(project_id, self.audience_id, self.buckets, bucket)
+    }
+
+    /// The Find People (`by_segment`) key of a profile's events in this segment.
+    pub fn segment_key(&self, project_id: &str, clevertap_id: &str) -> String {
+        ek::segment_key(
+            project_id,
+            self.audience_id,
+            self.buckets,
+            self.bucket_of(clevertap_id),
+        )
+    }
+}
+
+pub fn membership_key(project_id: &str, layout: SegmentLayout, clevertap_id: &str) -> Item {
     Item::from([
-        (keys::PK.to_owned(), s(mk::pk(project_id, audience_id))),
+        (
+            keys::PK.to_owned(),
+            s(layout.row_pk(project_id, clevertap_id)),
+        ),
         (keys::SK.to_owned(), s(mk::sk(clevertap_id))),
     ])
 }
@@ -43,7 +108,7 @@ pub fn member_state(item: Option<&Item>) -> MemberState {
 /// The new state of one (segment, profile) and the events its changes raised.
 #[derive(Debug, Clone)]
 pub struct PairWrite {
-    pub audience_id: i64,
+    pub layout: SegmentLayout,
     pub clevertap_id: String,
     pub identity: Option<String>,
     /// The version read before planning: the write is conditional on it still being there.
@@ -64,14 +129,14 @@ impl PairWrite {
     }
 
     fn membership_item(&self, project_id: &str, now_ms: i64) -> Item {
-        let mut item = membership_key(project_id, self.audience_id, &self.clevertap_id);
+        let mut item = membership_key(project_id, self.layout, &self.clevertap_id);
         item.insert("member".into(), AttributeValue::Bool(self.next.member));
         item.insert(
             "version".into(),
             s(self.next.version.clone().unwrap_or_default()),
         );
         item.insert("clevertap_id".into(), s(self.clevertap_id.clone()));
-        item.insert("audience_id".into(), n(self.audience_id));
+        item.insert("audience_id".into(), n(self.layout.audience_id));
         item.insert("updated_ms".into(), n(now_ms));
         if let Some(id) = &self.identity {
             item.insert("identity".into(), s(id.clone()));
@@ -95,6 +160,7 @@ impl PairWrite {
 pub fn event_put(
     project_id: &str,
     table: &str,
+    layout: SegmentLayout,
     change: &MembershipChange,
     action: SyncAction,
     segment_name: &str,
@@ -121,7 +187,7 @@ pub fn event_put(
         ),
         (
             ek::SEGMENT_KEY.to_owned(),
-            s(ek::segment_key(project_id, change.audience_id)),
+            s(layout.segment_key(project_id, &change.clevertap_id)),
         ),
         (
             ek::PROFILE_KEY.to_owned(),
@@ -153,6 +219,7 @@ pub enum ActionRole {
     Membership(usize),
     Event(usize),
     Counter,
+    DayTally,
     Usage,
 }
 
@@ -162,7 +229,7 @@ pub enum ActionRole {
 pub fn segment_transaction(
     project_id: &str,
     region_tables: &RegionTables,
-    audience_id: i64,
+    layout: SegmentLayout,
     segment_name: &str,
     pairs: &[&PairWrite],
     counter_shard: u32,
@@ -171,6 +238,7 @@ pub fn segment_transaction(
     let mut items = Vec::new();
     let mut roles = Vec::new();
     let mut tally = ShardTally::default();
+    let audience_id = layout.audience_id;
     let mut by_month: BTreeMap<String, u64> = BTreeMap::new();
     for (i, p) in pairs.iter().enumerate() {
         items.push(
@@ -186,6 +254,7 @@ pub fn segment_transaction(
                     .put(event_put(
                         project_id,
                         &region_tables.events,
+                        layout,
                         change,
                         *action,
                         name,
@@ -202,7 +271,7 @@ pub fn segment_transaction(
             .update(counter_shard_update(
                 project_id,
                 &region_tables.segments,
-                audience_id,
+                layout,
                 counter_shard,
                 &tally,
                 now_ms,
@@ -210,6 +279,17 @@ pub fn segment_transaction(
             .build(),
     );
     roles.push(ActionRole::Counter);
+    // Per-day tallies go to small items of their own beside the shard (never growing it).
+    for update in day_tally_updates(
+        project_id,
+        &region_tables.segments,
+        audience_id,
+        counter_shard,
+        &tally,
+    ) {
+        items.push(TransactWriteItem::builder().update(update).build());
+        roles.push(ActionRole::DayTally);
+    }
     for (month, count) in by_month {
         items.push(
             TransactWriteItem::builder()
@@ -227,9 +307,17 @@ pub fn segment_transaction(
     (items, roles)
 }
 
-/// Actions a pair needs in a transaction: its membership plus its events.
-pub fn actions_of(p: &PairWrite) -> usize {
-    1 + p.events.len()
+/// Actions [`segment_transaction`] builds for these pairs: a membership and its events per
+/// pair, the counter shard, a day tally per UTC day and a usage update per month of the events.
+pub fn transaction_actions(pairs: &[&PairWrite]) -> usize {
+    let mut days = std::collections::BTreeSet::new();
+    let mut months = std::collections::BTreeSet::new();
+    for (change, _) in pairs.iter().flat_map(|p| &p.events) {
+        days.insert(day_of(change.ts_ms));
+        months.insert(month_of(change.ts_ms));
+    }
+    let pair_actions: usize = pairs.iter().map(|p| 1 + p.events.len()).sum();
+    pair_actions + 1 + days.len() + months.len()
 }
 
 /// Table names of one region, resolved once per chunk.
@@ -291,7 +379,8 @@ impl Store {
         &self,
         region: Region,
         project_id: &str,
-        audience_id: i64,
+        layout: SegmentLayout,
+        bucket: u32,
         start: Option<Item>,
         limit: i32,
     ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
@@ -301,23 +390,25 @@ impl Store {
             .key_condition_expression("pk = :pk")
             .filter_expression("#member = :yes")
             .expression_attribute_names("#member", "member")
-            .expression_attribute_values(":pk", s(mk::pk(project_id, audience_id)))
+            .expression_attribute_values(":pk", s(layout.bucket_pk(project_id, bucket)))
             .expression_attribute_values(":yes", AttributeValue::Bool(true))
             .set_exclusive_start_key(start)
             .limit(limit)
     }
 
-    /// The members among one page of a segment's membership rows, from `start`. The filter is
-    /// applied after the page is read, so a page may hold no members and still have a next one.
+    /// The members among one page of one bucket of a segment's membership rows, from `start`.
+    /// The filter is applied after the page is read, so a page may hold no members and still
+    /// have a next one.
     pub async fn member_page(
         &self,
         region: Region,
         project_id: &str,
-        audience_id: i64,
+        layout: SegmentLayout,
+        bucket: u32,
         start: Option<Item>,
     ) -> Result<MemberPage, StoreError> {
         let page = self
-            .member_rows(region, project_id, audience_id, start, MEMBER_PAGE_ROWS)
+            .member_rows(region, project_id, layout, bucket, start, MEMBER_PAGE_ROWS)
             .consistent_read(true)
             .send()
             .await?;
@@ -336,5 +427,71 @@ impl Store {
             members,
             next: page.last_evaluated_key,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::changes::ChangeAction;
+
+    fn pair(ct: &str, event_times: &[i64]) -> PairWrite {
+        let layout = SegmentLayout {
+            audience_id: 7,
+            buckets: 64,
+        };
+        let events = event_times
+            .iter()
+            .map(|ts| {
+                let change = MembershipChange {
+                    clevertap_id: ct.into(),
+                    identity: None,
+                    audience_id: 7,
+                    audience_name: None,
+                    action: ChangeAction::Add,
+                    ts_ms: *ts,
+                    message_id: "m".into(),
+                    profile_index: 0,
+                    entry_index: 0,
+                };
+                (change, SyncAction::Added)
+            })
+            .collect();
+        PairWrite {
+            layout,
+            clevertap_id: ct.into(),
+            identity: None,
+            expected_version: None,
+            next: MemberState::default(),
+            events,
+            consumed: 1,
+        }
+    }
+
+    #[test]
+    fn a_transaction_counts_a_day_tally_per_day_and_a_usage_update_per_month() {
+        let day = 86_400_000;
+        let (a, b) = (pair("a", &[0]), pair("b", &[10]));
+        // Two pairs of one day: 2 memberships + 2 events + counter + 1 day + 1 month.
+        assert_eq!(transaction_actions(&[&a, &b]), 7);
+        let c = pair("c", &[day, 40 * day]);
+        // Another two days, and a second month.
+        assert_eq!(transaction_actions(&[&a, &b, &c]), 3 + 4 + 1 + 3 + 2);
+    }
+
+    #[test]
+    fn rows_and_events_of_a_profile_share_its_bucket() {
+        let layout = SegmentLayout {
+            audience_id: 7,
+            buckets: 64,
+        };
+        let key = membership_key("p", layout, "__x");
+        assert_eq!(key[keys::PK].as_s().unwrap(), &layout.row_pk("p", "__x"));
+        assert_eq!(layout.segment_key("p", "__x"), layout.row_pk("p", "__x"));
+        let legacy = Item::from([("name".to_owned(), s("Old"))]);
+        assert_eq!(SegmentLayout::of_item(7, &legacy).buckets, 1);
+        assert_eq!(SegmentLayout::of_read(7, None, 64).buckets, 64);
+        let recorded = Item::from([(SegmentLayout::ATTRIBUTE.to_owned(), n(32))]);
+        assert_eq!(SegmentLayout::of_read(7, Some(&recorded), 64).buckets, 32);
     }
 }

@@ -84,11 +84,27 @@ impl From<serde_dynamo::Error> for StoreError {
 pub struct Store {
     clients: RegionalClients,
     names: TableNames,
+    new_segment_buckets: u32,
 }
 
 impl Store {
     pub fn new(clients: RegionalClients, names: TableNames) -> Self {
-        Self { clients, names }
+        Self {
+            clients,
+            names,
+            new_segment_buckets: keys::memberships::DEFAULT_BUCKETS,
+        }
+    }
+
+    /// The bucket count segments created from now on get (clamped to 1..=`MAX_BUCKETS`); a
+    /// segment keeps the count it was created with.
+    pub fn with_new_segment_buckets(mut self, buckets: u32) -> Self {
+        self.new_segment_buckets = buckets.clamp(1, keys::memberships::MAX_BUCKETS);
+        self
+    }
+
+    pub fn new_segment_buckets(&self) -> u32 {
+        self.new_segment_buckets
     }
 
     pub fn client(&self, region: Region) -> &Client {

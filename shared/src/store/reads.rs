@@ -2,12 +2,137 @@
 
 use std::collections::HashMap;
 
-use super::memberships::membership_key;
+use aws_sdk_dynamodb::operation::query::QueryOutput;
+
+use super::memberships::{SegmentLayout, membership_key};
 use super::profiles::{identity_key, profile_key};
 use super::{Item, Store, StoreError, get_n, get_s, s};
 use crate::keys::{self, events as ek, inbox as ik, profiles as pk, segments as sk};
 use crate::region::Region;
 use crate::tables::Table;
+
+/// Queries one page of a segment (members, Find People) may make: a page walks the segment's
+/// buckets in order and stops here, answering a cursor (so every request is bounded). As many
+/// as a new segment's buckets, so a small segment is listed in one request.
+pub const MAX_PAGE_QUERIES: usize = 64;
+/// Buckets read at once while paging (the Queries of one round run together).
+pub const BUCKETS_AT_ONCE: usize = 16;
+
+/// The Queries of one paging round, run together: the bucket of `from` from its position, then
+/// the following buckets from their starts, at most `budget` and [`BUCKETS_AT_ONCE`] of them.
+/// Answers each position with its page, in bucket order.
+async fn query_buckets<F, Fut, E>(
+    from: &BucketPosition,
+    buckets: u32,
+    budget: usize,
+    query: F,
+) -> Result<Vec<(BucketPosition, QueryOutput)>, StoreError>
+where
+    F: Fn(&BucketPosition) -> Fut,
+    Fut: std::future::Future<Output = Result<QueryOutput, E>>,
+    StoreError: From<E>,
+{
+    let count = (buckets - from.bucket) as usize;
+    let positions: Vec<BucketPosition> = std::iter::once(from.clone())
+        .chain((from.bucket + 1..buckets).map(|bucket| BucketPosition {
+            bucket,
+            after: None,
+        }))
+        .take(count.min(budget).min(BUCKETS_AT_ONCE))
+        .collect();
+    let pages = futures::future::try_join_all(positions.iter().map(&query))
+        .await
+        .map_err(StoreError::from)?;
+    Ok(positions.into_iter().zip(pages).collect())
+}
+
+/// A current member of a segment, as the members list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub clevertap_id: String,
+    pub identity: Option<String>,
+}
+
+/// One page of a segment's members and the cursor of the next (`None`: this was the last).
+#[derive(Debug, Clone, Default)]
+pub struct MemberList {
+    pub members: Vec<Member>,
+    pub next: Option<String>,
+}
+
+/// Where paging through a segment stands: a bucket, and the key after which it resumes in it
+/// (`None`: the bucket's start).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BucketPosition {
+    pub bucket: u32,
+    pub after: Option<String>,
+}
+
+impl BucketPosition {
+    fn within(&self, after: &str) -> Self {
+        Self {
+            bucket: self.bucket,
+            after: Some(after.to_owned()),
+        }
+    }
+
+    fn next_bucket(&self) -> Self {
+        Self {
+            bucket: self.bucket + 1,
+            after: None,
+        }
+    }
+
+    /// The cursor text, `<bucket>:<key to resume after>` (opaque to clients).
+    fn encode(&self) -> String {
+        format!(
+            "{}:{}",
+            self.bucket,
+            self.after.as_deref().unwrap_or_default()
+        )
+    }
+
+    /// Reads a cursor of this segment; `None` if it is not one. A one-bucket segment also takes
+    /// the cursors given before buckets existed (the key alone, `legacy`).
+    fn parse(layout: SegmentLayout, cursor: &str, legacy: impl Fn(&str) -> String) -> Option<Self> {
+        let position = cursor.split_once(':').and_then(|(bucket, after)| {
+            Some(Self {
+                bucket: bucket.parse().ok().filter(|b| *b < layout.buckets)?,
+                after: (!after.is_empty()).then(|| after.to_owned()),
+            })
+        });
+        match position {
+            Some(p) => Some(p),
+            None if layout.buckets <= 1 && !cursor.is_empty() => Some(Self {
+                bucket: 0,
+                after: Some(legacy(cursor)),
+            }),
+            None => None,
+        }
+    }
+
+    /// Reads a members cursor of this segment; `None` if it is not one.
+    pub fn parse_members(layout: SegmentLayout, cursor: &str) -> Option<Self> {
+        Self::parse(layout, cursor, str::to_owned)
+    }
+
+    /// Reads a Find People cursor of this segment; `None` if it is not one.
+    pub fn parse_people(layout: SegmentLayout, cursor: &str) -> Option<Self> {
+        Self::parse(layout, cursor, |ct| format!("{ct}#~"))
+    }
+}
+
+/// Whether `key` is a `by_segment` profile key of `clevertap_id`'s events
+/// (`<CleverTap ID>#<13-digit time>#<change id>`; CleverTap IDs may contain `#`).
+fn is_profile_key_of(key: &str, clevertap_id: &str) -> bool {
+    key.strip_prefix(clevertap_id)
+        .and_then(|rest| rest.strip_prefix('#'))
+        .is_some_and(|rest| {
+            rest.len() > 14
+                && rest.as_bytes()[..13].iter().all(u8::is_ascii_digit)
+                && rest.as_bytes()[13] == b'#'
+        })
+}
 
 /// One page of items and where the next page starts (`None`: this was the last page).
 #[derive(Debug, Clone, Default)]
@@ -49,12 +174,12 @@ impl Store {
         Ok(out)
     }
 
-    /// The audience ids of every segment of a project (no counters read).
-    pub async fn segment_ids(
+    /// The layout (audience id and buckets) of every segment of a project (no counters read).
+    pub async fn segment_layouts(
         &self,
         region: Region,
         project_id: &str,
-    ) -> Result<Vec<i64>, StoreError> {
+    ) -> Result<Vec<SegmentLayout>, StoreError> {
         Ok(self
             .query_partition(
                 region,
@@ -64,7 +189,7 @@ impl Store {
             )
             .await?
             .iter()
-            .filter_map(|s| get_n(s, "partner_segment_id"))
+            .filter_map(|s| Some(SegmentLayout::of_item(get_n(s, "partner_segment_id")?, s)))
             .collect())
     }
 
@@ -128,39 +253,78 @@ impl Store {
             .await
     }
 
-    /// Current members of a segment, in CleverTap ID order, `limit` per page.
+    /// Current members of a segment, `limit` per page at most, bucket after bucket and in
+    /// CleverTap ID order within a bucket (one bucket: CleverTap ID order), from `after`. Buckets
+    /// are read [`BUCKETS_AT_ONCE`] at a time, at most [`MAX_PAGE_QUERIES`] Queries per page: a
+    /// page may hold fewer members (even none) and still have a next one. A member present for
+    /// the whole paging is listed exactly once: a profile's bucket never changes.
     pub async fn segment_members(
         &self,
         region: Region,
         project_id: &str,
-        audience_id: i64,
+        layout: SegmentLayout,
         limit: usize,
-        after: Option<&str>,
-    ) -> Result<Page, StoreError> {
-        let mut items = Vec::new();
-        let mut start = after.map(|ct| membership_key(project_id, audience_id, ct));
-        loop {
-            let page = self
-                .member_rows(region, project_id, audience_id, start, limit as i32)
-                .send()
-                .await?;
-            items.extend(page.items.unwrap_or_default());
-            start = page.last_evaluated_key;
-            if items.len() >= limit || start.is_none() {
-                break;
+        after: Option<&BucketPosition>,
+    ) -> Result<MemberList, StoreError> {
+        let mut rows: Vec<Item> = Vec::new();
+        let mut at = after.cloned().unwrap_or_default();
+        let mut queries = 0;
+        'rounds: while at.bucket < layout.buckets
+            && rows.len() < limit
+            && queries < MAX_PAGE_QUERIES
+        {
+            let wanted = (limit - rows.len()) as i32;
+            let round = query_buckets(&at, layout.buckets, MAX_PAGE_QUERIES - queries, |pos| {
+                let start = pos
+                    .after
+                    .as_deref()
+                    .map(|ct| membership_key(project_id, layout, ct));
+                self.member_rows(region, project_id, layout, pos.bucket, start, wanted)
+                    .send()
+            })
+            .await?;
+            queries += round.len();
+            for (pos, page) in round {
+                let page_rows = page.items.unwrap_or_default();
+                let room = limit - rows.len();
+                if page_rows.len() > room {
+                    rows.extend(page_rows.into_iter().take(room));
+                    let last = rows
+                        .last()
+                        .and_then(|i| get_s(i, keys::SK))
+                        .unwrap_or_default();
+                    at = pos.within(last);
+                    break 'rounds;
+                }
+                rows.extend(page_rows);
+                match page
+                    .last_evaluated_key
+                    .as_ref()
+                    .and_then(|k| get_s(k, keys::SK))
+                {
+                    // The rest of this bucket is unread: the next round starts there.
+                    Some(ct) => {
+                        at = pos.within(ct);
+                        continue 'rounds;
+                    }
+                    None => at = pos.next_bucket(),
+                }
+                if rows.len() == limit {
+                    break 'rounds;
+                }
             }
         }
-        let had_more = items.len() > limit || start.is_some();
-        items.truncate(limit);
-        let next = if had_more {
-            items
-                .last()
-                .and_then(|i| get_s(i, keys::SK))
-                .map(str::to_owned)
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        let members = rows
+            .iter()
+            .filter_map(|i| {
+                Some(Member {
+                    clevertap_id: get_s(i, keys::SK)?.to_owned(),
+                    identity: get_s(i, "identity").map(str::to_owned),
+                })
+            })
+            .collect();
+        let next = (at.bucket < layout.buckets).then(|| at.encode());
+        Ok(MemberList { members, next })
     }
 
     /// A profile's events, newest first.
@@ -198,71 +362,109 @@ impl Store {
     }
 
     /// Find People: CleverTap IDs with a Partner Sync event for a segment (optionally of one
-    /// action), each once, in CleverTap ID order.
+    /// action), each once, bucket after bucket and in CleverTap ID order within a bucket, from
+    /// `after`; buckets are read as [`Store::segment_members`] reads them, so a page may hold
+    /// fewer, even none, and still have a next one.
     pub async fn find_people(
         &self,
         region: Region,
         project_id: &str,
-        audience_id: i64,
+        layout: SegmentLayout,
         action: Option<&str>,
         limit: usize,
-        after: Option<&str>,
+        after: Option<&BucketPosition>,
     ) -> Result<(Vec<String>, Option<String>), StoreError> {
         let mut found: Vec<String> = Vec::new();
-        // Past every key of the cursor's profile: '~' sorts after the digits that follow '#'.
-        let mut from = after.map(|ct| format!("{ct}#~")).unwrap_or_default();
-        let mut more = true;
-        while found.len() < limit && more {
-            let mut q = self
-                .client(region)
-                .query()
-                .table_name(self.table(region, Table::Events))
-                .index_name(ek::BY_SEGMENT)
-                .expression_attribute_names("#seg", ek::SEGMENT_KEY)
-                .expression_attribute_values(":seg", s(ek::segment_key(project_id, audience_id)))
-                .limit(500);
-            q = if from.is_empty() {
-                q.key_condition_expression("#seg = :seg")
-            } else {
-                q.key_condition_expression("#seg = :seg AND #pk > :from")
-                    .expression_attribute_names("#pk", ek::PROFILE_KEY)
-                    .expression_attribute_values(":from", s(from.clone()))
-            };
-            if let Some(a) = action {
-                q = q
-                    .filter_expression("#action = :action")
-                    .expression_attribute_names("#action", ek::ACTION)
-                    .expression_attribute_values(":action", s(a));
-            }
-            let page = q.send().await?;
-            more = page.last_evaluated_key.is_some();
-            let last_key = page
-                .last_evaluated_key
-                .as_ref()
-                .and_then(|k| k.get(ek::PROFILE_KEY))
-                .and_then(|v| v.as_s().ok())
-                .cloned();
-            for item in page.items.unwrap_or_default() {
-                // The CleverTap ID from its attribute: ids and message ids may contain '#'.
-                let Some(ct) = get_s(&item, ek::CLEVERTAP_ID).map(str::to_owned) else {
-                    continue;
-                };
-                if found.last() != Some(&ct) {
-                    if found.len() == limit {
-                        return Ok((found.clone(), found.last().cloned()));
+        let mut at = after.cloned().unwrap_or_default();
+        let mut queries = 0;
+        'rounds: while at.bucket < layout.buckets
+            && found.len() < limit
+            && queries < MAX_PAGE_QUERIES
+        {
+            let round = query_buckets(&at, layout.buckets, MAX_PAGE_QUERIES - queries, |pos| {
+                self.people_query(region, project_id, layout, pos, action)
+                    .send()
+            })
+            .await?;
+            queries += round.len();
+            for (pos, page) in round {
+                let mut full = false;
+                for item in page.items.unwrap_or_default() {
+                    // The CleverTap ID from its attribute: ids and message ids may contain '#'.
+                    let Some(ct) = get_s(&item, ek::CLEVERTAP_ID) else {
+                        continue;
+                    };
+                    if found.last().map(String::as_str) != Some(ct) {
+                        if found.len() == limit {
+                            full = true;
+                            break;
+                        }
+                        found.push(ct.to_owned());
                     }
-                    found.push(ct);
+                }
+                let last_key = page
+                    .last_evaluated_key
+                    .as_ref()
+                    .and_then(|k| get_s(k, ek::PROFILE_KEY));
+                // Resume past every key of the last profile listed (so it is never listed
+                // twice), else after the last key read.
+                let past = |ct: &str| pos.within(&format!("{ct}#~"));
+                match (full, last_key, found.last()) {
+                    (true, _, last) => {
+                        at = past(last.map(String::as_str).unwrap_or_default());
+                        break 'rounds;
+                    }
+                    (false, Some(k), last) => {
+                        at = match last {
+                            Some(ct) if is_profile_key_of(k, ct) => past(ct),
+                            _ => pos.within(k),
+                        };
+                        continue 'rounds;
+                    }
+                    (false, None, _) => at = pos.next_bucket(),
+                }
+                if found.len() == limit {
+                    break 'rounds;
                 }
             }
-            match last_key {
-                Some(k) => from = k,
-                None => more = false,
-            }
         }
-        let next = (found.len() == limit && more)
-            .then(|| found.last().cloned())
-            .flatten();
+        let next = (at.bucket < layout.buckets).then(|| at.encode());
         Ok((found, next))
+    }
+
+    /// One Query of Find People: a bucket's `by_segment` entries from a position, 500 rows read.
+    fn people_query(
+        &self,
+        region: Region,
+        project_id: &str,
+        layout: SegmentLayout,
+        pos: &BucketPosition,
+        action: Option<&str>,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        let segment_key =
+            ek::segment_key(project_id, layout.audience_id, layout.buckets, pos.bucket);
+        let mut q = self
+            .client(region)
+            .query()
+            .table_name(self.table(region, Table::Events))
+            .index_name(ek::BY_SEGMENT)
+            .expression_attribute_names("#seg", ek::SEGMENT_KEY)
+            .expression_attribute_values(":seg", s(segment_key))
+            .limit(500);
+        q = match &pos.after {
+            None => q.key_condition_expression("#seg = :seg"),
+            Some(from) => q
+                .key_condition_expression("#seg = :seg AND #pk > :from")
+                .expression_attribute_names("#pk", ek::PROFILE_KEY)
+                .expression_attribute_values(":from", s(from.clone())),
+        };
+        if let Some(a) = action {
+            q = q
+                .filter_expression("#action = :action")
+                .expression_attribute_names("#action", ek::ACTION)
+                .expression_attribute_values(":action", s(a));
+        }
+        q
     }
 
     /// Profiles by CleverTap ID, in bulk.
@@ -337,22 +539,20 @@ impl Store {
         &self,
         region: Region,
         project_id: &str,
-        audience_ids: &[i64],
+        segments: &[SegmentLayout],
         clevertap_ids: &[String],
     ) -> Result<HashMap<(i64, String), bool>, StoreError> {
-        let keys: Vec<Item> = audience_ids
+        let keys: Vec<Item> = segments
             .iter()
-            .flat_map(|a| {
+            .flat_map(|layout| {
                 clevertap_ids
                     .iter()
-                    .map(move |ct| membership_key(project_id, *a, ct))
+                    .map(move |ct| membership_key(project_id, *layout, ct))
             })
             .collect();
         let mut out = HashMap::new();
         for item in self.batch_get(region, Table::Memberships, keys).await? {
-            let aud = get_s(&item, keys::PK)
-                .and_then(|p| p.rsplit('#').next())
-                .and_then(|a| a.parse().ok());
+            let aud = get_n(&item, "audience_id");
             if let (Some(aud), Some(ct)) = (aud, get_s(&item, keys::SK)) {
                 let member = item
                     .get("member")
@@ -365,7 +565,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Sync-log rows (inbox chunks) of a project, newest first, below `before` (a time key).
+    /// Sync-log rows (inbox chunks) of a project, newest first, below `before` (a time key):
+    /// each of the project's index keys is read (one Query each, at once) and the rows merged by
+    /// time key, so the order is the same as one key would give. Answers whether more follow.
     pub async fn sync_rows(
         &self,
         region: Region,
@@ -373,26 +575,94 @@ impl Store {
         limit: usize,
         before: Option<&str>,
     ) -> Result<(Vec<Item>, bool), StoreError> {
-        let mut q = self
-            .client(region)
-            .query()
-            .table_name(self.table(region, Table::Inbox))
-            .index_name(ik::BY_RECEIVED)
-            .expression_attribute_names("#project", ik::PROJECT_ID)
-            .expression_attribute_values(":pk", s(project_id))
-            .scan_index_forward(false)
-            .limit(limit as i32);
-        q = match before {
-            Some(b) => q
-                .key_condition_expression("#project = :pk AND #rk < :before")
-                .expression_attribute_names("#rk", ik::RECEIVED_KEY)
-                .expression_attribute_values(":before", s(b)),
-            None => q.key_condition_expression("#project = :pk"),
+        let shards = (0..ik::RECEIVED_SHARDS).map(|shard| {
+            let mut q = self
+                .client(region)
+                .query()
+                .table_name(self.table(region, Table::Inbox))
+                .index_name(ik::BY_RECEIVED)
+                .expression_attribute_names("#shard", ik::RECEIVED_SHARD)
+                .expression_attribute_values(":shard", s(ik::received_shard_key(project_id, shard)))
+                .scan_index_forward(false)
+                .limit(limit as i32);
+            q = match before {
+                Some(b) => q
+                    .key_condition_expression("#shard = :shard AND #rk < :before")
+                    .expression_attribute_names("#rk", ik::RECEIVED_KEY)
+                    .expression_attribute_values(":before", s(b)),
+                None => q.key_condition_expression("#shard = :shard"),
+            };
+            q.send()
+        });
+        let pages = futures::future::try_join_all(shards).await?;
+        let mut more = pages.iter().any(|p| p.last_evaluated_key.is_some());
+        let mut rows: Vec<Item> = pages
+            .into_iter()
+            .flat_map(|p| p.items.unwrap_or_default())
+            .collect();
+        rows.sort_by(|a, b| get_s(b, ik::RECEIVED_KEY).cmp(&get_s(a, ik::RECEIVED_KEY)));
+        if rows.len() > limit {
+            rows.truncate(limit);
+            more = true;
+        }
+        Ok((rows, more))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: SegmentLayout = SegmentLayout {
+        audience_id: 7,
+        buckets: 1,
+    };
+    const MANY: SegmentLayout = SegmentLayout {
+        audience_id: 7,
+        buckets: 64,
+    };
+
+    #[test]
+    fn cursors_round_trip_and_stay_in_the_segment() {
+        let at = BucketPosition {
+            bucket: 5,
+            after: Some("ct:with:colons#and#hashes".into()),
         };
-        let page = q.send().await?;
-        Ok((
-            page.items.unwrap_or_default(),
-            page.last_evaluated_key.is_some(),
-        ))
+        assert_eq!(BucketPosition::parse_members(MANY, &at.encode()), Some(at));
+        let start = BucketPosition {
+            bucket: 9,
+            after: None,
+        };
+        assert_eq!(
+            BucketPosition::parse_members(MANY, &start.encode()),
+            Some(start)
+        );
+        // A bucket the segment does not have, or no bucket at all, is not a cursor of it.
+        assert_eq!(BucketPosition::parse_members(MANY, "64:x"), None);
+        assert_eq!(BucketPosition::parse_members(MANY, "x"), None);
+    }
+
+    #[test]
+    fn one_bucket_segments_take_the_cursors_given_before_buckets() {
+        let legacy = BucketPosition::parse_members(ONE, "__abc").unwrap();
+        assert_eq!(legacy.after.as_deref(), Some("__abc"));
+        let people = BucketPosition::parse_people(ONE, "__abc").unwrap();
+        assert_eq!(
+            people.after.as_deref(),
+            Some("__abc#~"),
+            "past every key of the profile"
+        );
+        assert_eq!(BucketPosition::parse_members(ONE, ""), None);
+    }
+
+    #[test]
+    fn profile_keys_are_told_apart_from_ids_that_contain_hashes() {
+        assert!(is_profile_key_of("ab#0000000000010#m#1", "ab"));
+        assert!(
+            !is_profile_key_of("ab#c#0000000000010#m", "ab"),
+            "the profile ab#c"
+        );
+        assert!(is_profile_key_of("ab#c#0000000000010#m", "ab#c"));
+        assert!(!is_profile_key_of("ab", "ab"));
     }
 }

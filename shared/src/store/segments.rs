@@ -3,6 +3,7 @@
 use aws_sdk_dynamodb::types::{ReturnValue, TransactWriteItem, Update};
 
 use super::counters::{ShardGate, archiving_condition, gate_updates};
+use super::memberships::SegmentLayout;
 use super::{Item, Store, StoreError, get_s, n, s};
 use crate::keys::{self, segments as k};
 use crate::region::Region;
@@ -65,7 +66,14 @@ impl Store {
             SubscriptionChange::Connect => "#status = :active",
             SubscriptionChange::Update => "#status = if_not_exists(#status, :active)",
         };
-        let res = self
+        // A new segment records the bucket count it gets; one created before buckets existed
+        // records none (it keeps one bucket): `created_ms` tells them apart.
+        let existing = self.get_segment_item(segment).await?;
+        let buckets_expr = match &existing {
+            None => ", #buckets = if_not_exists(#buckets, :buckets)",
+            Some(_) => "",
+        };
+        let mut update = self
             .client(region)
             .update_item()
             .table_name(&table)
@@ -74,7 +82,7 @@ impl Store {
             .update_expression(format!(
                 "SET {name_expr}, {status_expr}, #type = :type, segment_id = if_not_exists(segment_id, :sid), \
                  created_ms = if_not_exists(created_ms, :now), updated_ms = :now, \
-                 partner_segment_id = :aid, project_id = :pid, sub_ts = :ts"
+                 partner_segment_id = :aid, project_id = :pid, sub_ts = :ts{buckets_expr}"
             ))
             .condition_expression("attribute_not_exists(sub_ts) OR sub_ts <= :ts")
             .expression_attribute_names("#name", "name")
@@ -92,9 +100,13 @@ impl Store {
             .expression_attribute_values(":aid", n(audience_id))
             .expression_attribute_values(":pid", s(project_id))
             .expression_attribute_values(":ts", n(message_ts))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
+            .return_values(ReturnValue::AllNew);
+        if existing.is_none() {
+            update = update
+                .expression_attribute_names("#buckets", SegmentLayout::ATTRIBUTE)
+                .expression_attribute_values(":buckets", n(self.new_segment_buckets()));
+        }
+        let res = update.send().await;
         match res {
             Ok(out) => Ok(segment_id_of(out.attributes.as_ref())),
             Err(e) if super::condition_failed(&e) => {
@@ -146,6 +158,7 @@ impl Store {
             project_id,
             audience_id,
             ShardGate::Sealed,
+            None,
         ));
         Ok(self.gate_transaction(region, items).await?.committed())
     }
@@ -178,6 +191,17 @@ impl Store {
             .send()
             .await;
         super::conditional(res)
+    }
+
+    /// A segment's layout (its recorded bucket count), `None` if it does not exist.
+    pub async fn segment_layout(
+        &self,
+        segment: &SegmentKey<'_>,
+    ) -> Result<Option<SegmentLayout>, StoreError> {
+        Ok(self
+            .get_segment_item(segment)
+            .await?
+            .map(|item| SegmentLayout::of_item(segment.audience_id, &item)))
     }
 
     pub async fn get_segment_item(

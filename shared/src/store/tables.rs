@@ -159,7 +159,7 @@ static DEFS: [TableDef; 6] = [
         sort_key: Some(keys::SK),
         indexes: &[IndexDef {
             name: keys::inbox::BY_RECEIVED,
-            partition_key: keys::inbox::PROJECT_ID,
+            partition_key: keys::inbox::RECEIVED_SHARD,
             sort_key: Some(keys::inbox::RECEIVED_KEY),
             include: Some(SYNC_LOG_ATTRIBUTES),
         }],
@@ -379,7 +379,7 @@ mod tests {
         let inbox = table_def(Table::Inbox);
         assert_eq!(
             inbox.key_attributes(),
-            vec!["pk", "sk", "project_id", "received_key"]
+            vec!["pk", "sk", "received_shard", "received_key"]
         );
     }
 }
