@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use futures::stream::{self, StreamExt};
+use local::heat::{HeatReport, KeyHeat, key_pattern};
 use local::meter::{Meter, Reading, metered_client};
 use serde_json::{Value, json};
 use shared::Region;
@@ -521,58 +522,36 @@ async fn main() {
 
     // 5. End to end: 10,000 membership adds through authorize → resolve → materialize, new profiles
     //    then the same users again (existing profiles) into another segment; and the raw floor.
-    // `who` names the users: the same `who` is the same 1,000 users per request.
-    let e2e_batch = |tag: &str, who: &str, aud: i64, req: usize| -> String {
-        let profiles: Vec<Value> = (0..1000)
-            .map(|i| json!({"user_identities": [{"type": "customer", "encoding": "raw", "value": format!("{who}-{req}-{i}")},
-                                                 {"type": "email", "encoding": "raw", "value": format!("u{req}x{i}@example.com")}],
-                            "mpid": format!("{}", req * 1000 + i + 1),
-                            "audiences": [{"audience_id": aud, "audience_name": "E2E", "action": "add"}]}))
-            .collect();
-        b.with_account(json!({"type": "audience_membership_change_request", "timestamp_ms": 2_000 + aud, "user_profiles": profiles}), &format!("{tag}-{req}"))
+    //    Every call is charged to its partition keys (the key meter, `local::key_meter`), and the
+    //    same workload runs on a yardstick stack whose segments have one bucket each (today's
+    //    layout before buckets), in the same run.
+    let mut rig = Rig {
+        names: names.clone(),
+        store: store.clone(),
+        endpoint: Endpoint::new(&config, store.clone()),
+        pipeline: local::pipeline::LocalPipeline::new(
+            &client,
+            &endpoint_url,
+            store.clone(),
+            names.clone(),
+            &[Region::Eu1],
+        )
+        .await
+        .unwrap(),
+        account: b.project.clone(),
     };
-    let mut pipeline = local::pipeline::LocalPipeline::new(
-        &client,
-        &endpoint_url,
-        store.clone(),
-        names.clone(),
-        &[Region::Eu1],
-    )
-    .await
-    .unwrap();
-    pipeline.run_until_idle(200).await.unwrap();
+    let mut one_bucket = Rig::new(&client, &endpoint_url, 1).await;
+    rig.pipeline.run_until_idle(200).await.unwrap();
     let mut e2e = serde_json::Map::new();
     for (tag, aud) in [("new", 70_001i64), ("existing", 70_002)] {
-        let before = meter.read();
-        let t = Instant::now();
-        for req in 0..10 {
-            let r = endpoint
-                .handle(
-                    "POST",
-                    Some(&auth),
-                    e2e_batch(tag, "e2e", aud, req).as_bytes(),
-                )
-                .await;
-            assert_eq!(r.status, 200);
-        }
-        pipeline.run_until_idle(2_000).await.unwrap();
-        let secs = t.elapsed().as_secs_f64();
-        let used: Reading = meter.read() - before;
-        let seg = store
-            .get_segment(Region::Eu1, &project_id, aud)
-            .await
-            .unwrap()
-            .unwrap();
-        let members = seg
-            .get("member_count")
-            .and_then(|v| v.as_n().ok())
-            .cloned()
-            .unwrap_or_default();
-        e2e.insert(tag.into(), json!({"seconds": secs, "changes": 10_000, "member_count": members,
-                                       "wcu_per_add": used.wcu / 10_000.0, "rcu_per_add": used.rcu / 10_000.0,
-                                       "requests_per_add": used.requests as f64 / 10_000.0,
-                                       "conflicts": used.conflicts, "lanes": local::lanes_from_env()}));
+        let phase = rig
+            .phase(&meter, &auth, tag, "e2e", aud, 10, false, 2_000)
+            .await;
+        e2e.insert(tag.into(), phase.json(10_000));
     }
+    let yardstick = one_bucket
+        .phase(&meter, &auth, "new", "e2e", 70_001, 10, false, 2_000)
+        .await;
     let floor = raw_floor(
         &client,
         &names.name(Region::Eu1, Table::Memberships),
@@ -580,6 +559,11 @@ async fn main() {
     )
     .await;
     let new_secs = e2e["new"]["seconds"].as_f64().unwrap();
+    e2e.insert("one_bucket_new".into(), yardstick.json(10_000));
+    e2e.insert(
+        "ratio_new_to_one_bucket".into(),
+        json!(new_secs / yardstick.seconds),
+    );
     e2e.insert("raw_batch_write_floor_seconds".into(), json!(floor));
     e2e.insert("ratio_new_to_floor".into(), json!(new_secs / floor));
     e2e.insert(
@@ -590,73 +574,50 @@ async fn main() {
 
     // 5b. Scaling: 10,000 adds of new profiles end to end with 1, 2, 4 and 8 lanes, against the
     //     raw floor measured just above in the same run.
-    let mut scaling = Vec::new();
-    for lanes in [1usize, 2, 4, 8] {
-        pipeline.set_lanes(lanes);
-        let aud = 71_000 + lanes as i64;
-        let who = format!("lanes{lanes}");
-        let before = meter.read();
-        let (own0, ddb0) = cpu_split();
-        let t = Instant::now();
-        for req in 0..10 {
-            let r = endpoint
-                .handle(
-                    "POST",
-                    Some(&auth),
-                    e2e_batch(&who, &who, aud, req).as_bytes(),
-                )
+    if std::env::var("BENCH_ONLY").as_deref() != Ok("heat") {
+        let mut scaling = Vec::new();
+        for lanes in [1usize, 2, 4, 8] {
+            rig.pipeline.set_lanes(lanes);
+            let aud = 71_000 + lanes as i64;
+            let who = format!("lanes{lanes}");
+            let (own0, ddb0) = cpu_split();
+            let phase = rig
+                .phase(&meter, &auth, &who, &who, aud, 10, false, 2_000)
                 .await;
-            assert_eq!(r.status, 200);
+            let secs = phase.seconds;
+            let (own1, ddb1) = cpu_split();
+            scaling.push(
+                json!({"lanes": lanes, "seconds": secs, "changes_per_s": 10_000.0 / secs,
+                                "ratio_to_floor": secs / floor, "conflicts": phase.used.conflicts,
+                                "cancelled_transactions": phase.used.cancelled_transactions,
+                                "wcu_per_add": phase.used.wcu / 10_000.0,
+                                "dynamodb_local_cores": (ddb1 - ddb0) / secs,
+                                "bench_cores": (own1 - own0) / secs}),
+            );
         }
-        pipeline.run_until_idle(2_000).await.unwrap();
-        let secs = t.elapsed().as_secs_f64();
-        let used: Reading = meter.read() - before;
-        let (own1, ddb1) = cpu_split();
-        scaling.push(
-            json!({"lanes": lanes, "seconds": secs, "changes_per_s": 10_000.0 / secs,
-                            "ratio_to_floor": secs / floor, "conflicts": used.conflicts,
-                            "cancelled_transactions": used.cancelled_transactions,
-                            "wcu_per_add": used.wcu / 10_000.0,
-                            "dynamodb_local_cores": (ddb1 - ddb0) / secs,
-                            "bench_cores": (own1 - own0) / secs}),
-        );
+        report.insert("scaling_10k_new".into(), Value::Array(scaling));
     }
-    report.insert("scaling_10k_new".into(), Value::Array(scaling));
 
     // 5c. A first sync: 100,000 members of one audience as 100 concurrent 1,000-profile
-    //     requests, through the pipeline with the default lanes.
+    //     requests, through the pipeline with the default lanes; then the same on the one-bucket
+    //     yardstick. The key meter's figures of the first sync are the heat table.
     if std::env::var("BENCH_FIRST_SYNC").as_deref() != Ok("0") {
-        pipeline.set_lanes(local::lanes_from_env());
+        rig.pipeline.set_lanes(local::lanes_from_env());
         let aud = 72_000;
-        let bodies: Vec<String> = (0..100)
-            .map(|req| e2e_batch("first-sync", "first", aud, req))
-            .collect();
-        let before = meter.read();
-        let t = Instant::now();
-        let answers = futures::future::join_all(
-            bodies
-                .iter()
-                .map(|body| endpoint.handle("POST", Some(&auth), body.as_bytes())),
-        )
-        .await;
-        assert!(answers.iter().all(|r| r.status == 200));
-        let accepted = t.elapsed().as_secs_f64();
-        pipeline.run_until_idle(20_000).await.unwrap();
-        let secs = t.elapsed().as_secs_f64();
-        let used: Reading = meter.read() - before;
-        let members = store
-            .get_segment(Region::Eu1, &project_id, aud)
-            .await
-            .unwrap()
-            .and_then(|s| s.get("member_count").and_then(|v| v.as_n().ok()).cloned())
-            .unwrap_or_default();
+        let ours = rig
+            .phase(&meter, &auth, "first-sync", "first", aud, 100, true, 20_000)
+            .await;
+        let theirs = one_bucket
+            .phase(&meter, &auth, "first-sync", "first", aud, 100, true, 20_000)
+            .await;
+        let mut first = ours.json(100_000);
+        first["lanes"] = json!(local::lanes_from_env());
+        first["one_bucket"] = theirs.json(100_000);
+        first["ratio_to_one_bucket"] = json!(ours.seconds / theirs.seconds);
+        report.insert("first_sync_100k".into(), first);
         report.insert(
-            "first_sync_100k".into(),
-            json!({
-            "seconds": secs, "accepted_seconds": accepted, "changes_per_s": 100_000.0 / secs,
-            "member_count": members, "conflicts": used.conflicts,
-            "cancelled_transactions": used.cancelled_transactions,
-            "wcu_per_add": used.wcu / 100_000.0, "lanes": local::lanes_from_env()}),
+            "heat".into(),
+            heat_json(&ours.heat, &theirs.heat, "BENCH-EU1"),
         );
     }
 
@@ -819,6 +780,30 @@ fn print_table(r: &serde_json::Map<String, Value>) {
         &Value::Null,
         "<= 4.5",
     );
+    row(
+        "WCU per add incl. index entries, new profile",
+        &e["new"]["wcu_per_add_with_indexes"],
+        &Value::Null,
+        "<= 8",
+    );
+    row(
+        "WCU per add incl. index entries, existing profile",
+        &e["existing"]["wcu_per_add_with_indexes"],
+        &Value::Null,
+        "<= 5.5",
+    );
+    row(
+        "e2e 10k new, one bucket per segment (s)",
+        &e["one_bucket_new"]["seconds"],
+        &Value::Null,
+        "yardstick, same run",
+    );
+    row(
+        "e2e 10k new / one bucket",
+        &e["ratio_new_to_one_bucket"],
+        &Value::Null,
+        "<= 1.1",
+    );
     if let Some(rows) = r["scaling_10k_new"].as_array() {
         println!(
             "\n{:<6} {:>9} {:>10} {:>8} {:>10} {:>12} {:>15} {:>12}",
@@ -885,6 +870,58 @@ fn print_table(r: &serde_json::Map<String, Value>) {
             &Value::Null,
             "",
         );
+        row(
+            "first sync, one bucket per segment (s)",
+            &fs["one_bucket"]["seconds"],
+            &Value::Null,
+            "yardstick, same run",
+        );
+        row(
+            "first sync / one bucket",
+            &fs["ratio_to_one_bucket"],
+            &Value::Null,
+            "<= 1.1",
+        );
+    }
+    if let Some(h) = r.get("heat") {
+        row(
+            "hottest key load at 17,000 changes/s",
+            &h["max_key_load"],
+            &Value::Null,
+            "<= 0.8",
+        );
+        row(
+            "hottest key load, one bucket per segment",
+            &h["one_bucket"]["max_key_load"],
+            &Value::Null,
+            "yardstick, same run",
+        );
+        for (title, targets) in [
+            ("buckets", &h["targets"]),
+            ("one bucket", &h["one_bucket"]["targets"]),
+        ] {
+            println!(
+                "\nheat, first sync of 100,000 members ({title}): per table and index, its hottest key"
+            );
+            println!(
+                "{:<24} {:>7} {:<34} {:>9} {:>9} {:>7} {:>12}",
+                "table/index", "keys", "hottest key", "W/change", "R/change", "load", "worst 10k"
+            );
+            for t in targets.as_array().into_iter().flatten() {
+                let num = |k: &str| t[k].as_f64().unwrap_or(0.0);
+                println!(
+                    "{:<24} {:>7} {:<34} {:>9.4} {:>9.4} {:>7.3} {:>12.3}",
+                    t["target"].as_str().unwrap_or_default(),
+                    t["keys"],
+                    t["key_pattern"].as_str().unwrap_or_default(),
+                    num("wcu_per_change"),
+                    num("rcu_per_change"),
+                    num("load"),
+                    num("worst_window_load")
+                );
+            }
+        }
+        println!();
     }
     if let Some(bins) = r["binaries"].as_object() {
         for (name, v) in bins {
@@ -992,4 +1029,193 @@ async fn binaries(
         );
     }
     bins
+}
+
+/// One stack over its own tables, as the bench drives it end to end.
+struct Rig {
+    names: TableNames,
+    store: Store,
+    endpoint: Endpoint,
+    pipeline: local::pipeline::LocalPipeline,
+    /// The `account` of its project, as mParticle sends it.
+    account: Value,
+}
+
+/// What one end-to-end phase took, and what it cost key by key.
+struct Phase {
+    seconds: f64,
+    accepted_seconds: f64,
+    used: Reading,
+    heat: HeatReport,
+    member_count: i64,
+}
+
+impl Phase {
+    fn json(&self, changes: u64) -> Value {
+        let changes_f = changes as f64;
+        json!({"seconds": self.seconds, "accepted_seconds": self.accepted_seconds,
+               "changes": changes, "changes_per_s": changes_f / self.seconds,
+               "member_count": self.member_count,
+               "wcu_per_add": self.used.wcu / changes_f, "rcu_per_add": self.used.rcu / changes_f,
+               "requests_per_add": self.used.requests as f64 / changes_f,
+               "wcu_per_add_with_indexes": self.heat.wcu / changes_f,
+               "rcu_per_add_by_key_meter": self.heat.rcu / changes_f,
+               "changes_seen_by_key_meter": self.heat.changes,
+               "max_key_load": self.heat.hottest.as_ref().map(|h| h.load),
+               "conflicts": self.used.conflicts,
+               "cancelled_transactions": self.used.cancelled_transactions,
+               "lanes": local::lanes_from_env()})
+    }
+}
+
+impl Rig {
+    /// A yardstick stack: fresh tables whose new segments get `buckets` buckets.
+    async fn new(client: &aws_sdk_dynamodb::Client, endpoint_url: &str, buckets: u32) -> Self {
+        let names = TableNames::new(format!("bench{}", &generate_secret()[..6]));
+        create_tables(client, &names, Region::Eu1).await.unwrap();
+        let store = Store::new(RegionalClients::single(client.clone()), names.clone())
+            .with_new_segment_buckets(buckets);
+        let project_id = "BENCH-EU1";
+        let (passcode, token) = local::provision_project(&store, Region::Eu1, project_id)
+            .await
+            .unwrap();
+        let prefix = names.prefix().to_owned();
+        let config = Config::from_lookup(|k| match k {
+            "MPARTICLE_CALLER_TOKEN" => Some(CALLER.into()),
+            "TABLE_PREFIX" => Some(prefix.clone()),
+            "DYNAMODB_ENDPOINT" => Some(endpoint_url.to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        let pipeline = local::pipeline::LocalPipeline::new(
+            client,
+            endpoint_url,
+            store.clone(),
+            names.clone(),
+            &[Region::Eu1],
+        )
+        .await
+        .unwrap();
+        Self {
+            endpoint: Endpoint::new(&config, store.clone()),
+            account: json!({"account_id": 1, "account_settings": {"accountId": project_id, "passcode": passcode, "accountToken": token, "region": "eu1"}}),
+            names,
+            store,
+            pipeline,
+        }
+    }
+
+    /// A 1,000-profile request adding users `<who>-<req>-<i>` to audience `aud`: the same `who`
+    /// is the same users.
+    fn batch(&self, tag: &str, who: &str, aud: i64, req: usize) -> String {
+        let profiles: Vec<Value> = (0..1000)
+            .map(|i| json!({"user_identities": [{"type": "customer", "encoding": "raw", "value": format!("{who}-{req}-{i}")},
+                                                 {"type": "email", "encoding": "raw", "value": format!("u{req}x{i}@example.com")}],
+                            "mpid": format!("{}", req * 1000 + i + 1),
+                            "audiences": [{"audience_id": aud, "audience_name": "E2E", "action": "add"}]}))
+            .collect();
+        json!({"type": "audience_membership_change_request", "timestamp_ms": 2_000 + aud,
+               "user_profiles": profiles, "account": self.account, "id": format!("{tag}-{req}")})
+        .to_string()
+    }
+
+    /// Sends `requests` 1,000-profile requests (all at once when `concurrent`, else one after
+    /// another), runs the pipeline until idle, and reads the segment's count; the key meter
+    /// charges every call of the phase.
+    #[allow(clippy::too_many_arguments)]
+    async fn phase(
+        &mut self,
+        meter: &Meter,
+        auth: &str,
+        tag: &str,
+        who: &str,
+        aud: i64,
+        requests: usize,
+        concurrent: bool,
+        max_steps: usize,
+    ) -> Phase {
+        let bodies: Vec<String> = (0..requests)
+            .map(|req| self.batch(tag, who, aud, req))
+            .collect();
+        meter.start_keys(&self.names, Region::Eu1);
+        let before = meter.read();
+        let t = Instant::now();
+        let answers = if concurrent {
+            futures::future::join_all(
+                bodies
+                    .iter()
+                    .map(|body| self.endpoint.handle("POST", Some(auth), body.as_bytes())),
+            )
+            .await
+        } else {
+            let mut answers = Vec::new();
+            for body in &bodies {
+                answers.push(
+                    self.endpoint
+                        .handle("POST", Some(auth), body.as_bytes())
+                        .await,
+                );
+            }
+            answers
+        };
+        assert!(answers.iter().all(|r| r.status == 200));
+        let accepted_seconds = t.elapsed().as_secs_f64();
+        self.pipeline.run_until_idle(max_steps).await.unwrap();
+        let seconds = t.elapsed().as_secs_f64();
+        let used = meter.read() - before;
+        let heat = meter.stop_keys().expect("the key meter was on");
+        let member_count = self
+            .store
+            .get_segment(Region::Eu1, "BENCH-EU1", aud)
+            .await
+            .unwrap()
+            .and_then(|s| s.get("member_count").and_then(|v| v.as_n().ok()).cloned())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        Phase {
+            seconds,
+            accepted_seconds,
+            used,
+            heat,
+            member_count,
+        }
+    }
+}
+
+/// The heat table: per table and index, its hottest key during the first sync, and the hottest
+/// of all, beside the one-bucket yardstick's.
+fn heat_json(ours: &HeatReport, one_bucket: &HeatReport, project_id: &str) -> Value {
+    let key_json = |h: &KeyHeat| {
+        json!({"target": h.key.target, "key_pattern": key_pattern(&h.key.key, project_id),
+               "wcu_per_change": h.wcu_per_change, "rcu_per_change": h.rcu_per_change,
+               "load": h.load, "worst_window_load": h.worst_window_load})
+    };
+    let targets = |r: &HeatReport| -> Vec<Value> {
+        r.targets
+            .iter()
+            .map(|t| {
+                let mut v = key_json(&t.hottest);
+                v["keys"] = json!(t.keys);
+                v["wcu"] = json!(t.wcu);
+                v["rcu"] = json!(t.rcu);
+                v
+            })
+            .collect()
+    };
+    let hottest = ours.hottest.as_ref();
+    json!({
+        "changes_per_second": local::heat::CHANGES_PER_SECOND,
+        "changes": ours.changes,
+        "max_key_load": hottest.map(|h| h.load),
+        "worst_window_load": ours.targets.iter().map(|t| t.hottest.worst_window_load).fold(0.0, f64::max),
+        "hottest": hottest.map(key_json),
+        "wcu_per_add_with_indexes": ours.wcu / ours.changes.max(1) as f64,
+        "targets": targets(ours),
+        "one_bucket": {
+            "max_key_load": one_bucket.hottest.as_ref().map(|h| h.load),
+            "hottest": one_bucket.hottest.as_ref().map(key_json),
+            "wcu_per_add_with_indexes": one_bucket.wcu / one_bucket.changes.max(1) as f64,
+            "targets": targets(one_bucket),
+        },
+    })
 }
