@@ -179,6 +179,14 @@ fn check_table(t: &Value, def: &TableDef) {
     let ctx = format!("table {} ({id})", def.table);
 
     assert_eq!(p["BillingMode"], "PAY_PER_REQUEST", "{ctx}: on-demand");
+    // Every table written during a first sync can be pre-warmed (off by default).
+    if def.table != shared::tables::Table::Projects {
+        assert_eq!(
+            p["WarmThroughput"],
+            warm_throughput(),
+            "{ctx}: warm throughput"
+        );
+    }
     assert_eq!(
         p["KeySchema"],
         key_schema(def.partition_key, def.sort_key),
@@ -250,8 +258,13 @@ fn check_table(t: &Value, def: &TableDef) {
             let keys: BTreeSet<&str> = g.as_object().unwrap().keys().map(String::as_str).collect();
             assert_eq!(
                 keys,
-                BTreeSet::from(["IndexName", "KeySchema", "Projection"]),
-                "{ictx}: on-demand indexes have nothing else"
+                BTreeSet::from(["IndexName", "KeySchema", "Projection", "WarmThroughput"]),
+                "{ictx}: on-demand indexes have nothing else but their warm throughput"
+            );
+            assert_eq!(
+                g["WarmThroughput"],
+                warm_throughput(),
+                "{ictx}: pre-warmed like its table"
             );
         }
     }
@@ -1418,5 +1431,34 @@ fn the_metric_alarms_watch_emitted_metrics_in_the_stacks_namespace() {
     assert!(
         watched >= 10,
         "skip rate, conflicts and failed chunks are alarmed"
+    );
+}
+
+/// A table's or index's `WarmThroughput`: the template parameters while pre-warming is on, no
+/// property otherwise.
+fn warm_throughput() -> Value {
+    json!({"Fn::If": ["HasWarmThroughput",
+        {"ReadUnitsPerSecond": {"Ref": "WarmReadUnitsPerSecond"}, "WriteUnitsPerSecond": {"Ref": "WarmWriteUnitsPerSecond"}},
+        {"Ref": "AWS::NoValue"}]})
+}
+
+#[test]
+fn pre_warming_is_off_by_default_and_new_segments_get_64_buckets() {
+    let t = template();
+    assert_eq!(
+        t["Parameters"]["WarmWriteUnitsPerSecond"]["Default"],
+        json!(0)
+    );
+    assert_eq!(
+        t["Conditions"]["HasWarmThroughput"],
+        json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "WarmWriteUnitsPerSecond"}, 0]}]})
+    );
+    assert_eq!(
+        t["Parameters"]["SegmentBuckets"]["Default"],
+        json!(shared::keys::memberships::DEFAULT_BUCKETS)
+    );
+    assert_eq!(
+        t["Globals"]["Function"]["Environment"]["Variables"]["SEGMENT_BUCKETS"],
+        json!({"Ref": "SegmentBuckets"})
     );
 }

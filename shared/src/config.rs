@@ -29,6 +29,9 @@ pub struct Config {
     pub home_region: Region,
     /// CloudWatch namespace of the invocation metrics (EMF lines on stdout); none: not emitted.
     pub metrics_namespace: Option<String>,
+    /// Buckets a segment created from now on gets (`SEGMENT_BUCKETS`, 1–256, default 64;
+    /// `keys::memberships`). A segment keeps the count it was created with.
+    pub segment_buckets: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -41,6 +44,7 @@ impl std::fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("home_region", &self.home_region)
             .field("metrics_namespace", &self.metrics_namespace)
+            .field("segment_buckets", &self.segment_buckets)
             .finish_non_exhaustive()
     }
 }
@@ -81,7 +85,21 @@ impl Config {
                 reason: format!("{v:?} is not a CleverTap region"),
             })?,
         };
+        let max_buckets = crate::store::keys::memberships::MAX_BUCKETS;
+        let segment_buckets = match non_empty("SEGMENT_BUCKETS") {
+            None => crate::store::keys::memberships::DEFAULT_BUCKETS,
+            Some(v) => v
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|b| (1..=max_buckets).contains(b))
+                .ok_or_else(|| ConfigError::Invalid {
+                    name: "SEGMENT_BUCKETS",
+                    reason: format!("{v:?} is not a whole number from 1 to {max_buckets}"),
+                })?,
+        };
         Ok(Self {
+            segment_buckets,
             caller_token,
             tables: TableNames::new(
                 non_empty("TABLE_PREFIX").unwrap_or_else(|| DEFAULT_TABLE_PREFIX.to_owned()),
@@ -151,6 +169,19 @@ pub fn init_tracing() {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn segment_buckets_default_to_64_and_stay_in_range() {
+        let with = |v: &'static str| {
+            Config::from_lookup(move |k| (k == "SEGMENT_BUCKETS").then(|| v.to_owned()))
+        };
+        assert_eq!(Config::from_lookup(|_| None).unwrap().segment_buckets, 64);
+        assert_eq!(with("1").unwrap().segment_buckets, 1);
+        assert_eq!(with(" 128 ").unwrap().segment_buckets, 128);
+        for bad in ["0", "257", "-1", "many"] {
+            assert!(with(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn defaults_and_overrides() {

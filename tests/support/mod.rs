@@ -339,6 +339,11 @@ impl Stack {
             .await
             .expect("segment layout")
             .expect("segment exists");
+        let sync_action = action.map(|a| match a {
+            "Added" => shared::segment_state::SyncAction::Added,
+            "Removed" => shared::segment_state::SyncAction::Removed,
+            other => panic!("no action {other}"),
+        });
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..10_000 {
@@ -347,7 +352,14 @@ impl Stack {
             });
             let (page, next) = self
                 .store
-                .find_people(region, project_id, layout, action, limit, after.as_ref())
+                .find_people(
+                    region,
+                    project_id,
+                    layout,
+                    sync_action,
+                    limit,
+                    after.as_ref(),
+                )
                 .await
                 .expect("find people");
             assert!(page.len() <= limit, "a page holds at most its limit");

@@ -11,7 +11,8 @@ async fn main() -> Result<(), Error> {
     init_tracing();
     let config = Config::from_env()?;
     config.require_caller_token()?;
-    let store = Store::new(config.clients().await, config.tables.clone());
+    let store = Store::new(config.clients().await, config.tables.clone())
+        .with_new_segment_buckets(config.segment_buckets);
     let endpoint = Endpoint::new(&config, store);
     let endpoint = &endpoint;
     run(service_fn(move |req| handle_http(endpoint, req))).await

@@ -11,7 +11,8 @@ use shared::store::Store;
 async fn main() -> Result<(), Error> {
     init_tracing();
     let config = Config::from_env()?;
-    let store = Store::new(config.clients().await, config.tables.clone());
+    let store = Store::new(config.clients().await, config.tables.clone())
+        .with_new_segment_buckets(config.segment_buckets);
     let api = QueryApi::new(store, config.home_region, config.project_cache_ttl, false)
         .with_metrics(config.metrics("query"));
     let api = &api;

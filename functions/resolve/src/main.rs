@@ -11,7 +11,8 @@ use shared::store::Store;
 async fn main() -> Result<(), Error> {
     init_tracing();
     let config = Config::from_env()?;
-    let store = Store::new(config.clients().await, config.tables.clone());
+    let store = Store::new(config.clients().await, config.tables.clone())
+        .with_new_segment_buckets(config.segment_buckets);
     let metrics = config.metrics("resolve");
     let (store, names, metrics) = (&store, &config.tables, &metrics);
     run(service_fn(move |event: LambdaEvent<Event>| async move {

@@ -604,15 +604,39 @@ async fn main() {
     if std::env::var("BENCH_FIRST_SYNC").as_deref() != Ok("0") {
         rig.pipeline.set_lanes(local::lanes_from_env());
         let aud = 72_000;
+        // BENCH_FIRST_SYNC_REQUESTS (100) shortens it for a quick look.
+        let requests: usize = std::env::var("BENCH_FIRST_SYNC_REQUESTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100);
+        let changes = requests as u64 * 1_000;
         let ours = rig
-            .phase(&meter, &auth, "first-sync", "first", aud, 100, true, 20_000)
+            .phase(
+                &meter,
+                &auth,
+                "first-sync",
+                "first",
+                aud,
+                requests,
+                true,
+                20_000,
+            )
             .await;
         let theirs = one_bucket
-            .phase(&meter, &auth, "first-sync", "first", aud, 100, true, 20_000)
+            .phase(
+                &meter,
+                &auth,
+                "first-sync",
+                "first",
+                aud,
+                requests,
+                true,
+                20_000,
+            )
             .await;
-        let mut first = ours.json(100_000);
+        let mut first = ours.json(changes);
         first["lanes"] = json!(local::lanes_from_env());
-        first["one_bucket"] = theirs.json(100_000);
+        first["one_bucket"] = theirs.json(changes);
         first["ratio_to_one_bucket"] = json!(ours.seconds / theirs.seconds);
         report.insert("first_sync_100k".into(), first);
         report.insert(
@@ -621,9 +645,12 @@ async fn main() {
         );
     }
 
-    // 6. Function binaries: size, cold start, peak RSS on the 10,000-profile request.
-    let bins = binaries(&b, &batch10k, &auth, &bin_dir, &endpoint_url, &prefix).await;
-    report.insert("binaries".into(), Value::Object(bins));
+    // 6. Function binaries: size, cold start, peak RSS on the 10,000-profile request
+    //    (not in a heat-only run: BENCH_ONLY=heat).
+    if std::env::var("BENCH_ONLY").as_deref() != Ok("heat") {
+        let bins = binaries(&b, &batch10k, &auth, &bin_dir, &endpoint_url, &prefix).await;
+        report.insert("binaries".into(), Value::Object(bins));
+    }
     let _ = (&b.store, &b.meter, &b.endpoint_url);
 
     // The figures are kept first, whatever printing them does.

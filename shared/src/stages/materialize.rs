@@ -27,15 +27,13 @@ use crate::region::Region;
 use crate::segment_state::{MemberState, Outcome, SyncAction, apply};
 use crate::store::counters::{OpenOutcome, archiving_check, counter_shard_clear, pick_shard};
 use crate::store::memberships::{
-    ActionRole, PairWrite, RegionTables, SegmentLayout, member_state, membership_key,
+    ActionRole, PairWrite, RegionTables, SegmentLayout, SyncHistory, member_state, membership_key,
     segment_transaction, transaction_actions,
 };
 use crate::store::segments::SegmentKey;
 use crate::store::segments::status as segment_status;
 use crate::store::stats::StoreStats;
-use crate::store::{
-    CancellationReason, Item, Store, StoreError, TxOutcome, backoff, get_n, get_s, n, s,
-};
+use crate::store::{CancellationReason, Item, Store, StoreError, TxOutcome, backoff, get_s, n, s};
 use crate::stream::{self as records, InboxRow, RecordError};
 use crate::tables::{Table, TableNames};
 
@@ -99,6 +97,7 @@ fn plan_pair(
     clevertap_id: &str,
     changes: &[&MembershipChange],
     read: &MemberState,
+    read_history: SyncHistory,
     counts: &mut MaterializeCounts,
 ) -> Option<PairWrite> {
     let mut state = read.clone();
@@ -128,6 +127,7 @@ fn plan_pair(
         identity,
         expected_version: read.version.clone(),
         next: state,
+        history: read_history.with(&events),
         events,
         consumed,
     })
@@ -168,7 +168,14 @@ pub async fn materialize_changes(
         .batch_get(region, Table::Segments, segment_keys)
         .await?
         .into_iter()
-        .filter_map(|i| get_n(&i, "partner_segment_id").map(|id| (id, i)))
+        .filter_map(|i| {
+            // By its key: the item's own attributes may be incomplete.
+            let id = get_s(&i, keys::SK)?
+                .strip_prefix(keys::segments::SEGMENT_PREFIX)?
+                .parse()
+                .ok()?;
+            Some((id, i))
+        })
         .collect();
 
     // Every segment runs to its end, so one segment that can never be written does not keep
@@ -284,6 +291,7 @@ async fn materialize_segment<'a>(
                     ct,
                     &pairs[ct][from..],
                     &member_state(read.get(ct)),
+                    SyncHistory::of_item(read.get(ct)),
                     &mut tally,
                 ) {
                     Some(w) if w.events.is_empty() => noops.push((w, tally)),
@@ -369,6 +377,18 @@ async fn materialize_segment<'a>(
                         .open_counter_shards(region, project_id, layout, &segment_name, now)
                         .await?;
                     if let OpenOutcome::BucketsDiffer(current) = opened {
+                        // Another count than planned: the retry reads the segment again. The
+                        // same count means the segment item and its shards disagree, which no
+                        // retry can mend.
+                        if current == layout {
+                            return Err(MaterializeError::Rejected(
+                                audience_id,
+                                format!(
+                                    "segment records {} buckets but its shards differ",
+                                    layout.buckets
+                                ),
+                            ));
+                        }
                         return Err(MaterializeError::BucketsChanged(
                             audience_id,
                             current.buckets,

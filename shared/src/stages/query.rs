@@ -15,6 +15,7 @@ use crate::calendar::month_of;
 use crate::keys;
 use crate::protocol::now_ms;
 use crate::region::Region;
+use crate::segment_state::SyncAction;
 use crate::stages::erasure::ErasureAudit;
 use crate::stages::http::HttpReply;
 use crate::stages::metrics::Metrics;
@@ -582,7 +583,8 @@ impl Ctx<'_> {
         };
         let action = match query.get("action").map(String::as_str) {
             None => None,
-            Some(a @ ("Added" | "Removed")) => Some(a),
+            Some("Added") => Some(SyncAction::Added),
+            Some("Removed") => Some(SyncAction::Removed),
             Some(_) => return Ok(Err(fail(400, "action must be Added or Removed"))),
         };
         let limit = try_reply!(limit_of(query));

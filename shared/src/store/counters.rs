@@ -549,18 +549,24 @@ impl Store {
         Ok(match self.gate_transaction(region, items).await? {
             GateTx::Committed => OpenOutcome::Opened,
             GateTx::SegmentCondition => {
+                // Strongly consistent: the condition failed on an item that exists.
                 let current = self
-                    .get_item_by_key(
+                    .get_segment_item(&crate::store::segments::SegmentKey {
                         region,
-                        Table::Segments,
-                        segment_key(project_id, audience_id),
-                    )
+                        project_id,
+                        audience_id,
+                    })
                     .await?;
                 match current {
                     Some(item) if get_s(&item, "status") == Some(status::ACTIVE) => {
                         OpenOutcome::BucketsDiffer(SegmentLayout::of_item(audience_id, &item))
                     }
-                    _ => OpenOutcome::SegmentInactive,
+                    Some(_) => OpenOutcome::SegmentInactive,
+                    None => {
+                        return Err(StoreError::Unavailable(format!(
+                            "segment {audience_id} unreadable right after its condition failed"
+                        )));
+                    }
                 }
             }
         })

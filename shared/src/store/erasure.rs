@@ -14,7 +14,9 @@ use super::{
     CancellationReason, Item, MAX_UNPROCESSED_RETRIES, Store, StoreError, TxOutcome, backoff,
     conditional, get_n, get_s, n, s,
 };
-use crate::keys::{self, events as ek, profiles as pk, projects, segments as sk};
+use crate::keys::{
+    self, events as ek, memberships as mk, profiles as pk, projects, segments as sk,
+};
 use crate::region::Region;
 use crate::tables::Table;
 
@@ -167,6 +169,8 @@ impl Store {
             let read = get_s(&row, "version").map(str::to_owned);
             let erased_before = !member
                 && !row.contains_key("identity")
+                && !row.contains_key(mk::EVER_ADDED)
+                && !row.contains_key(mk::EVER_REMOVED)
                 && read.as_deref().is_some_and(|v| v >= erased_version);
             if erased_before {
                 return Ok(RowErased::Unchanged);
@@ -185,13 +189,16 @@ impl Store {
                         Update::builder()
                             .table_name(&tables.memberships)
                             .set_key(Some(key.clone()))
+                            // The person's events go: so does the history Find People reads.
                             .update_expression(
                                 "SET #member = :no, version = :next, erased_ms = :now, \
-                                 updated_ms = :now REMOVE #identity",
+                                 updated_ms = :now REMOVE #identity, #added, #removed",
                             )
                             .condition_expression(condition)
                             .expression_attribute_names("#member", "member")
                             .expression_attribute_names("#identity", "identity")
+                            .expression_attribute_names("#added", mk::EVER_ADDED)
+                            .expression_attribute_names("#removed", mk::EVER_REMOVED)
                             .set_expression_attribute_values(Some(
                                 [
                                     (":no", AttributeValue::Bool(false)),

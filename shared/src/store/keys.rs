@@ -222,6 +222,11 @@ pub mod memberships {
     pub fn sk(clevertap_id: &str) -> String {
         clevertap_id.to_owned()
     }
+
+    /// Whether the pair ever raised a Partner Sync with Action Added / Removed: Find People of a
+    /// bucketed segment reads these from the rows (its events carry no `by_segment` key).
+    pub const EVER_ADDED: &str = "ever_added";
+    pub const EVER_REMOVED: &str = "ever_removed";
 }
 
 /// Table `events`: Partner Sync events per profile, newest last in key order.

@@ -105,6 +105,39 @@ pub fn member_state(item: Option<&Item>) -> MemberState {
     }
 }
 
+/// Which Partner Sync actions one (segment, profile) ever raised, kept on its row: Find People
+/// of a bucketed segment reads them there instead of from the `by_segment` index (one index
+/// write less per change; the row is written in the same transaction anyway).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncHistory {
+    pub added: bool,
+    pub removed: bool,
+}
+
+impl SyncHistory {
+    /// The history a stored row records.
+    pub fn of_item(item: Option<&Item>) -> Self {
+        let flag = |name: &str| {
+            item.and_then(|i| i.get(name))
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or(false)
+        };
+        Self {
+            added: flag(mk::EVER_ADDED),
+            removed: flag(mk::EVER_REMOVED),
+        }
+    }
+
+    /// This history and these events' actions.
+    pub fn with(self, events: &[(MembershipChange, SyncAction)]) -> Self {
+        Self {
+            added: self.added || events.iter().any(|(_, a)| *a == SyncAction::Added),
+            removed: self.removed || events.iter().any(|(_, a)| *a == SyncAction::Removed),
+        }
+    }
+}
+
 /// The new state of one (segment, profile) and the events its changes raised.
 #[derive(Debug, Clone)]
 pub struct PairWrite {
@@ -115,6 +148,8 @@ pub struct PairWrite {
     pub expected_version: Option<String>,
     pub next: MemberState,
     pub events: Vec<(MembershipChange, SyncAction)>,
+    /// The actions the pair raised ever, these events included.
+    pub history: SyncHistory,
     /// How many of the pair's pending changes this write covers (the rest, if any, follow in
     /// another write).
     pub consumed: usize,
@@ -140,6 +175,14 @@ impl PairWrite {
         item.insert("updated_ms".into(), n(now_ms));
         if let Some(id) = &self.identity {
             item.insert("identity".into(), s(id.clone()));
+        }
+        for (flag, name) in [
+            (self.history.added, mk::EVER_ADDED),
+            (self.history.removed, mk::EVER_REMOVED),
+        ] {
+            if flag {
+                item.insert(name.into(), AttributeValue::Bool(true));
+            }
         }
         item
     }
@@ -176,7 +219,7 @@ pub fn event_put(
         ]
         .into(),
     );
-    let item = Item::from([
+    let mut item = Item::from([
         (
             keys::PK.to_owned(),
             s(ek::pk(project_id, &change.clevertap_id)),
@@ -185,26 +228,30 @@ pub fn event_put(
             keys::SK.to_owned(),
             s(ek::sk(change.ts_ms, change.audience_id, &change_id)),
         ),
-        (
+        (ek::ACTION.to_owned(), s(action.as_str())),
+        ("event".to_owned(), s(PARTNER_SYNC)),
+        ("ts_ms".to_owned(), n(change.ts_ms)),
+        (ek::CLEVERTAP_ID.to_owned(), s(change.clevertap_id.clone())),
+        ("project_id".to_owned(), s(project_id)),
+        ("change_id".to_owned(), s(change_id.clone())),
+        ("properties".to_owned(), properties),
+    ]);
+    // Find People of a one-bucket segment (one created before buckets) reads `by_segment`; a
+    // bucketed segment's reads its rows' history instead, so its events stay out of the index.
+    if layout.buckets <= 1 {
+        item.insert(
             ek::SEGMENT_KEY.to_owned(),
             s(layout.segment_key(project_id, &change.clevertap_id)),
-        ),
-        (
+        );
+        item.insert(
             ek::PROFILE_KEY.to_owned(),
             s(ek::profile_key(
                 &change.clevertap_id,
                 change.ts_ms,
                 &change_id,
             )),
-        ),
-        (ek::ACTION.to_owned(), s(action.as_str())),
-        ("event".to_owned(), s(PARTNER_SYNC)),
-        ("ts_ms".to_owned(), n(change.ts_ms)),
-        (ek::CLEVERTAP_ID.to_owned(), s(change.clevertap_id.clone())),
-        ("project_id".to_owned(), s(project_id)),
-        ("change_id".to_owned(), s(change_id)),
-        ("properties".to_owned(), properties),
-    ]);
+        );
+    }
     Put::builder()
         .table_name(table)
         .set_item(Some(item))
@@ -360,6 +407,15 @@ impl Store {
     }
 }
 
+/// Which rows of a segment a Query keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowFilter {
+    /// Current members.
+    Members,
+    /// Pairs that ever raised a Partner Sync of this action (any action: `None`).
+    Raised(Option<SyncAction>),
+}
+
 /// Rows read per page when clearing (the limit applies before the `member = true` filter, so a
 /// page of cleared rows comes back empty with a next page: paging forward is what finishes).
 const MEMBER_PAGE_ROWS: i32 = 1000;
@@ -384,16 +440,51 @@ impl Store {
         start: Option<Item>,
         limit: i32,
     ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
-        self.client(region)
+        self.rows_where(
+            region,
+            project_id,
+            layout,
+            bucket,
+            start,
+            limit,
+            RowFilter::Members,
+        )
+    }
+
+    /// A Query of one page (`limit` rows read) of one bucket of a segment's rows from `start`,
+    /// keeping those `filter` keeps.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn rows_where(
+        &self,
+        region: Region,
+        project_id: &str,
+        layout: SegmentLayout,
+        bucket: u32,
+        start: Option<Item>,
+        limit: i32,
+        filter: RowFilter,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        let (expression, attribute) = match filter {
+            RowFilter::Members => ("#a = :yes", "member"),
+            RowFilter::Raised(Some(SyncAction::Added)) => ("#a = :yes", mk::EVER_ADDED),
+            RowFilter::Raised(Some(SyncAction::Removed)) => ("#a = :yes", mk::EVER_REMOVED),
+            RowFilter::Raised(None) => ("#a = :yes OR #b = :yes", mk::EVER_ADDED),
+        };
+        let mut query = self
+            .client(region)
             .query()
             .table_name(self.table(region, Table::Memberships))
             .key_condition_expression("pk = :pk")
-            .filter_expression("#member = :yes")
-            .expression_attribute_names("#member", "member")
+            .filter_expression(expression)
+            .expression_attribute_names("#a", attribute)
             .expression_attribute_values(":pk", s(layout.bucket_pk(project_id, bucket)))
             .expression_attribute_values(":yes", AttributeValue::Bool(true))
             .set_exclusive_start_key(start)
-            .limit(limit)
+            .limit(limit);
+        if filter == RowFilter::Raised(None) {
+            query = query.expression_attribute_names("#b", mk::EVER_REMOVED);
+        }
+        query
     }
 
     /// The members among one page of one bucket of a segment's membership rows, from `start`.
@@ -463,6 +554,7 @@ mod tests {
             identity: None,
             expected_version: None,
             next: MemberState::default(),
+            history: SyncHistory::default(),
             events,
             consumed: 1,
         }

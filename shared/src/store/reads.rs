@@ -4,11 +4,12 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::operation::query::QueryOutput;
 
-use super::memberships::{SegmentLayout, membership_key};
+use super::memberships::{RowFilter, SegmentLayout, membership_key};
 use super::profiles::{identity_key, profile_key};
 use super::{Item, Store, StoreError, get_n, get_s, s};
 use crate::keys::{self, events as ek, inbox as ik, profiles as pk, segments as sk};
 use crate::region::Region;
+use crate::segment_state::SyncAction;
 use crate::tables::Table;
 
 /// Queries one page of a segment (members, Find People) may make: a page walks the segment's
@@ -19,12 +20,12 @@ pub const MAX_PAGE_QUERIES: usize = 64;
 pub const BUCKETS_AT_ONCE: usize = 16;
 
 /// The Queries of one paging round, run together: the bucket of `from` from its position, then
-/// the following buckets from their starts, at most `budget` and [`BUCKETS_AT_ONCE`] of them.
-/// Answers each position with its page, in bucket order.
+/// the following buckets from their starts, at most `fan` of them. Answers each position with
+/// its page, in bucket order.
 async fn query_buckets<F, Fut, E>(
     from: &BucketPosition,
     buckets: u32,
-    budget: usize,
+    fan: usize,
     query: F,
 ) -> Result<Vec<(BucketPosition, QueryOutput)>, StoreError>
 where
@@ -38,7 +39,7 @@ where
             bucket,
             after: None,
         }))
-        .take(count.min(budget).min(BUCKETS_AT_ONCE))
+        .take(count.min(fan).max(1))
         .collect();
     let pages = futures::future::try_join_all(positions.iter().map(&query))
         .await
@@ -111,13 +112,23 @@ impl BucketPosition {
         }
     }
 
-    /// Reads a members cursor of this segment; `None` if it is not one.
+    /// Reads a members cursor of this segment; `None` if it is not one (its CleverTap ID must
+    /// be of its bucket).
     pub fn parse_members(layout: SegmentLayout, cursor: &str) -> Option<Self> {
-        Self::parse(layout, cursor, str::to_owned)
+        Self::parse(layout, cursor, str::to_owned).filter(|p| {
+            p.after
+                .as_deref()
+                .is_none_or(|ct| layout.bucket_of(ct) == p.bucket)
+        })
     }
 
     /// Reads a Find People cursor of this segment; `None` if it is not one.
     pub fn parse_people(layout: SegmentLayout, cursor: &str) -> Option<Self> {
+        if layout.buckets > 1 {
+            // A bucketed segment pages its rows, as its members list does.
+            return Self::parse_members(layout, cursor);
+        }
+        // A one-bucket segment pages its events' index keys; past every key of the profile.
         Self::parse(layout, cursor, |ct| format!("{ct}#~"))
     }
 }
@@ -266,21 +277,54 @@ impl Store {
         limit: usize,
         after: Option<&BucketPosition>,
     ) -> Result<MemberList, StoreError> {
+        let (rows, next) = self
+            .walk_rows(region, project_id, layout, limit, after, RowFilter::Members)
+            .await?;
+        let members = rows
+            .iter()
+            .filter_map(|i| {
+                Some(Member {
+                    clevertap_id: get_s(i, keys::SK)?.to_owned(),
+                    identity: get_s(i, "identity").map(str::to_owned),
+                })
+            })
+            .collect();
+        Ok(MemberList { members, next })
+    }
+
+    /// Up to `limit` of a segment's rows that `filter` keeps, bucket after bucket from `after`,
+    /// and the cursor of what follows (`None`: nothing).
+    async fn walk_rows(
+        &self,
+        region: Region,
+        project_id: &str,
+        layout: SegmentLayout,
+        limit: usize,
+        after: Option<&BucketPosition>,
+        filter: RowFilter,
+    ) -> Result<(Vec<Item>, Option<String>), StoreError> {
         let mut rows: Vec<Item> = Vec::new();
         let mut at = after.cloned().unwrap_or_default();
         let mut queries = 0;
+        // One bucket at a time while buckets fill the page (a big segment: one Query a page),
+        // twice as many each round that empties all it read (a small one: few rounds).
+        let mut fan = 1;
         'rounds: while at.bucket < layout.buckets
             && rows.len() < limit
             && queries < MAX_PAGE_QUERIES
         {
             let wanted = (limit - rows.len()) as i32;
-            let round = query_buckets(&at, layout.buckets, MAX_PAGE_QUERIES - queries, |pos| {
+            let round_fan = fan.min(MAX_PAGE_QUERIES - queries);
+            fan = (fan * 2).min(BUCKETS_AT_ONCE);
+            let round = query_buckets(&at, layout.buckets, round_fan, |pos| {
                 let start = pos
                     .after
                     .as_deref()
                     .map(|ct| membership_key(project_id, layout, ct));
-                self.member_rows(region, project_id, layout, pos.bucket, start, wanted)
-                    .send()
+                self.rows_where(
+                    region, project_id, layout, pos.bucket, start, wanted, filter,
+                )
+                .send()
             })
             .await?;
             queries += round.len();
@@ -302,9 +346,10 @@ impl Store {
                     .as_ref()
                     .and_then(|k| get_s(k, keys::SK))
                 {
-                    // The rest of this bucket is unread: the next round starts there.
+                    // The rest of this bucket is unread: the next round starts there, alone.
                     Some(ct) => {
                         at = pos.within(ct);
+                        fan = 1;
                         continue 'rounds;
                     }
                     None => at = pos.next_bucket(),
@@ -314,17 +359,8 @@ impl Store {
                 }
             }
         }
-        let members = rows
-            .iter()
-            .filter_map(|i| {
-                Some(Member {
-                    clevertap_id: get_s(i, keys::SK)?.to_owned(),
-                    identity: get_s(i, "identity").map(str::to_owned),
-                })
-            })
-            .collect();
         let next = (at.bucket < layout.buckets).then(|| at.encode());
-        Ok(MemberList { members, next })
+        Ok((rows, next))
     }
 
     /// A profile's events, newest first.
@@ -365,15 +401,36 @@ impl Store {
     /// action), each once, bucket after bucket and in CleverTap ID order within a bucket, from
     /// `after`; buckets are read as [`Store::segment_members`] reads them, so a page may hold
     /// fewer, even none, and still have a next one.
+    ///
+    /// A bucketed segment answers from its rows' history (`memberships::SyncHistory`); a one-bucket
+    /// segment (created before buckets) from the `by_segment` index of its events.
     pub async fn find_people(
         &self,
         region: Region,
         project_id: &str,
         layout: SegmentLayout,
-        action: Option<&str>,
+        action: Option<SyncAction>,
         limit: usize,
         after: Option<&BucketPosition>,
     ) -> Result<(Vec<String>, Option<String>), StoreError> {
+        if layout.buckets > 1 {
+            let (rows, next) = self
+                .walk_rows(
+                    region,
+                    project_id,
+                    layout,
+                    limit,
+                    after,
+                    RowFilter::Raised(action),
+                )
+                .await?;
+            let found = rows
+                .iter()
+                .filter_map(|i| get_s(i, keys::SK).map(str::to_owned))
+                .collect();
+            return Ok((found, next));
+        }
+        let action = action.map(SyncAction::as_str);
         let mut found: Vec<String> = Vec::new();
         let mut at = after.cloned().unwrap_or_default();
         let mut queries = 0;
@@ -575,6 +632,8 @@ impl Store {
         limit: usize,
         before: Option<&str>,
     ) -> Result<(Vec<Item>, bool), StoreError> {
+        // Rows spread evenly over the keys: each is asked for a share of the page, with room.
+        let per_shard = (limit / ik::RECEIVED_SHARDS as usize + 1) * 2;
         let shards = (0..ik::RECEIVED_SHARDS).map(|shard| {
             let mut q = self
                 .client(region)
@@ -584,7 +643,7 @@ impl Store {
                 .expression_attribute_names("#shard", ik::RECEIVED_SHARD)
                 .expression_attribute_values(":shard", s(ik::received_shard_key(project_id, shard)))
                 .scan_index_forward(false)
-                .limit(limit as i32);
+                .limit(per_shard as i32);
             q = match before {
                 Some(b) => q
                     .key_condition_expression("#shard = :shard AND #rk < :before")
@@ -595,10 +654,23 @@ impl Store {
             q.send()
         });
         let pages = futures::future::try_join_all(shards).await?;
-        let mut more = pages.iter().any(|p| p.last_evaluated_key.is_some());
+        // A key with more rows than it gave may hold rows older than its last but newer than
+        // other keys' rows: only what is at least as new as every such key's last row is sure to
+        // be the newest (never empty: that key's own rows qualify).
+        let cut: Option<String> = pages
+            .iter()
+            .filter(|p| p.last_evaluated_key.is_some())
+            .filter_map(|p| p.items().last().and_then(|i| get_s(i, ik::RECEIVED_KEY)))
+            .max()
+            .map(str::to_owned);
+        let mut more = cut.is_some();
         let mut rows: Vec<Item> = pages
             .into_iter()
             .flat_map(|p| p.items.unwrap_or_default())
+            .filter(|r| {
+                cut.as_deref()
+                    .is_none_or(|c| get_s(r, ik::RECEIVED_KEY).is_some_and(|k| k >= c))
+            })
             .collect();
         rows.sort_by(|a, b| get_s(b, ik::RECEIVED_KEY).cmp(&get_s(a, ik::RECEIVED_KEY)));
         if rows.len() > limit {
@@ -624,11 +696,18 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_stay_in_the_segment() {
+        let ct = "ct:with:colons#and#hashes";
         let at = BucketPosition {
-            bucket: 5,
-            after: Some("ct:with:colons#and#hashes".into()),
+            bucket: MANY.bucket_of(ct),
+            after: Some(ct.into()),
         };
-        assert_eq!(BucketPosition::parse_members(MANY, &at.encode()), Some(at));
+        assert_eq!(
+            BucketPosition::parse_members(MANY, &at.encode()),
+            Some(at.clone())
+        );
+        // A CleverTap ID in another bucket than the cursor names is no cursor of ours.
+        let forged = format!("{}:{ct}", (at.bucket + 1) % 64);
+        assert_eq!(BucketPosition::parse_members(MANY, &forged), None);
         let start = BucketPosition {
             bucket: 9,
             after: None,
