@@ -397,3 +397,85 @@ async fn the_read_api_never_crosses_projects_and_says_what_is_wrong() {
         400
     );
 }
+
+/// The same batch through the whole pipeline, on a stack whose segments get one bucket and on
+/// one whose segments get many: the same members and counts.
+#[tokio::test]
+async fn one_bucket_and_many_run_the_pipeline_alike() {
+    let mut answers = Vec::new();
+    for buckets in [1, shared::keys::memberships::DEFAULT_BUCKETS] {
+        let stack = Stack::with_buckets(&format!("e2e-b{buckets}"), Region::Eu1, buckets).await;
+        let mut pipeline = stack.pipeline_with_lanes(4).await;
+        let profiles: Vec<Value> = (0..60)
+            .map(|i| json!({"user_identities": [raw("customer", &format!("c-{i}"))], "mpid": format!("{}", i + 1),
+                            "audiences": [entry_for(31, "add")]}))
+            .collect();
+        stack
+            .send(&stack.batch("b1", 1_000, Value::Array(profiles)))
+            .await;
+        pipeline.run_until_idle(200).await.unwrap();
+        let (_, segment) = stack.read_api("GET", "/v1/segments/31", "").await;
+        let mut members = stack.members(31, 500).await;
+        members.sort();
+        answers.push((segment["member_count"].clone(), members.len()));
+    }
+    assert_eq!(answers[0], (json!(60), 60));
+    assert_eq!(answers[0], answers[1]);
+}
+
+/// The bench's key meter only watches: the pipeline over a metered client ends as it does without
+/// it, and the meter counts each membership change once and charges the keys it wrote.
+#[tokio::test]
+async fn the_key_meter_watches_a_first_sync_without_changing_it() {
+    for buckets in [1, shared::keys::memberships::DEFAULT_BUCKETS] {
+        let plain = Stack::with_buckets(&format!("e2e-meter{buckets}"), Region::Eu1, buckets).await;
+        let meter = local::meter::Meter::default();
+        let client = local::meter::metered_client(&endpoint(), meter.clone());
+        let store = shared::store::Store::new(
+            shared::clients::RegionalClients::single(client.clone()),
+            plain.names.clone(),
+        )
+        .with_new_segment_buckets(buckets);
+        let mut pipeline = local::pipeline::LocalPipeline::with_lanes(
+            &client,
+            &endpoint(),
+            store,
+            plain.names.clone(),
+            &[Region::Eu1],
+            4,
+        )
+        .await
+        .unwrap();
+        meter.start_keys(&plain.names, Region::Eu1);
+        let profiles: Vec<Value> = (0..300)
+            .map(|i| json!({"user_identities": [raw("customer", &format!("c-{i}"))], "mpid": format!("{}", i + 1),
+                            "audiences": [entry_for(32, "add")]}))
+            .collect();
+        plain
+            .send(&plain.batch("b1", 1_000, Value::Array(profiles)))
+            .await;
+        pipeline.run_until_idle(200).await.unwrap();
+        let heat = meter.stop_keys().expect("on");
+        let (_, segment) = plain.read_api("GET", "/v1/segments/32", "").await;
+        assert_eq!(segment["member_count"], 300, "{buckets} buckets");
+        assert_eq!(heat.changes, 300, "one change per Partner Sync event");
+        let memberships = heat
+            .targets
+            .iter()
+            .find(|t| t.target == "memberships")
+            .expect("memberships charged");
+        assert_eq!(
+            memberships.keys as u32,
+            if buckets == 1 {
+                1
+            } else {
+                memberships.keys as u32
+            }
+        );
+        assert!(
+            memberships.keys as u32 >= buckets.min(40),
+            "{} keys",
+            memberships.keys
+        );
+    }
+}

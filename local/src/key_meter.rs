@@ -198,11 +198,19 @@ impl Raw {
         Self {
             inner: inner.clone(),
             uri: request.uri().to_owned(),
+            // Only what DynamoDB Local needs: the call's own signature headers would not match
+            // another body (Local does not check them, but they must not describe another body).
             headers: request
                 .headers()
                 .iter()
-                .filter(|(k, _)| !k.eq_ignore_ascii_case("content-length"))
+                .filter(|(k, _)| {
+                    k.eq_ignore_ascii_case("authorization") || k.eq_ignore_ascii_case("x-amz-date")
+                })
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .chain([(
+                    "content-type".to_owned(),
+                    "application/x-amz-json-1.0".to_owned(),
+                )])
                 .collect(),
         }
     }

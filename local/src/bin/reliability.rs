@@ -280,8 +280,17 @@ async fn verify(env: &Env, accepted: &[Batch], f: &mut Figures) {
         if !seen.insert((s(e, "pk"), s(e, "change_id"))) {
             f.duplicate_events += 1;
         }
+        // (profile, segment): the segment from the event's own Partner Segment ID (events of a
+        // bucketed segment carry no `by_segment` key).
+        let segment = e
+            .get("properties")
+            .and_then(|p| p.as_m().ok())
+            .and_then(|m| m.get("Partner Segment ID"))
+            .and_then(|v| v.as_n().ok())
+            .cloned()
+            .unwrap_or_default();
         by_pair
-            .entry((s(e, "pk"), s(e, "segment_key")))
+            .entry((s(e, "pk"), segment))
             .or_default()
             .push((s(e, "sk"), s(e, "action")));
     }
