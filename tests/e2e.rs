@@ -456,6 +456,25 @@ async fn the_key_meter_watches_a_first_sync_without_changing_it() {
             .await;
         pipeline.run_until_idle(200).await.unwrap();
         let heat = meter.stop_keys().expect("on");
+        // The heat table of this small first sync (`--nocapture` shows it).
+        for target in &heat.targets {
+            let h = &target.hottest;
+            eprintln!(
+                "heat buckets={buckets} {:<28} keys {:>4} W/change {:.4} R/change {:.4} hottest {:.5} W {:.4} R {:.4} load {:.3}",
+                target.target,
+                target.keys,
+                target.wcu / heat.changes as f64,
+                target.rcu / heat.changes as f64,
+                h.key.key,
+                h.wcu_per_change,
+                h.rcu_per_change,
+                h.load
+            );
+        }
+        eprintln!(
+            "heat buckets={buckets} total WCU/change {:.3}",
+            heat.wcu / heat.changes as f64
+        );
         let (_, segment) = plain.read_api("GET", "/v1/segments/32", "").await;
         assert_eq!(segment["member_count"], 300, "{buckets} buckets");
         assert_eq!(heat.changes, 300, "one change per Partner Sync event");

@@ -43,6 +43,12 @@ pub fn client_with_http(
             .credentials_provider(Credentials::new("local", "local", None, None, "static"))
             .endpoint_url(endpoint)
             .http_client(http)
+            // DynamoDB Local serves one partition's transactions one at a time: under the key
+            // meter's extra reads an answer can stall past the SDK's grace period, which would
+            // fail the call and retry it forever; a metered or faulty client waits instead.
+            .stalled_stream_protection(
+                aws_sdk_dynamodb::config::StalledStreamProtectionConfig::disabled(),
+            )
             .build(),
     )
 }
