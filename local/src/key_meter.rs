@@ -405,6 +405,17 @@ pub(crate) async fn after_call(
     m.heat.add_changes(changes);
 }
 
+/// The size of the items a Query or Scan answered.
+fn items_size(answer: &Value) -> usize {
+    answer["Items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(object)
+        .map(item_size)
+        .sum()
+}
+
 /// Prices a read (GetItem, BatchGetItem, Query, Scan) from its request and answer.
 fn price_read(meter: &SharedKeyMeter, op: &str, body: &Value, status: u16, answer: &Value) {
     if status != 200 {
@@ -460,13 +471,7 @@ fn price_read(meter: &SharedKeyMeter, op: &str, body: &Value, status: u16, answe
                     object(&body["ExpressionAttributeValues"]),
                 )
                 .unwrap_or_default();
-                let bytes: usize = answer["Items"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(object)
-                    .map(item_size)
-                    .sum();
+                let bytes = items_size(answer);
                 let mut c = price_query(schema, index, &partition, bytes, consistent(body));
                 // Items a filter dropped were read too: DynamoDB Local's own count covers them.
                 let reported = answer["ConsumedCapacity"]["CapacityUnits"]
@@ -479,13 +484,7 @@ fn price_read(meter: &SharedKeyMeter, op: &str, body: &Value, status: u16, answe
         "Scan" => {
             let table = body["TableName"].as_str().unwrap_or_default();
             if let Some(schema) = m.schema(table) {
-                let bytes: usize = answer["Items"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(object)
-                    .map(item_size)
-                    .sum();
+                let bytes = items_size(answer);
                 charges.push(Charge {
                     key: KeyId {
                         target: schema.name.clone(),

@@ -671,18 +671,19 @@ impl Store {
         audience_id: i64,
     ) -> Result<Option<Item>, StoreError> {
         Ok(self
-            .segment_with_history(region, project_id, audience_id)
+            .segment_and_shards(region, project_id, audience_id)
             .await?
             .map(|(segment, _)| segment))
     }
 
-    /// A segment with its counters, and its per-day counts, as of one point in time.
-    pub async fn segment_with_history(
+    /// A segment with its counters summed, and its shard items, as of one point in time (no
+    /// day items read).
+    async fn segment_and_shards(
         &self,
         region: Region,
         project_id: &str,
         audience_id: i64,
-    ) -> Result<Option<(Item, BTreeMap<String, DayCounts>)>, StoreError> {
+    ) -> Result<Option<(Item, Vec<Item>)>, StoreError> {
         let mut keys = vec![segment_key(project_id, audience_id)];
         keys.extend((0..k::COUNTER_SHARDS).map(|s| counter_shard_key(project_id, audience_id, s)));
         let mut items = self.transact_get(region, Table::Segments, keys).await?;
@@ -695,6 +696,22 @@ impl Store {
             .copied()
             .unwrap_or_default()
             .merge_into(&mut segment);
+        Ok(Some((segment, shards)))
+    }
+
+    /// A segment with its counters, and its per-day counts, as of one point in time.
+    pub async fn segment_with_history(
+        &self,
+        region: Region,
+        project_id: &str,
+        audience_id: i64,
+    ) -> Result<Option<(Item, BTreeMap<String, DayCounts>)>, StoreError> {
+        let Some((segment, shards)) = self
+            .segment_and_shards(region, project_id, audience_id)
+            .await?
+        else {
+            return Ok(None);
+        };
         // The day items, one Query per shard (beside the shard, under its key). Read after the
         // counts: while members are being counted, a day may already hold a later transaction.
         let days: Vec<Vec<Item>> =
