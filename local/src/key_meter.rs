@@ -16,8 +16,8 @@ use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::byte_stream::ByteStream;
 use serde_json::{Value, json};
-use shared::Region;
-use shared::tables::{TableNames, table_defs};
+use shared::domain::region::Region;
+use shared::store::tables::{TableNames, table_defs};
 
 use crate::heat::{
     Charge, HeatMap, HeatReport, IndexSchema, KeyId, Projection, TableSchema, WireItem, item_size,
@@ -68,7 +68,7 @@ impl KeyMeter {
             .collect();
         Self {
             schemas,
-            events_table: names.name(region, shared::tables::Table::Events),
+            events_table: names.name(region, shared::store::tables::Table::Events),
             heat: HeatMap::new(WINDOW_CHANGES),
         }
     }

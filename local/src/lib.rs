@@ -81,10 +81,10 @@ pub async fn scan_all(
 /// Creates an active project with one passcode that never expires; returns (passcode, token).
 pub async fn provision_project(
     store: &shared::store::Store,
-    region: shared::Region,
+    region: shared::domain::region::Region,
     project_id: &str,
 ) -> Result<(String, String), shared::store::projects::ProjectWriteError> {
-    use shared::auth::{Project, ProjectStatus, StoredPasscode, generate_secret};
+    use shared::domain::auth::{Project, ProjectStatus, StoredPasscode, generate_secret};
     let (passcode, token) = (generate_secret(), generate_secret());
     store
         .create_project(&Project {
@@ -461,7 +461,8 @@ mod tests {
 
     #[test]
     fn filters_match_like_lambda() {
-        let f: Value = serde_json::from_str(shared::pipeline::RESOLVE_INBOX_FILTER).unwrap();
+        let f: Value =
+            serde_json::from_str(shared::stages::pipeline::RESOLVE_INBOX_FILTER).unwrap();
         let insert = json!({"eventName":"INSERT","dynamodb":{"NewImage":{"status":{"S":"received"},"x":{"N":"1"}}}});
         let modify =
             json!({"eventName":"MODIFY","dynamodb":{"NewImage":{"status":{"S":"received"}}}});
@@ -500,7 +501,7 @@ mod tests {
         let streams = streams_client("http://127.0.0.1:9");
         let mut m = Mapping::new(
             StreamPoller::new(streams, "arn".into()),
-            shared::pipeline::RESOLVE_INBOX_FILTER,
+            shared::stages::pipeline::RESOLVE_INBOX_FILTER,
             2,
             4,
         );

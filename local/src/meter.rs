@@ -13,8 +13,8 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::byte_stream::ByteStream;
 use serde_json::Value;
-use shared::Region;
-use shared::tables::TableNames;
+use shared::domain::region::Region;
+use shared::store::tables::TableNames;
 
 use crate::heat::HeatReport;
 use crate::key_meter::{self, KeyMeter, Raw, SharedKeyMeter};

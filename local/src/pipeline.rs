@@ -1,12 +1,12 @@
 //! The whole stream pipeline of a set of regions, driven locally: the same handlers and the same
 //! filtered event shapes the deployed event source mappings deliver.
 
-use shared::Region;
-use shared::pipeline::{
+use shared::domain::region::Region;
+use shared::stages::pipeline::{
     MATERIALIZE_INBOX_FILTER, MATERIALIZE_SEGMENTS_FILTER, RESOLVE_INBOX_FILTER, STREAM_BATCH_SIZE,
 };
 use shared::store::Store;
-use shared::tables::{Table, TableNames};
+use shared::store::tables::{Table, TableNames};
 
 use crate::{
     Mapping, StreamPoller, lanes_from_env, requeue_failed, stream_arn, streams_client, to_event,
@@ -158,12 +158,12 @@ async fn drain(store: &Store, names: &TableNames, stage: Stage, m: &mut Mapping)
             let event = to_event(batch.clone());
             let response = match stage {
                 Stage::Resolve => {
-                    shared::resolve::handle_inbox_event(store, names, event)
+                    shared::stages::resolve::handle_inbox_event(store, names, event)
                         .await
                         .0
                 }
                 Stage::Materialize => {
-                    shared::materialize::handle_event(store, names, event)
+                    shared::stages::materialize::handle_event(store, names, event)
                         .await
                         .0
                 }

@@ -15,8 +15,8 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use shared::endpoint::Endpoint;
-use shared::query::QueryApi;
+use shared::stages::endpoint::Endpoint;
+use shared::stages::query::QueryApi;
 use tokio::net::TcpListener;
 
 pub struct Handlers {
@@ -54,7 +54,7 @@ pub fn api_gateway_event(
             "accountId": "local", "apiId": "local", "domainName": "127.0.0.1", "domainPrefix": "local",
             "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "local"},
             "requestId": uuid_like(), "routeKey": "$default", "stage": "$default",
-            "time": "01/Jan/2026:00:00:00 +0000", "timeEpoch": shared::protocol::now_ms()
+            "time": "01/Jan/2026:00:00:00 +0000", "timeEpoch": shared::domain::protocol::now_ms()
         },
         "body": base64::engine::general_purpose::STANDARD.encode(body),
         "isBase64Encoded": true
@@ -63,12 +63,12 @@ pub fn api_gateway_event(
 }
 
 fn uuid_like() -> String {
-    format!("{:x}", shared::protocol::now_ms())
+    format!("{:x}", shared::domain::protocol::now_ms())
 }
 
 /// Query-string decoding: `+` is a space, then `%XX` escapes.
 fn url_decode(s: &str) -> String {
-    shared::query::percent_decode(&s.replace('+', " "))
+    shared::stages::query::percent_decode(&s.replace('+', " "))
 }
 
 fn reply(status: u16, body: String) -> Response<Full<Bytes>> {
@@ -146,13 +146,17 @@ async fn route(
         Err(e) => return Ok(reply(400, json!({"error": e.to_string()}).to_string())),
     };
     let response = match (method.as_str(), path.as_str()) {
-        (_, "/mparticle") => shared::endpoint::handle_http(&handlers.endpoint, request).await,
+        (_, "/mparticle") => {
+            shared::stages::endpoint::handle_http(&handlers.endpoint, request).await
+        }
         // As the template routes them: GET /v1/{proxy+}, POST /v1/preview, GET /console and
         // GET /console/{proxy+}.
-        ("GET", p) if p.starts_with("/v1/") || shared::console::is_console_path(p) => {
-            shared::query_edge::handle_http(&handlers.query, request).await
+        ("GET", p) if p.starts_with("/v1/") || shared::stages::console::is_console_path(p) => {
+            shared::stages::query_edge::handle_http(&handlers.query, request).await
         }
-        ("POST", "/v1/preview") => shared::query_edge::handle_http(&handlers.query, request).await,
+        ("POST", "/v1/preview") => {
+            shared::stages::query_edge::handle_http(&handlers.query, request).await
+        }
         _ => return Ok(reply(404, json!({"error": "no such route"}).to_string())),
     };
     let response = response.unwrap_or_else(|never| match never {});

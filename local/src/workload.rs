@@ -284,6 +284,6 @@ mod tests {
         // It is what the parser takes.
         let mut body = batch.clone();
         body["account"] = json!({"account_id": 1});
-        assert!(shared::protocol::parse_request(body.to_string().as_bytes()).is_ok());
+        assert!(shared::domain::protocol::parse_request(body.to_string().as_bytes()).is_ok());
     }
 }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::region::Region;
-use crate::tables::TableNames;
+use crate::domain::region::Region;
+use crate::store::tables::TableNames;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ConfigError {
@@ -121,26 +121,17 @@ impl Config {
         }
     }
 
-    /// The metrics of one function of this stack.
-    pub fn metrics(&self, function: &'static str) -> crate::stages::metrics::Metrics {
-        crate::stages::metrics::Metrics::new(
-            self.metrics_namespace.clone(),
-            function,
-            self.home_region,
-        )
-    }
-
     /// Builds the per-region DynamoDB clients: no network call happens here.
-    pub async fn clients(&self) -> crate::clients::RegionalClients {
+    pub async fn clients(&self) -> crate::store::clients::RegionalClients {
         match &self.dynamodb_endpoint {
-            Some(endpoint) => {
-                crate::clients::RegionalClients::single(crate::clients::local_client(endpoint))
-            }
+            Some(endpoint) => crate::store::clients::RegionalClients::single(
+                crate::store::clients::local_client(endpoint),
+            ),
             None => {
                 let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
                     .load()
                     .await;
-                crate::clients::RegionalClients::from_sdk_config(&sdk, None)
+                crate::store::clients::RegionalClients::from_sdk_config(&sdk, None)
             }
         }
     }

@@ -6,8 +6,8 @@
 //! - [`stages`]: authorize's endpoint, resolve, materialize and the read API, with their Lambda
 //!   edges; they use the domain and the store, never the other way round.
 //!
-//! The modules are re-exported at the crate root (`shared::protocol`, `shared::resolve`, …).
-
+//! Paths name the layer (`shared::domain::protocol`, `shared::stages::resolve`,
+//! `shared::store::keys`): nothing is re-exported at the crate root.
 //!
 //! Without the default feature `aws` only [`domain`] is built (no AWS SDK): the fuzz target's view.
 
@@ -18,15 +18,3 @@ pub mod domain;
 pub mod stages;
 #[cfg(feature = "aws")]
 pub mod store;
-
-pub use domain::{
-    auth, batch, calendar, changes, chart, emf, erasure, identity, pages, protocol, region,
-    round_trip, segment_state, sync_log,
-};
-pub use region::Region;
-#[cfg(feature = "aws")]
-pub use stages::{
-    console, endpoint, http, materialize, metrics, pipeline, query, query_edge, resolve, stream,
-};
-#[cfg(feature = "aws")]
-pub use store::{clients, keys, tables};

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use shared::round_trip::check_parse_and_store;
+use shared::domain::round_trip::check_parse_and_store;
 
 fn files_in(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let Ok(entries) = std::fs::read_dir(dir) else {

@@ -1,7 +1,7 @@
 //! Shared helpers for integration tests: a DynamoDB Local client and fresh, isolated table names.
 
 use aws_sdk_dynamodb::Client;
-use shared::tables::{TableNames, create_all_tables};
+use shared::store::tables::{TableNames, create_all_tables};
 
 /// The endpoint `scripts/test` exported; tests fail loudly without it rather than skip.
 pub fn endpoint() -> String {
@@ -12,7 +12,7 @@ pub fn endpoint() -> String {
 }
 
 pub fn client() -> Client {
-    shared::clients::local_client(&endpoint())
+    shared::store::clients::local_client(&endpoint())
 }
 
 /// A table prefix no other test uses, so tests can run in parallel on one shared database.
@@ -23,11 +23,14 @@ pub fn unique_prefix(test: &str) -> String {
 
 /// Creates some regions' tables under a fresh prefix (DynamoDB Local slows down as tables pile up,
 /// so tests create only what they touch).
-pub async fn fresh_tables_in(test: &str, regions: &[shared::Region]) -> (Client, TableNames) {
+pub async fn fresh_tables_in(
+    test: &str,
+    regions: &[shared::domain::region::Region],
+) -> (Client, TableNames) {
     let client = client();
     let names = TableNames::new(unique_prefix(test));
     for r in regions {
-        shared::tables::create_tables(&client, &names, *r)
+        shared::store::tables::create_tables(&client, &names, *r)
             .await
             .expect("create tables on DynamoDB Local");
     }
@@ -44,11 +47,11 @@ pub async fn fresh_tables(test: &str) -> (Client, TableNames) {
     (client, names)
 }
 
-use shared::Region;
-use shared::auth::generate_secret;
-use shared::clients::RegionalClients;
 use shared::config::Config;
+use shared::domain::auth::generate_secret;
+use shared::domain::region::Region;
 use shared::store::Store;
+use shared::store::clients::RegionalClients;
 
 pub const CALLER_TOKEN: &str = "test-caller-token";
 
@@ -149,25 +152,30 @@ pub struct Stack {
     pub client: Client,
     pub names: TableNames,
     pub store: Store,
-    pub endpoint: shared::endpoint::Endpoint,
+    pub endpoint: shared::stages::endpoint::Endpoint,
     pub project: TestProject,
 }
 
 impl Stack {
     pub async fn new(test: &str, region: Region) -> Self {
-        Self::with_buckets(test, region, shared::keys::memberships::DEFAULT_BUCKETS).await
+        Self::with_buckets(
+            test,
+            region,
+            shared::store::keys::memberships::DEFAULT_BUCKETS,
+        )
+        .await
     }
 
     /// A stack whose new segments get `buckets` buckets (1: every segment has one key).
     pub async fn with_buckets(test: &str, region: Region, buckets: u32) -> Self {
         let client = client();
         let names = TableNames::new(unique_prefix(test));
-        shared::tables::create_tables(&client, &names, region)
+        shared::store::tables::create_tables(&client, &names, region)
             .await
             .expect("create tables");
         let store = store(&client, &names).with_new_segment_buckets(buckets);
         let project = provision(&store, region).await;
-        let endpoint = shared::endpoint::Endpoint::new(&config(&names, 60), store.clone());
+        let endpoint = shared::stages::endpoint::Endpoint::new(&config(&names, 60), store.clone());
         Self {
             client,
             names,
@@ -222,7 +230,7 @@ impl Stack {
         .expect("pipeline")
     }
 
-    pub async fn scan(&self, table: shared::tables::Table) -> Vec<Item> {
+    pub async fn scan(&self, table: shared::store::tables::Table) -> Vec<Item> {
         scan_all(&self.client, &self.names.name(self.project.region, table)).await
     }
 
@@ -236,7 +244,7 @@ impl Stack {
         body: &str,
     ) -> (u16, serde_json::Value) {
         use std::collections::HashMap;
-        let api = shared::query::QueryApi::new(
+        let api = shared::stages::query::QueryApi::new(
             self.store.clone(),
             self.project.region,
             std::time::Duration::ZERO,
@@ -253,7 +261,7 @@ impl Stack {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
         let reply = api
-            .handle(&shared::query::ReadRequest {
+            .handle(&shared::stages::query::ReadRequest {
                 method,
                 path,
                 query: &query,
@@ -273,7 +281,7 @@ impl Stack {
     /// Every item of every table, in a stable order.
     pub async fn snapshot(&self) -> Vec<Vec<Item>> {
         let mut out = Vec::new();
-        for table in shared::tables::Table::ALL {
+        for table in shared::store::tables::Table::ALL {
             let mut items = self.scan(table).await;
             items.sort_by_key(|i| (text(i, "pk"), text(i, "sk")));
             out.push(items);
@@ -283,7 +291,7 @@ impl Stack {
 
     /// The Identities of the profiles that are members of some segment now.
     pub async fn member_identities(&self) -> Vec<String> {
-        self.scan(shared::tables::Table::Memberships)
+        self.scan(shared::store::tables::Table::Memberships)
             .await
             .into_iter()
             .filter(|m| *m["member"].as_bool().unwrap())
@@ -331,7 +339,7 @@ impl Stack {
         let (region, project_id) = (self.project.region, self.project.id.as_str());
         let layout = self
             .store
-            .segment_layout(&shared::store::segments::SegmentKey {
+            .segment_layout(&shared::store::segment_item::SegmentKey {
                 region,
                 project_id,
                 audience_id,
@@ -340,8 +348,8 @@ impl Stack {
             .expect("segment layout")
             .expect("segment exists");
         let sync_action = action.map(|a| match a {
-            "Added" => shared::segment_state::SyncAction::Added,
-            "Removed" => shared::segment_state::SyncAction::Removed,
+            "Added" => shared::domain::segment_state::SyncAction::Added,
+            "Removed" => shared::domain::segment_state::SyncAction::Removed,
             other => panic!("no action {other}"),
         });
         let mut out = Vec::new();
@@ -372,9 +380,20 @@ impl Stack {
         panic!("Find People never ended");
     }
 
-    /// Segment items as the read API shows them: counters summed over their shards.
-    pub async fn segments(&self) -> Vec<Item> {
-        segments_with_counts(&self.scan(shared::tables::Table::Segments).await)
+    /// The project's segments with their counters, as the store reads them.
+    pub async fn segments(&self) -> Vec<shared::domain::records::Segment> {
+        self.store
+            .list_segments(self.project.region, &self.project.id)
+            .await
+            .expect("segments")
+    }
+
+    /// Everything the project holds in its region, typed.
+    pub async fn held(&self) -> shared::store::snapshot::ProjectSnapshot {
+        self.store
+            .project_snapshot(self.project.region, &self.project.id)
+            .await
+            .expect("project snapshot")
     }
 
     /// Partner Sync events counted for a month, summed over the usage shards.
@@ -403,26 +422,6 @@ impl Stack {
         })
         .to_string()
     }
-}
-
-/// The segment items among a scan of a segments table, with their counters summed over the
-/// counter shards of the same scan.
-pub fn segments_with_counts(items: &[Item]) -> Vec<Item> {
-    let counts = shared::store::counters::sum_counter_shards(items);
-    items
-        .iter()
-        .filter(|i| text(i, "sk").is_some_and(|sk| sk.starts_with("S#")))
-        .map(|i| {
-            let mut segment = i.clone();
-            let aud: i64 = text(i, "partner_segment_id").unwrap().parse().unwrap();
-            counts
-                .get(&aud)
-                .copied()
-                .unwrap_or_default()
-                .merge_into(&mut segment);
-            segment
-        })
-        .collect()
 }
 
 /// A string or number attribute as text (tests only).
@@ -536,8 +535,8 @@ impl Stack {
     pub async fn serve_http(&self) -> u16 {
         let config = config(&self.names, 0);
         let handlers = std::sync::Arc::new(local::server::Handlers {
-            endpoint: shared::endpoint::Endpoint::new(&config, self.store.clone()),
-            query: shared::query::QueryApi::new(
+            endpoint: shared::stages::endpoint::Endpoint::new(&config, self.store.clone()),
+            query: shared::stages::query::QueryApi::new(
                 self.store.clone(),
                 self.project.region,
                 std::time::Duration::ZERO,
@@ -569,12 +568,12 @@ pub struct SampleStack {
     pub client: Client,
     pub names: TableNames,
     pub store: Store,
-    pub endpoint: shared::endpoint::Endpoint,
+    pub endpoint: shared::stages::endpoint::Endpoint,
 }
 
 impl SampleStack {
     pub async fn new(test: &str) -> Self {
-        use shared::auth::{Project, ProjectStatus, StoredPasscode};
+        use shared::domain::auth::{Project, ProjectStatus, StoredPasscode};
         let (client, names) = fresh_tables_in(test, &[Region::Eu1]).await;
         let store = store(&client, &names);
         store
@@ -596,7 +595,7 @@ impl SampleStack {
             _ => None,
         })
         .unwrap();
-        let endpoint = shared::endpoint::Endpoint::new(&config, store.clone());
+        let endpoint = shared::stages::endpoint::Endpoint::new(&config, store.clone());
         Self {
             client,
             names,
@@ -634,7 +633,7 @@ pub const CONSOLE_SEGMENT_NAME: &str = "Cart <Abandoners> & co";
 impl ConsoleData {
     pub async fn new(test: &str) -> Self {
         let stack = Stack::new(test, Region::Eu1).await;
-        let today_ms = shared::protocol::now_ms();
+        let today_ms = shared::domain::protocol::now_ms();
         let yesterday_ms = today_ms - 86_400_000;
         stack
             .send(&stack.subscription(CONSOLE_SEGMENT, CONSOLE_SEGMENT_NAME, "add", 1))

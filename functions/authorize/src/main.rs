@@ -1,9 +1,9 @@
 //! `authorize`: the mParticle endpoint behind API Gateway (`POST /mparticle`).
-//! Reads config, builds the DynamoDB clients once, and serves requests with `shared::endpoint`.
+//! Reads config, builds the DynamoDB clients once, and serves requests with `shared::stages::endpoint`.
 
 use lambda_http::{Error, run, service_fn};
 use shared::config::{Config, init_tracing};
-use shared::endpoint::{Endpoint, handle_http};
+use shared::stages::endpoint::{Endpoint, handle_http};
 use shared::store::Store;
 
 #[tokio::main]

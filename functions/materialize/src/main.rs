@@ -5,6 +5,7 @@ use std::time::Instant;
 use aws_lambda_events::event::dynamodb::Event;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use shared::config::{Config, init_tracing};
+use shared::stages::metrics::Metrics;
 use shared::store::Store;
 
 #[tokio::main]
@@ -13,12 +14,12 @@ async fn main() -> Result<(), Error> {
     let config = Config::from_env()?;
     let store = Store::new(config.clients().await, config.tables.clone())
         .with_new_segment_buckets(config.segment_buckets);
-    let metrics = config.metrics("materialize");
+    let metrics = Metrics::for_function(&config, "materialize");
     let (store, names, metrics) = (&store, &config.tables, &metrics);
     run(service_fn(move |event: LambdaEvent<Event>| async move {
         let started = Instant::now();
         let (response, batch) =
-            shared::materialize::handle_event(store, names, event.payload).await;
+            shared::stages::materialize::handle_event(store, names, event.payload).await;
         metrics.emit(&metrics.materialize(&batch, started.elapsed()));
         Ok::<_, Error>(response)
     }))

@@ -3,8 +3,9 @@
 
 use lambda_http::{Error, run, service_fn};
 use shared::config::{Config, init_tracing};
-use shared::query::QueryApi;
-use shared::query_edge::handle_http;
+use shared::stages::metrics::Metrics;
+use shared::stages::query::QueryApi;
+use shared::stages::query_edge::handle_http;
 use shared::store::Store;
 
 #[tokio::main]
@@ -14,7 +15,7 @@ async fn main() -> Result<(), Error> {
     let store = Store::new(config.clients().await, config.tables.clone())
         .with_new_segment_buckets(config.segment_buckets);
     let api = QueryApi::new(store, config.home_region, config.project_cache_ttl, false)
-        .with_metrics(config.metrics("query"));
+        .with_metrics(Metrics::for_function(&config, "query"));
     let api = &api;
     run(service_fn(move |req| handle_http(api, req))).await
 }

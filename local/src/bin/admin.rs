@@ -13,10 +13,12 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 
 use serde_json::json;
-use shared::Region;
-use shared::auth::{Project, ProjectStatus, StoredPasscode, generate_secret, valid_project_id};
 use shared::config::Config;
-use shared::protocol::Regulation;
+use shared::domain::auth::{
+    Project, ProjectStatus, StoredPasscode, generate_secret, valid_project_id,
+};
+use shared::domain::protocol::Regulation;
+use shared::domain::region::Region;
 use shared::stages::erasure::{ErasureOutcome, ErasureRequest};
 use shared::store::Store;
 
@@ -31,7 +33,7 @@ const USAGE: &str = "usage:
 fn chosen_or_generated_passcode(flags: &HashMap<String, String>) -> Result<String, String> {
     match flags.get("passcode") {
         Some(p) => {
-            shared::auth::check_passcode_strength(p)?;
+            shared::domain::auth::check_passcode_strength(p)?;
             Ok(p.clone())
         }
         None => Ok(generate_secret()),
@@ -151,7 +153,7 @@ async fn run(args: Vec<String>) -> Result<serde_json::Value, String> {
                 account_token: token.clone(),
                 passcodes: vec![StoredPasscode::new(&passcode, expires("passcode-expires")?)],
                 status: ProjectStatus::Active,
-                created_ms: shared::protocol::now_ms(),
+                created_ms: shared::domain::protocol::now_ms(),
             };
             store
                 .create_project(&project)

@@ -14,16 +14,16 @@ use futures::stream::{self, StreamExt};
 use local::heat::{HeatReport, KeyHeat, key_pattern};
 use local::meter::{Meter, Reading, metered_client};
 use serde_json::{Value, json};
-use shared::Region;
-use shared::auth::generate_secret;
-use shared::batch::ChunkBuilder;
-use shared::changes::{ChangeAction, MembershipChange};
-use shared::clients::RegionalClients;
 use shared::config::Config;
-use shared::endpoint::Endpoint;
-use shared::protocol::{Request, parse_request, parse_request_into};
+use shared::domain::auth::generate_secret;
+use shared::domain::batch::ChunkBuilder;
+use shared::domain::changes::{ChangeAction, MembershipChange};
+use shared::domain::protocol::{Request, parse_request, parse_request_into};
+use shared::domain::region::Region;
+use shared::stages::endpoint::Endpoint;
 use shared::store::Store;
-use shared::tables::{Table, TableNames, create_tables};
+use shared::store::clients::RegionalClients;
+use shared::store::tables::{Table, TableNames, create_tables};
 
 const CALLER: &str = "bench-caller-token-000000";
 
@@ -134,7 +134,7 @@ impl Bench {
     /// The stored chunks of one message: chunk 0 tells how many there are; each is read by its
     /// key (chunks of one message are spread over the project's lanes).
     async fn rows(&self, message_id: &str) -> Vec<HashMap<String, AttributeValue>> {
-        use shared::keys::inbox;
+        use shared::store::keys::inbox;
         let table = self.names.name(Region::Eu1, Table::Inbox);
         let get = |chunk: u32| {
             self.client
@@ -410,7 +410,7 @@ async fn main() {
     });
     let (_, collected_heap) = peak_heap_of(|| match parse_request(body10k.as_bytes()).unwrap() {
         Request::AudienceMembershipChange(m) => {
-            shared::batch::build_chunks(&m.user_profiles.unwrap()).unwrap()
+            shared::domain::batch::build_chunks(&m.user_profiles.unwrap()).unwrap()
         }
         _ => unreachable!("a membership request"),
     });
@@ -463,8 +463,8 @@ async fn main() {
         .handle("POST", Some(&auth), warm_body.as_bytes())
         .await;
     for row in b.rows("resolve-warm").await {
-        let row: shared::stream::InboxRow = serde_dynamo::from_item(row).unwrap();
-        shared::resolve::resolve_chunk(&store, Region::Eu1, &row)
+        let row: shared::store::inbox::InboxRow = serde_dynamo::from_item(row).unwrap();
+        shared::stages::resolve::resolve_chunk(&store, Region::Eu1, &row)
             .await
             .unwrap();
     }
@@ -472,7 +472,7 @@ async fn main() {
     endpoint
         .handle("POST", Some(&auth), full_body.as_bytes())
         .await;
-    let rows: Vec<shared::stream::InboxRow> = b
+    let rows: Vec<shared::store::inbox::InboxRow> = b
         .rows("resolve-full")
         .await
         .into_iter()
@@ -482,7 +482,7 @@ async fn main() {
     let t = Instant::now();
     let reports = futures::future::join_all(
         rows.iter()
-            .map(|r| shared::resolve::resolve_chunk(&store, Region::Eu1, r)),
+            .map(|r| shared::stages::resolve::resolve_chunk(&store, Region::Eu1, r)),
     )
     .await;
     let secs = t.elapsed().as_secs_f64();
@@ -515,7 +515,14 @@ async fn main() {
         let before = meter.read();
         let t = Instant::now();
         stream::iter(changes.chunks(500))
-            .map(|c| shared::materialize::materialize_changes(&store, Region::Eu1, &project_id, c))
+            .map(|c| {
+                shared::stages::materialize::materialize_changes(
+                    &store,
+                    Region::Eu1,
+                    &project_id,
+                    c,
+                )
+            })
             .buffer_unordered(4)
             .collect::<Vec<_>>()
             .await
@@ -1207,9 +1214,7 @@ impl Rig {
             .get_segment(Region::Eu1, "BENCH-EU1", aud)
             .await
             .unwrap()
-            .and_then(|s| s.get("member_count").and_then(|v| v.as_n().ok()).cloned())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
+            .map_or(0, |s| s.counts.member_count);
         Phase {
             seconds,
             accepted_seconds,

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use local::faults::{FaultPlan, faulty_client};
 use local::pipeline::LocalPipeline;
 use local::proxy::{ProxyConfig, start_proxy};
@@ -17,17 +16,16 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use shared::Region;
-use shared::auth::generate_secret;
-use shared::clients::{RegionalClients, local_client};
 use shared::config::Config;
-use shared::endpoint::Endpoint;
+use shared::domain::auth::generate_secret;
+use shared::domain::records::InboxStatus;
+use shared::domain::region::Region;
+use shared::stages::endpoint::Endpoint;
 use shared::store::Store;
-use shared::tables::{Table, TableNames, create_tables};
+use shared::store::clients::{RegionalClients, local_client};
+use shared::store::tables::{Table, TableNames, create_tables};
 
 const CALLER: &str = "reliability-caller-token";
-
-type Item = HashMap<String, AttributeValue>;
 
 /// One generated membership request and what it asks for.
 #[derive(Clone)]
@@ -85,7 +83,9 @@ fn generate(
 }
 
 struct Env {
-    client: aws_sdk_dynamodb::Client,
+    clients: RegionalClients,
+    /// The store over `clients`, for reading back what the run left.
+    store: Store,
     names: TableNames,
     account: Value,
     project_id: String,
@@ -95,14 +95,16 @@ async fn env(endpoint: &str, tag: &str) -> Env {
     let client = local_client(endpoint);
     let names = TableNames::new(format!("rel{}-{tag}", &generate_secret()[..6]));
     create_tables(&client, &names, Region::Eu1).await.unwrap();
-    let store = Store::new(RegionalClients::single(client.clone()), names.clone());
+    let clients = RegionalClients::single(client);
+    let store = Store::new(clients.clone(), names.clone());
     let project_id: String = format!("REL-{tag}");
     let (passcode, token) = local::provision_project(&store, Region::Eu1, &project_id)
         .await
         .unwrap();
     let account = json!({"account_id": 7, "account_settings": {"accountId": project_id, "passcode": passcode, "accountToken": token, "region": "eu1"}});
     Env {
-        client,
+        clients,
+        store,
         names,
         account,
         project_id,
@@ -113,7 +115,7 @@ impl Env {
     /// The local stream mappings over this environment's eu1 tables, writing through `store`.
     async fn pipeline(&self, endpoint_url: &str, store: Store) -> LocalPipeline {
         LocalPipeline::new(
-            &self.client,
+            self.clients.get(Region::Eu1),
             endpoint_url,
             store,
             self.names.clone(),
@@ -135,17 +137,6 @@ fn config(endpoint: &str, names: &TableNames) -> Config {
     .unwrap()
 }
 
-async fn scan(client: &aws_sdk_dynamodb::Client, table: &str) -> Vec<Item> {
-    local::scan_all(client, table).await.unwrap()
-}
-
-fn s(i: &Item, k: &str) -> String {
-    i.get(k)
-        .and_then(|v| v.as_s().or_else(|_| v.as_n()).ok())
-        .cloned()
-        .unwrap_or_default()
-}
-
 #[derive(Default, Debug)]
 struct Figures {
     sent: u64,
@@ -158,40 +149,34 @@ struct Figures {
 
 /// Checks the stored state against what the accepted batches ask for.
 async fn verify(env: &Env, accepted: &[Batch], f: &mut Figures) {
-    let t = |x: Table| env.names.name(Region::Eu1, x);
+    let held = env
+        .store
+        .project_snapshot(Region::Eu1, &env.project_id)
+        .await
+        .expect("snapshot");
     // Every accepted batch is materialized.
-    let inbox = scan(&env.client, &t(Table::Inbox)).await;
-    let done: HashSet<String> = inbox
+    let done: HashSet<&str> = held
+        .inbox
         .iter()
-        .filter(|r| s(r, "status") == "materialized")
-        .map(|r| s(r, "message_id"))
+        .filter(|r| r.status == InboxStatus::Materialized)
+        .map(|r| r.message_id.as_str())
         .collect();
-    let not_done = accepted.iter().filter(|b| !done.contains(&b.id)).count() as u64;
+    let not_done = accepted
+        .iter()
+        .filter(|b| !done.contains(b.id.as_str()))
+        .count() as u64;
     if not_done > 0 {
         f.notes
             .push(format!("{not_done} accepted batches not materialized"));
     }
     f.lost += not_done;
     // One profile per identity.
-    let profiles = scan(&env.client, &t(Table::Profiles)).await;
-    let claims: HashMap<String, String> = profiles
+    let claims: HashMap<&str, &str> = held
+        .claims
         .iter()
-        .filter(|p| s(p, "pk").starts_with("I#"))
-        .map(|p| {
-            (
-                s(p, "pk")
-                    .splitn(3, '#')
-                    .nth(2)
-                    .unwrap_or_default()
-                    .to_owned(),
-                s(p, "clevertap_id"),
-            )
-        })
+        .map(|c| (c.identity.as_str(), c.clevertap_id.as_str()))
         .collect();
-    let profile_count = profiles
-        .iter()
-        .filter(|p| s(p, "pk").starts_with("P#"))
-        .count();
+    let profile_count = held.profiles.len();
     let identities: HashSet<&String> = accepted
         .iter()
         .flat_map(|b| b.entries.iter().map(|e| &e[0].0))
@@ -220,28 +205,16 @@ async fn verify(env: &Env, accepted: &[Batch], f: &mut Figures) {
             }
         }
     }
-    let members: HashMap<(String, String), bool> = scan(&env.client, &t(Table::Memberships))
-        .await
+    // (audience id, CleverTap ID) → member: whichever bucket the row is in.
+    let members: HashMap<(i64, &str), bool> = held
+        .memberships
         .iter()
-        .filter(|m| s(m, "pk").starts_with(&format!("{}#", env.project_id)))
-        .map(|m| {
-            (
-                // (audience id, CleverTap ID): whichever bucket the row is in.
-                (s(m, "audience_id"), s(m, "sk")),
-                m.get("member")
-                    .and_then(|v| v.as_bool().ok())
-                    .copied()
-                    .unwrap_or(false),
-            )
-        })
+        .map(|m| ((m.audience_id, m.clevertap_id.as_str()), m.member))
         .collect();
     let mut wrong = 0;
     for ((user, aud), (_, add)) in &newest {
-        let ct = claims.get(user).cloned().unwrap_or_default();
-        let got = members
-            .get(&(aud.to_string(), ct))
-            .copied()
-            .unwrap_or(false);
+        let ct = claims.get(user.as_str()).copied().unwrap_or_default();
+        let got = members.get(&(*aud, ct)).copied().unwrap_or(false);
         if got != *add {
             wrong += 1;
         }
@@ -252,51 +225,33 @@ async fn verify(env: &Env, accepted: &[Batch], f: &mut Figures) {
         f.lost += wrong;
     }
     // Counters equal member rows; events alternate per (profile, segment) and never repeat a change.
-    let segments = scan(&env.client, &t(Table::Segments)).await;
-    let counts = shared::store::counters::sum_counter_shards(&segments);
-    for seg in segments.iter().filter(|x| s(x, "sk").starts_with("S#")) {
-        let aud = s(seg, "partner_segment_id");
-        let mut seg = seg.clone();
-        if let Some(c) = aud.parse().ok().and_then(|a: i64| counts.get(&a)) {
-            c.merge_into(&mut seg);
-        }
-        let seg = &seg;
+    for seg in &held.segments {
         let rows = members
             .iter()
-            .filter(|((row_aud, _), m)| **m && *row_aud == aud)
-            .count();
-        if s(seg, "member_count") != rows.to_string() {
+            .filter(|((row_aud, _), m)| **m && *row_aud == seg.audience_id)
+            .count() as i64;
+        if seg.counts.member_count != rows {
             f.notes.push(format!(
-                "segment {aud}: member_count {} but {rows} members",
-                s(seg, "member_count")
+                "segment {}: member_count {} but {rows} members",
+                seg.audience_id, seg.counts.member_count
             ));
             f.lost += 1;
         }
     }
-    let events = scan(&env.client, &t(Table::Events)).await;
     let mut seen = HashSet::new();
-    let mut by_pair: BTreeMap<(String, String), Vec<(String, String)>> = BTreeMap::new();
-    for e in &events {
-        if !seen.insert((s(e, "pk"), s(e, "change_id"))) {
+    // (profile, segment) → actions in time order (the snapshot's order within a profile).
+    let mut by_pair: BTreeMap<(&str, i64), Vec<&str>> = BTreeMap::new();
+    for e in &held.events {
+        if !seen.insert((e.clevertap_id.as_str(), e.change_id.as_str())) {
             f.duplicate_events += 1;
         }
-        // (profile, segment): the segment from the event's own Partner Segment ID (events of a
-        // bucketed segment carry no `by_segment` key).
-        let segment = e
-            .get("properties")
-            .and_then(|p| p.as_m().ok())
-            .and_then(|m| m.get("Partner Segment ID"))
-            .and_then(|v| v.as_n().ok())
-            .cloned()
-            .unwrap_or_default();
         by_pair
-            .entry((s(e, "pk"), segment))
+            .entry((e.clevertap_id.as_str(), e.audience_id))
             .or_default()
-            .push((s(e, "sk"), s(e, "action")));
+            .push(e.action.as_str());
     }
-    for list in by_pair.values_mut() {
-        list.sort();
-        f.duplicate_events += list.windows(2).filter(|w| w[0].1 == w[1].1).count() as u64;
+    for list in by_pair.values() {
+        f.duplicate_events += list.windows(2).filter(|w| w[0] == w[1]).count() as u64;
     }
 }
 
@@ -337,10 +292,7 @@ async fn redelivery(endpoint_url: &str, short: bool) -> Figures {
         60,
         4,
     );
-    let store = Store::new(
-        RegionalClients::single(env.client.clone()),
-        env.names.clone(),
-    );
+    let store = Store::new(env.clients.clone(), env.names.clone());
     let endpoint = Endpoint::new(&config(endpoint_url, &env.names), store.clone());
     let mut deliveries: Vec<&Batch> = batches.iter().chain(&batches).chain(&batches).collect();
     deliveries.shuffle(&mut rng);
@@ -387,10 +339,7 @@ async fn concurrency(endpoint_url: &str, short: bool) -> Figures {
                 .collect()
         })
         .collect();
-    let store = Store::new(
-        RegionalClients::single(env.client.clone()),
-        env.names.clone(),
-    );
+    let store = Store::new(env.clients.clone(), env.names.clone());
     let endpoint = Arc::new(Endpoint::new(
         &config(endpoint_url, &env.names),
         store.clone(),
@@ -415,11 +364,11 @@ async fn concurrency(endpoint_url: &str, short: bool) -> Figures {
     f.sent = senders.iter().map(|s| s.len() as u64).sum();
     f.accepted = results.iter().sum();
     // 16 resolutions and materializations at once, as 16 shards' worth of Lambdas would run.
-    let inbox = scan(&env.client, &env.names.name(Region::Eu1, Table::Inbox)).await;
-    let rows: Vec<shared::stream::InboxRow> = inbox
-        .into_iter()
-        .map(|r| serde_dynamo::from_item(r).unwrap())
-        .collect();
+    let rows = env
+        .store
+        .stored_chunks(Region::Eu1, &env.project_id)
+        .await
+        .expect("inbox");
     // Each invocation is retried on failure, as Lambda redelivers a failed stream record
     // (DynamoDB Local gives up on lock waits under this load; real DynamoDB does not).
     let resolved = futures::future::join_all(rows.iter().map(|r| {
@@ -427,7 +376,7 @@ async fn concurrency(endpoint_url: &str, short: bool) -> Figures {
         let retried = retried.clone();
         async move {
             for _ in 0..20 {
-                match shared::resolve::resolve_chunk(&store, Region::Eu1, r).await {
+                match shared::stages::resolve::resolve_chunk(&store, Region::Eu1, r).await {
                     Ok(rep) => return rep.changes,
                     Err(e) => {
                         tracing::warn!(error = %e, "resolve retried");
@@ -440,7 +389,7 @@ async fn concurrency(endpoint_url: &str, short: bool) -> Figures {
         }
     }))
     .await;
-    let changes: Vec<(String, Vec<shared::changes::MembershipChange>)> = rows
+    let changes: Vec<(String, Vec<shared::domain::changes::MembershipChange>)> = rows
         .iter()
         .zip(resolved)
         .map(|(r, c)| (r.message_id.clone(), c))
@@ -451,7 +400,7 @@ async fn concurrency(endpoint_url: &str, short: bool) -> Figures {
         async move {
             let mut counts = None;
             for _ in 0..20 {
-                match shared::materialize::materialize_changes(
+                match shared::stages::materialize::materialize_changes(
                     &store,
                     Region::Eu1,
                     &row.project_id,
@@ -545,10 +494,7 @@ async fn faults(endpoint_url: &str, short: bool) -> (Figures, String) {
 
 async fn bad_input(endpoint_url: &str) -> Figures {
     let env = env(endpoint_url, "bad").await;
-    let store = Store::new(
-        RegionalClients::single(env.client.clone()),
-        env.names.clone(),
-    );
+    let store = Store::new(env.clients.clone(), env.names.clone());
     let endpoint = Endpoint::new(&config(endpoint_url, &env.names), store);
     let auth = format!("Token {CALLER}");
     let good = Batch {
@@ -602,9 +548,7 @@ async fn bad_input(endpoint_url: &str) -> Figures {
         f.accepted += 1;
     }
     for x in [Table::Inbox, Table::Segments, Table::Profiles] {
-        let n = scan(&env.client, &env.names.name(Region::Eu1, x))
-            .await
-            .len();
+        let n = env.store.count_items(Region::Eu1, x).await.expect("count");
         if n > 0 {
             f.notes.push(format!("{n} items written to {x}"));
             f.lost += n as u64;
@@ -619,10 +563,7 @@ async fn bad_input(endpoint_url: &str) -> Figures {
 /// writes).
 async fn oversized_partner_id(endpoint_url: &str, f: &mut Figures) {
     let env = env(endpoint_url, "bad-partner").await;
-    let store = Store::new(
-        RegionalClients::single(env.client.clone()),
-        env.names.clone(),
-    );
+    let store = Store::new(env.clients.clone(), env.names.clone());
     let endpoint = Endpoint::new(&config(endpoint_url, &env.names), store.clone());
     let body = json!({"type": "audience_membership_change_request", "id": "huge-partner", "timestamp_ms": 1,
         "account": env.account, "user_profiles": [
@@ -642,16 +583,16 @@ async fn oversized_partner_id(endpoint_url: &str, f: &mut Figures) {
     }
     let mut pipeline = env.pipeline(endpoint_url, store).await;
     drain(&mut pipeline).await;
-    let rows = scan(&env.client, &env.names.name(Region::Eu1, Table::Inbox)).await;
-    let done = rows.iter().all(|r| s(r, "status") == "materialized");
-    let members = scan(
-        &env.client,
-        &env.names.name(Region::Eu1, Table::Memberships),
-    )
-    .await
-    .iter()
-    .filter(|m| m.get("member").and_then(|v| v.as_bool().ok()) == Some(&true))
-    .count();
+    let held = env
+        .store
+        .project_snapshot(Region::Eu1, &env.project_id)
+        .await
+        .expect("snapshot");
+    let done = held
+        .inbox
+        .iter()
+        .all(|r| r.status == InboxStatus::Materialized);
+    let members = held.memberships.iter().filter(|m| m.member).count();
     if !done || members != 1 {
         f.notes.push(format!(
             "oversized partner id: chunk materialized {done}, {members} members (want 1)"

@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use local::pipeline::LocalPipeline;
 use local::server::{Handlers, serve};
-use shared::Region;
-use shared::auth::{Project, ProjectStatus, StoredPasscode, generate_secret};
-use shared::clients::{RegionalClients, local_client};
 use shared::config::{Config, init_tracing};
-use shared::endpoint::Endpoint;
-use shared::query::QueryApi;
+use shared::domain::auth::{Project, ProjectStatus, StoredPasscode, generate_secret};
+use shared::domain::region::Region;
+use shared::stages::endpoint::Endpoint;
+use shared::stages::query::QueryApi;
 use shared::store::Store;
-use shared::tables::create_all_tables;
+use shared::store::clients::{RegionalClients, local_client};
+use shared::store::tables::create_all_tables;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -115,7 +115,7 @@ async fn provision_demo(store: &Store) -> Result<(String, String), Box<dyn std::
             account_token: token.clone(),
             passcodes: vec![StoredPasscode::new(&passcode, None)],
             status: ProjectStatus::Active,
-            created_ms: shared::protocol::now_ms(),
+            created_ms: shared::domain::protocol::now_ms(),
         })
         .await?;
     Ok((passcode, token))
@@ -131,13 +131,13 @@ fn print_banner(port: u16, caller_token: &str, passcode: &str, token: &str) {
         "type": "dsr_processing_request", "id": "demo-dsr-1", "account": account,
         "subject_request_id": "demo-erasure-1", "subject_request_type": "erasure",
         "regulation": "gdpr", "api_version": "3.0",
-        "submitted_time": (shared::protocol::now_ms() + 1_000) as f64 / 1000.0,
+        "submitted_time": (shared::domain::protocol::now_ms() + 1_000) as f64 / 1000.0,
         "subject_identities": {"email": {"encoding": "raw", "value": "ann@example.com"}},
     });
     let batch = serde_json::json!({
         "type": "audience_membership_change_request",
         "id": "demo-batch-1",
-        "timestamp_ms": shared::protocol::now_ms(),
+        "timestamp_ms": shared::domain::protocol::now_ms(),
         "firehose_version": "3.2.0",
         "account": account,
         "user_profiles": [

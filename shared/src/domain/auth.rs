@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::region::Region;
+use crate::domain::region::Region;
 
 /// Checks `Authorization: Token <token>` against the configured caller token, in constant time.
 pub fn caller_token_matches(authorization: Option<&str>, expected: &str) -> bool {
@@ -200,7 +200,7 @@ pub mod setting_ids {
 
 /// Reads the four account settings; the region selects which tables to look in.
 pub fn read_credentials(
-    settings: &crate::protocol::Settings,
+    settings: &crate::domain::protocol::Settings,
 ) -> Result<OutputCredentials<'_>, CredentialError> {
     let get = |id: &'static str| {
         settings
@@ -375,7 +375,7 @@ mod tests {
 
     #[test]
     fn reads_settings_with_region_normalised() {
-        let mut s = crate::protocol::Settings::new();
+        let mut s = crate::domain::protocol::Settings::new();
         s.insert("accountId".into(), " p1 ".into());
         s.insert("passcode".into(), "x".into());
         s.insert("accountToken".into(), "t".into());

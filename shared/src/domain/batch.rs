@@ -9,8 +9,8 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::setting_ids;
-use crate::protocol::{
+use crate::domain::auth::setting_ids;
+use crate::domain::protocol::{
     AttributeAction, AudienceAction, Encoding, ProfileSink, UserIdentityType, UserProfile,
 };
 
@@ -81,7 +81,7 @@ impl StoredProfile {
     /// identities, mpid, audience names and attributes. A profile beyond them is skipped as
     /// `too_long`; nothing of it reaches a key or an item DynamoDB would refuse.
     pub fn within_limits(&self) -> bool {
-        use crate::protocol::limits::*;
+        use crate::domain::protocol::limits::*;
         let identities_ok = self
             .user_identities
             .iter()
@@ -453,7 +453,7 @@ pub fn decode_chunk(payload: &[u8]) -> Result<Vec<StoredProfile>, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Request, parse_request};
+    use crate::domain::protocol::{Request, parse_request};
 
     fn profiles(n: usize) -> Vec<UserProfile<'static>> {
         let body = serde_json::json!({

@@ -73,7 +73,7 @@ pub fn encode_changes(changes: &[MembershipChange]) -> Vec<u8> {
 pub const MAX_CHANGES_JSON_BYTES: usize = 16 * 1024 * 1024;
 
 pub fn decode_changes(bytes: &[u8]) -> Result<Vec<MembershipChange>, ChangesDecodeError> {
-    let json = crate::batch::decompress_bounded(bytes, MAX_CHANGES_JSON_BYTES)
+    let json = crate::domain::batch::decompress_bounded(bytes, MAX_CHANGES_JSON_BYTES)
         .map_err(ChangesDecodeError)?;
     serde_json::from_slice(&json).map_err(|e| ChangesDecodeError(e.to_string()))
 }

@@ -2,10 +2,13 @@
 //! identities name, the salted hashes tombstones are keyed by, and the version an erasure leaves
 //! on memberships. The store and `stages::erasure` do the deleting.
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::identity::{ProfileKey, Resolution, canonical_mpid, normalize_email, normalize_phone};
-use crate::protocol::PARTNER_IDENTITY;
+use crate::domain::identity::{
+    ProfileKey, Resolution, canonical_mpid, normalize_email, normalize_phone,
+};
+use crate::domain::protocol::PARTNER_IDENTITY;
 
 /// What a subject identity leads to, normalised as ingestion normalises it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -134,15 +137,63 @@ pub fn is_before_erasure(message_ts: i64, erased_ms: i64) -> bool {
     message_ts < erased_ms
 }
 
-/// `submitted_time` (epoch seconds with a fraction, as mParticle sends it) in milliseconds.
-pub fn submitted_ms(seconds: f64) -> Option<i64> {
-    (seconds.is_finite() && seconds > 0.0).then(|| (seconds * 1000.0).round() as i64)
+/// Who asked for an erasure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErasureSource {
+    /// A `dsr_processing_request` from mParticle.
+    Mparticle,
+    /// `scripts/admin profile erase`: a request that arrived another way.
+    Admin,
+}
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErasureCounts {
+    /// Profile items deleted.
+    pub profiles: u64,
+    /// Identity claims deleted.
+    pub claims: u64,
+    /// Membership rows cleared of the person (members and former members).
+    pub memberships: u64,
+    /// Of those, current members taken out of their segments (member counts went down).
+    pub members_removed: u64,
+    /// Partner Sync events deleted.
+    pub events: u64,
+    /// Tombstones written (salted hashes).
+    pub tombstones: u64,
+    /// Subject identities not stored by this output (ignored).
+    pub identities_ignored: u64,
+}
+
+impl ErasureCounts {
+    pub fn add(&mut self, o: &ErasureCounts) {
+        self.profiles += o.profiles;
+        self.claims += o.claims;
+        self.memberships += o.memberships;
+        self.members_removed += o.members_removed;
+        self.events += o.events;
+        self.tombstones += o.tombstones;
+        self.identities_ignored += o.identities_ignored;
+    }
+}
+
+/// The audit row of an erasure, as stored and as the read API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErasureAudit {
+    pub request_id: String,
+    pub regulation: String,
+    pub source: ErasureSource,
+    pub erased_ms: i64,
+    pub completed_ms: i64,
+    pub removed: ErasureCounts,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::{ProfileKey, Resolution, Rung};
+    use crate::domain::identity::{ProfileKey, Resolution, Rung};
+    use crate::domain::protocol::submitted_ms;
 
     #[test]
     fn subject_identities_are_normalised_like_ingestion() {

@@ -13,9 +13,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{StoredIdentity, StoredProfile};
-use crate::protocol::PARTNER_IDENTITY;
-use crate::protocol::{Encoding, UserIdentityType};
+use crate::domain::batch::{StoredIdentity, StoredProfile};
+use crate::domain::protocol::PARTNER_IDENTITY;
+use crate::domain::protocol::{Encoding, UserIdentityType};
 
 /// Which rung of the ladder resolved a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -13,6 +13,7 @@ pub mod erasure;
 pub mod identity;
 pub mod pages;
 pub mod protocol;
+pub mod records;
 pub mod region;
 pub mod round_trip;
 pub mod segment_state;

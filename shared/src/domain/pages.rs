@@ -8,9 +8,9 @@
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
-use crate::calendar::{day_of, days_ending, minute_of};
-use crate::chart::{Series, bar_chart, line_chart};
-use crate::region::Region;
+use crate::domain::calendar::{day_of, days_ending, minute_of};
+use crate::domain::chart::{Series, bar_chart, line_chart};
+use crate::domain::region::Region;
 
 /// Where the console lives, under the API's base URL.
 pub const BASE: &str = "/console";

@@ -26,6 +26,11 @@ pub const FIREHOSE_VERSION: &str = "3.2.0";
 /// The partner identity this output declares at registration: a profile's CleverTap ID.
 pub const PARTNER_IDENTITY: &str = "CleverTap_User_ID";
 
+/// `submitted_time` (epoch seconds with a fraction, as mParticle sends it) in milliseconds.
+pub fn submitted_ms(seconds: f64) -> Option<i64> {
+    (seconds.is_finite() && seconds > 0.0).then(|| (seconds * 1000.0).round() as i64)
+}
+
 /// Connection and account settings: setting id → value (always strings on the wire).
 pub type Settings = BTreeMap<String, String>;
 
@@ -1346,7 +1351,7 @@ pub fn parse_request_into<'de, S: ProfileSink<'de>>(
                 request_type,
                 submitted_ms: wire
                     .submitted_time
-                    .and_then(crate::erasure::submitted_ms)
+                    .and_then(submitted_ms)
                     .unwrap_or(timestamp_ms),
                 subject_identities,
                 regulation: Regulation::parse(wire.regulation.as_deref()),

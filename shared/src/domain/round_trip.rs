@@ -5,11 +5,11 @@
 //! survives the stored form — every profile chunked, compressed, decoded back unchanged and in
 //! order. Pure: no I/O.
 
-use crate::batch::{
+use crate::domain::batch::{
     ChunkBuilder, ChunkError, MAX_CHUNK_JSON_BYTES, MAX_CHUNK_PROFILES, MAX_CHUNKS, StoredProfile,
     build_chunks, decode_chunk,
 };
-use crate::protocol::{Request, parse_request, parse_request_into};
+use crate::domain::protocol::{Request, parse_request, parse_request_into};
 
 /// Checks the property for one input; panics (with what broke) if it does not hold.
 pub fn check_parse_and_store(data: &[u8]) {

@@ -1,10 +1,10 @@
 //! The segment membership state machine, pure.
 //!
 //! State per (segment, profile): member or not, and the version (see
-//! [`crate::changes::MembershipChange::version`]) of the last change applied. A change is applied
+//! [`crate::domain::changes::MembershipChange::version`]) of the last change applied. A change is applied
 //! only if it is newer than that version; it raises an event only if it flips membership.
 
-use crate::changes::ChangeAction;
+use crate::domain::changes::ChangeAction;
 
 /// Membership of one profile in one segment, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

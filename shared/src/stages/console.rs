@@ -8,10 +8,10 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::calendar::months_ending;
-use crate::pages::{self, BASE, LOOKUP_KINDS, Page, percent_encode};
-use crate::protocol::now_ms;
-use crate::region::Region;
+use crate::domain::calendar::months_ending;
+use crate::domain::pages::{self, BASE, LOOKUP_KINDS, Page, percent_encode};
+use crate::domain::protocol::now_ms;
+use crate::domain::region::Region;
 use crate::stages::http::{BodyKind, HttpReply};
 use crate::stages::query::{Answer, Ctx, QueryApi, ReadRequest, fail, percent_decode, reply_of};
 use crate::store::StoreError;

@@ -5,27 +5,28 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use crate::auth::{self, CredentialError, OutputCredentials, Project, setting_ids};
-use crate::batch::{ChunkBuilder, ChunkError};
 use crate::config::Config;
-use crate::protocol::{
+use crate::domain::auth::{self, CredentialError, OutputCredentials, Project, setting_ids};
+use crate::domain::batch::{ChunkBuilder, ChunkError};
+use crate::domain::protocol::{
     self, AudienceMembershipChangeRequest, AudienceMembershipChangeResponse,
     AudienceProcessingRegistration, AudienceSubscriptionRequest, AudienceSubscriptionResponse,
     DsrProcessingRegistration, DsrProcessingRequest, DsrRequestType, Encoding, IdentityPermission,
     ModuleRegistrationResponse, Permissions, Request, ResponseEnvelope, Setting, Settings,
     SubscriptionAction, UserIdentityType,
 };
-use crate::region::Region;
+use crate::domain::region::Region;
 use crate::stages::erasure::{self, ErasureOutcome, ErasureRequest};
 use crate::stages::http::{HttpReply, Outcome, into_response};
 use crate::stages::metrics::Metrics;
 use crate::store::inbox::{BatchMeta, PutBatchOutcome};
 use crate::store::projects::ProjectCache;
-use crate::store::segments::{SegmentKey, SubscriptionChange};
+use crate::store::segment_item::SegmentKey;
+use crate::store::segments::SubscriptionChange;
 use crate::store::{Store, StoreError};
 
 /// Our registered partner identity: the CleverTap ID, exported to mParticle by CleverTap.
-pub use crate::protocol::PARTNER_IDENTITY;
+pub use crate::domain::protocol::PARTNER_IDENTITY;
 
 /// The largest body parsed without the caller token: a registration request is a few hundred
 /// bytes.
@@ -59,7 +60,7 @@ impl Endpoint {
             max_body_bytes: config.max_body_bytes,
             projects: ProjectCache::new(store.clone(), config.project_cache_ttl),
             store,
-            metrics: config.metrics("authorize"),
+            metrics: crate::stages::metrics::Metrics::for_function(config, "authorize"),
         }
     }
 

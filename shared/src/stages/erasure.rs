@@ -17,24 +17,17 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
 
-use crate::erasure::{SubjectKey, erasure_version, subject_keys, tombstone_hash};
-use crate::protocol::{DsrProcessingRequest, Encoding, Regulation, now_ms};
-use crate::region::Region;
+use crate::domain::erasure::{
+    ErasureAudit, ErasureCounts, ErasureSource, SubjectKey, erasure_version, subject_keys,
+    tombstone_hash,
+};
+use crate::domain::protocol::{DsrProcessingRequest, Encoding, Regulation, now_ms};
+use crate::domain::records::Profile;
+use crate::domain::region::Region;
 use crate::store::erasure::RowErased;
-use crate::store::memberships::SegmentLayout;
-use crate::store::{Item, Store, StoreError, get_s};
-
-/// Who asked for an erasure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErasureSource {
-    /// A `dsr_processing_request` from mParticle.
-    Mparticle,
-    /// `scripts/admin profile erase`: a request that arrived another way.
-    Admin,
-}
+use crate::store::segment_item::SegmentLayout;
+use crate::store::{Store, StoreError};
 
 /// One erasure to carry out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +83,7 @@ impl ErasureRequest {
             "identity" => "customer_id",
             "email" => "email",
             "phone" => "phone",
-            "clevertap-id" => crate::protocol::PARTNER_IDENTITY,
+            "clevertap-id" => crate::domain::protocol::PARTNER_IDENTITY,
             _ => return None,
         };
         let keys: BTreeSet<SubjectKey> = subject_keys(subject_kind, value).into_iter().collect();
@@ -104,48 +97,6 @@ impl ErasureRequest {
             ignored_identities: 0,
         })
     }
-}
-
-/// What an erasure removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErasureCounts {
-    /// Profile items deleted.
-    pub profiles: u64,
-    /// Identity claims deleted.
-    pub claims: u64,
-    /// Membership rows cleared of the person (members and former members).
-    pub memberships: u64,
-    /// Of those, current members taken out of their segments (member counts went down).
-    pub members_removed: u64,
-    /// Partner Sync events deleted.
-    pub events: u64,
-    /// Tombstones written (salted hashes).
-    pub tombstones: u64,
-    /// Subject identities not stored by this output (ignored).
-    pub identities_ignored: u64,
-}
-
-impl ErasureCounts {
-    fn add(&mut self, o: &ErasureCounts) {
-        self.profiles += o.profiles;
-        self.claims += o.claims;
-        self.memberships += o.memberships;
-        self.members_removed += o.members_removed;
-        self.events += o.events;
-        self.tombstones += o.tombstones;
-        self.identities_ignored += o.identities_ignored;
-    }
-}
-
-/// The audit row of an erasure, as stored and as the read API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErasureAudit {
-    pub request_id: String,
-    pub regulation: String,
-    pub source: ErasureSource,
-    pub erased_ms: i64,
-    pub completed_ms: i64,
-    pub removed: ErasureCounts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,10 +154,7 @@ pub async fn erase(
         completed_ms: now_ms(),
         removed,
     };
-    let row = serde_dynamo::to_item(&audit)?;
-    store
-        .put_erasure_audit(region, project_id, &req.request_id, row)
-        .await?;
+    store.put_erasure_audit(region, project_id, &audit).await?;
     Ok(ErasureOutcome::Erased(audit))
 }
 
@@ -229,7 +177,7 @@ struct Held {
 
 /// Pure: what the people found (CleverTap ID → the Identities whose claims led there) hold,
 /// given their profile items.
-fn what_they_hold(people: BTreeMap<String, BTreeSet<String>>, profiles: &[Item]) -> Held {
+fn what_they_hold(people: BTreeMap<String, BTreeSet<String>>, profiles: &[Profile]) -> Held {
     let mut held = Held::default();
     for (ct, found) in people {
         held.remembered.insert(SubjectKey::CleverTapId(ct.clone()));
@@ -242,21 +190,18 @@ fn what_they_hold(people: BTreeMap<String, BTreeSet<String>>, profiles: &[Item])
         );
     }
     for p in profiles {
-        let Some(ct) = get_s(p, "clevertap_id") else {
-            continue;
-        };
-        let claims = held.claims.entry(ct.to_owned()).or_default();
-        if let Some(identity) = get_s(p, "identity") {
+        let claims = held.claims.entry(p.clevertap_id.clone()).or_default();
+        if let Some(identity) = &p.identity {
             held.remembered
-                .insert(SubjectKey::Identity(identity.to_owned()));
+                .insert(SubjectKey::Identity(identity.clone()));
             if !claims.found.contains(identity) {
-                claims.own.insert(identity.to_owned());
+                claims.own.insert(identity.clone());
             }
         }
         held.remembered
-            .extend(get_s(p, "email").map(|e| SubjectKey::Email(e.to_owned())));
+            .extend(p.email.clone().map(SubjectKey::Email));
         held.remembered
-            .extend(get_s(p, "phone").map(|ph| SubjectKey::Phone(ph.to_owned())));
+            .extend(p.phone.clone().map(SubjectKey::Phone));
     }
     held
 }
@@ -406,7 +351,6 @@ async fn write_tombstones(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::s;
 
     #[test]
     fn the_erased_profiles_values_are_remembered_and_their_claims_go_in_order() {
@@ -414,12 +358,11 @@ mod tests {
             ("__a".to_owned(), BTreeSet::new()),
             ("__b".to_owned(), BTreeSet::from(["c-2".to_owned()])),
         ]);
-        let profile = |ct: &str, identity: &str| {
-            Item::from([
-                ("clevertap_id".to_owned(), s(ct)),
-                ("identity".to_owned(), s(identity)),
-                ("phone".to_owned(), s("+14155550100")),
-            ])
+        let profile = |ct: &str, identity: &str| Profile {
+            clevertap_id: ct.into(),
+            identity: Some(identity.into()),
+            phone: Some("+14155550100".into()),
+            ..Profile::default()
         };
         let held = what_they_hold(people, &[profile("__a", "c-1"), profile("__b", "c-2")]);
         assert_eq!(

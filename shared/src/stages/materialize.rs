@@ -15,29 +15,28 @@ use std::collections::{BTreeMap, HashMap};
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
-use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tracing::{error, info, warn};
 
-use crate::changes::{MembershipChange, decode_changes};
-use crate::keys;
-use crate::keys::segments::COUNTER_SHARDS;
-use crate::protocol::now_ms;
-use crate::region::Region;
-use crate::segment_state::{MemberState, Outcome, SyncAction, apply};
-use crate::store::counters::{OpenOutcome, archiving_check, counter_shard_clear, pick_shard};
+use crate::domain::changes::{MembershipChange, decode_changes};
+use crate::domain::protocol::now_ms;
+use crate::domain::records::{InboxStatus, Segment, SegmentStatus};
+use crate::domain::region::Region;
+use crate::domain::segment_state::{Outcome, SyncAction, apply};
+use crate::stages::stream::{self as records, RecordError};
+use crate::store::counters::{OpenOutcome, pick_shard};
+use crate::store::inbox::InboxRow;
+use crate::store::keys::segments::COUNTER_SHARDS;
 use crate::store::memberships::{
-    ActionRole, PairWrite, RegionTables, SegmentLayout, SyncHistory, member_state, membership_key,
+    ActionRole, ClearOutcome, MAX_CLEARED_PER_TRANSACTION, PageStart, PairWrite, RowState,
     segment_transaction, transaction_actions,
 };
-use crate::store::segments::SegmentKey;
-use crate::store::segments::status as segment_status;
+use crate::store::segment_item::{SegmentKey, SegmentLayout, archiving_in_image};
 use crate::store::stats::StoreStats;
-use crate::store::{CancellationReason, Item, Store, StoreError, TxOutcome, backoff, get_s, n, s};
-use crate::stream::{self as records, InboxRow, RecordError};
-use crate::tables::{Table, TableNames};
+use crate::store::tables::{Table, TableNames};
+use crate::store::{CancellationReason, Store, StoreError, TxOutcome, backoff};
 
-pub use crate::sync_log::MaterializeCounts;
+pub use crate::domain::sync_log::MaterializeCounts;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaterializeError {
@@ -96,10 +95,13 @@ fn plan_pair(
     layout: SegmentLayout,
     clevertap_id: &str,
     changes: &[&MembershipChange],
-    read: &MemberState,
-    read_history: SyncHistory,
+    read: &RowState,
     counts: &mut MaterializeCounts,
 ) -> Option<PairWrite> {
+    let RowState {
+        state: read,
+        history: read_history,
+    } = read;
     let mut state = read.clone();
     let mut events = Vec::new();
     let mut identity = None;
@@ -155,35 +157,22 @@ pub async fn materialize_changes(
             list.sort_by_key(|c| c.version());
         }
     }
-    let segment_keys: Vec<Item> = groups
-        .keys()
-        .map(|aud| {
-            Item::from([
-                (keys::PK.to_owned(), s(keys::segments::pk(project_id))),
-                (keys::SK.to_owned(), s(keys::segments::segment_sk(*aud))),
-            ])
-        })
-        .collect();
-    let segments: HashMap<i64, Item> = store
-        .batch_get(region, Table::Segments, segment_keys)
-        .await?
-        .into_iter()
-        .filter_map(|i| {
-            // By its key: the item's own attributes may be incomplete.
-            let id = get_s(&i, keys::SK)?
-                .strip_prefix(keys::segments::SEGMENT_PREFIX)?
-                .parse()
-                .ok()?;
-            Some((id, i))
-        })
-        .collect();
+    let segments = store
+        .segments_by_id(region, project_id, groups.keys().copied())
+        .await?;
 
     // Every segment runs to its end, so one segment that can never be written does not keep
     // the others from being applied; a transient error is returned first (the chunk is retried).
     let results: Vec<Result<MaterializeCounts, MaterializeError>> = stream::iter(groups.iter())
         .map(|(aud, pairs)| {
             let segment = segments.get(aud);
-            let layout = SegmentLayout::of_read(*aud, segment, store.new_segment_buckets());
+            let layout = segment.map_or_else(
+                || SegmentLayout {
+                    audience_id: *aud,
+                    buckets: store.new_segment_buckets(),
+                },
+                SegmentLayout::of_segment,
+            );
             materialize_segment(store, region, project_id, layout, segment, pairs)
         })
         .buffer_unordered(4)
@@ -214,19 +203,18 @@ async fn materialize_segment<'a>(
     region: Region,
     project_id: &str,
     layout: SegmentLayout,
-    segment: Option<&Item>,
+    segment: Option<&Segment>,
     pairs: &BTreeMap<&'a str, Vec<&MembershipChange>>,
 ) -> Result<MaterializeCounts, MaterializeError> {
     let audience_id = layout.audience_id;
     let mut counts = MaterializeCounts::default();
     let change_count = |ids: &[&str]| ids.iter().map(|id| pairs[id].len() as u64).sum::<u64>();
-    if segment.is_some_and(|s| get_s(s, "status") != Some(segment_status::ACTIVE)) {
+    if segment.is_some_and(|s| !s.is_active()) {
         counts.archived = change_count(&pairs.keys().copied().collect::<Vec<_>>());
         return Ok(counts);
     }
     let segment_name = segment
-        .and_then(|s| get_s(s, "name"))
-        .map(str::to_owned)
+        .map(|s| s.name.clone())
         .or_else(|| {
             pairs
                 .values()
@@ -272,16 +260,9 @@ async fn materialize_segment<'a>(
     };
     loop {
         if !to_read.is_empty() {
-            let read_keys = to_read
-                .iter()
-                .map(|ct| membership_key(project_id, layout, ct))
-                .collect();
-            let read: HashMap<String, Item> = store
-                .batch_get(region, Table::Memberships, read_keys)
-                .await?
-                .into_iter()
-                .filter_map(|i| get_s(&i, keys::SK).map(|ct| (ct.to_owned(), i.clone())))
-                .collect();
+            let read = store
+                .row_states(region, project_id, layout, &to_read)
+                .await?;
             let mut noops = Vec::new();
             for ct in to_read.drain(..) {
                 let mut tally = MaterializeCounts::default();
@@ -290,8 +271,7 @@ async fn materialize_segment<'a>(
                     layout,
                     ct,
                     &pairs[ct][from..],
-                    &member_state(read.get(ct)),
-                    SyncHistory::of_item(read.get(ct)),
+                    &read.get(ct).cloned().unwrap_or_default(),
                     &mut tally,
                 ) {
                     Some(w) if w.events.is_empty() => noops.push((w, tally)),
@@ -438,46 +418,13 @@ async fn materialize_segment<'a>(
     }
 }
 
-/// Flips one member out of a segment being cleared, conditional on the row being as read.
-fn clear_membership(
-    project_id: &str,
-    table: &str,
-    layout: SegmentLayout,
-    clevertap_id: &str,
-    version: &str,
-    now: i64,
-) -> Update {
-    Update::builder()
-        .table_name(table)
-        .set_key(Some(membership_key(project_id, layout, clevertap_id)))
-        .update_expression(
-            "SET #member = :no, version = :cleared, cleared_ms = :now, updated_ms = :now",
-        )
-        .condition_expression("#member = :yes AND version = :read")
-        .expression_attribute_names("#member", "member")
-        .expression_attribute_values(":no", AttributeValue::Bool(false))
-        .expression_attribute_values(":yes", AttributeValue::Bool(true))
-        .expression_attribute_values(":read", s(version))
-        .expression_attribute_values(":cleared", s(cleared_version(version)))
-        .expression_attribute_values(":now", n(now))
-        .build()
-        .expect("table and key are set")
-}
-
-/// The version a cleared membership gets: just after the last change applied to it, so the
-/// clear is newer than that change (a write planned on the old version fails its condition) and
-/// older than any later change (`~` sorts after every character of a version's fixed fields).
-pub fn cleared_version(version: &str) -> String {
-    format!("{version}~cleared")
-}
-
 /// Clears the members of a segment that mParticle disconnected, then marks it archived.
 /// Returns how many members were cleared. Stops if the segment is re-activated meanwhile.
 ///
 /// 1. Seal every counter shard: from then on no membership transaction can add a member.
 /// 2. Page forward through each bucket of the segment's memberships; each page's members are flipped in
 ///    transactions that also take them off one counter shard and check that the segment is still
-///    archiving. A flip advances the row's version (see [`cleared_version`]), so a write planned
+///    archiving. A flip advances the row's version (see `store::memberships::cleared_version`), so a write planned
 ///    before the clear cannot land after it.
 /// 3. Mark the segment archived.
 pub async fn clear_segment(
@@ -493,13 +440,11 @@ pub async fn clear_segment(
         project_id,
         audience_id,
     };
-    let current = store.get_segment_item(&segment).await?;
-    let Some(current) = current.filter(|s| get_s(s, "status") == Some(segment_status::ARCHIVING))
-    else {
+    let current = store.segment(&segment).await?;
+    let Some(current) = current.filter(|s| s.status == SegmentStatus::Archiving) else {
         return Ok(0);
     };
-    let archive_id = get_s(&current, "archive_id").map(str::to_owned);
-    let archive_id = archive_id.as_deref();
+    let archive_id = current.archive_id.as_deref();
     if !store
         .seal_counter_shards(region, project_id, audience_id, archive_id)
         .await?
@@ -510,15 +455,10 @@ pub async fn clear_segment(
         );
         return Ok(0);
     }
-    let tables = store.region_tables(region);
-    let layout = SegmentLayout::of_item(audience_id, &current);
+    let layout = SegmentLayout::of_segment(&current);
     let mut cleared = 0u64;
     for bucket in 0..layout.buckets {
-        match clear_bucket(
-            store, region, project_id, layout, bucket, archive_id, &tables,
-        )
-        .await?
-        {
+        match clear_bucket(store, region, project_id, layout, bucket, archive_id).await? {
             BucketCleared::Done(n) => cleared += n,
             BucketCleared::Reactivated(n) => {
                 info!(
@@ -559,65 +499,28 @@ async fn clear_bucket(
     layout: SegmentLayout,
     bucket: u32,
     archive_id: Option<&str>,
-    tables: &RegionTables,
 ) -> Result<BucketCleared, StoreError> {
     let audience_id = layout.audience_id;
     let mut cleared = 0u64;
     let mut attempt = 0u32;
-    let mut start: Option<Item> = None;
+    let mut start: Option<PageStart> = None;
     'pages: loop {
         let page = store
             .member_page(region, project_id, layout, bucket, start.clone())
             .await?;
-        for batch in page.members.chunks(MAX_TRANSACTION_ACTIONS - 3) {
-            let now = now_ms();
-            let mut items: Vec<TransactWriteItem> = batch
-                .iter()
-                .map(|(ct, version)| {
-                    TransactWriteItem::builder()
-                        .update(clear_membership(
-                            project_id,
-                            &tables.memberships,
-                            layout,
-                            ct,
-                            version,
-                            now,
-                        ))
-                        .build()
-                })
-                .collect();
-            items.push(
-                TransactWriteItem::builder()
-                    .condition_check(archiving_check(
-                        project_id,
-                        &tables.segments,
-                        audience_id,
-                        archive_id,
-                    ))
-                    .build(),
-            );
-            items.extend(
-                counter_shard_clear(
-                    project_id,
-                    &tables.segments,
-                    audience_id,
-                    pick_shard(COUNTER_SHARDS),
-                    batch.len() as u64,
-                    now,
-                )
-                .map(|update| TransactWriteItem::builder().update(update).build()),
-            );
-            match store.transact_write(region, items).await? {
-                TxOutcome::Committed => {
+        for batch in page.members.chunks(MAX_CLEARED_PER_TRANSACTION) {
+            let outcome = store
+                .clear_members(region, project_id, layout, archive_id, batch, now_ms())
+                .await?;
+            match outcome {
+                ClearOutcome::Committed => {
                     cleared += batch.len() as u64;
                     attempt = 0;
                 }
-                TxOutcome::Cancelled(codes) => {
-                    if codes.get(batch.len()) == Some(&Some(CancellationReason::ConditionFailed)) {
-                        return Ok(BucketCleared::Reactivated(cleared));
-                    }
-                    // A conflict, or a row moved by a write planned before the seal: read the
-                    // same page again (the budget is per page: it resets after each commit).
+                ClearOutcome::SegmentMoved => return Ok(BucketCleared::Reactivated(cleared)),
+                ClearOutcome::RowsMoved => {
+                    // Read the same page again (the budget is per page: it resets after each
+                    // commit).
                     attempt += 1;
                     if attempt > 50 {
                         return Err(StoreError::Unavailable(format!(
@@ -679,7 +582,7 @@ async fn handle_record(
     match table {
         Table::Inbox => {
             let row = records::inbox_row(record)?;
-            if row.status != crate::store::inbox::status::RESOLVED {
+            if row.status != InboxStatus::Resolved {
                 return Ok(Handled::Skipped);
             }
             match materialize_row(store, region, &row).await {
@@ -711,23 +614,10 @@ async fn handle_record(
             }
         }
         Table::Segments => {
-            let image = &record.change.new_image;
-            let text = |k: &str| match image.get(k) {
-                Some(serde_dynamo::AttributeValue::S(v)) => Some(v.clone()),
-                Some(serde_dynamo::AttributeValue::N(v)) => Some(v.clone()),
-                _ => None,
-            };
-            if text("status").as_deref() != Some(segment_status::ARCHIVING) {
+            let Some((project, aud)) =
+                archiving_in_image(&record.change.new_image).map_err(RecordError::Image)?
+            else {
                 return Ok(Handled::Skipped);
-            }
-            let (Some(project), Some(aud)) = (
-                text("project_id"),
-                text("partner_segment_id").and_then(|v| v.parse().ok()),
-            ) else {
-                return Err(RecordError::Image(
-                    "segment image without project_id or partner_segment_id".into(),
-                )
-                .into());
             };
             let members = clear_segment(store, region, &project, aud).await?;
             Ok(Handled::Cleared { members })
@@ -797,4 +687,145 @@ pub async fn handle_event(
     batch.records_retried = failures.len() as u64;
     batch.store = StoreStats::now().since(started);
     (records::response(failures), batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::changes::ChangeAction;
+    use crate::domain::segment_state::MemberState;
+    use crate::store::memberships::SyncHistory;
+
+    const LAYOUT: SegmentLayout = SegmentLayout {
+        audience_id: 7,
+        buckets: 64,
+    };
+
+    fn change(action: ChangeAction, ts_ms: i64) -> MembershipChange {
+        MembershipChange {
+            clevertap_id: "__a".into(),
+            identity: Some("cust-1".into()),
+            audience_id: 7,
+            audience_name: None,
+            action,
+            ts_ms,
+            message_id: format!("m{ts_ms}"),
+            profile_index: 0,
+            entry_index: 0,
+        }
+    }
+
+    fn plan(
+        changes: &[MembershipChange],
+        read: &RowState,
+    ) -> (Option<PairWrite>, MaterializeCounts) {
+        let refs: Vec<&MembershipChange> = changes.iter().collect();
+        let mut counts = MaterializeCounts::default();
+        let write = plan_pair(LAYOUT, "__a", &refs, read, &mut counts);
+        (write, counts)
+    }
+
+    fn member_at(version: &str) -> RowState {
+        RowState {
+            state: MemberState {
+                member: true,
+                version: Some(version.into()),
+            },
+            history: SyncHistory {
+                added: true,
+                removed: false,
+            },
+        }
+    }
+
+    #[test]
+    fn a_first_add_plans_a_new_row_and_one_added_event() {
+        let add = change(ChangeAction::Add, 10);
+        let (write, counts) = plan(std::slice::from_ref(&add), &RowState::default());
+        let w = write.expect("a write");
+        assert_eq!(w.expected_version, None, "the row must not exist yet");
+        assert!(w.next.member);
+        assert_eq!(w.next.version, Some(add.version()));
+        assert_eq!(w.events.len(), 1);
+        assert_eq!(w.events[0].1, SyncAction::Added);
+        assert_eq!(
+            w.history,
+            SyncHistory {
+                added: true,
+                removed: false
+            }
+        );
+        assert_eq!(w.identity.as_deref(), Some("cust-1"));
+        assert_eq!((w.consumed, counts), (1, MaterializeCounts::default()));
+    }
+
+    #[test]
+    fn a_redelivered_or_older_change_plans_nothing_and_is_counted() {
+        let add = change(ChangeAction::Add, 10);
+        let (write, counts) = plan(std::slice::from_ref(&add), &member_at(&add.version()));
+        assert!(write.is_none());
+        assert_eq!(counts.duplicate, 1);
+        let older = change(ChangeAction::Delete, 5);
+        let (write, counts) = plan(&[older], &member_at(&add.version()));
+        assert!(write.is_none());
+        assert_eq!(counts.stale, 1);
+    }
+
+    #[test]
+    fn changes_in_order_alternate_and_a_no_op_only_moves_the_version() {
+        let changes = [
+            change(ChangeAction::Add, 10),
+            change(ChangeAction::Add, 11),
+            change(ChangeAction::Delete, 12),
+            change(ChangeAction::Add, 13),
+        ];
+        let (write, counts) = plan(&changes, &RowState::default());
+        let w = write.unwrap();
+        let actions: Vec<SyncAction> = w.events.iter().map(|(_, a)| *a).collect();
+        assert_eq!(
+            actions,
+            [SyncAction::Added, SyncAction::Removed, SyncAction::Added]
+        );
+        assert_eq!(counts.noop, 1);
+        assert_eq!(w.next.version, Some(changes[3].version()));
+        assert_eq!(
+            w.history,
+            SyncHistory {
+                added: true,
+                removed: true
+            }
+        );
+
+        // A delete of a profile that is no member: no event, but the version still advances
+        // (an older add arriving later must lose).
+        let (write, counts) = plan(&[change(ChangeAction::Delete, 20)], &RowState::default());
+        let w = write.unwrap();
+        assert!(w.events.is_empty() && !w.next.member);
+        assert_eq!(counts.noop, 1);
+    }
+
+    #[test]
+    fn one_write_carries_at_most_its_share_of_events() {
+        let changes: Vec<MembershipChange> = (0..40)
+            .map(|i| {
+                let action = if i % 2 == 0 {
+                    ChangeAction::Add
+                } else {
+                    ChangeAction::Delete
+                };
+                change(action, 100 + i)
+            })
+            .collect();
+        let (write, _) = plan(&changes, &RowState::default());
+        let w = write.unwrap();
+        assert_eq!(w.events.len(), MAX_EVENTS_PER_WRITE);
+        assert_eq!(
+            w.consumed, MAX_EVENTS_PER_WRITE,
+            "the rest is planned after it commits"
+        );
+        assert_eq!(
+            w.next.version,
+            Some(changes[MAX_EVENTS_PER_WRITE - 1].version())
+        );
+    }
 }

@@ -8,12 +8,12 @@
 use std::io::Write;
 use std::time::Duration;
 
-use crate::emf::{Record, Unit};
-use crate::materialize::MaterializeBatch;
-use crate::protocol::now_ms;
-use crate::region::Region;
-use crate::resolve::ResolveBatch;
+use crate::domain::emf::{Record, Unit};
+use crate::domain::protocol::now_ms;
+use crate::domain::region::Region;
 use crate::stages::http::{HttpReply, Outcome};
+use crate::stages::materialize::MaterializeBatch;
+use crate::stages::resolve::ResolveBatch;
 
 /// Where one function's metrics go, and under which names.
 #[derive(Debug, Clone)]
@@ -31,6 +31,15 @@ impl Metrics {
             function,
             region,
         }
+    }
+
+    /// The metrics of one function of the stack `config` describes.
+    pub fn for_function(config: &crate::config::Config, function: &'static str) -> Self {
+        Self::new(
+            config.metrics_namespace.clone(),
+            function,
+            config.home_region,
+        )
     }
 
     fn record(&self) -> Record {

@@ -11,22 +11,18 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::batch::{StoredAudience, StoredProfile};
-use crate::changes::{ChangeAction, MembershipChange};
-use crate::identity::{ProfileKey, Rung, SkipReason};
-use crate::keys::{memberships as mk, segments as sk};
-use crate::protocol::{self, Encoding, Request, now_ms};
-use crate::region::Region;
-use crate::resolve::{
+use crate::domain::batch::{StoredAudience, StoredProfile};
+use crate::domain::changes::{ChangeAction, MembershipChange};
+use crate::domain::identity::{ProfileKey, Rung, SkipReason};
+use crate::domain::protocol::{self, Encoding, Request, now_ms};
+use crate::domain::region::Region;
+use crate::domain::segment_state::{MemberState, Outcome, SyncAction, apply};
+use crate::stages::resolve::{
     Erasures, NoChange, ResolveOutcomes, Resolved, entry_change, identities_of, ladder,
     without_covered,
 };
-use crate::segment_state::{MemberState, Outcome, SyncAction, apply};
-use crate::store::memberships::{SegmentLayout, member_state, membership_key};
-use crate::store::profiles::profile_key;
-use crate::store::segments::status as segment_status;
-use crate::store::{Item, Store, StoreError, get_s, s};
-use crate::tables::Table;
+use crate::store::segment_item::SegmentLayout;
+use crate::store::{Store, StoreError};
 
 /// Profiles one preview takes at most.
 pub const MAX_PREVIEW_PROFILES: usize = 1_000;
@@ -242,42 +238,36 @@ impl Current {
             .iter()
             .filter_map(|r| now.target(&r.resolution.outcome))
             .collect();
-        let keys = cts.iter().map(|ct| profile_key(project, ct)).collect();
-        for item in store.batch_get(region, Table::Profiles, keys).await? {
-            now.existing
-                .extend(get_s(&item, "clevertap_id").map(str::to_owned));
-        }
+        let cts: Vec<String> = cts.into_iter().collect();
+        now.existing = store
+            .get_profiles(region, project, &cts)
+            .await?
+            .into_iter()
+            .map(|p| p.clevertap_id)
+            .collect();
         // Which segments take members: an active one, or one not seen yet (materialize creates
         // a segment first seen in a membership batch); an archived or archiving one does not.
         let audiences: HashSet<i64> = profiles
             .iter()
             .flat_map(|p| p.audiences.iter().filter_map(|a| a.audience_id))
             .collect();
-        let keys = audiences.iter().map(|a| segment_key(project, *a)).collect();
-        let segments: HashMap<i64, Item> = store
-            .batch_get(region, Table::Segments, keys)
-            .await?
-            .into_iter()
-            .filter_map(|i| {
-                let id = get_s(&i, crate::keys::SK)?
-                    .strip_prefix(sk::SEGMENT_PREFIX)?
-                    .parse()
-                    .ok()?;
-                Some((id, i))
-            })
-            .collect();
+        let segments = store
+            .segments_by_id(region, project, audiences.iter().copied())
+            .await?;
         let inactive: HashSet<i64> = segments
-            .iter()
-            .filter(|(_, i)| get_s(i, "status") != Some(segment_status::ACTIVE))
-            .map(|(id, _)| *id)
+            .values()
+            .filter(|s| !s.is_active())
+            .map(|s| s.audience_id)
             .collect();
         now.active = audiences.difference(&inactive).copied().collect();
         // Where each segment's rows are: its recorded buckets, or a new segment's.
         let layout = |audience: i64| {
-            SegmentLayout::of_read(
-                audience,
-                segments.get(&audience),
-                store.new_segment_buckets(),
+            segments.get(&audience).map_or_else(
+                || SegmentLayout {
+                    audience_id: audience,
+                    buckets: store.new_segment_buckets(),
+                },
+                SegmentLayout::of_segment,
             )
         };
         // The memberships the entries concern.
@@ -291,23 +281,15 @@ impl Current {
                 })
             })
             .collect();
-        let keys = pairs
+        let pairs: Vec<(SegmentLayout, &str)> = pairs
             .iter()
-            .map(|(a, ct)| membership_key(project, layout(*a), ct))
+            .map(|(a, ct)| (layout(*a), ct.as_str()))
             .collect();
-        let rows: HashMap<(String, String), Item> = store
-            .batch_get(region, Table::Memberships, keys)
-            .await?
-            .into_iter()
-            .filter_map(|r| {
-                let pk = get_s(&r, crate::keys::PK)?.to_owned();
-                let sk = get_s(&r, crate::keys::SK)?.to_owned();
-                Some(((pk, sk), r))
-            })
-            .collect();
-        for (audience, ct) in pairs {
-            let row = rows.get(&(layout(audience).row_pk(project, &ct), mk::sk(&ct)));
-            now.states.insert((audience, ct), member_state(row));
+        let rows = store.pair_states(region, project, &pairs).await?;
+        for (layout, ct) in pairs {
+            let key = (layout.audience_id, ct.to_owned());
+            let state = rows.get(&key).map(|r| r.state.clone()).unwrap_or_default();
+            now.states.insert(key, state);
         }
         Ok(now)
     }
@@ -438,13 +420,6 @@ fn skipped_user(p: &StoredProfile, skip: &str, totals: &mut BTreeMap<&'static st
         .collect();
     json!({"index": p.index, "rung": null, "skip": skip, "clevertap_id": null,
            "profile_exists": false, "new_profile": false, "entries": entries})
-}
-
-fn segment_key(project: &str, audience_id: i64) -> Item {
-    Item::from([
-        (crate::keys::PK.to_owned(), s(sk::pk(project))),
-        (crate::keys::SK.to_owned(), s(sk::segment_sk(audience_id))),
-    ])
 }
 
 fn entry_json(entry: &StoredAudience, result: EntryPreview) -> Value {

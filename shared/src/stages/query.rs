@@ -10,23 +10,21 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use tracing::warn;
 
-use crate::auth;
-use crate::calendar::month_of;
-use crate::keys;
-use crate::protocol::now_ms;
-use crate::region::Region;
-use crate::segment_state::SyncAction;
-use crate::stages::erasure::ErasureAudit;
+use crate::domain::auth;
+use crate::domain::calendar::month_of;
+use crate::domain::protocol::now_ms;
+use crate::domain::records::{
+    EventValue, InboxStatus, Profile, ProfileEvent, PropertyValue, Segment, SegmentHistory, SyncRow,
+};
+use crate::domain::region::Region;
+use crate::domain::segment_state::SyncAction;
 use crate::stages::http::HttpReply;
 use crate::stages::metrics::Metrics;
 use crate::stages::preview::preview_input;
-use crate::store::counters::DayCounts;
-use crate::store::memberships::SegmentLayout;
-use crate::store::profiles::ATTRIBUTE_PREFIX;
 use crate::store::projects::ProjectCache;
 use crate::store::reads::BucketPosition;
-use crate::store::segments::{SEGMENT_TYPE, SegmentKey, status as segment_status};
-use crate::store::{Item, Store, StoreError, get_n, get_s};
+use crate::store::segment_item::{SEGMENT_TYPE, SegmentKey, SegmentLayout};
+use crate::store::{Store, StoreError};
 
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 500;
@@ -106,39 +104,27 @@ fn limit_of(query: &HashMap<String, String>) -> Result<usize, HttpReply> {
     }
 }
 
-fn num(item: &Item, key: &str) -> Value {
-    get_n(item, key).map(Value::from).unwrap_or(Value::Null)
-}
-
-fn text(item: &Item, key: &str) -> Value {
-    get_s(item, key).map(Value::from).unwrap_or(Value::Null)
-}
-
 /// Archiving segments are shown as archived: their members are on their way out.
-fn segment_json(item: &Item) -> Value {
-    let status = match get_s(item, "status") {
-        Some(segment_status::ACTIVE) => "active",
-        _ => "archived",
-    };
+fn segment_json(segment: &Segment) -> Value {
     json!({
-        "partner_segment_id": num(item, "partner_segment_id"),
-        "segment_id": text(item, "segment_id"),
-        "name": text(item, "name"),
+        "partner_segment_id": segment.audience_id,
+        "segment_id": segment.segment_id,
+        "name": segment.name,
         "type": SEGMENT_TYPE,
-        "status": status,
-        "member_count": get_n(item, "member_count").unwrap_or(0),
-        "created_ms": num(item, "created_ms"),
-        "updated_ms": num(item, "updated_ms"),
-        "added_total": get_n(item, "added_total").unwrap_or(0),
-        "removed_total": get_n(item, "removed_total").unwrap_or(0),
-        "last_sync_ms": num(item, "last_sync_ms"),
+        "status": segment.status.shown(),
+        "member_count": segment.counts.member_count,
+        "created_ms": segment.created_ms,
+        "updated_ms": segment.updated_ms,
+        "added_total": segment.counts.added_total,
+        "removed_total": segment.counts.removed_total,
+        "last_sync_ms": segment.counts.last_sync_ms,
     })
 }
 
 /// A segment's days with activity, oldest first, each with the members at the day's end:
 /// counted back from `member_count` (today's end) by each later day's added − removed − cleared,
 /// so the line ends where the count is even for a segment synced before days were tallied.
-fn history_json(days: &BTreeMap<String, DayCounts>, member_count: i64) -> Value {
+fn history_json(days: &SegmentHistory, member_count: i64) -> Value {
     let mut members = member_count;
     let mut out: Vec<Value> = days
         .iter()
@@ -154,76 +140,79 @@ fn history_json(days: &BTreeMap<String, DayCounts>, member_count: i64) -> Value 
     Value::Array(out)
 }
 
-fn attribute_value(v: &aws_sdk_dynamodb::types::AttributeValue) -> Value {
-    use aws_sdk_dynamodb::types::AttributeValue as A;
-    match v {
-        A::S(s) => Value::from(s.clone()),
-        A::N(n) => n.parse::<f64>().map(Value::from).unwrap_or(Value::Null),
-        A::Bool(b) => Value::from(*b),
-        A::L(l) => Value::Array(l.iter().map(attribute_value).collect()),
-        _ => Value::Null,
+fn property_json(value: &PropertyValue) -> Value {
+    match value {
+        PropertyValue::Text(s) => Value::from(s.clone()),
+        PropertyValue::List(l) => Value::from(l.clone()),
+        PropertyValue::Tag => Value::from(true),
     }
 }
 
-fn profile_json(item: &Item, segments: Vec<Value>) -> Value {
-    let attributes: Map<String, Value> = item
+fn profile_json(profile: &Profile, segments: Vec<Value>) -> Value {
+    let attributes: Map<String, Value> = profile
+        .properties
         .iter()
-        .filter_map(|(k, v)| {
-            k.strip_prefix(ATTRIBUTE_PREFIX)
-                .map(|k| (k.to_owned(), attribute_value(v)))
-        })
+        .map(|(k, v)| (k.clone(), property_json(v)))
         .collect();
     json!({
-        "clevertap_id": text(item, "clevertap_id"),
-        "identity": text(item, "identity"),
-        "email": text(item, "email"),
-        "phone": text(item, "phone"),
+        "clevertap_id": profile.clevertap_id,
+        "identity": profile.identity,
+        "email": profile.email,
+        "phone": profile.phone,
         "attributes": Value::Object(attributes),
         "segments": segments,
-        "created_ms": num(item, "created_ms"),
-        "updated_ms": num(item, "updated_ms"),
+        "created_ms": profile.created_ms,
+        "updated_ms": profile.updated_ms,
     })
 }
 
-fn event_json(item: &Item) -> Value {
-    let properties: Map<String, Value> = item
-        .get("properties")
-        .and_then(|p| p.as_m().ok())
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| {
-                    let v = match v.as_n() {
-                        Ok(n) => n.parse::<i64>().map(Value::from).unwrap_or(Value::Null),
-                        Err(_) => attribute_value(v),
-                    };
-                    (k.clone(), v)
-                })
-                .collect()
+fn event_json(event: &ProfileEvent) -> Value {
+    let properties: Map<String, Value> = event
+        .properties
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                EventValue::Text(s) => Value::from(s.clone()),
+                EventValue::Number(n) => Value::from(*n),
+            };
+            (k.clone(), v)
         })
-        .unwrap_or_default();
-    json!({ "event": text(item, "event"), "ts_ms": num(item, "ts_ms"), "properties": Value::Object(properties) })
+        .collect();
+    json!({ "event": event.name, "ts_ms": event.ts_ms, "properties": Value::Object(properties) })
 }
 
-/// Adds the numeric members of a stored map into `into`.
-fn add_counts(into: &mut BTreeMap<String, i64>, item: &Item, key: &str) {
-    if let Some(m) = item.get(key).and_then(|v| v.as_m().ok()) {
-        for (k, v) in m {
-            if let Some(n) = v.as_n().ok().and_then(|n| n.parse::<i64>().ok()) {
-                *into.entry(k.clone()).or_default() += n;
-            }
+/// One request of the sync log from its chunks' rows: the least advanced chunk's status.
+fn sync_json(request_id: &str, rows: &[SyncRow]) -> Value {
+    let mut outcomes: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut changes: BTreeMap<&str, i64> = BTreeMap::new();
+    for r in rows {
+        for (k, v) in &r.outcomes {
+            *outcomes.entry(k).or_default() += v;
+        }
+        for (k, v) in &r.changes {
+            *changes.entry(k).or_default() += v;
         }
     }
-}
-
-/// How far a chunk got; a request shows its least advanced chunk (a failed one first).
-fn status_rank(status: &str) -> u8 {
-    match status {
-        "failed" => 0,
-        "received" => 1,
-        "resolved" => 2,
-        "materialized" => 3,
-        _ => 1,
+    let status = rows
+        .iter()
+        .map(|r| r.status)
+        .min()
+        .unwrap_or(InboxStatus::Materialized);
+    let failures: Vec<&str> = rows.iter().filter_map(|r| r.failure.as_deref()).collect();
+    // A request split into chunks is complete only when every chunk is stored.
+    let mut sync = json!({
+        "request_id": request_id,
+        "received_ms": rows.first().and_then(|r| r.received_ms),
+        "status": status.as_str(),
+        "chunks": rows.first().map_or(1, |r| r.chunk_count),
+        "profiles": rows.iter().map(|r| r.profile_count).sum::<i64>(),
+        "outcomes": outcomes,
+        "changes": changes,
+    });
+    if !failures.is_empty() {
+        sync["failures"] = json!(failures);
     }
+    sync
 }
 
 impl QueryApi {
@@ -406,8 +395,8 @@ impl Ctx<'_> {
     }
 
     pub(crate) async fn segments(&self) -> Reply {
-        let items = self.store.list_segments(self.region, &self.project).await?;
-        let list: Vec<Value> = items.iter().map(segment_json).collect();
+        let segments = self.store.list_segments(self.region, &self.project).await?;
+        let list: Vec<Value> = segments.iter().map(segment_json).collect();
         Ok(Ok(json!({ "segments": list })))
     }
 
@@ -417,10 +406,9 @@ impl Ctx<'_> {
             .segment_with_history(self.region, &self.project, id)
             .await?;
         Ok(match found {
-            Some((item, days)) => {
-                let mut view = segment_json(&item);
-                let member_count = get_n(&item, "member_count").unwrap_or(0);
-                view["history"] = history_json(&days, member_count);
+            Some((segment, days)) => {
+                let mut view = segment_json(&segment);
+                view["history"] = history_json(&days, segment.counts.member_count);
                 Ok(view)
             }
             None => Err(fail(404, "segment not found")),
@@ -470,49 +458,40 @@ impl Ctx<'_> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let items = self
+        let profiles = self
             .store
             .get_profiles(self.region, &self.project, ids)
             .await?;
         let segments = self.store.list_segments(self.region, &self.project).await?;
-        let active: Vec<(i64, Value)> = segments
+        let active: Vec<&Segment> = segments.iter().filter(|s| s.is_active()).collect();
+        let layouts: Vec<SegmentLayout> = active
             .iter()
-            .filter(|s| get_s(s, "status") == Some(segment_status::ACTIVE))
-            .filter_map(|s| get_n(s, "partner_segment_id").map(|id| (id, text(s, "name"))))
+            .map(|s| SegmentLayout::of_segment(s))
             .collect();
-        let layouts: Vec<SegmentLayout> = segments
-            .iter()
-            .filter(|s| get_s(s, "status") == Some(segment_status::ACTIVE))
-            .filter_map(|s| Some(SegmentLayout::of_item(get_n(s, "partner_segment_id")?, s)))
-            .collect();
-        let present: Vec<String> = items
-            .iter()
-            .filter_map(|i| get_s(i, "clevertap_id").map(str::to_owned))
-            .collect();
+        let present: Vec<String> = profiles.iter().map(|p| p.clevertap_id.clone()).collect();
         let memberships = self
             .store
             .memberships_of(self.region, &self.project, &layouts, &present)
             .await?;
-        let by_id: HashMap<&str, &Item> = items
+        let by_id: HashMap<&str, &Profile> = profiles
             .iter()
-            .filter_map(|i| get_s(i, "clevertap_id").map(|c| (c, i)))
+            .map(|p| (p.clevertap_id.as_str(), p))
             .collect();
         Ok(ids
             .iter()
             .filter_map(|ct| by_id.get(ct.as_str()))
-            .map(|item| {
-                let ct = get_s(item, "clevertap_id").unwrap_or_default();
+            .map(|profile| {
                 let segs = active
                     .iter()
-                    .filter(|(id, _)| {
+                    .filter(|s| {
                         memberships
-                            .get(&(*id, ct.to_owned()))
+                            .get(&(s.audience_id, profile.clevertap_id.clone()))
                             .copied()
                             .unwrap_or(false)
                     })
-                    .map(|(id, name)| json!({"partner_segment_id": id, "name": name}))
+                    .map(|s| json!({"partner_segment_id": s.audience_id, "name": s.name}))
                     .collect();
-                profile_json(item, segs)
+                profile_json(profile, segs)
             })
             .collect())
     }
@@ -533,14 +512,14 @@ impl Ctx<'_> {
                 .into_iter()
                 .collect()
         } else if let Some(email) = query.get("email") {
-            let Some(email) = crate::identity::normalize_email(email) else {
+            let Some(email) = crate::domain::identity::normalize_email(email) else {
                 return Ok(Ok(json!({ "profiles": [] })));
             };
             self.store
                 .clevertap_ids_by(self.region, &self.project, Some(&email), None)
                 .await?
         } else if let Some(phone) = query.get("phone") {
-            let Some(phone) = crate::identity::normalize_phone(phone) else {
+            let Some(phone) = crate::domain::identity::normalize_phone(phone) else {
                 return Ok(Ok(json!({ "profiles": [] })));
             };
             self.store
@@ -562,13 +541,13 @@ impl Ctx<'_> {
             .store
             .profile_events(self.region, &self.project, ct, limit, cursor.as_deref())
             .await?;
-        if page.items.is_empty()
+        if page.events.is_empty()
             && cursor.is_none()
             && self.profile_views(&[ct.to_owned()]).await?.is_empty()
         {
             return Ok(Err(fail(404, "profile not found")));
         }
-        let events: Vec<Value> = page.items.iter().map(event_json).collect();
+        let events: Vec<Value> = page.events.iter().map(event_json).collect();
         Ok(Ok(
             json!({ "events": events, "next_cursor": encode_cursor(page.next) }),
         ))
@@ -619,7 +598,7 @@ impl Ctx<'_> {
         let limit = try_reply!(limit_of(query));
         let mut before = try_reply!(decode_cursor(query));
         // Group chunk rows into requests; a request's chunks are adjacent in time-key order.
-        let mut groups: Vec<(String, Vec<Item>)> = Vec::new();
+        let mut groups: Vec<(String, Vec<SyncRow>)> = Vec::new();
         let mut last_key: Option<String> = None;
         let mut exhausted = false;
         while groups.len() <= limit && !exhausted {
@@ -629,19 +608,16 @@ impl Ctx<'_> {
                 .await?;
             exhausted = !more;
             for row in rows {
-                let key = get_s(&row, keys::inbox::RECEIVED_KEY)
-                    .unwrap_or_default()
-                    .to_owned();
-                let id = get_s(&row, "message_id").unwrap_or_default().to_owned();
+                let key = row.position.clone();
                 before = Some(key.clone());
                 match groups.last_mut() {
-                    Some((gid, rows)) if *gid == id => rows.push(row),
+                    Some((gid, rows)) if *gid == row.message_id => rows.push(row),
                     _ => {
                         if groups.len() == limit {
                             exhausted = false;
                             break;
                         }
-                        groups.push((id, vec![row]));
+                        groups.push((row.message_id.clone(), vec![row]));
                     }
                 }
                 last_key = Some(key);
@@ -653,39 +629,7 @@ impl Ctx<'_> {
         let more = groups.len() == limit && !exhausted;
         let syncs: Vec<Value> = groups
             .iter()
-            .map(|(id, rows)| {
-                let mut outcomes = BTreeMap::new();
-                let mut changes = BTreeMap::new();
-                let mut profiles = 0i64;
-                let mut status = "materialized";
-                let mut failures: Vec<&str> = Vec::new();
-                for r in rows {
-                    failures.extend(get_s(r, "failure"));
-                    profiles += get_n(r, "profile_count").unwrap_or(0);
-                    add_counts(&mut outcomes, r, "outcomes");
-                    add_counts(&mut changes, r, "change_counts");
-                    add_counts(&mut changes, r, "applied");
-                    let s = get_s(r, "status").unwrap_or("received");
-                    if status_rank(s) < status_rank(status) {
-                        status = s;
-                    }
-                }
-                // A request split into chunks is complete only when every chunk is stored.
-                let expected = rows.first().and_then(|r| get_n(r, "chunk_count")).unwrap_or(1);
-                let mut sync = json!({
-                    "request_id": id,
-                    "received_ms": rows.first().map(|r| num(r, "received_ms")).unwrap_or(Value::Null),
-                    "status": status,
-                    "chunks": expected,
-                    "profiles": profiles,
-                    "outcomes": outcomes,
-                    "changes": changes,
-                });
-                if !failures.is_empty() {
-                    sync["failures"] = json!(failures);
-                }
-                sync
-            })
+            .map(|(id, rows)| sync_json(id, rows))
             .collect();
         let next = if more { last_key } else { None };
         Ok(Ok(
@@ -695,14 +639,10 @@ impl Ctx<'_> {
 
     /// `/v1/erasures`: the audit rows of the project's erasures, newest first.
     pub(crate) async fn erasures(&self) -> Reply {
-        let mut audits: Vec<ErasureAudit> = self
+        let audits = self
             .store
             .erasure_audits(self.region, &self.project)
-            .await?
-            .into_iter()
-            .map(serde_dynamo::from_item)
-            .collect::<Result<_, _>>()?;
-        audits.sort_by_key(|a| std::cmp::Reverse(a.completed_ms));
+            .await?;
         Ok(Ok(json!({ "erasures": audits })))
     }
 
@@ -731,6 +671,7 @@ impl Ctx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::records::DayCounts;
 
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
@@ -749,6 +690,42 @@ mod tests {
         assert!(limit_of(&q("0")).is_err());
         assert!(limit_of(&q("100000")).is_err());
         assert!(limit_of(&q("x")).is_err());
+    }
+
+    #[test]
+    fn a_request_shows_its_least_advanced_chunk_and_sums_the_rest() {
+        let row = |status, failure: Option<&str>| SyncRow {
+            position: "k".into(),
+            message_id: "m".into(),
+            status,
+            failure: failure.map(str::to_owned),
+            profile_count: 10,
+            chunk_count: 2,
+            received_ms: Some(5),
+            outcomes: BTreeMap::from([("resolved".to_owned(), 10)]),
+            changes: BTreeMap::from([("add".to_owned(), 3)]),
+        };
+        let done = sync_json(
+            "m",
+            &[
+                row(InboxStatus::Materialized, None),
+                row(InboxStatus::Resolved, None),
+            ],
+        );
+        assert_eq!(done["status"], "resolved");
+        assert_eq!(done["profiles"], 20);
+        assert_eq!(done["changes"]["add"], 6);
+        assert_eq!(done["chunks"], 2);
+        assert!(done.get("failures").is_none());
+        let failed = sync_json(
+            "m",
+            &[
+                row(InboxStatus::Materialized, None),
+                row(InboxStatus::Failed, Some("why")),
+            ],
+        );
+        assert_eq!(failed["status"], "failed");
+        assert_eq!(failed["failures"], json!(["why"]));
     }
 
     #[test]

@@ -15,20 +15,22 @@ use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tracing::{error, info};
 
-use crate::batch::{StoredAudience, StoredProfile, decode_chunk};
-use crate::changes::{ChangeAction, MembershipChange, encode_changes};
-use crate::erasure::{is_before_erasure, resolution_hashes};
-use crate::identity::{ProfileKey, Resolution, Rung, SkipReason, resolve, user_id_type};
-use crate::protocol::{AttributeAction, AudienceAction, UserIdentityType, now_ms};
-use crate::region::Region;
+use crate::domain::batch::{StoredAudience, StoredProfile, decode_chunk};
+use crate::domain::changes::{ChangeAction, MembershipChange, encode_changes};
+use crate::domain::erasure::{is_before_erasure, resolution_hashes};
+use crate::domain::identity::{ProfileKey, Resolution, Rung, SkipReason, resolve, user_id_type};
+use crate::domain::protocol::{AttributeAction, AudienceAction, UserIdentityType, now_ms};
+use crate::domain::records::{InboxStatus, PropertyValue};
+use crate::domain::region::Region;
+use crate::stages::stream::{self as records, RecordError};
+use crate::store::inbox::InboxRow;
 use crate::store::profiles::message_version_prefix;
-use crate::store::profiles::{ProfileMerge, PropertyValue, Versioned, data_version, profile_key};
+use crate::store::profiles::{ProfileMerge, Versioned, data_version, profile_key};
 use crate::store::stats::StoreStats;
+use crate::store::tables::{Table, TableNames};
 use crate::store::{Item, Store, StoreError, get_s};
-use crate::stream::{self as records, InboxRow, RecordError};
-use crate::tables::{Table, TableNames};
 
-pub use crate::sync_log::ResolveOutcomes;
+pub use crate::domain::sync_log::ResolveOutcomes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
@@ -604,7 +606,7 @@ pub async fn handle_inbox_event(
                     return Ok(None);
                 }
                 let row = records::inbox_row(record)?;
-                if row.status != crate::store::inbox::status::RECEIVED {
+                if row.status != InboxStatus::Received {
                     return Ok(None);
                 }
                 match resolve_chunk(store, region, &row).await {

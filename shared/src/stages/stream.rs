@@ -2,27 +2,10 @@
 
 use aws_lambda_events::event::dynamodb::EventRecord;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
-use serde::Deserialize;
 
-use crate::region::Region;
-use crate::tables::{Table, TableNames};
-
-/// An inbox row, read from a stream record's new image.
-#[derive(Debug, Clone, Deserialize)]
-pub struct InboxRow {
-    pub project_id: String,
-    pub message_id: String,
-    pub chunk: u32,
-    pub message_ts: i64,
-    /// When authorize stored the batch (ms).
-    #[serde(default)]
-    pub received_ms: i64,
-    pub status: String,
-    #[serde(default)]
-    pub payload: serde_bytes::ByteBuf,
-    #[serde(default)]
-    pub changes: Option<serde_bytes::ByteBuf>,
-}
+use crate::domain::region::Region;
+use crate::store::inbox::{InboxRow, inbox_row_of_image};
+use crate::store::tables::{Table, TableNames};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -46,8 +29,7 @@ pub fn record_source(
 }
 
 pub fn inbox_row(record: &EventRecord) -> Result<InboxRow, RecordError> {
-    serde_dynamo::from_item(record.change.new_image.clone())
-        .map_err(|e| RecordError::Image(e.to_string()))
+    inbox_row_of_image(&record.change.new_image).map_err(RecordError::Image)
 }
 
 /// The identifier Lambda wants back for a failed stream record: its sequence number.

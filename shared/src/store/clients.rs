@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{Credentials, Region as AwsRegion};
 
-use crate::region::Region;
+use crate::domain::region::Region;
 
 /// A client per CleverTap region: each talks to the AWS region that hosts that region's tables,
 /// or, locally, every region talks to the one DynamoDB Local endpoint.

@@ -21,13 +21,13 @@ use rand::Rng;
 use super::{
     CancellationReason, Item, Store, StoreError, backoff, cancellation_codes, get_n, get_s, n, s,
 };
-use crate::calendar::day_of;
-use crate::keys::{self, segments as k};
-use crate::region::Region;
-use crate::segment_state::SyncAction;
-use crate::store::memberships::SegmentLayout;
-use crate::store::segments::{SEGMENT_TYPE, status};
-use crate::tables::Table;
+use crate::domain::calendar::day_of;
+use crate::domain::records::{DayCounts, Segment, SegmentCounts, SegmentHistory, SegmentStatus};
+use crate::domain::region::Region;
+use crate::domain::segment_state::SyncAction;
+use crate::store::keys::{self, segments as k};
+use crate::store::segment_item::{SEGMENT_TYPE, SegmentKey, SegmentLayout, segment_of};
+use crate::store::tables::Table;
 
 /// The gate of a counter shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,36 +62,13 @@ pub enum OpenOutcome {
     BucketsDiffer(SegmentLayout),
 }
 
-/// A segment's counters: the sum of its shards.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SegmentCounts {
-    pub member_count: i64,
-    pub added_total: i64,
-    pub removed_total: i64,
-    /// The latest time a membership transaction counted here (`None`: never).
-    pub last_sync_ms: Option<i64>,
-}
-
-impl SegmentCounts {
-    fn add_shard(&mut self, item: &Item) {
-        self.member_count += get_n(item, "member_count").unwrap_or(0);
-        self.added_total += get_n(item, "added_total").unwrap_or(0);
-        self.removed_total += get_n(item, "removed_total").unwrap_or(0);
-        if let Some(t) = get_n(item, "last_sync_ms") {
-            self.last_sync_ms = Some(self.last_sync_ms.map_or(t, |l| l.max(t)));
-        }
-    }
-
-    /// Writes the sums into a segment item, as the read API and tests read it.
-    pub fn merge_into(&self, segment: &mut Item) {
-        segment.insert("member_count".into(), n(self.member_count));
-        segment.insert("added_total".into(), n(self.added_total));
-        segment.insert("removed_total".into(), n(self.removed_total));
-        if let Some(t) = self.last_sync_ms {
-            segment.insert("last_sync_ms".into(), n(t));
-            let updated = get_n(segment, "updated_ms").unwrap_or(0).max(t);
-            segment.insert("updated_ms".into(), n(updated));
-        }
+/// One counter shard item's counters.
+fn shard_counts(item: &Item) -> SegmentCounts {
+    SegmentCounts {
+        member_count: get_n(item, "member_count").unwrap_or(0),
+        added_total: get_n(item, "added_total").unwrap_or(0),
+        removed_total: get_n(item, "removed_total").unwrap_or(0),
+        last_sync_ms: get_n(item, "last_sync_ms"),
     }
 }
 
@@ -105,19 +82,10 @@ pub fn sum_counter_shards<'a>(
             continue;
         }
         if let Some(aud) = get_n(item, "partner_segment_id") {
-            out.entry(aud).or_default().add_shard(item);
+            out.entry(aud).or_default().add(&shard_counts(item));
         }
     }
     out
-}
-
-/// What one UTC day did to a segment: Partner Sync events by action, and members cleared when
-/// it was disconnected.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DayCounts {
-    pub added: i64,
-    pub removed: i64,
-    pub cleared: i64,
 }
 
 /// Which count of a day an attribute adds to.
@@ -126,10 +94,8 @@ type DayField = fn(&mut DayCounts) -> &mut i64;
 /// Sums the per-day counts of one segment's day tally items (`kind = day`, sort key
 /// `D#YYYY-MM-DD`) and of its counter shard items (which carried per-day attributes before the
 /// day items existed), by `YYYY-MM-DD`.
-pub fn sum_daily_counts<'a>(
-    items: impl IntoIterator<Item = &'a Item>,
-) -> BTreeMap<String, DayCounts> {
-    let mut out: BTreeMap<String, DayCounts> = BTreeMap::new();
+pub fn sum_daily_counts<'a>(items: impl IntoIterator<Item = &'a Item>) -> SegmentHistory {
+    let mut out = SegmentHistory::new();
     for item in items {
         if let Some(day) = get_s(item, keys::SK).and_then(|sk| sk.strip_prefix(k::DAY_SK_PREFIX)) {
             let counts = out.entry(day.to_owned()).or_default();
@@ -425,7 +391,10 @@ pub fn archiving_check(
 
 /// The condition (with `#status` for `status`) that a segment is in one archiving.
 pub fn archiving_condition(archive_id: Option<&str>) -> (&'static str, Item) {
-    let mut values = Item::from([(":archiving".to_owned(), s(status::ARCHIVING))]);
+    let mut values = Item::from([(
+        ":archiving".to_owned(),
+        s(SegmentStatus::Archiving.as_str()),
+    )]);
     match archive_id {
         Some(id) => {
             values.insert(":archive".to_owned(), s(id));
@@ -527,7 +496,7 @@ impl Store {
             .expression_attribute_names("#buckets", SegmentLayout::ATTRIBUTE)
             .expression_attribute_values(":name", s(name))
             .expression_attribute_values(":type", s(SEGMENT_TYPE))
-            .expression_attribute_values(":active", s(status::ACTIVE))
+            .expression_attribute_values(":active", s(SegmentStatus::Active.as_str()))
             .expression_attribute_values(
                 ":sid",
                 s(format!("seg_{}", uuid::Uuid::new_v4().simple())),
@@ -551,15 +520,15 @@ impl Store {
             GateTx::SegmentCondition => {
                 // Strongly consistent: the condition failed on an item that exists.
                 let current = self
-                    .get_segment_item(&crate::store::segments::SegmentKey {
+                    .segment(&SegmentKey {
                         region,
                         project_id,
                         audience_id,
                     })
                     .await?;
                 match current {
-                    Some(item) if get_s(&item, "status") == Some(status::ACTIVE) => {
-                        OpenOutcome::BucketsDiffer(SegmentLayout::of_item(audience_id, &item))
+                    Some(segment) if segment.is_active() => {
+                        OpenOutcome::BucketsDiffer(SegmentLayout::of_segment(&segment))
                     }
                     Some(_) => OpenOutcome::SegmentInactive,
                     None => {
@@ -663,13 +632,13 @@ fn gate_update(
 /// transaction that moved a member from one shard's count to another is seen whole or not at
 /// all), never a mix of before and after.
 impl Store {
-    /// A segment item with its counters summed over its shards, all read as of one point in time.
+    /// A segment with its counters summed over its shards, all read as of one point in time.
     pub async fn segment_with_counts(
         &self,
         region: Region,
         project_id: &str,
         audience_id: i64,
-    ) -> Result<Option<Item>, StoreError> {
+    ) -> Result<Option<Segment>, StoreError> {
         Ok(self
             .segment_and_shards(region, project_id, audience_id)
             .await?
@@ -683,20 +652,22 @@ impl Store {
         region: Region,
         project_id: &str,
         audience_id: i64,
-    ) -> Result<Option<(Item, Vec<Item>)>, StoreError> {
+    ) -> Result<Option<(Segment, Vec<Item>)>, StoreError> {
         let mut keys = vec![segment_key(project_id, audience_id)];
         keys.extend((0..k::COUNTER_SHARDS).map(|s| counter_shard_key(project_id, audience_id, s)));
         let mut items = self.transact_get(region, Table::Segments, keys).await?;
-        let Some(mut segment) = items.remove(0) else {
+        let Some(item) = items.remove(0) else {
             return Ok(None);
         };
         let shards: Vec<Item> = items.into_iter().flatten().collect();
-        sum_counter_shards(&shards)
+        let counts = sum_counter_shards(&shards)
             .get(&audience_id)
             .copied()
-            .unwrap_or_default()
-            .merge_into(&mut segment);
-        Ok(Some((segment, shards)))
+            .unwrap_or_default();
+        Ok(Some((
+            segment_of(audience_id, &item)?.with_counts(counts),
+            shards,
+        )))
     }
 
     /// A segment with its counters, and its per-day counts, as of one point in time.
@@ -705,7 +676,7 @@ impl Store {
         region: Region,
         project_id: &str,
         audience_id: i64,
-    ) -> Result<Option<(Item, BTreeMap<String, DayCounts>)>, StoreError> {
+    ) -> Result<Option<(Segment, SegmentHistory)>, StoreError> {
         let Some((segment, shards)) = self
             .segment_and_shards(region, project_id, audience_id)
             .await?
@@ -839,22 +810,6 @@ mod tests {
         );
         assert_eq!(days["2026-12-02"].cleared, 2);
         assert_eq!(days.len(), 2);
-    }
-
-    #[test]
-    fn sums_replace_the_segment_counts_and_advance_updated() {
-        let mut segment = segment_key("p", 7);
-        segment.insert("updated_ms".into(), n(20));
-        SegmentCounts {
-            member_count: 2,
-            added_total: 5,
-            removed_total: 3,
-            last_sync_ms: Some(30),
-        }
-        .merge_into(&mut segment);
-        assert_eq!(get_n(&segment, "member_count"), Some(2));
-        assert_eq!(get_n(&segment, "updated_ms"), Some(30));
-        assert_eq!(get_n(&segment, "last_sync_ms"), Some(30));
     }
 
     #[test]

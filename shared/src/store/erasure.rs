@@ -8,17 +8,19 @@ use aws_sdk_dynamodb::types::{
 };
 
 use super::counters::{counter_shard_clear, pick_shard};
-use super::memberships::{SegmentLayout, membership_key};
+use super::memberships::membership_key;
 use super::profiles::identity_key;
+use super::segment_item::SegmentLayout;
 use super::{
     CancellationReason, Item, MAX_UNPROCESSED_RETRIES, Store, StoreError, TxOutcome, backoff,
     conditional, get_n, get_s, n, s,
 };
-use crate::keys::{
+use crate::domain::erasure::ErasureAudit;
+use crate::domain::region::Region;
+use crate::store::keys::{
     self, events as ek, memberships as mk, profiles as pk, projects, segments as sk,
 };
-use crate::region::Region;
-use crate::tables::Table;
+use crate::store::tables::Table;
 
 /// Attribute of a project item: the salt of its tombstone hashes (created by its first erasure).
 const SALT: &str = "erasure_salt";
@@ -60,7 +62,7 @@ impl Store {
                 .condition_expression("attribute_exists(#pid)")
                 .expression_attribute_names("#salt", SALT)
                 .expression_attribute_names("#pid", projects::PROJECT_ID)
-                .expression_attribute_values(":new", s(crate::auth::generate_secret()))
+                .expression_attribute_values(":new", s(crate::domain::auth::generate_secret()))
                 .return_values(ReturnValue::AllNew)
                 .send()
                 .await?
@@ -432,11 +434,11 @@ impl Store {
         &self,
         region: Region,
         project_id: &str,
-        request_id: &str,
-        mut row: Item,
+        audit: &ErasureAudit,
     ) -> Result<bool, StoreError> {
+        let mut row: Item = serde_dynamo::to_item(audit)?;
         row.insert(keys::PK.to_owned(), s(sk::erasure_pk(project_id)));
-        row.insert(keys::SK.to_owned(), s(sk::erasure_sk(request_id)));
+        row.insert(keys::SK.to_owned(), s(sk::erasure_sk(&audit.request_id)));
         self.put_new(region, Table::Segments, row).await
     }
 
@@ -446,25 +448,37 @@ impl Store {
         region: Region,
         project_id: &str,
         request_id: &str,
-    ) -> Result<Option<Item>, StoreError> {
-        self.get_item_by_key(
-            region,
-            Table::Segments,
-            Item::from([
-                (keys::PK.to_owned(), s(sk::erasure_pk(project_id))),
-                (keys::SK.to_owned(), s(sk::erasure_sk(request_id))),
-            ]),
-        )
-        .await
+    ) -> Result<Option<ErasureAudit>, StoreError> {
+        let key = Item::from([
+            (keys::PK.to_owned(), s(sk::erasure_pk(project_id))),
+            (keys::SK.to_owned(), s(sk::erasure_sk(request_id))),
+        ]);
+        Ok(self
+            .get_item_by_key(region, Table::Segments, key)
+            .await?
+            .map(serde_dynamo::from_item)
+            .transpose()?)
     }
 
-    /// Every erasure audit row of a project.
+    /// Every erasure audit row of a project, the latest completed first.
     pub async fn erasure_audits(
         &self,
         region: Region,
         project_id: &str,
-    ) -> Result<Vec<Item>, StoreError> {
-        self.query_partition(region, Table::Segments, &sk::erasure_pk(project_id), None)
-            .await
+    ) -> Result<Vec<ErasureAudit>, StoreError> {
+        erasure_audits_of(
+            self.query_partition(region, Table::Segments, &sk::erasure_pk(project_id), None)
+                .await?,
+        )
     }
+}
+
+/// Audit rows as [`ErasureAudit`]s, the latest completed first.
+pub(super) fn erasure_audits_of(rows: Vec<Item>) -> Result<Vec<ErasureAudit>, StoreError> {
+    let mut audits: Vec<ErasureAudit> = rows
+        .into_iter()
+        .map(serde_dynamo::from_item)
+        .collect::<Result<_, _>>()?;
+    audits.sort_by_key(|a| std::cmp::Reverse(a.completed_ms));
+    Ok(audits)
 }

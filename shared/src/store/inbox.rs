@@ -2,24 +2,42 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 
 use super::{CancellationReason, Item, Store, StoreError, n, s};
-use crate::batch::Chunk;
-use crate::keys::{self, inbox as k};
-use crate::region::Region;
-use crate::tables::Table;
+use crate::domain::batch::Chunk;
+use crate::domain::records::InboxStatus;
+use crate::domain::region::Region;
+use crate::store::keys::{self, inbox as k};
+use crate::store::tables::Table;
 
 /// Inbox rows (and so the sync log) are kept this long.
 pub const INBOX_RETENTION_SECS: i64 = 30 * 24 * 3600;
 
-/// Status values of an inbox row as it moves through the pipeline.
-pub mod status {
-    pub const RECEIVED: &str = "received";
-    pub const RESOLVED: &str = "resolved";
-    pub const MATERIALIZED: &str = "materialized";
-    pub const FAILED: &str = "failed";
+/// An inbox row: a stored chunk of a batch, as the pipeline's stages read it (from a stream
+/// record's new image, or from the table).
+#[derive(Debug, Clone, Deserialize)]
+pub struct InboxRow {
+    pub project_id: String,
+    pub message_id: String,
+    pub chunk: u32,
+    pub message_ts: i64,
+    /// When authorize stored the batch (ms).
+    #[serde(default)]
+    pub received_ms: i64,
+    pub status: InboxStatus,
+    #[serde(default)]
+    pub payload: serde_bytes::ByteBuf,
+    #[serde(default)]
+    pub changes: Option<serde_bytes::ByteBuf>,
+}
+
+/// An inbox row from a stream record's new image.
+pub fn inbox_row_of_image(image: &serde_dynamo::Item) -> Result<InboxRow, String> {
+    serde_dynamo::from_item(image.clone()).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Clone)]
@@ -69,7 +87,7 @@ fn chunk_item(meta: &BatchMeta<'_>, chunk: &Chunk, chunk_count: usize) -> Item {
         ("chunk_count".to_owned(), n(chunk_count)),
         ("message_ts".to_owned(), n(meta.message_ts)),
         ("received_ms".to_owned(), n(meta.received_ms)),
-        (k::STATUS.to_owned(), s(status::RECEIVED)),
+        (k::STATUS.to_owned(), s(InboxStatus::Received.as_str())),
         ("profile_count".to_owned(), n(chunk.profile_count)),
         (
             "payload".to_owned(),
@@ -199,7 +217,7 @@ impl Store {
         message_id: &str,
         chunk: u32,
         changes: &[u8],
-        outcomes: &crate::sync_log::ResolveOutcomes,
+        outcomes: &crate::domain::sync_log::ResolveOutcomes,
         adds: usize,
         deletes: usize,
     ) -> Result<bool, StoreError> {
@@ -219,12 +237,12 @@ impl Store {
             )
             .condition_expression("#st = :received")
             .expression_attribute_names("#st", k::STATUS)
-            .expression_attribute_values(":resolved", s(status::RESOLVED))
-            .expression_attribute_values(":received", s(status::RECEIVED))
+            .expression_attribute_values(":resolved", s(InboxStatus::Resolved.as_str()))
+            .expression_attribute_values(":received", s(InboxStatus::Received.as_str()))
             .expression_attribute_values(":c", AttributeValue::B(Blob::new(changes.to_vec())))
             .expression_attribute_values(":o", outcomes)
             .expression_attribute_values(":cc", counts)
-            .expression_attribute_values(":now", n(crate::protocol::now_ms()))
+            .expression_attribute_values(":now", n(crate::domain::protocol::now_ms()))
             .send()
             .await;
         super::conditional(res)
@@ -247,11 +265,11 @@ impl Store {
             .update_expression("SET #st = :failed, failure = :why, failed_ms = :now")
             .condition_expression("#st IN (:received, :resolved)")
             .expression_attribute_names("#st", k::STATUS)
-            .expression_attribute_values(":failed", s(status::FAILED))
-            .expression_attribute_values(":received", s(status::RECEIVED))
-            .expression_attribute_values(":resolved", s(status::RESOLVED))
+            .expression_attribute_values(":failed", s(InboxStatus::Failed.as_str()))
+            .expression_attribute_values(":received", s(InboxStatus::Received.as_str()))
+            .expression_attribute_values(":resolved", s(InboxStatus::Resolved.as_str()))
             .expression_attribute_values(":why", s(reason))
-            .expression_attribute_values(":now", n(crate::protocol::now_ms()))
+            .expression_attribute_values(":now", n(crate::domain::protocol::now_ms()))
             .send()
             .await;
         super::conditional(res)
@@ -266,7 +284,7 @@ impl Store {
         project_id: &str,
         message_id: &str,
         chunk: u32,
-        counts: &crate::sync_log::MaterializeCounts,
+        counts: &crate::domain::sync_log::MaterializeCounts,
     ) -> Result<bool, StoreError> {
         let applied = serde_dynamo::to_attribute_value(counts)?;
         let res = self
@@ -276,10 +294,10 @@ impl Store {
             )
             .condition_expression("#st = :resolved")
             .expression_attribute_names("#st", k::STATUS)
-            .expression_attribute_values(":done", s(status::MATERIALIZED))
-            .expression_attribute_values(":resolved", s(status::RESOLVED))
+            .expression_attribute_values(":done", s(InboxStatus::Materialized.as_str()))
+            .expression_attribute_values(":resolved", s(InboxStatus::Resolved.as_str()))
             .expression_attribute_values(":a", applied)
-            .expression_attribute_values(":now", n(crate::protocol::now_ms()))
+            .expression_attribute_values(":now", n(crate::domain::protocol::now_ms()))
             .send()
             .await;
         super::conditional(res)

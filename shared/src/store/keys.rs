@@ -157,7 +157,12 @@ pub mod segments {
 
     /// `U#<project>#<YYYY-MM>#<shard>`: one shard of a month's usage.
     pub fn usage_shard_pk(project_id: &str, month: &str, shard: u32) -> String {
-        format!("U#{project_id}#{month}#{shard:02}")
+        format!("{}{month}#{shard:02}", usage_pk_prefix(project_id))
+    }
+
+    /// What the keys of every usage shard of a project begin with.
+    pub fn usage_pk_prefix(project_id: &str) -> String {
+        format!("U#{project_id}#")
     }
 }
 

@@ -2,83 +2,25 @@
 //! so that the summed `member_count` always equals the number of member rows and an event exists
 //! exactly when membership changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 
-use super::{Item, Store, StoreError, get_s, n, s};
-use crate::calendar::{day_of, month_of};
-use crate::changes::MembershipChange;
-use crate::keys::{self, events as ek, memberships as mk, segments as sk};
-use crate::region::Region;
-use crate::segment_state::{MemberState, SyncAction};
+use super::segment_item::SegmentLayout;
+use super::{CancellationReason, Item, Store, StoreError, TxOutcome, get_s, n, s};
+use crate::domain::calendar::{day_of, month_of};
+use crate::domain::changes::MembershipChange;
+use crate::domain::region::Region;
+use crate::domain::segment_state::{MemberState, SyncAction};
 use crate::store::counters::{
-    ShardTally, counter_shard_update, day_tally_updates, pick_shard, usage_shard_update,
+    ShardTally, archiving_check, counter_shard_clear, counter_shard_update, day_tally_updates,
+    pick_shard, usage_shard_update,
 };
-use crate::tables::Table;
+use crate::store::keys::{self, events as ek, memberships as mk, segments as sk};
+use crate::store::tables::Table;
 
 pub const PARTNER_SYNC: &str = "Partner Sync";
 pub const PARTNER_NAME: &str = "mParticle";
-
-/// Where one segment's membership rows and Find People entries live: `buckets` partition keys,
-/// fixed when the segment was first activated and recorded on it (`keys::memberships`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SegmentLayout {
-    pub audience_id: i64,
-    pub buckets: u32,
-}
-
-impl SegmentLayout {
-    /// Attribute of a segment item (and of its counter shards) recording its bucket count.
-    pub const ATTRIBUTE: &'static str = "buckets";
-
-    /// The layout of a stored segment item: its recorded count, or one bucket for a segment
-    /// created before buckets existed.
-    pub fn of_item(audience_id: i64, segment: &Item) -> Self {
-        let buckets = super::get_n(segment, Self::ATTRIBUTE)
-            .and_then(|b| u32::try_from(b).ok())
-            .filter(|b| (1..=mk::MAX_BUCKETS).contains(b))
-            .unwrap_or(1);
-        Self {
-            audience_id,
-            buckets,
-        }
-    }
-
-    /// The layout of a segment as read: its item's, or `new_buckets` for one not created yet
-    /// (it will be created with that count: `Store::open_counter_shards` checks it).
-    pub fn of_read(audience_id: i64, segment: Option<&Item>, new_buckets: u32) -> Self {
-        match segment {
-            Some(item) => Self::of_item(audience_id, item),
-            None => Self {
-                audience_id,
-                buckets: new_buckets,
-            },
-        }
-    }
-
-    pub fn bucket_of(&self, clevertap_id: &str) -> u32 {
-        mk::bucket(clevertap_id, self.buckets)
-    }
-
-    pub fn row_pk(&self, project_id: &str, clevertap_id: &str) -> String {
-        mk::pk(project_id, self.audience_id, self.buckets, clevertap_id)
-    }
-
-    pub fn bucket_pk(&self, project_id: &str, bucket: u32) -> String {
-        mk::bucket_pk(project_id, self.audience_id, self.buckets, bucket)
-    }
-
-    /// The Find People (`by_segment`) key of a profile's events in this segment.
-    pub fn segment_key(&self, project_id: &str, clevertap_id: &str) -> String {
-        ek::segment_key(
-            project_id,
-            self.audience_id,
-            self.buckets,
-            self.bucket_of(clevertap_id),
-        )
-    }
-}
 
 pub fn membership_key(project_id: &str, layout: SegmentLayout, clevertap_id: &str) -> Item {
     Item::from([
@@ -420,12 +362,71 @@ pub enum RowFilter {
 /// page of cleared rows comes back empty with a next page: paging forward is what finishes).
 const MEMBER_PAGE_ROWS: i32 = 1000;
 
+/// What materialize plans from for one (segment, profile): the row's state and history
+/// (default: no row yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowState {
+    pub state: MemberState,
+    pub history: SyncHistory,
+}
+
+/// Where the next page of a segment's rows starts: opaque outside the store.
+#[derive(Debug, Clone)]
+pub struct PageStart(Item);
+
 /// One page of a segment's current members, for clearing: CleverTap ID and version of each.
 #[derive(Debug, Clone, Default)]
 pub struct MemberPage {
     pub members: Vec<(String, String)>,
     /// Where the next page starts (`None`: this was the last).
-    pub next: Option<Item>,
+    pub next: Option<PageStart>,
+}
+
+/// Members one clearing transaction flips: it also takes them off a counter shard (two updates)
+/// and checks the segment (one check), within DynamoDB's 100 actions.
+pub const MAX_CLEARED_PER_TRANSACTION: usize = 100 - 3;
+
+/// How one clearing transaction ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClearOutcome {
+    Committed,
+    /// The segment is no longer in this archiving (connected again, or archived again).
+    SegmentMoved,
+    /// A row changed since it was read (a conflict, or a write planned before the seal).
+    RowsMoved,
+}
+
+/// The version a cleared membership gets: just after the last change applied to it, so the
+/// clear is newer than that change (a write planned on the old version fails its condition) and
+/// older than any later change (`~` sorts after every character of a version's fixed fields).
+pub fn cleared_version(version: &str) -> String {
+    format!("{version}~cleared")
+}
+
+/// Flips one member out of a segment being cleared, conditional on the row being as read.
+fn clear_membership(
+    project_id: &str,
+    table: &str,
+    layout: SegmentLayout,
+    clevertap_id: &str,
+    version: &str,
+    now: i64,
+) -> Update {
+    Update::builder()
+        .table_name(table)
+        .set_key(Some(membership_key(project_id, layout, clevertap_id)))
+        .update_expression(
+            "SET #member = :no, version = :cleared, cleared_ms = :now, updated_ms = :now",
+        )
+        .condition_expression("#member = :yes AND version = :read")
+        .expression_attribute_names("#member", "member")
+        .expression_attribute_values(":no", AttributeValue::Bool(false))
+        .expression_attribute_values(":yes", AttributeValue::Bool(true))
+        .expression_attribute_values(":read", s(version))
+        .expression_attribute_values(":cleared", s(cleared_version(version)))
+        .expression_attribute_values(":now", n(now))
+        .build()
+        .expect("table and key are set")
 }
 
 impl Store {
@@ -496,8 +497,9 @@ impl Store {
         project_id: &str,
         layout: SegmentLayout,
         bucket: u32,
-        start: Option<Item>,
+        start: Option<PageStart>,
     ) -> Result<MemberPage, StoreError> {
+        let start = start.map(|PageStart(key)| key);
         let page = self
             .member_rows(region, project_id, layout, bucket, start, MEMBER_PAGE_ROWS)
             .consistent_read(true)
@@ -516,7 +518,115 @@ impl Store {
             .collect();
         Ok(MemberPage {
             members,
-            next: page.last_evaluated_key,
+            next: page.last_evaluated_key.map(PageStart),
+        })
+    }
+
+    /// The rows of these profiles in one segment, read strongly consistent: CleverTap ID →
+    /// state (absent: no row).
+    pub async fn row_states(
+        &self,
+        region: Region,
+        project_id: &str,
+        layout: SegmentLayout,
+        clevertap_ids: &[&str],
+    ) -> Result<HashMap<String, RowState>, StoreError> {
+        let pairs: Vec<(SegmentLayout, &str)> =
+            clevertap_ids.iter().map(|ct| (layout, *ct)).collect();
+        Ok(self
+            .pair_states(region, project_id, &pairs)
+            .await?
+            .into_iter()
+            .map(|((_, ct), row)| (ct, row))
+            .collect())
+    }
+
+    /// The rows of some (segment, profile) pairs, read strongly consistent: (audience id,
+    /// CleverTap ID) → state (absent: no row).
+    pub async fn pair_states(
+        &self,
+        region: Region,
+        project_id: &str,
+        pairs: &[(SegmentLayout, &str)],
+    ) -> Result<HashMap<(i64, String), RowState>, StoreError> {
+        let mut pair_of: HashMap<(String, String), (i64, String)> = HashMap::new();
+        let keys = pairs
+            .iter()
+            .map(|(layout, ct)| {
+                let row_key = (layout.row_pk(project_id, ct), mk::sk(ct));
+                pair_of.insert(row_key, (layout.audience_id, (*ct).to_owned()));
+                membership_key(project_id, *layout, ct)
+            })
+            .collect();
+        Ok(self
+            .batch_get(region, Table::Memberships, keys)
+            .await?
+            .into_iter()
+            .filter_map(|item| {
+                let row_key = (
+                    get_s(&item, keys::PK)?.to_owned(),
+                    get_s(&item, keys::SK)?.to_owned(),
+                );
+                let row = RowState {
+                    state: member_state(Some(&item)),
+                    history: SyncHistory::of_item(Some(&item)),
+                };
+                Some((pair_of.get(&row_key)?.clone(), row))
+            })
+            .collect())
+    }
+
+    /// Flips `members` (CleverTap ID, version as read; at most [`MAX_CLEARED_PER_TRANSACTION`])
+    /// out of a segment being cleared, in one transaction that also takes them off one counter
+    /// shard and checks that the segment is still in the archiving `archive_id`.
+    pub async fn clear_members(
+        &self,
+        region: Region,
+        project_id: &str,
+        layout: SegmentLayout,
+        archive_id: Option<&str>,
+        members: &[(String, String)],
+        now: i64,
+    ) -> Result<ClearOutcome, StoreError> {
+        let tables = self.region_tables(region);
+        let audience_id = layout.audience_id;
+        let mut items: Vec<TransactWriteItem> = members
+            .iter()
+            .map(|(ct, version)| {
+                let flip =
+                    clear_membership(project_id, &tables.memberships, layout, ct, version, now);
+                TransactWriteItem::builder().update(flip).build()
+            })
+            .collect();
+        items.push(
+            TransactWriteItem::builder()
+                .condition_check(archiving_check(
+                    project_id,
+                    &tables.segments,
+                    audience_id,
+                    archive_id,
+                ))
+                .build(),
+        );
+        items.extend(
+            counter_shard_clear(
+                project_id,
+                &tables.segments,
+                audience_id,
+                pick_shard(sk::COUNTER_SHARDS),
+                members.len() as u64,
+                now,
+            )
+            .map(|update| TransactWriteItem::builder().update(update).build()),
+        );
+        Ok(match self.transact_write(region, items).await? {
+            TxOutcome::Committed => ClearOutcome::Committed,
+            TxOutcome::Cancelled(codes)
+                if codes.get(members.len()) == Some(&Some(CancellationReason::ConditionFailed)) =>
+            {
+                ClearOutcome::SegmentMoved
+            }
+            TxOutcome::Cancelled(_) => ClearOutcome::RowsMoved,
         })
     }
 }
@@ -524,7 +634,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::changes::ChangeAction;
+    use crate::domain::changes::ChangeAction;
 
     fn pair(ct: &str, event_times: &[i64]) -> PairWrite {
         let layout = SegmentLayout {

@@ -7,9 +7,9 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::clients::RegionalClients;
-use crate::region::Region;
-use crate::tables::{Table, TableNames};
+use crate::domain::region::Region;
+use crate::store::clients::RegionalClients;
+use crate::store::tables::{Table, TableNames};
 
 pub mod clients;
 pub mod counters;
@@ -20,7 +20,9 @@ pub mod memberships;
 pub mod profiles;
 pub mod projects;
 pub mod reads;
+pub mod segment_item;
 pub mod segments;
+pub mod snapshot;
 pub mod stats;
 pub mod tables;
 

@@ -6,29 +6,65 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{Item, Store, StoreError, conditional, get_s, n, s};
-use crate::keys::{self, profiles as k};
-use crate::region::Region;
-use crate::tables::Table;
+use crate::domain::records::{FieldVersions, Profile, PropertyValue};
+use crate::domain::region::Region;
+use crate::store::keys::{self, profiles as k};
+use crate::store::tables::Table;
 
 /// Profile attributes shared by mParticle are stored as top-level attributes with this prefix.
 pub const ATTRIBUTE_PREFIX: &str = "attr#";
 
-/// A profile property value: a string, a list of strings, or `true` for a tag.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PropertyValue {
-    Text(String),
-    List(Vec<String>),
-    Tag,
+fn property_attribute(value: &PropertyValue) -> AttributeValue {
+    match value {
+        PropertyValue::Text(v) => s(v.clone()),
+        PropertyValue::List(l) => AttributeValue::L(l.iter().cloned().map(s).collect()),
+        PropertyValue::Tag => AttributeValue::Bool(true),
+    }
 }
 
-impl PropertyValue {
-    fn to_attr(&self) -> AttributeValue {
-        match self {
-            PropertyValue::Text(v) => s(v.clone()),
-            PropertyValue::List(l) => AttributeValue::L(l.iter().cloned().map(s).collect()),
-            PropertyValue::Tag => AttributeValue::Bool(true),
-        }
+fn property_of(value: &AttributeValue) -> Option<PropertyValue> {
+    match value {
+        AttributeValue::S(v) => Some(PropertyValue::Text(v.clone())),
+        AttributeValue::L(l) => Some(PropertyValue::List(
+            l.iter().filter_map(|v| v.as_s().ok().cloned()).collect(),
+        )),
+        AttributeValue::Bool(true) => Some(PropertyValue::Tag),
+        _ => None,
     }
+}
+
+/// A stored profile item as a [`Profile`] (`None`: not a profile item).
+pub(super) fn profile_of(item: &Item) -> Option<Profile> {
+    Some(Profile {
+        clevertap_id: get_s(item, "clevertap_id")?.to_owned(),
+        identity: get_s(item, "identity").map(str::to_owned),
+        email: get_s(item, "email").map(str::to_owned),
+        phone: get_s(item, "phone").map(str::to_owned),
+        properties: item
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    k.strip_prefix(ATTRIBUTE_PREFIX)?.to_owned(),
+                    property_of(v)?,
+                ))
+            })
+            .collect(),
+        versions: FieldVersions {
+            email: get_s(item, &version_attribute("email")).map(str::to_owned),
+            phone: get_s(item, &version_attribute("phone")).map(str::to_owned),
+            properties: item
+                .iter()
+                .filter_map(|(k, v)| {
+                    let key = k
+                        .strip_prefix(&version_attribute(ATTRIBUTE_PREFIX))?
+                        .to_owned();
+                    Some((key, v.as_s().ok()?.clone()))
+                })
+                .collect(),
+        },
+        created_ms: super::get_n(item, "created_ms"),
+        updated_ms: super::get_n(item, "updated_ms"),
+    })
 }
 
 /// A value with the version of the message that set it: message time, then message id and the
@@ -135,7 +171,7 @@ impl ProfileMerge {
             );
         }
         for (key, v) in &self.properties {
-            let value = v.value.as_ref().map(PropertyValue::to_attr);
+            let value = v.value.as_ref().map(property_attribute);
             consider(format!("{ATTRIBUTE_PREFIX}{key}"), value, None, &v.version);
         }
         let identity = self

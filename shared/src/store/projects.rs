@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 
 use super::{Store, StoreError, s};
-use crate::auth::{Project, ProjectStatus, StoredPasscode};
-use crate::keys;
-use crate::region::Region;
-use crate::tables::Table;
+use crate::domain::auth::{Project, ProjectStatus, StoredPasscode};
+use crate::domain::region::Region;
+use crate::store::keys;
+use crate::store::tables::Table;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectWriteError {

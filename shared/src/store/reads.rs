@@ -1,16 +1,19 @@
 //! Reads for the read API: every one starts from a key that carries the project id.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::operation::query::QueryOutput;
+use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::memberships::{RowFilter, SegmentLayout, membership_key};
-use super::profiles::{identity_key, profile_key};
+use super::memberships::{RowFilter, membership_key};
+use super::profiles::{identity_key, profile_key, profile_of};
+use super::segment_item::{SegmentLayout, segment_of};
 use super::{Item, Store, StoreError, get_n, get_s, s};
-use crate::keys::{self, events as ek, inbox as ik, profiles as pk, segments as sk};
-use crate::region::Region;
-use crate::segment_state::SyncAction;
-use crate::tables::Table;
+use crate::domain::records::{EventValue, InboxStatus, Profile, ProfileEvent, Segment, SyncRow};
+use crate::domain::region::Region;
+use crate::domain::segment_state::SyncAction;
+use crate::store::keys::{self, events as ek, inbox as ik, profiles as pk, segments as sk};
+use crate::store::tables::Table;
 
 /// Queries one page of a segment (members, Find People) may make: a page walks the segment's
 /// buckets in order and stops here, answering a cursor (so every request is bounded). As many
@@ -147,8 +150,8 @@ fn is_profile_key_of(key: &str, clevertap_id: &str) -> bool {
 
 /// One page of items and where the next page starts (`None`: this was the last page).
 #[derive(Debug, Clone, Default)]
-pub struct Page {
-    pub items: Vec<Item>,
+pub struct EventPage {
+    pub events: Vec<ProfileEvent>,
     pub next: Option<String>,
 }
 
@@ -159,30 +162,61 @@ impl Store {
         &self,
         region: Region,
         project_id: &str,
-    ) -> Result<Vec<Item>, StoreError> {
-        let mut out = self
-            .query_partition(
-                region,
-                Table::Segments,
-                &sk::pk(project_id),
-                Some(sk::SEGMENT_PREFIX),
-            )
-            .await?;
-        let ids: Vec<i64> = out
-            .iter()
-            .filter_map(|i| get_n(i, "partner_segment_id"))
-            .collect();
+    ) -> Result<Vec<Segment>, StoreError> {
+        let segments = self.segments_without_counts(region, project_id).await?;
+        let ids: Vec<i64> = segments.iter().map(|s| s.audience_id).collect();
         let counts = self.segment_counts(region, project_id, &ids).await?;
-        for item in &mut out {
-            if let Some(aud) = get_n(item, "partner_segment_id") {
-                counts
-                    .get(&aud)
-                    .copied()
-                    .unwrap_or_default()
-                    .merge_into(item);
-            }
-        }
-        Ok(out)
+        Ok(segments
+            .into_iter()
+            .map(|s| {
+                let c = counts.get(&s.audience_id).copied().unwrap_or_default();
+                s.with_counts(c)
+            })
+            .collect())
+    }
+
+    /// Every segment of a project, counters not read.
+    async fn segments_without_counts(
+        &self,
+        region: Region,
+        project_id: &str,
+    ) -> Result<Vec<Segment>, StoreError> {
+        self.query_partition(
+            region,
+            Table::Segments,
+            &sk::pk(project_id),
+            Some(sk::SEGMENT_PREFIX),
+        )
+        .await?
+        .iter()
+        .filter_map(|item| Some((audience_id_of(item)?, item)))
+        .map(|(aud, item)| segment_of(aud, item))
+        .collect()
+    }
+
+    /// Some segments of a project by audience id (those that exist), counters not read:
+    /// eventually consistent, one BatchGetItem.
+    pub async fn segments_by_id(
+        &self,
+        region: Region,
+        project_id: &str,
+        audience_ids: impl IntoIterator<Item = i64>,
+    ) -> Result<HashMap<i64, Segment>, StoreError> {
+        let keys = audience_ids
+            .into_iter()
+            .map(|aud| {
+                Item::from([
+                    (keys::PK.to_owned(), s(sk::pk(project_id))),
+                    (keys::SK.to_owned(), s(sk::segment_sk(aud))),
+                ])
+            })
+            .collect();
+        self.batch_get(region, Table::Segments, keys)
+            .await?
+            .iter()
+            .filter_map(|item| Some((audience_id_of(item)?, item)))
+            .map(|(aud, item)| Ok((aud, segment_of(aud, item)?)))
+            .collect()
     }
 
     /// The layout (audience id and buckets) of every segment of a project (no counters read).
@@ -192,15 +226,10 @@ impl Store {
         project_id: &str,
     ) -> Result<Vec<SegmentLayout>, StoreError> {
         Ok(self
-            .query_partition(
-                region,
-                Table::Segments,
-                &sk::pk(project_id),
-                Some(sk::SEGMENT_PREFIX),
-            )
+            .segments_without_counts(region, project_id)
             .await?
             .iter()
-            .filter_map(|s| Some(SegmentLayout::of_item(get_n(s, "partner_segment_id")?, s)))
+            .map(SegmentLayout::of_segment)
             .collect())
     }
 
@@ -259,7 +288,7 @@ impl Store {
         region: Region,
         project_id: &str,
         audience_id: i64,
-    ) -> Result<Option<Item>, StoreError> {
+    ) -> Result<Option<Segment>, StoreError> {
         self.segment_with_counts(region, project_id, audience_id)
             .await
     }
@@ -371,7 +400,7 @@ impl Store {
         clevertap_id: &str,
         limit: usize,
         after: Option<&str>,
-    ) -> Result<Page, StoreError> {
+    ) -> Result<EventPage, StoreError> {
         let pk_value = ek::pk(project_id, clevertap_id);
         let start = after.map(|sk_value| {
             Item::from([
@@ -390,11 +419,11 @@ impl Store {
             .limit(limit as i32)
             .send()
             .await?;
-        let items = page.items.unwrap_or_default();
+        let events = page.items().iter().map(event_of).collect();
         let next = page
             .last_evaluated_key
             .and_then(|k| k.get(keys::SK).and_then(|v| v.as_s().ok()).cloned());
-        Ok(Page { items, next })
+        Ok(EventPage { events, next })
     }
 
     /// Find People: CleverTap IDs with a Partner Sync event for a segment (optionally of one
@@ -530,12 +559,17 @@ impl Store {
         region: Region,
         project_id: &str,
         clevertap_ids: &[String],
-    ) -> Result<Vec<Item>, StoreError> {
+    ) -> Result<Vec<Profile>, StoreError> {
         let keys = clevertap_ids
             .iter()
             .map(|ct| profile_key(project_id, ct))
             .collect();
-        self.batch_get(region, Table::Profiles, keys).await
+        Ok(self
+            .batch_get(region, Table::Profiles, keys)
+            .await?
+            .iter()
+            .filter_map(profile_of)
+            .collect())
     }
 
     /// The CleverTap ID an Identity belongs to.
@@ -631,7 +665,7 @@ impl Store {
         project_id: &str,
         limit: usize,
         before: Option<&str>,
-    ) -> Result<(Vec<Item>, bool), StoreError> {
+    ) -> Result<(Vec<SyncRow>, bool), StoreError> {
         // Rows spread evenly over the keys: each is asked for a share of the page, with room.
         let per_shard = (limit / ik::RECEIVED_SHARDS as usize + 1) * 2;
         let shards = (0..ik::RECEIVED_SHARDS).map(|shard| {
@@ -677,8 +711,74 @@ impl Store {
             rows.truncate(limit);
             more = true;
         }
+        let rows = rows.iter().map(sync_row_of).collect::<Result<_, _>>()?;
         Ok((rows, more))
     }
+}
+
+/// A stored event as a profile's activity shows it.
+pub(super) fn event_of(item: &Item) -> ProfileEvent {
+    let properties = item
+        .get("properties")
+        .and_then(|p| p.as_m().ok())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| {
+                    let value = match v {
+                        AttributeValue::N(n) => EventValue::Number(n.parse().ok()?),
+                        AttributeValue::S(s) => EventValue::Text(s.clone()),
+                        _ => return None,
+                    };
+                    Some((k.clone(), value))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ProfileEvent {
+        name: get_s(item, "event").unwrap_or_default().to_owned(),
+        ts_ms: get_n(item, "ts_ms").unwrap_or(0),
+        properties,
+    }
+}
+
+/// A stored inbox row as a line of the sync log.
+pub(super) fn sync_row_of(item: &Item) -> Result<SyncRow, StoreError> {
+    let counts = |name: &str| -> BTreeMap<String, i64> {
+        item.get(name)
+            .and_then(|v| v.as_m().ok())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_n().ok()?.parse().ok()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let status = get_s(item, ik::STATUS).unwrap_or(InboxStatus::Received.as_str());
+    let status = InboxStatus::parse(status)
+        .ok_or_else(|| StoreError::Corrupt(format!("inbox row with status {status:?}")))?;
+    let mut changes = counts("change_counts");
+    for (k, v) in counts("applied") {
+        *changes.entry(k).or_default() += v;
+    }
+    Ok(SyncRow {
+        position: get_s(item, ik::RECEIVED_KEY).unwrap_or_default().to_owned(),
+        message_id: get_s(item, "message_id").unwrap_or_default().to_owned(),
+        status,
+        failure: get_s(item, "failure").map(str::to_owned),
+        profile_count: get_n(item, "profile_count").unwrap_or(0),
+        chunk_count: get_n(item, "chunk_count").unwrap_or(1),
+        received_ms: get_n(item, "received_ms"),
+        outcomes: counts("outcomes"),
+        changes,
+    })
+}
+
+/// A segment item's audience id, by its key: the item's own attributes may be incomplete.
+fn audience_id_of(item: &Item) -> Option<i64> {
+    get_s(item, keys::SK)?
+        .strip_prefix(sk::SEGMENT_PREFIX)?
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]

@@ -3,29 +3,11 @@
 use aws_sdk_dynamodb::types::{ReturnValue, TransactWriteItem, Update};
 
 use super::counters::{ShardGate, archiving_condition, gate_updates};
-use super::memberships::SegmentLayout;
+use super::segment_item::{SEGMENT_TYPE, SegmentKey, SegmentLayout, segment_of};
 use super::{Item, Store, StoreError, get_s, n, s};
-use crate::keys::{self, segments as k};
-use crate::region::Region;
-use crate::tables::Table;
-
-/// The segment type every imported audience gets.
-pub const SEGMENT_TYPE: &str = "Partner - mParticle";
-
-pub mod status {
-    pub const ACTIVE: &str = "active";
-    /// Removed by mParticle; its membership is being cleared in the background.
-    pub const ARCHIVING: &str = "archiving";
-    pub const ARCHIVED: &str = "archived";
-}
-
-/// Addresses one segment: its region, project and mParticle audience id.
-#[derive(Debug, Clone, Copy)]
-pub struct SegmentKey<'a> {
-    pub region: Region,
-    pub project_id: &'a str,
-    pub audience_id: i64,
-}
+use crate::domain::records::{Segment, SegmentStatus};
+use crate::store::keys::{self, segments as k};
+use crate::store::tables::Table;
 
 /// What a subscription request does to its segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +75,7 @@ impl Store {
                 s(name.map(str::to_owned)
                     .unwrap_or_else(|| format!("Audience {audience_id}"))),
             )
-            .expression_attribute_values(":active", s(status::ACTIVE))
+            .expression_attribute_values(":active", s(SegmentStatus::Active.as_str()))
             .expression_attribute_values(":type", s(SEGMENT_TYPE))
             .expression_attribute_values(":sid", s(new_segment_id()))
             .expression_attribute_values(":now", n(now_ms))
@@ -145,8 +127,8 @@ impl Store {
                 "attribute_exists(pk) AND #status = :active AND (attribute_not_exists(sub_ts) OR sub_ts <= :ts)",
             )
             .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":archiving", s(status::ARCHIVING))
-            .expression_attribute_values(":active", s(status::ACTIVE))
+            .expression_attribute_values(":archiving", s(SegmentStatus::Archiving.as_str()))
+            .expression_attribute_values(":active", s(SegmentStatus::Active.as_str()))
             .expression_attribute_values(":now", n(now_ms))
             .expression_attribute_values(":ts", n(message_ts))
             .expression_attribute_values(":archive", s(uuid::Uuid::new_v4().simple().to_string()))
@@ -186,8 +168,8 @@ impl Store {
             .condition_expression(condition)
             .expression_attribute_names("#status", "status")
             .set_expression_attribute_values(Some(values))
-            .expression_attribute_values(":archived", s(status::ARCHIVED))
-            .expression_attribute_values(":now", n(crate::protocol::now_ms()))
+            .expression_attribute_values(":archived", s(SegmentStatus::Archived.as_str()))
+            .expression_attribute_values(":now", n(crate::domain::protocol::now_ms()))
             .send()
             .await;
         super::conditional(res)
@@ -204,7 +186,15 @@ impl Store {
             .map(|item| SegmentLayout::of_item(segment.audience_id, &item)))
     }
 
-    pub async fn get_segment_item(
+    /// A segment as stored (strongly consistent), without its counters (see `get_segment`).
+    pub async fn segment(&self, segment: &SegmentKey<'_>) -> Result<Option<Segment>, StoreError> {
+        self.get_segment_item(segment)
+            .await?
+            .map(|item| segment_of(segment.audience_id, &item))
+            .transpose()
+    }
+
+    pub(super) async fn get_segment_item(
         &self,
         segment: &SegmentKey<'_>,
     ) -> Result<Option<Item>, StoreError> {

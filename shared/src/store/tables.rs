@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::types::{
     TimeToLiveSpecification,
 };
 
-use crate::keys;
-use crate::region::Region;
+use crate::domain::region::Region;
+use crate::store::keys;
 
 /// The logical tables every region has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -4,7 +4,7 @@
 
 use integration_tests::*;
 use serde_json::Value;
-use shared::calendar::day_of;
+use shared::domain::calendar::day_of;
 
 /// The text of the element carrying `data-stat="<name>"`.
 fn stat(html: &str, name: &str) -> String {
@@ -212,7 +212,7 @@ async fn console_pages_show_the_read_apis_numbers_and_refuse_like_it() {
 
 #[tokio::test]
 async fn an_empty_project_shows_empty_states() {
-    let stack = Stack::new("console-empty", shared::Region::Eu1).await;
+    let stack = Stack::new("console-empty", shared::domain::region::Region::Eu1).await;
     let port = stack.serve_http().await;
     let headers = [
         ("X-CleverTap-Account-Id", stack.project.id.as_str()),

@@ -1,5 +1,5 @@
 //! The deployment artifacts against the Rust definitions they deploy, without any database:
-//! `template.yaml` (tables as `shared::tables`, stream filters as `shared::pipeline`, regions,
+//! `template.yaml` (tables as `shared::store::tables`, stream filters as `shared::stages::pipeline`, regions,
 //! functions, least-privilege cross-region access), `samconfig.toml` and the scripts' region lists,
 //! and the sample events in `events/` that `sam local invoke` takes.
 //!
@@ -11,15 +11,15 @@ use std::path::PathBuf;
 
 use aws_lambda_events::event::dynamodb::Event as StreamEvent;
 use serde_json::{Value, json};
-use shared::Region;
-use shared::batch::{StoredProfile, build_chunks, decode_chunk};
-use shared::changes::{ChangeAction, MembershipChange, decode_changes, encode_changes};
-use shared::pipeline::{
+use shared::domain::batch::{StoredProfile, build_chunks, decode_chunk};
+use shared::domain::changes::{ChangeAction, MembershipChange, decode_changes, encode_changes};
+use shared::domain::protocol::{MembershipRequest, ParsedRequest, Request, SubscriptionAction};
+use shared::domain::region::Region;
+use shared::stages::pipeline::{
     MATERIALIZE_INBOX_FILTER, MATERIALIZE_SEGMENTS_FILTER, RESOLVE_INBOX_FILTER, STREAM_BATCH_SIZE,
     STREAM_PARALLELIZATION_FACTOR,
 };
-use shared::protocol::{MembershipRequest, ParsedRequest, Request, SubscriptionAction};
-use shared::tables::{Table, TableDef, TableNames, table_def, table_defs};
+use shared::store::tables::{Table, TableDef, TableNames, table_def, table_defs};
 
 const BINARIES: [&str; 4] = ["authorize", "resolve", "materialize", "query"];
 
@@ -180,7 +180,7 @@ fn check_table(t: &Value, def: &TableDef) {
 
     assert_eq!(p["BillingMode"], "PAY_PER_REQUEST", "{ctx}: on-demand");
     // Every table written during a first sync can be pre-warmed (off by default).
-    if def.table != shared::tables::Table::Projects {
+    if def.table != shared::store::tables::Table::Projects {
         assert_eq!(
             p["WarmThroughput"],
             warm_throughput(),
@@ -367,7 +367,7 @@ fn stream_mappings_filter_like_the_pipeline_and_never_drop_records_silently() {
         assert_eq!(
             pattern,
             serde_json::from_str::<Value>(filter).unwrap(),
-            "{ctx}: filter equals shared::pipeline"
+            "{ctx}: filter equals shared::stages::pipeline"
         );
         assert_eq!(p["BatchSize"], batch, "{ctx}: batch size");
         // Inbox chunks are independent lanes (keyed apart): Lambda may run several batches of
@@ -558,7 +558,7 @@ fn the_api_routes_mparticle_to_authorize_and_reads_to_query() {
         "/console/segments/1",
         "/console/assets/console.js",
     ] {
-        assert!(shared::console::is_console_path(path), "{path}");
+        assert!(shared::stages::console::is_console_path(path), "{path}");
     }
     assert!(
         routes("resolve").is_empty() && routes("materialize").is_empty(),
@@ -848,7 +848,7 @@ fn stream_and_read_functions_stay_in_their_region() {
         inbox_grants,
         vec![(
             vec!["dynamodb:Query".to_owned()],
-            json!({"Fn::Sub": format!("${{{inbox}.Arn}}/index/{}", shared::keys::inbox::BY_RECEIVED)})
+            json!({"Fn::Sub": format!("${{{inbox}.Arn}}/index/{}", shared::store::keys::inbox::BY_RECEIVED)})
                 .to_string()
         )],
         "query: the inbox only through its sync-log index"
@@ -1005,7 +1005,7 @@ fn mparticle_request(name: &str) -> ParsedRequest<'static> {
         auth.starts_with("Token "),
         "{name}: mParticle's Authorization header"
     );
-    shared::protocol::parse_request(req.body().as_ref())
+    shared::domain::protocol::parse_request(req.body().as_ref())
         .unwrap_or_else(|e| panic!("{name}: body is not a Firehose message: {e}"))
         .into_owned()
 }
@@ -1153,9 +1153,9 @@ fn check_inbox_keys(name: &str, record: &aws_lambda_events::event::dynamodb::Eve
     let wanted = [
         (
             "pk",
-            shared::keys::inbox::pk(&project, &batch.envelope.id, 0),
+            shared::store::keys::inbox::pk(&project, &batch.envelope.id, 0),
         ),
-        ("sk", shared::keys::inbox::sk(&batch.envelope.id, 0)),
+        ("sk", shared::store::keys::inbox::sk(&batch.envelope.id, 0)),
     ];
     for (key, value) in wanted {
         for (what, item) in [
@@ -1171,9 +1171,9 @@ fn check_inbox_keys(name: &str, record: &aws_lambda_events::event::dynamodb::Eve
     }
 }
 
-fn check_inbox_row(name: &str, row: &shared::stream::InboxRow, status: &str) {
+fn check_inbox_row(name: &str, row: &shared::store::inbox::InboxRow, status: &str) {
     let batch = membership_batch();
-    assert_eq!(row.status, status, "{name}");
+    assert_eq!(row.status.as_str(), status, "{name}");
     assert_eq!(
         row.project_id, batch.account.account_settings["accountId"],
         "{name}"
@@ -1210,7 +1210,7 @@ fn resolve_event_is_the_inbox_insert_of_the_sample_batch() {
     let record = &event.records[0];
     assert_eq!(record.event_name, "INSERT");
     check_inbox_keys(name, record);
-    let row = shared::stream::inbox_row(record).expect("an inbox row");
+    let row = shared::stages::stream::inbox_row(record).expect("an inbox row");
     check_inbox_row(name, &row, "received");
     assert!(row.changes.is_none());
 }
@@ -1252,7 +1252,7 @@ fn materialize_inbox_event_is_the_resolved_sample_batch() {
     let record = &event.records[0];
     assert_eq!(record.event_name, "MODIFY");
     check_inbox_keys(name, record);
-    let row = shared::stream::inbox_row(record).expect("an inbox row");
+    let row = shared::stages::stream::inbox_row(record).expect("an inbox row");
     check_inbox_row(name, &row, "resolved");
     let wanted = sample_changes(&membership_batch());
     let changes = row.changes.as_ref().map(|c| decode_changes(c.as_ref()));
@@ -1296,18 +1296,18 @@ fn materialize_segments_event_archives_the_removed_audience() {
     assert_eq!(text("partner_segment_id"), remove.audience_id.to_string());
     assert_eq!(
         text("sk"),
-        shared::keys::segments::segment_sk(remove.audience_id)
+        shared::store::keys::segments::segment_sk(remove.audience_id)
     );
     assert_eq!(text("pk"), text("project_id"));
 }
 
-/// Every metric name the functions emit, from the records they build (`shared::metrics`).
+/// Every metric name the functions emit, from the records they build (`shared::stages::metrics`).
 fn emitted_metric_names() -> std::collections::BTreeSet<String> {
-    use shared::materialize::MaterializeBatch;
-    use shared::metrics::Metrics;
+    use shared::stages::materialize::MaterializeBatch;
+    use shared::stages::metrics::Metrics;
     use std::time::Duration;
-    let m = |f| Metrics::new(Some("ns".into()), f, shared::Region::Eu1);
-    let reply = shared::http::HttpReply::new(200, String::new());
+    let m = |f| Metrics::new(Some("ns".into()), f, shared::domain::region::Region::Eu1);
+    let reply = shared::stages::http::HttpReply::new(200, String::new());
     let materialize = MaterializeBatch {
         chunk_latency_ms: vec![1.0],
         ..Default::default()
@@ -1455,7 +1455,7 @@ fn pre_warming_is_off_by_default_and_new_segments_get_64_buckets() {
     );
     assert_eq!(
         t["Parameters"]["SegmentBuckets"]["Default"],
-        json!(shared::keys::memberships::DEFAULT_BUCKETS)
+        json!(shared::store::keys::memberships::DEFAULT_BUCKETS)
     );
     assert_eq!(
         t["Globals"]["Function"]["Environment"]["Variables"]["SEGMENT_BUCKETS"],

@@ -4,10 +4,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use integration_tests::*;
 use serde_json::json;
-use shared::Region;
-use shared::changes::{ChangeAction, MembershipChange};
-use shared::materialize::{MaterializeCounts, materialize_changes};
-use shared::tables::Table;
+use shared::domain::changes::{ChangeAction, MembershipChange};
+use shared::domain::records::{EventValue, PartnerSyncEvent, Segment};
+use shared::domain::region::Region;
+use shared::stages::materialize::{MaterializeCounts, materialize_changes};
+use shared::store::tables::Table;
 
 fn change(ct: &str, aud: i64, action: ChangeAction, ts: i64, msg: &str) -> MembershipChange {
     MembershipChange {
@@ -25,55 +26,37 @@ fn change(ct: &str, aud: i64, action: ChangeAction, ts: i64, msg: &str) -> Membe
 
 struct View {
     members: BTreeMap<String, bool>,
-    events: Vec<Item>,
+    /// By profile, then time.
+    events: Vec<PartnerSyncEvent>,
     /// `None` until a change was ever applied (a segment is created with its first event).
-    segment: Option<Item>,
+    segment: Option<Segment>,
 }
 
 async fn view(stack: &Stack, aud: i64) -> View {
     // Rows and events of this segment, in whichever of its buckets they are.
-    let aud_text = aud.to_string();
-    let members = stack
-        .scan(Table::Memberships)
-        .await
-        .into_iter()
-        .filter(|i| text(i, "audience_id").as_deref() == Some(aud_text.as_str()))
-        .filter(|i| {
-            text(i, "pk").is_some_and(|pk| pk.starts_with(&format!("{}#", stack.project.id)))
-        })
-        .map(|i| (text(&i, "sk").unwrap(), *i["member"].as_bool().unwrap()))
-        .collect();
-    let mut events: Vec<Item> = stack
-        .scan(Table::Events)
-        .await
-        .into_iter()
-        .filter(|i| text(i, "project_id").as_deref() == Some(stack.project.id.as_str()))
-        .filter(|i| {
-            i["properties"].as_m().unwrap()["Partner Segment ID"]
-                .as_n()
-                .unwrap()
-                == &aud_text
-        })
-        .collect();
-    events.sort_by_key(|e| text(e, "sk"));
-    let segment = stack
-        .segments()
-        .await
-        .into_iter()
-        .find(|i| text(i, "sk").as_deref() == Some(format!("S#{aud}").as_str()));
+    let held = stack.held().await;
     View {
-        members,
-        events,
-        segment,
+        members: held
+            .rows_of(aud)
+            .map(|r| (r.clevertap_id.clone(), r.member))
+            .collect(),
+        events: held.events_of(aud).cloned().collect(),
+        segment: held.segment(aud).cloned(),
     }
 }
 
-fn count(item: &Item, key: &str) -> i64 {
-    text(item, key).unwrap().parse().unwrap()
+fn seg_count(v: &View, key: &str) -> i64 {
+    let Some(s) = &v.segment else { return 0 };
+    match key {
+        "member_count" => s.counts.member_count,
+        "added_total" => s.counts.added_total,
+        "removed_total" => s.counts.removed_total,
+        other => panic!("no count {other}"),
+    }
 }
 
-fn seg_count(v: &View, key: &str) -> i64 {
-    v.segment.as_ref().map(|s| count(s, key)).unwrap_or(0)
+fn segment_status(v: &View) -> Option<&'static str> {
+    v.segment.as_ref().map(|s| s.status.as_str())
 }
 
 fn assert_counts_agree(v: &View) {
@@ -83,11 +66,7 @@ fn assert_counts_agree(v: &View) {
         members,
         "member_count equals the member rows"
     );
-    let added = v
-        .events
-        .iter()
-        .filter(|e| text(e, "action").as_deref() == Some("Added"))
-        .count() as i64;
+    let added = v.events.iter().filter(|e| e.action == "Added").count() as i64;
     let removed = v.events.len() as i64 - added;
     assert_eq!(seg_count(v, "added_total"), added);
     assert_eq!(seg_count(v, "removed_total"), removed);
@@ -125,13 +104,17 @@ async fn the_same_changes_three_times_give_one_state_and_one_event_each() {
 
     // Events carry exactly the documented properties.
     let e = &after.events[0];
-    let props = e["properties"].as_m().unwrap();
-    assert_eq!(text(e, "event").as_deref(), Some("Partner Sync"));
-    assert_eq!(props["Partner Segment Name"].as_s().unwrap(), "Audience 7");
-    assert_eq!(props["Partner Segment ID"].as_n().unwrap(), "7");
-    assert_eq!(props["CT Source"].as_s().unwrap(), "mParticle");
-    assert_eq!(props["Partner Name"].as_s().unwrap(), "mParticle");
-    assert!(["Added", "Removed"].contains(&props["Action"].as_s().unwrap().as_str()));
+    let props = &e.event.properties;
+    let text = |k: &str| match &props[k] {
+        EventValue::Text(s) => s.clone(),
+        EventValue::Number(n) => n.to_string(),
+    };
+    assert_eq!(e.event.name, "Partner Sync");
+    assert_eq!(text("Partner Segment Name"), "Audience 7");
+    assert_eq!(props["Partner Segment ID"], EventValue::Number(7));
+    assert_eq!(text("CT Source"), "mParticle");
+    assert_eq!(text("Partner Name"), "mParticle");
+    assert!(["Added", "Removed"].contains(&text("Action").as_str()));
     assert_eq!(props.len(), 5);
 
     // Usage counts every event once, in the month of its time.
@@ -180,11 +163,7 @@ async fn reversed_order_newest_wins() {
         .unwrap();
     let v = view(&stack, 4).await;
     assert!(v.members["__s"]);
-    let actions: Vec<String> = v
-        .events
-        .iter()
-        .map(|e| text(e, "action").unwrap())
-        .collect();
+    let actions: Vec<String> = v.events.iter().map(|e| e.action.clone()).collect();
     assert_eq!(actions, ["Added", "Removed", "Added"]);
     assert_counts_agree(&v);
 }
@@ -243,12 +222,7 @@ async fn sixteen_concurrent_materializations_keep_counts_exact() {
     let mut ids: Vec<(String, String)> = v
         .events
         .iter()
-        .map(|e| {
-            (
-                text(e, "clevertap_id").unwrap(),
-                text(e, "change_id").unwrap(),
-            )
-        })
+        .map(|e| (e.clevertap_id.clone(), e.change_id.clone()))
         .collect();
     let n = ids.len();
     ids.sort();
@@ -257,9 +231,9 @@ async fn sixteen_concurrent_materializations_keep_counts_exact() {
     let mut by_profile: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for e in &v.events {
         by_profile
-            .entry(text(e, "clevertap_id").unwrap())
+            .entry(e.clevertap_id.clone())
             .or_default()
-            .push(text(e, "action").unwrap());
+            .push(e.action.clone());
     }
     for (ct, actions) in by_profile {
         for pair in actions.windows(2) {
@@ -279,7 +253,7 @@ async fn a_cancelled_transaction_drops_the_stale_change_and_applies_the_rest() {
     let stack = Stack::new("mat-cancel", Region::Eu1).await;
     let plan = local::faults::FaultPlan::default();
     let faulty = shared::store::Store::new(
-        shared::clients::RegionalClients::single(local::faults::faulty_client(
+        shared::store::clients::RegionalClients::single(local::faults::faulty_client(
             &endpoint(),
             plan.clone(),
         )),
@@ -289,7 +263,7 @@ async fn a_cancelled_transaction_drops_the_stale_change_and_applies_the_rest() {
     let table = stack.names.name(Region::Eu1, Table::Memberships);
     plan.before_transaction.lock().unwrap().push(json!({
         "TableName": table,
-        "Item": {"pk": {"S": shared::keys::memberships::pk(&stack.project.id, 5, stack.store.new_segment_buckets(), "__b")}, "sk": {"S": "__b"},
+        "Item": {"pk": {"S": shared::store::keys::memberships::pk(&stack.project.id, 5, stack.store.new_segment_buckets(), "__b")}, "sk": {"S": "__b"},
                  "audience_id": {"N": "5"}, "member": {"BOOL": false},
                  "version": {"S": "9999999999999#later#000000#0000"}}
     }));
@@ -335,16 +309,14 @@ async fn removal_clears_a_thousand_member_segment_in_the_background() {
 
     let mut pipeline = stack.pipeline().await;
     pipeline.run_until_idle(10).await.unwrap();
-    let clearing_began = shared::protocol::now_ms();
+    let clearing_began = shared::domain::protocol::now_ms();
     stack.send(&sub("remove", 2)).await;
     pipeline.run_until_idle(10).await.unwrap();
-    let clearing_days = [clearing_began, shared::protocol::now_ms()].map(shared::calendar::day_of);
+    let clearing_days =
+        [clearing_began, shared::domain::protocol::now_ms()].map(shared::domain::calendar::day_of);
 
     let v = view(&stack, 77).await;
-    assert_eq!(
-        text(v.segment.as_ref().unwrap(), "status").as_deref(),
-        Some("archived")
-    );
+    assert_eq!(segment_status(&v), Some("archived"));
     assert_eq!(seg_count(&v, "member_count"), 0);
     assert!(v.members.values().all(|m| !m), "no member left");
     assert_eq!(v.events.len(), 1_000, "clearing raises no per-user events");
@@ -359,7 +331,7 @@ async fn removal_clears_a_thousand_member_segment_in_the_background() {
     let added: i64 = days.values().map(|d| d.added).sum();
     let cleared: i64 = days.values().map(|d| d.cleared).sum();
     assert_eq!((added, cleared), (1_000, 1_000));
-    assert_eq!(days[&shared::calendar::day_of(10)].added, 1_000);
+    assert_eq!(days[&shared::domain::calendar::day_of(10)].added, 1_000);
     let cleared_on: Vec<&String> = days
         .iter()
         .filter(|(_, d)| d.cleared > 0)
@@ -520,10 +492,7 @@ async fn archiving_seals_the_counters_at_once_and_a_second_archiving_is_cleared_
     pipeline.run_until_idle(20).await.unwrap();
 
     let v = view(&stack, 88).await;
-    assert_eq!(
-        text(v.segment.as_ref().unwrap(), "status").as_deref(),
-        Some("archived")
-    );
+    assert_eq!(segment_status(&v), Some("archived"));
     assert_eq!(seg_count(&v, "member_count"), 0);
     assert!(v.members.values().all(|m| !m), "no member left");
     assert_eq!(v.events.len(), 70, "clearing raises no per-user events");
@@ -638,7 +607,12 @@ async fn clearing_three_pages_of_members_goes_forward_to_the_end_while_adds_race
         })
         .collect();
     let (cleared, late_counts) = tokio::join!(
-        shared::materialize::clear_segment(&stack.store, Region::Eu1, &stack.project.id, 99),
+        shared::stages::materialize::clear_segment(
+            &stack.store,
+            Region::Eu1,
+            &stack.project.id,
+            99
+        ),
         futures::future::join_all(late.chunks(100).map(|c| materialize_changes(
             &stack.store,
             Region::Eu1,
@@ -656,10 +630,7 @@ async fn clearing_three_pages_of_members_goes_forward_to_the_end_while_adds_race
         );
     }
     let v = view(&stack, 99).await;
-    assert_eq!(
-        text(v.segment.as_ref().unwrap(), "status").as_deref(),
-        Some("archived")
-    );
+    assert_eq!(segment_status(&v), Some("archived"));
     assert_eq!(seg_count(&v, "member_count"), 0);
     assert!(v.members.values().all(|m| !m), "no member left");
     assert_eq!(v.members.len(), MEMBERS);
@@ -743,7 +714,7 @@ async fn one_bucket_and_many_give_the_same_members_counts_events_and_people() {
     assert_eq!(a["removed"].as_array().unwrap().len(), 20);
     assert_eq!(a, b, "one bucket and many answer alike");
     // One key for the one-bucket segment (the key segments always had), many for the other.
-    let expected_one = shared::keys::memberships::bucket_pk(&one.project.id, 9, 1, 0);
+    let expected_one = shared::store::keys::memberships::bucket_pk(&one.project.id, 9, 1, 0);
     assert_eq!(
         row_keys(&one, 9).await.into_iter().collect::<Vec<_>>(),
         [expected_one]

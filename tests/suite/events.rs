@@ -3,15 +3,18 @@
 
 use integration_tests::*;
 use serde_json::Value;
-use shared::Region;
-use shared::endpoint::Endpoint;
-use shared::query::QueryApi;
-use shared::tables::Table;
+use shared::domain::records::SegmentStatus;
+use shared::domain::region::Region;
+use shared::stages::endpoint::Endpoint;
+use shared::stages::query::QueryApi;
+use shared::store::tables::Table;
 
 async fn http_status(endpoint: &Endpoint, name: &str) -> (u16, Value) {
     let req = lambda_http::request::from_str(&sample_event(name))
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-    let resp = shared::endpoint::handle_http(endpoint, req).await.unwrap();
+    let resp = shared::stages::endpoint::handle_http(endpoint, req)
+        .await
+        .unwrap();
     (
         resp.status().as_u16(),
         serde_json::from_slice(resp.body().as_ref()).unwrap(),
@@ -59,7 +62,7 @@ async fn every_sample_event_runs_through_its_handler() {
         1
     );
 
-    let (resolved, _) = shared::resolve::handle_inbox_event(
+    let (resolved, _) = shared::stages::resolve::handle_inbox_event(
         store,
         names,
         stream_event("resolve-inbox-insert.json"),
@@ -72,7 +75,7 @@ async fn every_sample_event_runs_through_its_handler() {
             .is_empty()
     );
 
-    let (materialized, _) = shared::materialize::handle_event(
+    let (materialized, _) = shared::stages::materialize::handle_event(
         store,
         names,
         stream_event("materialize-inbox-resolved.json"),
@@ -84,7 +87,7 @@ async fn every_sample_event_runs_through_its_handler() {
 
     let (status, _) = http_status(endpoint, "authorize-subscription-remove.json").await;
     assert_eq!(status, 200);
-    let (cleared, clearing) = shared::materialize::handle_event(
+    let (cleared, clearing) = shared::stages::materialize::handle_event(
         store,
         names,
         stream_event("materialize-segment-archiving.json"),
@@ -96,23 +99,21 @@ async fn every_sample_event_runs_through_its_handler() {
         (1, 2),
         "the two members added are cleared"
     );
-    let segments =
-        segments_with_counts(&scan_all(client, &names.name(Region::Eu1, Table::Segments)).await);
-    let seg = segments
-        .iter()
-        .find(|s| text(s, "sk").is_some_and(|k| k.starts_with("S#")))
+    let segments = store
+        .list_segments(Region::Eu1, "W9R-K6W-ZZ7Z")
+        .await
         .unwrap();
+    assert_eq!(segments.len(), 1);
     assert_eq!(
-        (
-            text(seg, "status").as_deref(),
-            text(seg, "member_count").as_deref()
-        ),
-        (Some("archived"), Some("0"))
+        (segments[0].status, segments[0].counts.member_count),
+        (SegmentStatus::Archived, 0)
     );
 
     let api = QueryApi::new(store.clone(), Region::Eu1, std::time::Duration::ZERO, false);
     let req = lambda_http::request::from_str(&sample_event("query-segments.json")).unwrap();
-    let resp = shared::query_edge::handle_http(&api, req).await.unwrap();
+    let resp = shared::stages::query_edge::handle_http(&api, req)
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let body: Value = serde_json::from_slice(resp.body().as_ref()).unwrap();
     assert_eq!(body["segments"][0]["status"], "archived");

@@ -3,12 +3,13 @@
 use aws_sdk_dynamodb::Client;
 use integration_tests::*;
 use serde_json::{Value, json};
-use shared::Region;
-use shared::batch::decode_chunk;
-use shared::endpoint::{Endpoint, handle_http};
-use shared::http::HttpReply;
+use shared::domain::batch::decode_chunk;
+use shared::domain::records::{Segment, SegmentStatus};
+use shared::domain::region::Region;
+use shared::stages::endpoint::{Endpoint, handle_http};
+use shared::stages::http::HttpReply;
 use shared::store::Store;
-use shared::tables::{Table, TableNames};
+use shared::store::tables::{Table, TableNames};
 
 struct Env {
     client: Client,
@@ -58,12 +59,11 @@ impl Env {
         scan_all(&self.client, &self.names.name(region, Table::Inbox)).await
     }
 
-    async fn segments(
-        &self,
-    ) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
-        segments_with_counts(
-            &scan_all(&self.client, &self.names.name(Region::Eu1, Table::Segments)).await,
-        )
+    async fn segments(&self) -> Vec<Segment> {
+        self.store
+            .list_segments(Region::Eu1, &self.project.id)
+            .await
+            .expect("segments")
     }
 
     fn subscription(&self, action: &str, ts: i64, name: &str) -> String {
@@ -206,9 +206,9 @@ async fn subscriptions_create_rename_and_archive_segments() {
     );
 
     let seg = &e.segments().await[0];
-    assert_eq!(s(seg, "type"), "Partner - mParticle");
-    assert_eq!(s(seg, "status"), "active");
-    assert_eq!(s(seg, "partner_segment_id"), "1234");
+    assert_eq!(seg.segment_type, "Partner - mParticle");
+    assert_eq!(seg.status, SegmentStatus::Active);
+    assert_eq!(seg.audience_id, 1234);
 
     // Rename keeps the id, the status and the counters.
     let (status, _) = e
@@ -218,9 +218,9 @@ async fn subscriptions_create_rename_and_archive_segments() {
     // An older rename that arrives late changes nothing.
     e.post(&e.subscription("update", 150, "Stale Name")).await;
     let seg = &e.segments().await[0];
-    assert_eq!(s(seg, "name"), "Cart Drop-off");
-    assert_eq!(s(seg, "segment_id"), segment_id);
-    assert_eq!(s(seg, "member_count"), "0");
+    assert_eq!(seg.name, "Cart Drop-off");
+    assert_eq!(seg.segment_id, segment_id);
+    assert_eq!(seg.counts.member_count, 0);
 
     // Remove archives: membership clearing is handed to materialization.
     let (status, body) = e
@@ -228,7 +228,7 @@ async fn subscriptions_create_rename_and_archive_segments() {
         .await;
     assert_eq!(status, 200);
     assert!(body.get("audience_subscription_settings").is_none());
-    assert_eq!(s(&e.segments().await[0], "status"), "archiving");
+    assert_eq!(e.segments().await[0].status, SegmentStatus::Archiving);
 
     // Re-connecting re-activates the same segment.
     let (_, body) = e.post(&e.subscription("add", 400, "Cart Drop-off")).await;
@@ -236,7 +236,7 @@ async fn subscriptions_create_rename_and_archive_segments() {
         body["audience_subscription_settings"]["segmentId"],
         segment_id.as_str()
     );
-    assert_eq!(s(&e.segments().await[0], "status"), "active");
+    assert_eq!(e.segments().await[0].status, SegmentStatus::Active);
 }
 
 #[tokio::test]
@@ -316,7 +316,7 @@ async fn expired_and_revoked_passcodes_stop_working() {
             .await
     ));
 
-    let expired = shared::auth::StoredPasscode::new("old-one", Some(1_000));
+    let expired = shared::domain::auth::StoredPasscode::new("old-one", Some(1_000));
     store
         .add_passcode(Region::In1, &p.id, &expired)
         .await
@@ -432,9 +432,9 @@ async fn storage_failures_are_503_so_mparticle_retries() {
     let store_ok = store(&client, &names);
     let project = provision(&store_ok, Region::Eu1).await;
     // Warm the cache with a working store, then point the writes at a dead endpoint.
-    let dead_client = shared::clients::local_client("http://127.0.0.1:9");
+    let dead_client = shared::store::clients::local_client("http://127.0.0.1:9");
     let dead = Store::new(
-        shared::clients::RegionalClients::single(dead_client),
+        shared::store::clients::RegionalClients::single(dead_client),
         names.clone(),
     );
     let endpoint = Endpoint::new(&config(&names, 60), dead);
@@ -548,8 +548,8 @@ async fn concurrent_passcode_revokes_and_adds_never_undo_each_other() {
     let p = provision(&store, Region::Eu1).await;
     let added: Vec<_> = (0..6)
         .map(|i| {
-            shared::auth::StoredPasscode::new(
-                &format!("{}{i}", shared::auth::generate_secret()),
+            shared::domain::auth::StoredPasscode::new(
+                &format!("{}{i}", shared::domain::auth::generate_secret()),
                 None,
             )
         })

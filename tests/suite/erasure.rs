@@ -5,10 +5,10 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use integration_tests::*;
 use serde_json::{Value, json};
-use shared::Region;
-use shared::protocol::{Regulation, now_ms};
+use shared::domain::protocol::{Regulation, now_ms};
+use shared::domain::region::Region;
 use shared::stages::erasure::{ErasureOutcome, ErasureRequest, erase};
-use shared::tables::Table;
+use shared::store::tables::Table;
 
 const ANN_EMAIL: &str = "ann@example.com";
 const ANN_PHONE: &str = "+14155550100";
@@ -403,7 +403,7 @@ async fn an_operator_erases_by_clevertap_id() {
 
 /// A project that has had an erasure (of someone else), so resolve checks tombstones, holding
 /// Ann's batch (sent a minute ago) as a stored chunk: the stack, the project's salt and the row.
-async fn salted_with_ann_chunk(test: &str) -> (Stack, String, shared::stream::InboxRow) {
+async fn salted_with_ann_chunk(test: &str) -> (Stack, String, shared::store::inbox::InboxRow) {
     let stack = Stack::new(test, Region::Eu1).await;
     let earlier =
         ErasureRequest::by_operator("identity", "someone-else", None, Regulation::Gdpr).unwrap();
@@ -429,22 +429,25 @@ async fn an_erasure_that_overtakes_a_chunk_in_flight_still_wins() {
     let (region, project) = (Region::Eu1, stack.project.id.clone());
     // As resolve claims Ann's Identity (after its first look at the tombstones), an erasure of
     // her lands its tombstone: she was unknown till now, so that erasure found nothing to delete.
-    let hash =
-        shared::erasure::tombstone_hash(&salt, shared::erasure::TombstoneKind::Identity, "c-1");
+    let hash = shared::domain::erasure::tombstone_hash(
+        &salt,
+        shared::domain::erasure::TombstoneKind::Identity,
+        "c-1",
+    );
     let plan = local::faults::FaultPlan::default();
     plan.before_put.lock().unwrap().push(json!({
         "TableName": stack.names.name(region, Table::Profiles),
-        "Item": {"pk": {"S": shared::keys::profiles::tombstone_pk(&project, &hash)},
+        "Item": {"pk": {"S": shared::store::keys::profiles::tombstone_pk(&project, &hash)},
                  "erased_ms": {"N": now_ms().to_string()}}
     }));
     let faulty = shared::store::Store::new(
-        shared::clients::RegionalClients::single(local::faults::faulty_client(
+        shared::store::clients::RegionalClients::single(local::faults::faulty_client(
             &endpoint(),
             plan.clone(),
         )),
         stack.names.clone(),
     );
-    let report = shared::resolve::resolve_chunk(&faulty, region, &row)
+    let report = shared::stages::resolve::resolve_chunk(&faulty, region, &row)
         .await
         .unwrap();
     assert_eq!(
@@ -473,18 +476,18 @@ async fn a_change_in_flight_during_an_erasure_is_stale_in_every_segment() {
         .await
         .unwrap();
     // Resolved before the erasure, materialized after it: Bob into 8, where he never was.
-    let change = shared::changes::MembershipChange {
+    let change = shared::domain::changes::MembershipChange {
         clevertap_id: bob,
         identity: Some("c-2".into()),
         audience_id: 8,
         audience_name: None,
-        action: shared::changes::ChangeAction::Add,
+        action: shared::domain::changes::ChangeAction::Add,
         ts_ms: now_ms() - 30_000,
         message_id: "in-flight".into(),
         profile_index: 0,
         entry_index: 0,
     };
-    let counts = shared::materialize::materialize_changes(
+    let counts = shared::stages::materialize::materialize_changes(
         &stack.store,
         Region::Eu1,
         &stack.project.id,
@@ -502,7 +505,7 @@ async fn a_retried_chunk_takes_back_what_its_failed_attempt_wrote_for_an_erased_
     let (region, project) = (Region::Eu1, stack.project.id.clone());
     // The first attempt wrote Ann's claim and profile, then failed before it looked at the
     // tombstones again (an erasure of Ann landed in between): its row is still `received`.
-    shared::resolve::resolve_chunk(&stack.store, region, &row)
+    shared::stages::resolve::resolve_chunk(&stack.store, region, &row)
         .await
         .unwrap();
     stack
@@ -523,8 +526,11 @@ async fn a_retried_chunk_takes_back_what_its_failed_attempt_wrote_for_an_erased_
         .send()
         .await
         .unwrap();
-    let hash =
-        shared::erasure::tombstone_hash(&salt, shared::erasure::TombstoneKind::Email, ANN_EMAIL);
+    let hash = shared::domain::erasure::tombstone_hash(
+        &salt,
+        shared::domain::erasure::TombstoneKind::Email,
+        ANN_EMAIL,
+    );
     stack
         .store
         .write_tombstone(region, &project, &hash, now_ms())
@@ -533,7 +539,7 @@ async fn a_retried_chunk_takes_back_what_its_failed_attempt_wrote_for_an_erased_
     assert!(!items_mentioning(&stack, &project, "c-1").await.is_empty());
 
     // The retry skips Ann and takes back the claim and profile its message made.
-    let report = shared::resolve::resolve_chunk(&stack.store, region, &row)
+    let report = shared::stages::resolve::resolve_chunk(&stack.store, region, &row)
         .await
         .unwrap();
     assert_eq!(report.outcomes.erased, 1);

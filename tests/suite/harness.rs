@@ -3,8 +3,8 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodbstreams::types::{OperationType, ShardIteratorType};
 use integration_tests::{client, endpoint, unique_prefix};
-use shared::Region;
-use shared::tables::{Table, TableNames, create_all_tables, table_defs};
+use shared::domain::region::Region;
+use shared::store::tables::{Table, TableNames, create_all_tables, table_defs};
 
 fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.to_owned())
@@ -53,7 +53,7 @@ async fn creates_every_table_of_every_region() {
 async fn writes_reads_conditions_and_streams() {
     let client = client();
     let names = TableNames::new(unique_prefix("harness-io"));
-    shared::tables::create_tables(&client, &names, Region::Eu1)
+    shared::store::tables::create_tables(&client, &names, Region::Eu1)
         .await
         .unwrap();
     let profiles = names.name(Region::Eu1, Table::Profiles);

@@ -3,7 +3,7 @@
 
 use integration_tests::*;
 use serde_json::{Value, json};
-use shared::Region;
+use shared::domain::region::Region;
 
 struct Running {
     port: u16,
@@ -403,7 +403,7 @@ async fn the_read_api_never_crosses_projects_and_says_what_is_wrong() {
 #[tokio::test]
 async fn one_bucket_and_many_run_the_pipeline_alike() {
     let mut answers = Vec::new();
-    for buckets in [1, shared::keys::memberships::DEFAULT_BUCKETS] {
+    for buckets in [1, shared::store::keys::memberships::DEFAULT_BUCKETS] {
         let stack = Stack::with_buckets(&format!("e2e-b{buckets}"), Region::Eu1, buckets).await;
         let mut pipeline = stack.pipeline_with_lanes(4).await;
         let profiles: Vec<Value> = (0..60)
@@ -427,12 +427,12 @@ async fn one_bucket_and_many_run_the_pipeline_alike() {
 /// it, and the meter counts each membership change once and charges the keys it wrote.
 #[tokio::test]
 async fn the_key_meter_watches_a_first_sync_without_changing_it() {
-    for buckets in [1, shared::keys::memberships::DEFAULT_BUCKETS] {
+    for buckets in [1, shared::store::keys::memberships::DEFAULT_BUCKETS] {
         let plain = Stack::with_buckets(&format!("e2e-meter{buckets}"), Region::Eu1, buckets).await;
         let meter = local::meter::Meter::default();
         let client = local::meter::metered_client(&endpoint(), meter.clone());
         let store = shared::store::Store::new(
-            shared::clients::RegionalClients::single(client.clone()),
+            shared::store::clients::RegionalClients::single(client.clone()),
             plain.names.clone(),
         )
         .with_new_segment_buckets(buckets);

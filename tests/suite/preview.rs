@@ -3,7 +3,7 @@
 
 use integration_tests::*;
 use serde_json::{Value, json};
-use shared::Region;
+use shared::domain::region::Region;
 
 async fn call(stack: &Stack, method: &str, passcode: &str, body: &str) -> (u16, Value) {
     stack

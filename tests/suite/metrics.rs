@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use integration_tests::*;
 use serde_json::Value;
-use shared::Region;
-use shared::http::Outcome;
-use shared::metrics::Metrics;
+use shared::domain::region::Region;
+use shared::stages::http::Outcome;
+use shared::stages::metrics::Metrics;
 
 const UNITS: [&str; 27] = [
     "Seconds",
@@ -195,7 +195,7 @@ async fn each_invocation_gives_one_valid_emf_line_with_the_batch_figures() {
     );
 
     // resolve: one chunk, the ladder's rungs for the sample's three profiles.
-    let (resolved, batch) = shared::resolve::handle_inbox_event(
+    let (resolved, batch) = shared::stages::resolve::handle_inbox_event(
         store,
         names,
         stream_event("resolve-inbox-insert.json"),
@@ -230,7 +230,7 @@ async fn each_invocation_gives_one_valid_emf_line_with_the_batch_figures() {
     assert_eq!(n("Duration"), 40.0);
 
     // materialize: two adds and the delete of someone who was never a member.
-    let (materialized, batch) = shared::materialize::handle_event(
+    let (materialized, batch) = shared::stages::materialize::handle_event(
         store,
         names,
         stream_event("materialize-inbox-resolved.json"),
@@ -261,7 +261,7 @@ async fn each_invocation_gives_one_valid_emf_line_with_the_batch_figures() {
     // The sample row was received at 1767225601234 (2026-01-01): its latency is from then to now.
     assert!(n("ChunkLatency") > 0.0);
     // The same record again (a stream redelivery): nothing applied, no event.
-    let (_, again) = shared::materialize::handle_event(
+    let (_, again) = shared::stages::materialize::handle_event(
         store,
         names,
         stream_event("materialize-inbox-resolved.json"),
@@ -291,7 +291,7 @@ async fn each_invocation_gives_one_valid_emf_line_with_the_batch_figures() {
     assert!(v.get("ChunkLatency").is_none(), "no latency for a replay");
 
     // The inbox record again for resolve: the row is resolved already.
-    let (_, replay) = shared::resolve::handle_inbox_event(
+    let (_, replay) = shared::stages::resolve::handle_inbox_event(
         store,
         names,
         stream_event("resolve-inbox-insert.json"),

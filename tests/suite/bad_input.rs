@@ -11,8 +11,8 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt};
 use integration_tests::*;
 use serde_json::{Value, json};
-use shared::Region;
-use shared::tables::Table;
+use shared::domain::region::Region;
+use shared::store::tables::Table;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Requests in flight at once against the local server.
@@ -23,7 +23,7 @@ struct Running {
     stack: Stack,
 }
 
-/// The local server over fresh tables, as tests/e2e.rs starts it (no stream pipeline: nothing
+/// The local server over fresh tables, as tests/suite/e2e.rs starts it (no stream pipeline: nothing
 /// here may reach the inbox in the first place).
 async fn start(test: &str) -> Running {
     let stack = Stack::new(test, Region::Eu1).await;

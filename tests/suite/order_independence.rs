@@ -9,8 +9,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use shared::Region;
-use shared::tables::Table;
+use shared::domain::records::{Profile, PropertyValue};
+use shared::domain::region::Region;
 
 const SEGMENTS: i64 = 4;
 const USERS: usize = 90;
@@ -121,103 +121,106 @@ struct Snapshot {
     usage: i64,
 }
 
-fn attr_text(v: &aws_sdk_dynamodb::types::AttributeValue) -> String {
+fn property_text(v: &PropertyValue) -> String {
     match v {
-        aws_sdk_dynamodb::types::AttributeValue::L(l) => {
-            l.iter().map(attr_text).collect::<Vec<_>>().join(",")
-        }
-        aws_sdk_dynamodb::types::AttributeValue::Bool(b) => b.to_string(),
-        other => other
-            .as_s()
-            .or_else(|_| other.as_n())
-            .cloned()
-            .unwrap_or_default(),
+        PropertyValue::Text(s) => s.clone(),
+        PropertyValue::List(l) => l.join(","),
+        PropertyValue::Tag => "true".into(),
     }
 }
 
+/// A profile's fields by their stored names (the times it was written left out).
+fn profile_fields(p: &Profile) -> BTreeMap<String, String> {
+    let mut fields = BTreeMap::new();
+    let versions = &p.versions;
+    for (name, value) in [
+        ("identity", &p.identity),
+        ("email", &p.email),
+        ("phone", &p.phone),
+        ("v#email", &versions.email),
+        ("v#phone", &versions.phone),
+    ] {
+        if let Some(v) = value {
+            fields.insert(name.to_owned(), v.clone());
+        }
+    }
+    for (k, v) in &p.properties {
+        fields.insert(format!("attr#{k}"), property_text(v));
+    }
+    for (k, v) in &versions.properties {
+        fields.insert(format!("v#attr#{k}"), v.clone());
+    }
+    fields
+}
+
 async fn snapshot(stack: &Stack) -> Snapshot {
-    let profile_items: Vec<Item> = stack
-        .scan(Table::Profiles)
-        .await
-        .into_iter()
-        .filter(|i| text(i, "pk").is_some_and(|pk| pk.starts_with("P#")))
-        .collect();
-    let name_of: BTreeMap<String, String> = profile_items
+    // The store's typed snapshot of the project: no attribute is read by name here.
+    let held = stack.held().await;
+    let name_of: BTreeMap<&str, String> = held
+        .profiles
         .iter()
-        .map(|i| {
-            let ct = text(i, "clevertap_id").unwrap();
-            let name = text(i, "identity").map_or(ct.clone(), |id| format!("identity:{id}"));
+        .map(|p| {
+            let ct = p.clevertap_id.as_str();
+            let name = p
+                .identity
+                .as_ref()
+                .map_or(ct.to_owned(), |id| format!("identity:{id}"));
             (ct, name)
         })
         .collect();
     let name = |ct: &str| name_of.get(ct).cloned().unwrap_or_else(|| ct.to_owned());
-    let volatile = [
-        "pk",
-        "clevertap_id",
-        "project_id",
-        "created_ms",
-        "updated_ms",
-        "email_key",
-        "phone_key",
-    ];
-    let profiles = profile_items
+    let profiles = held
+        .profiles
         .iter()
-        .map(|i| {
-            let fields = i
-                .iter()
-                .filter(|(k, _)| !volatile.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), attr_text(v)))
-                .collect();
-            (name(&text(i, "clevertap_id").unwrap()), fields)
-        })
+        .map(|p| (name(&p.clevertap_id), profile_fields(p)))
         .collect();
-    let memberships = stack
-        .scan(Table::Memberships)
-        .await
+    let memberships = held
+        .memberships
         .iter()
-        .map(|i| {
+        .map(|m| {
             (
-                text(i, "audience_id").unwrap(),
-                name(&text(i, "sk").unwrap()),
-                *i["member"].as_bool().unwrap(),
-                text(i, "version").unwrap(),
+                m.audience_id.to_string(),
+                name(&m.clevertap_id),
+                m.member,
+                m.version.clone(),
             )
         })
         .collect();
-    let segment_items = stack.segments().await;
-    let field = |s: &Item, k: &str| text(s, k).unwrap_or_default();
-    let segments = segment_items
+    let segments = held
+        .segments
         .iter()
         .map(|s| {
-            let status = (field(s, "status"), field(s, "member_count"));
-            (field(s, "partner_segment_id"), status)
+            let status = (
+                s.status.as_str().to_owned(),
+                s.counts.member_count.to_string(),
+            );
+            (s.audience_id.to_string(), status)
         })
         .collect();
-    let totals = segment_items
+    let totals = held
+        .segments
         .iter()
         .map(|s| {
-            let n = |k: &str| field(s, k).parse::<i64>().unwrap_or(0);
-            let totals = (n("added_total"), n("removed_total"));
-            (field(s, "partner_segment_id"), totals)
+            let totals = (s.counts.added_total, s.counts.removed_total);
+            (s.audience_id.to_string(), totals)
         })
         .collect();
-    let event_items = stack.scan(Table::Events).await;
-    let events: BTreeSet<_> = event_items
+    let events: BTreeSet<_> = held
+        .events
         .iter()
         .map(|e| {
-            let props = e["properties"].as_m().unwrap();
             (
-                name(&text(e, "clevertap_id").unwrap()),
-                attr_text(&props["Partner Segment ID"]),
-                format!("{:0>13}", text(e, "ts_ms").unwrap()),
-                text(e, "change_id").unwrap(),
-                text(e, "action").unwrap(),
+                name(&e.clevertap_id),
+                e.audience_id.to_string(),
+                format!("{:0>13}", e.event.ts_ms),
+                e.change_id.clone(),
+                e.action.clone(),
             )
         })
         .collect();
     assert_eq!(
         events.len(),
-        event_items.len(),
+        held.events.len(),
         "no change raised two events"
     );
     Snapshot {
@@ -226,7 +229,7 @@ async fn snapshot(stack: &Stack) -> Snapshot {
         segments,
         totals,
         events,
-        usage: stack.usage("2025-11").await,
+        usage: held.usage.get("2025-11").copied().unwrap_or(0),
     }
 }
 

@@ -4,9 +4,9 @@ use std::collections::{HashMap, HashSet};
 
 use integration_tests::*;
 use serde_json::json;
-use shared::Region;
-use shared::changes::{ChangeAction, decode_changes};
-use shared::tables::Table;
+use shared::domain::changes::{ChangeAction, decode_changes};
+use shared::domain::region::Region;
+use shared::store::tables::Table;
 
 fn profiles_by_ct(items: &[Item]) -> HashMap<String, Item> {
     items
@@ -236,10 +236,10 @@ async fn concurrent_resolutions_create_one_profile_per_identity() {
     let rows = stack.scan(Table::Inbox).await;
     assert_eq!(rows.len(), 16);
     let results = futures::future::join_all(rows.iter().map(|item| {
-        let row: shared::stream::InboxRow = serde_dynamo::from_item(item.clone()).unwrap();
+        let row: shared::store::inbox::InboxRow = serde_dynamo::from_item(item.clone()).unwrap();
         let store = stack.store.clone();
         async move {
-            shared::resolve::resolve_chunk(&store, Region::Sg1, &row)
+            shared::stages::resolve::resolve_chunk(&store, Region::Sg1, &row)
                 .await
                 .map(|r| r.changes)
         }
@@ -280,17 +280,23 @@ async fn a_replayed_record_changes_nothing() {
     assert_eq!(insert.len(), 1);
     let received = stack.scan(Table::Inbox).await;
 
-    let (first, _) =
-        shared::resolve::handle_inbox_event(&stack.store, &names, local::to_event(insert.clone()))
-            .await;
+    let (first, _) = shared::stages::resolve::handle_inbox_event(
+        &stack.store,
+        &names,
+        local::to_event(insert.clone()),
+    )
+    .await;
     assert!(first.batch_item_failures.is_empty());
     let profiles_after_first = stack.scan(Table::Profiles).await;
     let row_after_first = stack.scan(Table::Inbox).await;
 
     // The same record again, as Lambda may redeliver it.
-    let (second, _) =
-        shared::resolve::handle_inbox_event(&stack.store, &names, local::to_event(insert.clone()))
-            .await;
+    let (second, _) = shared::stages::resolve::handle_inbox_event(
+        &stack.store,
+        &names,
+        local::to_event(insert.clone()),
+    )
+    .await;
     assert!(second.batch_item_failures.is_empty());
     let sorted = |mut v: Vec<Item>| {
         v.sort_by_key(|i| text(i, "pk"));
@@ -306,8 +312,8 @@ async fn a_replayed_record_changes_nothing() {
     assert!(row_after_first[0].contains_key("changes"));
     assert!(!row_after_first[0].contains_key("payload"));
     // A direct replay of the received row computes the same changes.
-    let row: shared::stream::InboxRow = serde_dynamo::from_item(received[0].clone()).unwrap();
-    let replay = shared::resolve::resolve_chunk(&stack.store, Region::Mec1, &row)
+    let row: shared::store::inbox::InboxRow = serde_dynamo::from_item(received[0].clone()).unwrap();
+    let replay = shared::stages::resolve::resolve_chunk(&stack.store, Region::Mec1, &row)
         .await
         .unwrap();
     assert!(!replay.handed_off);
@@ -329,15 +335,15 @@ async fn a_chunk_whose_batch_get_returns_unprocessed_keys_still_completes() {
     plan.unprocessed_keys
         .store(6, std::sync::atomic::Ordering::SeqCst);
     let faulty = shared::store::Store::new(
-        shared::clients::RegionalClients::single(local::faults::faulty_client(
+        shared::store::clients::RegionalClients::single(local::faults::faulty_client(
             &endpoint(),
             plan.clone(),
         )),
         stack.names.clone(),
     );
     let row = stack.scan(Table::Inbox).await.remove(0);
-    let row: shared::stream::InboxRow = serde_dynamo::from_item(row).unwrap();
-    let report = shared::resolve::resolve_chunk(&faulty, Region::Aps3, &row)
+    let row: shared::store::inbox::InboxRow = serde_dynamo::from_item(row).unwrap();
+    let report = shared::stages::resolve::resolve_chunk(&faulty, Region::Aps3, &row)
         .await
         .unwrap();
 
@@ -353,7 +359,7 @@ async fn a_chunk_whose_batch_get_returns_unprocessed_keys_still_completes() {
     // A second run through the faults sees every claim: nothing new is created.
     plan.unprocessed_keys
         .store(6, std::sync::atomic::Ordering::SeqCst);
-    let again = shared::resolve::resolve_chunk(&faulty, Region::Aps3, &row)
+    let again = shared::stages::resolve::resolve_chunk(&faulty, Region::Aps3, &row)
         .await
         .unwrap();
     assert_eq!(again.changes, report.changes);
@@ -365,7 +371,10 @@ async fn a_chunk_whose_batch_get_returns_unprocessed_keys_still_completes() {
 
 /// The changes resolve hands on for the one chunk of a stack's inbox: its INSERT record, read
 /// back from the stream, resolved again (a replay writes nothing and computes the same changes).
-async fn replayed_changes(stack: &Stack, region: Region) -> Vec<shared::changes::MembershipChange> {
+async fn replayed_changes(
+    stack: &Stack,
+    region: Region,
+) -> Vec<shared::domain::changes::MembershipChange> {
     let arn = local::stream_arn(&stack.client, &stack.names.name(region, Table::Inbox))
         .await
         .unwrap();
@@ -377,8 +386,8 @@ async fn replayed_changes(stack: &Stack, region: Region) -> Vec<shared::changes:
         .iter()
         .find(|r| r.event_name == "INSERT")
         .expect("the chunk's INSERT record");
-    let row = shared::stream::inbox_row(insert).unwrap();
-    let report = shared::resolve::resolve_chunk(&stack.store, region, &row)
+    let row = shared::stages::stream::inbox_row(insert).unwrap();
+    let report = shared::stages::resolve::resolve_chunk(&stack.store, region, &row)
         .await
         .unwrap();
     assert!(!report.handed_off, "a replay hands nothing on");
@@ -429,9 +438,12 @@ async fn a_chunk_that_can_never_be_resolved_is_marked_failed_with_its_reason() {
     // The stored payload is unreadable (as a corrupted or foreign row would be): its
     // size prefix beyond any chunk.
     records[0]["dynamodb"]["NewImage"]["payload"] = json!({"B": "/////w=="});
-    let (response, batch) =
-        shared::resolve::handle_inbox_event(&stack.store, &stack.names, local::to_event(records))
-            .await;
+    let (response, batch) = shared::stages::resolve::handle_inbox_event(
+        &stack.store,
+        &stack.names,
+        local::to_event(records),
+    )
+    .await;
     assert_eq!(
         (batch.chunks, batch.chunks_failed),
         (0, 1),
