@@ -1,12 +1,16 @@
 //! Local emulation of what AWS does around the functions, so one code path runs locally and
 //! deployed: DynamoDB stream polling with event-source-mapping filters and Lambda's event shape.
 
+/// The DynamoDB client the local tools and the tests hand around (the SDK stays behind `local`).
+pub use aws_sdk_dynamodb::Client as DynamoDbClient;
+
 pub mod faults;
 pub mod heat;
 pub mod key_meter;
 pub mod meter;
 pub mod pipeline;
 pub mod proxy;
+pub mod raw;
 pub mod runtime_api;
 pub mod server;
 pub mod workload;

@@ -1,19 +1,17 @@
 //! The mParticle endpoint against DynamoDB Local: docs/contract.md §2.6, status by status.
 
-use aws_sdk_dynamodb::Client;
 use integration_tests::*;
 use serde_json::{Value, json};
 use shared::domain::batch::decode_chunk;
-use shared::domain::records::{Segment, SegmentStatus};
+use shared::domain::records::{InboxStatus, Segment, SegmentStatus};
 use shared::domain::region::Region;
 use shared::stages::endpoint::{Endpoint, handle_http};
 use shared::stages::http::HttpReply;
 use shared::store::Store;
-use shared::store::tables::{Table, TableNames};
+use shared::store::inbox::InboxRow;
+use shared::store::tables::Table;
 
 struct Env {
-    client: Client,
-    names: TableNames,
     store: Store,
     endpoint: Endpoint,
     project: TestProject,
@@ -29,8 +27,6 @@ async fn env_in(test: &str, regions: &[Region]) -> Env {
     let project = provision(&store, Region::Eu1).await;
     let endpoint = Endpoint::new(&config(&names, 60), store.clone());
     Env {
-        client,
-        names,
         store,
         endpoint,
         project,
@@ -52,11 +48,9 @@ impl Env {
         )
     }
 
-    async fn inbox(
-        &self,
-        region: Region,
-    ) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
-        scan_all(&self.client, &self.names.name(region, Table::Inbox)).await
+    /// Every row of a region's inbox (any project).
+    async fn inbox(&self, region: Region) -> usize {
+        self.store.count_items(region, Table::Inbox).await.unwrap()
     }
 
     async fn segments(&self) -> Vec<Segment> {
@@ -75,13 +69,6 @@ impl Env {
         })
         .to_string()
     }
-}
-
-fn s(
-    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
-    k: &str,
-) -> String {
-    item[k].as_s().or_else(|_| item[k].as_n()).unwrap().clone()
 }
 
 #[tokio::test]
@@ -137,7 +124,7 @@ async fn caller_token_is_required_for_everything_else() {
         200,
         "the type may come anywhere in the object"
     );
-    assert!(e.inbox(Region::Eu1).await.is_empty(), "nothing written");
+    assert!(e.inbox(Region::Eu1).await == 0, "nothing written");
 }
 
 #[tokio::test]
@@ -169,7 +156,7 @@ async fn malformed_bodies_are_400_with_a_path_and_write_nothing() {
         (status, body["path"].as_str()),
         (400, Some("user_profiles[2].audiences[0].audience_id"))
     );
-    assert!(e.inbox(Region::Eu1).await.is_empty());
+    assert!(e.inbox(Region::Eu1).await == 0);
     assert!(e.segments().await.is_empty());
 }
 
@@ -183,7 +170,7 @@ async fn oversize_bodies_are_413() {
     let (status, body) = e.post(&body).await;
     assert_eq!(status, 413);
     assert!(body["error"].as_str().unwrap().contains("exceeds"));
-    assert!(e.inbox(Region::Eu1).await.is_empty());
+    assert!(e.inbox(Region::Eu1).await == 0);
 }
 
 #[tokio::test]
@@ -291,7 +278,7 @@ async fn bad_output_credentials_403_subscriptions_and_suspend_batches() {
 
     assert!(e.segments().await.is_empty());
     for r in Region::ALL {
-        assert!(e.inbox(r).await.is_empty(), "nothing written in {r}");
+        assert!(e.inbox(r).await == 0, "nothing written in {r}");
     }
 }
 
@@ -357,7 +344,7 @@ async fn heartbeats_answer_without_writing() {
     assert_eq!(status, 200);
     assert_eq!(body["suspend_subscription"], false);
     assert_eq!(body["id"], "hb-1");
-    assert!(e.inbox(Region::Eu1).await.is_empty());
+    assert!(e.inbox(Region::Eu1).await == 0);
 }
 
 #[tokio::test]
@@ -375,40 +362,34 @@ async fn batches_are_stored_once_in_the_home_region() {
     let reply: Value = serde_json::from_str(&reply.body).unwrap();
     assert_eq!(reply["suspend_subscription"], false);
 
-    let rows = scan_all(&client, &names.name(Region::Sg1, Table::Inbox)).await;
+    let rows = store.stored_chunks(Region::Sg1, &project.id).await.unwrap();
     assert_eq!(rows.len(), 3);
     let mut profiles = 0;
     for row in &rows {
-        assert_eq!(s(row, "status"), "received");
-        assert_eq!(s(row, "message_id"), "m-home-1");
-        assert_eq!(s(row, "message_ts"), "1700000000000");
-        assert_eq!(s(row, "chunk_count"), "3");
-        assert!(row["expires_at"].as_n().is_ok());
-        let decoded = decode_chunk(row["payload"].as_b().unwrap().as_ref()).unwrap();
-        assert_eq!(decoded.len().to_string(), s(row, "profile_count"));
+        assert_eq!(row.status, InboxStatus::Received);
+        assert_eq!(row.message_id, "m-home-1");
+        assert_eq!(row.message_ts, 1_700_000_000_000);
+        assert_eq!(row.chunk_count, 3);
+        assert!(row.expires_at.is_some());
+        let decoded = decode_chunk(row.payload.as_ref()).unwrap();
+        assert_eq!(decoded.len(), row.profile_count as usize);
         profiles += decoded.len();
     }
     assert_eq!(profiles, 1_200);
     for r in Region::ALL.into_iter().filter(|r| *r != Region::Sg1) {
-        assert!(
-            scan_all(&client, &names.name(r, Table::Inbox))
-                .await
-                .is_empty(),
-            "{r}"
-        );
+        assert_eq!(store.count_items(r, Table::Inbox).await.unwrap(), 0, "{r}");
     }
 
     // A redelivery answers 200 and stores nothing new (same rows, same received time).
     let again = endpoint.handle("POST", Some(&auth), body.as_bytes()).await;
     assert_eq!(again.status, 200);
-    let rows_again = scan_all(&client, &names.name(Region::Sg1, Table::Inbox)).await;
+    let rows_again = store.stored_chunks(Region::Sg1, &project.id).await.unwrap();
     assert_eq!(rows_again.len(), 3);
-    let received =
-        |rows: &[std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>]| {
-            let mut v: Vec<String> = rows.iter().map(|r| s(r, "received_key")).collect();
-            v.sort();
-            v
-        };
+    let received = |rows: &[InboxRow]| {
+        let mut v: Vec<(u32, i64)> = rows.iter().map(|r| (r.chunk, r.received_ms)).collect();
+        v.sort();
+        v
+    };
     assert_eq!(received(&rows), received(&rows_again));
 
     // A single-chunk batch, delivered twice concurrently, is stored once.
@@ -419,9 +400,7 @@ async fn batches_are_stored_once_in_the_home_region() {
     );
     assert_eq!((a.status, b.status), (200, 200));
     assert_eq!(
-        scan_all(&client, &names.name(Region::Sg1, Table::Inbox))
-            .await
-            .len(),
+        store.count_items(Region::Sg1, Table::Inbox).await.unwrap(),
         4
     );
 }
@@ -453,10 +432,12 @@ async fn storage_failures_are_503_so_mparticle_retries() {
         !reply.body.contains("127.0.0.1"),
         "no internals in the answer"
     );
-    assert!(
-        scan_all(&client, &names.name(Region::Eu1, Table::Inbox))
+    assert_eq!(
+        store_ok
+            .count_items(Region::Eu1, Table::Inbox)
             .await
-            .is_empty()
+            .unwrap(),
+        0
     );
 }
 
@@ -529,7 +510,7 @@ async fn api_gateway_v1_and_v2_events_are_served() {
         assert_eq!(body["suspend_subscription"], false, "{kind}");
     }
     assert_eq!(
-        e.inbox(Region::Eu1).await.len(),
+        e.inbox(Region::Eu1).await,
         1,
         "stored once across both deliveries"
     );

@@ -2,12 +2,13 @@
 //! what stays, redelivery, late and newer batches, an unknown person, another project, the audit
 //! row, and the operator's path.
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use integration_tests::*;
 use serde_json::{Value, json};
 use shared::domain::protocol::{Regulation, now_ms};
+use shared::domain::records::MembershipRow;
 use shared::domain::region::Region;
 use shared::stages::erasure::{ErasureOutcome, ErasureRequest, erase};
+use shared::store::snapshot::ProjectSnapshot;
 use shared::store::tables::Table;
 
 const ANN_EMAIL: &str = "ann@example.com";
@@ -72,39 +73,24 @@ async fn member_count(stack: &Stack, audience: i64) -> (i64, i64, i64) {
     (n("member_count"), n("added_total"), n("removed_total"))
 }
 
-/// Every item of one project that mentions `needle` anywhere (keys or values), by table, in a
-/// stable order.
-async fn items_mentioning(
-    stack: &Stack,
-    project_id: &str,
-    needle: &str,
-) -> Vec<(&'static str, Item)> {
-    let mut found = Vec::new();
-    for (table, items) in Table::ALL.iter().zip(stack.snapshot().await) {
-        for item in items {
-            let text = format!("{item:?}");
-            if text.contains(project_id) && text.contains(needle) {
-                found.push((table.as_str(), item));
-            }
-        }
-    }
-    found
+/// Every stored item of one project that mentions `needle` anywhere (keys or values), as
+/// text, in a stable order.
+async fn items_mentioning(stack: &Stack, project_id: &str, needle: &str) -> Vec<String> {
+    stack
+        .snapshot()
+        .await
+        .into_iter()
+        .filter(|item| item.contains(project_id) && item.contains(needle))
+        .collect()
 }
 
-/// The project's items less what an erasure of nobody may add: tombstones, audit rows and the
-/// project's tombstone salt.
-async fn data_snapshot(stack: &Stack) -> Vec<Vec<Item>> {
-    let mut snapshot = stack.snapshot().await;
-    for items in &mut snapshot {
-        items.retain(|i| {
-            let pk = text(i, "pk").unwrap_or_default();
-            !pk.starts_with("T#") && !pk.starts_with("E#")
-        });
-        for item in items.iter_mut() {
-            item.remove("erasure_salt");
-        }
-    }
-    snapshot
+/// The project's data less what an erasure of nobody may add: tombstones and audit rows (the
+/// project's salt is not in it).
+async fn data_snapshot(stack: &Stack) -> ProjectSnapshot {
+    let mut held = stack.held().await;
+    held.tombstones = 0;
+    held.erasures.clear();
+    held
 }
 
 #[tokio::test]
@@ -173,20 +159,15 @@ async fn erasure_takes_a_person_out_of_everything_exactly_once() {
         let left = items_mentioning(&stack, &stack.project.id, needle).await;
         assert!(left.is_empty(), "{needle}: {left:?}");
     }
-    let rows: Vec<Item> = stack
-        .scan(Table::Memberships)
+    let rows: Vec<MembershipRow> = stack
+        .held()
         .await
+        .memberships
         .into_iter()
-        .filter(|m| {
-            text(m, "sk").as_deref() == Some(ann_ct.as_str())
-                && text(m, "pk").unwrap().starts_with(&stack.project.id)
-        })
+        .filter(|m| m.clevertap_id == ann_ct)
         .collect();
     assert_eq!(rows.len(), 2);
-    assert!(
-        rows.iter()
-            .all(|m| !*m["member"].as_bool().unwrap() && !m.contains_key("identity"))
-    );
+    assert!(rows.iter().all(|m| !m.member && m.identity.is_none()));
     // The history shows the two members leaving as cleared, not as Removed events.
     let history = read(&stack, "/v1/segments/8").await["history"].clone();
     assert_eq!(history.as_array().unwrap().last().unwrap()["members"], 0);
@@ -337,8 +318,13 @@ async fn other_requests_are_refused_clearly_and_registration_declares_erasure() 
         (status, answer["path"].as_str()),
         (400, Some("subject_request_id"))
     );
-    assert!(
-        stack.scan(Table::Profiles).await.is_empty(),
+    assert_eq!(
+        stack
+            .store
+            .count_items(Region::Eu1, Table::Profiles)
+            .await
+            .unwrap(),
+        0,
         "nothing written"
     );
 
@@ -419,8 +405,8 @@ async fn salted_with_ann_chunk(test: &str) -> (Stack, String, shared::store::inb
     stack
         .send(&ann_batch(&stack, "in-flight", now_ms() - 60_000))
         .await;
-    let row = stack.scan(Table::Inbox).await.into_iter().next().unwrap();
-    (stack, salt, serde_dynamo::from_item(row).unwrap())
+    let row = stack.chunks().await.into_iter().next().unwrap();
+    (stack, salt, row)
 }
 
 #[tokio::test]
@@ -508,24 +494,7 @@ async fn a_retried_chunk_takes_back_what_its_failed_attempt_wrote_for_an_erased_
     shared::stages::resolve::resolve_chunk(&stack.store, region, &row)
         .await
         .unwrap();
-    stack
-        .client
-        .update_item()
-        .table_name(stack.names.name(region, Table::Inbox))
-        .key(
-            "pk",
-            AttributeValue::S(text(&stack.scan(Table::Inbox).await[0], "pk").unwrap()),
-        )
-        .key(
-            "sk",
-            AttributeValue::S(text(&stack.scan(Table::Inbox).await[0], "sk").unwrap()),
-        )
-        .update_expression("SET #s = :r")
-        .expression_attribute_names("#s", "status")
-        .expression_attribute_values(":r", AttributeValue::S("received".into()))
-        .send()
-        .await
-        .unwrap();
+    local::raw::mark_inbox_received(&stack.client, &stack.names.name(region, Table::Inbox)).await;
     let hash = shared::domain::erasure::tombstone_hash(
         &salt,
         shared::domain::erasure::TombstoneKind::Email,

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use integration_tests::*;
 use serde_json::json;
 use shared::domain::changes::{ChangeAction, MembershipChange};
-use shared::domain::records::{EventValue, PartnerSyncEvent, Segment};
+use shared::domain::records::{EventValue, InboxStatus, PartnerSyncEvent, Segment};
 use shared::domain::region::Region;
 use shared::stages::materialize::{MaterializeCounts, materialize_changes};
 use shared::store::tables::Table;
@@ -397,26 +397,15 @@ async fn batches_flow_through_resolve_and_materialize_to_the_sync_log() {
         .await; // older: stale
     pipeline.run_until_idle(30).await.unwrap();
 
-    let rows = stack.scan(Table::Inbox).await;
+    let rows = stack.held().await.inbox;
     assert_eq!(rows.len(), 4, "flow-1 is two chunks, stored once");
     for r in &rows {
-        assert_eq!(
-            text(r, "status").as_deref(),
-            Some("materialized"),
-            "{:?}",
-            text(r, "sk")
-        );
+        assert_eq!(r.status, InboxStatus::Materialized, "{r:?}");
     }
     let applied = |msg: &str, key: &str| -> u64 {
         rows.iter()
-            .filter(|r| text(r, "message_id").as_deref() == Some(msg))
-            .map(|r| {
-                r["applied"].as_m().unwrap()[key]
-                    .as_n()
-                    .unwrap()
-                    .parse::<u64>()
-                    .unwrap()
-            })
+            .filter(|r| r.message_id == msg)
+            .map(|r| r.applied[key] as u64)
             .sum()
     };
     // Chunks materialize concurrently, so flow-2's deletes may land before flow-1's adds of the
@@ -636,16 +625,14 @@ async fn clearing_three_pages_of_members_goes_forward_to_the_end_while_adds_race
     assert_eq!(v.members.len(), MEMBERS);
 }
 
-/// The partition keys a segment's membership rows are on.
+/// The partition keys a segment's membership rows are on (its layout, as stored).
 async fn row_keys(stack: &Stack, aud: i64) -> std::collections::BTreeSet<String> {
-    let aud_text = aud.to_string();
-    stack
-        .scan(Table::Memberships)
-        .await
-        .into_iter()
-        .filter(|i| text(i, "audience_id").as_deref() == Some(aud_text.as_str()))
-        .filter_map(|i| text(&i, "pk"))
-        .collect()
+    local::raw::row_partition_keys(
+        &stack.client,
+        &stack.names.name(stack.project.region, Table::Memberships),
+        aud,
+    )
+    .await
 }
 
 /// Everything the read API answers about one segment: members, counts, each member's Partner
@@ -731,23 +718,13 @@ async fn a_segment_created_before_buckets_keeps_its_one_key() {
     let stack = Stack::new("mat-legacy", Region::Eu1).await;
     // A segment as it was stored before buckets existed: no bucket count recorded.
     stack.send(&stack.subscription(12, "Old", "add", 1)).await;
-    let segments = stack.names.name(Region::Eu1, Table::Segments);
-    stack
-        .client
-        .update_item()
-        .table_name(&segments)
-        .key(
-            "pk",
-            aws_sdk_dynamodb::types::AttributeValue::S(stack.project.id.clone()),
-        )
-        .key(
-            "sk",
-            aws_sdk_dynamodb::types::AttributeValue::S("S#12".into()),
-        )
-        .update_expression("REMOVE buckets")
-        .send()
-        .await
-        .unwrap();
+    local::raw::forget_segment_buckets(
+        &stack.client,
+        &stack.names.name(Region::Eu1, Table::Segments),
+        &stack.project.id,
+        12,
+    )
+    .await;
     let adds: Vec<_> = (0..40)
         .map(|i| change(&format!("__o{i:02}"), 12, ChangeAction::Add, 10, "old"))
         .collect();

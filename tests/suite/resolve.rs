@@ -5,38 +5,27 @@ use std::collections::{HashMap, HashSet};
 use integration_tests::*;
 use serde_json::json;
 use shared::domain::changes::{ChangeAction, decode_changes};
+use shared::domain::records::{InboxStatus, Profile, PropertyValue, SyncRow};
 use shared::domain::region::Region;
+use shared::store::snapshot::ProjectSnapshot;
 use shared::store::tables::Table;
 
-fn profiles_by_ct(items: &[Item]) -> HashMap<String, Item> {
-    items
+fn profiles_by_ct(held: &ProjectSnapshot) -> HashMap<String, Profile> {
+    held.profiles
         .iter()
-        .filter(|i| text(i, "pk").unwrap().starts_with("P#"))
-        .map(|i| (text(i, "clevertap_id").unwrap(), i.clone()))
+        .map(|p| (p.clevertap_id.clone(), p.clone()))
         .collect()
 }
 
-fn claims(items: &[Item]) -> HashMap<String, String> {
-    items
+fn claims(held: &ProjectSnapshot) -> HashMap<String, String> {
+    held.claims
         .iter()
-        .filter_map(|i| {
-            let pk = text(i, "pk").unwrap();
-            pk.starts_with("I#").then(|| {
-                (
-                    pk.splitn(3, '#').nth(2).unwrap().to_owned(),
-                    text(i, "clevertap_id").unwrap(),
-                )
-            })
-        })
+        .map(|c| (c.identity.clone(), c.clevertap_id.clone()))
         .collect()
 }
 
-fn outcome(row: &Item, key: &str) -> u64 {
-    row["outcomes"].as_m().unwrap()[key]
-        .as_n()
-        .unwrap()
-        .parse()
-        .unwrap()
+fn outcome(row: &SyncRow, key: &str) -> u64 {
+    row.outcomes[key] as u64
 }
 
 #[tokio::test]
@@ -74,13 +63,13 @@ async fn every_rung_and_skip_reason_end_to_end() {
     let mut pipeline = stack.pipeline().await;
     pipeline.run_until_idle(20).await.unwrap();
 
-    let items = stack.scan(Table::Profiles).await;
-    let profiles = profiles_by_ct(&items);
-    let claims = claims(&items);
+    let held = stack.held().await;
+    let profiles = profiles_by_ct(&held);
+    let claims = claims(&held);
 
     let p0 = &profiles["-h5f3a"];
-    assert_eq!(text(p0, "email").as_deref(), Some("ann@example.com"));
-    assert_eq!(text(p0, "phone").as_deref(), Some("+447700900001"));
+    assert_eq!(p0.email.as_deref(), Some("ann@example.com"));
+    assert_eq!(p0.phone.as_deref(), Some("+447700900001"));
     assert!(
         !claims.contains_key("c-0"),
         "the partner rung does not claim the customer id"
@@ -88,32 +77,31 @@ async fn every_rung_and_skip_reason_end_to_end() {
 
     let ct1 = &claims["c-1"];
     assert!(ct1.starts_with("__") && ct1.len() == 34, "{ct1}");
-    assert_eq!(text(&profiles[ct1], "identity").as_deref(), Some("c-1"));
-    assert_eq!(
-        text(&profiles[ct1], "email").as_deref(),
-        Some("bob@example.com")
-    );
+    assert_eq!(profiles[ct1].identity.as_deref(), Some("c-1"));
+    assert_eq!(profiles[ct1].email.as_deref(), Some("bob@example.com"));
 
     assert_eq!(
-        text(&profiles[&claims["-77"]], "email").as_deref(),
+        profiles[&claims["-77"]].email.as_deref(),
         Some("cy@example.com")
     );
 
     let p6 = &profiles[&claims["c-6"]];
-    assert_eq!((text(p6, "email"), text(p6, "phone")), (None, None));
+    assert_eq!((&p6.email, &p6.phone), (&None, &None));
 
     let p7 = &profiles[&claims["o2-7"]];
-    assert_eq!(text(p7, "attr#tier").as_deref(), Some("gold"));
-    assert_eq!(p7["attr#vip"].as_bool().ok(), Some(&true));
-    assert_eq!(p7["attr#tags"].as_l().unwrap().len(), 2);
+    assert_eq!(p7.properties["tier"], PropertyValue::Text("gold".into()));
+    assert_eq!(p7.properties["vip"], PropertyValue::Tag);
+    assert_eq!(
+        p7.properties["tags"],
+        PropertyValue::List(vec!["a".into(), "b".into()])
+    );
     assert!(!claims.contains_key("ignored"));
 
     assert_eq!(profiles.len(), 5, "no profile for the skipped users");
     assert_eq!(claims.len(), 4);
 
-    let rows = stack.scan(Table::Inbox).await;
-    let row = &rows[0];
-    assert_eq!(text(row, "status").as_deref(), Some("materialized"));
+    let row = &held.inbox[0];
+    assert_eq!(row.status, InboxStatus::Materialized);
     for (key, expected) in [
         ("partner_id", 1),
         ("identity", 3),
@@ -130,15 +118,9 @@ async fn every_rung_and_skip_reason_end_to_end() {
         assert_eq!(outcome(row, key), expected, "{key}");
     }
     // A materialized row keeps its counts, not its payload or changes.
-    assert!(!row.contains_key("payload") && !row.contains_key("changes"));
-    let counts = row["change_counts"].as_m().unwrap();
-    assert_eq!(
-        (
-            counts["add"].as_n().unwrap().as_str(),
-            counts["delete"].as_n().unwrap().as_str()
-        ),
-        ("3", "1")
-    );
+    let chunk = &stack.chunks().await[0];
+    assert!(chunk.payload.is_empty() && chunk.changes.is_none());
+    assert_eq!((row.handed_on["add"], row.handed_on["delete"]), (3, 1));
     // The changes it handed on: resolving the received row again (a replay) computes them.
     let changes = replayed_changes(&stack, Region::Eu1).await;
     assert_eq!(
@@ -180,7 +162,7 @@ async fn existing_profiles_are_matched_and_merged_never_duplicated() {
         ])))
         .await;
     pipeline.run_until_idle(20).await.unwrap();
-    let before = claims(&stack.scan(Table::Profiles).await);
+    let before = claims(&stack.held().await);
 
     stack
         .send(&stack.batch("m2", 2, json!([
@@ -191,26 +173,18 @@ async fn existing_profiles_are_matched_and_merged_never_duplicated() {
         .await;
     pipeline.run_until_idle(20).await.unwrap();
 
-    let items = stack.scan(Table::Profiles).await;
-    let profiles = profiles_by_ct(&items);
-    assert_eq!(claims(&items), before, "the Identity kept its profile");
+    let held = stack.held().await;
+    let profiles = profiles_by_ct(&held);
+    assert_eq!(claims(&held), before, "the Identity kept its profile");
     assert_eq!(profiles.len(), 2);
     assert_eq!(
-        text(&profiles[&before["alice"]], "email").as_deref(),
+        profiles[&before["alice"]].email.as_deref(),
         Some("alice@example.com")
     );
+    assert_eq!(profiles["__ct-bob"].phone.as_deref(), Some("+14155550123"));
+    let second = held.inbox.iter().find(|r| r.message_id == "m2").unwrap();
     assert_eq!(
-        text(&profiles["__ct-bob"], "phone").as_deref(),
-        Some("+14155550123")
-    );
-    let second = stack
-        .scan(Table::Inbox)
-        .await
-        .into_iter()
-        .find(|r| text(r, "message_id").as_deref() == Some("m2"))
-        .unwrap();
-    assert_eq!(
-        (outcome(&second, "merged"), outcome(&second, "created")),
+        (outcome(second, "merged"), outcome(second, "created")),
         (2, 0)
     );
 }
@@ -233,22 +207,21 @@ async fn concurrent_resolutions_create_one_profile_per_identity() {
             .await;
     }
     // Resolve all 16 chunks at once, as 16 concurrent Lambda invocations would.
-    let rows = stack.scan(Table::Inbox).await;
+    let rows = stack.chunks().await;
     assert_eq!(rows.len(), 16);
-    let results = futures::future::join_all(rows.iter().map(|item| {
-        let row: shared::store::inbox::InboxRow = serde_dynamo::from_item(item.clone()).unwrap();
+    let results = futures::future::join_all(rows.iter().map(|row| {
         let store = stack.store.clone();
         async move {
-            shared::stages::resolve::resolve_chunk(&store, Region::Sg1, &row)
+            shared::stages::resolve::resolve_chunk(&store, Region::Sg1, row)
                 .await
                 .map(|r| r.changes)
         }
     }))
     .await;
 
-    let items = stack.scan(Table::Profiles).await;
-    let claims = claims(&items);
-    let profiles = profiles_by_ct(&items);
+    let held = stack.held().await;
+    let claims = claims(&held);
+    let profiles = profiles_by_ct(&held);
     assert_eq!(claims.len(), 40);
     assert_eq!(profiles.len(), 40, "exactly one profile per identity");
     let distinct: HashSet<&String> = claims.values().collect();
@@ -278,7 +251,7 @@ async fn a_replayed_record_changes_nothing() {
     let mut poller = local::StreamPoller::new(local::streams_client(&endpoint()), arn);
     let insert = poller.poll().await.unwrap();
     assert_eq!(insert.len(), 1);
-    let received = stack.scan(Table::Inbox).await;
+    let received = stack.chunks().await;
 
     let (first, _) = shared::stages::resolve::handle_inbox_event(
         &stack.store,
@@ -287,8 +260,8 @@ async fn a_replayed_record_changes_nothing() {
     )
     .await;
     assert!(first.batch_item_failures.is_empty());
-    let profiles_after_first = stack.scan(Table::Profiles).await;
-    let row_after_first = stack.scan(Table::Inbox).await;
+    let profiles_after_first = stack.held().await;
+    let row_after_first = stack.chunks().await;
 
     // The same record again, as Lambda may redeliver it.
     let (second, _) = shared::stages::resolve::handle_inbox_event(
@@ -298,26 +271,22 @@ async fn a_replayed_record_changes_nothing() {
     )
     .await;
     assert!(second.batch_item_failures.is_empty());
-    let sorted = |mut v: Vec<Item>| {
-        v.sort_by_key(|i| text(i, "pk"));
-        v
-    };
+    let after_second = stack.held().await;
     assert_eq!(
-        sorted(stack.scan(Table::Profiles).await),
-        sorted(profiles_after_first)
+        (&after_second.profiles, &after_second.claims),
+        (&profiles_after_first.profiles, &profiles_after_first.claims)
     );
-    assert_eq!(stack.scan(Table::Inbox).await, row_after_first);
+    assert_eq!(stack.chunks().await, row_after_first);
 
     // The resolved row keeps the changes, not the payload (a replayed record carries it).
-    assert!(row_after_first[0].contains_key("changes"));
-    assert!(!row_after_first[0].contains_key("payload"));
+    assert!(row_after_first[0].changes.is_some());
+    assert!(row_after_first[0].payload.is_empty());
     // A direct replay of the received row computes the same changes.
-    let row: shared::store::inbox::InboxRow = serde_dynamo::from_item(received[0].clone()).unwrap();
-    let replay = shared::stages::resolve::resolve_chunk(&stack.store, Region::Mec1, &row)
+    let replay = shared::stages::resolve::resolve_chunk(&stack.store, Region::Mec1, &received[0])
         .await
         .unwrap();
     assert!(!replay.handed_off);
-    let stored = decode_changes(row_after_first[0]["changes"].as_b().unwrap().as_ref()).unwrap();
+    let stored = decode_changes(row_after_first[0].changes.as_ref().unwrap()).unwrap();
     assert_eq!(replay.changes, stored);
 }
 
@@ -341,8 +310,7 @@ async fn a_chunk_whose_batch_get_returns_unprocessed_keys_still_completes() {
         )),
         stack.names.clone(),
     );
-    let row = stack.scan(Table::Inbox).await.remove(0);
-    let row: shared::store::inbox::InboxRow = serde_dynamo::from_item(row).unwrap();
+    let row = stack.chunks().await.remove(0);
     let report = shared::stages::resolve::resolve_chunk(&faulty, Region::Aps3, &row)
         .await
         .unwrap();
@@ -353,9 +321,9 @@ async fn a_chunk_whose_batch_get_returns_unprocessed_keys_still_completes() {
         "the faults were hit"
     );
     assert_eq!(report.changes.len(), 150);
-    let items = stack.scan(Table::Profiles).await;
-    assert_eq!(claims(&items).len(), 150);
-    assert_eq!(profiles_by_ct(&items).len(), 150);
+    let held = stack.held().await;
+    assert_eq!(claims(&held).len(), 150);
+    assert_eq!(profiles_by_ct(&held).len(), 150);
     // A second run through the faults sees every claim: nothing new is created.
     plan.unprocessed_keys
         .store(6, std::sync::atomic::Ordering::SeqCst);
@@ -363,10 +331,7 @@ async fn a_chunk_whose_batch_get_returns_unprocessed_keys_still_completes() {
         .await
         .unwrap();
     assert_eq!(again.changes, report.changes);
-    assert_eq!(
-        profiles_by_ct(&stack.scan(Table::Profiles).await).len(),
-        150
-    );
+    assert_eq!(stack.held().await.profiles.len(), 150);
 }
 
 /// The changes resolve hands on for the one chunk of a stack's inbox: its INSERT record, read
@@ -409,8 +374,8 @@ async fn an_oversized_profile_is_skipped_and_counted_and_its_neighbours_go_on() 
     let mut pipeline = stack.pipeline().await;
     pipeline.run_until_idle(20).await.unwrap();
 
-    let rows = stack.scan(Table::Inbox).await;
-    assert_eq!(text(&rows[0], "status").as_deref(), Some("materialized"));
+    let rows = stack.held().await.inbox;
+    assert_eq!(rows[0].status, InboxStatus::Materialized);
     assert_eq!(outcome(&rows[0], "too_long"), 2);
     assert_eq!(outcome(&rows[0], "identity"), 1);
     let members = stack.member_identities().await;
@@ -453,9 +418,9 @@ async fn a_chunk_that_can_never_be_resolved_is_marked_failed_with_its_reason() {
         response.batch_item_failures.is_empty(),
         "a permanent failure is not retried"
     );
-    let row = stack.scan(Table::Inbox).await.remove(0);
-    assert_eq!(text(&row, "status").as_deref(), Some("failed"));
-    assert!(text(&row, "failure").unwrap().contains("unreadable"));
+    let row = stack.held().await.inbox.remove(0);
+    assert_eq!(row.status, InboxStatus::Failed);
+    assert!(row.failure.unwrap().contains("unreadable"));
 
     // The sync log shows it.
     let port = stack.serve_http().await;
@@ -495,11 +460,8 @@ async fn a_profile_dynamodb_refuses_to_store_is_skipped_with_its_changes() {
             .await;
         pipeline.run_until_idle(20).await.unwrap();
     }
-    let rows = stack.scan(Table::Inbox).await;
-    assert!(
-        rows.iter()
-            .all(|r| text(r, "status").as_deref() == Some("materialized"))
-    );
+    let rows = stack.held().await.inbox;
+    assert!(rows.iter().all(|r| r.status == InboxStatus::Materialized));
     let refused: u64 = rows.iter().map(|r| outcome(r, "too_long")).sum();
     assert_eq!(refused, 1, "the third write of the growing profile");
     let members = stack.member_identities().await;

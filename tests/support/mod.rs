@@ -1,6 +1,6 @@
 //! Shared helpers for integration tests: a DynamoDB Local client and fresh, isolated table names.
 
-use aws_sdk_dynamodb::Client;
+use local::DynamoDbClient as Client;
 use shared::store::tables::{TableNames, create_all_tables};
 
 /// The endpoint `scripts/test` exported; tests fail loudly without it rather than skip.
@@ -108,14 +108,6 @@ pub async fn provision(store: &Store, region: Region) -> TestProject {
     }
 }
 
-/// All items of one table (tests only: a full scan).
-pub async fn scan_all(
-    client: &Client,
-    table: &str,
-) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
-    local::scan_all(client, table).await.expect("scan")
-}
-
 /// A membership request with `n` profiles, each with a customer id, email and one audience change.
 pub fn membership_body(
     project: &TestProject,
@@ -144,8 +136,6 @@ pub fn membership_body(
     })
     .to_string()
 }
-
-pub type Item = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
 
 /// The whole stack over fresh tables: the endpoint, a project in `region`, and a local pipeline.
 pub struct Stack {
@@ -230,10 +220,6 @@ impl Stack {
         .expect("pipeline")
     }
 
-    pub async fn scan(&self, table: shared::store::tables::Table) -> Vec<Item> {
-        scan_all(&self.client, &self.names.name(self.project.region, table)).await
-    }
-
     /// A read API request handled in process, authenticated with the project's id and `passcode`;
     /// `path` may carry a query string (values not encoded). Answers status and JSON.
     pub async fn read_api_as(
@@ -278,24 +264,20 @@ impl Stack {
             .await
     }
 
-    /// Every item of every table, in a stable order.
-    pub async fn snapshot(&self) -> Vec<Vec<Item>> {
-        let mut out = Vec::new();
-        for table in shared::store::tables::Table::ALL {
-            let mut items = self.scan(table).await;
-            items.sort_by_key(|i| (text(i, "pk"), text(i, "sk")));
-            out.push(items);
-        }
-        out
+    /// Every item of every table of the project's region, as text, in a stable order
+    /// (`local::raw::dump`): equal dumps mean nothing was written.
+    pub async fn snapshot(&self) -> Vec<String> {
+        local::raw::dump(&self.client, &self.names, self.project.region).await
     }
 
     /// The Identities of the profiles that are members of some segment now.
     pub async fn member_identities(&self) -> Vec<String> {
-        self.scan(shared::store::tables::Table::Memberships)
+        self.held()
             .await
+            .memberships
             .into_iter()
-            .filter(|m| *m["member"].as_bool().unwrap())
-            .filter_map(|m| text(&m, "identity"))
+            .filter(|m| m.member)
+            .filter_map(|m| m.identity)
             .collect()
     }
 
@@ -388,6 +370,14 @@ impl Stack {
             .expect("segments")
     }
 
+    /// The project's stored chunks, as the pipeline's stages read them.
+    pub async fn chunks(&self) -> Vec<shared::store::inbox::InboxRow> {
+        self.store
+            .stored_chunks(self.project.region, &self.project.id)
+            .await
+            .expect("stored chunks")
+    }
+
     /// Everything the project holds in its region, typed.
     pub async fn held(&self) -> shared::store::snapshot::ProjectSnapshot {
         self.store
@@ -422,13 +412,6 @@ impl Stack {
         })
         .to_string()
     }
-}
-
-/// A string or number attribute as text (tests only).
-pub fn text(item: &Item, key: &str) -> Option<String> {
-    item.get(key)
-        .and_then(|v| v.as_s().or_else(|_| v.as_n()).ok())
-        .cloned()
 }
 
 /// An audience entry for profile JSON.

@@ -643,7 +643,16 @@ async fn main() {
         let mut one_bucket = Rig::new(&client, &endpoint_url, 1).await;
         one_bucket.pipeline.run_until_idle(5).await.unwrap();
         let yardstick = one_bucket
-            .phase(&meter, &auth, "new", "e2e", 70_001, yard_requests, false, 2_000)
+            .phase(
+                &meter,
+                &auth,
+                "new",
+                "e2e",
+                70_001,
+                yard_requests,
+                false,
+                2_000,
+            )
             .await;
         let e2e_new = report["end_to_end_10k"]["new"]["seconds"]
             .as_f64()
@@ -667,9 +676,8 @@ async fn main() {
         let mut first = ours.json(changes);
         first["lanes"] = json!(local::lanes_from_env());
         first["one_bucket"] = theirs.json(yard_changes);
-        first["ratio_to_one_bucket_per_change"] = json!(
-            (ours.seconds / changes as f64) / (theirs.seconds / yard_changes as f64)
-        );
+        first["ratio_to_one_bucket_per_change"] =
+            json!((ours.seconds / changes as f64) / (theirs.seconds / yard_changes as f64));
         report.insert("first_sync_100k".into(), first);
         report.insert(
             "heat".into(),

@@ -18,3 +18,4 @@ pub mod region;
 pub mod round_trip;
 pub mod segment_state;
 pub mod sync_log;
+pub mod views;

@@ -1,5 +1,6 @@
-//! The console's pages, rendered from the read API's JSON views (docs/contract.md §3.3), so a
-//! page shows exactly what the API answers. Pure: views in, HTML out.
+//! The console's pages, rendered from the read API's views (`views`, docs/contract.md §3.3),
+//! the same types the API serializes, so a page shows exactly what the API answers. Pure: views
+//! in, HTML out.
 //!
 //! The server answers a browser's navigation with the [`shell`] (sign-in form, navigation,
 //! script); the script then asks for the page itself with the credentials as headers and puts
@@ -11,6 +12,10 @@ use serde_json::Value;
 use crate::domain::calendar::{day_of, days_ending, minute_of};
 use crate::domain::chart::{Series, bar_chart, line_chart};
 use crate::domain::region::Region;
+use crate::domain::views::{
+    DayView, EventView, EventsView, MembersView, PeopleView, ProfileView, ProfilesView,
+    SegmentView, SegmentsView, SyncView, SyncsView,
+};
 
 /// Where the console lives, under the API's base URL.
 pub const BASE: &str = "/console";
@@ -111,28 +116,24 @@ fn profile_href(clevertap_id: &str) -> String {
     format!("{BASE}/profiles/{}", percent_encode(clevertap_id))
 }
 
-fn segment_href(id: &Value) -> String {
+fn segment_href(id: i64) -> String {
     format!("{BASE}/segments/{id}")
 }
 
-fn text(v: &Value) -> &str {
-    v.as_str().unwrap_or("")
-}
-
-fn count(v: &Value) -> i64 {
-    v.as_i64().unwrap_or(0)
+fn text(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("")
 }
 
 /// A time, or a dash for never.
-fn when(v: &Value) -> String {
-    v.as_i64().map(minute_of).unwrap_or_else(|| "—".to_owned())
+fn when(v: Option<i64>) -> String {
+    v.map(minute_of).unwrap_or_else(|| "—".to_owned())
 }
 
 /// "Next page" when the view has a cursor; `href` is the page's URL with its other parameters.
-fn next_page(view: &Value, href: &str) -> Markup {
+fn next_page(next_cursor: Option<&str>, href: &str) -> Markup {
     let separator = if href.contains('?') { '&' } else { '?' };
     html! {
-        @if let Some(cursor) = view["next_cursor"].as_str() {
+        @if let Some(cursor) = next_cursor {
             p.paging { a rel="next" href={ (href) (separator) "cursor=" (cursor) } { "Next page" } }
         }
     }
@@ -143,16 +144,16 @@ fn status_badge(status: &str) -> Markup {
 }
 
 /// `GET /console/segments?q=`: every segment, filtered by name.
-pub fn segments_page(view: &Value, query: Option<&str>) -> Page {
+pub fn segments_page(view: &SegmentsView, query: Option<&str>) -> Page {
     let query = query.map(str::trim).filter(|q| !q.is_empty());
     let needle = query.map(str::to_lowercase);
-    let all = view["segments"].as_array().cloned().unwrap_or_default();
-    let shown: Vec<&Value> = all
+    let all = &view.segments;
+    let shown: Vec<&SegmentView> = all
         .iter()
         .filter(|s| {
             needle
                 .as_ref()
-                .is_none_or(|n| text(&s["name"]).to_lowercase().contains(n))
+                .is_none_or(|n| s.name.to_lowercase().contains(n))
         })
         .collect();
     let body = html! {
@@ -176,12 +177,12 @@ pub fn segments_page(view: &Value, query: Option<&str>) -> Page {
                     tbody {
                         @for s in &shown {
                             tr {
-                                th scope="row" { a href=(segment_href(&s["partner_segment_id"])) { (text(&s["name"])) } }
-                                td { (text(&s["type"])) }
-                                td.num { (count(&s["member_count"])) }
-                                td { (status_badge(text(&s["status"]))) }
-                                td { (when(&s["last_sync_ms"])) }
-                                td { (when(&s["created_ms"])) }
+                                th scope="row" { a href=(segment_href(s.partner_segment_id)) { (s.name) } }
+                                td { (s.segment_type) }
+                                td.num { (s.member_count) }
+                                td { (status_badge(&s.status)) }
+                                td { (when(s.last_sync_ms)) }
+                                td { (when(s.created_ms)) }
                             }
                         }
                     }
@@ -205,14 +206,14 @@ struct Window {
 }
 
 /// The segment's history (days with activity, oldest first) over the `CHART_DAYS` ending today.
-fn window(history: &[Value], now_ms: i64) -> Window {
+fn window(history: &[DayView], now_ms: i64) -> Window {
     let days = days_ending(now_ms, CHART_DAYS);
     let first = days.first().cloned().unwrap_or_default();
     let mut members = history
         .iter()
-        .take_while(|h| text(&h["day"]) < first.as_str())
+        .take_while(|h| h.day < first)
         .last()
-        .map(|h| count(&h["members"]))
+        .map(|h| h.members)
         .unwrap_or(0);
     let mut w = Window {
         days: Vec::new(),
@@ -222,14 +223,13 @@ fn window(history: &[Value], now_ms: i64) -> Window {
         members: Vec::new(),
     };
     for day in days {
-        let h = history.iter().find(|h| text(&h["day"]) == day);
-        let field = |name: &str| h.map(|h| count(&h[name])).unwrap_or(0);
+        let h = history.iter().find(|h| h.day == day);
         if let Some(h) = h {
-            members = count(&h["members"]);
+            members = h.members;
         }
-        w.added.push(field("added"));
-        w.removed.push(field("removed"));
-        w.cleared.push(field("cleared"));
+        w.added.push(h.map_or(0, |h| h.added));
+        w.removed.push(h.map_or(0, |h| h.removed));
+        w.cleared.push(h.map_or(0, |h| h.cleared));
         w.members.push(members);
         w.days.push(day);
     }
@@ -241,13 +241,17 @@ fn stat(id: &str, label: &str, value: impl maud::Render) -> Markup {
 }
 
 /// `GET /console/segments/{id}`: statistics, charts, a page of members and Find People.
-pub fn segment_page(segment: &Value, members: &Value, members_href: &str, now_ms: i64) -> Page {
-    let id = &segment["partner_segment_id"];
-    let history = segment["history"].as_array().cloned().unwrap_or_default();
-    let w = window(&history, now_ms);
+pub fn segment_page(
+    segment: &SegmentView,
+    members: &MembersView,
+    members_href: &str,
+    now_ms: i64,
+) -> Page {
+    let id = segment.partner_segment_id;
+    let w = window(segment.history.as_deref().unwrap_or_default(), now_ms);
     let added: i64 = w.added.iter().sum();
     let removed: i64 = w.removed.iter().sum();
-    let list = members["members"].as_array().cloned().unwrap_or_default();
+    let list = &members.members;
     let people = |action: Option<&str>| {
         let mut href = format!("{BASE}/people?segment={id}");
         if let Some(a) = action {
@@ -258,14 +262,14 @@ pub fn segment_page(segment: &Value, members: &Value, members_href: &str, now_ms
     };
     let body = html! {
         p.meta {
-            "Partner Segment ID " (id) " · " (text(&segment["type"])) " · " (status_badge(text(&segment["status"])))
-            " · created " (when(&segment["created_ms"]))
+            "Partner Segment ID " (id) " · " (segment.segment_type) " · " (status_badge(&segment.status))
+            " · created " (when(segment.created_ms))
         }
         dl.stats {
-            (stat("members", "Members now", count(&segment["member_count"])))
-            (stat("added", "Added (total)", count(&segment["added_total"])))
-            (stat("removed", "Removed (total)", count(&segment["removed_total"])))
-            (stat("last-sync", "Last sync", when(&segment["last_sync_ms"])))
+            (stat("members", "Members now", segment.member_count))
+            (stat("added", "Added (total)", segment.added_total))
+            (stat("removed", "Removed (total)", segment.removed_total))
+            (stat("last-sync", "Last sync", when(segment.last_sync_ms)))
         }
         div.charts {
             (line_chart("members-chart", "Members at the end of each day (UTC), last 30 days",
@@ -293,25 +297,25 @@ pub fn segment_page(segment: &Value, members: &Value, members_href: &str, now_ms
                 table #members {
                     thead { tr { th scope="col" { "CleverTap ID" } th scope="col" { "Identity" } } }
                     tbody {
-                        @for m in &list {
+                        @for m in list {
                             tr {
-                                td { a href=(profile_href(text(&m["clevertap_id"]))) { (text(&m["clevertap_id"])) } }
-                                td { (text(&m["identity"])) }
+                                td { a href=(profile_href(&m.clevertap_id)) { (m.clevertap_id) } }
+                                td { (text(&m.identity)) }
                             }
                         }
                     }
                 }
             }
-            (next_page(members, members_href))
+            (next_page(members.next_cursor.as_deref(), members_href))
         }
     };
     Page {
-        title: text(&segment["name"]).to_owned(),
+        title: segment.name.clone(),
         body,
     }
 }
 
-fn profiles_table(profiles: &[Value]) -> Markup {
+fn profiles_table(profiles: &[ProfileView]) -> Markup {
     html! {
         div.scroll {
             table.profiles {
@@ -322,10 +326,10 @@ fn profiles_table(profiles: &[Value]) -> Markup {
                 tbody {
                     @for p in profiles {
                         tr {
-                            td { a href=(profile_href(text(&p["clevertap_id"]))) { (text(&p["clevertap_id"])) } }
-                            td { (text(&p["identity"])) }
-                            td { (text(&p["email"])) }
-                            td { (text(&p["phone"])) }
+                            td { a href=(profile_href(&p.clevertap_id)) { (p.clevertap_id) } }
+                            td { (text(&p.identity)) }
+                            td { (text(&p.email)) }
+                            td { (text(&p.phone)) }
                         }
                     }
                 }
@@ -335,20 +339,25 @@ fn profiles_table(profiles: &[Value]) -> Markup {
 }
 
 /// `GET /console/people?segment=&action=`: Find People for a segment's Partner Sync events.
-pub fn people_page(segment: &Value, people: &Value, action: Option<&str>, href: &str) -> Page {
-    let profiles = people["profiles"].as_array().cloned().unwrap_or_default();
+pub fn people_page(
+    segment: &SegmentView,
+    people: &PeopleView,
+    action: Option<&str>,
+    href: &str,
+) -> Page {
+    let profiles = &people.profiles;
     let body = html! {
         p.meta {
             "Profiles who did " strong { "Partner Sync" } " for "
-            a href=(segment_href(&segment["partner_segment_id"])) { (text(&segment["name"])) }
+            a href=(segment_href(segment.partner_segment_id)) { (segment.name) }
             @if let Some(a) = action { " with Action = " strong { (a) } }
             "."
         }
         @if profiles.is_empty() {
             p.empty { "Nobody yet." }
         } @else {
-            (profiles_table(&profiles))
-            (next_page(people, href))
+            (profiles_table(profiles))
+            (next_page(people.next_cursor.as_deref(), href))
         }
     };
     Page {
@@ -365,10 +374,8 @@ pub const LOOKUP_KINDS: [(&str, &str); 3] = [
 ];
 
 /// `GET /console/profiles?identity=|email=|phone=`: the lookup form and what it found.
-pub fn lookup_page(searched: Option<(&str, &str)>, found: Option<&Value>) -> Page {
-    let profiles = found
-        .and_then(|f| f["profiles"].as_array().cloned())
-        .unwrap_or_default();
+pub fn lookup_page(searched: Option<(&str, &str)>, found: Option<&ProfilesView>) -> Page {
+    let profiles = found.map(|f| f.profiles.as_slice()).unwrap_or_default();
     let body = html! {
         form.search role="search" action={ (BASE) "/profiles" } method="get" {
             label for="by" { "Find a profile by" }
@@ -385,7 +392,7 @@ pub fn lookup_page(searched: Option<(&str, &str)>, found: Option<&Value>) -> Pag
             @if profiles.is_empty() {
                 p.empty { "No profile has the " (kind) " “" (value) "”." }
             } @else {
-                (profiles_table(&profiles))
+                (profiles_table(profiles))
             }
         }
     };
@@ -412,8 +419,8 @@ fn property_value(v: &Value) -> String {
     }
 }
 
-fn event_item(event: &Value) -> Markup {
-    let properties = event["properties"].as_object().cloned().unwrap_or_default();
+fn event_item(event: &EventView) -> Markup {
+    let properties = &event.properties;
     let mut ordered: Vec<(&str, &Value)> = EVENT_PROPERTIES
         .iter()
         .filter_map(|k| properties.get(*k).map(|v| (*k, v)))
@@ -426,7 +433,7 @@ fn event_item(event: &Value) -> Markup {
     );
     html! {
         li.event {
-            p { strong { (text(&event["event"])) } " · " time { (when(&event["ts_ms"])) } }
+            p { strong { (event.event) } " · " time { (when(Some(event.ts_ms))) } }
             dl.properties {
                 @for (k, v) in ordered { div { dt { (k) } dd { (property_value(v)) } } }
             }
@@ -435,26 +442,23 @@ fn event_item(event: &Value) -> Markup {
 }
 
 /// `GET /console/profiles/{id}`: the profile, its segments and its User activity.
-pub fn profile_page(profile: &Value, events: &Value, events_href: &str) -> Page {
-    let attributes = profile["attributes"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
-    let segments = profile["segments"].as_array().cloned().unwrap_or_default();
-    let list = events["events"].as_array().cloned().unwrap_or_default();
+pub fn profile_page(profile: &ProfileView, events: &EventsView, events_href: &str) -> Page {
+    let attributes = &profile.attributes;
+    let segments = &profile.segments;
+    let list = &events.events;
     let body = html! {
         dl.stats {
-            (stat("clevertap-id", "CleverTap ID", text(&profile["clevertap_id"])))
-            (stat("identity", "Identity", text(&profile["identity"])))
-            (stat("email", "Email", text(&profile["email"])))
-            (stat("phone", "Phone", text(&profile["phone"])))
+            (stat("clevertap-id", "CleverTap ID", &profile.clevertap_id))
+            (stat("identity", "Identity", text(&profile.identity)))
+            (stat("email", "Email", text(&profile.email)))
+            (stat("phone", "Phone", text(&profile.phone)))
         }
         h2 { "Properties" }
         @if attributes.is_empty() {
             p.empty { "No properties." }
         } @else {
             dl.properties {
-                @for (k, v) in &attributes { div { dt { (k) } dd { (property_value(v)) } } }
+                @for (k, v) in attributes { div { dt { (k) } dd { (property_value(v)) } } }
             }
         }
         h2 { "Segments" }
@@ -462,7 +466,7 @@ pub fn profile_page(profile: &Value, events: &Value, events_href: &str) -> Page 
             p.empty { "Not in any segment." }
         } @else {
             ul #profile-segments {
-                @for s in &segments { li { a href=(segment_href(&s["partner_segment_id"])) { (text(&s["name"])) } } }
+                @for s in segments { li { a href=(segment_href(s.partner_segment_id)) { (s.name) } } }
             }
         }
         h2 { "User activity" }
@@ -470,13 +474,13 @@ pub fn profile_page(profile: &Value, events: &Value, events_href: &str) -> Page 
             p.empty { "No events." }
         } @else {
             ol #activity reversed {
-                @for e in &list { (event_item(e)) }
+                @for e in list { (event_item(e)) }
             }
-            (next_page(events, events_href))
+            (next_page(events.next_cursor.as_deref(), events_href))
         }
     };
     Page {
-        title: format!("Profile {}", text(&profile["clevertap_id"])),
+        title: format!("Profile {}", profile.clevertap_id),
         body,
     }
 }
@@ -507,11 +511,16 @@ const SKIPS: [&str; 5] = [
     "erased",
 ];
 
-fn changes_text(changes: &Value) -> String {
+/// A count of a view's map (0 when absent).
+fn count_of(counts: &std::collections::BTreeMap<String, i64>, key: &str) -> i64 {
+    counts.get(key).copied().unwrap_or(0)
+}
+
+fn changes_text(changes: &std::collections::BTreeMap<String, i64>) -> String {
     let parts: Vec<String> = CHANGES
         .iter()
         .filter_map(|k| {
-            let n = count(&changes[*k]);
+            let n = count_of(changes, k);
             (n > 0).then(|| format!("{n} {k}"))
         })
         .collect();
@@ -523,23 +532,21 @@ fn changes_text(changes: &Value) -> String {
 }
 
 /// Ladder outcomes per day of receipt over the syncs listed.
-fn outcomes_chart(syncs: &[Value], now_ms: i64) -> Markup {
+fn outcomes_chart(syncs: &[SyncView], now_ms: i64) -> Markup {
     let days = days_ending(now_ms, CHART_DAYS);
-    let per_day = |pick: &dyn Fn(&Value) -> i64| -> Vec<i64> {
+    let per_day = |pick: &dyn Fn(&SyncView) -> i64| -> Vec<i64> {
         days.iter()
             .map(|d| {
                 syncs
                     .iter()
-                    .filter(|s| {
-                        s["received_ms"].as_i64().map(day_of).as_deref() == Some(d.as_str())
-                    })
+                    .filter(|s| s.received_ms.map(day_of).as_deref() == Some(d.as_str()))
                     .map(pick)
                     .sum()
             })
             .collect()
     };
-    let rung = |key: &'static str| move |s: &Value| count(&s["outcomes"][key]);
-    let skipped = |s: &Value| SKIPS.iter().map(|k| count(&s["outcomes"][*k])).sum::<i64>();
+    let rung = |key: &'static str| move |s: &SyncView| count_of(&s.outcomes, key);
+    let skipped = |s: &SyncView| SKIPS.iter().map(|k| count_of(&s.outcomes, k)).sum::<i64>();
     let series = [
         Series {
             name: "By partner ID",
@@ -573,13 +580,13 @@ fn outcomes_chart(syncs: &[Value], now_ms: i64) -> Markup {
 }
 
 /// `GET /console/syncs`: the sync log with its ladder outcomes and changes, and usage.
-pub fn syncs_page(syncs: &Value, usage: &[(String, i64)], href: &str, now_ms: i64) -> Page {
-    let list = syncs["syncs"].as_array().cloned().unwrap_or_default();
+pub fn syncs_page(syncs: &SyncsView, usage: &[(String, i64)], href: &str, now_ms: i64) -> Page {
+    let list = &syncs.syncs;
     let body = html! {
         @if list.is_empty() {
             p.empty { "No membership batches yet." }
         } @else {
-            (outcomes_chart(&list, now_ms))
+            (outcomes_chart(list, now_ms))
             div.scroll {
                 table #syncs {
                     caption { "One row per mParticle request, newest first" }
@@ -590,20 +597,20 @@ pub fn syncs_page(syncs: &Value, usage: &[(String, i64)], href: &str, now_ms: i6
                         th scope="col" { "Changes" }
                     } }
                     tbody {
-                        @for s in &list {
+                        @for s in list {
                             tr {
-                                td { (when(&s["received_ms"])) }
-                                th scope="row" { code { (text(&s["request_id"])) } }
-                                td { (status_badge(text(&s["status"]))) }
-                                td.num { (count(&s["profiles"])) }
-                                @for (key, _) in OUTCOMES { td.num { (count(&s["outcomes"][key])) } }
-                                td { (changes_text(&s["changes"])) }
+                                td { (when(s.received_ms)) }
+                                th scope="row" { code { (s.request_id) } }
+                                td { (status_badge(&s.status)) }
+                                td.num { (s.profiles) }
+                                @for (key, _) in OUTCOMES { td.num { (count_of(&s.outcomes, key)) } }
+                                td { (changes_text(&s.changes)) }
                             }
                         }
                     }
                 }
             }
-            (next_page(syncs, href))
+            (next_page(syncs.next_cursor.as_deref(), href))
         }
         h2 { "Usage" }
         div.scroll {
@@ -655,6 +662,11 @@ mod tests {
 
     const DEC_1: i64 = 1_796_083_200_000;
 
+    /// A view from the JSON the read API answers (the same type, read back).
+    fn from<T: serde::de::DeserializeOwned>(json: Value) -> T {
+        serde_json::from_value(json).expect("a view")
+    }
+
     #[test]
     fn the_shell_holds_no_data_and_asks_for_a_region_only_locally() {
         let aws = shell(None);
@@ -665,11 +677,11 @@ mod tests {
 
     #[test]
     fn segments_are_listed_and_searched_by_name() {
-        let view = json!({"segments": [
+        let view: SegmentsView = from(json!({"segments": [
             {"partner_segment_id": 1, "name": "Cart Abandoners", "type": "Partner - mParticle",
              "status": "active", "member_count": 2, "last_sync_ms": DEC_1, "created_ms": DEC_1},
             {"partner_segment_id": 2, "name": "<b>VIP</b>", "type": "Partner - mParticle",
-             "status": "archived", "member_count": 0, "last_sync_ms": null, "created_ms": DEC_1}]});
+             "status": "archived", "member_count": 0, "last_sync_ms": null, "created_ms": DEC_1}]}));
         let all = segments_page(&view, None).into_html();
         assert!(all.contains("href=\"/console/segments/1\"") && all.contains("&lt;b&gt;VIP"));
         assert!(all.contains("2026-12-01 00:00 UTC") && all.contains("—"));
@@ -678,7 +690,7 @@ mod tests {
         let none = segments_page(&view, Some("zzz")).into_html();
         assert!(none.contains("No segment name contains “zzz”"));
         assert!(
-            segments_page(&json!({"segments": []}), None)
+            segments_page(&SegmentsView::default(), None)
                 .into_html()
                 .contains("No segments yet")
         );
@@ -687,11 +699,11 @@ mod tests {
     #[test]
     fn the_window_carries_members_over_days_without_activity() {
         let day = |d: i64| day_of(DEC_1 + d * 86_400_000);
-        let history = vec![
-            json!({"day": "2020-01-01", "added": 5, "removed": 0, "cleared": 0, "members": 5}),
-            json!({"day": day(-2), "added": 2, "removed": 1, "cleared": 0, "members": 6}),
-            json!({"day": day(0), "added": 0, "removed": 0, "cleared": 6, "members": 0}),
-        ];
+        let history: Vec<DayView> = from(json!([
+            {"day": "2020-01-01", "added": 5, "removed": 0, "cleared": 0, "members": 5},
+            {"day": day(-2), "added": 2, "removed": 1, "cleared": 0, "members": 6},
+            {"day": day(0), "added": 0, "removed": 0, "cleared": 6, "members": 0},
+        ]));
         let w = window(&history, DEC_1);
         assert_eq!(w.days.len(), CHART_DAYS as usize);
         assert_eq!(w.days.last().unwrap(), &day(0));
@@ -708,11 +720,15 @@ mod tests {
 
     #[test]
     fn activity_lists_the_five_properties_first() {
-        let profile = json!({"clevertap_id": "__x", "identity": "u1", "email": null, "phone": null,
-                             "attributes": {}, "segments": []});
-        let events = json!({"events": [{"event": "Partner Sync", "ts_ms": DEC_1, "properties": {
+        let profile: ProfileView = from(
+            json!({"clevertap_id": "__x", "identity": "u1", "email": null, "phone": null,
+                             "attributes": {}, "segments": []}),
+        );
+        let events: EventsView = from(
+            json!({"events": [{"event": "Partner Sync", "ts_ms": DEC_1, "properties": {
             "Partner Name": "mParticle", "Action": "Added", "CT Source": "mParticle",
-            "Partner Segment ID": 7, "Partner Segment Name": "S"}}], "next_cursor": "ab"});
+            "Partner Segment ID": 7, "Partner Segment Name": "S"}}], "next_cursor": "ab"}),
+        );
         let html = profile_page(&profile, &events, "/console/profiles/__x").into_html();
         let order: Vec<usize> = EVENT_PROPERTIES
             .iter()
@@ -725,9 +741,11 @@ mod tests {
 
     #[test]
     fn the_sync_log_shows_outcomes_and_changes() {
-        let syncs = json!({"syncs": [{"request_id": "m1", "received_ms": DEC_1, "status": "materialized",
+        let syncs: SyncsView = from(
+            json!({"syncs": [{"request_id": "m1", "received_ms": DEC_1, "status": "materialized",
             "profiles": 3, "outcomes": {"partner_id": 1, "identity": 1, "anonymous": 1},
-            "changes": {"added": 2, "stale": 1}}], "next_cursor": null});
+            "changes": {"added": 2, "stale": 1}}], "next_cursor": null}),
+        );
         let html = syncs_page(
             &syncs,
             &[("2026-12".to_owned(), 2)],

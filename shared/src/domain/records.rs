@@ -242,8 +242,10 @@ pub struct SyncRow {
     pub received_ms: Option<i64>,
     /// Resolution outcomes by name.
     pub outcomes: BTreeMap<String, i64>,
-    /// Membership changes by name, handed on and applied.
-    pub changes: BTreeMap<String, i64>,
+    /// Membership changes resolve handed on, by action (`add`, `delete`).
+    pub handed_on: BTreeMap<String, i64>,
+    /// What materialize made of them (`added`, `removed`, `noop`, …).
+    pub applied: BTreeMap<String, i64>,
 }
 
 #[cfg(test)]

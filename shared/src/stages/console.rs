@@ -1,4 +1,4 @@
-//! The console (`GET /console/…`): the read API's views as HTML pages (`domain::console`).
+//! The console (`GET /console/…`): the read API's views (`domain::views`) as HTML pages (`domain::pages`).
 //!
 //! A request without credentials headers (a browser navigating) gets the shell; the shell's script
 //! asks again with `X-CleverTap-Account-Id` / `X-CleverTap-Passcode`, which are checked exactly as
@@ -12,6 +12,7 @@ use crate::domain::calendar::months_ending;
 use crate::domain::pages::{self, BASE, LOOKUP_KINDS, Page, percent_encode};
 use crate::domain::protocol::now_ms;
 use crate::domain::region::Region;
+use crate::domain::views::{ProfilesView, UsageView};
 use crate::stages::http::{BodyKind, HttpReply};
 use crate::stages::query::{Answer, Ctx, QueryApi, ReadRequest, fail, percent_decode, reply_of};
 use crate::store::StoreError;
@@ -65,7 +66,7 @@ pub async fn handle(api: &QueryApi, req: &ReadRequest<'_>) -> HttpReply {
     match page(&ctx, path, req.query).await {
         Ok(Ok(page)) => html(200, page.into_html()),
         Ok(Err(refusal)) => problem(&refusal),
-        Err(e) => problem(&reply_of(Err(e))),
+        Err(e) => problem(&reply_of::<()>(Err(e))),
     }
 }
 
@@ -160,7 +161,7 @@ async fn lookup(ctx: &Ctx<'_>, query: &HashMap<String, String>) -> PageResult {
         }
         _ => None,
     };
-    let found: Option<Value> = match searched {
+    let found: Option<ProfilesView> = match searched {
         Some((kind, value)) => {
             let api_query = HashMap::from([(kind.to_owned(), value.to_owned())]);
             Some(view!(ctx.profiles_by(&api_query).await))
@@ -175,10 +176,10 @@ async fn syncs(ctx: &Ctx<'_>, query: &HashMap<String, String>) -> PageResult {
     let log = view!(ctx.syncs(query).await);
     let mut usage = Vec::new();
     for month in months_ending(now, USAGE_MONTHS).into_iter().rev() {
-        let answer: Answer = ctx
+        let answer: Answer<UsageView> = ctx
             .usage(&HashMap::from([("month".to_owned(), month.clone())]))
             .await?;
-        let count = answer.ok().and_then(|v| v["partner_sync_events"].as_i64());
+        let count = answer.ok().map(|v| v.partner_sync_events);
         usage.push((month, count.unwrap_or(0)));
     }
     Ok(Ok(pages::syncs_page(

@@ -24,17 +24,16 @@ use crate::domain::records::{InboxStatus, Segment, SegmentStatus};
 use crate::domain::region::Region;
 use crate::domain::segment_state::{Outcome, SyncAction, apply};
 use crate::stages::stream::{self as records, RecordError};
-use crate::store::counters::{OpenOutcome, pick_shard};
+use crate::store::counters::OpenOutcome;
 use crate::store::inbox::InboxRow;
-use crate::store::keys::segments::COUNTER_SHARDS;
 use crate::store::memberships::{
-    ActionRole, ClearOutcome, MAX_CLEARED_PER_TRANSACTION, PageStart, PairWrite, RowState,
-    segment_transaction, transaction_actions,
+    ClearOutcome, MAX_CLEARED_PER_TRANSACTION, PageStart, PairWrite, PairsCancelled, PairsOutcome,
+    RowState, transaction_actions,
 };
 use crate::store::segment_item::{SegmentKey, SegmentLayout, archiving_in_image};
 use crate::store::stats::StoreStats;
 use crate::store::tables::{Table, TableNames};
-use crate::store::{CancellationReason, Store, StoreError, TxOutcome, backoff};
+use crate::store::{Store, StoreError, backoff};
 
 pub use crate::domain::sync_log::MaterializeCounts;
 
@@ -193,25 +192,255 @@ pub async fn materialize_changes(
     }
 }
 
-/// The key of `ct` in `pairs`, borrowed for as long as `pairs`' keys are.
-fn key_in<'a, V>(pairs: &BTreeMap<&'a str, V>, ct: &str) -> Option<&'a str> {
-    pairs.get_key_value(ct).map(|(k, _)| *k)
+/// One segment's materialization in progress: which pairs are to be read and planned, which
+/// are planned and waiting for a transaction, how many of each pair's changes are written, and
+/// what was counted. Pure bookkeeping: [`materialize_segment`] does the reads and writes.
+struct SegmentRun<'a, 'm> {
+    audience_id: i64,
+    /// Each profile's changes for this segment, in version order.
+    pairs: &'m BTreeMap<&'a str, Vec<&'a MembershipChange>>,
+    /// Pairs to (re)plan from a fresh read.
+    to_read: Vec<&'a str>,
+    /// Planned pairs waiting for a transaction, each with the tally of its no-op, duplicate and
+    /// stale changes (counted once it is written).
+    ready: Vec<(PairWrite, MaterializeCounts)>,
+    /// How many of each pair's changes are written (a pair may take several writes).
+    written: HashMap<&'a str, usize>,
+    replans: HashMap<&'a str, u32>,
+    conflicts: u32,
+    opens: u32,
+    counts: MaterializeCounts,
 }
 
+impl<'a, 'm> SegmentRun<'a, 'm> {
+    fn new(audience_id: i64, pairs: &'m BTreeMap<&'a str, Vec<&'a MembershipChange>>) -> Self {
+        Self {
+            audience_id,
+            pairs,
+            to_read: pairs.keys().copied().collect(),
+            ready: Vec::new(),
+            written: HashMap::new(),
+            replans: HashMap::new(),
+            conflicts: 0,
+            opens: 0,
+            counts: MaterializeCounts::default(),
+        }
+    }
+
+    /// The key of `ct` in the pairs, borrowed for as long as the pairs' keys are.
+    fn key_of(&self, ct: &str) -> Option<&'a str> {
+        self.pairs.get_key_value(ct).map(|(k, _)| *k)
+    }
+
+    fn is_done(&self) -> bool {
+        self.ready.is_empty() && self.to_read.is_empty()
+    }
+
+    /// Plans every pair to read from what was read: a write with events waits for a
+    /// transaction; a write of the version alone (no-op changes) is handed back, to be put on its
+    /// own; a pair with nothing to write is counted.
+    fn plan(
+        &mut self,
+        layout: SegmentLayout,
+        read: &HashMap<String, RowState>,
+    ) -> Vec<(PairWrite, MaterializeCounts)> {
+        let mut noops = Vec::new();
+        for ct in std::mem::take(&mut self.to_read) {
+            let mut tally = MaterializeCounts::default();
+            let from = self.written.get(ct).copied().unwrap_or(0);
+            let row = read.get(ct).cloned().unwrap_or_default();
+            match plan_pair(layout, ct, &self.pairs[ct][from..], &row, &mut tally) {
+                Some(w) if w.events.is_empty() => noops.push((w, tally)),
+                Some(w) => self.ready.push((w, tally)),
+                None => self.counts.add(&tally),
+            }
+        }
+        noops
+    }
+
+    /// After a write commits: the pair's changes it covered are done; any left are planned next
+    /// from a fresh read.
+    fn advance(&mut self, w: &PairWrite) {
+        let Some(key) = self.key_of(&w.clevertap_id) else {
+            return;
+        };
+        let done = self.written.entry(key).or_default();
+        *done += w.consumed;
+        if *done < self.pairs[key].len() {
+            self.to_read.push(key);
+        }
+    }
+
+    /// Someone else moved this pair: read it again and re-plan (a bounded number of times).
+    fn replan(&mut self, ct: &str) -> Result<(), MaterializeError> {
+        let Some(key) = self.key_of(ct) else {
+            return Ok(());
+        };
+        let n = self.replans.entry(key).or_default();
+        *n += 1;
+        if *n > MAX_REPLANS_PER_PAIR {
+            return Err(MaterializeError::Contention(self.audience_id, *n));
+        }
+        self.to_read.push(key);
+        Ok(())
+    }
+
+    /// A version-only write landed (`won`) or found the row moved.
+    fn noop_written(
+        &mut self,
+        w: &PairWrite,
+        tally: &MaterializeCounts,
+        won: bool,
+    ) -> Result<(), MaterializeError> {
+        if won {
+            self.counts.add(tally);
+            self.advance(w);
+            Ok(())
+        } else {
+            self.replan(&w.clevertap_id)
+        }
+    }
+
+    /// The planned pairs of the next transaction: as many as its 100 actions hold (one at least).
+    fn next_batch(&mut self) -> Vec<(PairWrite, MaterializeCounts)> {
+        let mut batch: Vec<(PairWrite, MaterializeCounts)> = Vec::new();
+        while let Some((next, _)) = self.ready.last() {
+            let with_next: Vec<&PairWrite> = batch.iter().map(|(w, _)| w).chain([next]).collect();
+            if transaction_actions(&with_next) > MAX_TRANSACTION_ACTIONS && !batch.is_empty() {
+                break;
+            }
+            batch.push(self.ready.pop().expect("checked"));
+        }
+        batch
+    }
+
+    fn committed(&mut self, batch: &[(PairWrite, MaterializeCounts)]) {
+        for (w, tally) in batch {
+            self.counts.add(tally);
+            self.advance(w);
+            for (_, a) in &w.events {
+                match a {
+                    SyncAction::Added => self.counts.added += 1,
+                    SyncAction::Removed => self.counts.removed += 1,
+                }
+            }
+        }
+    }
+
+    /// A cancelled transaction: a reason no retry overcomes fails the segment; a conflict is
+    /// counted (bounded); pairs that moved are re-planned, the others wait for the next
+    /// transaction.
+    fn cancelled(
+        &mut self,
+        batch: Vec<(PairWrite, MaterializeCounts)>,
+        why: &PairsCancelled,
+    ) -> Result<(), MaterializeError> {
+        if let Some(code) = &why.rejected {
+            return Err(MaterializeError::Rejected(self.audience_id, code.clone()));
+        }
+        if why.transient {
+            self.conflicts += 1;
+            if self.conflicts > MAX_CONFLICT_RETRIES {
+                return Err(MaterializeError::Contention(
+                    self.audience_id,
+                    self.conflicts,
+                ));
+            }
+        }
+        for (i, (w, tally)) in batch.into_iter().enumerate() {
+            if why.moved.contains(&i) {
+                self.replan(&w.clevertap_id)?;
+            } else {
+                self.ready.push((w, tally));
+            }
+        }
+        Ok(())
+    }
+
+    /// The segment was archived meanwhile: every change not applied yet counts as archived.
+    fn archive_rest(mut self, batch: &[(PairWrite, MaterializeCounts)]) -> MaterializeCounts {
+        let rest: Vec<&str> = batch
+            .iter()
+            .chain(self.ready.iter())
+            .filter_map(|(w, _)| self.key_of(&w.clevertap_id))
+            .chain(self.to_read.iter().copied())
+            .collect();
+        self.counts.archived += rest
+            .iter()
+            .map(|ct| self.pairs[ct].len() as u64)
+            .sum::<u64>();
+        self.counts
+    }
+}
+
+/// What opening a segment's counter shards came to, for the transaction that found one closed.
+enum Opening {
+    Opened,
+    /// The segment is no longer active: nothing more of it is applied.
+    SegmentInactive,
+}
+
+/// Opens the counter shards of a segment (only while it is active; creating it if it is new).
+async fn open_shards(
+    store: &Store,
+    region: Region,
+    project_id: &str,
+    layout: SegmentLayout,
+    segment_name: &str,
+    run: &mut SegmentRun<'_, '_>,
+    now: i64,
+) -> Result<Opening, MaterializeError> {
+    run.opens += 1;
+    if run.opens > MAX_SHARD_OPENS {
+        return Err(MaterializeError::Contention(layout.audience_id, run.opens));
+    }
+    match store
+        .open_counter_shards(region, project_id, layout, segment_name, now)
+        .await?
+    {
+        OpenOutcome::Opened => Ok(Opening::Opened),
+        OpenOutcome::SegmentInactive => Ok(Opening::SegmentInactive),
+        // The same count means the segment item and its shards disagree, which no retry can
+        // mend; another count than planned: the retry reads the segment again.
+        OpenOutcome::BucketsDiffer(current) if current == layout => {
+            Err(MaterializeError::Rejected(
+                layout.audience_id,
+                format!(
+                    "segment records {} buckets but its shards differ",
+                    layout.buckets
+                ),
+            ))
+        }
+        OpenOutcome::BucketsDiffer(current) => Err(MaterializeError::BucketsChanged(
+            layout.audience_id,
+            current.buckets,
+        )),
+    }
+}
+
+/// Applies one segment's changes, pair by pair (a profile's changes to this segment):
+///
+/// 1. A segment that is archived or being archived takes no member: its changes are counted.
+/// 2. Read the pairs to plan (strongly consistent) and plan them; writes of the version alone
+///    go one by one, conditional on the row.
+/// 3. Planned pairs go in transactions of up to 100 actions, each on one counter shard.
+/// 4. A cancelled transaction opens the segment's shards if one was closed, re-plans the pairs
+///    that moved and sends the others again.
 async fn materialize_segment<'a>(
     store: &Store,
     region: Region,
     project_id: &str,
     layout: SegmentLayout,
     segment: Option<&Segment>,
-    pairs: &BTreeMap<&'a str, Vec<&MembershipChange>>,
+    pairs: &BTreeMap<&'a str, Vec<&'a MembershipChange>>,
 ) -> Result<MaterializeCounts, MaterializeError> {
     let audience_id = layout.audience_id;
-    let mut counts = MaterializeCounts::default();
-    let change_count = |ids: &[&str]| ids.iter().map(|id| pairs[id].len() as u64).sum::<u64>();
+    // 1. Archived: nothing is applied.
     if segment.is_some_and(|s| !s.is_active()) {
-        counts.archived = change_count(&pairs.keys().copied().collect::<Vec<_>>());
-        return Ok(counts);
+        return Ok(MaterializeCounts {
+            archived: pairs.values().map(|c| c.len() as u64).sum(),
+            ..MaterializeCounts::default()
+        });
     }
     let segment_name = segment
         .map(|s| s.name.clone())
@@ -222,64 +451,15 @@ async fn materialize_segment<'a>(
                 .find_map(|c| c.audience_name.clone())
         })
         .unwrap_or_else(|| format!("Audience {audience_id}"));
-    let tables = store.region_tables(region);
     let now = now_ms();
-
-    // Pairs still to (re)plan from a fresh read, and planned pairs waiting for a transaction,
-    // each with the tally of its no-op, duplicate and stale changes (counted once it is written).
-    let mut to_read: Vec<&'a str> = pairs.keys().copied().collect();
-    let mut ready: Vec<(PairWrite, MaterializeCounts)> = Vec::new();
-    let mut conflicts = 0u32;
-    let mut opens = 0u32;
-    let key_of = |ct: &str| key_in(pairs, ct);
-    // After a write commits: the pair's changes it covered are done; any left are planned next
-    // from a fresh read.
-    let advance =
-        |written: &mut HashMap<&'a str, usize>, to_read: &mut Vec<&'a str>, w: &PairWrite| {
-            let Some(key) = key_of(&w.clevertap_id) else {
-                return;
-            };
-            let done = written.entry(key).or_default();
-            *done += w.consumed;
-            if *done < pairs[key].len() {
-                to_read.push(key);
-            }
-        };
-    let mut replans: HashMap<&'a str, u32> = HashMap::new();
-    // How many of each pair's changes are written already (a pair may take several writes).
-    let mut written: HashMap<&'a str, usize> = HashMap::new();
-    let replan = |replans: &mut HashMap<&'a str, u32>, to_read: &mut Vec<&'a str>, ct: &str| {
-        let Some(key) = key_of(ct) else { return Ok(()) };
-        let n = replans.entry(key).or_default();
-        *n += 1;
-        if *n > MAX_REPLANS_PER_PAIR {
-            return Err(MaterializeError::Contention(audience_id, *n));
-        }
-        to_read.push(key);
-        Ok(())
-    };
+    let mut run = SegmentRun::new(audience_id, pairs);
     loop {
-        if !to_read.is_empty() {
+        // 2. Read and plan; version-only writes one by one.
+        if !run.to_read.is_empty() {
             let read = store
-                .row_states(region, project_id, layout, &to_read)
+                .row_states(region, project_id, layout, &run.to_read)
                 .await?;
-            let mut noops = Vec::new();
-            for ct in to_read.drain(..) {
-                let mut tally = MaterializeCounts::default();
-                let from = written.get(ct).copied().unwrap_or(0);
-                match plan_pair(
-                    layout,
-                    ct,
-                    &pairs[ct][from..],
-                    &read.get(ct).cloned().unwrap_or_default(),
-                    &mut tally,
-                ) {
-                    Some(w) if w.events.is_empty() => noops.push((w, tally)),
-                    Some(w) => ready.push((w, tally)),
-                    None => counts.add(&tally),
-                }
-            }
-            // No-op changes only move the version forward: one conditional put each.
+            let noops = run.plan(layout, &read);
             let outcomes: Vec<(PairWrite, MaterializeCounts, bool)> = stream::iter(noops)
                 .map(|(w, tally)| async move {
                     let won = store
@@ -290,128 +470,44 @@ async fn materialize_segment<'a>(
                 .buffer_unordered(16)
                 .try_collect()
                 .await?;
-            for (w, tally, won) in outcomes {
-                if won {
-                    counts.add(&tally);
-                    advance(&mut written, &mut to_read, &w);
-                } else {
-                    replan(&mut replans, &mut to_read, &w.clevertap_id)?;
-                }
+            for (w, tally, won) in &outcomes {
+                run.noop_written(w, tally, *won)?;
             }
         }
-        if ready.is_empty() && to_read.is_empty() {
-            return Ok(counts);
+        if run.is_done() {
+            return Ok(run.counts);
         }
-        if ready.is_empty() {
+        // 3. One transaction of planned pairs.
+        let batch = run.next_batch();
+        if batch.is_empty() {
             continue;
         }
-
-        // Fill one transaction (one counter shard of this segment) and send it.
-        let mut batch: Vec<(PairWrite, MaterializeCounts)> = Vec::new();
-        while let Some((next, _)) = ready.last() {
-            let with_next: Vec<&PairWrite> = batch.iter().map(|(w, _)| w).chain([next]).collect();
-            if transaction_actions(&with_next) > MAX_TRANSACTION_ACTIONS && !batch.is_empty() {
-                break;
-            }
-            batch.push(ready.pop().expect("checked"));
-        }
-        let shard = pick_shard(COUNTER_SHARDS);
         let refs: Vec<&PairWrite> = batch.iter().map(|(w, _)| w).collect();
-        let (items, roles) = segment_transaction(
-            project_id,
-            &tables,
-            layout,
-            &segment_name,
-            &refs,
-            shard,
-            now,
-        );
-        match store.transact_write(region, items).await? {
-            TxOutcome::Committed => {
-                for (w, tally) in &batch {
-                    counts.add(tally);
-                    advance(&mut written, &mut to_read, w);
-                    for (_, a) in &w.events {
-                        match a {
-                            SyncAction::Added => counts.added += 1,
-                            SyncAction::Removed => counts.removed += 1,
-                        }
+        let outcome = store
+            .write_pairs(region, project_id, layout, &segment_name, &refs, now)
+            .await?;
+        // 4. What a cancellation asks for.
+        match outcome {
+            PairsOutcome::Committed => run.committed(&batch),
+            PairsOutcome::Cancelled(why) => {
+                if why.shard_closed {
+                    let opened = open_shards(
+                        store,
+                        region,
+                        project_id,
+                        layout,
+                        &segment_name,
+                        &mut run,
+                        now,
+                    )
+                    .await?;
+                    if let Opening::SegmentInactive = opened {
+                        return Ok(run.archive_rest(&batch));
                     }
                 }
-            }
-            TxOutcome::Cancelled(codes) => {
-                let failed = |role: ActionRole| {
-                    roles
-                        .iter()
-                        .zip(&codes)
-                        .any(|(r, c)| *r == role && c == &Some(CancellationReason::ConditionFailed))
-                };
-                if failed(ActionRole::Counter) {
-                    // The shard is new or sealed: open the segment's shards, which only succeeds
-                    // while the segment is active (creating it if it is new).
-                    opens += 1;
-                    if opens > MAX_SHARD_OPENS {
-                        return Err(MaterializeError::Contention(audience_id, opens));
-                    }
-                    let opened = store
-                        .open_counter_shards(region, project_id, layout, &segment_name, now)
-                        .await?;
-                    if let OpenOutcome::BucketsDiffer(current) = opened {
-                        // Another count than planned: the retry reads the segment again. The
-                        // same count means the segment item and its shards disagree, which no
-                        // retry can mend.
-                        if current == layout {
-                            return Err(MaterializeError::Rejected(
-                                audience_id,
-                                format!(
-                                    "segment records {} buckets but its shards differ",
-                                    layout.buckets
-                                ),
-                            ));
-                        }
-                        return Err(MaterializeError::BucketsChanged(
-                            audience_id,
-                            current.buckets,
-                        ));
-                    }
-                    if opened == OpenOutcome::SegmentInactive {
-                        // Archived meanwhile: nothing more of this segment is applied.
-                        let rest: Vec<&str> = batch
-                            .iter()
-                            .chain(ready.iter())
-                            .filter_map(|(w, _)| key_of(&w.clevertap_id))
-                            .chain(to_read.iter().copied())
-                            .collect();
-                        counts.archived += change_count(&rest);
-                        return Ok(counts);
-                    }
-                }
-                // Only conflicts and throttling are retried as such; any other reason can never
-                // succeed and fails the chunk with it.
-                if let Some(CancellationReason::Other(code)) = codes
-                    .iter()
-                    .flatten()
-                    .find(|c| matches!(c, CancellationReason::Other(_)))
-                {
-                    return Err(MaterializeError::Rejected(audience_id, code.clone()));
-                }
-                let conflict = codes.iter().flatten().any(CancellationReason::is_transient);
-                if conflict {
-                    conflicts += 1;
-                    if conflicts > MAX_CONFLICT_RETRIES {
-                        return Err(MaterializeError::Contention(audience_id, conflicts));
-                    }
-                }
-                for (i, (w, tally)) in batch.into_iter().enumerate() {
-                    if failed(ActionRole::Membership(i)) || failed(ActionRole::Event(i)) {
-                        // Someone else moved this pair: read it again and re-plan.
-                        replan(&mut replans, &mut to_read, &w.clevertap_id)?;
-                    } else {
-                        ready.push((w, tally));
-                    }
-                }
-                if conflict {
-                    tokio::time::sleep(backoff(conflicts.min(4))).await;
+                run.cancelled(batch, &why)?;
+                if why.transient {
+                    tokio::time::sleep(backoff(run.conflicts.min(4))).await;
                 }
             }
         }
@@ -655,38 +751,37 @@ pub async fn handle_event(
     event: Event,
 ) -> (DynamoDbEventResponse, MaterializeBatch) {
     let started = StoreStats::now();
-    let mut batch = MaterializeBatch::default();
     // Records run one after another: chunks of one batch mostly share segments, and running
     // them together would only make their transactions conflict on the segment counters.
-    let mut failures = Vec::new();
-    for record in &event.records {
-        match handle_record(store, names, record).await {
-            Ok(Handled::Skipped) => {}
+    let (response, handled, retried) = records::drive(&event.records, 1, "materialize", |record| {
+        handle_record(store, names, record)
+    })
+    .await;
+    let mut batch = MaterializeBatch::default();
+    for outcome in handled {
+        match outcome {
+            Handled::Skipped => {}
             // A redelivered record whose changes were all applied before: counted apart, so
             // chunks and their latency count once.
-            Ok(Handled::Chunk { counts, .. }) if counts.only_duplicates() => {
+            Handled::Chunk { counts, .. } if counts.only_duplicates() => {
                 batch.chunks_replayed += 1;
                 batch.counts.add(&counts);
             }
-            Ok(Handled::Chunk { counts, latency_ms }) => {
+            Handled::Chunk { counts, latency_ms } => {
                 batch.chunks += 1;
                 batch.counts.add(&counts);
                 batch.chunk_latency_ms.push(latency_ms.max(0) as f64);
             }
-            Ok(Handled::ChunkFailed) => batch.chunks_failed += 1,
-            Ok(Handled::Cleared { members }) => {
+            Handled::ChunkFailed => batch.chunks_failed += 1,
+            Handled::Cleared { members } => {
                 batch.segments_cleared += 1;
                 batch.members_cleared += members;
             }
-            Err(e) => {
-                error!(error = %e, sequence = ?record.change.sequence_number, "record not materialized; will be retried");
-                failures.push(records::failure(record));
-            }
         }
     }
-    batch.records_retried = failures.len() as u64;
+    batch.records_retried = retried;
     batch.store = StoreStats::now().since(started);
-    (records::response(failures), batch)
+    (response, batch)
 }
 
 #[cfg(test)]
@@ -802,6 +897,83 @@ mod tests {
         let w = write.unwrap();
         assert!(w.events.is_empty() && !w.next.member);
         assert_eq!(counts.noop, 1);
+    }
+
+    fn pairs_of(changes: &[MembershipChange]) -> BTreeMap<&str, Vec<&MembershipChange>> {
+        let mut pairs: BTreeMap<&str, Vec<&MembershipChange>> = BTreeMap::new();
+        for c in changes {
+            pairs.entry(c.clevertap_id.as_str()).or_default().push(c);
+        }
+        pairs
+    }
+
+    #[test]
+    fn a_run_plans_writes_and_counts_what_commits() {
+        let mut b = change(ChangeAction::Add, 10);
+        b.clevertap_id = "__b".into();
+        let changes = [change(ChangeAction::Add, 10), b];
+        let pairs = pairs_of(&changes);
+        let mut run = SegmentRun::new(7, &pairs);
+        let noops = run.plan(LAYOUT, &HashMap::new());
+        assert!(noops.is_empty() && run.to_read.is_empty());
+        let batch = run.next_batch();
+        assert_eq!(batch.len(), 2, "both pairs fit one transaction");
+        run.committed(&batch);
+        assert!(run.is_done());
+        assert_eq!(run.counts.added, 2);
+    }
+
+    #[test]
+    fn a_cancelled_run_replans_what_moved_and_stops_on_a_rejection() {
+        let mut b = change(ChangeAction::Add, 10);
+        b.clevertap_id = "__b".into();
+        let changes = [change(ChangeAction::Add, 10), b];
+        let pairs = pairs_of(&changes);
+        let mut run = SegmentRun::new(7, &pairs);
+        run.plan(LAYOUT, &HashMap::new());
+        let batch = run.next_batch();
+        let moved_first = batch[0].0.clevertap_id.clone();
+        let why = PairsCancelled {
+            moved: vec![0],
+            transient: true,
+            ..PairsCancelled::default()
+        };
+        run.cancelled(batch, &why).unwrap();
+        assert_eq!(
+            run.to_read,
+            [moved_first.as_str()],
+            "the moved pair is read again"
+        );
+        assert_eq!(
+            run.ready.len(),
+            1,
+            "the other waits for the next transaction"
+        );
+        assert_eq!(run.conflicts, 1);
+        let batch = run.next_batch();
+        let rejected = PairsCancelled {
+            rejected: Some("ValidationError".into()),
+            ..PairsCancelled::default()
+        };
+        assert!(matches!(
+            run.cancelled(batch, &rejected),
+            Err(MaterializeError::Rejected(7, _))
+        ));
+    }
+
+    #[test]
+    fn an_archived_segment_counts_every_change_left_as_archived() {
+        let changes = [
+            change(ChangeAction::Add, 10),
+            change(ChangeAction::Delete, 11),
+        ];
+        let pairs = pairs_of(&changes);
+        let mut run = SegmentRun::new(7, &pairs);
+        run.plan(LAYOUT, &HashMap::new());
+        let batch = run.next_batch();
+        let counts = run.archive_rest(&batch);
+        assert_eq!(counts.archived, 2, "both changes of the pair");
+        assert_eq!(counts.added, 0);
     }
 
     #[test]

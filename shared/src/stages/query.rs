@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tracing::warn;
 
 use crate::domain::auth;
@@ -18,6 +18,10 @@ use crate::domain::records::{
 };
 use crate::domain::region::Region;
 use crate::domain::segment_state::SyncAction;
+use crate::domain::views::{
+    DayView, ErasuresView, EventView, EventsView, MemberView, MembersView, PeopleView, ProfileView,
+    ProfilesView, SegmentRef, SegmentView, SegmentsView, SyncView, SyncsView, UsageView,
+};
 use crate::stages::http::HttpReply;
 use crate::stages::metrics::Metrics;
 use crate::stages::preview::preview_input;
@@ -56,8 +60,11 @@ pub(crate) fn fail(status: u16, error: impl Into<String>) -> HttpReply {
     )
 }
 
-fn ok(body: Value) -> HttpReply {
-    HttpReply::new(200, body.to_string())
+fn ok(body: impl serde::Serialize) -> HttpReply {
+    HttpReply::new(
+        200,
+        serde_json::to_string(&body).expect("views serialize to JSON"),
+    )
 }
 
 fn unavailable(e: &StoreError) -> HttpReply {
@@ -74,10 +81,8 @@ fn unavailable(e: &StoreError) -> HttpReply {
 }
 
 /// Cursors are opaque to clients: hex of the position they stand for.
-fn encode_cursor(position: Option<String>) -> Value {
-    position
-        .map(|p| Value::String(hex::encode(p)))
-        .unwrap_or(Value::Null)
+fn encode_cursor(position: Option<String>) -> Option<String> {
+    position.map(hex::encode)
 }
 
 fn decode_cursor(query: &HashMap<String, String>) -> Result<Option<String>, HttpReply> {
@@ -105,39 +110,45 @@ fn limit_of(query: &HashMap<String, String>) -> Result<usize, HttpReply> {
 }
 
 /// Archiving segments are shown as archived: their members are on their way out.
-fn segment_json(segment: &Segment) -> Value {
-    json!({
-        "partner_segment_id": segment.audience_id,
-        "segment_id": segment.segment_id,
-        "name": segment.name,
-        "type": SEGMENT_TYPE,
-        "status": segment.status.shown(),
-        "member_count": segment.counts.member_count,
-        "created_ms": segment.created_ms,
-        "updated_ms": segment.updated_ms,
-        "added_total": segment.counts.added_total,
-        "removed_total": segment.counts.removed_total,
-        "last_sync_ms": segment.counts.last_sync_ms,
-    })
+fn segment_view(segment: &Segment) -> SegmentView {
+    SegmentView {
+        partner_segment_id: segment.audience_id,
+        segment_id: segment.segment_id.clone(),
+        name: segment.name.clone(),
+        segment_type: SEGMENT_TYPE.to_owned(),
+        status: segment.status.shown().to_owned(),
+        member_count: segment.counts.member_count,
+        created_ms: segment.created_ms,
+        updated_ms: segment.updated_ms,
+        added_total: segment.counts.added_total,
+        removed_total: segment.counts.removed_total,
+        last_sync_ms: segment.counts.last_sync_ms,
+        history: None,
+    }
 }
 
 /// A segment's days with activity, oldest first, each with the members at the day's end:
 /// counted back from `member_count` (today's end) by each later day's added − removed − cleared,
 /// so the line ends where the count is even for a segment synced before days were tallied.
-fn history_json(days: &SegmentHistory, member_count: i64) -> Value {
+fn history_view(days: &SegmentHistory, member_count: i64) -> Vec<DayView> {
     let mut members = member_count;
-    let mut out: Vec<Value> = days
+    let mut out: Vec<DayView> = days
         .iter()
         .rev()
         .map(|(day, c)| {
             let at_end = members;
             members -= c.added - c.removed - c.cleared;
-            json!({"day": day, "added": c.added, "removed": c.removed,
-                   "cleared": c.cleared, "members": at_end})
+            DayView {
+                day: day.clone(),
+                added: c.added,
+                removed: c.removed,
+                cleared: c.cleared,
+                members: at_end,
+            }
         })
         .collect();
     out.reverse();
-    Value::Array(out)
+    out
 }
 
 fn property_json(value: &PropertyValue) -> Value {
@@ -148,26 +159,25 @@ fn property_json(value: &PropertyValue) -> Value {
     }
 }
 
-fn profile_json(profile: &Profile, segments: Vec<Value>) -> Value {
-    let attributes: Map<String, Value> = profile
-        .properties
-        .iter()
-        .map(|(k, v)| (k.clone(), property_json(v)))
-        .collect();
-    json!({
-        "clevertap_id": profile.clevertap_id,
-        "identity": profile.identity,
-        "email": profile.email,
-        "phone": profile.phone,
-        "attributes": Value::Object(attributes),
-        "segments": segments,
-        "created_ms": profile.created_ms,
-        "updated_ms": profile.updated_ms,
-    })
+fn profile_view(profile: &Profile, segments: Vec<SegmentRef>) -> ProfileView {
+    ProfileView {
+        clevertap_id: profile.clevertap_id.clone(),
+        identity: profile.identity.clone(),
+        email: profile.email.clone(),
+        phone: profile.phone.clone(),
+        attributes: profile
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), property_json(v)))
+            .collect(),
+        segments,
+        created_ms: profile.created_ms,
+        updated_ms: profile.updated_ms,
+    }
 }
 
-fn event_json(event: &ProfileEvent) -> Value {
-    let properties: Map<String, Value> = event
+fn event_view(event: &ProfileEvent) -> EventView {
+    let properties = event
         .properties
         .iter()
         .map(|(k, v)| {
@@ -178,19 +188,23 @@ fn event_json(event: &ProfileEvent) -> Value {
             (k.clone(), v)
         })
         .collect();
-    json!({ "event": event.name, "ts_ms": event.ts_ms, "properties": Value::Object(properties) })
+    EventView {
+        event: event.name.clone(),
+        ts_ms: event.ts_ms,
+        properties,
+    }
 }
 
 /// One request of the sync log from its chunks' rows: the least advanced chunk's status.
-fn sync_json(request_id: &str, rows: &[SyncRow]) -> Value {
-    let mut outcomes: BTreeMap<&str, i64> = BTreeMap::new();
-    let mut changes: BTreeMap<&str, i64> = BTreeMap::new();
+fn sync_view(request_id: &str, rows: &[SyncRow]) -> SyncView {
+    let mut outcomes: BTreeMap<String, i64> = BTreeMap::new();
+    let mut changes: BTreeMap<String, i64> = BTreeMap::new();
     for r in rows {
         for (k, v) in &r.outcomes {
-            *outcomes.entry(k).or_default() += v;
+            *outcomes.entry(k.clone()).or_default() += v;
         }
-        for (k, v) in &r.changes {
-            *changes.entry(k).or_default() += v;
+        for (k, v) in r.handed_on.iter().chain(&r.applied) {
+            *changes.entry(k.clone()).or_default() += v;
         }
     }
     let status = rows
@@ -198,21 +212,17 @@ fn sync_json(request_id: &str, rows: &[SyncRow]) -> Value {
         .map(|r| r.status)
         .min()
         .unwrap_or(InboxStatus::Materialized);
-    let failures: Vec<&str> = rows.iter().filter_map(|r| r.failure.as_deref()).collect();
     // A request split into chunks is complete only when every chunk is stored.
-    let mut sync = json!({
-        "request_id": request_id,
-        "received_ms": rows.first().and_then(|r| r.received_ms),
-        "status": status.as_str(),
-        "chunks": rows.first().map_or(1, |r| r.chunk_count),
-        "profiles": rows.iter().map(|r| r.profile_count).sum::<i64>(),
-        "outcomes": outcomes,
-        "changes": changes,
-    });
-    if !failures.is_empty() {
-        sync["failures"] = json!(failures);
+    SyncView {
+        request_id: request_id.to_owned(),
+        received_ms: rows.first().and_then(|r| r.received_ms),
+        status: status.as_str().to_owned(),
+        chunks: rows.first().map_or(1, |r| r.chunk_count),
+        profiles: rows.iter().map(|r| r.profile_count).sum(),
+        outcomes,
+        changes,
+        failures: rows.iter().filter_map(|r| r.failure.clone()).collect(),
     }
-    sync
 }
 
 impl QueryApi {
@@ -254,27 +264,29 @@ impl QueryApi {
             Err(reply) => return reply,
         };
         let segments: Vec<&str> = req.path.trim_end_matches('/').split('/').skip(1).collect();
-        let result = match segments.as_slice() {
-            ["v1", "segments"] => ctx.segments().await,
+        let not_found = |what: &str| Ok(Err(fail(404, what)));
+        match segments.as_slice() {
+            ["v1", "segments"] => reply_of(ctx.segments().await),
             ["v1", "segments", id] => match id.parse::<i64>() {
-                Ok(id) => ctx.segment(id).await,
-                Err(_) => Ok(Err(fail(404, "segment not found"))),
+                Ok(id) => reply_of(ctx.segment(id).await),
+                Err(_) => reply_of::<()>(not_found("segment not found")),
             },
             ["v1", "segments", id, "members"] => match id.parse::<i64>() {
-                Ok(id) => ctx.members(id, req.query).await,
-                Err(_) => Ok(Err(fail(404, "segment not found"))),
+                Ok(id) => reply_of(ctx.members(id, req.query).await),
+                Err(_) => reply_of::<()>(not_found("segment not found")),
             },
-            ["v1", "profiles"] => ctx.profiles_by(req.query).await,
-            ["v1", "profiles", ct] => ctx.profile(&percent_decode(ct)).await,
-            ["v1", "profiles", ct, "events"] => ctx.events(&percent_decode(ct), req.query).await,
-            ["v1", "people"] => ctx.people(req.query).await,
-            ["v1", "syncs"] => ctx.syncs(req.query).await,
-            ["v1", "usage"] => ctx.usage(req.query).await,
-            ["v1", "erasures"] => ctx.erasures().await,
-            ["v1", "preview"] => ctx.preview(req.body).await,
-            _ => Ok(Err(fail(404, "no such route"))),
-        };
-        reply_of(result)
+            ["v1", "profiles"] => reply_of(ctx.profiles_by(req.query).await),
+            ["v1", "profiles", ct] => reply_of(ctx.profile(&percent_decode(ct)).await),
+            ["v1", "profiles", ct, "events"] => {
+                reply_of(ctx.events(&percent_decode(ct), req.query).await)
+            }
+            ["v1", "people"] => reply_of(ctx.people(req.query).await),
+            ["v1", "syncs"] => reply_of(ctx.syncs(req.query).await),
+            ["v1", "usage"] => reply_of(ctx.usage(req.query).await),
+            ["v1", "erasures"] => reply_of(ctx.erasures().await),
+            ["v1", "preview"] => reply_of(ctx.preview(req.body).await),
+            _ => reply_of::<()>(not_found("no such route")),
+        }
     }
 
     /// Whether one server answers for every region (locally), so the console asks for one.
@@ -326,7 +338,7 @@ impl QueryApi {
 }
 
 /// The HTTP answer of a route's result.
-pub(crate) fn reply_of(result: Reply) -> HttpReply {
+pub(crate) fn reply_of<T: serde::Serialize>(result: Reply<T>) -> HttpReply {
     match result {
         Ok(Ok(view)) => ok(view),
         Ok(Err(refusal)) => refusal,
@@ -362,9 +374,10 @@ pub(crate) struct Ctx<'a> {
     project: String,
 }
 
-/// What a route answers: its JSON view, or a refusal (400, 404) as the read API words it.
-pub(crate) type Answer = Result<Value, HttpReply>;
-pub(crate) type Reply = Result<Answer, StoreError>;
+/// What a route answers: its view (`domain::views`), or a refusal (400, 404) as the read API
+/// words it.
+pub(crate) type Answer<T = Value> = Result<T, HttpReply>;
+pub(crate) type Reply<T = Value> = Result<Answer<T>, StoreError>;
 
 macro_rules! try_reply {
     ($e:expr) => {
@@ -394,28 +407,32 @@ impl Ctx<'_> {
         Ok(Ok(answer))
     }
 
-    pub(crate) async fn segments(&self) -> Reply {
+    pub(crate) async fn segments(&self) -> Reply<SegmentsView> {
         let segments = self.store.list_segments(self.region, &self.project).await?;
-        let list: Vec<Value> = segments.iter().map(segment_json).collect();
-        Ok(Ok(json!({ "segments": list })))
+        Ok(Ok(SegmentsView {
+            segments: segments.iter().map(segment_view).collect(),
+        }))
     }
 
-    pub(crate) async fn segment(&self, id: i64) -> Reply {
+    pub(crate) async fn segment(&self, id: i64) -> Reply<SegmentView> {
         let found = self
             .store
             .segment_with_history(self.region, &self.project, id)
             .await?;
         Ok(match found {
-            Some((segment, days)) => {
-                let mut view = segment_json(&segment);
-                view["history"] = history_json(&days, segment.counts.member_count);
-                Ok(view)
-            }
+            Some((segment, days)) => Ok(SegmentView {
+                history: Some(history_view(&days, segment.counts.member_count)),
+                ..segment_view(&segment)
+            }),
             None => Err(fail(404, "segment not found")),
         })
     }
 
-    pub(crate) async fn members(&self, id: i64, query: &HashMap<String, String>) -> Reply {
+    pub(crate) async fn members(
+        &self,
+        id: i64,
+        query: &HashMap<String, String>,
+    ) -> Reply<MembersView> {
         let limit = try_reply!(limit_of(query));
         let cursor = try_reply!(decode_cursor(query));
         let Some(layout) = self.segment_layout(id).await? else {
@@ -432,14 +449,18 @@ impl Ctx<'_> {
             .store
             .segment_members(self.region, &self.project, layout, limit, after.as_ref())
             .await?;
-        let members: Vec<Value> = page
+        let members = page
             .members
-            .iter()
-            .map(|m| json!({"clevertap_id": m.clevertap_id, "identity": m.identity}))
+            .into_iter()
+            .map(|m| MemberView {
+                clevertap_id: m.clevertap_id,
+                identity: m.identity,
+            })
             .collect();
-        Ok(Ok(
-            json!({ "members": members, "next_cursor": encode_cursor(page.next) }),
-        ))
+        Ok(Ok(MembersView {
+            members,
+            next_cursor: encode_cursor(page.next),
+        }))
     }
 
     /// The layout of one of the project's segments, `None` if there is no such segment.
@@ -454,7 +475,7 @@ impl Ctx<'_> {
     }
 
     /// Full profile views for these CleverTap IDs, with the segments each is a member of now.
-    async fn profile_views(&self, ids: &[String]) -> Result<Vec<Value>, StoreError> {
+    async fn profile_views(&self, ids: &[String]) -> Result<Vec<ProfileView>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -489,14 +510,17 @@ impl Ctx<'_> {
                             .copied()
                             .unwrap_or(false)
                     })
-                    .map(|s| json!({"partner_segment_id": s.audience_id, "name": s.name}))
+                    .map(|s| SegmentRef {
+                        partner_segment_id: s.audience_id,
+                        name: s.name.clone(),
+                    })
                     .collect();
-                profile_json(profile, segs)
+                profile_view(profile, segs)
             })
             .collect())
     }
 
-    pub(crate) async fn profile(&self, ct: &str) -> Reply {
+    pub(crate) async fn profile(&self, ct: &str) -> Reply<ProfileView> {
         let views = self.profile_views(&[ct.to_owned()]).await?;
         Ok(match views.into_iter().next() {
             Some(v) => Ok(v),
@@ -504,7 +528,7 @@ impl Ctx<'_> {
         })
     }
 
-    pub(crate) async fn profiles_by(&self, query: &HashMap<String, String>) -> Reply {
+    pub(crate) async fn profiles_by(&self, query: &HashMap<String, String>) -> Reply<ProfilesView> {
         let ids = if let Some(identity) = query.get("identity") {
             self.store
                 .clevertap_id_of_identity(self.region, &self.project, identity.trim())
@@ -513,14 +537,14 @@ impl Ctx<'_> {
                 .collect()
         } else if let Some(email) = query.get("email") {
             let Some(email) = crate::domain::identity::normalize_email(email) else {
-                return Ok(Ok(json!({ "profiles": [] })));
+                return Ok(Ok(ProfilesView::default()));
             };
             self.store
                 .clevertap_ids_by(self.region, &self.project, Some(&email), None)
                 .await?
         } else if let Some(phone) = query.get("phone") {
             let Some(phone) = crate::domain::identity::normalize_phone(phone) else {
-                return Ok(Ok(json!({ "profiles": [] })));
+                return Ok(Ok(ProfilesView::default()));
             };
             self.store
                 .clevertap_ids_by(self.region, &self.project, None, Some(&phone))
@@ -531,10 +555,16 @@ impl Ctx<'_> {
                 "one of identity, email or phone is required",
             )));
         };
-        Ok(Ok(json!({ "profiles": self.profile_views(&ids).await? })))
+        Ok(Ok(ProfilesView {
+            profiles: self.profile_views(&ids).await?,
+        }))
     }
 
-    pub(crate) async fn events(&self, ct: &str, query: &HashMap<String, String>) -> Reply {
+    pub(crate) async fn events(
+        &self,
+        ct: &str,
+        query: &HashMap<String, String>,
+    ) -> Reply<EventsView> {
         let limit = try_reply!(limit_of(query));
         let cursor = try_reply!(decode_cursor(query));
         let page = self
@@ -547,13 +577,13 @@ impl Ctx<'_> {
         {
             return Ok(Err(fail(404, "profile not found")));
         }
-        let events: Vec<Value> = page.events.iter().map(event_json).collect();
-        Ok(Ok(
-            json!({ "events": events, "next_cursor": encode_cursor(page.next) }),
-        ))
+        Ok(Ok(EventsView {
+            events: page.events.iter().map(event_view).collect(),
+            next_cursor: encode_cursor(page.next),
+        }))
     }
 
-    pub(crate) async fn people(&self, query: &HashMap<String, String>) -> Reply {
+    pub(crate) async fn people(&self, query: &HashMap<String, String>) -> Reply<PeopleView> {
         if query.get("event").map(String::as_str) != Some(crate::store::memberships::PARTNER_SYNC) {
             return Ok(Err(fail(400, "event must be \"Partner Sync\"")));
         }
@@ -589,12 +619,13 @@ impl Ctx<'_> {
                 after.as_ref(),
             )
             .await?;
-        Ok(Ok(
-            json!({ "profiles": self.profile_views(&ids).await?, "next_cursor": encode_cursor(next) }),
-        ))
+        Ok(Ok(PeopleView {
+            profiles: self.profile_views(&ids).await?,
+            next_cursor: encode_cursor(next),
+        }))
     }
 
-    pub(crate) async fn syncs(&self, query: &HashMap<String, String>) -> Reply {
+    pub(crate) async fn syncs(&self, query: &HashMap<String, String>) -> Reply<SyncsView> {
         let limit = try_reply!(limit_of(query));
         let mut before = try_reply!(decode_cursor(query));
         // Group chunk rows into requests; a request's chunks are adjacent in time-key order.
@@ -627,26 +658,27 @@ impl Ctx<'_> {
             }
         }
         let more = groups.len() == limit && !exhausted;
-        let syncs: Vec<Value> = groups
+        let syncs: Vec<SyncView> = groups
             .iter()
-            .map(|(id, rows)| sync_json(id, rows))
+            .map(|(id, rows)| sync_view(id, rows))
             .collect();
         let next = if more { last_key } else { None };
-        Ok(Ok(
-            json!({ "syncs": syncs, "next_cursor": encode_cursor(next) }),
-        ))
+        Ok(Ok(SyncsView {
+            syncs,
+            next_cursor: encode_cursor(next),
+        }))
     }
 
     /// `/v1/erasures`: the audit rows of the project's erasures, newest first.
-    pub(crate) async fn erasures(&self) -> Reply {
+    pub(crate) async fn erasures(&self) -> Reply<ErasuresView> {
         let audits = self
             .store
             .erasure_audits(self.region, &self.project)
             .await?;
-        Ok(Ok(json!({ "erasures": audits })))
+        Ok(Ok(ErasuresView { erasures: audits }))
     }
 
-    pub(crate) async fn usage(&self, query: &HashMap<String, String>) -> Reply {
+    pub(crate) async fn usage(&self, query: &HashMap<String, String>) -> Reply<UsageView> {
         let month = query
             .get("month")
             .cloned()
@@ -664,7 +696,10 @@ impl Ctx<'_> {
             .store
             .usage_events(self.region, &self.project, &month)
             .await?;
-        Ok(Ok(json!({ "month": month, "partner_sync_events": count })))
+        Ok(Ok(UsageView {
+            month,
+            partner_sync_events: count,
+        }))
     }
 }
 
@@ -679,7 +714,7 @@ mod tests {
         assert_eq!(decode_cursor(&q).unwrap().as_deref(), Some("__abc#1"));
         let bad: HashMap<String, String> = [("cursor".to_owned(), "zz".to_owned())].into();
         assert_eq!(decode_cursor(&bad).unwrap_err().status, 400);
-        assert_eq!(encode_cursor(None), Value::Null);
+        assert_eq!(encode_cursor(None), None);
     }
 
     #[test]
@@ -703,29 +738,31 @@ mod tests {
             chunk_count: 2,
             received_ms: Some(5),
             outcomes: BTreeMap::from([("resolved".to_owned(), 10)]),
-            changes: BTreeMap::from([("add".to_owned(), 3)]),
+            handed_on: BTreeMap::from([("add".to_owned(), 3)]),
+            applied: BTreeMap::from([("added".to_owned(), 2)]),
         };
-        let done = sync_json(
+        let done = sync_view(
             "m",
             &[
                 row(InboxStatus::Materialized, None),
                 row(InboxStatus::Resolved, None),
             ],
         );
-        assert_eq!(done["status"], "resolved");
-        assert_eq!(done["profiles"], 20);
-        assert_eq!(done["changes"]["add"], 6);
-        assert_eq!(done["chunks"], 2);
-        assert!(done.get("failures").is_none());
-        let failed = sync_json(
+        assert_eq!(done.status, "resolved");
+        assert_eq!(done.profiles, 20);
+        assert_eq!(done.changes["add"], 6);
+        assert_eq!(done.changes["added"], 4);
+        assert_eq!(done.chunks, 2);
+        assert!(done.failures.is_empty());
+        let failed = sync_view(
             "m",
             &[
                 row(InboxStatus::Materialized, None),
                 row(InboxStatus::Failed, Some("why")),
             ],
         );
-        assert_eq!(failed["status"], "failed");
-        assert_eq!(failed["failures"], json!(["why"]));
+        assert_eq!(failed.status, "failed");
+        assert_eq!(failed.failures, ["why"]);
     }
 
     #[test]
@@ -739,17 +776,11 @@ mod tests {
             ("2026-11-01".to_owned(), day(3, 0, 0)),
             ("2026-11-02".to_owned(), day(1, 2, 0)),
         ]);
-        let h = history_json(&days, 2);
-        assert_eq!(
-            (h[0]["members"].as_i64(), h[1]["members"].as_i64()),
-            (Some(3), Some(2))
-        );
+        let h = history_view(&days, 2);
+        assert_eq!((h[0].members, h[1].members), (3, 2));
         // Ten members from before days were tallied: the line is lifted, not negative.
-        let h = history_json(&days, 12);
-        assert_eq!(
-            (h[0]["members"].as_i64(), h[1]["members"].as_i64()),
-            (Some(13), Some(12))
-        );
+        let h = history_view(&days, 12);
+        assert_eq!((h[0].members, h[1].members), (13, 12));
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! The resolve stage: one inbox chunk at a time, every user to a profile, in bulk.
 //!
-//! Round trips per chunk: one BatchGetItem pass for identity claims, one conditional PutItem per
-//! new Identity (in parallel), one BatchGetItem pass for profiles, one conditional UpdateItem per
-//! profile whose stored data is older than the chunk's (in parallel; newest wins by message
-//! version, see [`crate::store::profiles::ProfileMerge::plan`]), and one UpdateItem that hands
-//! the changes on.
+//! Round trips per chunk: the project's erasure salt (one GetItem, once per chunk) and a
+//! BatchGetItem of the chunk's tombstones, before and again after writing (a person an erasure
+//! covers is skipped, and what a racing erasure's person got is taken back); one BatchGetItem pass
+//! for identity claims, one conditional PutItem per new Identity (in parallel), one BatchGetItem
+//! pass for profiles, one conditional UpdateItem per profile whose stored data is older than the
+//! chunk's (in parallel; newest wins by message version, see
+//! [`crate::store::profiles::ProfileMerge::plan`]), and one UpdateItem that hands the changes on.
 //! Replaying a chunk finds every claim and profile in place, writes nothing new and produces the
 //! same changes.
 
@@ -20,15 +22,15 @@ use crate::domain::changes::{ChangeAction, MembershipChange, encode_changes};
 use crate::domain::erasure::{is_before_erasure, resolution_hashes};
 use crate::domain::identity::{ProfileKey, Resolution, Rung, SkipReason, resolve, user_id_type};
 use crate::domain::protocol::{AttributeAction, AudienceAction, UserIdentityType, now_ms};
-use crate::domain::records::{InboxStatus, PropertyValue};
+use crate::domain::records::{InboxStatus, Profile, PropertyValue};
 use crate::domain::region::Region;
 use crate::stages::stream::{self as records, RecordError};
 use crate::store::inbox::InboxRow;
 use crate::store::profiles::message_version_prefix;
-use crate::store::profiles::{ProfileMerge, Versioned, data_version, profile_key};
+use crate::store::profiles::{ProfileMerge, Versioned, data_version};
 use crate::store::stats::StoreStats;
 use crate::store::tables::{Table, TableNames};
-use crate::store::{Item, Store, StoreError, get_s};
+use crate::store::{Store, StoreError};
 
 pub use crate::domain::sync_log::ResolveOutcomes;
 
@@ -489,15 +491,12 @@ async fn write_profiles<'m>(
 ) -> Result<HashSet<&'m str>, StoreError> {
     let project = row.project_id.as_str();
     let now = now_ms();
-    let existing: HashMap<String, Item> = store
-        .batch_get(
-            region,
-            Table::Profiles,
-            merges.keys().map(|ct| profile_key(project, ct)).collect(),
-        )
+    let cts: Vec<String> = merges.keys().cloned().collect();
+    let existing: HashMap<String, Profile> = store
+        .get_profiles(region, project, &cts)
         .await?
         .into_iter()
-        .filter_map(|item| get_s(&item, "clevertap_id").map(|ct| (ct.to_owned(), item.clone())))
+        .map(|p| (p.clevertap_id.clone(), p))
         .collect();
     for ct in merges.keys() {
         if existing.contains_key(ct) {
@@ -548,7 +547,7 @@ async fn write_profile(
     project: &str,
     clevertap_id: &str,
     merge: &ProfileMerge,
-    read: Option<&Item>,
+    read: Option<&Profile>,
     now: i64,
 ) -> Result<(), StoreError> {
     let mut current = read.cloned();
@@ -562,9 +561,7 @@ async fn write_profile(
         {
             return Ok(());
         }
-        current = store
-            .get_profile_item(region, project, clevertap_id)
-            .await?;
+        current = store.get_profile(region, project, clevertap_id).await?;
     }
     Err(StoreError::Unavailable(format!(
         "profile writes keep conflicting after {MAX_PROFILE_REPLANS} re-plans"
@@ -598,67 +595,53 @@ pub async fn handle_inbox_event(
     let started = StoreStats::now();
     let failed = std::sync::atomic::AtomicU64::new(0);
     let failed = &failed;
-    let results: Vec<_> = stream::iter(event.records.iter())
-        .map(|record| async move {
-            let outcome = async {
-                let (region, table) = records::record_source(names, record)?;
-                if table != Table::Inbox || record.event_name != "INSERT" {
-                    return Ok(None);
-                }
-                let row = records::inbox_row(record)?;
-                if row.status != InboxStatus::Received {
-                    return Ok(None);
-                }
-                match resolve_chunk(store, region, &row).await {
-                    Ok(r) => Ok(Some((row, r))),
-                    Err(e) if e.is_permanent() => {
-                        error!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
-                               error = %e, "chunk can never be resolved; marked failed");
-                        store
-                            .mark_failed(region, &row.project_id, &row.message_id, row.chunk, &e.to_string())
-                            .await?;
-                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        Ok(None)
-                    }
-                    Err(e) => Err(e),
-                }
+    let (response, handled, retried) = records::drive(&event.records, 4, "resolve", |record| async move {
+        let (region, table) = records::record_source(names, record)?;
+        if table != Table::Inbox || record.event_name != "INSERT" {
+            return Ok(None);
+        }
+        let row = records::inbox_row(record)?;
+        if row.status != InboxStatus::Received {
+            return Ok(None);
+        }
+        match resolve_chunk(store, region, &row).await {
+            Ok(r) => Ok(Some((row, r))),
+            Err(e) if e.is_permanent() => {
+                error!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
+                       error = %e, "chunk can never be resolved; marked failed");
+                store
+                    .mark_failed(region, &row.project_id, &row.message_id, row.chunk, &e.to_string())
+                    .await?;
+                failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok::<_, ResolveError>(None)
             }
-            .await;
-            (record, outcome)
-        })
-        .buffer_unordered(4)
-        .collect()
-        .await;
-    let mut failures = Vec::new();
+            Err(e) => Err(e),
+        }
+    })
+    .await;
     let mut batch = ResolveBatch {
         chunks_failed: failed.load(std::sync::atomic::Ordering::Relaxed),
         ..ResolveBatch::default()
     };
-    for (record, outcome) in results {
-        match outcome {
-            // A redelivered record (the stream resends from the first failed record on) finds
-            // its row resolved already: counted apart, so the figures count each chunk once.
-            Ok(Some((_, report))) if !report.handed_off => batch.chunks_replayed += 1,
-            Ok(Some((row, report))) => {
-                batch.chunks += 1;
-                batch.outcomes.add(&report.outcomes);
-                batch.changes += report.changes.len() as u64;
-                let o = &report.outcomes;
-                info!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
-                      changes = report.changes.len(), handed_off = report.handed_off,
-                      partner_id = o.partner_id, identity = o.identity, mpid = o.mpid, created = o.created,
-                      merged = o.merged, anonymous = o.anonymous, hashed_unusable = o.hashed_unusable,
-                      invalid_email = o.invalid_email, invalid_phone = o.invalid_phone,
-                      no_identity = o.no_identity, "chunk resolved");
-            }
-            Ok(None) => {}
-            Err(e) => {
-                error!(error = %e, sequence = ?record.change.sequence_number, "chunk not resolved; will be retried");
-                failures.push(records::failure(record));
-            }
+    for (row, report) in handled.into_iter().flatten() {
+        // A redelivered record (the stream resends from the first failed record on) finds its
+        // row resolved already: counted apart, so the figures count each chunk once.
+        if !report.handed_off {
+            batch.chunks_replayed += 1;
+            continue;
         }
+        batch.chunks += 1;
+        batch.outcomes.add(&report.outcomes);
+        batch.changes += report.changes.len() as u64;
+        let o = &report.outcomes;
+        info!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
+              changes = report.changes.len(), handed_off = report.handed_off,
+              partner_id = o.partner_id, identity = o.identity, mpid = o.mpid, created = o.created,
+              merged = o.merged, anonymous = o.anonymous, hashed_unusable = o.hashed_unusable,
+              invalid_email = o.invalid_email, invalid_phone = o.invalid_phone,
+              no_identity = o.no_identity, "chunk resolved");
     }
-    batch.chunks_retried = failures.len() as u64;
+    batch.chunks_retried = retried;
     batch.store = StoreStats::now().since(started);
-    (records::response(failures), batch)
+    (response, batch)
 }

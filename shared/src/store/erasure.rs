@@ -3,12 +3,9 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, ReturnValue, TransactWriteItem, Update, WriteRequest,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, ReturnValue, Update, WriteRequest};
 
-use super::counters::{counter_shard_clear, pick_shard};
-use super::memberships::membership_key;
+use super::memberships::{members_leave, membership_key};
 use super::profiles::identity_key;
 use super::segment_item::SegmentLayout;
 use super::{
@@ -185,51 +182,41 @@ impl Store {
                 Some(v) => ("version = :read", Some(s(v))),
                 None => ("attribute_not_exists(version)", None),
             };
-            let mut items = vec![
-                TransactWriteItem::builder()
-                    .update(
-                        Update::builder()
-                            .table_name(&tables.memberships)
-                            .set_key(Some(key.clone()))
-                            // The person's events go: so does the history Find People reads.
-                            .update_expression(
-                                "SET #member = :no, version = :next, erased_ms = :now, \
-                                 updated_ms = :now REMOVE #identity, #added, #removed",
-                            )
-                            .condition_expression(condition)
-                            .expression_attribute_names("#member", "member")
-                            .expression_attribute_names("#identity", "identity")
-                            .expression_attribute_names("#added", mk::EVER_ADDED)
-                            .expression_attribute_names("#removed", mk::EVER_REMOVED)
-                            .set_expression_attribute_values(Some(
-                                [
-                                    (":no", AttributeValue::Bool(false)),
-                                    (":next", s(next)),
-                                    (":now", n(now_ms)),
-                                ]
-                                .into_iter()
-                                .map(|(k, v)| (k.to_owned(), v))
-                                .chain(read.map(|r| (":read".to_owned(), r)))
-                                .collect(),
-                            ))
-                            .build()
-                            .expect("table and key are set"),
-                    )
-                    .build(),
-            ];
-            if member {
-                items.extend(
-                    counter_shard_clear(
-                        project_id,
-                        &tables.segments,
-                        audience_id,
-                        pick_shard(sk::COUNTER_SHARDS),
-                        1,
-                        now_ms,
-                    )
-                    .map(|update| TransactWriteItem::builder().update(update).build()),
-                );
-            }
+            let scrub = Update::builder()
+                .table_name(&tables.memberships)
+                .set_key(Some(key.clone()))
+                // The person's events go: so does the history Find People reads.
+                .update_expression(
+                    "SET #member = :no, version = :next, erased_ms = :now, \
+                     updated_ms = :now REMOVE #identity, #added, #removed",
+                )
+                .condition_expression(condition)
+                .expression_attribute_names("#member", "member")
+                .expression_attribute_names("#identity", "identity")
+                .expression_attribute_names("#added", mk::EVER_ADDED)
+                .expression_attribute_names("#removed", mk::EVER_REMOVED)
+                .set_expression_attribute_values(Some(
+                    [
+                        (":no", AttributeValue::Bool(false)),
+                        (":next", s(next)),
+                        (":now", n(now_ms)),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .chain(read.map(|r| (":read".to_owned(), r)))
+                    .collect(),
+                ))
+                .build()
+                .expect("table and key are set");
+            let items = members_leave(
+                project_id,
+                &tables,
+                audience_id,
+                vec![scrub],
+                None,
+                u64::from(member),
+                now_ms,
+            );
             match self.transact_write(region, items).await? {
                 TxOutcome::Committed => {
                     return Ok(if member {

@@ -19,7 +19,7 @@ pub const INBOX_RETENTION_SECS: i64 = 30 * 24 * 3600;
 
 /// An inbox row: a stored chunk of a batch, as the pipeline's stages read it (from a stream
 /// record's new image, or from the table).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct InboxRow {
     pub project_id: String,
     pub message_id: String,
@@ -33,6 +33,14 @@ pub struct InboxRow {
     pub payload: serde_bytes::ByteBuf,
     #[serde(default)]
     pub changes: Option<serde_bytes::ByteBuf>,
+    /// Chunks of its request, and profiles in this one.
+    #[serde(default)]
+    pub chunk_count: u32,
+    #[serde(default)]
+    pub profile_count: u32,
+    /// When DynamoDB's time to live removes it (epoch seconds).
+    #[serde(default)]
+    pub expires_at: Option<i64>,
 }
 
 /// An inbox row from a stream record's new image.

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
 
 use super::segment_item::SegmentLayout;
 use super::{CancellationReason, Item, Store, StoreError, TxOutcome, get_s, n, s};
@@ -200,6 +200,49 @@ pub fn event_put(
         .condition_expression("attribute_not_exists(pk)")
         .build()
         .expect("table and item are set")
+}
+
+/// How a membership transaction of some pairs ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PairsOutcome {
+    Committed,
+    Cancelled(PairsCancelled),
+}
+
+/// Why a membership transaction was cancelled, in the terms materialize acts on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PairsCancelled {
+    /// The counter shard was missing or sealed: the segment's shards need opening.
+    pub shard_closed: bool,
+    /// The pairs (by position) whose row or event had moved: to read again and re-plan.
+    pub moved: Vec<usize>,
+    /// A reason no retry can overcome, if any (DynamoDB's code).
+    pub rejected: Option<String>,
+    /// A conflict or throttling: worth a retry after a pause.
+    pub transient: bool,
+}
+
+impl PairsCancelled {
+    /// Reads the cancellation reasons of a transaction of `pairs` pairs, action by action.
+    pub fn of(roles: &[ActionRole], codes: &[Option<CancellationReason>], pairs: usize) -> Self {
+        let failed = |role: ActionRole| {
+            roles
+                .iter()
+                .zip(codes)
+                .any(|(r, c)| *r == role && c == &Some(CancellationReason::ConditionFailed))
+        };
+        Self {
+            shard_closed: failed(ActionRole::Counter),
+            moved: (0..pairs)
+                .filter(|i| failed(ActionRole::Membership(*i)) || failed(ActionRole::Event(*i)))
+                .collect(),
+            rejected: codes.iter().flatten().find_map(|c| match c {
+                CancellationReason::Other(code) => Some(code.clone()),
+                _ => None,
+            }),
+            transient: codes.iter().flatten().any(CancellationReason::is_transient),
+        }
+    }
 }
 
 /// Which part of a transaction an action belongs to, to read its cancellation reason.
@@ -403,6 +446,42 @@ pub fn cleared_version(version: &str) -> String {
     format!("{version}~cleared")
 }
 
+/// The one transaction by which members leave a segment without a Partner Sync event (its
+/// disconnection clears them, an erasure scrubs them): their rows' updates, an optional check on
+/// the segment, and `leaving` members taken off one counter shard (with the day's tally), so the
+/// count moves exactly when the rows do.
+pub(super) fn members_leave(
+    project_id: &str,
+    tables: &RegionTables,
+    audience_id: i64,
+    rows: Vec<Update>,
+    segment_check: Option<ConditionCheck>,
+    leaving: u64,
+    now: i64,
+) -> Vec<TransactWriteItem> {
+    let mut items: Vec<TransactWriteItem> = rows
+        .into_iter()
+        .map(|row| TransactWriteItem::builder().update(row).build())
+        .collect();
+    items.extend(
+        segment_check.map(|check| TransactWriteItem::builder().condition_check(check).build()),
+    );
+    if leaving > 0 {
+        items.extend(
+            counter_shard_clear(
+                project_id,
+                &tables.segments,
+                audience_id,
+                pick_shard(sk::COUNTER_SHARDS),
+                leaving,
+                now,
+            )
+            .map(|update| TransactWriteItem::builder().update(update).build()),
+        );
+    }
+    items
+}
+
 /// Flips one member out of a segment being cleared, conditional on the row being as read.
 fn clear_membership(
     project_id: &str,
@@ -576,6 +655,29 @@ impl Store {
             .collect())
     }
 
+    /// Writes some planned pairs of one segment in one transaction (rows, Partner Sync events,
+    /// a counter shard picked at random, usage), conditional on every row being as planned.
+    pub async fn write_pairs(
+        &self,
+        region: Region,
+        project_id: &str,
+        layout: SegmentLayout,
+        segment_name: &str,
+        pairs: &[&PairWrite],
+        now: i64,
+    ) -> Result<PairsOutcome, StoreError> {
+        let tables = self.region_tables(region);
+        let shard = pick_shard(sk::COUNTER_SHARDS);
+        let (items, roles) =
+            segment_transaction(project_id, &tables, layout, segment_name, pairs, shard, now);
+        Ok(match self.transact_write(region, items).await? {
+            TxOutcome::Committed => PairsOutcome::Committed,
+            TxOutcome::Cancelled(codes) => {
+                PairsOutcome::Cancelled(PairsCancelled::of(&roles, &codes, pairs.len()))
+            }
+        })
+    }
+
     /// Flips `members` (CleverTap ID, version as read; at most [`MAX_CLEARED_PER_TRANSACTION`])
     /// out of a segment being cleared, in one transaction that also takes them off one counter
     /// shard and checks that the segment is still in the archiving `archive_id`.
@@ -590,34 +692,21 @@ impl Store {
     ) -> Result<ClearOutcome, StoreError> {
         let tables = self.region_tables(region);
         let audience_id = layout.audience_id;
-        let mut items: Vec<TransactWriteItem> = members
+        let flips = members
             .iter()
             .map(|(ct, version)| {
-                let flip =
-                    clear_membership(project_id, &tables.memberships, layout, ct, version, now);
-                TransactWriteItem::builder().update(flip).build()
+                clear_membership(project_id, &tables.memberships, layout, ct, version, now)
             })
             .collect();
-        items.push(
-            TransactWriteItem::builder()
-                .condition_check(archiving_check(
-                    project_id,
-                    &tables.segments,
-                    audience_id,
-                    archive_id,
-                ))
-                .build(),
-        );
-        items.extend(
-            counter_shard_clear(
-                project_id,
-                &tables.segments,
-                audience_id,
-                pick_shard(sk::COUNTER_SHARDS),
-                members.len() as u64,
-                now,
-            )
-            .map(|update| TransactWriteItem::builder().update(update).build()),
+        let check = archiving_check(project_id, &tables.segments, audience_id, archive_id);
+        let items = members_leave(
+            project_id,
+            &tables,
+            audience_id,
+            flips,
+            Some(check),
+            members.len() as u64,
+            now,
         );
         Ok(match self.transact_write(region, items).await? {
             TxOutcome::Committed => ClearOutcome::Committed,
@@ -668,6 +757,47 @@ mod tests {
             events,
             consumed: 1,
         }
+    }
+
+    #[test]
+    fn a_cancellation_says_which_pairs_moved_and_whether_to_open_or_retry() {
+        use CancellationReason as C;
+        let roles = [
+            ActionRole::Membership(0),
+            ActionRole::Event(0),
+            ActionRole::Membership(1),
+            ActionRole::Event(1),
+            ActionRole::Counter,
+            ActionRole::DayTally,
+            ActionRole::Usage,
+        ];
+        let moved = PairsCancelled::of(
+            &roles,
+            &[None, None, None, Some(C::ConditionFailed), None, None, None],
+            2,
+        );
+        assert_eq!(moved.moved, [1]);
+        assert!(!moved.shard_closed && !moved.transient && moved.rejected.is_none());
+        let closed = PairsCancelled::of(
+            &roles,
+            &[None, None, None, None, Some(C::ConditionFailed), None, None],
+            2,
+        );
+        assert!(closed.shard_closed && closed.moved.is_empty());
+        let rejected = PairsCancelled::of(
+            &roles,
+            &[
+                Some(C::Other("ValidationError".into())),
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+            ],
+            2,
+        );
+        assert_eq!(rejected.rejected.as_deref(), Some("ValidationError"));
     }
 
     #[test]

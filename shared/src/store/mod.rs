@@ -122,28 +122,28 @@ impl Store {
     }
 }
 
-pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
+pub(in crate::store) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-pub(crate) fn n(v: impl ToString) -> AttributeValue {
+pub(in crate::store) fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-pub(crate) fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
+pub(in crate::store) fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
     item.get(key)
         .and_then(|v| v.as_s().ok())
         .map(String::as_str)
 }
 
-pub(crate) fn get_n(item: &Item, key: &str) -> Option<i64> {
+pub(in crate::store) fn get_n(item: &Item, key: &str) -> Option<i64> {
     item.get(key)
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
 }
 
 /// Whether a call failed only because its condition did not hold.
-pub(crate) fn condition_failed<E, R>(e: &SdkError<E, R>) -> bool
+pub(in crate::store) fn condition_failed<E, R>(e: &SdkError<E, R>) -> bool
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
 {
@@ -151,7 +151,9 @@ where
 }
 
 /// The outcome of a conditional write: written (`true`), or its condition did not hold (`false`).
-pub(crate) fn conditional<O, E, R>(res: Result<O, SdkError<E, R>>) -> Result<bool, StoreError>
+pub(in crate::store) fn conditional<O, E, R>(
+    res: Result<O, SdkError<E, R>>,
+) -> Result<bool, StoreError>
 where
     E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -199,7 +201,7 @@ impl CancellationReason {
 
 /// The per-action cancellation reasons of a cancelled transaction (`None` where the action was
 /// fine), in request order; `None` if the error is not a cancellation.
-pub(crate) fn cancellation_codes<R>(
+pub(in crate::store) fn cancellation_codes<R>(
     err: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
 ) -> Option<Vec<Option<CancellationReason>>> {
     use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
@@ -246,7 +248,7 @@ pub enum TxOutcome {
 
 impl Store {
     /// Sends one TransactWriteItems; a cancellation is an answer (its reasons), not an error.
-    pub async fn transact_write(
+    pub(in crate::store) async fn transact_write(
         &self,
         region: Region,
         items: Vec<aws_sdk_dynamodb::types::TransactWriteItem>,
@@ -268,7 +270,7 @@ impl Store {
 
     /// Reads items by key with BatchGetItem, 100 keys a request, requests in parallel, retrying
     /// UnprocessedKeys with backoff. Strongly consistent. Missing items are simply absent.
-    pub async fn batch_get(
+    pub(in crate::store) async fn batch_get(
         &self,
         region: Region,
         table: Table,
@@ -329,7 +331,7 @@ impl Store {
 
     /// Items by key, read together as of one point in time (at most 100 keys); missing items are
     /// `None`. Retries a read cancelled by a concurrent write transaction.
-    pub async fn transact_get(
+    pub(in crate::store) async fn transact_get(
         &self,
         region: Region,
         table: Table,

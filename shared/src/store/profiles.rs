@@ -128,12 +128,20 @@ pub struct ProfileWrite {
 }
 
 impl ProfileMerge {
-    /// Plans the write against the stored item (`None`: a new profile); `None` if nothing would
+    /// Plans the write against the stored profile (`None`: a new one); `None` if nothing would
     /// change. A field is written when its version is newer than the stored one, even with an
     /// equal value: the version must advance, or an older message arriving later would win.
-    pub fn plan(&self, project_id: &str, existing: Option<&Item>) -> Option<ProfileWrite> {
-        let stored_version = |field: &str| {
-            existing.and_then(|i| get_s(i, &version_attribute(field)).map(str::to_owned))
+    pub fn plan(&self, project_id: &str, existing: Option<&Profile>) -> Option<ProfileWrite> {
+        let stored_version = |attribute: &str| -> Option<String> {
+            let versions = &existing?.versions;
+            match attribute {
+                "email" => versions.email.clone(),
+                "phone" => versions.phone.clone(),
+                other => versions
+                    .properties
+                    .get(other.strip_prefix(ATTRIBUTE_PREFIX)?)
+                    .cloned(),
+            }
         };
         let mut fields = Vec::new();
         let mut consider = |attribute: String,
@@ -177,7 +185,7 @@ impl ProfileMerge {
         let identity = self
             .identity
             .clone()
-            .filter(|_| existing.is_none_or(|i| get_s(i, "identity").is_none()));
+            .filter(|_| existing.is_none_or(|p| p.identity.is_none()));
         let create = existing.is_none();
         (create || identity.is_some() || !fields.is_empty()).then_some(ProfileWrite {
             identity,
@@ -478,8 +486,22 @@ impl Store {
         super::conditional(req.update_expression(expr).send().await)
     }
 
+    /// One profile, strongly consistent, `None` if there is none.
+    pub async fn get_profile(
+        &self,
+        region: Region,
+        project_id: &str,
+        clevertap_id: &str,
+    ) -> Result<Option<Profile>, StoreError> {
+        Ok(self
+            .get_profile_item(region, project_id, clevertap_id)
+            .await?
+            .as_ref()
+            .and_then(profile_of))
+    }
+
     /// Reads one profile (strongly consistent).
-    pub async fn get_profile_item(
+    pub(super) async fn get_profile_item(
         &self,
         region: Region,
         project_id: &str,
@@ -524,13 +546,14 @@ mod tests {
         }
     }
 
-    fn stored(fields: &[(&str, &str, &str)]) -> Item {
+    fn stored(fields: &[(&str, &str, &str)]) -> Profile {
         let mut item = profile_key("p", "ct");
+        item.insert("clevertap_id".to_owned(), s("ct"));
         for (attr, value, version) in fields {
             item.insert((*attr).to_owned(), s(*value));
             item.insert(version_attribute(attr), s(*version));
         }
-        item
+        profile_of(&item).expect("a profile item")
     }
 
     #[test]

@@ -235,7 +235,7 @@ impl Store {
 
     /// Every item of one partition (`pk`), those whose `sk` begins with `sk_prefix` if given,
     /// page after page.
-    pub async fn query_partition(
+    pub(super) async fn query_partition(
         &self,
         region: Region,
         table: Table,
@@ -266,7 +266,7 @@ impl Store {
         }
     }
 
-    pub async fn get_item_by_key(
+    pub(super) async fn get_item_by_key(
         &self,
         region: Region,
         table: Table,
@@ -756,10 +756,6 @@ pub(super) fn sync_row_of(item: &Item) -> Result<SyncRow, StoreError> {
     let status = get_s(item, ik::STATUS).unwrap_or(InboxStatus::Received.as_str());
     let status = InboxStatus::parse(status)
         .ok_or_else(|| StoreError::Corrupt(format!("inbox row with status {status:?}")))?;
-    let mut changes = counts("change_counts");
-    for (k, v) in counts("applied") {
-        *changes.entry(k).or_default() += v;
-    }
     Ok(SyncRow {
         position: get_s(item, ik::RECEIVED_KEY).unwrap_or_default().to_owned(),
         message_id: get_s(item, "message_id").unwrap_or_default().to_owned(),
@@ -769,7 +765,8 @@ pub(super) fn sync_row_of(item: &Item) -> Result<SyncRow, StoreError> {
         chunk_count: get_n(item, "chunk_count").unwrap_or(1),
         received_ms: get_n(item, "received_ms"),
         outcomes: counts("outcomes"),
-        changes,
+        handed_on: counts("change_counts"),
+        applied: counts("applied"),
     })
 }
 
