@@ -319,6 +319,13 @@ async fn main() {
             .with_writer(std::io::stderr)
             .init();
     }
+    // BENCH_PRINT=<bench.json>: print the table of an earlier run, run nothing.
+    if let Ok(path) = std::env::var("BENCH_PRINT") {
+        let text = std::fs::read_to_string(&path).expect("the bench file");
+        let report: Value = serde_json::from_str(&text).expect("bench JSON");
+        print_table(report.as_object().expect("a JSON object"));
+        return;
+    }
     let endpoint_url = std::env::var("DYNAMODB_ENDPOINT").expect("DYNAMODB_ENDPOINT");
     let batch1k: Value = local::workload::membership_batch(1_000, 42);
     let batch10k: Value = local::workload::membership_batch(10_000, 42);
@@ -871,7 +878,7 @@ fn print_table(r: &serde_json::Map<String, Value>) {
         &Value::Null,
         "<= 1.1",
     );
-    if let Some(rows) = r["scaling_10k_new"].as_array() {
+    if let Some(rows) = r.get("scaling_10k_new").and_then(Value::as_array) {
         println!(
             "\n{:<6} {:>9} {:>10} {:>8} {:>10} {:>12} {:>15} {:>12}",
             "lanes",
@@ -963,12 +970,13 @@ fn print_table(r: &serde_json::Map<String, Value>) {
             &Value::Null,
             "yardstick, same run",
         );
-        for (title, targets) in [
-            ("buckets", &h["targets"]),
-            ("one bucket", &h["one_bucket"]["targets"]),
+        let fs = &r["first_sync_100k"];
+        for (title, targets, members) in [
+            ("buckets", &h["targets"], &fs["changes"]),
+            ("one bucket", &h["one_bucket"]["targets"], &fs["one_bucket"]["changes"]),
         ] {
             println!(
-                "\nheat, first sync of 100,000 members ({title}): per table and index, its hottest key"
+                "\nheat, first sync of {members} members ({title}): per table and index, its hottest key"
             );
             println!(
                 "{:<24} {:>7} {:<34} {:>9} {:>9} {:>7} {:>12}",
@@ -990,7 +998,7 @@ fn print_table(r: &serde_json::Map<String, Value>) {
         }
         println!();
     }
-    if let Some(bins) = r["binaries"].as_object() {
+    if let Some(bins) = r.get("binaries").and_then(Value::as_object) {
         for (name, v) in bins {
             row(
                 &format!("{name}: release size (MiB)"),
