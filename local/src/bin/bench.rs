@@ -973,7 +973,11 @@ fn print_table(r: &serde_json::Map<String, Value>) {
         let fs = &r["first_sync_100k"];
         for (title, targets, members) in [
             ("buckets", &h["targets"], &fs["changes"]),
-            ("one bucket", &h["one_bucket"]["targets"], &fs["one_bucket"]["changes"]),
+            (
+                "one bucket",
+                &h["one_bucket"]["targets"],
+                &fs["one_bucket"]["changes"],
+            ),
         ] {
             println!(
                 "\nheat, first sync of {members} members ({title}): per table and index, its hottest key"
