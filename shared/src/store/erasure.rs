@@ -19,6 +19,105 @@ use crate::store::keys::{
 };
 use crate::store::tables::Table;
 
+/// What erasing needs to know of a stored membership row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ErasableRow {
+    member: bool,
+    version: Option<String>,
+    /// It still names the person or their history (identity, ever added / removed).
+    holds_person: bool,
+}
+
+fn erasable_row(item: &Item) -> ErasableRow {
+    ErasableRow {
+        member: item.get("member").and_then(|v| v.as_bool().ok()) == Some(&true),
+        version: get_s(item, "version").map(str::to_owned),
+        holds_person: item.contains_key("identity")
+            || item.contains_key(mk::EVER_ADDED)
+            || item.contains_key(mk::EVER_REMOVED),
+    }
+}
+
+/// What erasing one membership row comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ScrubPlan {
+    /// No row: put a non-member row at the erasure's version, so a change sent before the
+    /// erasure finds it stale.
+    Block,
+    /// Erased before, and nothing of the person came back since.
+    Unchanged,
+    /// Scrub the row to `next` (its version, at least the erasure's), conditional on the
+    /// version read (`expected`); `leaving` when it was a member (the count goes down).
+    Scrub {
+        next: String,
+        expected: Option<String>,
+        leaving: bool,
+    },
+}
+
+/// Pure: the plan for one row as read (`None`: no row).
+fn plan_scrub(row: Option<&ErasableRow>, erased_version: &str) -> ScrubPlan {
+    let Some(row) = row else {
+        return ScrubPlan::Block;
+    };
+    let erased_before = !row.member
+        && !row.holds_person
+        && row.version.as_deref().is_some_and(|v| v >= erased_version);
+    if erased_before {
+        return ScrubPlan::Unchanged;
+    }
+    ScrubPlan::Scrub {
+        next: row
+            .version
+            .clone()
+            .unwrap_or_default()
+            .max(erased_version.to_owned()),
+        expected: row.version.clone(),
+        leaving: row.member,
+    }
+}
+
+/// The scrub of one row: not a member, no identity, no history, version `next`, conditional
+/// on the version read.
+fn scrub_update(
+    table: &str,
+    key: Item,
+    next: &str,
+    expected: Option<String>,
+    now_ms: i64,
+) -> Update {
+    let (condition, read) = match expected {
+        Some(v) => ("version = :read", Some(s(v))),
+        None => ("attribute_not_exists(version)", None),
+    };
+    Update::builder()
+        .table_name(table)
+        .set_key(Some(key))
+        // The person's events go: so does the history Find People reads.
+        .update_expression(
+            "SET #member = :no, version = :next, erased_ms = :now, \
+             updated_ms = :now REMOVE #identity, #added, #removed",
+        )
+        .condition_expression(condition)
+        .expression_attribute_names("#member", "member")
+        .expression_attribute_names("#identity", "identity")
+        .expression_attribute_names("#added", mk::EVER_ADDED)
+        .expression_attribute_names("#removed", mk::EVER_REMOVED)
+        .set_expression_attribute_values(Some(
+            [
+                (":no", AttributeValue::Bool(false)),
+                (":next", s(next)),
+                (":now", n(now_ms)),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .chain(read.map(|r| (":read".to_owned(), r)))
+            .collect(),
+        ))
+        .build()
+        .expect("table and key are set")
+}
+
 /// Attribute of a project item: the salt of its tombstone hashes (created by its first erasure).
 const SALT: &str = "erasure_salt";
 /// Attribute of a tombstone: the time (epoch ms) the erasure it remembers was made as of.
@@ -132,6 +231,8 @@ impl Store {
     /// gets a version at least `erased_version` (so a change sent before the erasure is stale);
     /// a member is taken off a counter shard in the same transaction. Conditional on the row's
     /// version as read; a row that moved is read again.
+    ///
+    /// 1. Read the row. 2. Plan (`plan_scrub`, pure). 3. Write what the plan says.
     pub async fn erase_membership(
         &self,
         region: Region,
@@ -145,81 +246,48 @@ impl Store {
         let audience_id = layout.audience_id;
         let key = membership_key(project_id, layout, clevertap_id);
         for attempt in 0..MAX_MEMBERSHIP_REREADS {
-            let Some(row) = self
+            // 1. The row as it is now.
+            let row = self
                 .get_item_by_key(region, Table::Memberships, key.clone())
                 .await?
-            else {
-                if self
-                    .put_blocking_row(
+                .map(|item| erasable_row(&item));
+            // 2. What erasing it takes.
+            let (next, expected, leaving) = match plan_scrub(row.as_ref(), erased_version) {
+                ScrubPlan::Unchanged => return Ok(RowErased::Unchanged),
+                ScrubPlan::Block => {
+                    let put = self.put_blocking_row(
                         region,
                         project_id,
                         layout,
                         clevertap_id,
                         erased_version,
                         now_ms,
-                    )
-                    .await?
-                {
-                    return Ok(RowErased::Blocked);
+                    );
+                    if put.await? {
+                        return Ok(RowErased::Blocked);
+                    }
+                    continue; // a row appeared meanwhile: erase it
                 }
-                continue; // a row appeared meanwhile: erase it
+                ScrubPlan::Scrub {
+                    next,
+                    expected,
+                    leaving,
+                } => (next, expected, leaving),
             };
-            let member = row.get("member").and_then(|v| v.as_bool().ok()) == Some(&true);
-            let read = get_s(&row, "version").map(str::to_owned);
-            let erased_before = !member
-                && !row.contains_key("identity")
-                && !row.contains_key(mk::EVER_ADDED)
-                && !row.contains_key(mk::EVER_REMOVED)
-                && read.as_deref().is_some_and(|v| v >= erased_version);
-            if erased_before {
-                return Ok(RowErased::Unchanged);
-            }
-            let next = read
-                .clone()
-                .unwrap_or_default()
-                .max(erased_version.to_owned());
-            let (condition, read) = match read {
-                Some(v) => ("version = :read", Some(s(v))),
-                None => ("attribute_not_exists(version)", None),
-            };
-            let scrub = Update::builder()
-                .table_name(&tables.memberships)
-                .set_key(Some(key.clone()))
-                // The person's events go: so does the history Find People reads.
-                .update_expression(
-                    "SET #member = :no, version = :next, erased_ms = :now, \
-                     updated_ms = :now REMOVE #identity, #added, #removed",
-                )
-                .condition_expression(condition)
-                .expression_attribute_names("#member", "member")
-                .expression_attribute_names("#identity", "identity")
-                .expression_attribute_names("#added", mk::EVER_ADDED)
-                .expression_attribute_names("#removed", mk::EVER_REMOVED)
-                .set_expression_attribute_values(Some(
-                    [
-                        (":no", AttributeValue::Bool(false)),
-                        (":next", s(next)),
-                        (":now", n(now_ms)),
-                    ]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_owned(), v))
-                    .chain(read.map(|r| (":read".to_owned(), r)))
-                    .collect(),
-                ))
-                .build()
-                .expect("table and key are set");
+            // 3. The scrub, with the member leaving the counter in the same transaction.
+            let scrub = scrub_update(&tables.memberships, key.clone(), &next, expected, now_ms);
             let items = members_leave(
                 project_id,
                 &tables,
                 audience_id,
                 vec![scrub],
                 None,
-                u64::from(member),
+                u64::from(leaving),
                 now_ms,
             );
             match self.transact_write(region, items).await? {
                 TxOutcome::Committed => {
-                    return Ok(if member {
+                    return Ok(if leaving {
                         RowErased::MemberRemoved
                     } else {
                         RowErased::Scrubbed
@@ -468,4 +536,61 @@ pub(super) fn erasure_audits_of(rows: Vec<Item>) -> Result<Vec<ErasureAudit>, St
         .collect::<Result<_, _>>()?;
     audits.sort_by_key(|a| std::cmp::Reverse(a.completed_ms));
     Ok(audits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ERASED: &str = "0001700000000000";
+
+    fn row(member: bool, version: Option<&str>, holds_person: bool) -> ErasableRow {
+        ErasableRow {
+            member,
+            version: version.map(str::to_owned),
+            holds_person,
+        }
+    }
+
+    #[test]
+    fn no_row_is_blocked_and_a_scrubbed_row_is_left_alone() {
+        assert_eq!(plan_scrub(None, ERASED), ScrubPlan::Block);
+        assert_eq!(
+            plan_scrub(Some(&row(false, Some(ERASED), false)), ERASED),
+            ScrubPlan::Unchanged
+        );
+    }
+
+    #[test]
+    fn a_member_leaves_and_the_version_never_goes_back() {
+        let older = "0001600000000000#m#000001#0000";
+        assert_eq!(
+            plan_scrub(Some(&row(true, Some(older), true)), ERASED),
+            ScrubPlan::Scrub {
+                next: ERASED.to_owned(),
+                expected: Some(older.to_owned()),
+                leaving: true,
+            }
+        );
+        // A row newer than the erasure (a batch sent after it) keeps its version, but is
+        // scrubbed of the person all the same.
+        let newer = "0001800000000000#m#000001#0000";
+        assert_eq!(
+            plan_scrub(Some(&row(false, Some(newer), true)), ERASED),
+            ScrubPlan::Scrub {
+                next: newer.to_owned(),
+                expected: Some(newer.to_owned()),
+                leaving: false,
+            }
+        );
+        // A row without a version is scrubbed on the condition that it still has none.
+        assert_eq!(
+            plan_scrub(Some(&row(false, None, false)), ERASED),
+            ScrubPlan::Scrub {
+                next: ERASED.to_owned(),
+                expected: None,
+                leaving: false,
+            }
+        );
+    }
 }
