@@ -74,6 +74,23 @@ pub async fn mark_inbox_received(client: &Client, inbox: &str) {
     }
 }
 
+/// Damages a project item so it no longer reads back (its passcodes become a plain string), as
+/// a bad manual edit would.
+pub async fn damage_project(client: &Client, projects: &str, project_id: &str) {
+    client
+        .update_item()
+        .table_name(projects)
+        .key(
+            keys::projects::PROJECT_ID,
+            AttributeValue::S(project_id.to_owned()),
+        )
+        .update_expression("SET passcodes = :bad")
+        .expression_attribute_values(":bad", AttributeValue::S("not a list".into()))
+        .send()
+        .await
+        .expect("update the project");
+}
+
 /// Every item of every table of a region, as text (`table: item`), in a stable order: equal
 /// dumps mean nothing was written; a value absent from every line is stored nowhere.
 pub async fn dump(client: &Client, names: &TableNames, region: Region) -> Vec<String> {

@@ -2,6 +2,7 @@
 //! the AWS SDK. Against DynamoDB Local (`scripts/test` starts it); helpers in `tests/support`.
 //! The browser test is `#[ignore]`d here and run by `scripts/console-browser`.
 
+mod answers;
 mod authorize;
 mod bad_input;
 mod console;

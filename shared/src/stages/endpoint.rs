@@ -17,7 +17,7 @@ use crate::domain::protocol::{
 };
 use crate::domain::region::Region;
 use crate::stages::erasure::{self, ErasureOutcome, ErasureRequest};
-use crate::stages::http::{HttpReply, Outcome, into_response};
+use crate::stages::http::{HttpReply, Outcome, into_response, storage_failure};
 use crate::stages::metrics::Metrics;
 use crate::store::inbox::{BatchMeta, PutBatchOutcome};
 use crate::store::projects::ProjectCache;
@@ -310,19 +310,16 @@ fn unauthorized() -> HttpReply {
     )
 }
 
-/// A storage error as mParticle must see it: 503 (retry) when it is transient, 400 when DynamoDB
-/// refused the request itself, so mParticle does not retry what can never be stored.
+/// A storage error as mParticle must see it (`http::storage_failure`): it retries a 5xx, never
+/// a 400, so only what DynamoDB refused outright is a 400.
 fn unavailable(e: &StoreError) -> HttpReply {
-    if e.is_transient() {
-        warn!(error = %e, "storage unavailable; asking mParticle to retry");
-        HttpReply::error(503, "storage temporarily unavailable, retry later")
+    let (status, message) = storage_failure(e, "stored");
+    warn!(error = %e, status, "storage failed the request");
+    let reply = HttpReply::error(status, message);
+    if status == 400 {
+        reply.with(Outcome::Refused)
     } else {
-        warn!(error = %e, "storage refused the request; not retryable");
-        HttpReply::error(
-            400,
-            "the request cannot be stored (a value exceeds a storage limit)",
-        )
-        .with(Outcome::Refused)
+        reply
     }
 }
 

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::store::StoreError;
+
 /// An HTTP answer: status and body (JSON unless said otherwise), and what it means (for the
 /// request metrics).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +38,8 @@ impl BodyKind {
     /// Headers besides `content-type`.
     pub fn headers(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            BodyKind::Json => &[],
+            // Answers name people (emails, phones): no cache keeps them.
+            BodyKind::Json => &[("cache-control", "no-store")],
             BodyKind::Html => &[
                 (
                     "content-security-policy",
@@ -172,4 +175,24 @@ pub fn into_response(reply: HttpReply) -> lambda_http::Response<lambda_http::Bod
     response
         .body(lambda_http::Body::Text(reply.body))
         .expect("status and headers are valid")
+}
+
+/// A storage error as a caller must see it, the same at every edge (mParticle's endpoint, the
+/// read API, the console): its status and words. 503 when it is transient (retry later); 500 when
+/// a stored item cannot be read back (ours to repair: a retry succeeds once it is); 400 only
+/// when DynamoDB refused the request itself, which no retry can change. `what` is what could not
+/// be done ("stored", "answered").
+pub(crate) fn storage_failure(e: &StoreError, what: &str) -> (u16, String) {
+    match e {
+        StoreError::Unavailable(_) => (503, "storage temporarily unavailable, retry later".into()),
+        StoreError::Corrupt(_) => (
+            500,
+            "stored data could not be read back; retry later (an operator has been alerted by the logs)"
+                .into(),
+        ),
+        StoreError::Rejected(_) => (
+            400,
+            format!("the request cannot be {what} (a value exceeds a storage limit)"),
+        ),
+    }
 }

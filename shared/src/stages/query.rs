@@ -22,7 +22,7 @@ use crate::domain::views::{
     DayView, ErasuresView, EventView, EventsView, MemberView, MembersView, PeopleView, ProfileView,
     ProfilesView, SegmentRef, SegmentView, SegmentsView, SyncView, SyncsView, UsageView,
 };
-use crate::stages::http::HttpReply;
+use crate::stages::http::{HttpReply, storage_failure};
 use crate::stages::metrics::Metrics;
 use crate::stages::preview::preview_input;
 use crate::store::projects::ProjectCache;
@@ -67,17 +67,12 @@ fn ok(body: impl serde::Serialize) -> HttpReply {
     )
 }
 
+/// A storage error as the read API answers it: the same mapping as mParticle's endpoint
+/// (`http::storage_failure`).
 fn unavailable(e: &StoreError) -> HttpReply {
-    if e.is_transient() {
-        warn!(error = %e, "read API: storage unavailable");
-        fail(503, "storage temporarily unavailable, retry later")
-    } else {
-        warn!(error = %e, "read API: storage refused the request");
-        fail(
-            400,
-            "the request cannot be answered (a value exceeds a storage limit)",
-        )
-    }
+    let (status, message) = storage_failure(e, "answered");
+    warn!(error = %e, status, "read API: storage failed the request");
+    fail(status, message)
 }
 
 /// Cursors are opaque to clients: hex of the position they stand for.
