@@ -262,6 +262,33 @@ async fn erasure_takes_a_person_out_of_everything_exactly_once() {
 }
 
 #[tokio::test]
+async fn a_subject_identity_too_long_to_be_a_key_is_ignored_and_the_rest_is_erased() {
+    let stack = Stack::new("erasure-huge", Region::Eu1).await;
+    stack.send(&first_batch(&stack, now_ms() - 60_000)).await;
+    stack.pipeline().await.run_until_idle(50).await.unwrap();
+    let huge = "c".repeat(3_000);
+    let identities = json!({
+        "email": {"encoding": "raw", "value": ANN_EMAIL},
+        "controller_customer_id": {"encoding": "raw", "value": huge},
+    });
+    let (status, answer) = stack
+        .post(&dsr(&stack.project, "req-huge", "erasure", identities))
+        .await;
+    // A 400 would never be retried by mParticle, and nothing would be erased.
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        read(&stack, "/v1/profiles?identity=c-1").await["profiles"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "Ann is erased"
+    );
+    let audits = read(&stack, "/v1/erasures").await;
+    assert_eq!(audits["erasures"][0]["removed"]["identities_ignored"], 1);
+    assert_eq!(audits["erasures"][0]["removed"]["profiles"], 1);
+}
+
+#[tokio::test]
 async fn an_unknown_person_is_answered_and_nothing_else_is_touched() {
     let stack = Stack::new("erasure-unknown", Region::Eu1).await;
     stack.send(&first_batch(&stack, now_ms() - 60_000)).await;

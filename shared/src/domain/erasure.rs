@@ -41,6 +41,11 @@ impl SubjectKey {
 /// An email or phone may also be a project's Identity (a connection whose `userIdType` is
 /// `email` or `mobile_number`), and an mParticle ID is the Identity of the mpid rung.
 pub fn subject_keys(kind: &str, value: &str) -> Vec<SubjectKey> {
+    // Ingestion never stores a value this long (its profile is skipped as too long), and it
+    // could not be a key: nothing to find, so the erasure counts it as ignored.
+    if value.len() > crate::domain::protocol::limits::MAX_IDENTITY_BYTES {
+        return vec![];
+    }
     let kind = kind.trim().to_ascii_lowercase();
     match kind.as_str() {
         "controller_customer_id" | "customer_id" | "customer" => {
@@ -194,6 +199,14 @@ mod tests {
     use super::*;
     use crate::domain::identity::{ProfileKey, Resolution, Rung};
     use crate::domain::protocol::submitted_ms;
+
+    #[test]
+    fn a_value_too_long_to_be_stored_finds_nothing() {
+        let huge = "x".repeat(3_000);
+        assert!(subject_keys("controller_customer_id", &huge).is_empty());
+        assert!(subject_keys("email", &format!("{huge}@example.com")).is_empty());
+        assert_eq!(subject_keys("customer_id", "c-1").len(), 1);
+    }
 
     #[test]
     fn subject_identities_are_normalised_like_ingestion() {
