@@ -212,9 +212,19 @@ async fn concurrent_resolutions_create_one_profile_per_identity() {
     let results = futures::future::join_all(rows.iter().map(|row| {
         let store = stack.store.clone();
         async move {
-            shared::stages::resolve::resolve_chunk(&store, Region::Sg1, row)
-                .await
-                .map(|r| r.changes)
+            // Retried on a transient failure, as Lambda redelivers a failed record: under this
+            // load DynamoDB Local gives up waiting for a lock ("will succeed in actual DynamoDB").
+            let mut attempt = 0;
+            loop {
+                match shared::stages::resolve::resolve_chunk(&store, Region::Sg1, row).await {
+                    Ok(r) => return Ok(r.changes),
+                    Err(e) if !e.is_permanent() && attempt < 20 => {
+                        attempt += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         }
     }))
     .await;
