@@ -165,13 +165,7 @@ pub async fn materialize_changes(
     let results: Vec<Result<MaterializeCounts, MaterializeError>> = stream::iter(groups.iter())
         .map(|(aud, pairs)| {
             let segment = segments.get(aud);
-            let layout = segment.map_or_else(
-                || SegmentLayout {
-                    audience_id: *aud,
-                    buckets: store.new_segment_buckets(),
-                },
-                SegmentLayout::of_segment,
-            );
+            let layout = SegmentLayout::of_read(*aud, segment, store.new_segment_buckets());
             materialize_segment(store, region, project_id, layout, segment, pairs)
         })
         .buffer_unordered(4)

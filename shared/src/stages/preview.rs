@@ -262,12 +262,10 @@ impl Current {
         now.active = audiences.difference(&inactive).copied().collect();
         // Where each segment's rows are: its recorded buckets, or a new segment's.
         let layout = |audience: i64| {
-            segments.get(&audience).map_or_else(
-                || SegmentLayout {
-                    audience_id: audience,
-                    buckets: store.new_segment_buckets(),
-                },
-                SegmentLayout::of_segment,
+            SegmentLayout::of_read(
+                audience,
+                segments.get(&audience),
+                store.new_segment_buckets(),
             )
         };
         // The memberships the entries concern.

@@ -478,7 +478,11 @@ impl Ctx<'_> {
             .store
             .get_profiles(self.region, &self.project, ids)
             .await?;
-        let segments = self.store.list_segments(self.region, &self.project).await?;
+        // Names and layouts only: the counters (16 shard reads a segment) are not needed here.
+        let segments = self
+            .store
+            .segments_without_counts(self.region, &self.project)
+            .await?;
         let active: Vec<&Segment> = segments.iter().filter(|s| s.is_active()).collect();
         let layouts: Vec<SegmentLayout> = active
             .iter()

@@ -724,6 +724,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::domain::changes::ChangeAction;
+    use crate::store::segment_item::segment_of;
 
     fn pair(ct: &str, event_times: &[i64]) -> PairWrite {
         let layout = SegmentLayout {
@@ -824,6 +825,7 @@ mod tests {
         assert_eq!(SegmentLayout::of_item(7, &legacy).buckets, 1);
         assert_eq!(SegmentLayout::of_read(7, None, 64).buckets, 64);
         let recorded = Item::from([(SegmentLayout::ATTRIBUTE.to_owned(), n(32))]);
+        let recorded = segment_of(7, &recorded).unwrap();
         assert_eq!(SegmentLayout::of_read(7, Some(&recorded), 64).buckets, 32);
     }
 }

@@ -175,8 +175,8 @@ impl Store {
             .collect())
     }
 
-    /// Every segment of a project, counters not read.
-    async fn segments_without_counts(
+    /// Every segment of a project, counters not read (no shard is touched).
+    pub async fn segments_without_counts(
         &self,
         region: Region,
         project_id: &str,

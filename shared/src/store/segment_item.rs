@@ -84,11 +84,11 @@ impl SegmentLayout {
         }
     }
 
-    /// The layout of a segment as read: its item's, or `new_buckets` for one not created yet
+    /// The layout of a segment as read: its own, or `new_buckets` for one not created yet
     /// (it will be created with that count: `Store::open_counter_shards` checks it).
-    pub fn of_read(audience_id: i64, segment: Option<&Item>, new_buckets: u32) -> Self {
+    pub fn of_read(audience_id: i64, segment: Option<&Segment>, new_buckets: u32) -> Self {
         match segment {
-            Some(item) => Self::of_item(audience_id, item),
+            Some(segment) => Self::of_segment(segment),
             None => Self {
                 audience_id,
                 buckets: new_buckets,
