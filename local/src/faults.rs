@@ -28,7 +28,8 @@ pub struct FaultPlan {
     /// goes out: a concurrent writer that wins the race against that transaction.
     pub before_transaction: Arc<std::sync::Mutex<Vec<Value>>>,
     /// PutItem bodies sent to the engine just before the next PutItem goes out (a concurrent
-    /// writer that lands between a read and a conditional put).
+    /// writer that lands between a read and a conditional put); a body with `"__target":
+    /// "UpdateItem"` is sent as that operation instead.
     pub before_put: Arc<std::sync::Mutex<Vec<Value>>>,
     /// Faults injected so far.
     pub injected: Arc<AtomicU32>,
@@ -113,8 +114,15 @@ impl HttpConnector for FaultConnector {
                             .as_ref()
                             .and_then(|t| t.try_clone())
                             .expect("in-memory request");
+                        // A body may name another write (`"__target": "UpdateItem"`).
+                        let mut body = body;
+                        let operation = body
+                            .as_object_mut()
+                            .and_then(|o| o.remove("__target"))
+                            .and_then(|t| t.as_str().map(str::to_owned))
+                            .unwrap_or_else(|| "PutItem".to_owned());
                         put.headers_mut()
-                            .insert("x-amz-target", "DynamoDB_20120810.PutItem");
+                            .insert("x-amz-target", format!("DynamoDB_20120810.{operation}"));
                         let text = body.to_string();
                         put.headers_mut()
                             .insert("content-length", text.len().to_string());

@@ -547,3 +547,123 @@ async fn a_retried_chunk_takes_back_what_its_failed_attempt_wrote_for_an_erased_
             .is_empty()
     );
 }
+
+/// Resolves `row` through a client that, just before resolve's first conditional put (claiming
+/// the Identity), lets an erasure land these writes: the race an erasure wins mid-chunk.
+async fn resolve_overtaken(
+    stack: &Stack,
+    row: &shared::store::inbox::InboxRow,
+    erasure_writes: Vec<Value>,
+) -> shared::stages::resolve::ChunkReport {
+    let expected = erasure_writes.len() as u32;
+    let plan = local::faults::FaultPlan::default();
+    *plan.before_put.lock().unwrap() = erasure_writes;
+    let faulty = shared::store::Store::new(
+        shared::store::clients::RegionalClients::single(local::faults::faulty_client(
+            &endpoint(),
+            plan.clone(),
+        )),
+        stack.names.clone(),
+    );
+    let report = shared::stages::resolve::resolve_chunk(&faulty, Region::Eu1, row)
+        .await
+        .unwrap();
+    assert_eq!(
+        plan.injected.load(std::sync::atomic::Ordering::SeqCst),
+        expected,
+        "the race happened"
+    );
+    report
+}
+
+/// The tombstone an erasure as of now leaves for an Identity, as a PutItem body.
+fn identity_tombstone(stack: &Stack, salt: &str, identity: &str) -> Value {
+    let hash = shared::domain::erasure::tombstone_hash(
+        salt,
+        shared::domain::erasure::TombstoneKind::Identity,
+        identity,
+    );
+    json!({
+        "TableName": stack.names.name(Region::Eu1, Table::Profiles),
+        "Item": {"pk": {"S": shared::store::keys::profiles::tombstone_pk(&stack.project.id, &hash)},
+                 "erased_ms": {"N": now_ms().to_string()}}
+    })
+}
+
+#[tokio::test]
+async fn the_projects_first_erasure_overtaking_a_chunk_still_wins() {
+    // A project that never had an erasure: resolve finds no salt when the chunk begins.
+    let stack = Stack::new("erasure-first-race", Region::Eu1).await;
+    stack
+        .send(&ann_batch(&stack, "in-flight", now_ms() - 60_000))
+        .await;
+    let row = stack.chunks().await.into_iter().next().unwrap();
+    let project = stack.project.id.clone();
+    // The project's first erasure (of Ann) lands meanwhile: the salt, then Ann's tombstone.
+    let salt = "the-first-salt";
+    let make_salt = json!({
+        "__target": "UpdateItem",
+        "TableName": stack.names.name(Region::Eu1, Table::Projects),
+        "Key": {"project_id": {"S": project}},
+        "UpdateExpression": "SET erasure_salt = :s",
+        "ExpressionAttributeValues": {":s": {"S": salt}},
+    });
+    let report = resolve_overtaken(
+        &stack,
+        &row,
+        vec![make_salt, identity_tombstone(&stack, salt, "c-1")],
+    )
+    .await;
+    assert_eq!(
+        stack
+            .store
+            .erasure_salt(Region::Eu1, &project, false)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(salt)
+    );
+
+    // Nothing of Ann stays, and nothing is handed on to materialize.
+    assert_eq!(report.outcomes.erased, 1);
+    assert!(report.changes.is_empty());
+    assert!(items_mentioning(&stack, &project, "c-1").await.is_empty());
+    assert!(
+        items_mentioning(&stack, &project, ANN_EMAIL)
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_take_back_removes_a_profile_that_holds_only_its_identity() {
+    let (stack, salt, _) = salted_with_ann_chunk("erasure-identity-only").await;
+    // Cy has a customer id and nothing else: his profile holds only that Identity.
+    stack
+        .send(&stack.batch(
+            "cy-in-flight",
+            now_ms() - 30_000,
+            json!([{"user_identities": [raw("customer", "c-9")],
+                    "audiences": [entry(7, "add")]}]),
+        ))
+        .await;
+    let row = stack
+        .chunks()
+        .await
+        .into_iter()
+        .find(|r| r.message_id == "cy-in-flight")
+        .unwrap();
+    let project = stack.project.id.clone();
+    let report =
+        resolve_overtaken(&stack, &row, vec![identity_tombstone(&stack, &salt, "c-9")]).await;
+
+    assert_eq!(report.outcomes.erased, 1);
+    assert!(report.changes.is_empty());
+    assert!(items_mentioning(&stack, &project, "c-9").await.is_empty());
+    assert!(
+        read(&stack, "/v1/profiles?identity=c-9").await["profiles"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -154,6 +154,21 @@ impl Erasures {
         })
     }
 
+    /// The erasures as they stand now, for the check after writing: a project that had none when
+    /// the chunk began may have had its first meanwhile (its salt is made before any tombstone),
+    /// so the salt is read again; a salt once made never changes, so one that was there stays.
+    pub(crate) async fn again(
+        self,
+        store: &Store,
+        region: Region,
+        project: &str,
+    ) -> Result<Self, StoreError> {
+        match self.salt {
+            Some(_) => Ok(self),
+            None => Self::of(store, region, project).await,
+        }
+    }
+
     /// For each of `users`, the time of the newest erasure made after `message_ts` that covers it
     /// (by ladder key, email or phone); `None` if none does.
     pub(crate) async fn covering(
@@ -333,6 +348,7 @@ pub async fn resolve_chunk(
 
     // 3b. Checked again after writing: an erasure made meanwhile removed what it found before
     //     these writes landed, so they are removed here (docs/architecture.md, Erasure).
+    let erasures = erasures.again(store, region, project).await?;
     let covered = erasures
         .covering(store, region, project, row.message_ts, &resolved)
         .await?;
@@ -422,8 +438,8 @@ fn plan_chunk(
             version: version.clone(),
         };
         let m = merges.entry(ct.clone()).or_default();
-        if identity.is_some() {
-            m.identity = identity.clone();
+        if let Some(id) = &identity {
+            m.identity = Some(versioned(id.clone()));
         }
         if let Some(e) = &r.resolution.email {
             m.email = Some(versioned(e.clone()));

@@ -97,7 +97,8 @@ pub fn version_attribute(field: &str) -> String {
 /// by the version of the message that set it, not by arrival.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProfileMerge {
-    pub identity: Option<String>,
+    /// Versioned like the fields, so a take-back can tell the message that set it.
+    pub identity: Option<Versioned<String>>,
     pub email: Option<Versioned<String>>,
     pub phone: Option<Versioned<String>>,
     /// Upserts (`Some`) and deletions (`None`) by key.
@@ -120,8 +121,8 @@ pub struct FieldWrite {
 /// The write that brings a stored profile up to a merge: only fields whose version is newer.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProfileWrite {
-    /// Set only if the profile has no Identity yet.
-    pub identity: Option<String>,
+    /// Set only if the profile has no Identity yet, with the version of the message that sets it.
+    pub identity: Option<Versioned<String>>,
     pub fields: Vec<FieldWrite>,
     /// The profile does not exist yet.
     pub create: bool,
@@ -445,10 +446,14 @@ impl Store {
             .expression_attribute_values(":pid", s(project_id))
             .expression_attribute_values(":now", n(now_ms));
         if let Some(id) = &write.identity {
+            // Both or neither: the version names the message whose Identity stands.
             set.push("#identity = if_not_exists(#identity, :id)".into());
+            set.push("#vid = if_not_exists(#vid, :vid)".into());
             req = req
                 .expression_attribute_names("#identity", "identity")
-                .expression_attribute_values(":id", s(id.clone()));
+                .expression_attribute_names("#vid", version_attribute("identity"))
+                .expression_attribute_values(":id", s(id.value.clone()))
+                .expression_attribute_values(":vid", s(id.version.clone()));
         }
         for (i, f) in write.fields.iter().enumerate() {
             let (name, version) = (format!("#f{i}"), format!("#v{i}"));
