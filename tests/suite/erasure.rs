@@ -667,3 +667,134 @@ async fn a_take_back_removes_a_profile_that_holds_only_its_identity() {
             .is_empty()
     );
 }
+
+/// An erasure request of customer `c-2` whose `submitted_time` (if any) is `submitted`.
+fn dsr_of_bob(stack: &Stack, request_id: &str, submitted: Option<Value>) -> String {
+    let mut body: Value = serde_json::from_str(&dsr(
+        &stack.project,
+        request_id,
+        "erasure",
+        json!({"customer_id": {"encoding": "raw", "value": "c-2"}}),
+    ))
+    .unwrap();
+    match submitted {
+        Some(t) => body["submitted_time"] = t,
+        None => {
+            body.as_object_mut().unwrap().remove("submitted_time");
+        }
+    }
+    body.to_string()
+}
+
+#[tokio::test]
+async fn a_batch_sent_before_the_request_arrived_never_lands_after_the_erasure() {
+    let stack = Stack::new("erasure-cut-off", Region::Eu1).await;
+    let project = stack.project.id.clone();
+    let bob = imported_bob(&stack).await;
+    // Bob asked 30 s ago; 10 s ago mParticle still sent him into audience 8. That batch is
+    // resolved before the request arrives and materialized after it.
+    stack
+        .send(&stack.batch(
+            "between",
+            now_ms() - 10_000,
+            json!([{"user_identities": [raw("customer", "c-2")], "audiences": [entry(8, "add")]}]),
+        ))
+        .await;
+    let row = stack
+        .chunks()
+        .await
+        .into_iter()
+        .find(|r| r.message_id == "between")
+        .unwrap();
+    let resolved = shared::stages::resolve::resolve_chunk(&stack.store, Region::Eu1, &row)
+        .await
+        .unwrap();
+    assert_eq!(resolved.changes.len(), 1);
+    let asked = (now_ms() - 30_000) as f64 / 1000.0;
+    let (status, answer) = stack
+        .post(&dsr_of_bob(&stack, "req-cut", Some(json!(asked))))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let counts = shared::stages::materialize::materialize_changes(
+        &stack.store,
+        Region::Eu1,
+        &project,
+        &resolved.changes,
+    )
+    .await
+    .unwrap();
+
+    // No membership, no Partner Sync event, no count for the erased CleverTap ID.
+    assert_eq!((counts.added, counts.stale), (0, 1));
+    assert_eq!(member_count(&stack, 8).await, (1, 1, 0), "Ann only");
+    let left: Vec<String> = items_mentioning(&stack, &project, &bob)
+        .await
+        .into_iter()
+        .filter(|i| i.contains("Partner Sync") || i.contains("c-2"))
+        .collect();
+    assert!(left.is_empty(), "{left:#?}");
+    // The audit row keeps both times: the cut-off is the arrival, after the person asked.
+    let audit = stack
+        .store
+        .erasure_audit(Region::Eu1, &project, "req-cut")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(audit.submitted_ms, Some((asked * 1000.0).round() as i64));
+    assert!(audit.erased_ms > now_ms() - 10_000);
+}
+
+#[tokio::test]
+async fn an_erasures_times_are_bounded_like_a_batchs() {
+    let stack = Stack::new("erasure-times", Region::Eu1).await;
+    imported_bob(&stack).await;
+    let far_future = (now_ms() + 86_400_000) as f64 / 1000.0;
+    for (submitted, path) in [
+        (Some(json!(far_future)), "submitted_time"),
+        (Some(json!(-5)), "submitted_time"),
+        (Some(json!("soon")), "submitted_time"),
+    ] {
+        let (status, answer) = stack
+            .post(&dsr_of_bob(&stack, "req-bad", submitted.clone()))
+            .await;
+        assert_eq!(
+            (status, answer["path"].as_str()),
+            (400, Some(path)),
+            "{submitted:?}: {answer}"
+        );
+    }
+    let mut negative: Value = serde_json::from_str(&dsr_of_bob(&stack, "req-neg", None)).unwrap();
+    negative["timestamp_ms"] = json!(-1);
+    let (status, answer) = stack.post(&negative.to_string()).await;
+    assert_eq!(
+        (status, answer["path"].as_str()),
+        (400, Some("timestamp_ms")),
+        "{answer}"
+    );
+    // Nothing was erased by the refused requests.
+    assert_eq!(member_count(&stack, 7).await.0, 2);
+
+    // Without a `submitted_time` the cut-off is still the arrival: a batch sent just before it
+    // is covered, whatever the message's own `timestamp_ms` says.
+    let before = now_ms() - 1;
+    let mut old_message: Value =
+        serde_json::from_str(&dsr_of_bob(&stack, "req-none", None)).unwrap();
+    old_message["timestamp_ms"] = json!(1);
+    let (status, answer) = stack.post(&old_message.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    stack
+        .send(&stack.batch(
+            "just-before",
+            before,
+            json!([{"user_identities": [raw("customer", "c-2")], "audiences": [entry(8, "add")]}]),
+        ))
+        .await;
+    stack.pipeline().await.run_until_idle(50).await.unwrap();
+    assert_eq!(member_count(&stack, 8).await, (1, 1, 0), "Ann only");
+    assert!(
+        read(&stack, "/v1/profiles?identity=c-2").await["profiles"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}

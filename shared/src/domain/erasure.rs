@@ -189,7 +189,11 @@ pub struct ErasureAudit {
     pub request_id: String,
     pub regulation: String,
     pub source: ErasureSource,
+    /// The cut-off: when the request reached this service.
     pub erased_ms: i64,
+    /// When the person asked (mParticle's `submitted_time`), if it was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_ms: Option<i64>,
     pub completed_ms: i64,
     pub removed: ErasureCounts,
 }

@@ -854,8 +854,10 @@ pub struct DsrProcessingRequest {
     /// mParticle's id of the request: the idempotency key of the erasure.
     pub subject_request_id: String,
     pub request_type: DsrRequestType,
-    /// When the person asked, in epoch ms (`submitted_time`); the message's time if absent.
-    pub submitted_ms: i64,
+    /// When the person asked, in epoch ms (`submitted_time`), if given: recorded in the audit
+    /// row; the erasure's cut-off is the time the request reached this service (docs/contract.md
+    /// §2.8).
+    pub submitted_ms: Option<i64>,
     pub subject_identities: Vec<SubjectIdentity>,
     pub regulation: Regulation,
 }
@@ -1187,11 +1189,18 @@ pub mod limits {
                 ),
             ));
         }
-        if timestamp_ms < 0 || timestamp_ms > now_ms + MAX_CLOCK_SKEW_MS {
+        check_time("timestamp_ms", timestamp_ms, now_ms)
+    }
+
+    /// A time a message carries (epoch ms at `path`): not negative, and not more than the clock
+    /// skew ahead of this service's clock.
+    pub fn check_time(path: &str, ms: i64, now_ms: i64) -> Result<(), ParseError> {
+        if ms < 0 || ms > now_ms + MAX_CLOCK_SKEW_MS {
             return Err(invalid(
-                "timestamp_ms",
+                path,
                 format!(
-                    "`timestamp_ms` {timestamp_ms} is negative or more than {} minutes ahead of this                      service's clock",
+                    "`{path}` {ms} is negative or more than {} minutes ahead of this \
+                     service's clock",
                     MAX_CLOCK_SKEW_MS / 60_000
                 ),
             ));
@@ -1327,7 +1336,23 @@ pub fn parse_request_into<'de, S: ProfileSink<'de>>(
                 t if t == "erasure" => DsrRequestType::Erasure,
                 t => DsrRequestType::Other(t),
             };
-            let timestamp_ms = wire.timestamp_ms.unwrap_or_else(now_ms);
+            let now = now_ms();
+            let timestamp_ms = wire.timestamp_ms.unwrap_or(now);
+            limits::check_time("timestamp_ms", timestamp_ms, now)?;
+            let submitted = match wire.submitted_time {
+                None => None,
+                Some(seconds) => {
+                    let ms = submitted_ms(seconds).ok_or_else(|| ParseError {
+                        kind: ParseErrorKind::InvalidValue,
+                        path: "submitted_time".into(),
+                        reason: format!(
+                            "`submitted_time` {seconds} is not a time in epoch seconds"
+                        ),
+                    })?;
+                    limits::check_time("submitted_time", ms, now)?;
+                    Some(ms)
+                }
+            };
             let subject_identities = wire
                 .subject_identities
                 .unwrap_or_default()
@@ -1349,10 +1374,7 @@ pub fn parse_request_into<'de, S: ProfileSink<'de>>(
                 account,
                 subject_request_id: request_id,
                 request_type,
-                submitted_ms: wire
-                    .submitted_time
-                    .and_then(submitted_ms)
-                    .unwrap_or(timestamp_ms),
+                submitted_ms: submitted,
                 subject_identities,
                 regulation: Regulation::parse(wire.regulation.as_deref()),
             }))

@@ -138,7 +138,7 @@ impl Endpoint {
                 ),
             );
         }
-        let request = ErasureRequest::from_dsr(&r);
+        let request = ErasureRequest::from_dsr(&r, protocol::now_ms());
         match erasure::erase(&self.store, out.region, &out.project_id, &request).await {
             Ok(outcome) => {
                 match &outcome {

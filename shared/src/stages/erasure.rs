@@ -36,15 +36,21 @@ pub struct ErasureRequest {
     pub request_id: String,
     pub regulation: Regulation,
     pub source: ErasureSource,
-    /// What the erasure is as of: batches sent before it skip the person, later ones may not.
+    /// The cut-off: batches sent before it skip the person, later ones may bring them back.
     pub erased_ms: i64,
+    /// When the person asked (mParticle's `submitted_time`), kept in the audit row.
+    pub submitted_ms: Option<i64>,
     pub keys: BTreeSet<SubjectKey>,
     /// Subject identities this output stores nothing under (device ids, hashed values).
     pub ignored_identities: u32,
 }
 
 impl ErasureRequest {
-    pub fn from_dsr(r: &DsrProcessingRequest) -> Self {
+    /// The erasure a request that reached this service at `arrived_ms` asks for. The cut-off is
+    /// the arrival: every batch mParticle sent before then is covered, whatever `submitted_time`
+    /// says (a batch sent between the two still held the person; a far-future `submitted_time`
+    /// is refused by the parser and could never ban the person for good).
+    pub fn from_dsr(r: &DsrProcessingRequest, arrived_ms: i64) -> Self {
         let mut keys = BTreeSet::new();
         let mut ignored = 0;
         for i in &r.subject_identities {
@@ -62,7 +68,8 @@ impl ErasureRequest {
             request_id: r.subject_request_id.clone(),
             regulation: r.regulation,
             source: ErasureSource::Mparticle,
-            erased_ms: r.submitted_ms,
+            erased_ms: arrived_ms,
+            submitted_ms: r.submitted_ms,
             keys,
             ignored_identities: ignored,
         }
@@ -93,6 +100,7 @@ impl ErasureRequest {
             regulation,
             source: ErasureSource::Admin,
             erased_ms: now_ms(),
+            submitted_ms: None,
             keys,
             ignored_identities: 0,
         })
@@ -151,6 +159,7 @@ pub async fn erase(
         regulation: req.regulation.as_str().to_owned(),
         source: req.source,
         erased_ms: req.erased_ms,
+        submitted_ms: req.submitted_ms,
         completed_ms: now_ms(),
         removed,
     };
