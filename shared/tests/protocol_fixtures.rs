@@ -133,7 +133,7 @@ fn fixture_details_survive_parsing() {
         dsr.subject_request_id,
         "4b9e0c3f-81d2-47a6-9c55-e2a01f6d7b38"
     );
-    assert_eq!(dsr.submitted_ms, 1_740_652_744_518);
+    assert_eq!(dsr.submitted_ms, Some(1_740_652_744_518));
     let kinds: Vec<&str> = dsr
         .subject_identities
         .iter()

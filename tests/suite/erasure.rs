@@ -798,3 +798,78 @@ async fn an_erasures_times_are_bounded_like_a_batchs() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn an_erasure_finds_a_profile_the_email_index_has_not_caught_up_with() {
+    let stack = Stack::new("erasure-index-lag", Region::Eu1).await;
+    let project = stack.project.id.clone();
+    stack.send(&first_batch(&stack, now_ms() - 60_000)).await;
+    stack.pipeline().await.run_until_idle(50).await.unwrap();
+    // Every read of the email and phone indexes misses Ann's fresh entries (a lagging index).
+    let plan = local::faults::FaultPlan::default();
+    plan.lagging_index_reads
+        .store(100, std::sync::atomic::Ordering::SeqCst);
+    let lagging = shared::store::Store::new(
+        shared::store::clients::RegionalClients::single(local::faults::faulty_client(
+            &endpoint(),
+            plan.clone(),
+        )),
+        stack.names.clone(),
+    );
+    let request = ErasureRequest::by_operator("email", ANN_EMAIL, None, Regulation::Gdpr).unwrap();
+    let ErasureOutcome::Erased(audit) = erase(&lagging, Region::Eu1, &project, &request)
+        .await
+        .unwrap()
+    else {
+        panic!("a new request")
+    };
+    assert!(plan.injected.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    assert_eq!(audit.removed.profiles, 1);
+    assert!(items_mentioning(&stack, &project, "c-1").await.is_empty());
+    assert!(
+        items_mentioning(&stack, &project, ANN_EMAIL)
+            .await
+            .is_empty()
+    );
+    assert!(
+        items_mentioning(&stack, &project, ANN_PHONE)
+            .await
+            .is_empty()
+    );
+    assert!(
+        !items_mentioning(&stack, &project, "c-2").await.is_empty(),
+        "Bob stays"
+    );
+}
+
+#[tokio::test]
+async fn the_values_found_on_an_erased_profile_lead_to_the_persons_other_profiles() {
+    let stack = Stack::new("erasure-closure", Region::Eu1).await;
+    let project = stack.project.id.clone();
+    stack.send(&first_batch(&stack, now_ms() - 60_000)).await;
+    // Ann's second profile (another customer id) holds only her phone.
+    stack
+        .send(&stack.batch(
+            "second-profile",
+            now_ms() - 50_000,
+            json!([{"user_identities": [raw("customer", "c-5"), raw("mobile_number", ANN_PHONE)],
+                    "audiences": [entry(8, "add")]}]),
+        ))
+        .await;
+    stack.pipeline().await.run_until_idle(50).await.unwrap();
+    assert_eq!(member_count(&stack, 8).await, (2, 2, 0));
+
+    let request = ErasureRequest::by_operator("email", ANN_EMAIL, None, Regulation::Gdpr).unwrap();
+    erase(&stack.store, Region::Eu1, &project, &request)
+        .await
+        .unwrap();
+
+    assert!(items_mentioning(&stack, &project, "c-5").await.is_empty());
+    assert!(
+        items_mentioning(&stack, &project, ANN_PHONE)
+            .await
+            .is_empty()
+    );
+    assert_eq!(member_count(&stack, 8).await.0, 0);
+    assert_eq!(member_count(&stack, 7).await.0, 1, "Bob stays");
+}

@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
+use tracing::warn;
 
 use crate::domain::erasure::{
     ErasureAudit, ErasureCounts, ErasureSource, SubjectKey, erasure_version, subject_keys,
@@ -26,6 +27,7 @@ use crate::domain::protocol::{DsrProcessingRequest, Encoding, Regulation, now_ms
 use crate::domain::records::Profile;
 use crate::domain::region::Region;
 use crate::store::erasure::RowErased;
+use crate::store::holders::HeldValue;
 use crate::store::segment_item::SegmentLayout;
 use crate::store::{Store, StoreError};
 
@@ -142,17 +144,16 @@ pub async fn erase(
     let version = erasure_version(req.erased_ms);
     removed.tombstones =
         write_tombstones(store, region, project_id, req.erased_ms, &req.keys).await?;
-    // 2. Whom, and what they hold: the values on their profiles are remembered too.
-    let people = find_people(store, region, project_id, &req.keys).await?;
-    let cts: Vec<String> = people.keys().cloned().collect();
-    let profiles = store.get_profiles(region, project_id, &cts).await?;
-    let held = what_they_hold(people, &profiles);
-    let found_on_profiles: BTreeSet<SubjectKey> =
-        held.remembered.difference(&req.keys).cloned().collect();
-    removed.tombstones +=
-        write_tombstones(store, region, project_id, req.erased_ms, &found_on_profiles).await?;
-    // 3. Their data: memberships, events, claims, profiles.
+    // 2. Whom, and what they hold; the values found on their profiles lead further (a second
+    //    profile holding only the person's phone), each tombstoned before it is searched.
+    let (held, holders) = find_everyone(store, region, project_id, req, &mut removed).await?;
+    // 3. Their data: memberships, events, claims, profiles, then the holders of their values.
     removed.add(&erase_profiles(store, region, project_id, &held.claims, &version).await?);
+    for (kind, value, ct) in &holders {
+        store
+            .remove_holder(region, project_id, *kind, value, ct)
+            .await?;
+    }
     // 4. The audit row.
     let audit = ErasureAudit {
         request_id: req.request_id.clone(),
@@ -280,14 +281,91 @@ async fn leave_every_segment(
     Ok((cleared as u64, removed as u64))
 }
 
-/// The CleverTap IDs the subject's keys lead to, each with the claimed Identities that led there.
+/// Rounds of following the values found on erased profiles to more profiles: each round
+/// searches only values not searched before, so a person's values are exhausted in a few.
+const MAX_SEARCH_ROUNDS: usize = 4;
+
+/// Every profile the request's values lead to, and the values found on those profiles, round
+/// by round (tombstones first, then the search); answers what they hold and which holders
+/// records name them.
+async fn find_everyone(
+    store: &Store,
+    region: Region,
+    project_id: &str,
+    req: &ErasureRequest,
+    removed: &mut ErasureCounts,
+) -> Result<(Held, BTreeSet<HolderOf>), StoreError> {
+    let mut people: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut profiles: Vec<Profile> = Vec::new();
+    let mut holders: BTreeSet<HolderOf> = BTreeSet::new();
+    let mut searched: BTreeSet<SubjectKey> = BTreeSet::new();
+    let mut next: BTreeSet<SubjectKey> = req.keys.clone();
+    for round in 0..MAX_SEARCH_ROUNDS {
+        if round > 0 {
+            removed.tombstones +=
+                write_tombstones(store, region, project_id, req.erased_ms, &next).await?;
+        }
+        let (found, found_holders) = find_people(store, region, project_id, &next).await?;
+        holders.extend(found_holders);
+        searched.extend(std::mem::take(&mut next));
+        let new: Vec<String> = found
+            .keys()
+            .filter(|ct| !people.contains_key(*ct))
+            .cloned()
+            .collect();
+        for (ct, ids) in found {
+            people.entry(ct).or_default().extend(ids);
+        }
+        profiles.extend(store.get_profiles(region, project_id, &new).await?);
+        let held = what_they_hold(people.clone(), &profiles);
+        next = held
+            .remembered
+            .iter()
+            .filter(|k| !searched.contains(*k))
+            .cloned()
+            .collect();
+        if next.is_empty() {
+            break;
+        }
+    }
+    // Values still unsearched after the last round are remembered all the same.
+    removed.tombstones += write_tombstones(store, region, project_id, req.erased_ms, &next).await?;
+    if !next.is_empty() {
+        warn!(
+            project_id,
+            values = next.len(),
+            "erasure: values left unsearched after {MAX_SEARCH_ROUNDS} rounds"
+        );
+    }
+    for p in &profiles {
+        holders.extend(
+            p.email
+                .clone()
+                .map(|e| (HeldValue::Email, e, p.clevertap_id.clone())),
+        );
+        holders.extend(
+            p.phone
+                .clone()
+                .map(|v| (HeldValue::Phone, v, p.clevertap_id.clone())),
+        );
+    }
+    Ok((what_they_hold(people, &profiles), holders))
+}
+
+/// A holders record: this value (email or phone) leads to this CleverTap ID.
+type HolderOf = (HeldValue, String, String);
+
+/// The CleverTap IDs the subject's keys lead to, each with the claimed Identities that led
+/// there, and the holders records that led there. Emails and phones are read from their holders
+/// (strongly consistent) and from the indexes (profiles written before holders were recorded).
 async fn find_people(
     store: &Store,
     region: Region,
     project_id: &str,
     keys: &BTreeSet<SubjectKey>,
-) -> Result<BTreeMap<String, BTreeSet<String>>, StoreError> {
+) -> Result<(BTreeMap<String, BTreeSet<String>>, BTreeSet<HolderOf>), StoreError> {
     let mut people: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut holders: BTreeSet<HolderOf> = BTreeSet::new();
     let identities: HashSet<&str> = keys
         .iter()
         .filter_map(|k| match k {
@@ -302,25 +380,36 @@ async fn find_people(
         people.entry(ct).or_default().insert(identity);
     }
     for key in keys {
-        let found = match key {
-            SubjectKey::Email(e) => {
+        let (kind, value, indexed) = match key {
+            SubjectKey::Email(e) => (
+                HeldValue::Email,
+                e,
                 store
                     .clevertap_ids_by(region, project_id, Some(e), None)
-                    .await?
-            }
-            SubjectKey::Phone(p) => {
+                    .await?,
+            ),
+            SubjectKey::Phone(p) => (
+                HeldValue::Phone,
+                p,
                 store
                     .clevertap_ids_by(region, project_id, None, Some(p))
-                    .await?
+                    .await?,
+            ),
+            SubjectKey::CleverTapId(ct) => {
+                people.entry(ct.clone()).or_default();
+                continue;
             }
-            SubjectKey::CleverTapId(ct) => vec![ct.clone()],
             SubjectKey::Identity(_) => continue,
         };
-        for ct in found {
+        for ct in store.holders(region, project_id, kind, value).await? {
+            holders.insert((kind, value.clone(), ct.clone()));
+            people.entry(ct).or_default();
+        }
+        for ct in indexed {
             people.entry(ct).or_default();
         }
     }
-    Ok(people)
+    Ok((people, holders))
 }
 
 async fn write_tombstones(

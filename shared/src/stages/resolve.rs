@@ -25,6 +25,7 @@ use crate::domain::protocol::{AttributeAction, AudienceAction, UserIdentityType,
 use crate::domain::records::{InboxStatus, Profile, PropertyValue};
 use crate::domain::region::Region;
 use crate::stages::stream::{self as records, RecordError};
+use crate::store::holders::HeldValue;
 use crate::store::inbox::InboxRow;
 use crate::store::profiles::message_version_prefix;
 use crate::store::profiles::{ProfileMerge, Versioned, data_version};
@@ -571,6 +572,20 @@ async fn write_profile(
         let Some(write) = merge.plan(project, current.as_ref()) else {
             return Ok(());
         };
+        // Holders first: an erasure that misses them runs after this chunk's own check. A value
+        // the profile holds already was recorded when it got it.
+        for (kind, value) in write.held_values() {
+            let held = current.as_ref().and_then(|p| match kind {
+                HeldValue::Email => p.email.as_deref(),
+                HeldValue::Phone => p.phone.as_deref(),
+            });
+            if held == Some(value) {
+                continue;
+            }
+            store
+                .add_holder(region, project, kind, value, clevertap_id)
+                .await?;
+        }
         if store
             .write_profile(region, project, clevertap_id, &write, now)
             .await?

@@ -97,6 +97,16 @@ pub mod profiles {
         format!("{project_id}#{phone}")
     }
 
+    /// The holders of one email or phone (`kind`): the CleverTap IDs of the profiles that were
+    /// given it, kept in the table itself so an erasure reads them strongly consistent (the
+    /// `by_email` / `by_phone` indexes may lag).
+    pub fn holders_pk(project_id: &str, kind: &str, value: &str) -> String {
+        format!("H#{project_id}#{kind}#{value}")
+    }
+
+    /// Attribute of a holders item: the CleverTap IDs (a string set).
+    pub const HOLDERS: &str = "cts";
+
     /// A tombstone: something of an erased person, by its salted hash (`domain::erasure`).
     pub fn tombstone_pk(project_id: &str, hash: &str) -> String {
         format!("T#{project_id}#{hash}")

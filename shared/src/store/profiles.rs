@@ -128,6 +128,19 @@ pub struct ProfileWrite {
     pub create: bool,
 }
 
+impl ProfileWrite {
+    /// The emails and phones this write gives the profile: their holders are recorded first.
+    pub fn held_values(&self) -> Vec<(crate::store::holders::HeldValue, &str)> {
+        self.fields
+            .iter()
+            .filter_map(|f| {
+                let kind = crate::store::holders::HeldValue::of_field(&f.attribute)?;
+                Some((kind, f.value.as_ref()?.as_s().ok()?.as_str()))
+            })
+            .collect()
+    }
+}
+
 impl ProfileMerge {
     /// Plans the write against the stored profile (`None`: a new one); `None` if nothing would
     /// change. A field is written when its version is newer than the stored one, even with an
@@ -345,6 +358,14 @@ impl Store {
                 conditional(res)?
             };
             if done {
+                // The values taken back no longer lead to this profile.
+                for (field, _) in &ours {
+                    let kind = crate::store::holders::HeldValue::of_field(field);
+                    if let (Some(kind), Some(value)) = (kind, get_s(&item, field)) {
+                        self.remove_holder(region, project_id, kind, value, clevertap_id)
+                            .await?;
+                    }
+                }
                 return Ok(());
             }
         }
