@@ -34,6 +34,8 @@ pub struct FaultPlan {
     /// Queries of the email and phone indexes answered as if the newest entries had not reached
     /// the index yet (empty), as a global secondary index may lag its table.
     pub lagging_index_reads: Arc<AtomicU32>,
+    /// Requests that reached this client (every DynamoDB call, faulty or not).
+    pub calls: Arc<AtomicU32>,
     /// Faults injected so far.
     pub injected: Arc<AtomicU32>,
 }
@@ -89,6 +91,7 @@ impl HttpConnector for FaultConnector {
             .unwrap_or_default()
             .to_owned();
         let plan = self.plan.clone();
+        plan.calls.fetch_add(1, Ordering::SeqCst);
         if FaultPlan::take(&plan.throttles) {
             plan.injected.fetch_add(1, Ordering::SeqCst);
             return HttpConnectorFuture::ready(Ok(json_response(

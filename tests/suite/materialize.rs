@@ -788,3 +788,65 @@ async fn paging_across_buckets_lists_every_member_present_throughout_exactly_onc
     }
     assert_eq!(stack.members(21, 100).await.len(), 300);
 }
+
+#[tokio::test]
+async fn a_page_of_members_or_people_costs_a_bounded_number_of_dynamodb_calls() {
+    let stack = Stack::new("mat-bounded-reads", Region::Eu1).await;
+    let project = stack.project.id.clone();
+    // 21 and 12 (one bucket, as stored before buckets) hold only former members; 22 holds
+    // members none of whom ever left.
+    stack.send(&stack.subscription(12, "Old", "add", 1)).await;
+    local::raw::forget_segment_buckets(
+        &stack.client,
+        &stack.names.name(Region::Eu1, Table::Segments),
+        &project,
+        12,
+    )
+    .await;
+    let mut changes = Vec::new();
+    // More rows than a page may read one at a time (a page of one asks for one row a Query).
+    for i in 0..200 {
+        let ct = format!("__f{i:03}");
+        for aud in [12, 21] {
+            changes.push(change(&ct, aud, ChangeAction::Add, 10, "in"));
+            changes.push(change(&ct, aud, ChangeAction::Delete, 20, "out"));
+        }
+        changes.push(change(&ct, 22, ChangeAction::Add, 10, "in"));
+    }
+    for chunk in changes.chunks(500) {
+        materialize_changes(&stack.store, Region::Eu1, &project, chunk)
+            .await
+            .unwrap();
+    }
+    let plan = local::faults::FaultPlan::default();
+    let counting = shared::store::Store::new(
+        shared::store::clients::RegionalClients::single(local::faults::faulty_client(
+            &endpoint(),
+            plan.clone(),
+        )),
+        stack.names.clone(),
+    );
+    let bound = shared::store::reads::MAX_PAGE_QUERIES as u32 + 8;
+    for path in [
+        "/v1/segments/21/members?limit=1",
+        "/v1/segments/12/members?limit=1",
+        "/v1/people?event=Partner%20Sync&segment=22&action=Removed&limit=1",
+    ] {
+        let path = path.replace("%20", " ");
+        plan.calls.store(0, std::sync::atomic::Ordering::SeqCst);
+        let (status, page) = stack
+            .read_api_through(&counting, &stack.project.passcode, "GET", &path, "")
+            .await;
+        let calls = plan.calls.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(status, 200, "{path}: {page}");
+        assert!(
+            calls <= bound,
+            "{path}: {calls} DynamoDB calls for one page"
+        );
+        // What was found so far comes back with a cursor to go on from.
+        assert!(page["next_cursor"].is_string(), "{path}: {page}");
+    }
+    // Followed to the end, the pages find what there is: nobody.
+    assert!(stack.members(21, 100).await.is_empty());
+    assert!(stack.people(22, Some("Removed"), 100).await.is_empty());
+}

@@ -229,9 +229,22 @@ impl Stack {
         path: &str,
         body: &str,
     ) -> (u16, serde_json::Value) {
+        self.read_api_through(&self.store, passcode, method, path, body)
+            .await
+    }
+
+    /// A read API request answered through `store` (a fault layer's, say).
+    pub async fn read_api_through(
+        &self,
+        store: &shared::store::Store,
+        passcode: &str,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
         use std::collections::HashMap;
         let api = shared::stages::query::QueryApi::new(
-            self.store.clone(),
+            store.clone(),
             self.project.region,
             std::time::Duration::ZERO,
             false,

@@ -76,6 +76,9 @@ fn unavailable(e: &StoreError) -> HttpReply {
 }
 
 /// Cursors are opaque to clients: hex of the position they stand for.
+/// Reads of the sync log's index per page (each reads every shard of the index once).
+const MAX_SYNC_READS: usize = 8;
+
 fn encode_cursor(position: Option<String>) -> Option<String> {
     position.map(hex::encode)
 }
@@ -624,6 +627,9 @@ impl Ctx<'_> {
         }))
     }
 
+    /// The sync log, `limit` requests a page: rows are read 100 at a time, at most
+    /// [`MAX_SYNC_READS`] times a page (a request of many chunks may end a page early; the
+    /// cursor goes on from the last row read).
     pub(crate) async fn syncs(&self, query: &HashMap<String, String>) -> Reply<SyncsView> {
         let limit = try_reply!(limit_of(query));
         let mut before = try_reply!(decode_cursor(query));
@@ -631,7 +637,9 @@ impl Ctx<'_> {
         let mut groups: Vec<(String, Vec<SyncRow>)> = Vec::new();
         let mut last_key: Option<String> = None;
         let mut exhausted = false;
-        while groups.len() <= limit && !exhausted {
+        let mut reads = 0;
+        while groups.len() <= limit && !exhausted && reads < MAX_SYNC_READS {
+            reads += 1;
             let (rows, more) = self
                 .store
                 .sync_rows(self.region, &self.project, 100, before.as_deref())
@@ -656,7 +664,7 @@ impl Ctx<'_> {
                 break;
             }
         }
-        let more = groups.len() == limit && !exhausted;
+        let more = (groups.len() == limit || reads == MAX_SYNC_READS) && !exhausted;
         let syncs: Vec<SyncView> = groups
             .iter()
             .map(|(id, rows)| sync_view(id, rows))
