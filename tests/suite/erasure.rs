@@ -2,6 +2,7 @@
 //! what stays, redelivery, late and newer batches, an unknown person, another project, the audit
 //! row, and the operator's path.
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use integration_tests::*;
 use serde_json::{Value, json};
 use shared::domain::protocol::{Regulation, now_ms};
@@ -872,4 +873,155 @@ async fn the_values_found_on_an_erased_profile_lead_to_the_persons_other_profile
     );
     assert_eq!(member_count(&stack, 8).await.0, 0);
     assert_eq!(member_count(&stack, 7).await.0, 1, "Bob stays");
+}
+
+#[tokio::test]
+async fn an_erasures_cost_grows_with_what_the_person_holds_not_with_the_project() {
+    let stack = Stack::new("erasure-bounded", Region::Eu1).await;
+    let project = stack.project.id.clone();
+    stack.send(&first_batch(&stack, now_ms() - 60_000)).await;
+    stack.pipeline().await.run_until_idle(50).await.unwrap();
+    // The project has 300 more segments (copies of 7's item, written directly: creating them
+    // through materialize is slow on DynamoDB Local): Ann holds 2 of its 302.
+    let segments = stack.names.name(Region::Eu1, Table::Segments);
+    let seven = stack
+        .client
+        .get_item()
+        .table_name(&segments)
+        .key(
+            "pk",
+            AttributeValue::S(shared::store::keys::segments::pk(&project)),
+        )
+        .key(
+            "sk",
+            AttributeValue::S(shared::store::keys::segments::segment_sk(7)),
+        )
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    for aud in 100..400 {
+        let mut item = seven.clone();
+        item.insert(
+            "sk".into(),
+            AttributeValue::S(shared::store::keys::segments::segment_sk(aud)),
+        );
+        item.insert("audience_id".into(), AttributeValue::N(aud.to_string()));
+        stack
+            .client
+            .put_item()
+            .table_name(&segments)
+            .set_item(Some(item))
+            .send()
+            .await
+            .unwrap();
+    }
+    let plan = local::faults::FaultPlan::default();
+    let counting = shared::store::Store::new(
+        shared::store::clients::RegionalClients::single(local::faults::faulty_client(
+            &endpoint(),
+            plan.clone(),
+        )),
+        stack.names.clone(),
+    );
+    let erase_ann = |id: &str| {
+        ErasureRequest::by_operator("identity", "c-1", Some(id.into()), Regulation::Gdpr).unwrap()
+    };
+    let ErasureOutcome::Erased(audit) = erase(&counting, Region::Eu1, &project, &erase_ann("a"))
+        .await
+        .unwrap()
+    else {
+        panic!("a new request")
+    };
+    let calls = plan.calls.swap(0, std::sync::atomic::Ordering::SeqCst);
+    eprintln!("an erasure of a person holding 2 of 302 segments: {calls} DynamoDB calls");
+    assert_eq!(
+        (audit.removed.memberships, audit.removed.members_removed),
+        (2, 2)
+    );
+    // A read and a write per segment would be over 600 calls.
+    assert!(
+        calls < 60,
+        "{calls} DynamoDB calls to erase a person holding 2 of 302 segments"
+    );
+    assert_eq!(member_count(&stack, 7).await.0, 1, "Bob stays");
+
+    // Asked again (another request id): nothing is left to write.
+    let ErasureOutcome::Erased(again) = erase(&counting, Region::Eu1, &project, &erase_ann("b"))
+        .await
+        .unwrap()
+    else {
+        panic!("a new request")
+    };
+    assert_eq!(again.removed.memberships, 0);
+    assert!(items_mentioning(&stack, &project, "c-1").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_membership_written_as_an_erasure_reads_the_rows_is_erased_after_writing() {
+    let stack = Stack::new("erasure-materialize-race", Region::Eu1).await;
+    let project = stack.project.id.clone();
+    let bob = imported_bob(&stack).await;
+    let earlier =
+        ErasureRequest::by_operator("identity", "someone-else", None, Regulation::Gdpr).unwrap();
+    erase(&stack.store, Region::Eu1, &project, &earlier)
+        .await
+        .unwrap();
+    let salt = stack
+        .store
+        .erasure_salt(Region::Eu1, &project, false)
+        .await
+        .unwrap()
+        .unwrap();
+    // Bob into 9, sent before an erasure of him that tombstones his CleverTap ID just before the
+    // transaction goes out, and had read his rows already (it found none in 9).
+    let hash = shared::domain::erasure::tombstone_hash(
+        &salt,
+        shared::domain::erasure::TombstoneKind::CleverTapId,
+        &bob,
+    );
+    let plan = local::faults::FaultPlan::default();
+    plan.before_transaction.lock().unwrap().push(json!({
+        "TableName": stack.names.name(Region::Eu1, Table::Profiles),
+        "Item": {"pk": {"S": shared::store::keys::profiles::tombstone_pk(&project, &hash)},
+                 "erased_ms": {"N": now_ms().to_string()}}
+    }));
+    let faulty = shared::store::Store::new(
+        shared::store::clients::RegionalClients::single(local::faults::faulty_client(
+            &endpoint(),
+            plan.clone(),
+        )),
+        stack.names.clone(),
+    );
+    let change = shared::domain::changes::MembershipChange {
+        clevertap_id: bob.clone(),
+        identity: Some("c-2".into()),
+        audience_id: 9,
+        audience_name: None,
+        action: shared::domain::changes::ChangeAction::Add,
+        ts_ms: now_ms() - 30_000,
+        message_id: "in-flight".into(),
+        profile_index: 0,
+        entry_index: 0,
+    };
+    shared::stages::materialize::materialize_changes(&faulty, Region::Eu1, &project, &[change])
+        .await
+        .unwrap();
+    assert_eq!(
+        plan.injected.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the race happened"
+    );
+
+    // No member, no event, no identity on the row.
+    assert_eq!(member_count(&stack, 9).await.0, 0);
+    let left: Vec<String> = items_mentioning(&stack, &project, &bob)
+        .await
+        .into_iter()
+        .filter(|i| i.starts_with("events") || i.starts_with("memberships"))
+        .filter(|i| i.contains("N(\"9\")"))
+        .filter(|i| i.contains("Partner Sync") || i.contains("c-2"))
+        .collect();
+    assert!(left.is_empty(), "{left:#?}");
 }

@@ -245,8 +245,11 @@ async fn erase_profiles(
     Ok(removed)
 }
 
-/// Takes these profiles out of every segment of the project (see `Store::erase_membership`);
-/// answers (membership rows cleared, members removed).
+/// Takes these profiles out of every segment they have a row in (see `Store::erase_membership`);
+/// answers (membership rows cleared, members removed). The rows are found in bulk (BatchGetItem,
+/// 100 keys a call, strongly consistent) and only those that exist are written, so the writes
+/// grow with what the person holds and a retry rewrites nothing already erased. A change still in
+/// flight meets the CleverTap ID's tombstone in materialize, before or after it writes.
 async fn leave_every_segment(
     store: &Store,
     region: Region,
@@ -254,12 +257,18 @@ async fn leave_every_segment(
     cts: &[String],
     version: &str,
 ) -> Result<(u64, u64), StoreError> {
+    if cts.is_empty() {
+        return Ok((0, 0));
+    }
     let now = now_ms();
-    let pairs: Vec<(SegmentLayout, String)> = store
-        .segment_layouts(region, project_id)
-        .await?
-        .into_iter()
-        .flat_map(|layout| cts.iter().map(move |ct| (layout, ct.clone())))
+    let layouts = store.segment_layouts(region, project_id).await?;
+    let held = store
+        .memberships_of(region, project_id, &layouts, cts)
+        .await?;
+    let by_id: BTreeMap<i64, SegmentLayout> = layouts.iter().map(|l| (l.audience_id, *l)).collect();
+    let pairs: Vec<(SegmentLayout, String)> = held
+        .into_keys()
+        .filter_map(|(aud, ct)| Some((*by_id.get(&aud)?, ct)))
         .collect();
     let rows: Vec<RowErased> = stream::iter(pairs)
         .map(|(aud, ct)| async move {

@@ -19,10 +19,12 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use tracing::{error, info, warn};
 
 use crate::domain::changes::{MembershipChange, decode_changes};
+use crate::domain::erasure::{erasure_version, is_before_erasure};
 use crate::domain::protocol::now_ms;
 use crate::domain::records::{InboxStatus, Segment, SegmentStatus};
 use crate::domain::region::Region;
 use crate::domain::segment_state::{Outcome, SyncAction, apply};
+use crate::stages::resolve::Erasures;
 use crate::stages::stream::{self as records, RecordError};
 use crate::store::counters::OpenOutcome;
 use crate::store::inbox::InboxRow;
@@ -134,8 +136,108 @@ fn plan_pair(
     })
 }
 
-/// Applies one chunk's resolved changes.
+/// Applies one chunk's resolved changes, less those of people an erasure made after the
+/// change was sent covers (counted stale), checked again after writing as resolve checks: what
+/// an erasure made meanwhile could not see is taken out here (docs/architecture.md, Erasure).
 pub async fn materialize_changes(
+    store: &Store,
+    region: Region,
+    project_id: &str,
+    changes: &[MembershipChange],
+) -> Result<MaterializeCounts, MaterializeError> {
+    // 1. Who an erasure covers now.
+    let erasures = Erasures::of(store, region, project_id).await?;
+    let erased = erasures
+        .of_clevertap_ids(store, region, project_id, &clevertap_ids(changes))
+        .await?;
+    let (kept, dropped) = without_erased(changes, &erased);
+    // 2. The changes.
+    let mut counts = apply_changes(store, region, project_id, &kept).await?;
+    counts.stale += dropped;
+    // 3. Checked again after writing: an erasure that read these rows before they landed
+    //    tombstoned the CleverTap ID first, so it is seen here and its rows are erased.
+    let erasures = erasures.again(store, region, project_id).await?;
+    let erased = erasures
+        .of_clevertap_ids(store, region, project_id, &clevertap_ids(&kept))
+        .await?;
+    let (_, overtaken) = without_erased(&kept, &erased);
+    if overtaken > 0 {
+        erase_overtaken(store, region, project_id, &kept, &erased).await?;
+    }
+    Ok(counts)
+}
+
+fn clevertap_ids(changes: &[MembershipChange]) -> std::collections::BTreeSet<&str> {
+    changes.iter().map(|c| c.clevertap_id.as_str()).collect()
+}
+
+/// Pure: the changes no erasure covers (sent at or after the newest erasure of their CleverTap
+/// ID), and how many were dropped.
+fn without_erased(
+    changes: &[MembershipChange],
+    erased: &HashMap<String, i64>,
+) -> (Vec<MembershipChange>, u64) {
+    let covered = |c: &MembershipChange| {
+        erased
+            .get(&c.clevertap_id)
+            .is_some_and(|&erased_ms| is_before_erasure(c.ts_ms, erased_ms))
+    };
+    let kept: Vec<MembershipChange> = changes.iter().filter(|c| !covered(c)).cloned().collect();
+    let dropped = (changes.len() - kept.len()) as u64;
+    (kept, dropped)
+}
+
+/// Erases what this chunk wrote for CleverTap IDs an erasure covers (it found their rows before
+/// these writes landed): each (segment, profile) row written, and their Partner Sync events.
+async fn erase_overtaken(
+    store: &Store,
+    region: Region,
+    project_id: &str,
+    written: &[MembershipChange],
+    erased: &HashMap<String, i64>,
+) -> Result<(), StoreError> {
+    let pairs: std::collections::BTreeSet<(i64, &str, i64)> = written
+        .iter()
+        .filter_map(|c| {
+            let &erased_ms = erased.get(&c.clevertap_id)?;
+            is_before_erasure(c.ts_ms, erased_ms).then_some((
+                c.audience_id,
+                c.clevertap_id.as_str(),
+                erased_ms,
+            ))
+        })
+        .collect();
+    let segments = store
+        .segments_by_id(region, project_id, pairs.iter().map(|p| p.0))
+        .await?;
+    let now = now_ms();
+    for (aud, ct, erased_ms) in &pairs {
+        let layout = SegmentLayout::of_read(*aud, segments.get(aud), store.new_segment_buckets());
+        store
+            .erase_membership(
+                region,
+                project_id,
+                layout,
+                ct,
+                &erasure_version(*erased_ms),
+                now,
+            )
+            .await?;
+    }
+    let cts: std::collections::BTreeSet<&str> = pairs.iter().map(|p| p.1).collect();
+    for ct in cts {
+        store.delete_profile_events(region, project_id, ct).await?;
+    }
+    warn!(
+        project_id,
+        pairs = pairs.len(),
+        "changes overtaken by an erasure were erased after writing"
+    );
+    Ok(())
+}
+
+/// Step 2 of [`materialize_changes`]: the changes applied, segment by segment.
+async fn apply_changes(
     store: &Store,
     region: Region,
     project_id: &str,

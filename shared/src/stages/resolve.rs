@@ -19,7 +19,7 @@ use tracing::{error, info};
 
 use crate::domain::batch::{StoredAudience, StoredProfile, decode_chunk};
 use crate::domain::changes::{ChangeAction, MembershipChange, encode_changes};
-use crate::domain::erasure::{is_before_erasure, resolution_hashes};
+use crate::domain::erasure::{TombstoneKind, is_before_erasure, resolution_hashes, tombstone_hash};
 use crate::domain::identity::{ProfileKey, Resolution, Rung, SkipReason, resolve, user_id_type};
 use crate::domain::protocol::{AttributeAction, AudienceAction, UserIdentityType, now_ms};
 use crate::domain::records::{InboxStatus, Profile, PropertyValue};
@@ -168,6 +168,31 @@ impl Erasures {
             Some(_) => Ok(self),
             None => Self::of(store, region, project).await,
         }
+    }
+
+    /// The time of the newest erasure of each of these CleverTap IDs, for those erased (a
+    /// CleverTap ID is tombstoned once an erasure found its profile).
+    pub(crate) async fn of_clevertap_ids(
+        &self,
+        store: &Store,
+        region: Region,
+        project: &str,
+        clevertap_ids: &BTreeSet<&str>,
+    ) -> Result<HashMap<String, i64>, StoreError> {
+        let Some(salt) = &self.salt else {
+            return Ok(HashMap::new());
+        };
+        let hashes: HashMap<String, &str> = clevertap_ids
+            .iter()
+            .map(|ct| (tombstone_hash(salt, TombstoneKind::CleverTapId, ct), *ct))
+            .collect();
+        let all: Vec<String> = hashes.keys().cloned().collect();
+        Ok(store
+            .tombstones(region, project, &all)
+            .await?
+            .into_iter()
+            .filter_map(|(h, erased_ms)| Some((hashes.get(&h)?.to_string(), erased_ms)))
+            .collect())
     }
 
     /// For each of `users`, the time of the newest erasure made after `message_ts` that covers it
