@@ -32,6 +32,10 @@ pub struct Config {
     /// Buckets a segment created from now on gets (`SEGMENT_BUCKETS`, 1–256, default 64;
     /// `keys::memberships`). A segment keeps the count it was created with.
     pub segment_buckets: u32,
+    /// The function that carries out erasures, by region (`ERASE_FUNCTION`, a name or ARN with
+    /// `{region}` for the CleverTap region, e.g. `ctmp-{region}-erase`): authorize invokes the
+    /// project's home region's. None (locally): authorize erases in process.
+    pub erase_function: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -45,6 +49,7 @@ impl std::fmt::Debug for Config {
             .field("home_region", &self.home_region)
             .field("metrics_namespace", &self.metrics_namespace)
             .field("segment_buckets", &self.segment_buckets)
+            .field("erase_function", &self.erase_function)
             .finish_non_exhaustive()
     }
 }
@@ -98,7 +103,17 @@ impl Config {
                     reason: format!("{v:?} is not a whole number from 1 to {max_buckets}"),
                 })?,
         };
+        let erase_function = match non_empty("ERASE_FUNCTION") {
+            Some(v) if !v.contains("{region}") => {
+                return Err(ConfigError::Invalid {
+                    name: "ERASE_FUNCTION",
+                    reason: format!("{v:?} does not name the region as {{region}}"),
+                });
+            }
+            other => other,
+        };
         Ok(Self {
+            erase_function,
             segment_buckets,
             caller_token,
             tables: TableNames::new(
@@ -134,6 +149,27 @@ impl Config {
                 crate::store::clients::RegionalClients::from_sdk_config(&sdk, None)
             }
         }
+    }
+}
+
+impl Config {
+    /// One Lambda client per CleverTap region, in its AWS region (for the `erase` functions):
+    /// no network call happens here.
+    pub async fn lambda_clients(
+        &self,
+    ) -> std::collections::HashMap<Region, aws_sdk_lambda::Client> {
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await;
+        Region::ALL
+            .iter()
+            .map(|r| {
+                let conf = aws_sdk_lambda::config::Builder::from(&sdk)
+                    .region(aws_sdk_lambda::config::Region::new(r.aws_region()))
+                    .build();
+                (*r, aws_sdk_lambda::Client::from_conf(conf))
+            })
+            .collect()
     }
 }
 

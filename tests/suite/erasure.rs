@@ -1025,3 +1025,141 @@ async fn a_membership_written_as_an_erasure_reads_the_rows_is_erased_after_writi
         .collect();
     assert!(left.is_empty(), "{left:#?}");
 }
+
+/// An endpoint whose erasures go to an `erase` function (a mocked Lambda client answering
+/// `answer`, or failing like a crashed function); answers what mParticle is told and the
+/// commands the function was sent.
+async fn erase_through_function(
+    stack: &Stack,
+    answer: Option<Value>,
+) -> (u16, Value, Vec<shared::stages::erasure::EraseCommand>) {
+    use aws_sdk_lambda::operation::invoke::InvokeOutput;
+    use aws_sdk_lambda::primitives::Blob;
+    let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = sent.clone();
+    let rule = aws_smithy_mocks::mock!(aws_sdk_lambda::Client::invoke)
+        .match_requests(move |req| {
+            let command = serde_json::from_slice(req.payload().unwrap().as_ref()).unwrap();
+            seen.lock()
+                .unwrap()
+                .push((req.function_name().unwrap().to_owned(), command));
+            true
+        })
+        .then_output(move || match &answer {
+            Some(a) => InvokeOutput::builder()
+                .status_code(200)
+                .payload(Blob::new(a.to_string()))
+                .build(),
+            None => InvokeOutput::builder()
+                .status_code(200)
+                .function_error("Unhandled")
+                .payload(Blob::new(r#"{"errorMessage":"Task timed out"}"#))
+                .build(),
+        });
+    let client = aws_smithy_mocks::mock_client!(aws_sdk_lambda, [&rule]);
+    let clients = Region::ALL.iter().map(|r| (*r, client.clone())).collect();
+    let endpoint =
+        shared::stages::endpoint::Endpoint::new(&config(&stack.names, 60), stack.store.clone())
+            .with_eraser(shared::stages::erasure::Eraser::Invoke(
+                shared::stages::erasure::RemoteEraser::new("ctmp-{region}-erase", clients),
+            ));
+    let reply = endpoint
+        .handle(
+            "POST",
+            Some(&format!("Token {CALLER_TOKEN}")),
+            dsr(
+                &stack.project,
+                "req-remote",
+                "erasure",
+                subject_email(ANN_EMAIL),
+            )
+            .as_bytes(),
+        )
+        .await;
+    let sent = sent.lock().unwrap().clone();
+    let commands = sent
+        .into_iter()
+        .map(
+            |(function, command): (String, shared::stages::erasure::EraseCommand)| {
+                assert_eq!(function, "ctmp-eu1-erase", "the home region's function");
+                command
+            },
+        )
+        .collect();
+    (
+        reply.status,
+        serde_json::from_str(&reply.body).unwrap(),
+        commands,
+    )
+}
+
+#[tokio::test]
+async fn authorize_has_the_home_regions_erase_function_carry_out_the_erasure() {
+    let stack = Stack::new("erasure-remote", Region::Eu1).await;
+    stack.send(&first_batch(&stack, now_ms() - 60_000)).await;
+    stack.pipeline().await.run_until_idle(50).await.unwrap();
+    let before = stack.snapshot().await;
+
+    // The function did it: authorize answers 200 and writes nothing itself.
+    let (status, answer, commands) =
+        erase_through_function(&stack, Some(json!({"done": "already_erased"}))).await;
+    assert_eq!(
+        (status, answer["type"].as_str()),
+        (200, Some("dsr_processing_response"))
+    );
+    assert_eq!(commands.len(), 1);
+    let command = &commands[0];
+    assert_eq!(
+        (command.region, command.project_id.as_str()),
+        (Region::Eu1, stack.project.id.as_str())
+    );
+    assert_eq!(command.request.request_id, "req-remote");
+    assert!(
+        command
+            .request
+            .keys
+            .contains(&shared::domain::erasure::SubjectKey::Email(
+                ANN_EMAIL.into()
+            ))
+    );
+    assert_eq!(
+        stack.snapshot().await,
+        before,
+        "authorize erased nothing itself"
+    );
+
+    // Its failures keep their class: a crash or timeout and an outage are retried (503), a
+    // refusal is not.
+    for (answer, expected) in [
+        (None, 503),
+        (Some(json!({"unavailable": "throttled"})), 503),
+        (Some(json!({"corrupt": "unreadable project"})), 500),
+        (Some(json!({"rejected": "too large"})), 400),
+    ] {
+        let (status, body, _) = erase_through_function(&stack, answer.clone()).await;
+        assert_eq!(status, expected, "{answer:?}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn the_erase_functions_command_carries_the_whole_request() {
+    let stack = Stack::new("erasure-command", Region::Eu1).await;
+    imported_bob(&stack).await;
+    let request =
+        ErasureRequest::by_operator("identity", "c-2", Some("req-cmd".into()), Regulation::Ccpa)
+            .unwrap();
+    let command = shared::stages::erasure::EraseCommand {
+        region: Region::Eu1,
+        project_id: stack.project.id.clone(),
+        request,
+    };
+    // As the function receives it: JSON in, JSON out.
+    let wire: shared::stages::erasure::EraseCommand =
+        serde_json::from_str(&serde_json::to_string(&command).unwrap()).unwrap();
+    assert_eq!(wire, command);
+    let reply = shared::stages::erasure::handle_command(&stack.store, wire).await;
+    let reply: Value = serde_json::to_value(&reply).unwrap();
+    assert_eq!(reply["done"]["erased"]["request_id"], "req-cmd");
+    assert_eq!(reply["done"]["erased"]["removed"]["profiles"], 1);
+    assert_eq!(member_count(&stack, 7).await.0, 1, "Ann stays");
+}

@@ -21,7 +21,7 @@ use shared::stages::pipeline::{
 };
 use shared::store::tables::{Table, TableDef, TableNames, table_def, table_defs};
 
-const BINARIES: [&str; 4] = ["authorize", "resolve", "materialize", "query"];
+const BINARIES: [&str; 5] = ["authorize", "erase", "resolve", "materialize", "query"];
 
 fn repo_file(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -701,13 +701,9 @@ fn authorize_reaches_exactly_the_home_region_tables_it_writes_in_every_region() 
     let t = template();
     let f = function_id(&t, "authorize");
     let statements = policy_statements(&t, f);
-    // Batches and subscriptions; erasures (`stages::erasure`) in the project's home region.
-    let needs: [(Table, &str, &[&str]); 7] = [
-        (
-            Table::Projects,
-            "",
-            &["dynamodb:GetItem", "dynamodb:UpdateItem"],
-        ),
+    // Batches and subscriptions only: erasures are the erase function's (its own role).
+    let needs: [(Table, &str, &[&str]); 3] = [
+        (Table::Projects, "", &["dynamodb:GetItem"]),
         (
             Table::Inbox,
             "",
@@ -716,37 +712,7 @@ fn authorize_reaches_exactly_the_home_region_tables_it_writes_in_every_region() 
         (
             Table::Segments,
             "",
-            &[
-                "dynamodb:UpdateItem",
-                "dynamodb:GetItem",
-                "dynamodb:Query",
-                "dynamodb:PutItem",
-            ],
-        ),
-        (
-            Table::Profiles,
-            "",
-            &[
-                "dynamodb:BatchGetItem",
-                "dynamodb:UpdateItem",
-                "dynamodb:DeleteItem",
-            ],
-        ),
-        (Table::Profiles, "/index/*", &["dynamodb:Query"]),
-        (
-            Table::Memberships,
-            "",
-            &[
-                "dynamodb:BatchGetItem",
-                "dynamodb:GetItem",
-                "dynamodb:UpdateItem",
-                "dynamodb:PutItem",
-            ],
-        ),
-        (
-            Table::Events,
-            "",
-            &["dynamodb:Query", "dynamodb:BatchWriteItem"],
+            &["dynamodb:UpdateItem", "dynamodb:GetItem"],
         ),
     ];
     // Every (action, resource) pair the policy grants.
@@ -777,11 +743,110 @@ fn authorize_reaches_exactly_the_home_region_tables_it_writes_in_every_region() 
                 wanted.insert((a.to_string(), format!("{arn}{suffix}")));
             }
         }
+        // The region's erase function, by the name its stack gives it.
+        wanted.insert((
+            "lambda:InvokeFunction".to_owned(),
+            format!(
+                "arn:${{AWS::Partition}}:lambda:{}:${{AWS::AccountId}}:function:${{TablePrefix}}-{}-erase",
+                r.aws_region(),
+                r.as_str()
+            ),
+        ));
     }
+    let erase = function_id(&t, "erase");
+    assert_eq!(
+        t["Resources"][erase]["Properties"]["FunctionName"],
+        json!({"Fn::Sub": "${TablePrefix}-${CtRegion}-erase"})
+    );
+    assert_eq!(
+        t["Resources"][f]["Properties"]["Environment"]["Variables"]["ERASE_FUNCTION"],
+        json!({"Fn::Sub": "${TablePrefix}-{region}-erase"})
+    );
     assert_eq!(
         granted, wanted,
         "authorize may do exactly this, on every region's tables"
     );
+}
+
+#[test]
+fn only_the_erase_function_may_delete_a_persons_data_and_only_in_its_region() {
+    let t = template();
+    let statements = policy_statements(&t, function_id(&t, "erase"));
+    let mut granted: BTreeSet<(String, String)> = BTreeSet::new();
+    for s in &statements {
+        for resource in one_or_many(&s["Resource"]) {
+            for action in one_or_many(&s["Action"]) {
+                granted.insert((action.as_str().unwrap().to_owned(), resource.to_string()));
+            }
+        }
+    }
+    let arn = |table: Table| json!({"Fn::GetAtt": [table_id(&t, table), "Arn"]}).to_string();
+    let index = json!({"Fn::Sub": format!("${{{}.Arn}}/index/*", table_id(&t, Table::Profiles))})
+        .to_string();
+    let needs: [(String, &[&str]); 6] = [
+        (
+            arn(Table::Projects),
+            &["dynamodb:GetItem", "dynamodb:UpdateItem"],
+        ),
+        (
+            arn(Table::Profiles),
+            &[
+                "dynamodb:BatchGetItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+            ],
+        ),
+        (index, &["dynamodb:Query"]),
+        (
+            arn(Table::Memberships),
+            &[
+                "dynamodb:BatchGetItem",
+                "dynamodb:GetItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:PutItem",
+            ],
+        ),
+        (
+            arn(Table::Events),
+            &["dynamodb:Query", "dynamodb:BatchWriteItem"],
+        ),
+        (
+            arn(Table::Segments),
+            &[
+                "dynamodb:GetItem",
+                "dynamodb:Query",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+            ],
+        ),
+    ];
+    let wanted: BTreeSet<(String, String)> = needs
+        .iter()
+        .flat_map(|(resource, actions)| {
+            actions
+                .iter()
+                .map(move |a| (a.to_string(), resource.clone()))
+        })
+        .collect();
+    assert_eq!(
+        granted, wanted,
+        "erase may do exactly this, on its own tables"
+    );
+    // Nothing but the pipeline's own take-backs and the erase function delete.
+    for binary in BINARIES {
+        if ["erase", "resolve", "materialize"].contains(&binary) {
+            continue;
+        }
+        for s in policy_statements(&t, function_id(&t, binary)) {
+            for action in one_or_many(&s["Action"]) {
+                let action = action.as_str().unwrap();
+                assert!(
+                    !action.ends_with("DeleteItem") && action != "dynamodb:BatchWriteItem",
+                    "{binary}: {action}"
+                );
+            }
+        }
+    }
 }
 
 #[test]

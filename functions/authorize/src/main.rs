@@ -1,9 +1,11 @@
 //! `authorize`: the mParticle endpoint behind API Gateway (`POST /mparticle`).
-//! Reads config, builds the DynamoDB clients once, and serves requests with `shared::stages::endpoint`.
+//! Reads config, builds the DynamoDB clients (and the Lambda clients of the `erase` functions)
+//! once, and serves requests with `shared::stages::endpoint`.
 
 use lambda_http::{Error, run, service_fn};
 use shared::config::{Config, init_tracing};
 use shared::stages::endpoint::{Endpoint, handle_http};
+use shared::stages::erasure::{Eraser, RemoteEraser};
 use shared::store::Store;
 
 #[tokio::main]
@@ -13,7 +15,13 @@ async fn main() -> Result<(), Error> {
     config.require_caller_token()?;
     let store = Store::new(config.clients().await, config.tables.clone())
         .with_new_segment_buckets(config.segment_buckets);
-    let endpoint = Endpoint::new(&config, store);
+    let mut endpoint = Endpoint::new(&config, store);
+    if let Some(pattern) = &config.erase_function {
+        endpoint = endpoint.with_eraser(Eraser::Invoke(RemoteEraser::new(
+            pattern,
+            config.lambda_clients().await,
+        )));
+    }
     let endpoint = &endpoint;
     run(service_fn(move |req| handle_http(endpoint, req))).await
 }

@@ -11,7 +11,8 @@ use crate::domain::identity::{
 use crate::domain::protocol::PARTNER_IDENTITY;
 
 /// What a subject identity leads to, normalised as ingestion normalises it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
 pub enum SubjectKey {
     /// A CleverTap Identity (claimed by one profile).
     Identity(String),

@@ -813,7 +813,8 @@ pub enum DsrRequestType {
 }
 
 /// The law a data subject request is made under (`regulation`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Regulation {
     Gdpr,
     Ccpa,

@@ -51,6 +51,7 @@ pub struct Endpoint {
     store: Store,
     projects: ProjectCache,
     metrics: Metrics,
+    eraser: erasure::Eraser,
 }
 
 impl Endpoint {
@@ -59,9 +60,16 @@ impl Endpoint {
             caller_token: config.caller_token.clone(),
             max_body_bytes: config.max_body_bytes,
             projects: ProjectCache::new(store.clone(), config.project_cache_ttl),
+            eraser: erasure::Eraser::InProcess(store.clone()),
             store,
             metrics: crate::stages::metrics::Metrics::for_function(config, "authorize"),
         }
+    }
+
+    /// Erasures carried out by `eraser` (the home region's `erase` function in AWS).
+    pub fn with_eraser(mut self, eraser: erasure::Eraser) -> Self {
+        self.eraser = eraser;
+        self
     }
 
     /// Serves one request. Never panics on input; every failure is a precise status.
@@ -139,7 +147,11 @@ impl Endpoint {
             );
         }
         let request = ErasureRequest::from_dsr(&r, protocol::now_ms());
-        match erasure::erase(&self.store, out.region, &out.project_id, &request).await {
+        match self
+            .eraser
+            .erase(out.region, &out.project_id, &request)
+            .await
+        {
             Ok(outcome) => {
                 match &outcome {
                     ErasureOutcome::Erased(a) => info!(

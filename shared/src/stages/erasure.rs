@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::domain::erasure::{
@@ -32,7 +33,7 @@ use crate::store::segment_item::SegmentLayout;
 use crate::store::{Store, StoreError};
 
 /// One erasure to carry out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErasureRequest {
     /// The idempotency key (mParticle's `subject_request_id`).
     pub request_id: String,
@@ -109,11 +110,138 @@ impl ErasureRequest {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ErasureOutcome {
     Erased(ErasureAudit),
     /// The request was carried out before (a redelivery): nothing done again.
     AlreadyErased,
+}
+
+/// What the `erase` function is asked: one erasure in one project of its region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EraseCommand {
+    pub region: Region,
+    pub project_id: String,
+    pub request: ErasureRequest,
+}
+
+/// What the `erase` function answers: the outcome, or the class of the storage failure (so the
+/// endpoint answers mParticle as if it had erased in process: 503 to retry, 500, 400).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EraseReply {
+    Done(ErasureOutcome),
+    Unavailable(String),
+    Corrupt(String),
+    Rejected(String),
+}
+
+impl EraseReply {
+    fn of(result: Result<ErasureOutcome, StoreError>) -> Self {
+        match result {
+            Ok(o) => EraseReply::Done(o),
+            Err(StoreError::Unavailable(m)) => EraseReply::Unavailable(m),
+            Err(StoreError::Corrupt(m)) => EraseReply::Corrupt(m),
+            Err(StoreError::Rejected(m)) => EraseReply::Rejected(m),
+        }
+    }
+
+    fn into_result(self) -> Result<ErasureOutcome, StoreError> {
+        match self {
+            EraseReply::Done(o) => Ok(o),
+            EraseReply::Unavailable(m) => Err(StoreError::Unavailable(m)),
+            EraseReply::Corrupt(m) => Err(StoreError::Corrupt(m)),
+            EraseReply::Rejected(m) => Err(StoreError::Rejected(m)),
+        }
+    }
+}
+
+/// The `erase` function's handler: carries out one command in its own region's tables.
+pub async fn handle_command(store: &Store, command: EraseCommand) -> EraseReply {
+    EraseReply::of(erase(store, command.region, &command.project_id, &command.request).await)
+}
+
+/// Who carries out an erasure for the mParticle endpoint. In AWS, the home region's `erase`
+/// function, invoked synchronously (before the 200): only its role may delete a person's data,
+/// so the internet-facing role writes nothing but batches and subscriptions. Locally and in
+/// tests, the endpoint's own store.
+#[derive(Clone)]
+pub enum Eraser {
+    InProcess(Store),
+    Invoke(RemoteEraser),
+}
+
+/// The `erase` functions of every region, by name pattern (`{region}`), one Lambda client per
+/// AWS region (built at init: no network call).
+#[derive(Clone)]
+pub struct RemoteEraser {
+    function_pattern: String,
+    clients: std::collections::HashMap<Region, aws_sdk_lambda::Client>,
+}
+
+impl RemoteEraser {
+    pub fn new(
+        function_pattern: &str,
+        clients: std::collections::HashMap<Region, aws_sdk_lambda::Client>,
+    ) -> Self {
+        Self {
+            function_pattern: function_pattern.to_owned(),
+            clients,
+        }
+    }
+
+    /// The function that erases in `region`.
+    pub fn function_name(&self, region: Region) -> String {
+        self.function_pattern.replace("{region}", region.as_str())
+    }
+
+    async fn erase(&self, command: &EraseCommand) -> Result<ErasureOutcome, StoreError> {
+        let client = self.clients.get(&command.region).ok_or_else(|| {
+            StoreError::Unavailable(format!("no Lambda client for {}", command.region.as_str()))
+        })?;
+        let payload = serde_json::to_vec(command)
+            .map_err(|e| StoreError::Rejected(format!("erase command: {e}")))?;
+        let out = client
+            .invoke()
+            .function_name(self.function_name(command.region))
+            .payload(aws_sdk_lambda::primitives::Blob::new(payload))
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("invoking erase: {e}")))?;
+        if let Some(error) = out.function_error() {
+            // A crash or timeout of the function: mParticle retries, the erasure resumes.
+            return Err(StoreError::Unavailable(format!(
+                "erase function failed: {error}"
+            )));
+        }
+        let body = out.payload().map(|b| b.as_ref()).unwrap_or_default();
+        serde_json::from_slice::<EraseReply>(body)
+            .map_err(|e| StoreError::Unavailable(format!("erase function answered {e}")))?
+            .into_result()
+    }
+}
+
+impl Eraser {
+    pub async fn erase(
+        &self,
+        region: Region,
+        project_id: &str,
+        request: &ErasureRequest,
+    ) -> Result<ErasureOutcome, StoreError> {
+        match self {
+            Eraser::InProcess(store) => erase(store, region, project_id, request).await,
+            Eraser::Invoke(remote) => {
+                remote
+                    .erase(&EraseCommand {
+                        region,
+                        project_id: project_id.to_owned(),
+                        request: request.clone(),
+                    })
+                    .await
+            }
+        }
+    }
 }
 
 /// How many profiles, memberships or tombstones are worked on at once.
