@@ -136,6 +136,13 @@ impl Config {
         }
     }
 
+    /// The store every function builds once at init: the regional clients, the tables and the
+    /// bucket count of new segments (no network call happens here).
+    pub async fn store(&self) -> crate::store::Store {
+        crate::store::Store::new(self.clients().await, self.tables.clone())
+            .with_new_segment_buckets(self.segment_buckets)
+    }
+
     /// Builds the per-region DynamoDB clients: no network call happens here.
     pub async fn clients(&self) -> crate::store::clients::RegionalClients {
         match &self.dynamodb_endpoint {

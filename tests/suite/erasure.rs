@@ -440,45 +440,28 @@ async fn salted_with_ann_chunk(test: &str) -> (Stack, String, shared::store::inb
 #[tokio::test]
 async fn an_erasure_that_overtakes_a_chunk_in_flight_still_wins() {
     let (stack, salt, row) = salted_with_ann_chunk("erasure-race").await;
-    let (region, project) = (Region::Eu1, stack.project.id.clone());
     // As resolve claims Ann's Identity (after its first look at the tombstones), an erasure of
     // her lands its tombstone: she was unknown till now, so that erasure found nothing to delete.
-    let hash = shared::domain::erasure::tombstone_hash(
-        &salt,
-        shared::domain::erasure::TombstoneKind::Identity,
-        "c-1",
-    );
-    let plan = local::faults::FaultPlan::default();
-    plan.before_put.lock().unwrap().push(json!({
-        "TableName": stack.names.name(region, Table::Profiles),
-        "Item": {"pk": {"S": shared::store::keys::profiles::tombstone_pk(&project, &hash)},
-                 "erased_ms": {"N": now_ms().to_string()}}
-    }));
-    let faulty = shared::store::Store::new(
-        shared::store::clients::RegionalClients::single(local::faults::faulty_client(
-            &endpoint(),
-            plan.clone(),
-        )),
-        stack.names.clone(),
-    );
-    let report = shared::stages::resolve::resolve_chunk(&faulty, region, &row)
-        .await
-        .unwrap();
-    assert_eq!(
-        plan.injected.load(std::sync::atomic::Ordering::SeqCst),
-        1,
-        "the race happened"
-    );
+    let report =
+        resolve_overtaken(&stack, &row, vec![identity_tombstone(&stack, &salt, "c-1")]).await;
 
     // What resolve wrote after the erasure is gone again, and nothing is handed on to materialize.
-    assert_eq!(report.outcomes.erased, 1);
-    assert!(report.changes.is_empty());
-    assert!(items_mentioning(&stack, &project, "c-1").await.is_empty());
-    assert!(
-        items_mentioning(&stack, &project, ANN_EMAIL)
-            .await
-            .is_empty()
-    );
+    assert_ann_taken_back(&stack, &report).await;
+}
+
+/// Bob (c-2) joining `audience`, sent 30 s ago, as resolve hands it to materialize.
+fn in_flight_add(bob: &str, audience: i64) -> shared::domain::changes::MembershipChange {
+    shared::domain::changes::MembershipChange {
+        clevertap_id: bob.to_owned(),
+        identity: Some("c-2".into()),
+        audience_id: audience,
+        audience_name: None,
+        action: shared::domain::changes::ChangeAction::Add,
+        ts_ms: now_ms() - 30_000,
+        message_id: "in-flight".into(),
+        profile_index: 0,
+        entry_index: 0,
+    }
 }
 
 #[tokio::test]
@@ -490,17 +473,7 @@ async fn a_change_in_flight_during_an_erasure_is_stale_in_every_segment() {
         .await
         .unwrap();
     // Resolved before the erasure, materialized after it: Bob into 8, where he never was.
-    let change = shared::domain::changes::MembershipChange {
-        clevertap_id: bob,
-        identity: Some("c-2".into()),
-        audience_id: 8,
-        audience_name: None,
-        action: shared::domain::changes::ChangeAction::Add,
-        ts_ms: now_ms() - 30_000,
-        message_id: "in-flight".into(),
-        profile_index: 0,
-        entry_index: 0,
-    };
+    let change = in_flight_add(&bob, 8);
     let counts = shared::stages::materialize::materialize_changes(
         &stack.store,
         Region::Eu1,
@@ -539,14 +512,7 @@ async fn a_retried_chunk_takes_back_what_its_failed_attempt_wrote_for_an_erased_
     let report = shared::stages::resolve::resolve_chunk(&stack.store, region, &row)
         .await
         .unwrap();
-    assert_eq!(report.outcomes.erased, 1);
-    assert!(report.changes.is_empty());
-    assert!(items_mentioning(&stack, &project, "c-1").await.is_empty());
-    assert!(
-        items_mentioning(&stack, &project, ANN_EMAIL)
-            .await
-            .is_empty()
-    );
+    assert_ann_taken_back(&stack, &report).await;
 }
 
 /// Resolves `row` through a client that, just before resolve's first conditional put (claiming
@@ -559,13 +525,7 @@ async fn resolve_overtaken(
     let expected = erasure_writes.len() as u32;
     let plan = local::faults::FaultPlan::default();
     *plan.before_put.lock().unwrap() = erasure_writes;
-    let faulty = shared::store::Store::new(
-        shared::store::clients::RegionalClients::single(local::faults::faulty_client(
-            &endpoint(),
-            plan.clone(),
-        )),
-        stack.names.clone(),
-    );
+    let faulty = stack.through(&plan);
     let report = shared::stages::resolve::resolve_chunk(&faulty, Region::Eu1, row)
         .await
         .unwrap();
@@ -575,6 +535,15 @@ async fn resolve_overtaken(
         "the race happened"
     );
     report
+}
+
+/// Resolve skipped Ann (counted erased), handed nothing on, and left nothing of her.
+async fn assert_ann_taken_back(stack: &Stack, report: &shared::stages::resolve::ChunkReport) {
+    let project = &stack.project.id;
+    assert_eq!(report.outcomes.erased, 1);
+    assert!(report.changes.is_empty());
+    assert!(items_mentioning(stack, project, "c-1").await.is_empty());
+    assert!(items_mentioning(stack, project, ANN_EMAIL).await.is_empty());
 }
 
 /// The tombstone an erasure as of now leaves for an Identity, as a PutItem body.
@@ -626,14 +595,7 @@ async fn the_projects_first_erasure_overtaking_a_chunk_still_wins() {
     );
 
     // Nothing of Ann stays, and nothing is handed on to materialize.
-    assert_eq!(report.outcomes.erased, 1);
-    assert!(report.changes.is_empty());
-    assert!(items_mentioning(&stack, &project, "c-1").await.is_empty());
-    assert!(
-        items_mentioning(&stack, &project, ANN_EMAIL)
-            .await
-            .is_empty()
-    );
+    assert_ann_taken_back(&stack, &report).await;
 }
 
 #[tokio::test]
@@ -810,13 +772,7 @@ async fn an_erasure_finds_a_profile_the_email_index_has_not_caught_up_with() {
     let plan = local::faults::FaultPlan::default();
     plan.lagging_index_reads
         .store(100, std::sync::atomic::Ordering::SeqCst);
-    let lagging = shared::store::Store::new(
-        shared::store::clients::RegionalClients::single(local::faults::faulty_client(
-            &endpoint(),
-            plan.clone(),
-        )),
-        stack.names.clone(),
-    );
+    let lagging = stack.through(&plan);
     let request = ErasureRequest::by_operator("email", ANN_EMAIL, None, Regulation::Gdpr).unwrap();
     let ErasureOutcome::Erased(audit) = erase(&lagging, Region::Eu1, &project, &request)
         .await
@@ -918,13 +874,7 @@ async fn an_erasures_cost_grows_with_what_the_person_holds_not_with_the_project(
             .unwrap();
     }
     let plan = local::faults::FaultPlan::default();
-    let counting = shared::store::Store::new(
-        shared::store::clients::RegionalClients::single(local::faults::faulty_client(
-            &endpoint(),
-            plan.clone(),
-        )),
-        stack.names.clone(),
-    );
+    let counting = stack.through(&plan);
     let erase_ann = |id: &str| {
         ErasureRequest::by_operator("identity", "c-1", Some(id.into()), Regulation::Gdpr).unwrap()
     };
@@ -987,24 +937,8 @@ async fn a_membership_written_as_an_erasure_reads_the_rows_is_erased_after_writi
         "Item": {"pk": {"S": shared::store::keys::profiles::tombstone_pk(&project, &hash)},
                  "erased_ms": {"N": now_ms().to_string()}}
     }));
-    let faulty = shared::store::Store::new(
-        shared::store::clients::RegionalClients::single(local::faults::faulty_client(
-            &endpoint(),
-            plan.clone(),
-        )),
-        stack.names.clone(),
-    );
-    let change = shared::domain::changes::MembershipChange {
-        clevertap_id: bob.clone(),
-        identity: Some("c-2".into()),
-        audience_id: 9,
-        audience_name: None,
-        action: shared::domain::changes::ChangeAction::Add,
-        ts_ms: now_ms() - 30_000,
-        message_id: "in-flight".into(),
-        profile_index: 0,
-        entry_index: 0,
-    };
+    let faulty = stack.through(&plan);
+    let change = in_flight_add(&bob, 9);
     shared::stages::materialize::materialize_changes(&faulty, Region::Eu1, &project, &[change])
         .await
         .unwrap();

@@ -252,13 +252,7 @@ async fn sixteen_concurrent_materializations_keep_counts_exact() {
 async fn a_cancelled_transaction_drops_the_stale_change_and_applies_the_rest() {
     let stack = Stack::new("mat-cancel", Region::Eu1).await;
     let plan = local::faults::FaultPlan::default();
-    let faulty = shared::store::Store::new(
-        shared::store::clients::RegionalClients::single(local::faults::faulty_client(
-            &endpoint(),
-            plan.clone(),
-        )),
-        stack.names.clone(),
-    );
+    let faulty = stack.through(&plan);
     // A concurrent writer records a newer change for __b just before our transaction commits.
     let table = stack.names.name(Region::Eu1, Table::Memberships);
     plan.before_transaction.lock().unwrap().push(json!({
@@ -819,13 +813,7 @@ async fn a_page_of_members_or_people_costs_a_bounded_number_of_dynamodb_calls() 
             .unwrap();
     }
     let plan = local::faults::FaultPlan::default();
-    let counting = shared::store::Store::new(
-        shared::store::clients::RegionalClients::single(local::faults::faulty_client(
-            &endpoint(),
-            plan.clone(),
-        )),
-        stack.names.clone(),
-    );
+    let counting = stack.through(&plan);
     let bound = shared::store::reads::MAX_PAGE_QUERIES as u32 + 8;
     for path in [
         "/v1/segments/21/members?limit=1",

@@ -313,13 +313,7 @@ async fn a_chunk_whose_batch_get_returns_unprocessed_keys_still_completes() {
     let plan = local::faults::FaultPlan::default();
     plan.unprocessed_keys
         .store(6, std::sync::atomic::Ordering::SeqCst);
-    let faulty = shared::store::Store::new(
-        shared::store::clients::RegionalClients::single(local::faults::faulty_client(
-            &endpoint(),
-            plan.clone(),
-        )),
-        stack.names.clone(),
-    );
+    let faulty = stack.through(&plan);
     let row = stack.chunks().await.remove(0);
     let report = shared::stages::resolve::resolve_chunk(&faulty, Region::Aps3, &row)
         .await

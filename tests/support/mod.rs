@@ -188,6 +188,14 @@ impl Stack {
         )
     }
 
+    /// This stack's store through the fault layer of `plan` (faults injected, calls counted).
+    pub fn through(&self, plan: &local::faults::FaultPlan) -> Store {
+        Store::new(
+            RegionalClients::single(local::faults::faulty_client(&endpoint(), plan.clone())),
+            self.names.clone(),
+        )
+    }
+
     /// POSTs and insists on a 200.
     pub async fn send(&self, body: &str) {
         let (status, answer) = self.post(body).await;

@@ -6,15 +6,13 @@ use lambda_http::{Error, run, service_fn};
 use shared::config::{Config, init_tracing};
 use shared::stages::endpoint::{Endpoint, handle_http};
 use shared::stages::erasure::{Eraser, RemoteEraser};
-use shared::store::Store;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
     let config = Config::from_env()?;
     config.require_caller_token()?;
-    let store = Store::new(config.clients().await, config.tables.clone())
-        .with_new_segment_buckets(config.segment_buckets);
+    let store = config.store().await;
     let mut endpoint = Endpoint::new(&config, store);
     if let Some(pattern) = &config.erase_function {
         endpoint = endpoint.with_eraser(Eraser::Invoke(RemoteEraser::new(

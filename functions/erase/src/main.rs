@@ -5,14 +5,12 @@
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use shared::config::{Config, init_tracing};
 use shared::stages::erasure::{EraseCommand, handle_command};
-use shared::store::Store;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
     let config = Config::from_env()?;
-    let store = Store::new(config.clients().await, config.tables.clone())
-        .with_new_segment_buckets(config.segment_buckets);
+    let store = config.store().await;
     let store = &store;
     run(service_fn(
         move |event: LambdaEvent<EraseCommand>| async move {

@@ -6,14 +6,12 @@ use shared::config::{Config, init_tracing};
 use shared::stages::metrics::Metrics;
 use shared::stages::query::QueryApi;
 use shared::stages::query_edge::handle_http;
-use shared::store::Store;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
     let config = Config::from_env()?;
-    let store = Store::new(config.clients().await, config.tables.clone())
-        .with_new_segment_buckets(config.segment_buckets);
+    let store = config.store().await;
     let api = QueryApi::new(store, config.home_region, config.project_cache_ttl, false)
         .with_metrics(Metrics::for_function(&config, "query"));
     let api = &api;

@@ -6,14 +6,12 @@ use aws_lambda_events::event::dynamodb::Event;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use shared::config::{Config, init_tracing};
 use shared::stages::metrics::Metrics;
-use shared::store::Store;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
     let config = Config::from_env()?;
-    let store = Store::new(config.clients().await, config.tables.clone())
-        .with_new_segment_buckets(config.segment_buckets);
+    let store = config.store().await;
     let metrics = Metrics::for_function(&config, "resolve");
     let (store, names, metrics) = (&store, &config.tables, &metrics);
     run(service_fn(move |event: LambdaEvent<Event>| async move {

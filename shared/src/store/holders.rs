@@ -6,7 +6,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::{Store, StoreError, conditional, s};
+use super::{Item, Store, StoreError, conditional, s};
 use crate::domain::region::Region;
 use crate::store::keys::{self, profiles as pk};
 use crate::store::tables::Table;
@@ -46,22 +46,12 @@ impl Store {
         value: &str,
         clevertap_id: &str,
     ) -> Result<(), StoreError> {
-        self.client(region)
-            .update_item()
-            .table_name(self.table(region, Table::Profiles))
-            .key(
-                keys::PK,
-                s(pk::holders_pk(project_id, kind.as_str(), value)),
-            )
-            .update_expression("ADD #cts :ct")
-            .expression_attribute_names("#cts", pk::HOLDERS)
-            .expression_attribute_values(":ct", AttributeValue::Ss(vec![clevertap_id.to_owned()]))
-            .send()
-            .await?;
-        Ok(())
+        self.change_holders(region, project_id, kind, value, clevertap_id, "ADD")
+            .await
     }
 
-    /// The profiles that were given `value`, strongly consistent.
+    /// The profiles that were given `value`, strongly consistent. BatchGetItem: the erase
+    /// function's role reads profiles no other way.
     pub async fn holders(
         &self,
         region: Region,
@@ -69,19 +59,15 @@ impl Store {
         kind: HeldValue,
         value: &str,
     ) -> Result<Vec<String>, StoreError> {
-        let item = self
-            .client(region)
-            .get_item()
-            .table_name(self.table(region, Table::Profiles))
-            .key(
-                keys::PK,
-                s(pk::holders_pk(project_id, kind.as_str(), value)),
-            )
-            .consistent_read(true)
-            .send()
+        let key = Item::from([(
+            keys::PK.to_owned(),
+            s(pk::holders_pk(project_id, kind.as_str(), value)),
+        )]);
+        Ok(self
+            .batch_get(region, Table::Profiles, vec![key])
             .await?
-            .item;
-        Ok(item
+            .into_iter()
+            .next()
             .and_then(|mut i| i.remove(pk::HOLDERS))
             .and_then(|v| v.as_ss().ok().cloned())
             .unwrap_or_default())
@@ -97,26 +83,46 @@ impl Store {
         value: &str,
         clevertap_id: &str,
     ) -> Result<(), StoreError> {
-        let key = s(pk::holders_pk(project_id, kind.as_str(), value));
-        self.client(region)
-            .update_item()
-            .table_name(self.table(region, Table::Profiles))
-            .key(keys::PK, key.clone())
-            .update_expression("DELETE #cts :ct")
-            .expression_attribute_names("#cts", pk::HOLDERS)
-            .expression_attribute_values(":ct", AttributeValue::Ss(vec![clevertap_id.to_owned()]))
-            .send()
+        self.change_holders(region, project_id, kind, value, clevertap_id, "DELETE")
             .await?;
         // An emptied set is removed by DynamoDB: the item goes unless a holder came meanwhile.
         let res = self
             .client(region)
             .delete_item()
             .table_name(self.table(region, Table::Profiles))
-            .key(keys::PK, key)
+            .key(
+                keys::PK,
+                s(pk::holders_pk(project_id, kind.as_str(), value)),
+            )
             .condition_expression("attribute_not_exists(#cts)")
             .expression_attribute_names("#cts", pk::HOLDERS)
             .send()
             .await;
         conditional(res).map(|_| ())
+    }
+
+    /// `ADD`s or `DELETE`s one CleverTap ID to or from the holders of `value`.
+    async fn change_holders(
+        &self,
+        region: Region,
+        project_id: &str,
+        kind: HeldValue,
+        value: &str,
+        clevertap_id: &str,
+        operation: &str,
+    ) -> Result<(), StoreError> {
+        self.client(region)
+            .update_item()
+            .table_name(self.table(region, Table::Profiles))
+            .key(
+                keys::PK,
+                s(pk::holders_pk(project_id, kind.as_str(), value)),
+            )
+            .update_expression(format!("{operation} #cts :ct"))
+            .expression_attribute_names("#cts", pk::HOLDERS)
+            .expression_attribute_values(":ct", AttributeValue::Ss(vec![clevertap_id.to_owned()]))
+            .send()
+            .await?;
+        Ok(())
     }
 }
