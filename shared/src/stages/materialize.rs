@@ -160,8 +160,7 @@ pub async fn materialize_changes(
     let erased = erasures
         .of_clevertap_ids(store, region, project_id, &clevertap_ids(&kept))
         .await?;
-    let (_, overtaken) = without_erased(&kept, &erased);
-    if overtaken > 0 {
+    if kept.iter().any(|c| is_covered(c, &erased)) {
         erase_overtaken(store, region, project_id, &kept, &erased).await?;
     }
     Ok(counts)
@@ -171,20 +170,30 @@ fn clevertap_ids(changes: &[MembershipChange]) -> std::collections::BTreeSet<&st
     changes.iter().map(|c| c.clevertap_id.as_str()).collect()
 }
 
-/// Pure: the changes no erasure covers (sent at or after the newest erasure of their CleverTap
-/// ID), and how many were dropped.
-fn without_erased(
-    changes: &[MembershipChange],
+/// Whether an erasure covers this change: it was sent before the newest erasure of its
+/// CleverTap ID.
+fn is_covered(c: &MembershipChange, erased: &HashMap<String, i64>) -> bool {
+    erased
+        .get(&c.clevertap_id)
+        .is_some_and(|&erased_ms| is_before_erasure(c.ts_ms, erased_ms))
+}
+
+/// Pure: the changes no erasure covers, and how many were dropped. Borrowed when none is (the
+/// usual case: nothing is copied on the hot path).
+fn without_erased<'c>(
+    changes: &'c [MembershipChange],
     erased: &HashMap<String, i64>,
-) -> (Vec<MembershipChange>, u64) {
-    let covered = |c: &MembershipChange| {
-        erased
-            .get(&c.clevertap_id)
-            .is_some_and(|&erased_ms| is_before_erasure(c.ts_ms, erased_ms))
-    };
-    let kept: Vec<MembershipChange> = changes.iter().filter(|c| !covered(c)).cloned().collect();
+) -> (std::borrow::Cow<'c, [MembershipChange]>, u64) {
+    if !changes.iter().any(|c| is_covered(c, erased)) {
+        return (std::borrow::Cow::Borrowed(changes), 0);
+    }
+    let kept: Vec<MembershipChange> = changes
+        .iter()
+        .filter(|c| !is_covered(c, erased))
+        .cloned()
+        .collect();
     let dropped = (changes.len() - kept.len()) as u64;
-    (kept, dropped)
+    (std::borrow::Cow::Owned(kept), dropped)
 }
 
 /// Erases what this chunk wrote for CleverTap IDs an erasure covers (it found their rows before
@@ -198,13 +207,13 @@ async fn erase_overtaken(
 ) -> Result<(), StoreError> {
     let pairs: std::collections::BTreeSet<(i64, &str, i64)> = written
         .iter()
-        .filter_map(|c| {
-            let &erased_ms = erased.get(&c.clevertap_id)?;
-            is_before_erasure(c.ts_ms, erased_ms).then_some((
+        .filter(|c| is_covered(c, erased))
+        .map(|c| {
+            (
                 c.audience_id,
                 c.clevertap_id.as_str(),
-                erased_ms,
-            ))
+                erased[&c.clevertap_id],
+            )
         })
         .collect();
     let segments = store
