@@ -607,9 +607,19 @@ async fn write_profile(
             if held == Some(value) {
                 continue;
             }
-            store
+            match store
                 .add_holder(region, project, kind, value, clevertap_id)
-                .await?;
+                .await
+            {
+                Ok(()) => {}
+                // A value held by so many profiles that its holders item is full (400 KB, about
+                // 10,000 CleverTap IDs): the erasure finds the rest through the index.
+                Err(e) if !e.is_transient() => {
+                    tracing::warn!(project_id = project, kind = kind.as_str(), error = %e,
+                                   "holders of a value are full; the index finds the rest");
+                }
+                Err(e) => return Err(e),
+            }
         }
         if store
             .write_profile(region, project, clevertap_id, &write, now)
