@@ -36,6 +36,32 @@ pub struct Config {
     /// `{region}` for the CleverTap region, e.g. `ctmp-{region}-erase`): authorize invokes the
     /// project's home region's. None (locally): authorize erases in process.
     pub erase_function: Option<String>,
+    /// Where the tombstone keys are (`store::keyring`): the stack's secret
+    /// (`TOMBSTONE_KEYS_SECRET`, a name or ARN, read on first need), or given whole
+    /// (`TOMBSTONE_KEYS`, JSON; local runs). Neither: the local, public keys when
+    /// `DYNAMODB_ENDPOINT` is set, else none (a function that needs them fails its request).
+    pub tombstone_keys: TombstoneKeySource,
+}
+
+/// Where a process gets its tombstone keys.
+#[derive(Clone, PartialEq, Eq)]
+pub enum TombstoneKeySource {
+    Secret(String),
+    Fixed(crate::domain::erasure::TombstoneKeys),
+    LocalDefault,
+    None,
+}
+
+impl std::fmt::Debug for TombstoneKeySource {
+    // Never print a key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TombstoneKeySource::Secret(id) => write!(f, "Secret({id:?})"),
+            TombstoneKeySource::Fixed(keys) => write!(f, "Fixed({keys:?})"),
+            TombstoneKeySource::LocalDefault => f.write_str("LocalDefault"),
+            TombstoneKeySource::None => f.write_str("None"),
+        }
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -50,6 +76,7 @@ impl std::fmt::Debug for Config {
             .field("metrics_namespace", &self.metrics_namespace)
             .field("segment_buckets", &self.segment_buckets)
             .field("erase_function", &self.erase_function)
+            .field("tombstone_keys", &self.tombstone_keys)
             .finish_non_exhaustive()
     }
 }
@@ -112,14 +139,32 @@ impl Config {
             }
             other => other,
         };
+        let dynamodb_endpoint = non_empty("DYNAMODB_ENDPOINT");
+        let tombstone_keys = match (
+            non_empty("TOMBSTONE_KEYS_SECRET"),
+            non_empty("TOMBSTONE_KEYS"),
+        ) {
+            (Some(id), _) => TombstoneKeySource::Secret(id.trim().to_owned()),
+            (None, Some(json)) => TombstoneKeySource::Fixed(
+                crate::domain::erasure::TombstoneKeys::parse(&json).map_err(|e| {
+                    ConfigError::Invalid {
+                        name: "TOMBSTONE_KEYS",
+                        reason: e.to_string(),
+                    }
+                })?,
+            ),
+            (None, None) if dynamodb_endpoint.is_some() => TombstoneKeySource::LocalDefault,
+            (None, None) => TombstoneKeySource::None,
+        };
         Ok(Self {
+            tombstone_keys,
             erase_function,
             segment_buckets,
             caller_token,
             tables: TableNames::new(
                 non_empty("TABLE_PREFIX").unwrap_or_else(|| DEFAULT_TABLE_PREFIX.to_owned()),
             ),
-            dynamodb_endpoint: non_empty("DYNAMODB_ENDPOINT"),
+            dynamodb_endpoint,
             project_cache_ttl: Duration::from_secs(ttl_secs),
             max_body_bytes,
             home_region,
@@ -141,6 +186,25 @@ impl Config {
     pub async fn store(&self) -> crate::store::Store {
         crate::store::Store::new(self.clients().await, self.tables.clone())
             .with_new_segment_buckets(self.segment_buckets)
+            .with_keyring(self.keyring().await)
+    }
+
+    /// The tombstone keys of this process: no network call happens here (the secret is read
+    /// when a project with erasures is first met).
+    pub async fn keyring(&self) -> crate::store::keyring::Keyring {
+        use crate::store::keyring::Keyring;
+        match &self.tombstone_keys {
+            TombstoneKeySource::Secret(id) => {
+                let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .region(aws_config::Region::new(self.home_region.aws_region()))
+                    .load()
+                    .await;
+                Keyring::secret(aws_sdk_secretsmanager::Client::new(&sdk), id.clone())
+            }
+            TombstoneKeySource::Fixed(keys) => Keyring::fixed(keys.clone()),
+            TombstoneKeySource::LocalDefault => Keyring::for_local_use(),
+            TombstoneKeySource::None => Keyring::unconfigured(),
+        }
     }
 
     /// Builds the per-region DynamoDB clients: no network call happens here.
@@ -239,5 +303,34 @@ mod tests {
 
         let bad: HashMap<&str, &str> = [("CT_REGION", "mars")].into();
         assert!(Config::from_lookup(|k| bad.get(k).map(|v| v.to_string())).is_err());
+    }
+
+    #[test]
+    fn tombstone_keys_come_from_the_secret_or_are_given_and_are_never_printed() {
+        let with = |pairs: &[(&'static str, String)]| {
+            let env: HashMap<&str, String> = pairs.iter().cloned().collect();
+            Config::from_lookup(move |k| env.get(k).cloned())
+        };
+        let key = "a-key-of-at-least-thirty-two-bytes-long!";
+        let given = format!(r#"{{"current":1,"k1":"{key}"}}"#);
+        let secret = with(&[
+            ("TOMBSTONE_KEYS_SECRET", "arn:aws:secretsmanager:x".into()),
+            ("TOMBSTONE_KEYS", given.clone()),
+        ]);
+        assert_eq!(
+            secret.unwrap().tombstone_keys,
+            TombstoneKeySource::Secret("arn:aws:secretsmanager:x".into())
+        );
+        let fixed = with(&[("TOMBSTONE_KEYS", given)]).unwrap();
+        assert!(matches!(fixed.tombstone_keys, TombstoneKeySource::Fixed(_)));
+        assert!(!format!("{fixed:?}").contains(key));
+        let short = with(&[("TOMBSTONE_KEYS", r#"{"current":1,"k1":"x"}"#.into())]);
+        assert!(short.is_err());
+        let local = with(&[("DYNAMODB_ENDPOINT", "http://127.0.0.1:8000".into())]);
+        assert_eq!(
+            local.unwrap().tombstone_keys,
+            TombstoneKeySource::LocalDefault
+        );
+        assert_eq!(with(&[]).unwrap().tombstone_keys, TombstoneKeySource::None);
     }
 }

@@ -5,6 +5,7 @@
 use aws_sdk_dynamodb::types::AttributeValue;
 use integration_tests::*;
 use serde_json::{Value, json};
+use shared::domain::erasure::{TombstoneHasher, TombstoneKind};
 use shared::domain::protocol::{Regulation, now_ms};
 use shared::domain::records::MembershipRow;
 use shared::domain::region::Region;
@@ -54,6 +55,17 @@ fn ann_batch(stack: &Stack, id: &str, ts: i64) -> String {
     )
 }
 
+/// The key a tombstone of `value` is written under in the stack's project, now.
+async fn tombstone_key(stack: &Stack, kind: TombstoneKind, value: &str) -> String {
+    let keys = stack.store.tombstone_keys().await.unwrap();
+    let hasher = TombstoneHasher {
+        keys: &keys,
+        project: &stack.project.id,
+        legacy_salt: None,
+    };
+    hasher.written(kind, value)
+}
+
 async fn read(stack: &Stack, path: &str) -> Value {
     stack.read_api("GET", path, "").await.1
 }
@@ -86,7 +98,7 @@ async fn items_mentioning(stack: &Stack, project_id: &str, needle: &str) -> Vec<
 }
 
 /// The project's data less what an erasure of nobody may add: tombstones and audit rows (the
-/// project's salt is not in it).
+/// project's erasure mark is not in it).
 async fn data_snapshot(stack: &Stack) -> ProjectSnapshot {
     let mut held = stack.held().await;
     held.tombstones = 0;
@@ -416,34 +428,28 @@ async fn an_operator_erases_by_clevertap_id() {
 }
 
 /// A project that has had an erasure (of someone else), so resolve checks tombstones, holding
-/// Ann's batch (sent a minute ago) as a stored chunk: the stack, the project's salt and the row.
-async fn salted_with_ann_chunk(test: &str) -> (Stack, String, shared::store::inbox::InboxRow) {
+/// Ann's batch (sent a minute ago) as a stored chunk: the stack and the row.
+async fn erased_before_with_ann_chunk(test: &str) -> (Stack, shared::store::inbox::InboxRow) {
     let stack = Stack::new(test, Region::Eu1).await;
     let earlier =
         ErasureRequest::by_operator("identity", "someone-else", None, Regulation::Gdpr).unwrap();
     erase(&stack.store, Region::Eu1, &stack.project.id, &earlier)
         .await
         .unwrap();
-    let salt = stack
-        .store
-        .erasure_salt(Region::Eu1, &stack.project.id, false)
-        .await
-        .unwrap()
-        .unwrap();
     stack
         .send(&ann_batch(&stack, "in-flight", now_ms() - 60_000))
         .await;
     let row = stack.chunks().await.into_iter().next().unwrap();
-    (stack, salt, row)
+    (stack, row)
 }
 
 #[tokio::test]
 async fn an_erasure_that_overtakes_a_chunk_in_flight_still_wins() {
-    let (stack, salt, row) = salted_with_ann_chunk("erasure-race").await;
+    let (stack, row) = erased_before_with_ann_chunk("erasure-race").await;
     // As resolve claims Ann's Identity (after its first look at the tombstones), an erasure of
     // her lands its tombstone: she was unknown till now, so that erasure found nothing to delete.
     let report =
-        resolve_overtaken(&stack, &row, vec![identity_tombstone(&stack, &salt, "c-1")]).await;
+        resolve_overtaken(&stack, &row, vec![identity_tombstone(&stack, "c-1").await]).await;
 
     // What resolve wrote after the erasure is gone again, and nothing is handed on to materialize.
     assert_ann_taken_back(&stack, &report).await;
@@ -488,7 +494,7 @@ async fn a_change_in_flight_during_an_erasure_is_stale_in_every_segment() {
 
 #[tokio::test]
 async fn a_retried_chunk_takes_back_what_its_failed_attempt_wrote_for_an_erased_person() {
-    let (stack, salt, row) = salted_with_ann_chunk("erasure-retry").await;
+    let (stack, row) = erased_before_with_ann_chunk("erasure-retry").await;
     let (region, project) = (Region::Eu1, stack.project.id.clone());
     // The first attempt wrote Ann's claim and profile, then failed before it looked at the
     // tombstones again (an erasure of Ann landed in between): its row is still `received`.
@@ -496,11 +502,7 @@ async fn a_retried_chunk_takes_back_what_its_failed_attempt_wrote_for_an_erased_
         .await
         .unwrap();
     local::raw::mark_inbox_received(&stack.client, &stack.names.name(region, Table::Inbox)).await;
-    let hash = shared::domain::erasure::tombstone_hash(
-        &salt,
-        shared::domain::erasure::TombstoneKind::Email,
-        ANN_EMAIL,
-    );
+    let hash = tombstone_key(&stack, TombstoneKind::Email, ANN_EMAIL).await;
     stack
         .store
         .write_tombstone(region, &project, &hash, now_ms())
@@ -547,12 +549,8 @@ async fn assert_ann_taken_back(stack: &Stack, report: &shared::stages::resolve::
 }
 
 /// The tombstone an erasure as of now leaves for an Identity, as a PutItem body.
-fn identity_tombstone(stack: &Stack, salt: &str, identity: &str) -> Value {
-    let hash = shared::domain::erasure::tombstone_hash(
-        salt,
-        shared::domain::erasure::TombstoneKind::Identity,
-        identity,
-    );
+async fn identity_tombstone(stack: &Stack, identity: &str) -> Value {
+    let hash = tombstone_key(stack, TombstoneKind::Identity, identity).await;
     json!({
         "TableName": stack.names.name(Region::Eu1, Table::Profiles),
         "Item": {"pk": {"S": shared::store::keys::profiles::tombstone_pk(&stack.project.id, &hash)},
@@ -562,37 +560,29 @@ fn identity_tombstone(stack: &Stack, salt: &str, identity: &str) -> Value {
 
 #[tokio::test]
 async fn the_projects_first_erasure_overtaking_a_chunk_still_wins() {
-    // A project that never had an erasure: resolve finds no salt when the chunk begins.
+    // A project that never had an erasure: resolve finds no mark when the chunk begins.
     let stack = Stack::new("erasure-first-race", Region::Eu1).await;
     stack
         .send(&ann_batch(&stack, "in-flight", now_ms() - 60_000))
         .await;
     let row = stack.chunks().await.into_iter().next().unwrap();
     let project = stack.project.id.clone();
-    // The project's first erasure (of Ann) lands meanwhile: the salt, then Ann's tombstone.
-    let salt = "the-first-salt";
-    let make_salt = json!({
+    // The project's first erasure (of Ann) lands meanwhile: the mark, then Ann's tombstone.
+    let mark = json!({
         "__target": "UpdateItem",
         "TableName": stack.names.name(Region::Eu1, Table::Projects),
         "Key": {"project_id": {"S": project}},
-        "UpdateExpression": "SET erasure_salt = :s",
-        "ExpressionAttributeValues": {":s": {"S": salt}},
+        "UpdateExpression": "SET erasure_keyed = :yes",
+        "ExpressionAttributeValues": {":yes": {"BOOL": true}},
     });
     let report = resolve_overtaken(
         &stack,
         &row,
-        vec![make_salt, identity_tombstone(&stack, salt, "c-1")],
+        vec![mark, identity_tombstone(&stack, "c-1").await],
     )
     .await;
-    assert_eq!(
-        stack
-            .store
-            .erasure_salt(Region::Eu1, &project, false)
-            .await
-            .unwrap()
-            .as_deref(),
-        Some(salt)
-    );
+    let marks = stack.store.erasure_marks(Region::Eu1, &project, false);
+    assert!(marks.await.unwrap().had_erasure);
 
     // Nothing of Ann stays, and nothing is handed on to materialize.
     assert_ann_taken_back(&stack, &report).await;
@@ -600,7 +590,7 @@ async fn the_projects_first_erasure_overtaking_a_chunk_still_wins() {
 
 #[tokio::test]
 async fn a_take_back_removes_a_profile_that_holds_only_its_identity() {
-    let (stack, salt, _) = salted_with_ann_chunk("erasure-identity-only").await;
+    let (stack, _) = erased_before_with_ann_chunk("erasure-identity-only").await;
     // Cy has a customer id and nothing else: his profile holds only that Identity.
     stack
         .send(&stack.batch(
@@ -618,7 +608,7 @@ async fn a_take_back_removes_a_profile_that_holds_only_its_identity() {
         .unwrap();
     let project = stack.project.id.clone();
     let report =
-        resolve_overtaken(&stack, &row, vec![identity_tombstone(&stack, &salt, "c-9")]).await;
+        resolve_overtaken(&stack, &row, vec![identity_tombstone(&stack, "c-9").await]).await;
 
     assert_eq!(report.outcomes.erased, 1);
     assert!(report.changes.is_empty());
@@ -918,19 +908,9 @@ async fn a_membership_written_as_an_erasure_reads_the_rows_is_erased_after_writi
     erase(&stack.store, Region::Eu1, &project, &earlier)
         .await
         .unwrap();
-    let salt = stack
-        .store
-        .erasure_salt(Region::Eu1, &project, false)
-        .await
-        .unwrap()
-        .unwrap();
     // Bob into 9, sent before an erasure of him that tombstones his CleverTap ID just before the
     // transaction goes out, and had read his rows already (it found none in 9).
-    let hash = shared::domain::erasure::tombstone_hash(
-        &salt,
-        shared::domain::erasure::TombstoneKind::CleverTapId,
-        &bob,
-    );
+    let hash = tombstone_key(&stack, TombstoneKind::CleverTapId, &bob).await;
     let plan = local::faults::FaultPlan::default();
     plan.before_transaction.lock().unwrap().push(json!({
         "TableName": stack.names.name(Region::Eu1, Table::Profiles),
@@ -1096,4 +1076,180 @@ async fn the_erase_functions_command_carries_the_whole_request() {
     assert_eq!(reply["done"]["erased"]["request_id"], "req-cmd");
     assert_eq!(reply["done"]["erased"]["removed"]["profiles"], 1);
     assert_eq!(member_count(&stack, 7).await.0, 1, "Ann stays");
+}
+
+/// A store of the stack hashing tombstones with other keys.
+fn with_keys(stack: &Stack, json: &str) -> shared::store::Store {
+    let keys = shared::domain::erasure::TombstoneKeys::parse(json).unwrap();
+    (stack.store.clone()).with_keyring(shared::store::keyring::Keyring::fixed(keys))
+}
+
+/// The project's tombstone keys as stored (the part after `T#<project>#`).
+async fn stored_tombstones(stack: &Stack) -> Vec<String> {
+    let table = stack.names.name(Region::Eu1, Table::Profiles);
+    let prefix = shared::store::keys::profiles::tombstone_pk(&stack.project.id, "");
+    local::scan_all(&stack.client, &table)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|i| {
+            i.get("pk")?
+                .as_s()
+                .ok()?
+                .strip_prefix(&prefix)
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+const OTHER_KEY: &str = "another-key-that-is-not-the-stacks-own-key";
+
+#[tokio::test]
+async fn a_tombstone_cannot_be_found_without_the_key_kept_outside_the_tables() {
+    let (stack, row) = erased_before_with_ann_chunk("erasure-keyed").await;
+    let erase_ann = ErasureRequest::by_operator("email", ANN_EMAIL, None, Regulation::Gdpr);
+    erase(
+        &stack.store,
+        Region::Eu1,
+        &stack.project.id,
+        &erase_ann.unwrap(),
+    )
+    .await
+    .unwrap();
+    // Every tombstone names its key version; the project item holds no salt to test guesses
+    // with (nor does any other item of the tables).
+    let stored = stored_tombstones(&stack).await;
+    assert!(stored.len() >= 2, "{stored:?}");
+    assert!(stored.iter().all(|h| h.starts_with("k1#")), "{stored:?}");
+    let marks = stack
+        .store
+        .erasure_marks(Region::Eu1, &stack.project.id, false);
+    let marks = marks.await.unwrap();
+    assert!(marks.had_erasure && marks.legacy_salt.is_none());
+    for unkeyed in ["", &stack.project.id] {
+        let guess =
+            shared::domain::erasure::tombstone_hash(unkeyed, TombstoneKind::Email, ANN_EMAIL);
+        assert!(!stored.iter().any(|h| h.ends_with(&guess)));
+    }
+
+    // Whoever hashes Ann's email with any other key does not find her tombstone: resolving
+    // her batch (sent before the erasure) with another key lets her through...
+    let guessing = with_keys(&stack, &format!(r#"{{"current":1,"k1":"{OTHER_KEY}"}}"#));
+    let report = shared::stages::resolve::resolve_chunk(&guessing, Region::Eu1, &row)
+        .await
+        .unwrap();
+    assert_eq!(report.outcomes.erased, 0);
+    assert!(!report.changes.is_empty());
+    // ...and with the stack's key the same chunk, retried, is stopped and taken back.
+    local::raw::mark_inbox_received(&stack.client, &stack.names.name(Region::Eu1, Table::Inbox))
+        .await;
+    let report = shared::stages::resolve::resolve_chunk(&stack.store, Region::Eu1, &row)
+        .await
+        .unwrap();
+    assert_ann_taken_back(&stack, &report).await;
+}
+
+#[tokio::test]
+async fn tombstones_stay_checkable_across_a_key_rotation_and_from_before_keys() {
+    let (stack, row) = erased_before_with_ann_chunk("erasure-rotation").await;
+    let project = stack.project.id.clone();
+    // Ann's email was erased under key version 1 (the stack's local key)...
+    let erase_ann = ErasureRequest::by_operator("email", ANN_EMAIL, None, Regulation::Gdpr);
+    erase(&stack.store, Region::Eu1, &project, &erase_ann.unwrap())
+        .await
+        .unwrap();
+    // ...and her customer id before tombstones were keyed (a salted hash; the salt on the
+    // project item, as such projects have it).
+    let table = stack.names.name(Region::Eu1, Table::Projects);
+    stack
+        .client
+        .update_item()
+        .table_name(&table)
+        .key("project_id", AttributeValue::S(project.clone()))
+        .update_expression("SET erasure_salt = :s")
+        .expression_attribute_values(":s", AttributeValue::S("legacy-salt".into()))
+        .send()
+        .await
+        .unwrap();
+    let legacy =
+        shared::domain::erasure::tombstone_hash("legacy-salt", TombstoneKind::Identity, "c-1");
+    stack
+        .store
+        .write_tombstone(Region::Eu1, &project, &legacy, now_ms())
+        .await
+        .unwrap();
+
+    // The keys rotate: version 2 is current, version 1 stays.
+    let local_key = serde_json::from_str::<Value>(shared::store::keyring::LOCAL_KEYS).unwrap();
+    let rotated = format!(
+        r#"{{"current":2,"k1":{},"k2":"{OTHER_KEY}"}}"#,
+        local_key["k1"]
+    );
+    let rotated = with_keys(&stack, &rotated);
+    // Ann's batch (sent before both erasures) is found by her version-1 email tombstone...
+    let report = shared::stages::resolve::resolve_chunk(&rotated, Region::Eu1, &row)
+        .await
+        .unwrap();
+    assert_eq!((report.outcomes.erased, report.changes.len()), (1, 0));
+    // ...and by her legacy customer-id tombstone alone, once the keyed ones are gone.
+    let keyed_table = stack.names.name(Region::Eu1, Table::Profiles);
+    for key in stored_tombstones(&stack)
+        .await
+        .iter()
+        .filter(|h| h.starts_with('k'))
+    {
+        let pk = shared::store::keys::profiles::tombstone_pk(&project, key);
+        stack
+            .client
+            .delete_item()
+            .table_name(&keyed_table)
+            .key("pk", AttributeValue::S(pk))
+            .send()
+            .await
+            .unwrap();
+    }
+    local::raw::mark_inbox_received(&stack.client, &stack.names.name(Region::Eu1, Table::Inbox))
+        .await;
+    let report = shared::stages::resolve::resolve_chunk(&rotated, Region::Eu1, &row)
+        .await
+        .unwrap();
+    assert_eq!((report.outcomes.erased, report.changes.len()), (1, 0));
+    // New tombstones are written with the current version.
+    let erase_bob = ErasureRequest::by_operator("email", "bob@example.com", None, Regulation::Gdpr);
+    erase(&rotated, Region::Eu1, &project, &erase_bob.unwrap())
+        .await
+        .unwrap();
+    let stored = stored_tombstones(&stack).await;
+    assert!(stored.iter().any(|h| h.starts_with("k2#")), "{stored:?}");
+    assert!(!stored.iter().any(|h| h.starts_with("k1#")), "{stored:?}");
+}
+
+#[tokio::test]
+async fn the_tombstone_keys_are_read_from_the_secret_once_when_first_needed() {
+    use aws_sdk_secretsmanager::operation::get_secret_value::{
+        GetSecretValueError, GetSecretValueOutput,
+    };
+    let secret = format!(r#"{{"current":1,"k1":"{OTHER_KEY}"}}"#);
+    let read = aws_smithy_mocks::mock!(aws_sdk_secretsmanager::Client::get_secret_value)
+        .match_requests(|req| req.secret_id() == Some("ctmp-eu1-tombstone-keys"))
+        .then_output(move || {
+            GetSecretValueOutput::builder()
+                .secret_string(secret.clone())
+                .build()
+        });
+    let client = aws_smithy_mocks::mock_client!(aws_sdk_secretsmanager, [&read]);
+    let keyring = shared::store::keyring::Keyring::secret(client, "ctmp-eu1-tombstone-keys");
+    assert_eq!(read.num_calls(), 0, "nothing is read before it is needed");
+    for _ in 0..3 {
+        assert_eq!(keyring.keys().await.unwrap().current(), 1);
+    }
+    assert_eq!(read.num_calls(), 1, "read once, then cached");
+
+    // A secret that cannot be read fails the request as one to retry, and says nothing of it.
+    let denied = aws_smithy_mocks::mock!(aws_sdk_secretsmanager::Client::get_secret_value)
+        .then_error(|| GetSecretValueError::unhandled("AccessDeniedException"));
+    let client = aws_smithy_mocks::mock_client!(aws_sdk_secretsmanager, [&denied]);
+    let keyring = shared::store::keyring::Keyring::secret(client, "ctmp-eu1-tombstone-keys");
+    let err = keyring.keys().await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
 }

@@ -1,7 +1,10 @@
 //! Erasure of a person (a GDPR / CCPA data subject request), the pure part: what a subject's
-//! identities name, the salted hashes tombstones are keyed by, and the version an erasure leaves
+//! identities name, the keyed hashes tombstones are found by, and the version an erasure leaves
 //! on memberships. The store and `stages::erasure` do the deleting.
 
+use std::collections::BTreeMap;
+
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -98,8 +101,10 @@ impl TombstoneKind {
     }
 }
 
-/// The key of a tombstone: SHA-256 of the project's salt, the kind and the value, in hex. The
-/// identity itself is never stored.
+/// The legacy key of a tombstone (made before keyed tombstones): SHA-256 of the project's salt,
+/// the kind and the value, in hex. The salt lives on the project item, so whoever reads the
+/// tables can test guesses against these; they stay checkable (docs/architecture.md, Erasure),
+/// and no new one is written.
 pub fn tombstone_hash(salt: &str, kind: TombstoneKind, value: &str) -> String {
     let mut h = Sha256::new();
     for part in [salt, kind.as_str(), value] {
@@ -109,25 +114,134 @@ pub fn tombstone_hash(salt: &str, kind: TombstoneKind, value: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// The tombstone hashes a resolved user would be found by: its ladder key, email and phone.
-pub fn resolution_hashes(salt: &str, r: &Resolution) -> Vec<String> {
-    let mut out = Vec::new();
-    match &r.outcome {
-        Ok((ProfileKey::CleverTapId(ct), _)) => {
-            out.push(tombstone_hash(salt, TombstoneKind::CleverTapId, ct))
+/// The shortest tombstone key accepted (bytes): 256 bits of a generated alphanumeric secret.
+pub const MIN_TOMBSTONE_KEY_BYTES: usize = 32;
+
+/// Why a set of tombstone keys was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TombstoneKeysError {
+    #[error("tombstone keys are not JSON of the form {{\"current\": 1, \"k1\": \"…\"}}: {0}")]
+    NotJson(String),
+    #[error("tombstone keys name no current version")]
+    NoCurrent,
+    #[error("tombstone key version {0} is missing")]
+    MissingVersion(u32),
+    #[error("tombstone key k{0} is shorter than {MIN_TOMBSTONE_KEY_BYTES} bytes")]
+    TooShort(u32),
+}
+
+/// The secret keys tombstones are hashed with, by version (`{"current": 2, "k1": "…", "k2":
+/// "…"}`, as the stack's secret holds them). New tombstones use the current version; a check
+/// tries every version, so rotating is adding a version, then making it current once every
+/// process has read it (docs/architecture.md, Erasure). Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TombstoneKeys {
+    current: u32,
+    keys: BTreeMap<u32, Vec<u8>>,
+}
+
+impl std::fmt::Debug for TombstoneKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TombstoneKeys")
+            .field("current", &self.current)
+            .field("versions", &self.keys.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TombstoneKeys {
+    /// Parses the secret's JSON: `current` and one `k<version>` string per version.
+    pub fn parse(json: &str) -> Result<Self, TombstoneKeysError> {
+        let map: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(json).map_err(|e| TombstoneKeysError::NotJson(e.to_string()))?;
+        let current = map
+            .get("current")
+            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.trim().parse().ok()))
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or(TombstoneKeysError::NoCurrent)?;
+        let mut keys = BTreeMap::new();
+        for (name, value) in &map {
+            let Some(version) = name.strip_prefix('k').and_then(|v| v.parse::<u32>().ok()) else {
+                continue;
+            };
+            let key = value.as_str().unwrap_or_default().as_bytes().to_vec();
+            if key.len() < MIN_TOMBSTONE_KEY_BYTES {
+                return Err(TombstoneKeysError::TooShort(version));
+            }
+            keys.insert(version, key);
         }
-        Ok((ProfileKey::Identity(id), _)) => {
-            out.push(tombstone_hash(salt, TombstoneKind::Identity, id))
+        if !keys.contains_key(&current) {
+            return Err(TombstoneKeysError::MissingVersion(current));
         }
-        Err(_) => {}
+        Ok(Self { current, keys })
     }
-    if let Some(e) = &r.email {
-        out.push(tombstone_hash(salt, TombstoneKind::Email, e));
+
+    /// The version new tombstones are written with.
+    pub fn current(&self) -> u32 {
+        self.current
     }
-    if let Some(p) = &r.phone {
-        out.push(tombstone_hash(salt, TombstoneKind::Phone, p));
+
+    /// `k<version>#<HMAC-SHA256 in hex>` of the project, kind and value (length-prefixed, so
+    /// moving a boundary changes it; the project in it keeps one person's tombstones in two
+    /// projects apart).
+    fn hash(&self, version: u32, project: &str, kind: TombstoneKind, value: &str) -> String {
+        let key = &self.keys[&version];
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+        for part in [project, kind.as_str(), value] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        format!("k{version}#{}", hex::encode(mac.finalize().into_bytes()))
     }
-    out
+}
+
+/// How one project's tombstones are keyed: the stack's keys, plus the project's legacy salt if
+/// it had erasures before tombstones were keyed.
+#[derive(Debug, Clone, Copy)]
+pub struct TombstoneHasher<'a> {
+    pub keys: &'a TombstoneKeys,
+    pub project: &'a str,
+    pub legacy_salt: Option<&'a str>,
+}
+
+impl TombstoneHasher<'_> {
+    /// The key a new tombstone of this value is written under (the current version).
+    pub fn written(&self, kind: TombstoneKind, value: &str) -> String {
+        self.keys.hash(self.keys.current, self.project, kind, value)
+    }
+
+    /// Every key a tombstone of this value may stand under: each key version, and the legacy
+    /// salted hash where the project has a salt.
+    pub fn checked(&self, kind: TombstoneKind, value: &str) -> Vec<String> {
+        let mut out: Vec<String> = (self.keys.keys.keys())
+            .map(|&v| self.keys.hash(v, self.project, kind, value))
+            .collect();
+        if let Some(salt) = self.legacy_salt {
+            out.push(tombstone_hash(salt, kind, value));
+        }
+        out
+    }
+
+    /// The tombstone keys a resolved user would be found by: its ladder key, email and phone.
+    pub fn of_resolution(&self, r: &Resolution) -> Vec<String> {
+        let mut out = Vec::new();
+        match &r.outcome {
+            Ok((ProfileKey::CleverTapId(ct), _)) => {
+                out.extend(self.checked(TombstoneKind::CleverTapId, ct))
+            }
+            Ok((ProfileKey::Identity(id), _)) => {
+                out.extend(self.checked(TombstoneKind::Identity, id))
+            }
+            Err(_) => {}
+        }
+        if let Some(e) = &r.email {
+            out.extend(self.checked(TombstoneKind::Email, e));
+        }
+        if let Some(p) = &r.phone {
+            out.extend(self.checked(TombstoneKind::Phone, p));
+        }
+        out
+    }
 }
 
 /// The version an erasure as of `erased_ms` leaves on a membership: newer than every change of
@@ -259,8 +373,100 @@ mod tests {
         );
     }
 
+    const K1: &str = "0123456789abcdefghijklmnopqrstuvwxyzABCD";
+    const K2: &str = "ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponm";
+
+    fn keys(json: &str) -> TombstoneKeys {
+        TombstoneKeys::parse(json).unwrap()
+    }
+
+    #[test]
+    fn keyed_hashes_carry_their_version_and_depend_on_key_project_kind_and_value() {
+        let k1 = keys(&format!(r#"{{"current":1,"k1":"{K1}"}}"#));
+        let other = keys(&format!(r#"{{"current":1,"k1":"{K2}"}}"#));
+        let hasher = |keys, project| TombstoneHasher {
+            keys,
+            project,
+            legacy_salt: None,
+        };
+        let h = hasher(&k1, "p1").written(TombstoneKind::Email, "ann@example.com");
+        assert!(h.starts_with("k1#") && h.len() == 3 + 64, "{h}");
+        assert!(!h.contains("ann"));
+        for different in [
+            hasher(&other, "p1").written(TombstoneKind::Email, "ann@example.com"),
+            hasher(&k1, "p2").written(TombstoneKind::Email, "ann@example.com"),
+            hasher(&k1, "p1").written(TombstoneKind::Identity, "ann@example.com"),
+            hasher(&k1, "p1").written(TombstoneKind::Email, "bob@example.com"),
+        ] {
+            assert_ne!(h, different);
+        }
+        // What the tables hold (the legacy salt) does not give the keyed hash.
+        assert_ne!(
+            h.strip_prefix("k1#").unwrap(),
+            tombstone_hash("", TombstoneKind::Email, "ann@example.com")
+        );
+    }
+
+    #[test]
+    fn a_rotated_key_set_writes_the_new_version_and_still_finds_the_old_and_legacy_ones() {
+        let before = keys(&format!(r#"{{"current":1,"k1":"{K1}"}}"#));
+        let after = keys(&format!(r#"{{"current":"2","k1":"{K1}","k2":"{K2}"}}"#));
+        let old = TombstoneHasher {
+            keys: &before,
+            project: "p",
+            legacy_salt: None,
+        }
+        .written(TombstoneKind::Phone, "+14155550100");
+        let now = TombstoneHasher {
+            keys: &after,
+            project: "p",
+            legacy_salt: Some("salt"),
+        };
+        let new = now.written(TombstoneKind::Phone, "+14155550100");
+        assert!(new.starts_with("k2#"));
+        let checked = now.checked(TombstoneKind::Phone, "+14155550100");
+        assert_eq!(
+            checked,
+            vec![
+                old,
+                new,
+                tombstone_hash("salt", TombstoneKind::Phone, "+14155550100")
+            ]
+        );
+    }
+
+    #[test]
+    fn key_sets_without_a_usable_current_key_are_refused() {
+        let short = r#"{"current":1,"k1":"short"}"#;
+        assert_eq!(
+            TombstoneKeys::parse(short),
+            Err(TombstoneKeysError::TooShort(1))
+        );
+        let missing = format!(r#"{{"current":2,"k1":"{K1}"}}"#);
+        assert_eq!(
+            TombstoneKeys::parse(&missing),
+            Err(TombstoneKeysError::MissingVersion(2))
+        );
+        assert_eq!(
+            TombstoneKeys::parse(&format!(r#"{{"k1":"{K1}"}}"#)),
+            Err(TombstoneKeysError::NoCurrent)
+        );
+        assert!(matches!(
+            TombstoneKeys::parse("k1"),
+            Err(TombstoneKeysError::NotJson(_))
+        ));
+        let printed = format!("{:?}", keys(&format!(r#"{{"current":1,"k1":"{K1}"}}"#)));
+        assert!(!printed.contains(K1), "{printed}");
+    }
+
     #[test]
     fn a_resolution_is_found_by_its_key_email_and_phone() {
+        let k = keys(&format!(r#"{{"current":1,"k1":"{K1}"}}"#));
+        let hasher = TombstoneHasher {
+            keys: &k,
+            project: "p",
+            legacy_salt: Some("s"),
+        };
         let r = Resolution {
             outcome: Ok((ProfileKey::Identity("c-1".into()), Rung::Identity)),
             email: Some("ann@example.com".into()),
@@ -268,14 +474,13 @@ mod tests {
             invalid_emails: 0,
             invalid_phones: 0,
         };
-        let hashes = resolution_hashes("s", &r);
-        assert_eq!(
-            hashes,
-            vec![
-                tombstone_hash("s", TombstoneKind::Identity, "c-1"),
-                tombstone_hash("s", TombstoneKind::Email, "ann@example.com")
-            ]
-        );
+        let expected: Vec<String> = [
+            hasher.checked(TombstoneKind::Identity, "c-1"),
+            hasher.checked(TombstoneKind::Email, "ann@example.com"),
+        ]
+        .concat();
+        assert_eq!(hasher.of_resolution(&r), expected);
+        assert_eq!(expected.len(), 4, "keyed and legacy, for each");
     }
 
     #[test]

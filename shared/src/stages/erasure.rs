@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::domain::erasure::{
-    ErasureAudit, ErasureCounts, ErasureSource, SubjectKey, erasure_version, subject_keys,
-    tombstone_hash,
+    ErasureAudit, ErasureCounts, ErasureSource, SubjectKey, TombstoneHasher, erasure_version,
+    subject_keys,
 };
 use crate::domain::protocol::{DsrProcessingRequest, Encoding, Regulation, now_ms};
 use crate::domain::records::Profile;
@@ -559,15 +559,19 @@ async fn write_tombstones(
     if remembered.is_empty() {
         return Ok(0);
     }
-    let salt = store
-        .erasure_salt(region, project_id, true)
-        .await?
-        .ok_or_else(|| StoreError::Unavailable("the project has no item to salt".into()))?;
+    // The mark first: a check that finds a tombstone then finds the mark too.
+    store.erasure_marks(region, project_id, true).await?;
+    let keys = store.tombstone_keys().await?;
+    let hasher = TombstoneHasher {
+        keys: &keys,
+        project: project_id,
+        legacy_salt: None,
+    };
     let hashes: Vec<String> = remembered
         .iter()
         .map(|k| {
             let (kind, value) = k.tombstone();
-            tombstone_hash(&salt, kind, value)
+            hasher.written(kind, value)
         })
         .collect();
     let written = hashes.len() as u64;

@@ -167,10 +167,18 @@ pub async fn preview(
     let mut outcomes = ResolveOutcomes::default();
     let mut totals: BTreeMap<&'static str, u64> = BTreeMap::new();
     let resolved = ladder(profiles, &mut outcomes);
-    let covered = Erasures::of(store, region, project)
-        .await?
-        .covering(store, region, project, message_ts, &resolved)
-        .await?;
+    //    The read API's role cannot read the tombstone keys (only the stream functions and
+    //    `erase` may): deployed, the preview says it did not check erasures.
+    let erasures_checked = store.checks_tombstones();
+    let covered = match erasures_checked {
+        true => {
+            Erasures::of(store, region, project)
+                .await?
+                .covering(store, region, project, message_ts, &resolved)
+                .await?
+        }
+        false => vec![None; resolved.len()],
+    };
     let mut users: Vec<Value> = (resolved.iter().zip(&covered))
         .filter(|(_, erased)| erased.is_some())
         .map(|(r, _)| skipped_user(r.profile, "erased", &mut totals))
@@ -199,6 +207,7 @@ pub async fn preview(
             "entries": totals,
         },
         "users": users,
+        "erasures_checked": erasures_checked,
         "written": false,
     }))
 }

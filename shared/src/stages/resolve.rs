@@ -19,12 +19,15 @@ use tracing::{error, info};
 
 use crate::domain::batch::{StoredAudience, StoredProfile, decode_chunk};
 use crate::domain::changes::{ChangeAction, MembershipChange, encode_changes};
-use crate::domain::erasure::{TombstoneKind, is_before_erasure, resolution_hashes, tombstone_hash};
+use std::sync::Arc;
+
+use crate::domain::erasure::{TombstoneHasher, TombstoneKeys, TombstoneKind, is_before_erasure};
 use crate::domain::identity::{ProfileKey, Resolution, Rung, SkipReason, resolve, user_id_type};
 use crate::domain::protocol::{AttributeAction, AudienceAction, UserIdentityType, now_ms};
 use crate::domain::records::{InboxStatus, Profile, PropertyValue};
 use crate::domain::region::Region;
 use crate::stages::stream::{self as records, RecordError};
+use crate::store::erasure::ErasureMarks;
 use crate::store::holders::HeldValue;
 use crate::store::inbox::InboxRow;
 use crate::store::profiles::message_version_prefix;
@@ -139,9 +142,13 @@ pub(crate) fn ladder<'a>(
 }
 
 /// The erasures of a project as one chunk sees them (`domain::erasure`). A project that never
-/// had one costs one read per chunk; otherwise each check is one BatchGetItem of tombstones.
+/// had one costs one read per chunk (and never reads the tombstone keys); otherwise each check
+/// is one BatchGetItem of tombstones.
 pub(crate) struct Erasures {
-    salt: Option<String>,
+    project: String,
+    marks: ErasureMarks,
+    /// Read once the project is known to have had an erasure.
+    keys: Option<Arc<TombstoneKeys>>,
 }
 
 impl Erasures {
@@ -150,24 +157,40 @@ impl Erasures {
         region: Region,
         project: &str,
     ) -> Result<Self, StoreError> {
+        let marks = store.erasure_marks(region, project, false).await?;
+        let keys = match marks.had_erasure {
+            true => Some(store.tombstone_keys().await?),
+            false => None,
+        };
         Ok(Self {
-            salt: store.erasure_salt(region, project, false).await?,
+            project: project.to_owned(),
+            marks,
+            keys,
         })
     }
 
     /// The erasures as they stand now, for the check after writing: a project that had none when
-    /// the chunk began may have had its first meanwhile (its salt is made before any tombstone),
-    /// so the salt is read again; a salt once made never changes, so one that was there stays.
+    /// the chunk began may have had its first meanwhile (it is marked before any tombstone is
+    /// written), so the mark is read again; a mark once made stays, so one that was there stays.
     pub(crate) async fn again(
         self,
         store: &Store,
         region: Region,
         project: &str,
     ) -> Result<Self, StoreError> {
-        match self.salt {
-            Some(_) => Ok(self),
-            None => Self::of(store, region, project).await,
+        match self.marks.had_erasure {
+            true => Ok(self),
+            false => Self::of(store, region, project).await,
         }
+    }
+
+    /// How this project's tombstones are keyed; `None` if it never had an erasure.
+    fn hasher(&self) -> Option<TombstoneHasher<'_>> {
+        Some(TombstoneHasher {
+            keys: self.keys.as_deref()?,
+            project: &self.project,
+            legacy_salt: self.marks.legacy_salt.as_deref(),
+        })
     }
 
     /// The time of the newest erasure of each of these CleverTap IDs, for those erased (a
@@ -179,20 +202,24 @@ impl Erasures {
         project: &str,
         clevertap_ids: &BTreeSet<&str>,
     ) -> Result<HashMap<String, i64>, StoreError> {
-        let Some(salt) = &self.salt else {
+        let Some(hasher) = self.hasher() else {
             return Ok(HashMap::new());
         };
         let hashes: HashMap<String, &str> = clevertap_ids
             .iter()
-            .map(|ct| (tombstone_hash(salt, TombstoneKind::CleverTapId, ct), *ct))
+            .flat_map(|ct| {
+                (hasher.checked(TombstoneKind::CleverTapId, ct).into_iter()).map(move |h| (h, *ct))
+            })
             .collect();
         let all: Vec<String> = hashes.keys().cloned().collect();
-        Ok(store
-            .tombstones(region, project, &all)
-            .await?
-            .into_iter()
-            .filter_map(|(h, erased_ms)| Some((hashes.get(&h)?.to_string(), erased_ms)))
-            .collect())
+        let mut newest: HashMap<String, i64> = HashMap::new();
+        for (h, erased_ms) in store.tombstones(region, project, &all).await? {
+            if let Some(ct) = hashes.get(&h) {
+                let at = newest.entry(ct.to_string()).or_insert(erased_ms);
+                *at = (*at).max(erased_ms);
+            }
+        }
+        Ok(newest)
     }
 
     /// For each of `users`, the time of the newest erasure made after `message_ts` that covers it
@@ -205,13 +232,13 @@ impl Erasures {
         message_ts: i64,
         users: &[Resolved<'_>],
     ) -> Result<Vec<Option<i64>>, StoreError> {
-        let Some(salt) = &self.salt else {
+        let Some(hasher) = self.hasher() else {
             return Ok(vec![None; users.len()]);
         };
         let per_user: Vec<Vec<String>> = users
             .iter()
             .map(|r| match r.resolution.outcome {
-                Ok(_) => resolution_hashes(salt, &r.resolution),
+                Ok(_) => hasher.of_resolution(&r.resolution),
                 Err(_) => Vec::new(),
             })
             .collect();

@@ -1,4 +1,4 @@
-//! What an erasure reads and writes: the project's salt, tombstones, the erased person's
+//! What an erasure reads and writes: the project's erasure marks, tombstones, the erased person's
 //! membership rows (with exact counts), events, claims and profiles, and the audit rows.
 
 use std::collections::HashMap;
@@ -118,12 +118,24 @@ fn scrub_update(
         .expect("table and key are set")
 }
 
-/// Attribute of a project item: the salt of its tombstone hashes (created by its first erasure).
+/// Attribute of a project item: the salt of its legacy (unkeyed) tombstone hashes, made by its
+/// first erasure before tombstones were keyed. No new one is made.
 const SALT: &str = "erasure_salt";
+/// Attribute of a project item: true once an erasure wrote keyed tombstones for it.
+const KEYED: &str = "erasure_keyed";
 /// Attribute of a tombstone: the time (epoch ms) the erasure it remembers was made as of.
 const ERASED_MS: &str = "erased_ms";
 /// Re-reads of one membership row whose version moved while erasing it.
 const MAX_MEMBERSHIP_REREADS: u32 = 25;
+
+/// What a project item says of its erasures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErasureMarks {
+    /// It has had one: its tombstones are worth checking.
+    pub had_erasure: bool,
+    /// The salt of its tombstones written before they were keyed, if any were.
+    pub legacy_salt: Option<String>,
+}
 
 /// What erasing one membership row did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,25 +152,27 @@ pub enum RowErased {
 }
 
 impl Store {
-    /// The project's tombstone salt; with `create`, made (once, whoever comes first) if missing.
-    /// `None`: the project has never had an erasure.
-    pub async fn erasure_salt(
+    /// Whether the project has had erasures (so its tombstones are worth checking) and its
+    /// legacy salt if it had some before tombstones were keyed. With `create`, marks it as
+    /// having keyed tombstones first (before any is written, so a check that reads the mark
+    /// after a tombstone landed always finds it).
+    pub async fn erasure_marks(
         &self,
         region: Region,
         project_id: &str,
         create: bool,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<ErasureMarks, StoreError> {
         let table = self.table(region, Table::Projects);
         let item = if create {
             self.client(region)
                 .update_item()
                 .table_name(table)
                 .key(projects::PROJECT_ID, s(project_id))
-                .update_expression("SET #salt = if_not_exists(#salt, :new)")
+                .update_expression("SET #keyed = :yes")
                 .condition_expression("attribute_exists(#pid)")
-                .expression_attribute_names("#salt", SALT)
+                .expression_attribute_names("#keyed", KEYED)
                 .expression_attribute_names("#pid", projects::PROJECT_ID)
-                .expression_attribute_values(":new", s(crate::domain::auth::generate_secret()))
+                .expression_attribute_values(":yes", AttributeValue::Bool(true))
                 .return_values(ReturnValue::AllNew)
                 .send()
                 .await?
@@ -168,17 +182,21 @@ impl Store {
                 .get_item()
                 .table_name(table)
                 .key(projects::PROJECT_ID, s(project_id))
-                .projection_expression("#salt")
+                .projection_expression("#salt, #keyed")
                 .expression_attribute_names("#salt", SALT)
+                .expression_attribute_names("#keyed", KEYED)
                 .consistent_read(true)
                 .send()
                 .await?
                 .item
         };
-        Ok(item
-            .as_ref()
-            .and_then(|i| get_s(i, SALT))
-            .map(str::to_owned))
+        let item = item.unwrap_or_default();
+        let legacy_salt = get_s(&item, SALT).map(str::to_owned);
+        let keyed = matches!(item.get(KEYED), Some(AttributeValue::Bool(true)));
+        Ok(ErasureMarks {
+            had_erasure: keyed || legacy_salt.is_some(),
+            legacy_salt,
+        })
     }
 
     /// Remembers that `hash` was erased as of `erased_ms`; a later erasure of it wins.

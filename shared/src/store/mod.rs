@@ -16,6 +16,7 @@ pub mod counters;
 pub mod erasure;
 pub mod holders;
 pub mod inbox;
+pub mod keyring;
 pub mod keys;
 pub mod memberships;
 pub mod profiles;
@@ -88,6 +89,8 @@ pub struct Store {
     clients: RegionalClients,
     names: TableNames,
     new_segment_buckets: u32,
+    /// The keys tombstones are hashed with (kept outside DynamoDB; `keyring`).
+    keyring: std::sync::Arc<keyring::Keyring>,
 }
 
 impl Store {
@@ -96,7 +99,26 @@ impl Store {
             clients,
             names,
             new_segment_buckets: keys::memberships::DEFAULT_BUCKETS,
+            keyring: std::sync::Arc::new(keyring::Keyring::for_local_use()),
         }
+    }
+
+    /// The tombstone keys this store hashes with (the local, public ones unless set).
+    pub fn with_keyring(mut self, keyring: keyring::Keyring) -> Self {
+        self.keyring = std::sync::Arc::new(keyring);
+        self
+    }
+
+    /// Whether this store may check tombstones (`Keyring::is_configured`).
+    pub fn checks_tombstones(&self) -> bool {
+        self.keyring.is_configured()
+    }
+
+    /// The tombstone keys, read from outside DynamoDB on first need and cached.
+    pub async fn tombstone_keys(
+        &self,
+    ) -> Result<std::sync::Arc<crate::domain::erasure::TombstoneKeys>, StoreError> {
+        self.keyring.keys().await
     }
 
     /// The bucket count segments created from now on get (clamped to 1..=`MAX_BUCKETS`); a
