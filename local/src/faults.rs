@@ -240,3 +240,153 @@ pub fn faulty_client(endpoint: &str, plan: FaultPlan) -> aws_sdk_dynamodb::Clien
     };
     crate::client_with_http(endpoint, SharedHttpClient::new(http))
 }
+
+/// Faults for the EventBridge stand-in, which always takes every entry: `PutEvents` answers
+/// that refuse some entries (not forwarded, reported failed as EventBridge reports them).
+#[derive(Debug, Default, Clone)]
+pub struct BusFaultPlan {
+    /// Entries still to refuse, one per entry, from the first entry of the next call on.
+    pub refused_entries: Arc<AtomicU32>,
+    /// `PutEvents` calls that reached this client.
+    pub calls: Arc<AtomicU32>,
+    /// Entries refused so far.
+    pub injected: Arc<AtomicU32>,
+}
+
+#[derive(Debug, Clone)]
+struct BusFaultClient {
+    inner: SharedHttpClient,
+    plan: BusFaultPlan,
+}
+
+impl HttpClient for BusFaultClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(BusFaultConnector {
+            inner: self.inner.http_connector(settings, components),
+            plan: self.plan.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct BusFaultConnector {
+    inner: SharedHttpConnector,
+    plan: BusFaultPlan,
+}
+
+fn events_response(body: Value) -> HttpResponse {
+    let mut r = HttpResponse::new(
+        200.try_into().expect("valid status"),
+        SdkBody::from(body.to_string()),
+    );
+    r.headers_mut()
+        .insert("content-type", "application/x-amz-json-1.1");
+    r
+}
+
+impl HttpConnector for BusFaultConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let is_put = request
+            .headers()
+            .get("x-amz-target")
+            .is_some_and(|t| t.ends_with(".PutEvents"));
+        if !is_put {
+            return self.inner.call(request);
+        }
+        let plan = self.plan.clone();
+        plan.calls.fetch_add(1, Ordering::SeqCst);
+        let Some(mut body) = request
+            .body()
+            .bytes()
+            .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+        else {
+            return self.inner.call(request);
+        };
+        let entries = body["Entries"].as_array().cloned().unwrap_or_default();
+        let refused: Vec<bool> = entries
+            .iter()
+            .map(|_| FaultPlan::take(&plan.refused_entries))
+            .collect();
+        if !refused.contains(&true) {
+            return self.inner.call(request);
+        }
+        plan.injected.fetch_add(
+            refused.iter().filter(|r| **r).count() as u32,
+            Ordering::SeqCst,
+        );
+        let kept: Vec<Value> = entries
+            .iter()
+            .zip(&refused)
+            .filter(|(_, r)| !**r)
+            .map(|(e, _)| e.clone())
+            .collect();
+        let failed =
+            json!({"ErrorCode": "InternalFailure", "ErrorMessage": "injected: entry refused"});
+        let splice = move |taken: Vec<Value>| {
+            let mut taken = taken.into_iter();
+            let results: Vec<Value> = refused
+                .iter()
+                .map(|r| {
+                    if *r {
+                        failed.clone()
+                    } else {
+                        taken.next().unwrap_or_else(|| failed.clone())
+                    }
+                })
+                .collect();
+            let count = results
+                .iter()
+                .filter(|r| r.get("ErrorCode").is_some())
+                .count();
+            json!({"Entries": results, "FailedEntryCount": count})
+        };
+        if kept.is_empty() {
+            return HttpConnectorFuture::ready(Ok(events_response(splice(Vec::new()))));
+        }
+        body["Entries"] = Value::Array(kept);
+        let text = body.to_string();
+        let mut forwarded = request;
+        forwarded
+            .headers_mut()
+            .insert("content-length", text.len().to_string());
+        *forwarded.body_mut() = SdkBody::from(text);
+        let inner = self.inner.clone();
+        HttpConnectorFuture::new(async move {
+            let response = inner.call(forwarded).await?;
+            if response.status().as_u16() != 200 {
+                return Ok(response);
+            }
+            let bytes = ByteStream::new(response.into_body())
+                .collect()
+                .await
+                .map_err(|e| aws_smithy_runtime_api::client::result::ConnectorError::io(e.into()))?
+                .into_bytes();
+            let answer: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| json!({}));
+            let taken = answer["Entries"].as_array().cloned().unwrap_or_default();
+            Ok(events_response(splice(taken)))
+        })
+    }
+}
+
+/// An EventBridge client for the local stand-in at `endpoint` whose `PutEvents` calls pass
+/// through the fault plan.
+pub fn faulty_bus_client(endpoint: &str, plan: BusFaultPlan) -> aws_sdk_eventbridge::Client {
+    use aws_sdk_eventbridge::config::{BehaviorVersion, Builder, Credentials, Region};
+    let http = BusFaultClient {
+        inner: aws_smithy_http_client::Builder::new().build_http(),
+        plan,
+    };
+    aws_sdk_eventbridge::Client::from_conf(
+        Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("local", "local", None, None, "static"))
+            .endpoint_url(endpoint)
+            .http_client(SharedHttpClient::new(http))
+            .build(),
+    )
+}

@@ -5,6 +5,7 @@
 pub use aws_sdk_dynamodb::Client as DynamoDbClient;
 
 pub mod faults;
+pub mod feed;
 pub mod heat;
 pub mod key_meter;
 pub mod meter;

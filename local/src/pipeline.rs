@@ -1,9 +1,11 @@
 //! The whole stream pipeline of a set of regions, driven locally: the same handlers and the same
 //! filtered event shapes the deployed event source mappings deliver.
 
+use shared::bus::Bus;
 use shared::domain::region::Region;
 use shared::stages::pipeline::{
-    MATERIALIZE_INBOX_FILTER, MATERIALIZE_SEGMENTS_FILTER, RESOLVE_INBOX_FILTER, STREAM_BATCH_SIZE,
+    MATERIALIZE_INBOX_FILTER, MATERIALIZE_SEGMENTS_FILTER, PUBLISH_BATCH_SIZE,
+    PUBLISH_EVENTS_FILTER, RESOLVE_INBOX_FILTER, STREAM_BATCH_SIZE,
 };
 use shared::store::Store;
 use shared::store::tables::{Table, TableNames};
@@ -21,12 +23,16 @@ pub struct LocalPipeline {
     materialize: Vec<Mapping>,
     /// segments → materialize (clearing), per region: one batch at a time.
     clear: Vec<Mapping>,
+    /// events → publish, per region, when a bus is attached ([`Self::publish_to`]).
+    publish: Vec<Mapping>,
+    bus: Option<Bus>,
 }
 
 #[derive(Clone, Copy)]
 enum Stage {
     Resolve,
     Materialize,
+    Publish,
 }
 
 impl LocalPipeline {
@@ -83,7 +89,32 @@ impl LocalPipeline {
             resolve,
             materialize,
             clear,
+            publish: Vec::new(),
+            bus: None,
         })
+    }
+
+    /// Attaches the publisher: from now on every region's events stream is published to `bus`
+    /// (from the stream's start), as the deployed `publish` mapping does.
+    pub async fn publish_to(
+        &mut self,
+        client: &aws_sdk_dynamodb::Client,
+        endpoint: &str,
+        regions: &[Region],
+        bus: Bus,
+    ) -> Result<(), String> {
+        let streams = streams_client(endpoint);
+        for &region in regions {
+            let events = stream_arn(client, &self.names.name(region, Table::Events)).await?;
+            self.publish.push(Mapping::new(
+                StreamPoller::new(streams.clone(), events),
+                PUBLISH_EVENTS_FILTER,
+                PUBLISH_BATCH_SIZE,
+                shared::stages::pipeline::STREAM_PARALLELIZATION_FACTOR as usize,
+            ));
+        }
+        self.bus = Some(bus);
+        Ok(())
     }
 
     /// Runs the inbox mappings with `lanes` batches at once from now on, keeping their positions.
@@ -99,16 +130,21 @@ impl LocalPipeline {
     /// Polls every stream once and runs every queued batch; returns how many records ran.
     /// Mappings run at once, and so do the lanes of each mapping, as Lambda runs them.
     pub async fn step(&mut self) -> Result<usize, String> {
-        let (store, names) = (&self.store, &self.names);
+        let wiring = Wiring {
+            store: &self.store,
+            names: &self.names,
+            bus: self.bus.as_ref(),
+        };
         let runs = self
             .resolve
             .iter_mut()
             .map(|m| (Stage::Resolve, m))
             .chain(self.materialize.iter_mut().map(|m| (Stage::Materialize, m)))
             .chain(self.clear.iter_mut().map(|m| (Stage::Materialize, m)))
+            .chain(self.publish.iter_mut().map(|m| (Stage::Publish, m)))
             .map(|(stage, m)| async move {
                 m.fetch().await?;
-                Ok::<_, String>(drain(store, names, stage, m).await)
+                Ok::<_, String>(drain(wiring, stage, m).await)
             });
         let handled: Vec<usize> = futures::future::try_join_all(runs).await?;
         Ok(handled.into_iter().sum())
@@ -128,6 +164,7 @@ impl LocalPipeline {
                 .iter()
                 .chain(&self.materialize)
                 .chain(&self.clear)
+                .chain(&self.publish)
                 .any(|m| m.pending() > 0);
             if n == 0 && !pending {
                 quiet += 1;
@@ -146,7 +183,16 @@ impl LocalPipeline {
 /// Runs the queued batches of every lane of one mapping, lanes at once, each lane in order; a
 /// lane stops at its first failed batch, whose failed records wait at its front for the next step
 /// (Lambda retries from the failure and keeps later records of the lane waiting).
-async fn drain(store: &Store, names: &TableNames, stage: Stage, m: &mut Mapping) -> usize {
+/// What the handlers run with.
+#[derive(Clone, Copy)]
+struct Wiring<'a> {
+    store: &'a Store,
+    names: &'a TableNames,
+    bus: Option<&'a Bus>,
+}
+
+async fn drain(wiring: Wiring<'_>, stage: Stage, m: &mut Mapping) -> usize {
+    let Wiring { store, names, bus } = wiring;
     let batch_size = m.batch_size();
     let lanes = m.take_lanes();
     let runs = lanes.into_iter().map(|mut queue| async move {
@@ -164,6 +210,12 @@ async fn drain(store: &Store, names: &TableNames, stage: Stage, m: &mut Mapping)
                 }
                 Stage::Materialize => {
                     shared::stages::materialize::handle_event(store, names, event)
+                        .await
+                        .0
+                }
+                Stage::Publish => {
+                    let bus = bus.expect("publish mappings exist only with a bus");
+                    shared::stages::publish::handle_event(bus, names, event)
                         .await
                         .0
                 }

@@ -41,6 +41,10 @@ pub struct Config {
     /// (`TOMBSTONE_KEYS`, JSON; local runs). Neither: the local, public keys when
     /// `DYNAMODB_ENDPOINT` is set, else none (a function that needs them fails its request).
     pub tombstone_keys: TombstoneKeySource,
+    /// The stack's EventBridge bus the publisher puts the engage feed on (`EVENT_BUS_NAME`).
+    pub event_bus_name: Option<String>,
+    /// Set locally: the EventBridge stand-in (`EVENTBRIDGE_ENDPOINT`, moto).
+    pub eventbridge_endpoint: Option<String>,
 }
 
 /// Where a process gets its tombstone keys.
@@ -77,6 +81,8 @@ impl std::fmt::Debug for Config {
             .field("segment_buckets", &self.segment_buckets)
             .field("erase_function", &self.erase_function)
             .field("tombstone_keys", &self.tombstone_keys)
+            .field("event_bus_name", &self.event_bus_name)
+            .field("eventbridge_endpoint", &self.eventbridge_endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -157,6 +163,8 @@ impl Config {
             (None, None) => TombstoneKeySource::None,
         };
         Ok(Self {
+            event_bus_name: non_empty("EVENT_BUS_NAME"),
+            eventbridge_endpoint: non_empty("EVENTBRIDGE_ENDPOINT"),
             tombstone_keys,
             erase_function,
             segment_buckets,
@@ -205,6 +213,26 @@ impl Config {
             TombstoneKeySource::LocalDefault => Keyring::for_local_use(),
             TombstoneKeySource::None => Keyring::unconfigured(),
         }
+    }
+
+    /// The publisher's bus, in the home region (or the local stand-in): no network call happens
+    /// here.
+    pub async fn bus(&self) -> Result<crate::bus::Bus, ConfigError> {
+        let name = self
+            .event_bus_name
+            .clone()
+            .ok_or(ConfigError::Missing("EVENT_BUS_NAME"))?;
+        let client = match &self.eventbridge_endpoint {
+            Some(endpoint) => crate::bus::Bus::local_client(endpoint),
+            None => {
+                let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .region(aws_config::Region::new(self.home_region.aws_region()))
+                    .load()
+                    .await;
+                aws_sdk_eventbridge::Client::new(&sdk)
+            }
+        };
+        Ok(crate::bus::Bus::new(client, name))
     }
 
     /// Builds the per-region DynamoDB clients: no network call happens here.

@@ -3,6 +3,7 @@
 //! - [`domain`]: the pure core (protocol, auth checks, batch chunking, identity ladder, segment
 //!   state machine, changes, sync-log counts): no AWS types, no I/O.
 //! - [`store`]: the DynamoDB adapter (tables, keys, clients, every read and write).
+//! - [`bus`]: the EventBridge adapter the publisher puts the engage feed on.
 //! - [`stages`]: authorize's endpoint, resolve, materialize and the read API, with their Lambda
 //!   edges; they use the domain and the store, never the other way round.
 //!
@@ -11,6 +12,8 @@
 //!
 //! Without the default feature `aws` only [`domain`] is built (no AWS SDK): the fuzz target's view.
 
+#[cfg(feature = "aws")]
+pub mod bus;
 #[cfg(feature = "aws")]
 pub mod config;
 pub mod domain;

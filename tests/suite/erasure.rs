@@ -16,16 +16,6 @@ use shared::store::tables::Table;
 const ANN_EMAIL: &str = "ann@example.com";
 const ANN_PHONE: &str = "+14155550100";
 
-fn dsr(project: &TestProject, request_id: &str, kind: &str, identities: Value) -> String {
-    json!({
-        "type": "dsr_processing_request", "id": format!("msg-{request_id}"), "timestamp_ms": now_ms(),
-        "firehose_version": "2.0", "account": project.account(), "subject_request_id": request_id,
-        "subject_request_type": kind, "submitted_time": now_ms() as f64 / 1000.0,
-        "subject_identities": identities, "api_version": "3.0", "regulation": "gdpr",
-    })
-    .to_string()
-}
-
 fn subject_email(email: &str) -> Value {
     json!({"email": {"encoding": "raw", "value": email}})
 }

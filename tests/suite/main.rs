@@ -10,6 +10,7 @@ mod console_browser;
 mod e2e;
 mod erasure;
 mod events;
+mod feed;
 mod harness;
 mod materialize;
 mod metrics;

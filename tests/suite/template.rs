@@ -16,12 +16,19 @@ use shared::domain::changes::{ChangeAction, MembershipChange, decode_changes, en
 use shared::domain::protocol::{MembershipRequest, ParsedRequest, Request, SubscriptionAction};
 use shared::domain::region::Region;
 use shared::stages::pipeline::{
-    MATERIALIZE_INBOX_FILTER, MATERIALIZE_SEGMENTS_FILTER, RESOLVE_INBOX_FILTER, STREAM_BATCH_SIZE,
-    STREAM_PARALLELIZATION_FACTOR,
+    MATERIALIZE_INBOX_FILTER, MATERIALIZE_SEGMENTS_FILTER, PUBLISH_BATCH_SIZE,
+    PUBLISH_EVENTS_FILTER, RESOLVE_INBOX_FILTER, STREAM_BATCH_SIZE, STREAM_PARALLELIZATION_FACTOR,
 };
 use shared::store::tables::{Table, TableDef, TableNames, table_def, table_defs};
 
-const BINARIES: [&str; 5] = ["authorize", "erase", "resolve", "materialize", "query"];
+const BINARIES: [&str; 6] = [
+    "authorize",
+    "erase",
+    "resolve",
+    "materialize",
+    "query",
+    "publish",
+];
 
 fn repo_file(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -336,6 +343,13 @@ fn stream_mappings_filter_like_the_pipeline_and_never_drop_records_silently() {
             MATERIALIZE_SEGMENTS_FILTER,
             1,
             None,
+        ),
+        (
+            "publish",
+            Table::Events,
+            PUBLISH_EVENTS_FILTER,
+            PUBLISH_BATCH_SIZE,
+            Some(STREAM_PARALLELIZATION_FACTOR),
         ),
     ];
     let mappings = resources(&t, "AWS::Lambda::EventSourceMapping");
@@ -810,7 +824,11 @@ fn only_the_erase_function_may_delete_a_persons_data_and_only_in_its_region() {
         ),
         (
             arn(Table::Events),
-            &["dynamodb:Query", "dynamodb:BatchWriteItem"],
+            &[
+                "dynamodb:Query",
+                "dynamodb:BatchWriteItem",
+                "dynamodb:PutItem",
+            ],
         ),
         (
             arn(Table::Segments),
@@ -833,6 +851,23 @@ fn only_the_erase_function_may_delete_a_persons_data_and_only_in_its_region() {
     assert_eq!(
         granted, wanted,
         "erase may do exactly this, on its own tables"
+    );
+    // Its only put on the events table is a feed notice, under the notice key prefix.
+    let puts_events: Vec<&Value> = statements
+        .iter()
+        .filter(|s| {
+            one_or_many(&s["Action"]).contains(&json!("dynamodb:PutItem"))
+                && one_or_many(&s["Resource"])
+                    .contains(&json!({"Fn::GetAtt": [table_id(&t, Table::Events), "Arn"]}))
+        })
+        .collect();
+    assert_eq!(puts_events.len(), 1);
+    assert_eq!(
+        puts_events[0]["Condition"],
+        json!({"ForAllValues:StringLike": {"dynamodb:LeadingKeys": [
+            format!("{}*", shared::store::keys::events::NOTICE_PREFIX)
+        ]}}),
+        "erase puts only feed notices (~N#…), never a Partner Sync event"
     );
     // Nothing but the pipeline's own take-backs and the erase function delete.
     for binary in BINARIES {
@@ -1387,6 +1422,13 @@ fn emitted_metric_names() -> std::collections::BTreeSet<String> {
         m("authorize").request(&reply, Duration::ZERO),
         m("resolve").resolve(&Default::default(), Duration::ZERO),
         m("materialize").materialize(&materialize, Duration::ZERO),
+        m("publish").publish(
+            &shared::stages::publish::PublishBatch {
+                lag_ms: vec![1.0],
+                ..Default::default()
+            },
+            Duration::ZERO,
+        ),
     ]
     .iter()
     .flat_map(|r| r.metrics().iter().map(|m| m.name.to_owned()))
@@ -1407,6 +1449,7 @@ fn the_dashboard_is_json_and_graphs_only_metrics_the_functions_emit() {
         ("${CtRegion}", "eu1"),
         ("${ResolveFunction}", "ctmp-eu1-resolve"),
         ("${MaterializeFunction}", "ctmp-eu1-materialize"),
+        ("${PublishFunction}", "ctmp-eu1-publish"),
         ("${!", "${"),
     ] {
         text = text.replace(var, value);
@@ -1415,7 +1458,8 @@ fn the_dashboard_is_json_and_graphs_only_metrics_the_functions_emit() {
         !text.contains("${A")
             && !text.contains("${C")
             && !text.contains("${R")
-            && !text.contains("${M"),
+            && !text.contains("${M")
+            && !text.contains("${P"),
         "every variable is known"
     );
     let body: Value = serde_json::from_str(&text).expect("the dashboard body is JSON");
@@ -1587,4 +1631,48 @@ fn only_the_pipeline_and_erase_read_the_tombstone_keys_which_the_stack_keeps() {
             assert!(env.get("TOMBSTONE_KEYS_SECRET").is_none(), "{binary}");
         }
     }
+}
+
+#[test]
+fn the_publisher_reads_only_its_stream_and_puts_only_on_its_bus() {
+    let t = template();
+    let f = function_id(&t, "publish");
+    let (bus, _) = the_one(resources(&t, "AWS::Events::EventBus"), "the engage bus");
+    let events = table_id(&t, Table::Events);
+    let mut granted: BTreeSet<(String, String)> = BTreeSet::new();
+    for s in policy_statements(&t, f) {
+        assert!(s.get("Condition").is_none());
+        for resource in one_or_many(&s["Resource"]) {
+            for action in one_or_many(&s["Action"]) {
+                granted.insert((action.as_str().unwrap().to_owned(), resource.to_string()));
+            }
+        }
+    }
+    let stream = json!({"Fn::GetAtt": [events, "StreamArn"]}).to_string();
+    let streams = json!({"Fn::Sub": format!("${{{events}.Arn}}/stream/*")}).to_string();
+    let on_bus = json!({"Fn::GetAtt": [bus, "Arn"]}).to_string();
+    let dlq = json!({"Fn::GetAtt": [the_queue(&t), "Arn"]}).to_string();
+    let wanted: BTreeSet<(String, String)> = [
+        ("dynamodb:DescribeStream", &stream),
+        ("dynamodb:GetRecords", &stream),
+        ("dynamodb:GetShardIterator", &stream),
+        ("dynamodb:ListStreams", &streams),
+        ("events:PutEvents", &on_bus),
+        ("sqs:SendMessage", &dlq),
+    ]
+    .into_iter()
+    .map(|(a, r)| (a.to_owned(), r.clone()))
+    .collect();
+    assert_eq!(
+        granted, wanted,
+        "publish reads its stream and puts on its bus, nothing else"
+    );
+    let env = &t["Resources"][f]["Properties"]["Environment"]["Variables"];
+    assert_eq!(env["EVENT_BUS_NAME"], json!({"Ref": bus}));
+    let outputs = &t["Outputs"];
+    assert_eq!(outputs["EngageEventBusName"]["Value"], json!({"Ref": bus}));
+    assert_eq!(
+        outputs["EngageEventBusArn"]["Value"],
+        json!({"Fn::GetAtt": [bus, "Arn"]})
+    );
 }

@@ -435,6 +435,23 @@ impl Stack {
     }
 }
 
+/// A `dsr_processing_request` (`kind`: erasure, access, …) for the subject `identities`, sent now.
+pub fn dsr(
+    project: &TestProject,
+    request_id: &str,
+    kind: &str,
+    identities: serde_json::Value,
+) -> String {
+    let now = shared::domain::protocol::now_ms();
+    serde_json::json!({
+        "type": "dsr_processing_request", "id": format!("msg-{request_id}"), "timestamp_ms": now,
+        "firehose_version": "2.0", "account": project.account(), "subject_request_id": request_id,
+        "subject_request_type": kind, "submitted_time": now as f64 / 1000.0,
+        "subject_identities": identities, "api_version": "3.0", "regulation": "gdpr",
+    })
+    .to_string()
+}
+
 /// An audience entry for profile JSON.
 pub fn entry(audience_id: i64, action: &str) -> serde_json::Value {
     serde_json::json!({"audience_id": audience_id, "audience_name": format!("Audience {audience_id}"),
@@ -704,5 +721,70 @@ impl ConsoleData {
         let (status, view) = http(self.port, "GET", path, &self.headers(), "").await;
         assert_eq!(status, 200, "{path}: {view}");
         view
+    }
+}
+
+/// The EventBridge stand-in `scripts/test` started (moto); tests fail loudly without it.
+pub fn eventbridge_endpoint() -> String {
+    std::env::var("EVENTBRIDGE_ENDPOINT").expect(
+        "EVENTBRIDGE_ENDPOINT is not set: run the integration tests through scripts/test, \
+         which starts the EventBridge stand-in (scripts/eventbridge-local)",
+    )
+}
+
+/// A stack whose pipeline publishes to a bus of its own on the EventBridge stand-in, with a
+/// catch-all rule delivering the feed to a queue.
+pub struct FeedStack {
+    pub stack: Stack,
+    pub feed: local::feed::LocalFeed,
+    pub bus: String,
+    pub all: local::feed::Subscription,
+    pub pipeline: local::pipeline::LocalPipeline,
+}
+
+impl FeedStack {
+    pub async fn new(test: &str) -> Self {
+        Self::with_bus_client(test, None).await
+    }
+
+    /// `client`: the publisher's EventBridge client (e.g. through `local::faults`).
+    pub async fn with_bus_client(test: &str, client: Option<aws_sdk_eventbridge::Client>) -> Self {
+        let stack = Stack::new(test, Region::Eu1).await;
+        let feed = local::feed::LocalFeed::new(&eventbridge_endpoint());
+        let bus = format!("{}-engage", stack.names.prefix());
+        feed.create_bus(&bus).await.expect("bus");
+        let all = feed
+            .subscribe(
+                &bus,
+                &format!("{}-all", stack.names.prefix()),
+                &format!(r#"{{"source":["{}"]}}"#, shared::domain::feed::SOURCE),
+            )
+            .await
+            .expect("catch-all rule");
+        let mut pipeline = stack.pipeline().await;
+        let client = client.unwrap_or_else(|| feed.events.clone());
+        pipeline
+            .publish_to(
+                &stack.client,
+                &endpoint(),
+                &[stack.project.region],
+                shared::bus::Bus::new(client, &bus),
+            )
+            .await
+            .expect("publisher");
+        Self {
+            stack,
+            feed,
+            bus,
+            all,
+            pipeline,
+        }
+    }
+
+    /// Runs the pipeline (publisher included) until idle; answers what the catch-all rule
+    /// delivered since the last call, as EventBridge envelopes.
+    pub async fn published(&mut self) -> Vec<serde_json::Value> {
+        self.pipeline.run_until_idle(100).await.expect("pipeline");
+        self.feed.take(&self.all).await.expect("queue")
     }
 }

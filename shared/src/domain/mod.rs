@@ -10,6 +10,7 @@ pub mod changes;
 pub mod chart;
 pub mod emf;
 pub mod erasure;
+pub mod feed;
 pub mod identity;
 pub mod pages;
 pub mod protocol;

@@ -112,6 +112,12 @@ pub struct Segment {
     pub updated_ms: Option<i64>,
     /// The archiving run clearing its members (set while archiving and after).
     pub archive_id: Option<String>,
+    /// The mParticle time of the connect that last activated it (first connect, or a reconnect
+    /// after a disconnect); absent on segments activated before it was recorded.
+    pub activated_ms: Option<i64>,
+    /// The mParticle time of the last subscription message applied (for an archived segment:
+    /// its disconnect).
+    pub subscription_ms: Option<i64>,
     /// The membership buckets fixed when it was first activated (1: made before buckets).
     pub buckets: u32,
     pub counts: SegmentCounts,
@@ -322,6 +328,8 @@ mod tests {
             created_ms: Some(1),
             updated_ms: Some(5),
             archive_id: None,
+            activated_ms: None,
+            subscription_ms: None,
             buckets: 64,
             counts: SegmentCounts::default(),
         };

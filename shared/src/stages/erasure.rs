@@ -24,6 +24,7 @@ use crate::domain::erasure::{
     ErasureAudit, ErasureCounts, ErasureSource, SubjectKey, TombstoneHasher, erasure_version,
     subject_keys,
 };
+use crate::domain::feed::profile_erased;
 use crate::domain::protocol::{DsrProcessingRequest, Encoding, Regulation, now_ms};
 use crate::domain::records::Profile;
 use crate::domain::region::Region;
@@ -276,7 +277,11 @@ pub async fn erase(
     //    profile holding only the person's phone), each tombstoned before it is searched.
     let (held, holders) = find_everyone(store, region, project_id, req, &mut removed).await?;
     // 3. Their data: memberships, events, claims, profiles, then the holders of their values.
-    removed.add(&erase_profiles(store, region, project_id, &held.claims, &version).await?);
+    let erasure = ErasureAt {
+        erased_ms: req.erased_ms,
+        version: &version,
+    };
+    removed.add(&erase_profiles(store, region, project_id, &held.claims, erasure).await?);
     for (kind, value, ct) in &holders {
         store
             .remove_holder(region, project_id, *kind, value, ct)
@@ -344,21 +349,33 @@ fn what_they_hold(people: BTreeMap<String, BTreeSet<String>>, profiles: &[Profil
     held
 }
 
-/// Takes these profiles out of every segment at `version`, then deletes their events, the claims
+/// When an erasure holds from: its cut-off, and the membership version that stands for it.
+#[derive(Debug, Clone, Copy)]
+struct ErasureAt<'a> {
+    erased_ms: i64,
+    version: &'a str,
+}
+
+/// Takes these profiles out of every segment at the erasure's version, then, per profile: the
+/// feed's notice if it has Partner Sync events (they were published), its events, the claims
 /// learned from the profile, the profile and the claims the subject's values found, in that
-/// order.
+/// order (a retry finds the events still there until the notice is written).
 async fn erase_profiles(
     store: &Store,
     region: Region,
     project_id: &str,
     claims: &BTreeMap<String, ProfileClaims>,
-    version: &str,
+    erasure: ErasureAt<'_>,
 ) -> Result<ErasureCounts, StoreError> {
     let cts: Vec<String> = claims.keys().cloned().collect();
     let mut removed = ErasureCounts::default();
     (removed.memberships, removed.members_removed) =
-        leave_every_segment(store, region, project_id, &cts, version).await?;
+        leave_every_segment(store, region, project_id, &cts, erasure.version).await?;
     for (ct, profile_claims) in claims {
+        if store.has_profile_events(region, project_id, ct).await? {
+            let notice = profile_erased(project_id, region, ct, erasure.erased_ms, now_ms());
+            store.put_feed_notice(region, &notice).await?;
+        }
         removed.events += store.delete_profile_events(region, project_id, ct).await?;
         for identity in &profile_claims.own {
             removed.claims +=

@@ -20,6 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::domain::changes::{MembershipChange, decode_changes};
 use crate::domain::erasure::{erasure_version, is_before_erasure};
+use crate::domain::feed::{ClearedSegment, profile_erased, segment_cleared};
 use crate::domain::protocol::now_ms;
 use crate::domain::records::{InboxStatus, Segment, SegmentStatus};
 use crate::domain::region::Region;
@@ -29,8 +30,8 @@ use crate::stages::stream::{self as records, RecordError};
 use crate::store::counters::OpenOutcome;
 use crate::store::inbox::InboxRow;
 use crate::store::memberships::{
-    ClearOutcome, MAX_CLEARED_PER_TRANSACTION, PageStart, PairWrite, PairsCancelled, PairsOutcome,
-    RowState, transaction_actions,
+    ClearOutcome, EventSegment, MAX_CLEARED_PER_TRANSACTION, PageStart, PairWrite, PairsCancelled,
+    PairsOutcome, RowState, transaction_actions,
 };
 use crate::store::segment_item::{SegmentKey, SegmentLayout, archiving_in_image};
 use crate::store::stats::StoreStats;
@@ -233,8 +234,12 @@ async fn erase_overtaken(
             )
             .await?;
     }
-    let cts: std::collections::BTreeSet<&str> = pairs.iter().map(|p| p.1).collect();
-    for ct in cts {
+    let cts: BTreeMap<&str, i64> = pairs.iter().map(|p| (p.1, p.2)).collect();
+    for (ct, erased_ms) in cts {
+        // The events may have been published meanwhile: subscribers learn of the erasure (the
+        // same notice the erasure itself writes, so one of the two is published).
+        let notice = profile_erased(project_id, region, ct, erased_ms, now);
+        store.put_feed_notice(region, &notice).await?;
         store.delete_profile_events(region, project_id, ct).await?;
     }
     warn!(
@@ -557,6 +562,12 @@ async fn materialize_segment<'a>(
         })
         .unwrap_or_else(|| format!("Audience {audience_id}"));
     let now = now_ms();
+    // A segment this chunk creates is activated now; one activated before activations were
+    // recorded counts from its creation.
+    let event_segment = EventSegment {
+        name: &segment_name,
+        activated_ms: segment.map_or(Some(now), |s| s.activated_ms.or(s.created_ms)),
+    };
     let mut run = SegmentRun::new(audience_id, pairs);
     loop {
         // 2. Read and plan; version-only writes one by one.
@@ -589,7 +600,7 @@ async fn materialize_segment<'a>(
         }
         let refs: Vec<&PairWrite> = batch.iter().map(|(w, _)| w).collect();
         let outcome = store
-            .write_pairs(region, project_id, layout, &segment_name, &refs, now)
+            .write_pairs(region, project_id, layout, event_segment, &refs, now)
             .await?;
         // 4. What a cancellation asks for.
         match outcome {
@@ -672,7 +683,23 @@ pub async fn clear_segment(
             }
         }
     }
-    if store.mark_segment_archived(&segment, archive_id).await? {
+    // The feed's notice goes with the mark, in one transaction: written exactly when the
+    // clearing ends.
+    let notice = segment_cleared(
+        ClearedSegment {
+            project_id,
+            region,
+            partner_segment_id: audience_id,
+            partner_segment_name: &current.name,
+            archive_id: archive_id.unwrap_or_default(),
+            cleared_before_ms: current.subscription_ms.unwrap_or_default(),
+        },
+        now_ms(),
+    );
+    if store
+        .mark_segment_archived(&segment, archive_id, &notice)
+        .await?
+    {
         info!(project_id, audience_id, cleared, "segment archived");
     } else {
         warn!(

@@ -13,6 +13,7 @@ use crate::domain::protocol::now_ms;
 use crate::domain::region::Region;
 use crate::stages::http::{HttpReply, Outcome};
 use crate::stages::materialize::MaterializeBatch;
+use crate::stages::publish::PublishBatch;
 use crate::stages::resolve::ResolveBatch;
 
 /// Where one function's metrics go, and under which names.
@@ -135,6 +136,29 @@ impl Metrics {
                 b.chunk_latency_ms.iter().copied(),
             );
         store_and_duration(&mut r, b.store, duration);
+        r
+    }
+
+    /// A publish invocation: entries put by kind, entry failures, records handed back, and the
+    /// lag from each event's recorded time to the `PutEvents` that took it.
+    pub fn publish(&self, b: &PublishBatch, duration: Duration) -> Record {
+        let mut r = self.record();
+        r.count("FeedRecords", b.records)
+            .count(
+                "Published",
+                b.partner_sync + b.profiles_erased + b.segments_cleared,
+            )
+            .count("PublishedPartnerSync", b.partner_sync)
+            .count("PublishedProfileErased", b.profiles_erased)
+            .count("PublishedSegmentCleared", b.segments_cleared)
+            .count("PublishFailedEntries", b.failed_entries)
+            .count("PublishRecordsFailed", b.records_failed)
+            .values("PublishLag", Unit::Milliseconds, b.lag_ms.iter().copied())
+            .values(
+                "Duration",
+                Unit::Milliseconds,
+                [duration.as_secs_f64() * 1000.0],
+            );
         r
     }
 }

@@ -13,6 +13,13 @@ pub const MATERIALIZE_INBOX_FILTER: &str =
 pub const MATERIALIZE_SEGMENTS_FILTER: &str =
     r#"{"eventName":["INSERT","MODIFY"],"dynamodb":{"NewImage":{"status":{"S":["archiving"]}}}}"#;
 
+/// publish ← events: new Partner Sync events and feed notices (never their deletions).
+pub const PUBLISH_EVENTS_FILTER: &str = r#"{"eventName":["INSERT"],"dynamodb":{"NewImage":{"event":{"S":["Partner Sync","Profile Erased","Segment Cleared"]}}}}"#;
+
+/// Records per publish invocation: events are small (under 1 KB), and ten `PutEvents` calls of
+/// ten entries each carry a batch.
+pub const PUBLISH_BATCH_SIZE: usize = 100;
+
 /// Records per invocation: inbox rows are large (up to ~300 KB), so batches stay small.
 pub const STREAM_BATCH_SIZE: usize = 10;
 

@@ -53,6 +53,10 @@ pub fn local_client(endpoint: &str) -> Client {
         .region(AwsRegion::new("us-east-1"))
         .credentials_provider(Credentials::new("local", "local", None, None, "static"))
         .endpoint_url(endpoint)
+        // DynamoDB Local serves a partition's transactions under one lock and answers
+        // InternalServerError ("will succeed in actual DynamoDB API") when a caller waited too
+        // long for it: locally a call gets more attempts than the SDK's default three.
+        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_max_attempts(8))
         .build();
     Client::from_conf(conf)
 }

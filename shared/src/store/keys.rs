@@ -252,6 +252,29 @@ pub mod events {
     pub const PROFILE_KEY: &str = "profile_key";
     pub const ACTION: &str = "action";
     pub const CLEVERTAP_ID: &str = "clevertap_id";
+    /// What the item is: "Partner Sync", or a feed notice's kind (`domain::feed::FeedKind`).
+    pub const EVENT: &str = "event";
+    /// When materialize wrote the event (ms): where the feed's publish lag counts from.
+    pub const RECORDED_MS: &str = "recorded_ms";
+    /// The change's version (`MembershipChange::version`): the feed's per-profile order.
+    pub const VERSION: &str = "version";
+    /// Whether the change is part of its segment's initial population (`domain::feed`).
+    pub const INITIAL_SYNC: &str = "initial_sync";
+    /// When the segment was last activated (mParticle time of its connect).
+    pub const ACTIVATED_MS: &str = "activated_ms";
+    /// A notice's rendered feed detail (JSON).
+    pub const DETAIL: &str = "detail";
+    /// TTL (epoch seconds) of notice items; Partner Sync events carry none.
+    pub const EXPIRES_AT: &str = "expires_at";
+    pub const NOTICE_SK: &str = "notice";
+
+    /// What every feed notice's key starts with: `~` never starts a project id, so no
+    /// profile's key does (the erase role may put only under it).
+    pub const NOTICE_PREFIX: &str = "~N#";
+
+    pub fn notice_pk(project_id: &str, event_id: &str) -> String {
+        format!("{NOTICE_PREFIX}{project_id}#{event_id}")
+    }
 
     pub fn pk(project_id: &str, clevertap_id: &str) -> String {
         format!("{project_id}#{clevertap_id}")

@@ -10,6 +10,7 @@ use super::segment_item::SegmentLayout;
 use super::{CancellationReason, Item, Store, StoreError, TxOutcome, get_s, n, s};
 use crate::domain::calendar::{day_of, month_of};
 use crate::domain::changes::MembershipChange;
+use crate::domain::feed::{FeedKind, is_initial_sync};
 use crate::domain::region::Region;
 use crate::domain::segment_state::{MemberState, SyncAction};
 use crate::store::counters::{
@@ -19,8 +20,16 @@ use crate::store::counters::{
 use crate::store::keys::{self, events as ek, memberships as mk, segments as sk};
 use crate::store::tables::Table;
 
-pub const PARTNER_SYNC: &str = "Partner Sync";
-pub const PARTNER_NAME: &str = "mParticle";
+pub const PARTNER_SYNC: &str = FeedKind::PartnerSync.detail_type();
+pub use crate::domain::feed::PARTNER_NAME;
+
+/// What a segment's Partner Sync events say about it: its name, and when it was last activated
+/// (which marks the events of its initial population, `domain::feed::is_initial_sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSegment<'a> {
+    pub name: &'a str,
+    pub activated_ms: Option<i64>,
+}
 
 pub fn membership_key(project_id: &str, layout: SegmentLayout, clevertap_id: &str) -> Item {
     Item::from([
@@ -141,15 +150,18 @@ impl PairWrite {
     }
 }
 
-/// The Partner Sync event row of one applied change.
+/// The Partner Sync event row of one applied change, recorded at `now_ms`: what the product
+/// shows, and what the feed publishes (its version, recorded time and initial-sync mark).
 pub fn event_put(
     project_id: &str,
     table: &str,
     layout: SegmentLayout,
     change: &MembershipChange,
     action: SyncAction,
-    segment_name: &str,
+    segment: EventSegment<'_>,
+    now_ms: i64,
 ) -> Put {
+    let segment_name = change.audience_name.as_deref().unwrap_or(segment.name);
     let change_id = change.change_id();
     let properties = AttributeValue::M(
         [
@@ -171,13 +183,22 @@ pub fn event_put(
             s(ek::sk(change.ts_ms, change.audience_id, &change_id)),
         ),
         (ek::ACTION.to_owned(), s(action.as_str())),
-        ("event".to_owned(), s(PARTNER_SYNC)),
+        (ek::EVENT.to_owned(), s(PARTNER_SYNC)),
         ("ts_ms".to_owned(), n(change.ts_ms)),
         (ek::CLEVERTAP_ID.to_owned(), s(change.clevertap_id.clone())),
         ("project_id".to_owned(), s(project_id)),
         ("change_id".to_owned(), s(change_id.clone())),
         ("properties".to_owned(), properties),
+        (ek::RECORDED_MS.to_owned(), n(now_ms)),
+        (ek::VERSION.to_owned(), s(change.version())),
+        (
+            ek::INITIAL_SYNC.to_owned(),
+            AttributeValue::Bool(is_initial_sync(action, change.ts_ms, segment.activated_ms)),
+        ),
     ]);
+    if let Some(activated) = segment.activated_ms {
+        item.insert(ek::ACTIVATED_MS.to_owned(), n(activated));
+    }
     // Find People of a one-bucket segment (one created before buckets) reads `by_segment`; a
     // bucketed segment's reads its rows' history instead, so its events stay out of the index.
     if layout.buckets <= 1 {
@@ -262,7 +283,7 @@ pub fn segment_transaction(
     project_id: &str,
     region_tables: &RegionTables,
     layout: SegmentLayout,
-    segment_name: &str,
+    segment: EventSegment<'_>,
     pairs: &[&PairWrite],
     counter_shard: u32,
     now_ms: i64,
@@ -280,7 +301,6 @@ pub fn segment_transaction(
         );
         roles.push(ActionRole::Membership(i));
         for (change, action) in &p.events {
-            let name = change.audience_name.as_deref().unwrap_or(segment_name);
             items.push(
                 TransactWriteItem::builder()
                     .put(event_put(
@@ -289,7 +309,8 @@ pub fn segment_transaction(
                         layout,
                         change,
                         *action,
-                        name,
+                        segment,
+                        now_ms,
                     ))
                     .build(),
             );
@@ -662,14 +683,14 @@ impl Store {
         region: Region,
         project_id: &str,
         layout: SegmentLayout,
-        segment_name: &str,
+        segment: EventSegment<'_>,
         pairs: &[&PairWrite],
         now: i64,
     ) -> Result<PairsOutcome, StoreError> {
         let tables = self.region_tables(region);
         let shard = pick_shard(sk::COUNTER_SHARDS);
         let (items, roles) =
-            segment_transaction(project_id, &tables, layout, segment_name, pairs, shard, now);
+            segment_transaction(project_id, &tables, layout, segment, pairs, shard, now);
         Ok(match self.transact_write(region, items).await? {
             TxOutcome::Committed => PairsOutcome::Committed,
             TxOutcome::Cancelled(codes) => {

@@ -14,6 +14,7 @@ use crate::store::tables::{Table, TableNames};
 pub mod clients;
 pub mod counters;
 pub mod erasure;
+pub mod feed;
 pub mod holders;
 pub mod inbox;
 pub mod keyring;

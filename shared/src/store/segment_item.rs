@@ -8,6 +8,10 @@ use crate::store::keys::{events as ek, memberships as mk};
 
 /// The segment type every imported audience gets.
 pub const SEGMENT_TYPE: &str = "Partner - mParticle";
+/// The mParticle time of the connect that last activated the segment.
+pub const ACTIVATED_MS: &str = "activated_ms";
+/// The mParticle time of the last subscription message applied.
+pub const SUBSCRIPTION_TS: &str = "sub_ts";
 
 /// A stored segment item as a [`Segment`] (counters zero: they live in its shards). Its audience
 /// id is taken from its key, since an item made by a sealing or archiving write alone may lack
@@ -27,6 +31,8 @@ pub fn segment_of(audience_id: i64, item: &Item) -> Result<Segment, StoreError> 
         created_ms: get_n(item, "created_ms"),
         updated_ms: get_n(item, "updated_ms"),
         archive_id: get_s(item, "archive_id").map(str::to_owned),
+        activated_ms: get_n(item, ACTIVATED_MS),
+        subscription_ms: get_n(item, SUBSCRIPTION_TS),
         buckets: SegmentLayout::of_item(audience_id, item).buckets,
         counts: SegmentCounts::default(),
     })

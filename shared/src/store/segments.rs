@@ -5,7 +5,9 @@ use aws_sdk_dynamodb::types::{ReturnValue, TransactWriteItem, Update};
 use super::counters::{ShardGate, archiving_condition, gate_updates};
 use super::segment_item::{SEGMENT_TYPE, SegmentKey, SegmentLayout, segment_of};
 use super::{Item, Store, StoreError, get_s, n, s};
+use crate::domain::feed::FeedNotice;
 use crate::domain::records::{Segment, SegmentStatus};
+use crate::store::feed::notice_put;
 use crate::store::keys::{self, segments as k};
 use crate::store::tables::Table;
 
@@ -55,6 +57,18 @@ impl Store {
             None => ", #buckets = if_not_exists(#buckets, :buckets)",
             Some(_) => "",
         };
+        // A connect that activates the segment (new, or disconnected before) records when: the
+        // feed marks the initial population by it. A repeated connect keeps the first.
+        let was_active = existing
+            .as_ref()
+            .is_some_and(|item| segment_of(audience_id, item).is_ok_and(|s| s.is_active()));
+        let activation_expr = match (change, was_active) {
+            (SubscriptionChange::Connect, false) => ", activated_ms = :ts",
+            (SubscriptionChange::Connect, true) => {
+                ", activated_ms = if_not_exists(activated_ms, :ts)"
+            }
+            (SubscriptionChange::Update, _) => "",
+        };
         let mut update = self
             .client(region)
             .update_item()
@@ -64,7 +78,7 @@ impl Store {
             .update_expression(format!(
                 "SET {name_expr}, {status_expr}, #type = :type, segment_id = if_not_exists(segment_id, :sid), \
                  created_ms = if_not_exists(created_ms, :now), updated_ms = :now, \
-                 partner_segment_id = :aid, project_id = :pid, sub_ts = :ts{buckets_expr}"
+                 partner_segment_id = :aid, project_id = :pid, sub_ts = :ts{buckets_expr}{activation_expr}"
             ))
             .condition_expression("attribute_not_exists(sub_ts) OR sub_ts <= :ts")
             .expression_attribute_names("#name", "name")
@@ -147,10 +161,12 @@ impl Store {
 
     /// Marks a segment archived once its clearing is done, if it is still in the archiving
     /// `archive_id`. Returns false if it is not (connected again, or archived again since).
+    /// The feed's notice that it was cleared is written in the same transaction.
     pub async fn mark_segment_archived(
         &self,
         segment: &SegmentKey<'_>,
         archive_id: Option<&str>,
+        cleared: &FeedNotice,
     ) -> Result<bool, StoreError> {
         let SegmentKey {
             region,
@@ -158,9 +174,7 @@ impl Store {
             audience_id,
         } = *segment;
         let (condition, values) = archiving_condition(archive_id);
-        let res = self
-            .client(region)
-            .update_item()
+        let mark = Update::builder()
             .table_name(self.table(region, Table::Segments))
             .key(keys::PK, s(k::pk(project_id)))
             .key(keys::SK, s(k::segment_sk(audience_id)))
@@ -170,9 +184,26 @@ impl Store {
             .set_expression_attribute_values(Some(values))
             .expression_attribute_values(":archived", s(SegmentStatus::Archived.as_str()))
             .expression_attribute_values(":now", n(crate::domain::protocol::now_ms()))
-            .send()
-            .await;
-        super::conditional(res)
+            .build()
+            .expect("table, key and expression are set");
+        let notice = notice_put(&self.table(region, Table::Events), cleared);
+        let items = vec![
+            TransactWriteItem::builder().update(mark).build(),
+            TransactWriteItem::builder().put(notice).build(),
+        ];
+        match self.transact_write(region, items).await? {
+            super::TxOutcome::Committed => Ok(true),
+            super::TxOutcome::Cancelled(codes) => {
+                if codes.contains(&Some(super::CancellationReason::ConditionFailed)) {
+                    Ok(false)
+                } else {
+                    // A conflict or throttling: the stream retries the record.
+                    Err(StoreError::Unavailable(format!(
+                        "marking segment {audience_id} archived was cancelled: {codes:?}"
+                    )))
+                }
+            }
+        }
     }
 
     /// A segment's layout (its recorded bucket count), `None` if it does not exist.

@@ -215,9 +215,10 @@ static DEFS: [TableDef; 6] = [
             // Find People reads the CleverTap ID from its own attribute, never from a key.
             include: Some(&[keys::events::ACTION, keys::events::CLEVERTAP_ID]),
         }],
-        // Live Behavior campaigns subscribe to Partner Sync events here.
+        // The publisher puts Partner Sync events and feed notices on the bus from here.
         stream: true,
-        ttl_attribute: None,
+        // Feed notices (erasures, cleared segments) expire once the stream has carried them.
+        ttl_attribute: Some(keys::events::EXPIRES_AT),
     },
 ];
 

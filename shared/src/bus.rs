@@ -1,0 +1,96 @@
+//! The EventBridge adapter: the stack's bus, `PutEvents` with an outcome per entry. Only the
+//! publisher uses it; what goes in an entry is `domain::feed`'s.
+
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+
+use crate::domain::feed::{FeedEntry, SOURCE};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The whole call failed (after the SDK's own retries): every entry may be tried again.
+    #[error("PutEvents failed: {0}")]
+    Call(String),
+    /// EventBridge answered with another number of results than entries sent.
+    #[error("PutEvents answered {got} results for {sent} entries")]
+    Answer { sent: usize, got: usize },
+}
+
+/// The event bus the publisher puts on.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    client: aws_sdk_eventbridge::Client,
+    name: String,
+}
+
+/// How one entry of a `PutEvents` call ended: its event id, or EventBridge's error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryOutcome {
+    Put,
+    Failed(String),
+}
+
+impl Bus {
+    pub fn new(client: aws_sdk_eventbridge::Client, name: impl Into<String>) -> Self {
+        Self {
+            client,
+            name: name.into(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A client for a local stand-in (moto) at `endpoint`, with dummy credentials.
+    pub fn local_client(endpoint: &str) -> aws_sdk_eventbridge::Client {
+        use aws_sdk_eventbridge::config::{BehaviorVersion, Builder, Credentials, Region};
+        aws_sdk_eventbridge::Client::from_conf(
+            Builder::new()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .credentials_provider(Credentials::new("local", "local", None, None, "static"))
+                .endpoint_url(endpoint)
+                .build(),
+        )
+    }
+
+    /// One `PutEvents` call of at most ten entries (`domain::feed::put_batches`); outcomes in
+    /// entry order.
+    pub async fn put(&self, entries: &[&FeedEntry]) -> Result<Vec<EntryOutcome>, BusError> {
+        let request: Vec<PutEventsRequestEntry> = entries
+            .iter()
+            .map(|e| {
+                PutEventsRequestEntry::builder()
+                    .event_bus_name(&self.name)
+                    .source(SOURCE)
+                    .detail_type(e.kind.detail_type())
+                    .detail(&e.detail)
+                    .time(aws_smithy_types::DateTime::from_millis(e.recorded_ms))
+                    .build()
+            })
+            .collect();
+        let out = self
+            .client
+            .put_events()
+            .set_entries(Some(request))
+            .send()
+            .await
+            .map_err(|e| {
+                BusError::Call(aws_sdk_eventbridge::error::DisplayErrorContext(e).to_string())
+            })?;
+        let results = out.entries.unwrap_or_default();
+        if results.len() != entries.len() {
+            return Err(BusError::Answer {
+                sent: entries.len(),
+                got: results.len(),
+            });
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| match r.error_code {
+                Some(code) => EntryOutcome::Failed(code),
+                None => EntryOutcome::Put,
+            })
+            .collect())
+    }
+}
