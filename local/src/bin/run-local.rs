@@ -67,6 +67,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &Region::ALL,
     )
     .await?;
+    let feed = match &config.eventbridge_endpoint {
+        Some(eb) => Some(start_feed(&mut pipeline, &client, &endpoint, eb, &config).await?),
+        None => None,
+    };
     // The pipeline runs on this task (its futures are not Send), beside the signal handling.
     let pipeline_loop = async move {
         loop {
@@ -82,6 +86,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     handlers.ready.store(true, Ordering::SeqCst);
     print_banner(port, &caller_token, &passcode, &token);
+    if let Some(feed) = &feed {
+        print_feed_banner(feed);
+    }
 
     let mut term = signal(SignalKind::terminate())?;
     tokio::select! {
@@ -91,6 +98,91 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     eprintln!("run-local: stopping");
     Ok(())
+}
+
+/// The engage feed on the EventBridge stand-in: the bus, the publisher on every region's events
+/// stream, and the demo rule (Added on audience 4242) whose queue is watched and printed.
+struct DemoFeed {
+    endpoint: String,
+    bus: String,
+    rule: String,
+    queue_url: String,
+}
+
+const DEMO_AUDIENCE: i64 = 4242;
+
+async fn start_feed(
+    pipeline: &mut LocalPipeline,
+    client: &local::DynamoDbClient,
+    ddb_endpoint: &str,
+    eb_endpoint: &str,
+    config: &Config,
+) -> Result<DemoFeed, Box<dyn std::error::Error>> {
+    let bus = config
+        .event_bus_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-engage", config.tables.prefix()));
+    let feed = local::feed::LocalFeed::new(eb_endpoint);
+    feed.create_bus(&bus).await?;
+    let rule = format!("{bus}-demo-added-{DEMO_AUDIENCE}");
+    let pattern = serde_json::json!({"source": [shared::domain::feed::SOURCE],
+        "detail-type": ["Partner Sync"],
+        "detail": {"action": ["Added"], "partner_segment_id": [DEMO_AUDIENCE]}});
+    let subscription = feed.subscribe(&bus, &rule, &pattern.to_string()).await?;
+    pipeline
+        .publish_to(
+            client,
+            ddb_endpoint,
+            &Region::ALL,
+            shared::bus::Bus::new(feed.events.clone(), &bus),
+        )
+        .await?;
+    // The demo rule's deliveries, one line each, as a live campaign would receive them.
+    let watched = subscription.clone();
+    tokio::spawn(async move {
+        loop {
+            match feed.take(&watched).await {
+                Ok(events) => {
+                    for e in events {
+                        let d = &e["detail"];
+                        eprintln!(
+                            "feed [{}]: {} {} segment {} clevertap_id {} initial_sync {} (event {})",
+                            watched.rule,
+                            e["detail-type"].as_str().unwrap_or_default(),
+                            d["action"].as_str().unwrap_or_default(),
+                            d["partner_segment_id"],
+                            d["clevertap_id"].as_str().unwrap_or_default(),
+                            d["initial_sync"],
+                            d["event_id"].as_str().unwrap_or_default(),
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "demo feed: reading the queue failed"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    Ok(DemoFeed {
+        endpoint: eb_endpoint.to_owned(),
+        bus,
+        rule,
+        queue_url: subscription.queue_url,
+    })
+}
+
+fn print_feed_banner(feed: &DemoFeed) {
+    println!(
+        "The engage feed (docs/contract.md section 7) goes to the bus {bus} on the EventBridge\n\
+         stand-in at {endpoint}. The demo rule {rule}\n\
+         (Action = Added on segment {DEMO_AUDIENCE}) delivers to an SQS queue this process watches:\n\
+         paste the batch above and each delivery prints here as a 'feed [...]' line.\n\
+         To read the queue yourself instead (AWS CLI):\n\n\
+         aws --endpoint-url {endpoint} --region us-east-1 sqs receive-message --queue-url {queue} --max-number-of-messages 10\n",
+        bus = feed.bus,
+        endpoint = feed.endpoint,
+        rule = feed.rule,
+        queue = feed.queue_url,
+    );
 }
 
 /// The demo project in eu1. Its passcode is known only when created, so on a reused database a
