@@ -1,4 +1,4 @@
-//! The engage feed (contract §7) end to end: batches through the endpoint and the pipeline, the
+//! The engage feed (contract §5) end to end: batches through the endpoint and the pipeline, the
 //! publisher putting on a bus of the EventBridge stand-in (moto), and rules delivering to SQS.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -425,9 +425,10 @@ async fn entries_eventbridge_refuses_are_put_again_and_none_is_lost() {
 #[tokio::test]
 async fn a_rule_for_added_on_one_segment_gets_only_those_events() {
     let mut f = FeedStack::new("feed-rule").await;
-    // The pattern contract §7 gives for "Action = Added on segment 47444".
+    // The pattern contract §5 gives for "Action = Added on segment 47444", live joins only.
     let pattern = json!({"source": [SOURCE], "detail-type": ["Partner Sync"],
-                         "detail": {"action": ["Added"], "partner_segment_id": [CART]}});
+                         "detail": {"action": ["Added"], "partner_segment_id": [CART],
+                                    "initial_sync": [false]}});
     let cart_adds = f
         .feed
         .subscribe(
@@ -438,7 +439,25 @@ async fn a_rule_for_added_on_one_segment_gets_only_those_events() {
         .await
         .unwrap();
     let base = now_ms() - 10 * HOUR;
+    let connected = base - INITIAL_SYNC_WINDOW_MS - HOUR;
     let s = &f.stack;
+    s.send(&s.subscription(CART, "Cart Abandoners", "add", connected))
+        .await;
+    s.send(&s.subscription(47445, "Browsers", "add", connected))
+        .await;
+    // The audience's existing member, sent right after the connect: initial, not matched.
+    s.send(&s.batch(
+        "b-0",
+        connected + 60_000,
+        json!([person(
+            "cust-secret-4",
+            "d@example.com",
+            "+14155550104",
+            "add",
+            CART
+        )]),
+    ))
+    .await;
     s.send(&s.batch(
         "b-1",
         base,
@@ -484,7 +503,7 @@ async fn a_rule_for_added_on_one_segment_gets_only_those_events() {
     ))
     .await;
     everything.extend(f.published().await);
-    assert_eq!(changes(&everything).len(), 4, "{everything:#?}");
+    assert_eq!(changes(&everything).len(), 5, "{everything:#?}");
     let matched = f.feed.take(&cart_adds).await.unwrap();
     assert_eq!(matched.len(), 2, "{matched:#?}");
     assert!(

@@ -1055,7 +1055,7 @@ fn the_scripts_know_every_region() {
 // events/: what `sam local invoke -e` feeds each function
 // -------------------------------------------------------------------------------------------------
 
-const EVENT_FILES: [&str; 10] = [
+const EVENT_FILES: [&str; 11] = [
     "authorize-module-registration.json",
     "authorize-subscription-add.json",
     "authorize-subscription-update.json",
@@ -1066,6 +1066,7 @@ const EVENT_FILES: [&str; 10] = [
     "resolve-inbox-insert.json",
     "materialize-inbox-resolved.json",
     "materialize-segment-archiving.json",
+    "publish-partner-sync.json",
 ];
 
 /// The prefix and region the stream events' source ARNs name.
@@ -1211,6 +1212,7 @@ fn stream_event(name: &str, table: Table, filter: &str) -> StreamEvent {
         RESOLVE_INBOX_FILTER,
         MATERIALIZE_INBOX_FILTER,
         MATERIALIZE_SEGMENTS_FILTER,
+        PUBLISH_EVENTS_FILTER,
     ] {
         let pattern: Value = serde_json::from_str(f).unwrap();
         let passes = passes_filter(&pattern, r);
@@ -1222,6 +1224,8 @@ fn stream_event(name: &str, table: Table, filter: &str) -> StreamEvent {
             let table_of = |f: &str| {
                 if f == MATERIALIZE_SEGMENTS_FILTER {
                     Table::Segments
+                } else if f == PUBLISH_EVENTS_FILTER {
+                    Table::Events
                 } else {
                     Table::Inbox
                 }
@@ -1407,6 +1411,63 @@ fn materialize_segments_event_archives_the_removed_audience() {
     assert_eq!(text("pk"), text("project_id"));
 }
 
+#[test]
+fn publish_event_is_the_partner_sync_event_of_the_first_sample_change() {
+    use shared::domain::feed::partner_sync_entry;
+    use shared::domain::segment_state::SyncAction;
+    use shared::store::feed::{FeedRecord, feed_record_of_image};
+    use shared::store::memberships::{EventSegment, event_put};
+    use shared::store::segment_item::SegmentLayout;
+    let name = "publish-partner-sync.json";
+    let batch = membership_batch();
+    let change = &sample_changes(&batch)[0];
+    let Request::AudienceSubscription(connect) =
+        mparticle_request("authorize-subscription-add.json")
+    else {
+        panic!("add event");
+    };
+    // As materialize writes it, 1.5 s after the batch's time.
+    let put = event_put(
+        &batch.account.account_settings["accountId"],
+        "ctmp-eu1-events",
+        SegmentLayout::of_read(
+            1001,
+            None,
+            shared::store::keys::memberships::DEFAULT_BUCKETS,
+        ),
+        change,
+        SyncAction::Added,
+        EventSegment {
+            name: "High-value customers (EU)",
+            activated_ms: Some(connect.envelope.timestamp_ms),
+        },
+        batch.envelope.timestamp_ms + 1_500,
+    );
+    let image: serde_dynamo::Item = put.item.clone().into();
+    let expected = serde_json::to_value(&image).unwrap();
+    let raw: Value = serde_json::from_str(&event_text(name)).expect("JSON");
+    let image = &raw["Records"][0]["dynamodb"]["NewImage"];
+    assert_eq!(
+        image,
+        &expected,
+        "{name}: NewImage is the item materialize writes; paste:\n{}",
+        serde_json::to_string_pretty(&expected).unwrap()
+    );
+    let event = stream_event(name, Table::Events, PUBLISH_EVENTS_FILTER);
+    let FeedRecord::Sync(row) = feed_record_of_image(&event.records[0].change.new_image).unwrap()
+    else {
+        panic!("{name}: a Partner Sync record");
+    };
+    let entry = partner_sync_entry(&row, EVENT_REGION);
+    let detail: Value = serde_json::from_str(&entry.detail).unwrap();
+    assert_eq!(detail["event_id"], change.change_id());
+    assert_eq!(detail["version"], change.version());
+    assert_eq!(detail["action"], "Added");
+    assert_eq!(detail["partner_segment_id"], 1001);
+    assert_eq!(detail["initial_sync"], true, "sent right after the connect");
+    assert_eq!(detail["clevertap_id"], change.clevertap_id);
+}
+
 /// Every metric name the functions emit, from the records they build (`shared::stages::metrics`).
 fn emitted_metric_names() -> std::collections::BTreeSet<String> {
     use shared::stages::materialize::MaterializeBatch;
@@ -1459,7 +1520,7 @@ fn the_dashboard_is_json_and_graphs_only_metrics_the_functions_emit() {
             && !text.contains("${C")
             && !text.contains("${R")
             && !text.contains("${M")
-            && !text.contains("${P"),
+            && !text.contains("${Pu"),
         "every variable is known"
     );
     let body: Value = serde_json::from_str(&text).expect("the dashboard body is JSON");

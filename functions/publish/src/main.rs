@@ -1,5 +1,5 @@
 //! `publish`: Partner Sync events and feed notices off the events stream → the stack's
-//! EventBridge bus (the engage feed, contract §7).
+//! EventBridge bus (the engage feed, contract §5).
 
 use std::time::Instant;
 

@@ -172,7 +172,7 @@ async fn start_feed(
 
 fn print_feed_banner(feed: &DemoFeed) {
     println!(
-        "The engage feed (docs/contract.md section 7) goes to the bus {bus} on the EventBridge\n\
+        "The engage feed (docs/contract.md section 5) goes to the bus {bus} on the EventBridge\n\
          stand-in at {endpoint}. The demo rule {rule}\n\
          (Action = Added on segment {DEMO_AUDIENCE}) delivers to an SQS queue this process watches:\n\
          paste the batch above and each delivery prints here as a 'feed [...]' line.\n\

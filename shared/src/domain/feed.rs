@@ -1,4 +1,4 @@
-//! The engage feed (contract §7): what the publisher puts on the stack's EventBridge bus for
+//! The engage feed (contract §5): what the publisher puts on the stack's EventBridge bus for
 //! every Partner Sync change, every erased profile whose events were published and every
 //! cleared segment. Pure: the store reads the rows, `stages::publish` sends what this renders.
 //!

@@ -1,4 +1,4 @@
-//! `publish`: the events table's stream → the stack's EventBridge bus (contract §7).
+//! `publish`: the events table's stream → the stack's EventBridge bus (contract §5).
 //!
 //! Per invocation:
 //! 1. Each record becomes one feed entry (a Partner Sync event rendered by `domain::feed`, or a
