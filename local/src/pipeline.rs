@@ -94,6 +94,29 @@ impl LocalPipeline {
         })
     }
 
+    /// A pipeline that only publishes (every region's events stream to `bus`), for runs whose
+    /// chunks were resolved and materialized by other means.
+    pub async fn publishing_only(
+        client: &aws_sdk_dynamodb::Client,
+        endpoint: &str,
+        store: Store,
+        names: TableNames,
+        regions: &[Region],
+        bus: Bus,
+    ) -> Result<Self, String> {
+        let mut pipeline = Self {
+            store,
+            names,
+            resolve: Vec::new(),
+            materialize: Vec::new(),
+            clear: Vec::new(),
+            publish: Vec::new(),
+            bus: None,
+        };
+        pipeline.publish_to(client, endpoint, regions, bus).await?;
+        Ok(pipeline)
+    }
+
     /// Attaches the publisher: from now on every region's events stream is published to `bus`
     /// (from the stream's start), as the deployed `publish` mapping does.
     pub async fn publish_to(

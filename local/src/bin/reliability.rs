@@ -2,7 +2,12 @@
 //! For each scenario: batches sent, accepted, retried, lost and duplicate events — lost and
 //! duplicates must be 0 (exit code 1 otherwise). `--short` is the CI size.
 //!
-//! Env: DYNAMODB_ENDPOINT (required).
+//! With the EventBridge stand-in (`EVENTBRIDGE_ENDPOINT`), every scenario's pipeline also runs
+//! the publisher onto a bus of its own, and its feed is checked against the stored Partner Sync
+//! events: one missing is lost; after dedup by event id, an event no stored event has is a
+//! duplicate; raw repeats (the same event id delivered again: at-least-once) are reported.
+//!
+//! Env: DYNAMODB_ENDPOINT (required), EVENTBRIDGE_ENDPOINT (the feed is checked when set).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -89,6 +94,39 @@ struct Env {
     names: TableNames,
     account: Value,
     project_id: String,
+    feed: Option<Feed>,
+}
+
+/// A scenario's engage feed on the EventBridge stand-in: its bus, a catch-all rule's queue, and
+/// the client the publisher puts with (through `faults` when entries are to be refused).
+struct Feed {
+    local: local::feed::LocalFeed,
+    bus: String,
+    all: local::feed::Subscription,
+    faults: local::faults::BusFaultPlan,
+    endpoint: String,
+}
+
+async fn feed_of(names: &TableNames) -> Option<Feed> {
+    let endpoint = std::env::var("EVENTBRIDGE_ENDPOINT").ok()?;
+    let local = local::feed::LocalFeed::new(&endpoint);
+    let bus = format!("{}-engage", names.prefix());
+    local.create_bus(&bus).await.expect("bus");
+    let all = local
+        .subscribe(
+            &bus,
+            &format!("{}-all", names.prefix()),
+            &format!(r#"{{"source":["{}"]}}"#, shared::domain::feed::SOURCE),
+        )
+        .await
+        .expect("catch-all rule");
+    Some(Feed {
+        local,
+        bus,
+        all,
+        faults: local::faults::BusFaultPlan::default(),
+        endpoint,
+    })
 }
 
 async fn env(endpoint: &str, tag: &str) -> Env {
@@ -102,19 +140,22 @@ async fn env(endpoint: &str, tag: &str) -> Env {
         .await
         .unwrap();
     let account = json!({"account_id": 7, "account_settings": {"accountId": project_id, "passcode": passcode, "accountToken": token, "region": "eu1"}});
+    let feed = feed_of(&names).await;
     Env {
         clients,
         store,
         names,
         account,
         project_id,
+        feed,
     }
 }
 
 impl Env {
     /// The local stream mappings over this environment's eu1 tables, writing through `store`.
+    /// With a feed, the publisher too (its `PutEvents` through the feed's fault plan).
     async fn pipeline(&self, endpoint_url: &str, store: Store) -> LocalPipeline {
-        LocalPipeline::new(
+        let mut pipeline = LocalPipeline::new(
             self.clients.get(Region::Eu1),
             endpoint_url,
             store,
@@ -122,7 +163,20 @@ impl Env {
             &[Region::Eu1],
         )
         .await
-        .unwrap()
+        .unwrap();
+        if let Some(feed) = &self.feed {
+            let client = local::faults::faulty_bus_client(&feed.endpoint, feed.faults.clone());
+            pipeline
+                .publish_to(
+                    self.clients.get(Region::Eu1),
+                    endpoint_url,
+                    &[Region::Eu1],
+                    shared::bus::Bus::new(client, &feed.bus),
+                )
+                .await
+                .unwrap();
+        }
+        pipeline
     }
 }
 
@@ -144,6 +198,9 @@ struct Figures {
     retried: u64,
     lost: u64,
     duplicate_events: u64,
+    /// The feed: distinct Partner Sync events delivered, and deliveries of an id seen before.
+    published: Option<u64>,
+    feed_repeats: u64,
     notes: Vec<String>,
 }
 
@@ -253,6 +310,35 @@ async fn verify(env: &Env, accepted: &[Batch], f: &mut Figures) {
     for list in by_pair.values() {
         f.duplicate_events += list.windows(2).filter(|w| w[0] == w[1]).count() as u64;
     }
+    if let Some(feed) = &env.feed {
+        let stored: HashSet<&str> = held.events.iter().map(|e| e.change_id.as_str()).collect();
+        verify_feed(feed, &stored, f).await;
+    }
+}
+
+/// The feed against the stored Partner Sync events (by event id = change id).
+async fn verify_feed(feed: &Feed, stored: &HashSet<&str>, f: &mut Figures) {
+    let delivered = feed.local.take(&feed.all).await.expect("the feed's queue");
+    let ids: Vec<String> = delivered
+        .iter()
+        .filter(|e| e["detail-type"] == "Partner Sync")
+        .filter_map(|e| e["detail"]["event_id"].as_str().map(str::to_owned))
+        .collect();
+    let unique: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    f.published = Some(unique.len() as u64);
+    f.feed_repeats = (ids.len() - unique.len()) as u64;
+    let missing = stored.difference(&unique).count() as u64;
+    let phantom = unique.difference(stored).count() as u64;
+    if missing > 0 {
+        f.notes
+            .push(format!("{missing} Partner Sync events never published"));
+    }
+    if phantom > 0 {
+        f.notes
+            .push(format!("{phantom} published events match no stored event"));
+    }
+    f.lost += missing;
+    f.duplicate_events += phantom;
 }
 
 /// Sends like mParticle: retry on 5xx or a failed call, with backoff, until 200.
@@ -434,6 +520,20 @@ async fn concurrency(endpoint_url: &str, short: bool) -> Figures {
     }))
     .await;
     f.retried = retried.load(Ordering::SeqCst);
+    // The chunks were materialized by hand above: the publisher runs on its own.
+    if let Some(feed) = &env.feed {
+        let mut publisher = LocalPipeline::publishing_only(
+            env.clients.get(Region::Eu1),
+            endpoint_url,
+            env.store.clone(),
+            env.names.clone(),
+            &[Region::Eu1],
+            shared::bus::Bus::new(feed.local.events.clone(), &feed.bus),
+        )
+        .await
+        .unwrap();
+        drain(&mut publisher).await;
+    }
     let all: Vec<Batch> = senders.into_iter().flatten().collect();
     verify(&env, &all, &mut f).await;
     f
@@ -464,6 +564,11 @@ async fn faults(endpoint_url: &str, short: bool) -> (Figures, String) {
     plan.unprocessed_keys
         .store(if short { 10 } else { 40 }, Ordering::SeqCst);
     plan.unprocessed_items.store(5, Ordering::SeqCst);
+    if let Some(feed) = &env.feed {
+        feed.faults
+            .refused_entries
+            .store(if short { 25 } else { 100 }, Ordering::SeqCst);
+    }
     let faulty = faulty_client(&format!("http://{proxy}"), plan.clone());
     let store = Store::new(RegionalClients::single(faulty), env.names.clone());
     let endpoint = Endpoint::new(&config(endpoint_url, &env.names), store.clone());
@@ -485,8 +590,12 @@ async fn faults(endpoint_url: &str, short: bool) -> (Figures, String) {
     f.retried = retried.load(Ordering::SeqCst);
     verify(&env, &accepted, &mut f).await;
     let (connections, dropped, resets, delayed) = proxy_stats.snapshot();
+    let refused = env
+        .feed
+        .as_ref()
+        .map_or(0, |feed| feed.faults.injected.load(Ordering::SeqCst));
     let detail = format!(
-        "proxy: {connections} connections, {dropped} dropped, {resets} reset, {delayed} delayed; injected throttles/unprocessed: {}",
+        "proxy: {connections} connections, {dropped} dropped, {resets} reset, {delayed} delayed; injected throttles/unprocessed: {}; PutEvents entries refused: {refused}",
         plan.injected.load(Ordering::SeqCst)
     );
     (f, detail)
@@ -633,14 +742,15 @@ async fn main() -> std::process::ExitCode {
     ));
 
     println!(
-        "\n{:<42} {:>6} {:>9} {:>8} {:>5} {:>11}",
-        "scenario", "sent", "accepted", "retried", "lost", "duplicates"
+        "\n{:<42} {:>6} {:>9} {:>8} {:>5} {:>11} {:>10} {:>8}",
+        "scenario", "sent", "accepted", "retried", "lost", "duplicates", "published", "repeats"
     );
     let mut failed = false;
     for (name, f, detail) in &rows {
+        let published = f.published.map_or("-".to_owned(), |n| n.to_string());
         println!(
-            "{name:<42} {:>6} {:>9} {:>8} {:>5} {:>11}",
-            f.sent, f.accepted, f.retried, f.lost, f.duplicate_events
+            "{name:<42} {:>6} {:>9} {:>8} {:>5} {:>11} {published:>10} {:>8}",
+            f.sent, f.accepted, f.retried, f.lost, f.duplicate_events, f.feed_repeats
         );
         for n in &f.notes {
             println!("    ! {n}");
@@ -650,6 +760,15 @@ async fn main() -> std::process::ExitCode {
         }
         failed |= f.lost > 0 || f.duplicate_events > 0 || !f.notes.is_empty();
     }
+    println!(
+        "\nlost and duplicates include the engage feed's when EVENTBRIDGE_ENDPOINT is set ({}); \
+         repeats are deliveries of an event id already delivered (at-least-once, dropped by id)",
+        if std::env::var("EVENTBRIDGE_ENDPOINT").is_ok() {
+            "it is"
+        } else {
+            "it is not: the feed was not checked"
+        }
+    );
     println!(
         "\n{} in {:.1} s, {} lanes per inbox stream mapping (LANES)",
         if failed {
