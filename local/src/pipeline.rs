@@ -26,6 +26,8 @@ pub struct LocalPipeline {
     /// events → publish, per region, when a bus is attached ([`Self::publish_to`]).
     publish: Vec<Mapping>,
     bus: Option<Bus>,
+    /// Per entry published: ms from its recorded time to the `PutEvents` that took it.
+    publish_lags: std::sync::Mutex<Vec<f64>>,
 }
 
 #[derive(Clone, Copy)]
@@ -91,6 +93,7 @@ impl LocalPipeline {
             clear,
             publish: Vec::new(),
             bus: None,
+            publish_lags: Default::default(),
         })
     }
 
@@ -112,9 +115,15 @@ impl LocalPipeline {
             clear: Vec::new(),
             publish: Vec::new(),
             bus: None,
+            publish_lags: Default::default(),
         };
         pipeline.publish_to(client, endpoint, regions, bus).await?;
         Ok(pipeline)
+    }
+
+    /// The publish lags recorded since the last call (ms per entry put), taken.
+    pub fn take_publish_lags(&self) -> Vec<f64> {
+        std::mem::take(&mut *self.publish_lags.lock().expect("lags"))
     }
 
     /// Attaches the publisher: from now on every region's events stream is published to `bus`
@@ -157,6 +166,7 @@ impl LocalPipeline {
             store: &self.store,
             names: &self.names,
             bus: self.bus.as_ref(),
+            lags: &self.publish_lags,
         };
         let runs = self
             .resolve
@@ -212,10 +222,16 @@ struct Wiring<'a> {
     store: &'a Store,
     names: &'a TableNames,
     bus: Option<&'a Bus>,
+    lags: &'a std::sync::Mutex<Vec<f64>>,
 }
 
 async fn drain(wiring: Wiring<'_>, stage: Stage, m: &mut Mapping) -> usize {
-    let Wiring { store, names, bus } = wiring;
+    let Wiring {
+        store,
+        names,
+        bus,
+        lags,
+    } = wiring;
     let batch_size = m.batch_size();
     let lanes = m.take_lanes();
     let runs = lanes.into_iter().map(|mut queue| async move {
@@ -238,9 +254,10 @@ async fn drain(wiring: Wiring<'_>, stage: Stage, m: &mut Mapping) -> usize {
                 }
                 Stage::Publish => {
                     let bus = bus.expect("publish mappings exist only with a bus");
-                    shared::stages::publish::handle_event(bus, names, event)
-                        .await
-                        .0
+                    let (response, batch) =
+                        shared::stages::publish::handle_event(bus, names, event).await;
+                    lags.lock().expect("lags").extend(batch.lag_ms);
+                    response
                 }
             };
             let failed: Vec<String> = response

@@ -584,6 +584,15 @@ async fn main() {
     );
     report.insert("end_to_end_10k".into(), Value::Object(e2e));
 
+    // 5a. The engage feed (with the EventBridge stand-in: EVENTBRIDGE_ENDPOINT, which scripts/bench
+    //     starts): the publisher is attached, the events of the phases above go out as a backlog,
+    //     then the same 10,000 existing users join another segment with the publisher on; its time
+    //     against the "existing" phase above (same run, no publisher) is what the feed adds.
+    if let Ok(eb) = std::env::var("EVENTBRIDGE_ENDPOINT") {
+        let publish = engage_feed(&mut rig, &meter, &auth, &eb, &report).await;
+        report.insert("publish".into(), publish);
+    }
+
     // 5b. Scaling: 10,000 adds of new profiles end to end with 1, 2, 4 and 8 lanes, against the
     //     raw floor measured just above in the same run.
     if std::env::var("BENCH_ONLY").as_deref() != Ok("heat") {
@@ -770,6 +779,21 @@ fn print_table(r: &serde_json::Map<String, Value>) {
         "",
     );
     let res = &r["resolve_1k_half_existing"];
+    let publish = &r["publish"];
+    if publish.is_object() {
+        row(
+            "publish lag, recorded to PutEvents (ms)",
+            &publish["lag_p50_ms"],
+            &publish["lag_p99_ms"],
+            "p99 <= 1,000 ms",
+        );
+        row(
+            "e2e 10k existing, publisher on / off (same run)",
+            &publish["ratio_with_to_without_publisher"],
+            &Value::Null,
+            "<= 1.2",
+        );
+    }
     row(
         "resolve profiles/s (1k, half existing)",
         &res["profiles_per_s"],
@@ -1118,6 +1142,59 @@ struct Rig {
     pipeline: local::pipeline::LocalPipeline,
     /// The `account` of its project, as mParticle sends it.
     account: Value,
+}
+
+/// Step 5a of the bench: the publisher's lag and what it adds to a 10k end-to-end run.
+async fn engage_feed(
+    rig: &mut Rig,
+    meter: &Meter,
+    auth: &str,
+    eventbridge: &str,
+    report: &serde_json::Map<String, Value>,
+) -> Value {
+    let feed = local::feed::LocalFeed::new(eventbridge);
+    let bus = format!("{}-engage", rig.names.prefix());
+    feed.create_bus(&bus).await.unwrap();
+    let all = feed
+        .subscribe(
+            &bus,
+            &format!("{}-all", rig.names.prefix()),
+            &format!(r#"{{"source":["{}"]}}"#, shared::domain::feed::SOURCE),
+        )
+        .await
+        .unwrap();
+    let client = rig.store.client(Region::Eu1).clone();
+    let endpoint = std::env::var("DYNAMODB_ENDPOINT").expect("DYNAMODB_ENDPOINT");
+    rig.pipeline
+        .publish_to(
+            &client,
+            &endpoint,
+            &[Region::Eu1],
+            shared::bus::Bus::new(feed.events.clone(), &bus),
+        )
+        .await
+        .unwrap();
+    let t = Instant::now();
+    rig.pipeline.run_until_idle(2_000).await.unwrap();
+    let backlog_seconds = t.elapsed().as_secs_f64();
+    let backlog = rig.pipeline.take_publish_lags().len();
+    feed.take(&all).await.unwrap();
+    let phase = rig
+        .phase(meter, auth, "existing", "e2e", 70_003, 10, false, 2_000)
+        .await;
+    let lags = rig.pipeline.take_publish_lags();
+    let delivered = feed.take(&all).await.unwrap().len();
+    let published = lags.len();
+    let (p50, p99) = stats(lags);
+    let without = report["end_to_end_10k"]["existing"]["seconds"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    json!({"lag_p50_ms": p50, "lag_p99_ms": p99, "events_published": published,
+           "events_delivered_to_a_catch_all_rule": delivered,
+           "e2e_10k_existing_with_publisher_seconds": phase.seconds,
+           "e2e_10k_existing_without_publisher_seconds": without,
+           "ratio_with_to_without_publisher": phase.seconds / without,
+           "backlog_events": backlog, "backlog_seconds": backlog_seconds})
 }
 
 /// What one end-to-end phase took, and what it cost key by key.
