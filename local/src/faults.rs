@@ -375,17 +375,12 @@ impl HttpConnector for BusFaultConnector {
 /// An EventBridge client for the local stand-in at `endpoint` whose `PutEvents` calls pass
 /// through the fault plan.
 pub fn faulty_bus_client(endpoint: &str, plan: BusFaultPlan) -> aws_sdk_eventbridge::Client {
-    use aws_sdk_eventbridge::config::{BehaviorVersion, Builder, Credentials, Region};
     let http = BusFaultClient {
         inner: aws_smithy_http_client::Builder::new().build_http(),
         plan,
     };
     aws_sdk_eventbridge::Client::from_conf(
-        Builder::new()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("local", "local", None, None, "static"))
-            .endpoint_url(endpoint)
+        aws_sdk_eventbridge::config::Builder::from(&shared::config::local_sdk_config(endpoint))
             .http_client(SharedHttpClient::new(http))
             .build(),
     )

@@ -20,20 +20,9 @@ pub struct Subscription {
 
 impl LocalFeed {
     pub fn new(endpoint: &str) -> Self {
-        let sqs = {
-            use aws_sdk_sqs::config::{BehaviorVersion, Builder, Credentials, Region};
-            aws_sdk_sqs::Client::from_conf(
-                Builder::new()
-                    .behavior_version(BehaviorVersion::latest())
-                    .region(Region::new("us-east-1"))
-                    .credentials_provider(Credentials::new("local", "local", None, None, "static"))
-                    .endpoint_url(endpoint)
-                    .build(),
-            )
-        };
         Self {
             events: shared::bus::Bus::local_client(endpoint),
-            sqs,
+            sqs: aws_sdk_sqs::Client::new(&shared::config::local_sdk_config(endpoint)),
         }
     }
 

@@ -24,15 +24,7 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 
 pub fn streams_client(endpoint: &str) -> StreamsClient {
-    use aws_sdk_dynamodbstreams::config::{BehaviorVersion, Builder, Credentials, Region};
-    StreamsClient::from_conf(
-        Builder::new()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("local", "local", None, None, "static"))
-            .endpoint_url(endpoint)
-            .build(),
-    )
+    StreamsClient::new(&shared::config::local_sdk_config(endpoint))
 }
 
 /// A DynamoDB client for a local endpoint whose HTTP goes through `http` (fault injection, metering).
@@ -40,13 +32,8 @@ pub fn client_with_http(
     endpoint: &str,
     http: aws_smithy_runtime_api::client::http::SharedHttpClient,
 ) -> aws_sdk_dynamodb::Client {
-    use aws_sdk_dynamodb::config::{BehaviorVersion, Builder, Credentials, Region};
     aws_sdk_dynamodb::Client::from_conf(
-        Builder::new()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("local", "local", None, None, "static"))
-            .endpoint_url(endpoint)
+        aws_sdk_dynamodb::config::Builder::from(&shared::config::local_sdk_config(endpoint))
             .http_client(http)
             // DynamoDB Local serves one partition's transactions one at a time: under the key
             // meter's extra reads an answer can stall past the SDK's grace period, which would

@@ -43,15 +43,7 @@ impl Bus {
 
     /// A client for a local stand-in (moto) at `endpoint`, with dummy credentials.
     pub fn local_client(endpoint: &str) -> aws_sdk_eventbridge::Client {
-        use aws_sdk_eventbridge::config::{BehaviorVersion, Builder, Credentials, Region};
-        aws_sdk_eventbridge::Client::from_conf(
-            Builder::new()
-                .behavior_version(BehaviorVersion::latest())
-                .region(Region::new("us-east-1"))
-                .credentials_provider(Credentials::new("local", "local", None, None, "static"))
-                .endpoint_url(endpoint)
-                .build(),
-        )
+        aws_sdk_eventbridge::Client::new(&crate::config::local_sdk_config(endpoint))
     }
 
     /// One `PutEvents` call of at most ten entries (`domain::feed::put_batches`); outcomes in

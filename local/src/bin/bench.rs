@@ -1152,17 +1152,11 @@ async fn engage_feed(
     eventbridge: &str,
     report: &serde_json::Map<String, Value>,
 ) -> Value {
+    // A bus without rules: what is measured is the publisher, not the stand-in's delivery to
+    // queues (moto evaluates rules and fills SQS in Python, far slower than EventBridge).
     let feed = local::feed::LocalFeed::new(eventbridge);
     let bus = format!("{}-engage", rig.names.prefix());
     feed.create_bus(&bus).await.unwrap();
-    let all = feed
-        .subscribe(
-            &bus,
-            &format!("{}-all", rig.names.prefix()),
-            &format!(r#"{{"source":["{}"]}}"#, shared::domain::feed::SOURCE),
-        )
-        .await
-        .unwrap();
     let client = rig.store.client(Region::Eu1).clone();
     let endpoint = std::env::var("DYNAMODB_ENDPOINT").expect("DYNAMODB_ENDPOINT");
     rig.pipeline
@@ -1178,19 +1172,16 @@ async fn engage_feed(
     rig.pipeline.run_until_idle(2_000).await.unwrap();
     let backlog_seconds = t.elapsed().as_secs_f64();
     let backlog = rig.pipeline.take_publish_lags().len();
-    feed.take(&all).await.unwrap();
     let phase = rig
         .phase(meter, auth, "existing", "e2e", 70_003, 10, false, 2_000)
         .await;
     let lags = rig.pipeline.take_publish_lags();
-    let delivered = feed.take(&all).await.unwrap().len();
     let published = lags.len();
     let (p50, p99) = stats(lags);
     let without = report["end_to_end_10k"]["existing"]["seconds"]
         .as_f64()
         .unwrap_or(f64::NAN);
     json!({"lag_p50_ms": p50, "lag_p99_ms": p99, "events_published": published,
-           "events_delivered_to_a_catch_all_rule": delivered,
            "e2e_10k_existing_with_publisher_seconds": phase.seconds,
            "e2e_10k_existing_without_publisher_seconds": without,
            "ratio_with_to_without_publisher": phase.seconds / without,

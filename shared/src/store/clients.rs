@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::{Credentials, Region as AwsRegion};
+use aws_sdk_dynamodb::config::Region as AwsRegion;
 
 use crate::domain::region::Region;
 
@@ -48,11 +48,7 @@ impl RegionalClients {
 
 /// A client for a local DynamoDB endpoint with fixed dummy credentials (DynamoDB Local ignores them).
 pub fn local_client(endpoint: &str) -> Client {
-    let conf = aws_sdk_dynamodb::config::Builder::new()
-        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-        .region(AwsRegion::new("us-east-1"))
-        .credentials_provider(Credentials::new("local", "local", None, None, "static"))
-        .endpoint_url(endpoint)
+    let conf = aws_sdk_dynamodb::config::Builder::from(&crate::config::local_sdk_config(endpoint))
         // DynamoDB Local serves a partition's transactions under one lock and answers
         // InternalServerError ("will succeed in actual DynamoDB API") when a caller waited too
         // long for it: locally a call gets more attempts than the SDK's default three.

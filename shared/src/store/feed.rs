@@ -111,19 +111,7 @@ impl Store {
         notice: &FeedNotice,
     ) -> Result<bool, StoreError> {
         let put = notice_put(&self.table(region, Table::Events), notice);
-        let res = self
-            .client(region)
-            .put_item()
-            .table_name(put.table_name)
-            .set_item(Some(put.item))
-            .set_condition_expression(put.condition_expression)
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if super::condition_failed(&e) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        self.put_conditionally(region, put).await
     }
 
     /// Whether a profile has any Partner Sync event left (one key read, strongly consistent).

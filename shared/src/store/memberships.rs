@@ -400,16 +400,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let put = pair.membership_put(project_id, &self.table(region, Table::Memberships), now_ms);
-        let res = self
-            .client(region)
-            .put_item()
-            .table_name(put.table_name())
-            .set_item(Some(put.item().clone()))
-            .condition_expression(put.condition_expression().unwrap_or_default())
-            .set_expression_attribute_values(put.expression_attribute_values().cloned())
-            .send()
-            .await;
-        super::conditional(res)
+        self.put_conditionally(region, put).await
     }
 }
 

@@ -271,6 +271,25 @@ pub enum TxOutcome {
 }
 
 impl Store {
+    /// Sends a transaction's `Put` on its own, as one PutItem: `false` if its condition failed.
+    pub(in crate::store) async fn put_conditionally(
+        &self,
+        region: Region,
+        put: aws_sdk_dynamodb::types::Put,
+    ) -> Result<bool, StoreError> {
+        let res = self
+            .client(region)
+            .put_item()
+            .table_name(put.table_name)
+            .set_item(Some(put.item))
+            .set_condition_expression(put.condition_expression)
+            .set_expression_attribute_names(put.expression_attribute_names)
+            .set_expression_attribute_values(put.expression_attribute_values)
+            .send()
+            .await;
+        conditional(res)
+    }
+
     /// Sends one TransactWriteItems; a cancellation is an answer (its reasons), not an error.
     pub(in crate::store) async fn transact_write(
         &self,
