@@ -380,7 +380,7 @@ pub fn faulty_bus_client(endpoint: &str, plan: BusFaultPlan) -> aws_sdk_eventbri
         plan,
     };
     aws_sdk_eventbridge::Client::from_conf(
-        aws_sdk_eventbridge::config::Builder::from(&shared::config::local_sdk_config(endpoint))
+        aws_sdk_eventbridge::config::Builder::from(&shared::sdk::local_sdk_config(endpoint))
             .http_client(SharedHttpClient::new(http))
             .build(),
     )

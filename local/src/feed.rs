@@ -22,7 +22,7 @@ impl LocalFeed {
     pub fn new(endpoint: &str) -> Self {
         Self {
             events: shared::bus::Bus::local_client(endpoint),
-            sqs: aws_sdk_sqs::Client::new(&shared::config::local_sdk_config(endpoint)),
+            sqs: aws_sdk_sqs::Client::new(&shared::sdk::local_sdk_config(endpoint)),
         }
     }
 

@@ -24,7 +24,7 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 
 pub fn streams_client(endpoint: &str) -> StreamsClient {
-    StreamsClient::new(&shared::config::local_sdk_config(endpoint))
+    StreamsClient::new(&shared::sdk::local_sdk_config(endpoint))
 }
 
 /// A DynamoDB client for a local endpoint whose HTTP goes through `http` (fault injection, metering).
@@ -33,7 +33,7 @@ pub fn client_with_http(
     http: aws_smithy_runtime_api::client::http::SharedHttpClient,
 ) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&shared::config::local_sdk_config(endpoint))
+        aws_sdk_dynamodb::config::Builder::from(&shared::sdk::local_sdk_config(endpoint))
             .http_client(http)
             // DynamoDB Local serves one partition's transactions one at a time: under the key
             // meter's extra reads an answer can stall past the SDK's grace period, which would

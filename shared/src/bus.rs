@@ -43,7 +43,7 @@ impl Bus {
 
     /// A client for a local stand-in (moto) at `endpoint`, with dummy credentials.
     pub fn local_client(endpoint: &str) -> aws_sdk_eventbridge::Client {
-        aws_sdk_eventbridge::Client::new(&crate::config::local_sdk_config(endpoint))
+        aws_sdk_eventbridge::Client::new(&crate::sdk::local_sdk_config(endpoint))
     }
 
     /// One `PutEvents` call of at most ten entries (`domain::feed::put_batches`); outcomes in

@@ -4,6 +4,7 @@
 //!   state machine, changes, sync-log counts): no AWS types, no I/O.
 //! - [`store`]: the DynamoDB adapter (tables, keys, clients, every read and write).
 //! - [`bus`]: the EventBridge adapter the publisher puts the engage feed on.
+//! - [`sdk`]: the SDK configuration local stand-ins are reached with (imports nothing of ours).
 //! - [`stages`]: authorize's endpoint, resolve, materialize and the read API, with their Lambda
 //!   edges; they use the domain and the store, never the other way round.
 //!
@@ -17,6 +18,8 @@ pub mod bus;
 #[cfg(feature = "aws")]
 pub mod config;
 pub mod domain;
+#[cfg(feature = "aws")]
+pub mod sdk;
 #[cfg(feature = "aws")]
 pub mod stages;
 #[cfg(feature = "aws")]

@@ -1173,7 +1173,7 @@ async fn engage_feed(
     let backlog_seconds = t.elapsed().as_secs_f64();
     let backlog = rig.pipeline.take_publish_lags().len();
     let phase = rig
-        .phase(meter, auth, "existing", "e2e", 70_003, 10, false, 2_000)
+        .phase(meter, auth, "published", "e2e", 70_003, 10, false, 2_000)
         .await;
     let lags = rig.pipeline.take_publish_lags();
     let published = lags.len();
@@ -1182,6 +1182,7 @@ async fn engage_feed(
         .as_f64()
         .unwrap_or(f64::NAN);
     json!({"lag_p50_ms": p50, "lag_p99_ms": p99, "events_published": published,
+           "backlog_events_per_s": backlog as f64 / backlog_seconds,
            "e2e_10k_existing_with_publisher_seconds": phase.seconds,
            "e2e_10k_existing_without_publisher_seconds": without,
            "ratio_with_to_without_publisher": phase.seconds / without,

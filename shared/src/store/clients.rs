@@ -48,7 +48,7 @@ impl RegionalClients {
 
 /// A client for a local DynamoDB endpoint with fixed dummy credentials (DynamoDB Local ignores them).
 pub fn local_client(endpoint: &str) -> Client {
-    let conf = aws_sdk_dynamodb::config::Builder::from(&crate::config::local_sdk_config(endpoint))
+    let conf = aws_sdk_dynamodb::config::Builder::from(&crate::sdk::local_sdk_config(endpoint))
         // DynamoDB Local serves a partition's transactions under one lock and answers
         // InternalServerError ("will succeed in actual DynamoDB API") when a caller waited too
         // long for it: locally a call gets more attempts than the SDK's default three.
