@@ -367,7 +367,9 @@ mod tests {
         let n = profile_erased("p1", Region::Us1, "ct-9", 42, 43);
         assert_eq!(n.event_id, "erased:ct-9:42");
         let d: serde_json::Value = serde_json::from_str(&n.detail).unwrap();
-        let keys: Vec<&str> = d.as_object().unwrap().keys().map(String::as_str).collect();
+        // A set: serde_json keeps insertion order when a workspace crate enables `preserve_order`.
+        let keys: std::collections::BTreeSet<&str> =
+            d.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             keys,
             [
@@ -379,6 +381,7 @@ mod tests {
                 "region",
                 "schema_version"
             ]
+            .into()
         );
         let c = segment_cleared(
             ClearedSegment {
