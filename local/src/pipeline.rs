@@ -161,6 +161,11 @@ impl LocalPipeline {
 
     /// Polls every stream once and runs every queued batch; returns how many records ran.
     /// Mappings run at once, and so do the lanes of each mapping, as Lambda runs them.
+    ///
+    /// The publish mappings keep polling while the inbox and segments batches of the step run,
+    /// as Lambda polls the events stream on its own (several times a second) whatever the other
+    /// mappings are doing: an event is published while the step that wrote it is still running,
+    /// not after it.
     pub async fn step(&mut self) -> Result<usize, String> {
         let wiring = Wiring {
             store: &self.store,
@@ -168,19 +173,49 @@ impl LocalPipeline {
             bus: self.bus.as_ref(),
             lags: &self.publish_lags,
         };
-        let runs = self
+        let finished = std::sync::atomic::AtomicBool::new(false);
+        let wake = tokio::sync::Notify::new();
+        let inbox_and_segments = self
             .resolve
             .iter_mut()
             .map(|m| (Stage::Resolve, m))
             .chain(self.materialize.iter_mut().map(|m| (Stage::Materialize, m)))
             .chain(self.clear.iter_mut().map(|m| (Stage::Materialize, m)))
-            .chain(self.publish.iter_mut().map(|m| (Stage::Publish, m)))
-            .map(|(stage, m)| async move {
-                m.fetch().await?;
-                Ok::<_, String>(drain(wiring, stage, m).await)
-            });
-        let handled: Vec<usize> = futures::future::try_join_all(runs).await?;
-        Ok(handled.into_iter().sum())
+            .map(|(stage, m)| run_mapping(wiring, stage, m));
+        let others = async {
+            let handled = futures::future::try_join_all(inbox_and_segments).await;
+            finished.store(true, std::sync::atomic::Ordering::Release);
+            wake.notify_one();
+            handled.map(|h| h.into_iter().sum::<usize>())
+        };
+        let publish = &mut self.publish;
+        let publisher = async {
+            let mut handled = 0;
+            if publish.is_empty() {
+                return Ok(0);
+            }
+            loop {
+                // Read before the round: the round after the others finished sees all they wrote.
+                let last = finished.load(std::sync::atomic::Ordering::Acquire);
+                let round = publish
+                    .iter_mut()
+                    .map(|m| run_mapping(wiring, Stage::Publish, m));
+                let n: usize = futures::future::try_join_all(round)
+                    .await?
+                    .into_iter()
+                    .sum();
+                handled += n;
+                if last {
+                    return Ok::<_, String>(handled);
+                }
+                if n == 0 {
+                    // Until the next poll, or at once when the others finish.
+                    let _ = tokio::time::timeout(PUBLISH_POLL_INTERVAL, wake.notified()).await;
+                }
+            }
+        };
+        let (others, published) = futures::future::try_join(others, publisher).await?;
+        Ok(others + published)
     }
 
     /// Steps until a poll finds nothing new (or `max_steps` is reached).
@@ -213,9 +248,16 @@ impl LocalPipeline {
     }
 }
 
-/// Runs the queued batches of every lane of one mapping, lanes at once, each lane in order; a
-/// lane stops at its first failed batch, whose failed records wait at its front for the next step
-/// (Lambda retries from the failure and keeps later records of the lane waiting).
+/// How long the publish mappings wait between polls that found nothing, within a step (Lambda
+/// polls a stream shard about four times a second).
+const PUBLISH_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Polls one mapping's stream once and runs what it queued.
+async fn run_mapping(wiring: Wiring<'_>, stage: Stage, m: &mut Mapping) -> Result<usize, String> {
+    m.fetch().await?;
+    Ok(drain(wiring, stage, m).await)
+}
+
 /// What the handlers run with.
 #[derive(Clone, Copy)]
 struct Wiring<'a> {
@@ -225,6 +267,9 @@ struct Wiring<'a> {
     lags: &'a std::sync::Mutex<Vec<f64>>,
 }
 
+/// Runs the queued batches of every lane of one mapping, lanes at once, each lane in order; a
+/// lane stops at its first failed batch, whose failed records wait at its front for the next step
+/// (Lambda retries from the failure and keeps later records of the lane waiting).
 async fn drain(wiring: Wiring<'_>, stage: Stage, m: &mut Mapping) -> usize {
     let Wiring {
         store,
