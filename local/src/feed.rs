@@ -31,10 +31,7 @@ impl LocalFeed {
         match self.events.create_event_bus().name(name).send().await {
             Ok(_) => Ok(()),
             Err(e) if format!("{e:?}").contains("ResourceAlreadyExists") => Ok(()),
-            Err(e) => Err(format!(
-                "create bus {name}: {}",
-                aws_sdk_eventbridge::error::DisplayErrorContext(e)
-            )),
+            Err(e) => Err(failed("create bus")(e)),
         }
     }
 
@@ -52,12 +49,7 @@ impl LocalFeed {
             .queue_name(rule)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "create queue: {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(e)
-                )
-            })?
+            .map_err(failed("create queue"))?
             .queue_url
             .ok_or("create queue: no url")?;
         let arn = self
@@ -67,7 +59,7 @@ impl LocalFeed {
             .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
             .send()
             .await
-            .map_err(|e| format!("queue arn: {}", aws_sdk_sqs::error::DisplayErrorContext(e)))?
+            .map_err(failed("queue arn"))?
             .attributes
             .and_then(|a| {
                 a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
@@ -81,12 +73,7 @@ impl LocalFeed {
             .event_pattern(pattern)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "put rule: {}",
-                    aws_sdk_eventbridge::error::DisplayErrorContext(e)
-                )
-            })?;
+            .map_err(failed("put rule"))?;
         let target = aws_sdk_eventbridge::types::Target::builder()
             .id("queue")
             .arn(arn)
@@ -99,12 +86,7 @@ impl LocalFeed {
             .targets(target)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "put targets: {}",
-                    aws_sdk_eventbridge::error::DisplayErrorContext(e)
-                )
-            })?;
+            .map_err(failed("put targets"))?;
         Ok(Subscription {
             rule: rule.to_owned(),
             queue_url,
@@ -123,7 +105,7 @@ impl LocalFeed {
                 .max_number_of_messages(10)
                 .send()
                 .await
-                .map_err(|e| format!("receive: {}", aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+                .map_err(failed("receive"))?;
             let messages = out.messages.unwrap_or_default();
             if messages.is_empty() {
                 return Ok(events);
@@ -138,11 +120,19 @@ impl LocalFeed {
                         .receipt_handle(handle)
                         .send()
                         .await
-                        .map_err(|e| {
-                            format!("delete: {}", aws_sdk_sqs::error::DisplayErrorContext(e))
-                        })?;
+                        .map_err(failed("delete"))?;
                 }
             }
         }
+    }
+}
+
+/// Names a failed call and keeps the SDK's whole error chain (the service's code and message).
+fn failed<E: std::error::Error>(call: &'static str) -> impl FnOnce(E) -> String {
+    move |e| {
+        format!(
+            "{call}: {}",
+            aws_smithy_types::error::display::DisplayErrorContext(e)
+        )
     }
 }

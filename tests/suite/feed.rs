@@ -12,10 +12,13 @@ const HOUR: i64 = 60 * 60 * 1000;
 const CART: i64 = 47444;
 
 /// Someone with every kind of personal value the feed must never carry.
-fn person(customer_id: &str, email: &str, phone: &str, action: &str, audience: i64) -> Value {
-    json!({"user_identities": [raw("customer", customer_id), raw("email", email),
-                               raw("mobile_number", phone)],
-           "mpid": format!("990099{}", customer_id.trim_start_matches("cust-secret-")),
+/// Person `n`: a customer id, an email (mixed case, as people type them), a phone and an
+/// mParticle ID, all of which must stay out of every published event.
+fn person(n: u32, action: &str, audience: i64) -> Value {
+    json!({"user_identities": [raw("customer", &format!("cust-secret-{n}")),
+                               raw("email", &format!("Person{n}@Example.com")),
+                               raw("mobile_number", &format!("+1415555{n:04}"))],
+           "mpid": format!("990099{n}"),
            "audiences": [entry(audience, action)]})
 }
 
@@ -70,22 +73,7 @@ async fn adds_and_removes_are_published_once_and_redeliveries_and_stale_changes_
     let joined = f.stack.batch(
         "live-1",
         base + 7 * HOUR,
-        json!([
-            person(
-                "cust-secret-1",
-                "ann@example.com",
-                "+14155550101",
-                "add",
-                CART
-            ),
-            person(
-                "cust-secret-2",
-                "Bob@Example.com",
-                "+14155550102",
-                "add",
-                CART
-            ),
-        ]),
+        json!([person(1, "add", CART), person(2, "add", CART),]),
     );
     f.stack.send(&joined).await;
     let first = f.published().await;
@@ -131,26 +119,14 @@ async fn adds_and_removes_are_published_once_and_redeliveries_and_stale_changes_
         .send(&f.stack.batch(
             "live-2",
             base + 8 * HOUR,
-            json!([person(
-                "cust-secret-1",
-                "ann@example.com",
-                "+14155550101",
-                "delete",
-                CART
-            )]),
+            json!([person(1, "delete", CART)]),
         ))
         .await;
     f.stack
         .send(&f.stack.batch(
             "late-1",
             base + 7 * HOUR + HOUR / 2,
-            json!([person(
-                "cust-secret-1",
-                "ann@example.com",
-                "+14155550101",
-                "add",
-                CART
-            )]),
+            json!([person(1, "add", CART)]),
         ))
         .await;
     let later = f.published().await;
@@ -180,29 +156,13 @@ async fn the_initial_population_is_marked_and_a_reconnect_starts_a_new_one() {
     s.send(&s.subscription(CART, "Cart Abandoners", "add", base))
         .await;
     // mParticle sends the existing members as plain adds right after the connect…
-    s.send(&s.batch(
-        "initial-1",
-        base + 60_000,
-        json!([person(
-            "cust-secret-1",
-            "a@example.com",
-            "+14155550101",
-            "add",
-            CART
-        )]),
-    ))
-    .await;
+    s.send(&s.batch("initial-1", base + 60_000, json!([person(1, "add", CART)])))
+        .await;
     // …and a live join comes after the window.
     s.send(&s.batch(
         "live-1",
         base + INITIAL_SYNC_WINDOW_MS + 60_000,
-        json!([person(
-            "cust-secret-2",
-            "b@example.com",
-            "+14155550102",
-            "add",
-            CART
-        )]),
+        json!([person(2, "add", CART)]),
     ))
     .await;
     let events = f.published().await;
@@ -252,13 +212,7 @@ async fn the_initial_population_is_marked_and_a_reconnect_starts_a_new_one() {
     s.send(&s.batch(
         "initial-2",
         reconnected + 60_000,
-        json!([person(
-            "cust-secret-1",
-            "a@example.com",
-            "+14155550101",
-            "add",
-            CART
-        )]),
+        json!([person(1, "add", CART)]),
     ))
     .await;
     let again = f.published().await;
@@ -278,22 +232,7 @@ async fn an_erasure_publishes_one_event_naming_only_the_clevertap_id() {
     s.send(&s.batch(
         "live-1",
         base,
-        json!([
-            person(
-                "cust-secret-1",
-                "ann@example.com",
-                "+14155550101",
-                "add",
-                CART
-            ),
-            person(
-                "cust-secret-2",
-                "bob@example.com",
-                "+14155550102",
-                "add",
-                CART
-            ),
-        ]),
+        json!([person(1, "add", CART), person(2, "add", CART),]),
     ))
     .await;
     let joined = f.published().await;
@@ -317,7 +256,7 @@ async fn an_erasure_publishes_one_event_naming_only_the_clevertap_id() {
             &f.stack.project,
             "req-feed-1",
             "erasure",
-            json!({"email": {"encoding": "raw", "value": "ann@example.com"}}),
+            json!({"email": {"encoding": "raw", "value": "person1@example.com"}}),
         ))
         .await;
     assert_eq!(status, 200, "{answer}");
@@ -328,7 +267,7 @@ async fn an_erasure_publishes_one_event_naming_only_the_clevertap_id() {
             &f.stack.project,
             "req-feed-1",
             "erasure",
-            json!({"email": {"encoding": "raw", "value": "ann@example.com"}}),
+            json!({"email": {"encoding": "raw", "value": "person1@example.com"}}),
         ))
         .await;
     assert_eq!(status, 200);
@@ -366,19 +305,8 @@ async fn entries_eventbridge_refuses_are_put_again_and_none_is_lost() {
     let client = local::faults::faulty_bus_client(&eventbridge_endpoint(), plan.clone());
     let mut f = FeedStack::with_bus_client("feed-faults", Some(client)).await;
     let base = now_ms() - 10 * HOUR;
-    let people = |action: &str, n: usize| -> Value {
-        (0..n)
-            .map(|i| {
-                person(
-                    &format!("cust-secret-{i}"),
-                    &format!("p{i}@example.com"),
-                    &format!("+1415555{i:04}"),
-                    action,
-                    CART,
-                )
-            })
-            .collect()
-    };
+    let people =
+        |action: &str, n: u32| -> Value { (0..n).map(|i| person(i, action, CART)).collect() };
     // A few refusals: retried within the invocation.
     plan.refused_entries
         .store(3, std::sync::atomic::Ordering::SeqCst);
@@ -446,43 +374,15 @@ async fn a_rule_for_added_on_one_segment_gets_only_those_events() {
     s.send(&s.subscription(47445, "Browsers", "add", connected))
         .await;
     // The audience's existing member, sent right after the connect: initial, not matched.
-    s.send(&s.batch(
-        "b-0",
-        connected + 60_000,
-        json!([person(
-            "cust-secret-4",
-            "d@example.com",
-            "+14155550104",
-            "add",
-            CART
-        )]),
-    ))
-    .await;
+    s.send(&s.batch("b-0", connected + 60_000, json!([person(4, "add", CART)])))
+        .await;
     s.send(&s.batch(
         "b-1",
         base,
         json!([
-            person(
-                "cust-secret-1",
-                "a@example.com",
-                "+14155550101",
-                "add",
-                CART
-            ),
-            person(
-                "cust-secret-2",
-                "b@example.com",
-                "+14155550102",
-                "add",
-                CART
-            ),
-            person(
-                "cust-secret-3",
-                "c@example.com",
-                "+14155550103",
-                "add",
-                47445
-            ),
+            person(1, "add", CART),
+            person(2, "add", CART),
+            person(3, "add", 47445),
         ]),
     ))
     .await;
@@ -490,18 +390,8 @@ async fn a_rule_for_added_on_one_segment_gets_only_those_events() {
     // and the older add would then be stale).
     let mut everything = f.published().await;
     let s = &f.stack;
-    s.send(&s.batch(
-        "b-2",
-        base + HOUR,
-        json!([person(
-            "cust-secret-2",
-            "b@example.com",
-            "+14155550102",
-            "delete",
-            CART
-        )]),
-    ))
-    .await;
+    s.send(&s.batch("b-2", base + HOUR, json!([person(2, "delete", CART)])))
+        .await;
     everything.extend(f.published().await);
     assert_eq!(changes(&everything).len(), 5, "{everything:#?}");
     let matched = f.feed.take(&cart_adds).await.unwrap();

@@ -372,11 +372,10 @@ async fn erase_profiles(
     (removed.memberships, removed.members_removed) =
         leave_every_segment(store, region, project_id, &cts, erasure.version).await?;
     for (ct, profile_claims) in claims {
-        if store.has_profile_events(region, project_id, ct).await? {
-            let notice = profile_erased(project_id, region, ct, erasure.erased_ms, now_ms());
-            store.put_feed_notice(region, &notice).await?;
-        }
-        removed.events += store.delete_profile_events(region, project_id, ct).await?;
+        let notice = profile_erased(project_id, region, ct, erasure.erased_ms, now_ms());
+        removed.events += store
+            .delete_profile_events(region, project_id, ct, &notice)
+            .await?;
         for identity in &profile_claims.own {
             removed.claims +=
                 u64::from(store.delete_claim(region, project_id, identity, ct).await?);

@@ -239,8 +239,9 @@ async fn erase_overtaken(
         // The events may have been published meanwhile: subscribers learn of the erasure (the
         // same notice the erasure itself writes, so one of the two is published).
         let notice = profile_erased(project_id, region, ct, erased_ms, now);
-        store.put_feed_notice(region, &notice).await?;
-        store.delete_profile_events(region, project_id, ct).await?;
+        store
+            .delete_profile_events(region, project_id, ct, &notice)
+            .await?;
     }
     warn!(
         project_id,

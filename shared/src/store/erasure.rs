@@ -13,6 +13,7 @@ use super::{
     conditional, get_n, get_s, n, s,
 };
 use crate::domain::erasure::ErasureAudit;
+use crate::domain::feed::FeedNotice;
 use crate::domain::region::Region;
 use crate::store::keys::{
     self, events as ek, memberships as mk, profiles as pk, projects, segments as sk,
@@ -365,12 +366,15 @@ impl Store {
         conditional(res)
     }
 
-    /// Deletes every Partner Sync event of a profile; returns how many.
+    /// Deletes every Partner Sync event of a profile; returns how many. If it has any, `notice`
+    /// is written for the publisher first (they may have been published), so a retry after a
+    /// failure finds the events still there until the notice is written.
     pub async fn delete_profile_events(
         &self,
         region: Region,
         project_id: &str,
         clevertap_id: &str,
+        notice: &FeedNotice,
     ) -> Result<u64, StoreError> {
         let table = self.table(region, Table::Events);
         let mut deleted = 0;
@@ -383,10 +387,14 @@ impl Store {
                 .key_condition_expression("pk = :pk")
                 .expression_attribute_values(":pk", s(ek::pk(project_id, clevertap_id)))
                 .projection_expression("pk, sk")
+                .consistent_read(true)
                 .set_exclusive_start_key(start)
                 .send()
                 .await?;
             let keys = page.items.unwrap_or_default();
+            if deleted == 0 && !keys.is_empty() {
+                self.put_feed_notice(region, notice).await?;
+            }
             deleted += keys.len() as u64;
             self.batch_delete(region, Table::Events, keys).await?;
             start = page.last_evaluated_key;

@@ -113,27 +113,6 @@ impl Store {
         let put = notice_put(&self.table(region, Table::Events), notice);
         self.put_conditionally(region, put).await
     }
-
-    /// Whether a profile has any Partner Sync event left (one key read, strongly consistent).
-    pub async fn has_profile_events(
-        &self,
-        region: Region,
-        project_id: &str,
-        clevertap_id: &str,
-    ) -> Result<bool, StoreError> {
-        let out = self
-            .client(region)
-            .query()
-            .table_name(self.table(region, Table::Events))
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(ek::pk(project_id, clevertap_id)))
-            .projection_expression("pk")
-            .consistent_read(true)
-            .limit(1)
-            .send()
-            .await?;
-        Ok(out.count > 0)
-    }
 }
 
 #[cfg(test)]
