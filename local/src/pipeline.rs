@@ -248,9 +248,9 @@ impl LocalPipeline {
     }
 }
 
-/// How long the publish mappings wait between polls that found nothing, within a step (Lambda
-/// polls a stream shard about four times a second).
-const PUBLISH_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+/// How long the publish mappings wait between polls that found nothing, within a step: Lambda
+/// polls a stream shard about four times a second.
+const PUBLISH_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Polls one mapping's stream once and runs what it queued.
 async fn run_mapping(wiring: Wiring<'_>, stage: Stage, m: &mut Mapping) -> Result<usize, String> {

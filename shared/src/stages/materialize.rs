@@ -600,8 +600,10 @@ async fn materialize_segment<'a>(
             continue;
         }
         let refs: Vec<&PairWrite> = batch.iter().map(|(w, _)| w).collect();
+        // Stamped per transaction, not per chunk: an event's recorded time is when it was
+        // written, which the feed's lag is measured from.
         let outcome = store
-            .write_pairs(region, project_id, layout, event_segment, &refs, now)
+            .write_pairs(region, project_id, layout, event_segment, &refs, now_ms())
             .await?;
         // 4. What a cancellation asks for.
         match outcome {
