@@ -359,12 +359,21 @@ impl Mapping {
 
     /// Polls the stream and queues the records that pass the filter, each on its key's lane.
     pub async fn fetch(&mut self) -> Result<usize, String> {
+        self.fetch_inspecting(|_| {}).await
+    }
+
+    /// As [`Self::fetch`], showing `inspect` each record it queues.
+    pub async fn fetch_inspecting(
+        &mut self,
+        mut inspect: impl FnMut(&Value),
+    ) -> Result<usize, String> {
         let records = self.poller.poll().await?;
         let mut queued = 0;
         for r in records
             .into_iter()
             .filter(|r| matches_filter(&self.filter, r))
         {
+            inspect(&r);
             let lane = lane_of(&record_partition_key(&r), self.lanes.len());
             self.lanes[lane].push_back(r);
             queued += 1;

@@ -28,6 +28,9 @@ pub struct LocalPipeline {
     bus: Option<Bus>,
     /// Per entry published: ms from its recorded time to the `PutEvents` that took it.
     publish_lags: std::sync::Mutex<Vec<f64>>,
+    /// Per record the publish mappings read: ms from its recorded time to the read (the part of
+    /// the lag that is the stream's and the poller's, not the publisher's).
+    read_lags: std::sync::Mutex<Vec<f64>>,
 }
 
 #[derive(Clone, Copy)]
@@ -94,6 +97,7 @@ impl LocalPipeline {
             publish: Vec::new(),
             bus: None,
             publish_lags: Default::default(),
+            read_lags: Default::default(),
         })
     }
 
@@ -116,6 +120,7 @@ impl LocalPipeline {
             publish: Vec::new(),
             bus: None,
             publish_lags: Default::default(),
+            read_lags: Default::default(),
         };
         pipeline.publish_to(client, endpoint, regions, bus).await?;
         Ok(pipeline)
@@ -124,6 +129,12 @@ impl LocalPipeline {
     /// The publish lags recorded since the last call (ms per entry put), taken.
     pub fn take_publish_lags(&self) -> Vec<f64> {
         std::mem::take(&mut *self.publish_lags.lock().expect("lags"))
+    }
+
+    /// How late the publish mappings read their records since the last call (ms from each
+    /// record's recorded time), taken.
+    pub fn take_read_lags(&self) -> Vec<f64> {
+        std::mem::take(&mut *self.read_lags.lock().expect("lags"))
     }
 
     /// Attaches the publisher: from now on every region's events stream is published to `bus`
@@ -172,6 +183,7 @@ impl LocalPipeline {
             names: &self.names,
             bus: self.bus.as_ref(),
             lags: &self.publish_lags,
+            read_lags: &self.read_lags,
         };
         let finished = std::sync::atomic::AtomicBool::new(false);
         let wake = tokio::sync::Notify::new();
@@ -254,7 +266,23 @@ const PUBLISH_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_mil
 
 /// Polls one mapping's stream once and runs what it queued.
 async fn run_mapping(wiring: Wiring<'_>, stage: Stage, m: &mut Mapping) -> Result<usize, String> {
-    m.fetch().await?;
+    match stage {
+        Stage::Publish => {
+            let mut lags = Vec::new();
+            m.fetch_inspecting(|r| {
+                let recorded = r["dynamodb"]["NewImage"]["recorded_ms"]["N"].as_str();
+                if let Some(ms) = recorded.and_then(|ms| ms.parse::<i64>().ok()) {
+                    let read = shared::domain::protocol::now_ms();
+                    lags.push((read - ms).max(0) as f64);
+                }
+            })
+            .await?;
+            wiring.read_lags.lock().expect("lags").extend(lags);
+        }
+        Stage::Resolve | Stage::Materialize => {
+            m.fetch().await?;
+        }
+    }
     Ok(drain(wiring, stage, m).await)
 }
 
@@ -265,6 +293,7 @@ struct Wiring<'a> {
     names: &'a TableNames,
     bus: Option<&'a Bus>,
     lags: &'a std::sync::Mutex<Vec<f64>>,
+    read_lags: &'a std::sync::Mutex<Vec<f64>>,
 }
 
 /// Runs the queued batches of every lane of one mapping, lanes at once, each lane in order; a
@@ -276,6 +305,7 @@ async fn drain(wiring: Wiring<'_>, stage: Stage, m: &mut Mapping) -> usize {
         names,
         bus,
         lags,
+        ..
     } = wiring;
     let batch_size = m.batch_size();
     let lanes = m.take_lanes();

@@ -564,7 +564,9 @@ async fn main() {
     rig.pipeline.run_until_idle(200).await.unwrap();
     let mut e2e = serde_json::Map::new();
     for (tag, aud) in [("new", 70_001i64), ("existing", 70_002)] {
-        let phase = rig.phase(&meter, &auth, tag, "e2e", aud, 10, false).await;
+        let phase = rig
+            .phase(&meter, &auth, Sends::one_by_one(tag, "e2e", aud, 10))
+            .await;
         e2e.insert(tag.into(), phase.json(10_000));
     }
     let floor = raw_floor(
@@ -600,7 +602,9 @@ async fn main() {
             let aud = 71_000 + lanes as i64;
             let who = format!("lanes{lanes}");
             let (own0, ddb0) = cpu_split();
-            let phase = rig.phase(&meter, &auth, &who, &who, aud, 10, false).await;
+            let phase = rig
+                .phase(&meter, &auth, Sends::one_by_one(&who, &who, aud, 10))
+                .await;
             let secs = phase.seconds;
             let (own1, ddb1) = cpu_split();
             scaling.push(
@@ -628,7 +632,11 @@ async fn main() {
             .unwrap_or(100);
         let changes = requests as u64 * 1_000;
         let ours = rig
-            .phase(&meter, &auth, "first-sync", "first", aud, requests, true)
+            .phase(
+                &meter,
+                &auth,
+                Sends::at_once("first-sync", "first", aud, requests),
+            )
             .await;
         // The yardstick: its own tables, whose segments get one bucket (today's keys before
         // buckets), made and driven right away (a local pipeline left idle a long time stopped
@@ -646,7 +654,11 @@ async fn main() {
         let mut one_bucket = Rig::new(&client, &endpoint_url, 1).await;
         one_bucket.pipeline.run_until_idle(5).await.unwrap();
         let yardstick = one_bucket
-            .phase(&meter, &auth, "new", "e2e", 70_001, yard_requests, false)
+            .phase(
+                &meter,
+                &auth,
+                Sends::one_by_one("new", "e2e", 70_001, yard_requests),
+            )
             .await;
         let e2e_new = report["end_to_end_10k"]["new"]["seconds"]
             .as_f64()
@@ -659,11 +671,7 @@ async fn main() {
             .phase(
                 &meter,
                 &auth,
-                "first-sync",
-                "first",
-                aud,
-                yard_requests,
-                true,
+                Sends::at_once("first-sync", "first", aud, yard_requests),
             )
             .await;
         let mut first = ours.json(changes);
@@ -763,6 +771,12 @@ fn print_table(r: &serde_json::Map<String, Value>) {
             &publish["lag_p50_ms"],
             &publish["lag_p99_ms"],
             "p99 <= 1,000 ms",
+        );
+        row(
+            "  of which stream read: recorded to read (ms)",
+            &publish["read_lag_p50_ms"],
+            &publish["read_lag_p99_ms"],
+            "",
         );
         row(
             "publish lag, key-metered run (ms)",
@@ -1117,6 +1131,36 @@ async fn binaries(
     bins
 }
 
+/// What a phase sends: `requests` 1,000-profile requests tagged `tag` (their message ids) adding
+/// the people of `who` to audience `aud`, all at once or one after another.
+#[derive(Clone, Copy)]
+struct Sends<'a> {
+    tag: &'a str,
+    who: &'a str,
+    aud: i64,
+    requests: usize,
+    concurrent: bool,
+}
+
+impl<'a> Sends<'a> {
+    fn one_by_one(tag: &'a str, who: &'a str, aud: i64, requests: usize) -> Self {
+        Self {
+            tag,
+            who,
+            aud,
+            requests,
+            concurrent: false,
+        }
+    }
+
+    fn at_once(tag: &'a str, who: &'a str, aud: i64, requests: usize) -> Self {
+        Self {
+            concurrent: true,
+            ..Self::one_by_one(tag, who, aud, requests)
+        }
+    }
+}
+
 /// One stack over its own tables, as the bench drives it end to end.
 struct Rig {
     names: TableNames,
@@ -1155,23 +1199,36 @@ async fn engage_feed(
     rig.pipeline.run_until_idle(2_000).await.unwrap();
     let backlog_seconds = t.elapsed().as_secs_f64();
     let backlog = rig.pipeline.take_publish_lags().len();
+    rig.pipeline.take_read_lags();
     let phase = rig
-        .phase(meter, auth, "published", "e2e", 70_003, 10, false)
+        .phase(
+            meter,
+            auth,
+            Sends::one_by_one("published", "e2e", 70_003, 10),
+        )
         .await;
     let (metered_p50, metered_p99) = stats(rig.pipeline.take_publish_lags());
+    let (metered_read_p50, metered_read_p99) = stats(rig.pipeline.take_read_lags());
     // The lag again on 10,000 more changes without the key meter: its reads of every item a
     // transaction touches, made after the events' recorded time and before the commit (to price
     // the write), are not part of a deployed write.
-    rig.send_and_drain(auth, "published-unmetered", "e2e", 70_004, 10, false)
-        .await;
+    rig.send_and_drain(
+        auth,
+        Sends::one_by_one("published-unmetered", "e2e", 70_004, 10),
+    )
+    .await;
     let lags = rig.pipeline.take_publish_lags();
     let published = lags.len();
     let (p50, p99) = stats(lags);
+    let (read_p50, read_p99) = stats(rig.pipeline.take_read_lags());
     let without = report["end_to_end_10k"]["existing"]["seconds"]
         .as_f64()
         .unwrap_or(f64::NAN);
     json!({"lag_p50_ms": p50, "lag_p99_ms": p99, "events_published": published,
            "lag_p50_ms_key_metered": metered_p50, "lag_p99_ms_key_metered": metered_p99,
+           "read_lag_p50_ms": read_p50, "read_lag_p99_ms": read_p99,
+           "read_lag_p50_ms_key_metered": metered_read_p50,
+           "read_lag_p99_ms_key_metered": metered_read_p99,
            "backlog_events_per_s": backlog as f64 / backlog_seconds,
            "e2e_10k_existing_with_publisher_seconds": phase.seconds,
            "e2e_10k_existing_without_publisher_seconds": without,
@@ -1257,30 +1314,17 @@ impl Rig {
         .to_string()
     }
 
-    /// Sends `requests` 1,000-profile requests (all at once when `concurrent`, else one after
-    /// another), runs the pipeline until idle, and reads the segment's count; the key meter
-    /// charges every call of the phase.
-    #[allow(clippy::too_many_arguments)]
-    async fn phase(
-        &mut self,
-        meter: &Meter,
-        auth: &str,
-        tag: &str,
-        who: &str,
-        aud: i64,
-        requests: usize,
-        concurrent: bool,
-    ) -> Phase {
+    /// Sends the requests, runs the pipeline until idle, and reads the segment's count; the key
+    /// meter charges every call of the phase.
+    async fn phase(&mut self, meter: &Meter, auth: &str, sends: Sends<'_>) -> Phase {
         meter.start_keys(&self.names, Region::Eu1);
         let before = meter.read();
-        let (accepted_seconds, seconds) = self
-            .send_and_drain(auth, tag, who, aud, requests, concurrent)
-            .await;
+        let (accepted_seconds, seconds) = self.send_and_drain(auth, sends).await;
         let used = meter.read() - before;
         let heat = meter.stop_keys().expect("the key meter was on");
         let member_count = self
             .store
-            .get_segment(Region::Eu1, "BENCH-EU1", aud)
+            .get_segment(Region::Eu1, "BENCH-EU1", sends.aud)
             .await
             .unwrap()
             .map_or(0, |s| s.counts.member_count);
@@ -1293,17 +1337,16 @@ impl Rig {
         }
     }
 
-    /// Sends `requests` batches adding `who` to `aud` (at once or one after another), then runs
-    /// the pipeline until idle; answers (seconds until all were accepted, seconds until idle).
-    async fn send_and_drain(
-        &mut self,
-        auth: &str,
-        tag: &str,
-        who: &str,
-        aud: i64,
-        requests: usize,
-        concurrent: bool,
-    ) -> (f64, f64) {
+    /// Sends the requests, then runs the pipeline until idle; answers (seconds until all were
+    /// accepted, seconds until idle).
+    async fn send_and_drain(&mut self, auth: &str, sends: Sends<'_>) -> (f64, f64) {
+        let Sends {
+            tag,
+            who,
+            aud,
+            requests,
+            concurrent,
+        } = sends;
         // Enough pipeline steps for any phase: a stuck one fails the bench instead of hanging.
         let max_steps = (requests * 200).max(2_000);
         let bodies: Vec<String> = (0..requests)
