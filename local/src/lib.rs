@@ -176,6 +176,8 @@ pub struct StreamPoller {
     arn: String,
     iterators: HashMap<String, Option<String>>,
     last_sequence: HashMap<String, String>,
+    /// Records per GetRecords call.
+    page_limit: i32,
 }
 
 impl StreamPoller {
@@ -185,7 +187,16 @@ impl StreamPoller {
             arn: stream_arn,
             iterators: HashMap::new(),
             last_sequence: HashMap::new(),
+            // Inbox records carry payloads of up to ~200 KB: keep pages well below what
+            // DynamoDB Local answers in one response.
+            page_limit: 100,
         }
+    }
+
+    /// Reads pages of up to `limit` records (at most 1,000): for streams of small items.
+    pub fn with_page_limit(mut self, limit: i32) -> Self {
+        self.page_limit = limit.clamp(1, 1_000);
+        self
     }
 
     pub fn arn(&self) -> &str {
@@ -244,9 +255,7 @@ impl StreamPoller {
                     .client
                     .get_records()
                     .shard_iterator(iterator)
-                    // Inbox records carry payloads of up to ~200 KB: keep pages well below
-                    // what DynamoDB Local answers in one response.
-                    .limit(100)
+                    .limit(self.page_limit)
                     .send()
                     .await
                 {

@@ -150,7 +150,8 @@ impl LocalPipeline {
         for &region in regions {
             let events = stream_arn(client, &self.names.name(region, Table::Events)).await?;
             self.publish.push(Mapping::new(
-                StreamPoller::new(streams.clone(), events),
+                // Events are small: a page holds what 10 batches run.
+                StreamPoller::new(streams.clone(), events).with_page_limit(1_000),
                 PUBLISH_EVENTS_FILTER,
                 PUBLISH_BATCH_SIZE,
                 shared::stages::pipeline::STREAM_PARALLELIZATION_FACTOR as usize,
@@ -209,18 +210,23 @@ impl LocalPipeline {
             loop {
                 // Read before the round: the round after the others finished sees all they wrote.
                 let last = finished.load(std::sync::atomic::Ordering::Acquire);
-                let round = publish
-                    .iter_mut()
-                    .map(|m| run_mapping(wiring, Stage::Publish, m));
-                let n: usize = futures::future::try_join_all(round)
-                    .await?
-                    .into_iter()
-                    .sum();
-                handled += n;
                 if last {
-                    return Ok::<_, String>(handled);
+                    let round = publish
+                        .iter_mut()
+                        .map(|m| run_mapping(wiring, Stage::Publish, m));
+                    let n: usize = futures::future::try_join_all(round)
+                        .await?
+                        .into_iter()
+                        .sum();
+                    return Ok::<_, String>(handled + n);
                 }
-                if n == 0 {
+                let round = publish.iter_mut().map(|m| publish_round(wiring, m));
+                let mut busy = false;
+                for (ran, read) in futures::future::try_join_all(round).await? {
+                    handled += ran;
+                    busy |= ran + read > 0;
+                }
+                if !busy {
                     // Until the next poll, or at once when the others finish.
                     let _ = tokio::time::timeout(PUBLISH_POLL_INTERVAL, wake.notified()).await;
                 }
@@ -268,22 +274,44 @@ const PUBLISH_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_mil
 async fn run_mapping(wiring: Wiring<'_>, stage: Stage, m: &mut Mapping) -> Result<usize, String> {
     match stage {
         Stage::Publish => {
-            let mut lags = Vec::new();
-            m.fetch_inspecting(|r| {
-                let recorded = r["dynamodb"]["NewImage"]["recorded_ms"]["N"].as_str();
-                if let Some(ms) = recorded.and_then(|ms| ms.parse::<i64>().ok()) {
-                    let read = shared::domain::protocol::now_ms();
-                    lags.push((read - ms).max(0) as f64);
-                }
-            })
-            .await?;
-            wiring.read_lags.lock().expect("lags").extend(lags);
+            fetch_publishable(wiring, m).await?;
         }
         Stage::Resolve | Stage::Materialize => {
             m.fetch().await?;
         }
     }
     Ok(drain(wiring, stage, m).await)
+}
+
+/// One round of a publish mapping while the step's other batches run: what is queued runs while
+/// the stream is read for what came meanwhile (Lambda reads a shard on while batches run, so a
+/// slow batch does not hold the reading up). Answers (records run, records read).
+async fn publish_round(wiring: Wiring<'_>, m: &mut Mapping) -> Result<(usize, usize), String> {
+    let batch_size = m.batch_size();
+    let queued = m.take_lanes();
+    let (ran, read) = futures::join!(
+        run_lanes(wiring, Stage::Publish, batch_size, queued),
+        fetch_publishable(wiring, m)
+    );
+    let (rest, handled) = ran;
+    m.restore_lanes(rest);
+    Ok((handled, read?))
+}
+
+/// Reads a publish mapping's stream, noting how late each record is read.
+async fn fetch_publishable(wiring: Wiring<'_>, m: &mut Mapping) -> Result<usize, String> {
+    let mut lags = Vec::new();
+    let read = m
+        .fetch_inspecting(|r| {
+            let recorded = r["dynamodb"]["NewImage"]["recorded_ms"]["N"].as_str();
+            if let Some(ms) = recorded.and_then(|ms| ms.parse::<i64>().ok()) {
+                let now = shared::domain::protocol::now_ms();
+                lags.push((now - ms).max(0) as f64);
+            }
+        })
+        .await?;
+    wiring.read_lags.lock().expect("lags").extend(lags);
+    Ok(read)
 }
 
 /// What the handlers run with.
@@ -300,6 +328,21 @@ struct Wiring<'a> {
 /// lane stops at its first failed batch, whose failed records wait at its front for the next step
 /// (Lambda retries from the failure and keeps later records of the lane waiting).
 async fn drain(wiring: Wiring<'_>, stage: Stage, m: &mut Mapping) -> usize {
+    let batch_size = m.batch_size();
+    let lanes = m.take_lanes();
+    let (rest, handled) = run_lanes(wiring, stage, batch_size, lanes).await;
+    m.restore_lanes(rest);
+    handled
+}
+
+/// Runs lanes taken out of a mapping, at once, each in order; answers what is left of each
+/// (a failed batch's records, at its front) and how many records ran.
+async fn run_lanes(
+    wiring: Wiring<'_>,
+    stage: Stage,
+    batch_size: usize,
+    lanes: Vec<std::collections::VecDeque<serde_json::Value>>,
+) -> (Vec<std::collections::VecDeque<serde_json::Value>>, usize) {
     let Wiring {
         store,
         names,
@@ -307,8 +350,6 @@ async fn drain(wiring: Wiring<'_>, stage: Stage, m: &mut Mapping) -> usize {
         lags,
         ..
     } = wiring;
-    let batch_size = m.batch_size();
-    let lanes = m.take_lanes();
     let runs = lanes.into_iter().map(|mut queue| async move {
         let mut handled = 0;
         while !queue.is_empty() {
@@ -351,6 +392,5 @@ async fn drain(wiring: Wiring<'_>, stage: Stage, m: &mut Mapping) -> usize {
     });
     let (queues, handled): (Vec<_>, Vec<usize>) =
         futures::future::join_all(runs).await.into_iter().unzip();
-    m.restore_lanes(queues);
-    handled.into_iter().sum()
+    (queues, handled.into_iter().sum())
 }
