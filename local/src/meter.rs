@@ -29,6 +29,9 @@ pub struct Meter {
     write_milli: Arc<AtomicU64>,
     cancelled: Arc<AtomicU64>,
     conflicts: Arc<AtomicU64>,
+    /// Milliseconds each committed TransactWriteItems took on the wire (the key meter's own
+    /// reads around it excluded).
+    commit_ms: Arc<std::sync::Mutex<Vec<f64>>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -57,6 +60,11 @@ impl Meter {
     /// `region`, from zero.
     pub fn start_keys(&self, names: &TableNames, region: Region) {
         *self.keys.lock().expect("key meter lock") = Some(KeyMeter::new(names, region));
+    }
+
+    /// How long each committed transaction took since the last call (ms), taken.
+    pub fn take_commit_ms(&self) -> Vec<f64> {
+        std::mem::take(&mut *self.commit_ms.lock().expect("commit times"))
     }
 
     /// Stops charging keys and answers what was charged since `start_keys`.
@@ -208,8 +216,13 @@ impl HttpConnector for MeterConnector {
                 Some(body) => key_meter::before_call(&meter.keys, &raw, &op, body).await,
                 None => None,
             };
+            let sent = std::time::Instant::now();
             let response = inner.call(request).await?;
             let status = response.status();
+            if transaction_wcu_milli.is_some() && status.as_u16() == 200 {
+                let ms = sent.elapsed().as_secs_f64() * 1000.0;
+                meter.commit_ms.lock().expect("commit times").push(ms);
+            }
             let headers = response.headers().clone();
             let bytes = ByteStream::new(response.into_body())
                 .collect()
