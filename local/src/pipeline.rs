@@ -201,37 +201,7 @@ impl LocalPipeline {
             wake.notify_one();
             handled.map(|h| h.into_iter().sum::<usize>())
         };
-        let publish = &mut self.publish;
-        let publisher = async {
-            let mut handled = 0;
-            if publish.is_empty() {
-                return Ok(0);
-            }
-            loop {
-                // Read before the round: the round after the others finished sees all they wrote.
-                let last = finished.load(std::sync::atomic::Ordering::Acquire);
-                if last {
-                    let round = publish
-                        .iter_mut()
-                        .map(|m| run_mapping(wiring, Stage::Publish, m));
-                    let n: usize = futures::future::try_join_all(round)
-                        .await?
-                        .into_iter()
-                        .sum();
-                    return Ok::<_, String>(handled + n);
-                }
-                let round = publish.iter_mut().map(|m| publish_round(wiring, m));
-                let mut busy = false;
-                for (ran, read) in futures::future::try_join_all(round).await? {
-                    handled += ran;
-                    busy |= ran + read > 0;
-                }
-                if !busy {
-                    // Until the next poll, or at once when the others finish.
-                    let _ = tokio::time::timeout(PUBLISH_POLL_INTERVAL, wake.notified()).await;
-                }
-            }
-        };
+        let publisher = publish_until(wiring, &mut self.publish, &finished, &wake);
         let (others, published) = futures::future::try_join(others, publisher).await?;
         Ok(others + published)
     }
@@ -269,6 +239,43 @@ impl LocalPipeline {
 /// How long the publish mappings wait between polls that found nothing, within a step: Lambda
 /// polls a stream shard about four times a second.
 const PUBLISH_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Runs the publish mappings round after round until `finished` is set (and `wake` notified),
+/// then once more, so the last round sees everything the step's other batches wrote.
+async fn publish_until(
+    wiring: Wiring<'_>,
+    publish: &mut [Mapping],
+    finished: &std::sync::atomic::AtomicBool,
+    wake: &tokio::sync::Notify,
+) -> Result<usize, String> {
+    let mut handled = 0;
+    if publish.is_empty() {
+        return Ok(0);
+    }
+    loop {
+        // Read before the round: the round after the others finished sees all they wrote.
+        if finished.load(std::sync::atomic::Ordering::Acquire) {
+            let round = publish
+                .iter_mut()
+                .map(|m| run_mapping(wiring, Stage::Publish, m));
+            let n: usize = futures::future::try_join_all(round)
+                .await?
+                .into_iter()
+                .sum();
+            return Ok(handled + n);
+        }
+        let round = publish.iter_mut().map(|m| publish_round(wiring, m));
+        let mut busy = false;
+        for (ran, read) in futures::future::try_join_all(round).await? {
+            handled += ran;
+            busy |= ran + read > 0;
+        }
+        if !busy {
+            // Until the next poll, or at once when the others finish.
+            let _ = tokio::time::timeout(PUBLISH_POLL_INTERVAL, wake.notified()).await;
+        }
+    }
+}
 
 /// Polls one mapping's stream once and runs what it queued.
 async fn run_mapping(wiring: Wiring<'_>, stage: Stage, m: &mut Mapping) -> Result<usize, String> {
