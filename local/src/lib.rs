@@ -372,22 +372,31 @@ impl Mapping {
     }
 
     /// As [`Self::fetch`], showing `inspect` each record it queues.
-    pub async fn fetch_inspecting(
-        &mut self,
-        mut inspect: impl FnMut(&Value),
-    ) -> Result<usize, String> {
-        let records = self.poller.poll().await?;
-        let mut queued = 0;
-        for r in records
-            .into_iter()
-            .filter(|r| matches_filter(&self.filter, r))
-        {
-            inspect(&r);
-            let lane = lane_of(&record_partition_key(&r), self.lanes.len());
+    pub async fn fetch_inspecting(&mut self, inspect: impl FnMut(&Value)) -> Result<usize, String> {
+        let routed = self.poll_routed(inspect).await?;
+        let queued = routed.len();
+        for (lane, r) in routed {
             self.lanes[lane].push_back(r);
-            queued += 1;
         }
         Ok(queued)
+    }
+
+    /// Polls the stream and answers the records that pass the filter, each with its key's lane,
+    /// without queueing them (for a runner that holds the lanes elsewhere meanwhile).
+    pub async fn poll_routed(
+        &mut self,
+        mut inspect: impl FnMut(&Value),
+    ) -> Result<Vec<(usize, Value)>, String> {
+        let records = self.poller.poll().await?;
+        let lanes = self.lanes.len();
+        Ok(records
+            .into_iter()
+            .filter(|r| matches_filter(&self.filter, r))
+            .map(|r| {
+                inspect(&r);
+                (lane_of(&record_partition_key(&r), lanes), r)
+            })
+            .collect())
     }
 
     pub fn pending(&self) -> usize {

@@ -1,6 +1,7 @@
 //! The whole stream pipeline of a set of regions, driven locally: the same handlers and the same
 //! filtered event shapes the deployed event source mappings deliver.
 
+use futures::FutureExt;
 use shared::bus::Bus;
 use shared::domain::region::Region;
 use shared::stages::pipeline::{
@@ -27,17 +28,22 @@ pub struct LocalPipeline {
     publish: Vec<Mapping>,
     bus: Option<Bus>,
     /// Per entry published: ms from its recorded time to the `PutEvents` that took it.
-    publish_lags: std::sync::Mutex<Vec<f64>>,
+    publish_lags: Lags,
     /// Per record the publish mappings read: ms from its recorded time to the read (the part of
     /// the lag that is the stream's and the poller's, not the publisher's).
-    read_lags: std::sync::Mutex<Vec<f64>>,
+    read_lags: Lags,
+    /// Per poll of a publish mapping: ms its stream reads took (DynamoDB Local's part of the
+    /// read lag).
+    poll_ms: Lags,
 }
+
+/// Lags in ms, gathered by the publish mappings' task and taken by the caller.
+type Lags = std::sync::Arc<std::sync::Mutex<Vec<f64>>>;
 
 #[derive(Clone, Copy)]
 enum Stage {
     Resolve,
     Materialize,
-    Publish,
 }
 
 impl LocalPipeline {
@@ -98,6 +104,7 @@ impl LocalPipeline {
             bus: None,
             publish_lags: Default::default(),
             read_lags: Default::default(),
+            poll_ms: Default::default(),
         })
     }
 
@@ -121,6 +128,7 @@ impl LocalPipeline {
             bus: None,
             publish_lags: Default::default(),
             read_lags: Default::default(),
+            poll_ms: Default::default(),
         };
         pipeline.publish_to(client, endpoint, regions, bus).await?;
         Ok(pipeline)
@@ -135,6 +143,11 @@ impl LocalPipeline {
     /// record's recorded time), taken.
     pub fn take_read_lags(&self) -> Vec<f64> {
         std::mem::take(&mut *self.read_lags.lock().expect("lags"))
+    }
+
+    /// How long each poll of the publish mappings' streams took since the last call (ms), taken.
+    pub fn take_poll_ms(&self) -> Vec<f64> {
+        std::mem::take(&mut *self.poll_ms.lock().expect("lags"))
     }
 
     /// Attaches the publisher: from now on every region's events stream is published to `bus`
@@ -177,17 +190,21 @@ impl LocalPipeline {
     /// The publish mappings keep polling while the inbox and segments batches of the step run,
     /// as Lambda polls the events stream on its own (several times a second) whatever the other
     /// mappings are doing: an event is published while the step that wrote it is still running,
-    /// not after it.
+    /// not after it. They run on a task of their own, as their batches run in invocations of
+    /// their own on AWS: on the task of the other mappings, every lane's CPU work (parsing chunks,
+    /// planning changes) would hold the publisher up.
     pub async fn step(&mut self) -> Result<usize, String> {
+        let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        let publisher = self.spawn_publisher(finished.clone(), wake.clone());
         let wiring = Wiring {
             store: &self.store,
             names: &self.names,
             bus: self.bus.as_ref(),
             lags: &self.publish_lags,
             read_lags: &self.read_lags,
+            poll_ms: &self.poll_ms,
         };
-        let finished = std::sync::atomic::AtomicBool::new(false);
-        let wake = tokio::sync::Notify::new();
         let inbox_and_segments = self
             .resolve
             .iter_mut()
@@ -195,15 +212,37 @@ impl LocalPipeline {
             .chain(self.materialize.iter_mut().map(|m| (Stage::Materialize, m)))
             .chain(self.clear.iter_mut().map(|m| (Stage::Materialize, m)))
             .map(|(stage, m)| run_mapping(wiring, stage, m));
-        let others = async {
-            let handled = futures::future::try_join_all(inbox_and_segments).await;
-            finished.store(true, std::sync::atomic::Ordering::Release);
-            wake.notify_one();
-            handled.map(|h| h.into_iter().sum::<usize>())
-        };
-        let publisher = publish_until(wiring, &mut self.publish, &finished, &wake);
-        let (others, published) = futures::future::try_join(others, publisher).await?;
-        Ok(others + published)
+        let handled = futures::future::try_join_all(inbox_and_segments).await;
+        finished.store(true, std::sync::atomic::Ordering::Release);
+        wake.notify_waiters();
+        let (publish, published) = publisher.await.map_err(|e| format!("publisher: {e}"))?;
+        self.publish = publish;
+        Ok(handled?.into_iter().sum::<usize>() + published?)
+    }
+
+    /// Moves the publish mappings onto a task that runs them until `finished` (see
+    /// [`Self::step`]) and hands them back with how many records ran.
+    fn spawn_publisher(
+        &mut self,
+        finished: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        wake: std::sync::Arc<tokio::sync::Notify>,
+    ) -> tokio::task::JoinHandle<(Vec<Mapping>, Result<usize, String>)> {
+        let mut publish = std::mem::take(&mut self.publish);
+        let (store, names, bus) = (self.store.clone(), self.names.clone(), self.bus.clone());
+        let (lags, read_lags) = (self.publish_lags.clone(), self.read_lags.clone());
+        let poll_ms = self.poll_ms.clone();
+        tokio::spawn(async move {
+            let wiring = Wiring {
+                store: &store,
+                names: &names,
+                bus: bus.as_ref(),
+                lags: &lags,
+                read_lags: &read_lags,
+                poll_ms: &poll_ms,
+            };
+            let published = publish_until(wiring, &mut publish, &finished, &wake).await;
+            (publish, published)
+        })
     }
 
     /// Steps until a poll finds nothing new (or `max_steps` is reached).
@@ -236,80 +275,154 @@ impl LocalPipeline {
     }
 }
 
-/// How long the publish mappings wait between polls that found nothing, within a step: Lambda
-/// polls a stream shard about four times a second.
+/// How long a publish mapping's reader waits between polls that found nothing, within a step:
+/// Lambda polls a stream shard about four times a second.
 const PUBLISH_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Runs the publish mappings round after round until `finished` is set (and `wake` notified),
-/// then once more, so the last round sees everything the step's other batches wrote.
+/// Runs every publish mapping until `finished` is set (and `wake` notified), as Lambda runs an
+/// event source mapping: a reader follows the stream and queues each record on its key's lane,
+/// and each lane runs its next batch the moment its last one is done, so a record waits neither
+/// for a round of reads nor for the slowest lane. After `finished`, the reader reads once more,
+/// so the step ends having published everything its other batches wrote.
 async fn publish_until(
     wiring: Wiring<'_>,
     publish: &mut [Mapping],
     finished: &std::sync::atomic::AtomicBool,
     wake: &tokio::sync::Notify,
 ) -> Result<usize, String> {
-    let mut handled = 0;
-    if publish.is_empty() {
-        return Ok(0);
-    }
+    let runs = publish
+        .iter_mut()
+        .map(|m| publish_continuously(wiring, m, finished, wake).boxed());
+    Ok(futures::future::try_join_all(runs).await?.into_iter().sum())
+}
+
+/// One publish mapping for the rest of a step: its reader and its lanes at once. A lane whose
+/// batch failed stops, its failed records at its front for the next step (Lambda retries from
+/// the failure and keeps the later records of the lane waiting).
+async fn publish_continuously(
+    wiring: Wiring<'_>,
+    m: &mut Mapping,
+    finished: &std::sync::atomic::AtomicBool,
+    wake: &tokio::sync::Notify,
+) -> Result<usize, String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let batch_size = m.batch_size();
+    let lanes: Vec<std::sync::Mutex<Lane>> = m
+        .take_lanes()
+        .into_iter()
+        .map(std::sync::Mutex::new)
+        .collect();
+    let queued = tokio::sync::Notify::new();
+    let reading_done = AtomicBool::new(false);
+    let reader = async {
+        let read = read_into_lanes(wiring, m, &lanes, &queued, finished, wake).await;
+        reading_done.store(true, Ordering::Release);
+        queued.notify_waiters();
+        read
+    };
+    let workers = lanes
+        .iter()
+        .map(|lane| work_lane(wiring, batch_size, lane, &queued, &reading_done).boxed());
+    let (read, handled) = futures::join!(reader, futures::future::join_all(workers));
+    let rest = lanes
+        .into_iter()
+        .map(|lane| lane.into_inner().expect("lane"))
+        .collect();
+    m.restore_lanes(rest);
+    read?;
+    Ok(handled.into_iter().sum())
+}
+
+type Lane = std::collections::VecDeque<serde_json::Value>;
+
+/// A publish mapping's reader: polls the stream, queues what it read on the lanes (waking them),
+/// waits [`PUBLISH_POLL_INTERVAL`] after a poll that found nothing, and stops after the first
+/// poll that began once `finished` was set.
+async fn read_into_lanes(
+    wiring: Wiring<'_>,
+    m: &mut Mapping,
+    lanes: &[std::sync::Mutex<Lane>],
+    queued: &tokio::sync::Notify,
+    finished: &std::sync::atomic::AtomicBool,
+    wake: &tokio::sync::Notify,
+) -> Result<(), String> {
     loop {
-        // Read before the round: the round after the others finished sees all they wrote.
-        if finished.load(std::sync::atomic::Ordering::Acquire) {
-            let round = publish
-                .iter_mut()
-                .map(|m| run_mapping(wiring, Stage::Publish, m));
-            let n: usize = futures::future::try_join_all(round)
-                .await?
-                .into_iter()
-                .sum();
-            return Ok(handled + n);
+        // Listening before looking: a `finished` set after the look still wakes the wait.
+        let woken = wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let last = finished.load(std::sync::atomic::Ordering::Acquire);
+        let routed = poll_publishable(wiring, m).await?;
+        let read = routed.len();
+        for (lane, record) in routed {
+            lanes[lane].lock().expect("lane").push_back(record);
         }
-        let round = publish.iter_mut().map(|m| publish_round(wiring, m));
-        let mut busy = false;
-        for (ran, read) in futures::future::try_join_all(round).await? {
-            handled += ran;
-            busy |= ran + read > 0;
+        if read > 0 {
+            queued.notify_waiters();
         }
-        if !busy {
-            // Until the next poll, or at once when the others finish.
-            let _ = tokio::time::timeout(PUBLISH_POLL_INTERVAL, wake.notified()).await;
+        if last {
+            return Ok(());
+        }
+        if read == 0 {
+            let _ = tokio::time::timeout(PUBLISH_POLL_INTERVAL, woken).await;
         }
     }
 }
 
-/// Polls one mapping's stream once and runs what it queued.
-async fn run_mapping(wiring: Wiring<'_>, stage: Stage, m: &mut Mapping) -> Result<usize, String> {
-    match stage {
-        Stage::Publish => {
-            fetch_publishable(wiring, m).await?;
+/// One lane of a publish mapping: runs its next batch as soon as there is one, until the reader
+/// is done and the lane is empty, or a batch fails; answers how many records ran.
+async fn work_lane(
+    wiring: Wiring<'_>,
+    batch_size: usize,
+    lane: &std::sync::Mutex<Lane>,
+    queued: &tokio::sync::Notify,
+    reading_done: &std::sync::atomic::AtomicBool,
+) -> usize {
+    let mut handled = 0;
+    loop {
+        let more = queued.notified();
+        tokio::pin!(more);
+        more.as_mut().enable();
+        // Read before taking: once the reader is done, nothing more arrives on the lane.
+        let done = reading_done.load(std::sync::atomic::Ordering::Acquire);
+        let batch: Vec<serde_json::Value> = {
+            let mut queue = lane.lock().expect("lane");
+            let n = batch_size.min(queue.len());
+            queue.drain(..n).collect()
+        };
+        if batch.is_empty() {
+            if done {
+                return handled;
+            }
+            more.await;
+            continue;
         }
-        Stage::Resolve | Stage::Materialize => {
-            m.fetch().await?;
+        handled += batch.len();
+        if let Err(failed) = publish_batch(wiring, batch).await {
+            let mut queue = lane.lock().expect("lane");
+            for record in failed.into_iter().rev() {
+                queue.push_front(record);
+            }
+            return handled;
         }
     }
+}
+
+/// Polls one inbox or segments mapping's stream once and runs what it queued.
+async fn run_mapping(wiring: Wiring<'_>, stage: Stage, m: &mut Mapping) -> Result<usize, String> {
+    m.fetch().await?;
     Ok(drain(wiring, stage, m).await)
 }
 
-/// One round of a publish mapping while the step's other batches run: what is queued runs while
-/// the stream is read for what came meanwhile (Lambda reads a shard on while batches run, so a
-/// slow batch does not hold the reading up). Answers (records run, records read).
-async fn publish_round(wiring: Wiring<'_>, m: &mut Mapping) -> Result<(usize, usize), String> {
-    let batch_size = m.batch_size();
-    let queued = m.take_lanes();
-    let (ran, read) = futures::join!(
-        run_lanes(wiring, Stage::Publish, batch_size, queued),
-        fetch_publishable(wiring, m)
-    );
-    let (rest, handled) = ran;
-    m.restore_lanes(rest);
-    Ok((handled, read?))
-}
-
 /// Reads a publish mapping's stream, noting how late each record is read.
-async fn fetch_publishable(wiring: Wiring<'_>, m: &mut Mapping) -> Result<usize, String> {
+async fn poll_publishable(
+    wiring: Wiring<'_>,
+    m: &mut Mapping,
+) -> Result<Vec<(usize, serde_json::Value)>, String> {
     let mut lags = Vec::new();
-    let read = m
-        .fetch_inspecting(|r| {
+    let started = std::time::Instant::now();
+    let routed = m
+        .poll_routed(|r| {
             let recorded = r["dynamodb"]["NewImage"]["recorded_ms"]["N"].as_str();
             if let Some(ms) = recorded.and_then(|ms| ms.parse::<i64>().ok()) {
                 let now = shared::domain::protocol::now_ms();
@@ -317,8 +430,10 @@ async fn fetch_publishable(wiring: Wiring<'_>, m: &mut Mapping) -> Result<usize,
             }
         })
         .await?;
+    let took = started.elapsed().as_secs_f64() * 1_000.0;
+    wiring.poll_ms.lock().expect("lags").push(took);
     wiring.read_lags.lock().expect("lags").extend(lags);
-    Ok(read)
+    Ok(routed)
 }
 
 /// What the handlers run with.
@@ -329,6 +444,7 @@ struct Wiring<'a> {
     bus: Option<&'a Bus>,
     lags: &'a std::sync::Mutex<Vec<f64>>,
     read_lags: &'a std::sync::Mutex<Vec<f64>>,
+    poll_ms: &'a std::sync::Mutex<Vec<f64>>,
 }
 
 /// Runs the queued batches of every lane of one mapping, lanes at once, each lane in order; a
@@ -348,49 +464,17 @@ async fn run_lanes(
     wiring: Wiring<'_>,
     stage: Stage,
     batch_size: usize,
-    lanes: Vec<std::collections::VecDeque<serde_json::Value>>,
-) -> (Vec<std::collections::VecDeque<serde_json::Value>>, usize) {
-    let Wiring {
-        store,
-        names,
-        bus,
-        lags,
-        ..
-    } = wiring;
+    lanes: Vec<Lane>,
+) -> (Vec<Lane>, usize) {
     let runs = lanes.into_iter().map(|mut queue| async move {
         let mut handled = 0;
         while !queue.is_empty() {
             let n = batch_size.min(queue.len());
             let batch: Vec<serde_json::Value> = queue.drain(..n).collect();
             handled += batch.len();
-            let event = to_event(batch.clone());
-            let response = match stage {
-                Stage::Resolve => {
-                    shared::stages::resolve::handle_inbox_event(store, names, event)
-                        .await
-                        .0
-                }
-                Stage::Materialize => {
-                    shared::stages::materialize::handle_event(store, names, event)
-                        .await
-                        .0
-                }
-                Stage::Publish => {
-                    let bus = bus.expect("publish mappings exist only with a bus");
-                    let (response, batch) =
-                        shared::stages::publish::handle_event(bus, names, event).await;
-                    lags.lock().expect("lags").extend(batch.lag_ms);
-                    response
-                }
-            };
-            let failed: Vec<String> = response
-                .batch_item_failures
-                .iter()
-                .filter_map(|f| f.item_identifier.clone())
-                .collect();
-            if !failed.is_empty() {
-                for r in requeue_failed(batch, &failed).into_iter().rev() {
-                    queue.push_front(r);
+            if let Err(failed) = run_batch(wiring, stage, batch).await {
+                for record in failed.into_iter().rev() {
+                    queue.push_front(record);
                 }
                 break;
             }
@@ -400,4 +484,58 @@ async fn run_lanes(
     let (queues, handled): (Vec<_>, Vec<usize>) =
         futures::future::join_all(runs).await.into_iter().unzip();
     (queues, handled.into_iter().sum())
+}
+
+/// Invokes a stage's handler with one batch, as Lambda would; answers the records it reported
+/// failed (`batchItemFailures`), in batch order.
+async fn run_batch(
+    wiring: Wiring<'_>,
+    stage: Stage,
+    batch: Vec<serde_json::Value>,
+) -> Result<(), Vec<serde_json::Value>> {
+    let Wiring { store, names, .. } = wiring;
+    let event = to_event(batch.clone());
+    let response = match stage {
+        Stage::Resolve => {
+            shared::stages::resolve::handle_inbox_event(store, names, event)
+                .await
+                .0
+        }
+        Stage::Materialize => {
+            shared::stages::materialize::handle_event(store, names, event)
+                .await
+                .0
+        }
+    };
+    failed_records(batch, &response)
+}
+
+/// [`run_batch`] for the publish stage: the publisher's task runs only this (its future stays
+/// `Send` without the other stages' handlers).
+async fn publish_batch(
+    wiring: Wiring<'_>,
+    batch: Vec<serde_json::Value>,
+) -> Result<(), Vec<serde_json::Value>> {
+    let bus = wiring.bus.expect("publish mappings exist only with a bus");
+    let (response, published) =
+        shared::stages::publish::handle_event(bus, wiring.names, to_event(batch.clone())).await;
+    wiring.lags.lock().expect("lags").extend(published.lag_ms);
+    failed_records(batch, &response)
+}
+
+/// The records of `batch` a handler's response reports failed, if any.
+fn failed_records(
+    batch: Vec<serde_json::Value>,
+    response: &aws_lambda_events::event::streams::DynamoDbEventResponse,
+) -> Result<(), Vec<serde_json::Value>> {
+    let failed: Vec<String> = response
+        .batch_item_failures
+        .iter()
+        .filter_map(|f| f.item_identifier.clone())
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(requeue_failed(batch, &failed))
+    }
 }
