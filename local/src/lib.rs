@@ -368,12 +368,7 @@ impl Mapping {
 
     /// Polls the stream and queues the records that pass the filter, each on its key's lane.
     pub async fn fetch(&mut self) -> Result<usize, String> {
-        self.fetch_inspecting(|_| {}).await
-    }
-
-    /// As [`Self::fetch`], showing `inspect` each record it queues.
-    pub async fn fetch_inspecting(&mut self, inspect: impl FnMut(&Value)) -> Result<usize, String> {
-        let routed = self.poll_routed(inspect).await?;
+        let routed = self.poll_routed(|_| {}).await?;
         let queued = routed.len();
         for (lane, r) in routed {
             self.lanes[lane].push_back(r);

@@ -27,18 +27,26 @@ pub struct LocalPipeline {
     /// events → publish, per region, when a bus is attached ([`Self::publish_to`]).
     publish: Vec<Mapping>,
     bus: Option<Bus>,
-    /// Per entry published: ms from its recorded time to the `PutEvents` that took it.
-    publish_lags: Lags,
-    /// Per record the publish mappings read: ms from its recorded time to the read (the part of
-    /// the lag that is the stream's and the poller's, not the publisher's).
-    read_lags: Lags,
-    /// Per poll of a publish mapping: ms its stream reads took (DynamoDB Local's part of the
-    /// read lag).
-    poll_ms: Lags,
+    /// What the publish mappings measure, shared with their task.
+    figures: std::sync::Arc<PublishFigures>,
 }
 
-/// Lags in ms, gathered by the publish mappings' task and taken by the caller.
-type Lags = std::sync::Arc<std::sync::Mutex<Vec<f64>>>;
+/// What the publish mappings measure (ms), gathered on their task and taken by the caller.
+#[derive(Default)]
+struct PublishFigures {
+    /// Per entry published: from its recorded time to the `PutEvents` that took it.
+    lags: std::sync::Mutex<Vec<f64>>,
+    /// Per record read: from its recorded time to the read (the part of the lag that is the
+    /// stream's and the poller's, not the publisher's).
+    read_lags: std::sync::Mutex<Vec<f64>>,
+    /// Per poll: how long its stream reads took (DynamoDB Local's part of the read lag).
+    poll_ms: std::sync::Mutex<Vec<f64>>,
+}
+
+/// Takes what `figures` gathered.
+fn take(figures: &std::sync::Mutex<Vec<f64>>) -> Vec<f64> {
+    std::mem::take(&mut *figures.lock().expect("figures"))
+}
 
 #[derive(Clone, Copy)]
 enum Stage {
@@ -102,9 +110,7 @@ impl LocalPipeline {
             clear,
             publish: Vec::new(),
             bus: None,
-            publish_lags: Default::default(),
-            read_lags: Default::default(),
-            poll_ms: Default::default(),
+            figures: Default::default(),
         })
     }
 
@@ -126,9 +132,7 @@ impl LocalPipeline {
             clear: Vec::new(),
             publish: Vec::new(),
             bus: None,
-            publish_lags: Default::default(),
-            read_lags: Default::default(),
-            poll_ms: Default::default(),
+            figures: Default::default(),
         };
         pipeline.publish_to(client, endpoint, regions, bus).await?;
         Ok(pipeline)
@@ -136,18 +140,18 @@ impl LocalPipeline {
 
     /// The publish lags recorded since the last call (ms per entry put), taken.
     pub fn take_publish_lags(&self) -> Vec<f64> {
-        std::mem::take(&mut *self.publish_lags.lock().expect("lags"))
+        take(&self.figures.lags)
     }
 
     /// How late the publish mappings read their records since the last call (ms from each
     /// record's recorded time), taken.
     pub fn take_read_lags(&self) -> Vec<f64> {
-        std::mem::take(&mut *self.read_lags.lock().expect("lags"))
+        take(&self.figures.read_lags)
     }
 
     /// How long each poll of the publish mappings' streams took since the last call (ms), taken.
     pub fn take_poll_ms(&self) -> Vec<f64> {
-        std::mem::take(&mut *self.poll_ms.lock().expect("lags"))
+        take(&self.figures.poll_ms)
     }
 
     /// Attaches the publisher: from now on every region's events stream is published to `bus`
@@ -201,9 +205,7 @@ impl LocalPipeline {
             store: &self.store,
             names: &self.names,
             bus: self.bus.as_ref(),
-            lags: &self.publish_lags,
-            read_lags: &self.read_lags,
-            poll_ms: &self.poll_ms,
+            figures: &self.figures,
         };
         let inbox_and_segments = self
             .resolve
@@ -229,16 +231,13 @@ impl LocalPipeline {
     ) -> tokio::task::JoinHandle<(Vec<Mapping>, Result<usize, String>)> {
         let mut publish = std::mem::take(&mut self.publish);
         let (store, names, bus) = (self.store.clone(), self.names.clone(), self.bus.clone());
-        let (lags, read_lags) = (self.publish_lags.clone(), self.read_lags.clone());
-        let poll_ms = self.poll_ms.clone();
+        let figures = self.figures.clone();
         tokio::spawn(async move {
             let wiring = Wiring {
                 store: &store,
                 names: &names,
                 bus: bus.as_ref(),
-                lags: &lags,
-                read_lags: &read_lags,
-                poll_ms: &poll_ms,
+                figures: &figures,
             };
             let published = publish_until(wiring, &mut publish, &finished, &wake).await;
             (publish, published)
@@ -431,8 +430,13 @@ async fn poll_publishable(
         })
         .await?;
     let took = started.elapsed().as_secs_f64() * 1_000.0;
-    wiring.poll_ms.lock().expect("lags").push(took);
-    wiring.read_lags.lock().expect("lags").extend(lags);
+    wiring.figures.poll_ms.lock().expect("figures").push(took);
+    wiring
+        .figures
+        .read_lags
+        .lock()
+        .expect("figures")
+        .extend(lags);
     Ok(routed)
 }
 
@@ -442,9 +446,7 @@ struct Wiring<'a> {
     store: &'a Store,
     names: &'a TableNames,
     bus: Option<&'a Bus>,
-    lags: &'a std::sync::Mutex<Vec<f64>>,
-    read_lags: &'a std::sync::Mutex<Vec<f64>>,
-    poll_ms: &'a std::sync::Mutex<Vec<f64>>,
+    figures: &'a PublishFigures,
 }
 
 /// Runs the queued batches of every lane of one mapping, lanes at once, each lane in order; a
@@ -519,7 +521,12 @@ async fn publish_batch(
     let bus = wiring.bus.expect("publish mappings exist only with a bus");
     let (response, published) =
         shared::stages::publish::handle_event(bus, wiring.names, to_event(batch.clone())).await;
-    wiring.lags.lock().expect("lags").extend(published.lag_ms);
+    wiring
+        .figures
+        .lags
+        .lock()
+        .expect("figures")
+        .extend(published.lag_ms);
     failed_records(batch, &response)
 }
 
