@@ -75,8 +75,9 @@ pub async fn provision_project(
     store: &shared::store::Store,
     region: shared::domain::region::Region,
     project_id: &str,
-) -> Result<(String, String), shared::store::projects::ProjectWriteError> {
+) -> Result<(String, String), shared::ports::projects::ProjectWriteError> {
     use shared::domain::auth::{Project, ProjectStatus, StoredPasscode, generate_secret};
+    use shared::ports::projects::Projects;
     let (passcode, token) = (generate_secret(), generate_secret());
     store
         .create_project(&Project {

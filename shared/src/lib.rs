@@ -18,9 +18,12 @@ pub mod bus;
 #[cfg(feature = "aws")]
 pub mod config;
 pub mod domain;
+pub mod ports;
 #[cfg(feature = "aws")]
 pub mod sdk;
 #[cfg(feature = "aws")]
 pub mod stages;
 #[cfg(feature = "aws")]
 pub mod store;
+#[cfg(feature = "aws")]
+pub mod twin;

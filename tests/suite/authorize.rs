@@ -5,10 +5,11 @@ use serde_json::{Value, json};
 use shared::domain::batch::decode_chunk;
 use shared::domain::records::{InboxStatus, Segment, SegmentStatus};
 use shared::domain::region::Region;
+use shared::ports::inbox::InboxRow;
+use shared::ports::projects::{Projects, revoke_passcode};
 use shared::stages::endpoint::{Endpoint, handle_http};
 use shared::stages::http::HttpReply;
 use shared::store::Store;
-use shared::store::inbox::InboxRow;
 use shared::store::tables::Table;
 
 struct Env {
@@ -316,15 +317,10 @@ async fn expired_and_revoked_passcodes_stop_working() {
             .await
     ));
 
-    let project = store
-        .get_project(Region::In1, &p.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let project = store.project(Region::In1, &p.id).await.unwrap().unwrap();
     let live_id = project.passcodes[0].id.clone();
     assert!(
-        store
-            .revoke_passcode(Region::In1, &p.id, &live_id)
+        revoke_passcode(&store, Region::In1, &p.id, &live_id)
             .await
             .unwrap()
     );
@@ -541,7 +537,7 @@ async fn concurrent_passcode_revokes_and_adds_never_undo_each_other() {
     // Revoke the first three while the other three are added, all at once.
     let revokes = added[..3]
         .iter()
-        .map(|a| store.revoke_passcode(Region::Eu1, &p.id, &a.id));
+        .map(|a| revoke_passcode(&store, Region::Eu1, &p.id, &a.id));
     let adds = added[3..]
         .iter()
         .map(|a| store.add_passcode(Region::Eu1, &p.id, a));
@@ -552,7 +548,7 @@ async fn concurrent_passcode_revokes_and_adds_never_undo_each_other() {
     assert!(revoked.into_iter().all(|r| r.unwrap()));
     assert!(adds.into_iter().all(|r| r.is_ok()));
     let ids: Vec<String> = store
-        .get_project(Region::Eu1, &p.id)
+        .project(Region::Eu1, &p.id)
         .await
         .unwrap()
         .unwrap()
@@ -573,8 +569,7 @@ async fn concurrent_passcode_revokes_and_adds_never_undo_each_other() {
     );
     // Revoking what is gone says so.
     assert!(
-        !store
-            .revoke_passcode(Region::Eu1, &p.id, &added[0].id)
+        !revoke_passcode(&store, Region::Eu1, &p.id, &added[0].id)
             .await
             .unwrap()
     );

@@ -419,7 +419,7 @@ async fn an_operator_erases_by_clevertap_id() {
 
 /// A project that has had an erasure (of someone else), so resolve checks tombstones, holding
 /// Ann's batch (sent a minute ago) as a stored chunk: the stack and the row.
-async fn erased_before_with_ann_chunk(test: &str) -> (Stack, shared::store::inbox::InboxRow) {
+async fn erased_before_with_ann_chunk(test: &str) -> (Stack, shared::ports::inbox::InboxRow) {
     let stack = Stack::new(test, Region::Eu1).await;
     let earlier =
         ErasureRequest::by_operator("identity", "someone-else", None, Regulation::Gdpr).unwrap();
@@ -511,7 +511,7 @@ async fn a_retried_chunk_takes_back_what_its_failed_attempt_wrote_for_an_erased_
 /// the Identity), lets an erasure land these writes: the race an erasure wins mid-chunk.
 async fn resolve_overtaken(
     stack: &Stack,
-    row: &shared::store::inbox::InboxRow,
+    row: &shared::ports::inbox::InboxRow,
     erasure_writes: Vec<Value>,
 ) -> shared::stages::resolve::ChunkReport {
     let expected = erasure_writes.len() as u32;

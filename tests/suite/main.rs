@@ -7,6 +7,7 @@ mod authorize;
 mod bad_input;
 mod console;
 mod console_browser;
+mod contract;
 mod e2e;
 mod erasure;
 mod events;

@@ -1281,7 +1281,7 @@ fn check_inbox_keys(name: &str, record: &aws_lambda_events::event::dynamodb::Eve
     }
 }
 
-fn check_inbox_row(name: &str, row: &shared::store::inbox::InboxRow, status: &str) {
+fn check_inbox_row(name: &str, row: &shared::ports::inbox::InboxRow, status: &str) {
     let batch = membership_batch();
     assert_eq!(row.status.as_str(), status, "{name}");
     assert_eq!(

@@ -392,7 +392,7 @@ impl Stack {
     }
 
     /// The project's stored chunks, as the pipeline's stages read them.
-    pub async fn chunks(&self) -> Vec<shared::store::inbox::InboxRow> {
+    pub async fn chunks(&self) -> Vec<shared::ports::inbox::InboxRow> {
         self.store
             .stored_chunks(self.project.region, &self.project.id)
             .await
@@ -595,6 +595,7 @@ pub struct SampleStack {
 impl SampleStack {
     pub async fn new(test: &str) -> Self {
         use shared::domain::auth::{Project, ProjectStatus, StoredPasscode};
+        use shared::ports::projects::Projects;
         let (client, names) = fresh_tables_in(test, &[Region::Eu1]).await;
         let store = store(&client, &names);
         store

@@ -19,6 +19,7 @@ use shared::domain::auth::{
 };
 use shared::domain::protocol::Regulation;
 use shared::domain::region::Region;
+use shared::ports::projects::{Projects, revoke_passcode};
 use shared::stages::erasure::{ErasureOutcome, ErasureRequest};
 use shared::store::Store;
 
@@ -165,7 +166,7 @@ async fn run(args: Vec<String>) -> Result<serde_json::Value, String> {
         }
         (Some("project"), Some("show")) => {
             let p = store
-                .get_project(region, &id()?)
+                .project(region, &id()?)
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or("no such project")?;
@@ -194,8 +195,7 @@ async fn run(args: Vec<String>) -> Result<serde_json::Value, String> {
             let pid = flags
                 .get("passcode-id")
                 .ok_or("--passcode-id is required")?;
-            let revoked = store
-                .revoke_passcode(region, &id()?, pid)
+            let revoked = revoke_passcode(&store, region, &id()?, pid)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(json!({"revoked": revoked}))
@@ -203,7 +203,7 @@ async fn run(args: Vec<String>) -> Result<serde_json::Value, String> {
         (Some("profile"), Some("erase")) => {
             let id = id()?;
             store
-                .get_project(region, &id)
+                .project(region, &id)
                 .await
                 .map_err(|e| e.to_string())?
                 .ok_or("no such project")?;

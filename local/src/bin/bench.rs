@@ -470,7 +470,7 @@ async fn main() {
         .handle("POST", Some(&auth), warm_body.as_bytes())
         .await;
     for row in b.rows("resolve-warm").await {
-        let row: shared::store::inbox::InboxRow = serde_dynamo::from_item(row).unwrap();
+        let row = shared::store::rows::inbox::row(row).unwrap();
         shared::stages::resolve::resolve_chunk(&store, Region::Eu1, &row)
             .await
             .unwrap();
@@ -479,11 +479,11 @@ async fn main() {
     endpoint
         .handle("POST", Some(&auth), full_body.as_bytes())
         .await;
-    let rows: Vec<shared::store::inbox::InboxRow> = b
+    let rows: Vec<shared::ports::inbox::InboxRow> = b
         .rows("resolve-full")
         .await
         .into_iter()
-        .map(|r| serde_dynamo::from_item(r).unwrap())
+        .map(|r| shared::store::rows::inbox::row(r).unwrap())
         .collect();
     let before = meter.read();
     let t = Instant::now();

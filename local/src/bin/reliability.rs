@@ -506,16 +506,14 @@ async fn concurrency(endpoint_url: &str, short: bool) -> Figures {
                 }
             }
             let counts = counts.expect("materialized within 20 attempts");
-            store
-                .mark_materialized(
-                    Region::Eu1,
-                    &row.project_id,
-                    &row.message_id,
-                    row.chunk,
-                    &counts,
-                )
-                .await
-                .unwrap();
+            let _moved_on_already = shared::ports::inbox::Inbox::mark_materialized(
+                &store,
+                Region::Eu1,
+                row.key(),
+                &counts,
+            )
+            .await
+            .unwrap();
         }
     }))
     .await;

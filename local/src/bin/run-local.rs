@@ -12,6 +12,7 @@ use local::server::{Handlers, serve};
 use shared::config::{Config, init_tracing};
 use shared::domain::auth::{Project, ProjectStatus, StoredPasscode, generate_secret};
 use shared::domain::region::Region;
+use shared::ports::projects::Projects;
 use shared::stages::endpoint::Endpoint;
 use shared::stages::query::QueryApi;
 use shared::store::Store;
@@ -189,7 +190,7 @@ fn print_feed_banner(feed: &DemoFeed) {
 /// fresh passcode is added to the existing project.
 async fn provision_demo(store: &Store) -> Result<(String, String), Box<dyn std::error::Error>> {
     let passcode = generate_secret();
-    if let Some(existing) = store.get_project(Region::Eu1, DEMO_PROJECT).await? {
+    if let Some(existing) = store.project(Region::Eu1, DEMO_PROJECT).await? {
         store
             .add_passcode(
                 Region::Eu1,

@@ -16,11 +16,11 @@ use crate::domain::protocol::{
     SubscriptionAction, UserIdentityType,
 };
 use crate::domain::region::Region;
+use crate::ports::inbox::{BatchMeta, Inbox, PutBatchOutcome};
+use crate::ports::projects::ProjectCache;
 use crate::stages::erasure::{self, ErasureOutcome, ErasureRequest};
 use crate::stages::http::{HttpReply, Outcome, into_response, storage_failure};
 use crate::stages::metrics::Metrics;
-use crate::store::inbox::{BatchMeta, PutBatchOutcome};
-use crate::store::projects::ProjectCache;
 use crate::store::segment_item::SegmentKey;
 use crate::store::segments::SubscriptionChange;
 use crate::store::{Store, StoreError};
@@ -49,7 +49,7 @@ pub struct Endpoint {
     caller_token: String,
     max_body_bytes: usize,
     store: Store,
-    projects: ProjectCache,
+    projects: ProjectCache<Store>,
     metrics: Metrics,
     eraser: erasure::Eraser,
 }
@@ -297,22 +297,49 @@ impl Endpoint {
             message_ts: r.envelope.timestamp_ms,
             received_ms: protocol::now_ms(),
         };
-        match self.store.put_batch(out.region, &meta, &chunks).await {
-            Ok(outcome) => {
+        match store_batch(&self.store, out.region, &meta, &chunks).await {
+            Ok(duplicate) => {
                 info!(message_id = %id, project_id = %out.project_id, region = %out.region,
                       profiles = profile_count, chunks = chunks.len(),
-                      duplicate = outcome == PutBatchOutcome::Duplicate, "membership batch stored");
+                      duplicate, "membership batch stored");
                 let (profiles, chunks) = (profile_count as u32, chunks.len() as u32);
                 HttpReply::json(200, &AudienceMembershipChangeResponse::new(id, false)).with(
-                    match outcome {
-                        PutBatchOutcome::Duplicate => Outcome::Duplicate { profiles, chunks },
-                        PutBatchOutcome::Stored { .. } => Outcome::Stored { profiles, chunks },
+                    if duplicate {
+                        Outcome::Duplicate { profiles, chunks }
+                    } else {
+                        Outcome::Stored { profiles, chunks }
                     },
                 )
             }
             Err(e) => unavailable(&e),
         }
     }
+}
+
+/// Stores a batch's chunks; `true` if the message was stored before. Concurrent deliveries of
+/// the same message contend for its keys: one wins, the others try again and see a duplicate.
+async fn store_batch(
+    inbox: &impl Inbox,
+    region: Region,
+    meta: &BatchMeta<'_>,
+    chunks: &[crate::domain::batch::Chunk],
+) -> Result<bool, StoreError> {
+    const ATTEMPTS: u32 = 5;
+    for attempt in 1..=ATTEMPTS {
+        match inbox.put_batch(region, meta, chunks).await? {
+            PutBatchOutcome::Stored { .. } => return Ok(false),
+            PutBatchOutcome::Duplicate => return Ok(true),
+            PutBatchOutcome::Contended if attempt < ATTEMPTS => {
+                crate::store::stats::note_retry();
+                tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+            }
+            PutBatchOutcome::Contended => {}
+        }
+    }
+    Err(StoreError::Unavailable(format!(
+        "storing message {} kept conflicting with concurrent deliveries",
+        meta.message_id
+    )))
 }
 
 fn unauthorized() -> HttpReply {

@@ -25,10 +25,10 @@ use crate::domain::protocol::now_ms;
 use crate::domain::records::{InboxStatus, Segment, SegmentStatus};
 use crate::domain::region::Region;
 use crate::domain::segment_state::{Outcome, SyncAction, apply};
+use crate::ports::inbox::{Inbox, InboxRow};
 use crate::stages::resolve::Erasures;
 use crate::stages::stream::{self as records, RecordError};
 use crate::store::counters::OpenOutcome;
-use crate::store::inbox::InboxRow;
 use crate::store::memberships::{
     ClearOutcome, EventSegment, MAX_CLEARED_PER_TRANSACTION, PageStart, PairWrite, PairsCancelled,
     PairsOutcome, RowState, transaction_actions,
@@ -776,16 +776,15 @@ pub async fn materialize_row(
     region: Region,
     row: &InboxRow,
 ) -> Result<MaterializeCounts, MaterializeError> {
-    let bytes = row.changes.as_ref().map(|b| b.as_ref()).unwrap_or_default();
+    let bytes = row.changes.as_deref().unwrap_or_default();
     let changes = if bytes.is_empty() {
         Vec::new()
     } else {
         decode_changes(bytes).map_err(|e| MaterializeError::Payload(e.to_string()))?
     };
     let counts = materialize_changes(store, region, &row.project_id, &changes).await?;
-    store
-        .mark_materialized(region, &row.project_id, &row.message_id, row.chunk, &counts)
-        .await?;
+    // Not applied: the row had moved on already (a replayed record); the counts stand.
+    let _moved_on_already = store.mark_materialized(region, row.key(), &counts).await?;
     Ok(counts)
 }
 
@@ -830,15 +829,8 @@ async fn handle_record(
                 Err(e) if e.is_permanent() => {
                     error!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
                            error = %e, "chunk can never be fully materialized; marked failed");
-                    store
-                        .mark_failed(
-                            region,
-                            &row.project_id,
-                            &row.message_id,
-                            row.chunk,
-                            &e.to_string(),
-                        )
-                        .await?;
+                    let _moved_on_already =
+                        store.mark_failed(region, row.key(), &e.to_string()).await?;
                     Ok(Handled::ChunkFailed)
                 }
                 Err(e) => Err(e),

@@ -22,10 +22,10 @@ use crate::domain::views::{
     DayView, ErasuresView, EventView, EventsView, MemberView, MembersView, PeopleView, ProfileView,
     ProfilesView, SegmentRef, SegmentView, SegmentsView, SyncView, SyncsView, UsageView,
 };
+use crate::ports::projects::ProjectCache;
 use crate::stages::http::{HttpReply, storage_failure};
 use crate::stages::metrics::Metrics;
 use crate::stages::preview::preview_input;
-use crate::store::projects::ProjectCache;
 use crate::store::reads::BucketPosition;
 use crate::store::segment_item::{SEGMENT_TYPE, SegmentKey, SegmentLayout};
 use crate::store::{Store, StoreError};
@@ -35,7 +35,7 @@ pub const MAX_LIMIT: usize = 500;
 
 pub struct QueryApi {
     store: Store,
-    projects: ProjectCache,
+    projects: ProjectCache<Store>,
     home_region: Region,
     /// Locally one server answers for every region: the `X-CleverTap-Region` header picks one.
     region_header: bool,

@@ -26,10 +26,10 @@ use crate::domain::identity::{ProfileKey, Resolution, Rung, SkipReason, resolve,
 use crate::domain::protocol::{AttributeAction, AudienceAction, UserIdentityType, now_ms};
 use crate::domain::records::{InboxStatus, Profile, PropertyValue};
 use crate::domain::region::Region;
+use crate::ports::inbox::{ChangeCounts, Handoff, Inbox, InboxRow};
 use crate::stages::stream::{self as records, RecordError};
 use crate::store::erasure::ErasureMarks;
 use crate::store::holders::HeldValue;
-use crate::store::inbox::InboxRow;
 use crate::store::profiles::message_version_prefix;
 use crate::store::profiles::{ProfileMerge, Versioned, data_version};
 use crate::store::stats::StoreStats;
@@ -416,19 +416,19 @@ pub async fn resolve_chunk(
     let adds = changes
         .iter()
         .filter(|c| c.action == ChangeAction::Add)
-        .count();
+        .count() as u64;
+    let handoff = Handoff {
+        changes: &encode_changes(&changes),
+        outcomes: &outcomes,
+        handed_on: ChangeCounts {
+            add: adds,
+            delete: changes.len() as u64 - adds,
+        },
+    };
     let handed_off = store
-        .mark_resolved(
-            region,
-            project,
-            &row.message_id,
-            row.chunk,
-            &encode_changes(&changes),
-            &outcomes,
-            adds,
-            changes.len() - adds,
-        )
-        .await?;
+        .mark_resolved(region, row.key(), handoff)
+        .await?
+        .applied();
     Ok(ChunkReport {
         outcomes,
         changes,
@@ -702,9 +702,7 @@ pub async fn handle_inbox_event(
             Err(e) if e.is_permanent() => {
                 error!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
                        error = %e, "chunk can never be resolved; marked failed");
-                store
-                    .mark_failed(region, &row.project_id, &row.message_id, row.chunk, &e.to_string())
-                    .await?;
+                let _moved_on_already = store.mark_failed(region, row.key(), &e.to_string()).await?;
                 failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Ok::<_, ResolveError>(None)
             }

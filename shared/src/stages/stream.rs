@@ -4,7 +4,8 @@ use aws_lambda_events::event::dynamodb::EventRecord;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 
 use crate::domain::region::Region;
-use crate::store::inbox::{InboxRow, inbox_row_of_image};
+use crate::ports::inbox::InboxRow;
+use crate::store::rows::inbox::row_of_image;
 use crate::store::tables::{Table, TableNames};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +30,7 @@ pub fn record_source(
 }
 
 pub fn inbox_row(record: &EventRecord) -> Result<InboxRow, RecordError> {
-    inbox_row_of_image(&record.change.new_image).map_err(RecordError::Image)
+    row_of_image(&record.change.new_image).map_err(RecordError::Image)
 }
 
 /// The partial-batch driver every stream function runs: `handle` over a batch's records,

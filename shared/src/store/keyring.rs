@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
-use super::StoreError;
 use crate::domain::erasure::TombstoneKeys;
+use crate::ports::StoreError;
 
 /// How long a process keeps the keys it read before reading the secret again. Rotation waits
 /// at least this long between adding a version and making it current.

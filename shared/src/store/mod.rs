@@ -23,6 +23,7 @@ pub mod memberships;
 pub mod profiles;
 pub mod projects;
 pub mod reads;
+pub mod rows;
 pub mod segment_item;
 pub mod segments;
 pub mod snapshot;
@@ -31,26 +32,7 @@ pub mod tables;
 
 pub type Item = HashMap<String, AttributeValue>;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// DynamoDB could not be reached, throttled, or failed: the caller should retry later.
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
-    /// An item exists but cannot be read back into our types.
-    #[error("stored item is unreadable: {0}")]
-    Corrupt(String),
-    /// DynamoDB refused the request itself (a validation error, an item or collection over a
-    /// limit): retrying the same request can never succeed.
-    #[error("storage refused the request: {0}")]
-    Rejected(String),
-}
-
-impl StoreError {
-    /// Whether the same call may succeed later (so mParticle or the stream should retry).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
-    }
-}
+pub use crate::ports::StoreError;
 
 /// Error codes of requests DynamoDB refuses for what they are, not for the moment they came at.
 const PERMANENT_CODES: &[&str] = &[
@@ -187,6 +169,21 @@ where
         Err(e) if condition_failed(&e) => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The outcome of a conditional write, as a port says it.
+pub(in crate::store) fn written<O, E, R>(
+    res: Result<O, SdkError<E, R>>,
+) -> Result<crate::ports::Written, StoreError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    Ok(if conditional(res)? {
+        crate::ports::Written::Applied
+    } else {
+        crate::ports::Written::ConditionFailed
+    })
 }
 
 /// Why one action of a cancelled transaction failed.

@@ -1,6 +1,6 @@
 //! Reads for the read API: every one starts from a key that carries the project id.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -9,7 +9,7 @@ use super::memberships::{RowFilter, membership_key};
 use super::profiles::{identity_key, profile_key, profile_of};
 use super::segment_item::{SegmentLayout, segment_of};
 use super::{Item, Store, StoreError, get_n, get_s, s};
-use crate::domain::records::{EventValue, InboxStatus, Profile, ProfileEvent, Segment, SyncRow};
+use crate::domain::records::{EventValue, Profile, ProfileEvent, Segment, SyncRow};
 use crate::domain::region::Region;
 use crate::domain::segment_state::SyncAction;
 use crate::store::keys::{self, events as ek, inbox as ik, profiles as pk, segments as sk};
@@ -711,7 +711,10 @@ impl Store {
             rows.truncate(limit);
             more = true;
         }
-        let rows = rows.iter().map(sync_row_of).collect::<Result<_, _>>()?;
+        let rows = rows
+            .iter()
+            .map(super::rows::inbox::sync_row)
+            .collect::<Result<_, _>>()?;
         Ok((rows, more))
     }
 }
@@ -739,35 +742,6 @@ pub(super) fn event_of(item: &Item) -> ProfileEvent {
         ts_ms: get_n(item, "ts_ms").unwrap_or(0),
         properties,
     }
-}
-
-/// A stored inbox row as a line of the sync log.
-pub(super) fn sync_row_of(item: &Item) -> Result<SyncRow, StoreError> {
-    let counts = |name: &str| -> BTreeMap<String, i64> {
-        item.get(name)
-            .and_then(|v| v.as_m().ok())
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_n().ok()?.parse().ok()?)))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let status = get_s(item, ik::STATUS).unwrap_or(InboxStatus::Received.as_str());
-    let status = InboxStatus::parse(status)
-        .ok_or_else(|| StoreError::Corrupt(format!("inbox row with status {status:?}")))?;
-    Ok(SyncRow {
-        position: get_s(item, ik::RECEIVED_KEY).unwrap_or_default().to_owned(),
-        message_id: get_s(item, "message_id").unwrap_or_default().to_owned(),
-        status,
-        failure: get_s(item, "failure").map(str::to_owned),
-        profile_count: get_n(item, "profile_count").unwrap_or(0),
-        chunk_count: get_n(item, "chunk_count").unwrap_or(1),
-        received_ms: get_n(item, "received_ms"),
-        outcomes: counts("outcomes"),
-        handed_on: counts("change_counts"),
-        applied: counts("applied"),
-    })
 }
 
 /// A segment item's audience id, by its key: the item's own attributes may be incomplete.

@@ -5,15 +5,16 @@
 use std::collections::BTreeMap;
 
 use super::erasure::erasure_audits_of;
-use super::inbox::InboxRow;
 use super::profiles::profile_of;
-use super::reads::{event_of, sync_row_of};
+use super::reads::event_of;
+use super::rows::inbox::{row as inbox_row, sync_row};
 use super::{Item, Store, StoreError, get_n, get_s};
 use crate::domain::erasure::ErasureAudit;
 use crate::domain::records::{
     IdentityClaim, MembershipRow, PartnerSyncEvent, Profile, Segment, SyncRow,
 };
 use crate::domain::region::Region;
+use crate::ports::inbox::InboxRow;
 use crate::store::keys::{self, events as ek, memberships as mk, profiles as pk, segments as sk};
 use crate::store::tables::Table;
 
@@ -139,7 +140,7 @@ impl Store {
             .await?
             .into_iter()
             .filter(|item| get_s(item, keys::PK).is_some_and(|pk| pk.starts_with(&own)))
-            .map(|item| serde_dynamo::from_item(item).map_err(StoreError::from))
+            .map(inbox_row)
             .collect()
     }
 
@@ -209,7 +210,7 @@ impl Store {
         let mut inbox = Vec::new();
         for item in self.scan_table(region, Table::Inbox).await? {
             if pk_of(&item).starts_with(&own) {
-                inbox.push(sync_row_of(&item)?);
+                inbox.push(sync_row(&item)?);
             }
         }
         inbox.sort_by(|a, b| b.position.cmp(&a.position));

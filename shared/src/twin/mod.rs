@@ -1,0 +1,333 @@
+//! The in-memory twin of the store's ports: the semantics the stages rely on, with no engine.
+//!
+//! It holds each table's records in memory, per region, and keeps to DynamoDB's contract where
+//! the stages depend on it: conditional writes, all-or-nothing transactions, the request
+//! validation DynamoDB does (more than 100 actions, one item twice in a transaction, items over
+//! 400 KB: the same error class and code), and a per-table change log in the shape of a stream
+//! record. `tests/suite/contract` runs the same cases on it and on the DynamoDB adapter, so a
+//! twin that drifts fails there.
+//!
+//! Faults are injected per call, by the port method's name (`"inbox.put_batch"`): an error
+//! before the write (transient or throttled), a timeout after the write committed (the caller
+//! sees an error, the write stands), or a transaction conflict. Every call is recorded, so a
+//! test can say what a stage asked for and in which order.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use aws_lambda_events::event::dynamodb::{Event, EventRecord};
+
+use crate::domain::region::Region;
+use crate::ports::StoreError;
+use crate::store::Item;
+use crate::store::tables::{Table, TableNames};
+
+mod inbox;
+mod projects;
+
+/// DynamoDB's largest item.
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+/// DynamoDB's most actions in one transaction.
+pub const MAX_TRANSACTION_ACTIONS: usize = 100;
+
+/// A fault injected into one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The request fails before anything is written (a 500 or a connection reset).
+    Transient,
+    /// The request is throttled before anything is written.
+    Throttle,
+    /// The write commits, but the caller never hears: it sees a timeout.
+    TimeoutAfterCommit,
+    /// A transaction is cancelled because another one held one of its items.
+    TransactionConflict,
+}
+
+/// What kind of change a log record is, as a stream says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Insert,
+    Modify,
+    Remove,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Insert => "INSERT",
+            ChangeKind::Modify => "MODIFY",
+            ChangeKind::Remove => "REMOVE",
+        }
+    }
+}
+
+/// One record of a table's change log: what a stream with new and old images carries.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Its place in the log of its table (increasing, as a stream's sequence numbers).
+    pub sequence: u64,
+    pub region: Region,
+    pub table: Table,
+    pub kind: ChangeKind,
+    pub keys: Item,
+    pub new_image: Option<Item>,
+    pub old_image: Option<Item>,
+}
+
+/// Every table's records of every region, and the twin's bookkeeping.
+#[derive(Default)]
+struct State {
+    inbox: inbox::Rows,
+    projects: projects::Rows,
+    log: Vec<Change>,
+    faults: VecDeque<(&'static str, Fault)>,
+    calls: Vec<&'static str>,
+}
+
+impl State {
+    fn record(
+        &mut self,
+        region: Region,
+        table: Table,
+        keys: Item,
+        old: Option<Item>,
+        new: Option<Item>,
+    ) {
+        let kind = match (&old, &new) {
+            (None, _) => ChangeKind::Insert,
+            (Some(_), Some(_)) => ChangeKind::Modify,
+            (Some(_), None) => ChangeKind::Remove,
+        };
+        self.log.push(Change {
+            sequence: self.log.len() as u64 + 1,
+            region,
+            table,
+            kind,
+            keys,
+            new_image: new,
+            old_image: old,
+        });
+    }
+}
+
+/// The twin: cheap to clone, every clone sees the same tables.
+#[derive(Clone, Default)]
+pub struct Twin {
+    state: Arc<Mutex<State>>,
+}
+
+/// What a call does about an injected fault.
+enum Entry {
+    Proceed,
+    /// Write, then fail as a timeout.
+    FailAfterWrite,
+    /// Cancel a transaction with a conflict.
+    Conflict,
+}
+
+impl Twin {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the next call of `call` (a port method, `"inbox.put_batch"`) meet `fault`. Faults
+    /// of one call are met in the order they were injected.
+    pub fn inject(&self, call: &'static str, fault: Fault) {
+        self.lock().faults.push_back((call, fault));
+    }
+
+    /// The port methods called so far, in order.
+    pub fn calls(&self) -> Vec<&'static str> {
+        self.lock().calls.clone()
+    }
+
+    /// A table's change log in a region, in the order the changes were made (one item's
+    /// changes are in its order, as a stream keeps them per key).
+    pub fn changes(&self, region: Region, table: Table) -> Vec<Change> {
+        self.lock()
+            .log
+            .iter()
+            .filter(|c| c.region == region && c.table == table)
+            .cloned()
+            .collect()
+    }
+
+    /// The changes after `after` (a sequence number; 0 for all) as the Lambda event a stream's
+    /// mapping delivers, with the source ARN the stages read the region and table from.
+    pub fn stream_event(
+        &self,
+        names: &TableNames,
+        region: Region,
+        table: Table,
+        after: u64,
+    ) -> Event {
+        let arn = format!(
+            "arn:aws:dynamodb:twin:000000000000:table/{}/stream/twin",
+            names.name(region, table)
+        );
+        let mut event = Event::default();
+        event.records = self
+            .changes(region, table)
+            .into_iter()
+            .filter(|c| c.sequence > after)
+            .map(|c| {
+                let mut r = EventRecord::default();
+                r.event_id = format!("twin-{}", c.sequence);
+                r.event_name = c.kind.as_str().to_owned();
+                r.event_source = Some("aws:dynamodb".to_owned());
+                r.event_source_arn = Some(arn.clone());
+                r.change.keys = c.keys.into();
+                r.change.new_image = c.new_image.unwrap_or_default().into();
+                r.change.old_image = c.old_image.unwrap_or_default().into();
+                r.change.sequence_number = Some(format!("{:021}", c.sequence));
+                r
+            })
+            .collect();
+        event
+    }
+
+    /// Records a call and meets its first injected fault, if any: errors before the write are
+    /// returned here.
+    fn enter(state: &mut State, call: &'static str) -> Result<Entry, StoreError> {
+        state.calls.push(call);
+        let Some(at) = state.faults.iter().position(|(c, _)| *c == call) else {
+            return Ok(Entry::Proceed);
+        };
+        let (_, fault) = state.faults.remove(at).expect("found above");
+        match fault {
+            Fault::Transient => Err(StoreError::Unavailable(format!(
+                "InternalServerError: injected before {call}"
+            ))),
+            Fault::Throttle => Err(StoreError::Unavailable(format!(
+                "ThrottlingException: injected before {call}"
+            ))),
+            Fault::TimeoutAfterCommit => Ok(Entry::FailAfterWrite),
+            Fault::TransactionConflict => Ok(Entry::Conflict),
+        }
+    }
+
+    /// What a call that wrote returns, after a `TimeoutAfterCommit` fault or none.
+    fn after_write<T>(entry: &Entry, call: &'static str, ok: T) -> Result<T, StoreError> {
+        match entry {
+            Entry::FailAfterWrite => Err(StoreError::Unavailable(format!(
+                "timeout: {call} committed, the answer was lost"
+            ))),
+            Entry::Proceed | Entry::Conflict => Ok(ok),
+        }
+    }
+}
+
+/// DynamoDB's measure of an item's size: each attribute's name and value (UTF-8 bytes of
+/// strings, bytes of binaries, about a byte per two digits of numbers, 3 bytes plus the
+/// contents of lists and maps).
+pub fn item_size(item: &Item) -> usize {
+    use aws_sdk_dynamodb::types::AttributeValue as A;
+    fn value(v: &A) -> usize {
+        match v {
+            A::S(s) => s.len(),
+            A::N(n) => n.len().div_ceil(2) + 1,
+            A::B(b) => b.as_ref().len(),
+            A::Bool(_) | A::Null(_) => 1,
+            A::Ss(v) => v.iter().map(String::len).sum(),
+            A::Ns(v) => v.iter().map(|n| n.len().div_ceil(2) + 1).sum(),
+            A::Bs(v) => v.iter().map(|b| b.as_ref().len()).sum(),
+            A::L(l) => 3 + l.iter().map(|v| 1 + value(v)).sum::<usize>(),
+            A::M(m) => 3 + m.iter().map(|(k, v)| 1 + k.len() + value(v)).sum::<usize>(),
+            _ => 0,
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + value(v)).sum()
+}
+
+/// DynamoDB's refusal of an item over 400 KB.
+fn check_item_size(item: &Item) -> Result<(), StoreError> {
+    if item_size(item) > MAX_ITEM_BYTES {
+        return Err(StoreError::Rejected(
+            "ValidationException: Item size has exceeded the maximum allowed size".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// DynamoDB's refusals of a transaction: more than 100 actions, or one item twice.
+fn check_transaction<K: Eq + std::hash::Hash>(keys: &[K]) -> Result<(), StoreError> {
+    if keys.len() > MAX_TRANSACTION_ACTIONS {
+        return Err(StoreError::Rejected(format!(
+            "ValidationException: Member must have length less than or equal to {MAX_TRANSACTION_ACTIONS}"
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if !keys.iter().all(|k| seen.insert(k)) {
+        return Err(StoreError::Rejected(
+            "ValidationException: Transaction request cannot include multiple operations on one item"
+                .to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Rows of one table by region and key.
+type Keyed<K, V> = HashMap<(Region, K), V>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::types::AttributeValue;
+
+    #[test]
+    fn an_items_size_counts_names_and_values_as_dynamodb_does() {
+        let item = Item::from([
+            ("pk".to_owned(), AttributeValue::S("abc".into())),
+            ("n".to_owned(), AttributeValue::N("12345".into())),
+            (
+                "m".to_owned(),
+                AttributeValue::M(Item::from([("k".to_owned(), AttributeValue::Bool(true))])),
+            ),
+        ]);
+        // pk + abc, n + 4 bytes for five digits, m + 3 + (1 + k + 1).
+        assert_eq!(item_size(&item), 5 + (1 + 4) + (1 + 3 + 3));
+    }
+
+    #[test]
+    fn a_transaction_over_the_limit_or_naming_an_item_twice_is_refused() {
+        assert!(check_transaction(&(0..100).collect::<Vec<_>>()).is_ok());
+        let over = check_transaction(&(0..101).collect::<Vec<_>>()).unwrap_err();
+        assert!(matches!(over, StoreError::Rejected(m) if m.contains("ValidationException")));
+        let twice = check_transaction(&[1, 2, 1]).unwrap_err();
+        assert!(matches!(twice, StoreError::Rejected(m) if m.contains("multiple operations")));
+    }
+
+    #[test]
+    fn faults_are_met_once_in_order_by_the_call_they_name() {
+        let twin = Twin::new();
+        twin.inject("inbox.put_batch", Fault::Throttle);
+        twin.inject("inbox.put_batch", Fault::TimeoutAfterCommit);
+        let mut state = twin.lock();
+        assert!(Twin::enter(&mut state, "projects.project").is_ok());
+        assert!(matches!(
+            Twin::enter(&mut state, "inbox.put_batch"),
+            Err(StoreError::Unavailable(m)) if m.starts_with("ThrottlingException")
+        ));
+        assert!(matches!(
+            Twin::enter(&mut state, "inbox.put_batch"),
+            Ok(Entry::FailAfterWrite)
+        ));
+        assert!(matches!(
+            Twin::enter(&mut state, "inbox.put_batch"),
+            Ok(Entry::Proceed)
+        ));
+        assert_eq!(
+            state.calls,
+            [
+                "projects.project",
+                "inbox.put_batch",
+                "inbox.put_batch",
+                "inbox.put_batch"
+            ]
+        );
+    }
+}
