@@ -94,12 +94,14 @@ pub async fn revoke_passcode(
     .into())
 }
 
+type CacheKey = (Region, String);
+
 /// Projects cached for a short time: a revoked passcode keeps working at most `ttl`.
 /// Unknown projects are not cached, so a new project works at once.
 pub struct ProjectCache<P> {
     projects: P,
     ttl: Duration,
-    entries: Mutex<HashMap<(Region, String), (Instant, Arc<Project>)>>,
+    entries: Mutex<HashMap<CacheKey, (Instant, Arc<Project>)>>,
 }
 
 impl<P: Projects> ProjectCache<P> {
