@@ -569,4 +569,110 @@ mod tests {
             .collect();
         assert!(v[0] >= 2);
     }
+
+    /// The stage's storing of a batch, on the twin: what mParticle's retries and concurrent
+    /// deliveries meet between its requests.
+    mod storing_a_batch {
+        use super::*;
+        use crate::domain::batch::Chunk;
+        use crate::domain::records::InboxStatus;
+        use crate::ports::inbox::ChunkKey;
+        use crate::twin::{Fault, Twin};
+
+        const PUT: &str = "inbox.put_batch";
+
+        fn meta() -> BatchMeta<'static> {
+            BatchMeta {
+                project_id: "P1",
+                message_id: "m-1",
+                message_ts: 1_700_000_000_000,
+                received_ms: 1_700_000_000_100,
+            }
+        }
+
+        fn chunks() -> Vec<Chunk> {
+            (0..3)
+                .map(|index| Chunk {
+                    index,
+                    profile_count: 1,
+                    payload: vec![index as u8; 8],
+                })
+                .collect()
+        }
+
+        async fn stored(twin: &Twin) -> usize {
+            let mut n = 0;
+            for chunk in 0..3 {
+                let key = ChunkKey {
+                    project_id: "P1",
+                    message_id: "m-1",
+                    chunk,
+                };
+                if let Some(row) = twin.chunk_row(Region::Eu1, key).await.unwrap() {
+                    assert_eq!(row.status, InboxStatus::Received);
+                    n += 1;
+                }
+            }
+            n
+        }
+
+        #[tokio::test]
+        async fn a_contended_batch_is_tried_again_until_it_is_stored() {
+            let twin = Twin::new();
+            twin.inject(PUT, Fault::TransactionConflict);
+            twin.inject(PUT, Fault::TransactionConflict);
+            let duplicate = store_batch(&twin, Region::Eu1, &meta(), &chunks()).await;
+            assert!(!duplicate.unwrap(), "stored, not a duplicate");
+            assert_eq!(twin.calls().iter().filter(|c| **c == PUT).count(), 3);
+            assert_eq!(stored(&twin).await, 3);
+        }
+
+        #[tokio::test]
+        async fn contention_that_never_ends_is_unavailable_and_stores_nothing() {
+            let twin = Twin::new();
+            for _ in 0..5 {
+                twin.inject(PUT, Fault::TransactionConflict);
+            }
+            let err = store_batch(&twin, Region::Eu1, &meta(), &chunks()).await;
+            assert!(matches!(err, Err(StoreError::Unavailable(_))), "{err:?}");
+            assert_eq!(stored(&twin).await, 0);
+        }
+
+        #[tokio::test]
+        async fn a_batch_whose_answer_was_lost_is_a_duplicate_when_it_comes_again() {
+            let twin = Twin::new();
+            twin.inject(PUT, Fault::TimeoutAfterCommit);
+            // The write stood but the answer was lost: mParticle gets a 5xx and sends it again.
+            let lost = store_batch(&twin, Region::Eu1, &meta(), &chunks()).await;
+            assert!(matches!(&lost, Err(e) if e.is_transient()), "{lost:?}");
+            assert_eq!(stored(&twin).await, 3);
+            let again = store_batch(&twin, Region::Eu1, &meta(), &chunks()).await;
+            assert!(
+                again.unwrap(),
+                "the redelivery is a duplicate, nothing is lost"
+            );
+            assert_eq!(
+                twin.changes(Region::Eu1, crate::store::tables::Table::Inbox)
+                    .len(),
+                3,
+                "each chunk was written once"
+            );
+        }
+
+        #[tokio::test]
+        async fn a_throttled_or_failing_store_is_a_transient_error_not_a_duplicate() {
+            for fault in [Fault::Throttle, Fault::Transient] {
+                let twin = Twin::new();
+                twin.inject(PUT, fault);
+                let err = store_batch(&twin, Region::Eu1, &meta(), &chunks()).await;
+                assert!(
+                    matches!(&err, Err(e) if e.is_transient()),
+                    "{fault:?}: {err:?}"
+                );
+                assert_eq!(stored(&twin).await, 0);
+                let retried = store_batch(&twin, Region::Eu1, &meta(), &chunks()).await;
+                assert!(!retried.unwrap(), "the retry stores it");
+            }
+        }
+    }
 }

@@ -132,3 +132,134 @@ impl Projects for Twin {
         Ok(Twin::after_write(&entry, CALL, ())?)
     }
 }
+
+/// `revoke_passcode` on the twin, with a concurrent change between its read and its write.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::projects::revoke_passcode;
+    use crate::twin::Fault;
+
+    const HOME: Region = Region::Eu1;
+
+    async fn project_with(twin: &Twin, passcodes: &[&str]) -> Vec<StoredPasscode> {
+        let passcodes: Vec<StoredPasscode> = passcodes
+            .iter()
+            .map(|p| StoredPasscode::new(p, None))
+            .collect();
+        twin.create_project(&Project {
+            project_id: "P1".into(),
+            region: HOME,
+            account_token: "t".into(),
+            passcodes: passcodes.clone(),
+            status: ProjectStatus::Active,
+            created_ms: 0,
+        })
+        .await
+        .unwrap();
+        passcodes
+    }
+
+    /// The twin, with another operator's revoke of the first passcode landing between this
+    /// caller's read and its first conditional write.
+    struct RevokedMeanwhile {
+        twin: Twin,
+        first: std::sync::Mutex<Option<String>>,
+    }
+
+    impl Projects for RevokedMeanwhile {
+        async fn project(&self, region: Region, id: &str) -> Result<Option<Project>, StoreError> {
+            self.twin.project(region, id).await
+        }
+        async fn create_project(&self, project: &Project) -> Result<(), ProjectWriteError> {
+            self.twin.create_project(project).await
+        }
+        async fn add_passcode(
+            &self,
+            region: Region,
+            id: &str,
+            passcode: &StoredPasscode,
+        ) -> Result<(), ProjectWriteError> {
+            self.twin.add_passcode(region, id, passcode).await
+        }
+        async fn remove_passcode_at(
+            &self,
+            region: Region,
+            id: &str,
+            index: usize,
+            passcode_id: &str,
+        ) -> Result<Written, StoreError> {
+            let other = self.first.lock().unwrap().take();
+            if let Some(other) = other {
+                let written = self.twin.remove_passcode_at(region, id, 0, &other).await?;
+                assert!(written.applied());
+            }
+            self.twin
+                .remove_passcode_at(region, id, index, passcode_id)
+                .await
+        }
+        async fn set_project_status(
+            &self,
+            region: Region,
+            id: &str,
+            status: ProjectStatus,
+        ) -> Result<(), ProjectWriteError> {
+            self.twin.set_project_status(region, id, status).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revoke_whose_list_moved_meanwhile_reads_again_and_removes_only_its_own() {
+        let twin = Twin::new();
+        let codes = project_with(&twin, &["first", "second", "third"]).await;
+        let racing = RevokedMeanwhile {
+            twin: twin.clone(),
+            first: std::sync::Mutex::new(Some(codes[0].id.clone())),
+        };
+        assert!(
+            revoke_passcode(&racing, HOME, "P1", &codes[2].id)
+                .await
+                .unwrap()
+        );
+        let left = twin.project(HOME, "P1").await.unwrap().unwrap().passcodes;
+        assert_eq!(
+            left,
+            vec![codes[1].clone()],
+            "both revokes stand, the second is kept"
+        );
+        let removes = twin
+            .calls()
+            .into_iter()
+            .filter(|c| *c == "projects.remove_passcode_at")
+            .count();
+        assert_eq!(
+            removes, 3,
+            "the other revoke, the lost condition, the retry"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_revoke_whose_answer_was_lost_finds_nothing_to_revoke_when_retried() {
+        let twin = Twin::new();
+        let codes = project_with(&twin, &["first", "second"]).await;
+        twin.inject("projects.remove_passcode_at", Fault::TimeoutAfterCommit);
+        let lost = revoke_passcode(&twin, HOME, "P1", &codes[0].id).await;
+        assert!(matches!(lost, Err(ProjectWriteError::Store(e)) if e.is_transient()));
+        assert!(
+            !revoke_passcode(&twin, HOME, "P1", &codes[0].id)
+                .await
+                .unwrap()
+        );
+        let left = twin.project(HOME, "P1").await.unwrap().unwrap().passcodes;
+        assert_eq!(left, vec![codes[1].clone()]);
+    }
+
+    #[tokio::test]
+    async fn revoking_on_a_missing_project_says_so() {
+        let twin = Twin::new();
+        assert!(matches!(
+            revoke_passcode(&twin, HOME, "nobody", "abcd").await,
+            Err(ProjectWriteError::NotFound(_))
+        ));
+    }
+}
