@@ -1,32 +1,16 @@
-//! The EventBridge adapter: the stack's bus, `PutEvents` with an outcome per entry. Only the
+//! The event bus port on EventBridge: the stack's bus, `PutEvents` with an outcome per entry. Only the
 //! publisher uses it; what goes in an entry is `domain::feed`'s.
 
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 
 use crate::domain::feed::{FeedEntry, SOURCE};
-
-#[derive(Debug, thiserror::Error)]
-pub enum BusError {
-    /// The whole call failed (after the SDK's own retries): every entry may be tried again.
-    #[error("PutEvents failed: {0}")]
-    Call(String),
-    /// EventBridge answered with another number of results than entries sent.
-    #[error("PutEvents answered {got} results for {sent} entries")]
-    Answer { sent: usize, got: usize },
-}
+use crate::ports::bus::{BusError, EntryOutcome, EventBus};
 
 /// The event bus the publisher puts on.
 #[derive(Debug, Clone)]
 pub struct Bus {
     client: aws_sdk_eventbridge::Client,
     name: String,
-}
-
-/// How one entry of a `PutEvents` call ended: its event id, or EventBridge's error code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EntryOutcome {
-    Put,
-    Failed(String),
 }
 
 impl Bus {
@@ -45,10 +29,10 @@ impl Bus {
     pub fn local_client(endpoint: &str) -> aws_sdk_eventbridge::Client {
         aws_sdk_eventbridge::Client::new(&crate::sdk::local_sdk_config(endpoint))
     }
+}
 
-    /// One `PutEvents` call of at most ten entries (`domain::feed::put_batches`); outcomes in
-    /// entry order.
-    pub async fn put(&self, entries: &[&FeedEntry]) -> Result<Vec<EntryOutcome>, BusError> {
+impl EventBus for Bus {
+    async fn put(&self, entries: &[&FeedEntry]) -> Result<Vec<EntryOutcome>, BusError> {
         let request: Vec<PutEventsRequestEntry> = entries
             .iter()
             .map(|e| {

@@ -9,6 +9,7 @@
 //! one batch): a sequence of requests is the stage's, visible in its code, so a test or a
 //! simulation can cut between any two. Reads may page and retry unprocessed keys inside.
 
+pub mod bus;
 pub mod inbox;
 pub mod projects;
 

@@ -15,9 +15,9 @@ use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use futures::stream::{self, StreamExt};
 
-use crate::bus::{Bus, EntryOutcome};
 use crate::domain::feed::{FeedEntry, FeedKind, partner_sync_entry, put_batches};
 use crate::domain::protocol::now_ms;
+use crate::ports::bus::{EntryOutcome, EventBus};
 use crate::stages::stream::{failure, record_source, response};
 use crate::store::feed::{FeedRecord, feed_record_of_image};
 use crate::store::tables::{Table, TableNames};
@@ -64,7 +64,7 @@ struct CallOutcome {
 }
 
 /// Step 2 for one call's worth of entries: put, then put again what EventBridge refused.
-async fn put_with_retries(bus: &Bus, entries: &[&FeedEntry]) -> CallOutcome {
+async fn put_with_retries(bus: &impl EventBus, entries: &[&FeedEntry]) -> CallOutcome {
     let mut put_at: Vec<Option<i64>> = vec![None; entries.len()];
     let mut pending: Vec<usize> = (0..entries.len()).collect();
     let mut failures = 0;
@@ -103,7 +103,7 @@ async fn put_with_retries(bus: &Bus, entries: &[&FeedEntry]) -> CallOutcome {
 
 /// The publish Lambda: records in, `batchItemFailures` out.
 pub async fn handle_event(
-    bus: &Bus,
+    bus: &impl EventBus,
     names: &TableNames,
     event: Event,
 ) -> (DynamoDbEventResponse, PublishBatch) {
@@ -171,4 +171,157 @@ pub async fn handle_event(
         .map(|i| failure(&records[i]))
         .collect();
     (response(failures), batch)
+}
+
+/// The publisher on the twin bus: what it makes of refusals, failed calls and unreadable
+/// records, with no EventBridge stand-in.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::feed::profile_erased;
+    use crate::domain::region::Region;
+    use crate::store::feed::notice_put;
+    use crate::twin::TwinBus;
+
+    fn names() -> TableNames {
+        TableNames::new("ctmp")
+    }
+
+    /// A stream record of the events table carrying the `Profile Erased` notice of person `n`.
+    fn notice_record(n: usize, table: Table) -> EventRecord {
+        let names = names();
+        let notice = profile_erased(
+            "P1",
+            Region::Eu1,
+            &format!("ct-{n}"),
+            1_000,
+            2_000 + n as i64,
+        );
+        let item = notice_put(&names.name(Region::Eu1, Table::Events), &notice).item;
+        let mut r = EventRecord::default();
+        r.event_source_arn = Some(format!(
+            "arn:aws:dynamodb:eu-west-1:1:table/{}/stream/x",
+            names.name(Region::Eu1, table)
+        ));
+        r.change.new_image = item.into();
+        r.change.sequence_number = Some(format!("{n:05}"));
+        r
+    }
+
+    fn event(records: impl IntoIterator<Item = EventRecord>) -> Event {
+        let mut e = Event::default();
+        e.records = records.into_iter().collect();
+        e
+    }
+
+    fn failed(response: &DynamoDbEventResponse) -> Vec<String> {
+        response
+            .batch_item_failures
+            .iter()
+            .filter_map(|f| f.item_identifier.clone())
+            .collect()
+    }
+
+    fn event_ids(bus: &TwinBus) -> Vec<String> {
+        let mut ids: Vec<String> = bus
+            .put_entries()
+            .iter()
+            .map(|e| {
+                let detail: serde_json::Value = serde_json::from_str(&e.detail).unwrap();
+                detail["event_id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn every_record_is_put_once_in_calls_of_at_most_ten() {
+        let bus = TwinBus::new();
+        let (response, batch) = handle_event(
+            &bus,
+            &names(),
+            event((0..25).map(|n| notice_record(n, Table::Events))),
+        )
+        .await;
+        assert!(failed(&response).is_empty());
+        assert_eq!(
+            (batch.records, batch.profiles_erased, batch.records_failed),
+            (25, 25, 0)
+        );
+        assert_eq!(bus.calls(), 3, "25 entries in calls of ten");
+        let mut expected: Vec<String> = (0..25).map(|n| format!("erased:ct-{n}:1000")).collect();
+        expected.sort();
+        assert_eq!(event_ids(&bus), expected);
+        assert_eq!(batch.lag_ms.len(), 25);
+    }
+
+    #[tokio::test]
+    async fn refused_entries_are_put_again_within_the_invocation() {
+        let bus = TwinBus::new();
+        bus.refuse_entries(3, "ThrottlingException");
+        let (response, batch) = handle_event(
+            &bus,
+            &names(),
+            event((0..4).map(|n| notice_record(n, Table::Events))),
+        )
+        .await;
+        assert!(failed(&response).is_empty(), "{response:?}");
+        assert_eq!(batch.failed_entries, 3);
+        assert_eq!(bus.put_entries().len(), 4, "each entry put exactly once");
+        assert_eq!(event_ids(&bus).len(), 4);
+    }
+
+    #[tokio::test]
+    async fn an_entry_refused_on_every_try_hands_back_only_its_record() {
+        let bus = TwinBus::new();
+        bus.refuse_entry("erased:ct-1:", PUT_ATTEMPTS as usize, "InternalFailure");
+        let records: Vec<EventRecord> = (0..4).map(|n| notice_record(n, Table::Events)).collect();
+        let (response, batch) = handle_event(&bus, &names(), event(records)).await;
+        assert_eq!(
+            failed(&response),
+            ["00001"],
+            "only the refused record goes back"
+        );
+        assert_eq!(batch.records_failed, 1);
+        assert_eq!(batch.failed_entries, PUT_ATTEMPTS as u64);
+        assert_eq!(
+            event_ids(&bus),
+            ["erased:ct-0:1000", "erased:ct-2:1000", "erased:ct-3:1000"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_that_fails_whole_is_tried_again_and_then_hands_its_records_back() {
+        let bus = TwinBus::new();
+        bus.fail_calls(2);
+        let records: Vec<EventRecord> = (0..3).map(|n| notice_record(n, Table::Events)).collect();
+        let (response, batch) = handle_event(&bus, &names(), event(records.clone())).await;
+        assert!(failed(&response).is_empty());
+        assert_eq!(
+            batch.failed_entries, 6,
+            "three entries failed in each of two calls"
+        );
+        assert_eq!(bus.put_entries().len(), 3);
+
+        let down = TwinBus::new();
+        down.fail_calls(PUT_ATTEMPTS as usize);
+        let (response, batch) = handle_event(&down, &names(), event(records)).await;
+        assert_eq!(failed(&response), ["00000", "00001", "00002"]);
+        assert_eq!(batch.records_failed, 3);
+        assert!(down.put_entries().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_record_fails_alone() {
+        let bus = TwinBus::new();
+        let records = [
+            notice_record(0, Table::Events),
+            notice_record(1, Table::Inbox),
+            notice_record(2, Table::Events),
+        ];
+        let (response, batch) = handle_event(&bus, &names(), event(records)).await;
+        assert_eq!(failed(&response), ["00001"]);
+        assert_eq!((batch.profiles_erased, batch.records_failed), (2, 1));
+    }
 }

@@ -22,8 +22,11 @@ use crate::ports::StoreError;
 use crate::store::Item;
 use crate::store::tables::{Table, TableNames};
 
+pub mod bus;
 mod inbox;
 mod projects;
+
+pub use bus::TwinBus;
 
 /// DynamoDB's largest item.
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;

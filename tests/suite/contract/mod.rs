@@ -7,6 +7,7 @@ use integration_tests::{fresh_tables_in, store};
 use shared::domain::region::Region;
 use shared::store::Store;
 
+mod bus;
 mod inbox;
 mod projects;
 
