@@ -11,7 +11,7 @@ use shared::stages::pipeline::{
 use shared::store::Store;
 use shared::store::tables::{Table, TableNames};
 
-use crate::{
+use crate::streams::{
     Mapping, StreamPoller, lanes_from_env, requeue_failed, stream_arn, streams_client, to_event,
 };
 

@@ -151,11 +151,13 @@ async fn route(
         }
         // As the template routes them: GET /v1/{proxy+}, POST /v1/preview, GET /console and
         // GET /console/{proxy+}.
-        ("GET", p) if p.starts_with("/v1/") || shared::stages::console::is_console_path(p) => {
-            shared::stages::query_edge::handle_http(&handlers.query, request).await
+        ("GET", p)
+            if p.starts_with("/v1/") || shared::stages::query::console::is_console_path(p) =>
+        {
+            shared::stages::query::edge::handle_http(&handlers.query, request).await
         }
         ("POST", "/v1/preview") => {
-            shared::stages::query_edge::handle_http(&handlers.query, request).await
+            shared::stages::query::edge::handle_http(&handlers.query, request).await
         }
         _ => return Ok(reply(404, json!({"error": "no such route"}).to_string())),
     };

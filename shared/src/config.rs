@@ -296,6 +296,49 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// No store built outside the local stack hashes tombstones with the public local keys:
+    /// tombstones written with them would never be found by the pipeline (issue 34, defect 1).
+    #[tokio::test]
+    async fn no_store_falls_back_to_the_public_local_keys_outside_the_local_stack() {
+        let local = crate::domain::erasure::TombstoneKeys::parse(crate::store::keyring::LOCAL_KEYS)
+            .unwrap();
+        // Against AWS with no key configured: no keys at all, never the local ones.
+        let aws = Config::from_lookup(|_| None).unwrap().store().await;
+        assert!(!aws.checks_tombstones());
+        assert!(matches!(
+            aws.tombstone_keys().await,
+            Err(crate::ports::StoreError::Rejected(_))
+        ));
+        let bare = crate::store::Store::new(
+            crate::store::clients::RegionalClients::single(crate::store::clients::local_client(
+                "http://127.0.0.1:9",
+            )),
+            crate::store::tables::TableNames::new("x"),
+        );
+        assert!(
+            !bare.checks_tombstones(),
+            "Store::new has no keys of its own"
+        );
+        // The stack's own keys when given, whether an endpoint is set or not.
+        let given = r#"{"current":2,"k2":"a-key-of-at-least-thirty-two-characters-x"}"#;
+        for endpoint in [None, Some("http://127.0.0.1:8000")] {
+            let c = Config::from_lookup(|k| match k {
+                "TOMBSTONE_KEYS" => Some(given.to_owned()),
+                "DYNAMODB_ENDPOINT" => endpoint.map(str::to_owned),
+                _ => None,
+            })
+            .unwrap();
+            let keys = c.store().await.tombstone_keys().await.unwrap();
+            assert!(*keys != local, "the configured keys, not the public ones");
+        }
+        // The public keys only against a local endpoint.
+        let c = Config::from_lookup(|k| {
+            (k == "DYNAMODB_ENDPOINT").then(|| "http://127.0.0.1:8000".to_owned())
+        })
+        .unwrap();
+        assert!(*c.store().await.tombstone_keys().await.unwrap() == local);
+    }
+
     #[test]
     fn segment_buckets_default_to_64_and_stay_in_range() {
         let with = |v: &'static str| {

@@ -408,7 +408,7 @@ async fn storage_failures_are_503_so_mparticle_retries() {
     let project = provision(&store_ok, Region::Eu1).await;
     // Warm the cache with a working store, then point the writes at a dead endpoint.
     let dead_client = shared::store::clients::local_client("http://127.0.0.1:9");
-    let dead = Store::new(
+    let dead = Store::for_local_stack(
         shared::store::clients::RegionalClients::single(dead_client),
         names.clone(),
     );

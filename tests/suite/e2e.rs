@@ -429,9 +429,9 @@ async fn one_bucket_and_many_run_the_pipeline_alike() {
 async fn the_key_meter_watches_a_first_sync_without_changing_it() {
     for buckets in [1, shared::store::keys::memberships::DEFAULT_BUCKETS] {
         let plain = Stack::with_buckets(&format!("e2e-meter{buckets}"), Region::Eu1, buckets).await;
-        let meter = local::meter::Meter::default();
-        let client = local::meter::metered_client(&endpoint(), meter.clone());
-        let store = shared::store::Store::new(
+        let meter = lab::meter::Meter::default();
+        let client = lab::meter::metered_client(&endpoint(), meter.clone());
+        let store = shared::store::Store::for_local_stack(
             shared::store::clients::RegionalClients::single(client.clone()),
             plain.names.clone(),
         )

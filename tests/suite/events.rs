@@ -110,7 +110,7 @@ async fn every_sample_event_runs_through_its_handler() {
 
     let api = QueryApi::new(store.clone(), Region::Eu1, std::time::Duration::ZERO, false);
     let req = lambda_http::request::from_str(&sample_event("query-segments.json")).unwrap();
-    let resp = shared::stages::query_edge::handle_http(&api, req)
+    let resp = shared::stages::query::edge::handle_http(&api, req)
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);

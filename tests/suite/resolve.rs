@@ -255,10 +255,11 @@ async fn a_replayed_record_changes_nothing() {
         .await;
     let names = stack.names.clone();
     let client = stack.client.clone();
-    let arn = local::stream_arn(&client, &names.name(Region::Mec1, Table::Inbox))
+    let arn = local::streams::stream_arn(&client, &names.name(Region::Mec1, Table::Inbox))
         .await
         .unwrap();
-    let mut poller = local::StreamPoller::new(local::streams_client(&endpoint()), arn);
+    let mut poller =
+        local::streams::StreamPoller::new(local::streams::streams_client(&endpoint()), arn);
     let insert = poller.poll().await.unwrap();
     assert_eq!(insert.len(), 1);
     let received = stack.chunks().await;
@@ -266,7 +267,7 @@ async fn a_replayed_record_changes_nothing() {
     let (first, _) = shared::stages::resolve::handle_inbox_event(
         &stack.store,
         &names,
-        local::to_event(insert.clone()),
+        local::streams::to_event(insert.clone()),
     )
     .await;
     assert!(first.batch_item_failures.is_empty());
@@ -277,7 +278,7 @@ async fn a_replayed_record_changes_nothing() {
     let (second, _) = shared::stages::resolve::handle_inbox_event(
         &stack.store,
         &names,
-        local::to_event(insert.clone()),
+        local::streams::to_event(insert.clone()),
     )
     .await;
     assert!(second.batch_item_failures.is_empty());
@@ -344,12 +345,13 @@ async fn replayed_changes(
     stack: &Stack,
     region: Region,
 ) -> Vec<shared::domain::changes::MembershipChange> {
-    let arn = local::stream_arn(&stack.client, &stack.names.name(region, Table::Inbox))
+    let arn = local::streams::stream_arn(&stack.client, &stack.names.name(region, Table::Inbox))
         .await
         .unwrap();
-    let mut poller = local::StreamPoller::new(local::streams_client(&endpoint()), arn);
+    let mut poller =
+        local::streams::StreamPoller::new(local::streams::streams_client(&endpoint()), arn);
     let records = poller.poll().await.unwrap();
-    let event = local::to_event(records);
+    let event = local::streams::to_event(records);
     let insert = event
         .records
         .iter()
@@ -398,10 +400,12 @@ async fn a_chunk_that_can_never_be_resolved_is_marked_failed_with_its_reason() {
             ]),
         ))
         .await;
-    let arn = local::stream_arn(&stack.client, &stack.names.name(Region::Eu1, Table::Inbox))
-        .await
-        .unwrap();
-    let mut poller = local::StreamPoller::new(local::streams_client(&endpoint()), arn);
+    let arn =
+        local::streams::stream_arn(&stack.client, &stack.names.name(Region::Eu1, Table::Inbox))
+            .await
+            .unwrap();
+    let mut poller =
+        local::streams::StreamPoller::new(local::streams::streams_client(&endpoint()), arn);
     let mut records = poller.poll().await.unwrap();
     assert_eq!(records.len(), 1);
     // The stored payload is unreadable (as a corrupted or foreign row would be): its
@@ -410,7 +414,7 @@ async fn a_chunk_that_can_never_be_resolved_is_marked_failed_with_its_reason() {
     let (response, batch) = shared::stages::resolve::handle_inbox_event(
         &stack.store,
         &stack.names,
-        local::to_event(records),
+        local::streams::to_event(records),
     )
     .await;
     assert_eq!(

@@ -572,7 +572,10 @@ fn the_api_routes_mparticle_to_authorize_and_reads_to_query() {
         "/console/segments/1",
         "/console/assets/console.js",
     ] {
-        assert!(shared::stages::console::is_console_path(path), "{path}");
+        assert!(
+            shared::stages::query::console::is_console_path(path),
+            "{path}"
+        );
     }
     assert!(
         routes("resolve").is_empty() && routes("materialize").is_empty(),
@@ -1470,7 +1473,7 @@ fn publish_event_is_the_partner_sync_event_of_the_first_sample_change() {
 
 /// Every metric name the functions emit, from the records they build (`shared::stages::metrics`).
 fn emitted_metric_names() -> std::collections::BTreeSet<String> {
-    use shared::stages::materialize::MaterializeBatch;
+    use shared::domain::invocations::MaterializeBatch;
     use shared::stages::metrics::Metrics;
     use std::time::Duration;
     let m = |f| Metrics::new(Some("ns".into()), f, shared::domain::region::Region::Eu1);
@@ -1484,7 +1487,7 @@ fn emitted_metric_names() -> std::collections::BTreeSet<String> {
         m("resolve").resolve(&Default::default(), Duration::ZERO),
         m("materialize").materialize(&materialize, Duration::ZERO),
         m("publish").publish(
-            &shared::stages::publish::PublishBatch {
+            &shared::domain::invocations::PublishBatch {
                 lag_ms: vec![1.0],
                 ..Default::default()
             },

@@ -56,7 +56,7 @@ use shared::store::clients::RegionalClients;
 pub const CALLER_TOKEN: &str = "test-caller-token";
 
 pub fn store(client: &Client, names: &TableNames) -> Store {
-    Store::new(RegionalClients::single(client.clone()), names.clone())
+    Store::for_local_stack(RegionalClients::single(client.clone()), names.clone())
 }
 
 /// Configuration as the functions read it, over the test's tables.
@@ -190,7 +190,7 @@ impl Stack {
 
     /// This stack's store through the fault layer of `plan` (faults injected, calls counted).
     pub fn through(&self, plan: &local::faults::FaultPlan) -> Store {
-        Store::new(
+        Store::for_local_stack(
             RegionalClients::single(local::faults::faulty_client(&endpoint(), plan.clone())),
             self.names.clone(),
         )

@@ -5,7 +5,7 @@ use lambda_http::{Error, run, service_fn};
 use shared::config::{Config, init_tracing};
 use shared::stages::metrics::Metrics;
 use shared::stages::query::QueryApi;
-use shared::stages::query_edge::handle_http;
+use shared::stages::query::edge::handle_http;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

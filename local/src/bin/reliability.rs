@@ -134,7 +134,7 @@ async fn env(endpoint: &str, tag: &str) -> Env {
     let names = TableNames::new(format!("rel{}-{tag}", &generate_secret()[..6]));
     create_tables(&client, &names, Region::Eu1).await.unwrap();
     let clients = RegionalClients::single(client);
-    let store = Store::new(clients.clone(), names.clone());
+    let store = Store::for_local_stack(clients.clone(), names.clone());
     let project_id: String = format!("REL-{tag}");
     let (passcode, token) = local::provision_project(&store, Region::Eu1, &project_id)
         .await
@@ -378,7 +378,7 @@ async fn redelivery(endpoint_url: &str, short: bool) -> Figures {
         60,
         4,
     );
-    let store = Store::new(env.clients.clone(), env.names.clone());
+    let store = Store::for_local_stack(env.clients.clone(), env.names.clone());
     let endpoint = Endpoint::new(&config(endpoint_url, &env.names), store.clone());
     let mut deliveries: Vec<&Batch> = batches.iter().chain(&batches).chain(&batches).collect();
     deliveries.shuffle(&mut rng);
@@ -425,7 +425,7 @@ async fn concurrency(endpoint_url: &str, short: bool) -> Figures {
                 .collect()
         })
         .collect();
-    let store = Store::new(env.clients.clone(), env.names.clone());
+    let store = Store::for_local_stack(env.clients.clone(), env.names.clone());
     let endpoint = Arc::new(Endpoint::new(
         &config(endpoint_url, &env.names),
         store.clone(),
@@ -568,7 +568,7 @@ async fn faults(endpoint_url: &str, short: bool) -> (Figures, String) {
             .store(if short { 25 } else { 100 }, Ordering::SeqCst);
     }
     let faulty = faulty_client(&format!("http://{proxy}"), plan.clone());
-    let store = Store::new(RegionalClients::single(faulty), env.names.clone());
+    let store = Store::for_local_stack(RegionalClients::single(faulty), env.names.clone());
     let endpoint = Endpoint::new(&config(endpoint_url, &env.names), store.clone());
     let retried = AtomicU64::new(0);
     let mut f = Figures::default();
@@ -601,7 +601,7 @@ async fn faults(endpoint_url: &str, short: bool) -> (Figures, String) {
 
 async fn bad_input(endpoint_url: &str) -> Figures {
     let env = env(endpoint_url, "bad").await;
-    let store = Store::new(env.clients.clone(), env.names.clone());
+    let store = Store::for_local_stack(env.clients.clone(), env.names.clone());
     let endpoint = Endpoint::new(&config(endpoint_url, &env.names), store);
     let auth = format!("Token {CALLER}");
     let good = Batch {
@@ -670,7 +670,7 @@ async fn bad_input(endpoint_url: &str) -> Figures {
 /// writes).
 async fn oversized_partner_id(endpoint_url: &str, f: &mut Figures) {
     let env = env(endpoint_url, "bad-partner").await;
-    let store = Store::new(env.clients.clone(), env.names.clone());
+    let store = Store::for_local_stack(env.clients.clone(), env.names.clone());
     let endpoint = Endpoint::new(&config(endpoint_url, &env.names), store.clone());
     let body = json!({"type": "audience_membership_change_request", "id": "huge-partner", "timestamp_ms": 1,
         "account": env.account, "user_profiles": [
@@ -775,7 +775,7 @@ async fn main() -> std::process::ExitCode {
             "all scenarios: 0 lost, 0 duplicates"
         },
         started.elapsed().as_secs_f64(),
-        local::lanes_from_env()
+        local::streams::lanes_from_env()
     );
     if failed {
         std::process::ExitCode::FAILURE

@@ -45,7 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let client = local_client(&endpoint);
     create_all_tables(&client, &config.tables).await?;
-    let store = Store::new(
+    let store = Store::for_local_stack(
         RegionalClients::single(client.clone()),
         config.tables.clone(),
     );
@@ -259,6 +259,6 @@ fn print_banner(port: u16, caller_token: &str, passcode: &str, token: &str) {
          Erase ann@example.com (GDPR), then see /v1/erasures:\n\n\
          curl -s -X POST {base}/mparticle -H 'Authorization: Token {caller_token}' -d '{erasure}'\n\n\
          Ctrl-C stops everything.\n",
-        lanes = local::lanes_from_env()
+        lanes = local::streams::lanes_from_env()
     );
 }

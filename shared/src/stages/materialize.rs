@@ -21,20 +21,21 @@ use tracing::{error, info, warn};
 use crate::domain::changes::{MembershipChange, decode_changes};
 use crate::domain::erasure::{erasure_version, is_before_erasure};
 use crate::domain::feed::{ClearedSegment, profile_erased, segment_cleared};
+use crate::domain::invocations::MaterializeBatch;
 use crate::domain::protocol::now_ms;
 use crate::domain::records::{InboxStatus, Segment, SegmentStatus};
 use crate::domain::region::Region;
 use crate::domain::segment_state::{Outcome, SyncAction, apply};
 use crate::ports::inbox::{Inbox, InboxRow};
-use crate::stages::resolve::Erasures;
 use crate::stages::stream::{self as records, RecordError};
 use crate::store::counters::OpenOutcome;
+use crate::store::erasure::Erasures;
 use crate::store::memberships::{
     ClearOutcome, EventSegment, MAX_CLEARED_PER_TRANSACTION, PageStart, PairWrite, PairsCancelled,
     PairsOutcome, RowState, transaction_actions,
 };
 use crate::store::segment_item::{SegmentKey, SegmentLayout, archiving_in_image};
-use crate::store::stats::StoreStats;
+use crate::store::stats;
 use crate::store::tables::{Table, TableNames};
 use crate::store::{Store, StoreError, backoff};
 
@@ -849,27 +850,6 @@ async fn handle_record(
     }
 }
 
-/// What one materialize invocation did: its metrics (`stages::metrics`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct MaterializeBatch {
-    /// Chunks materialized by this invocation.
-    pub chunks: u64,
-    /// Chunks delivered again whose every change was applied before (counted as duplicates).
-    pub chunks_replayed: u64,
-    /// Chunks that can never be fully materialized, marked failed.
-    pub chunks_failed: u64,
-    /// Records left for the stream to retry (transient failures).
-    pub records_retried: u64,
-    /// What the chunks' changes came to; `added + removed` Partner Sync events were raised.
-    pub counts: MaterializeCounts,
-    /// Archived segments cleared, and the members they had.
-    pub segments_cleared: u64,
-    pub members_cleared: u64,
-    /// Per chunk: from the batch's receipt by authorize to its materialization.
-    pub chunk_latency_ms: Vec<f64>,
-    pub store: StoreStats,
-}
-
 /// The materialize Lambda: resolved inbox rows and archiving segments in, `batchItemFailures`
 /// out, and what it did.
 pub async fn handle_event(
@@ -877,7 +857,7 @@ pub async fn handle_event(
     names: &TableNames,
     event: Event,
 ) -> (DynamoDbEventResponse, MaterializeBatch) {
-    let started = StoreStats::now();
+    let started = stats::snapshot();
     // Records run one after another: chunks of one batch mostly share segments, and running
     // them together would only make their transactions conflict on the segment counters.
     let (response, handled, retried) = records::drive(&event.records, 1, "materialize", |record| {
@@ -907,7 +887,7 @@ pub async fn handle_event(
         }
     }
     batch.records_retried = retried;
-    batch.store = StoreStats::now().since(started);
+    batch.store = stats::snapshot().since(started);
     (response, batch)
 }
 

@@ -9,12 +9,10 @@ use std::io::Write;
 use std::time::Duration;
 
 use crate::domain::emf::{Record, Unit};
+use crate::domain::invocations::{MaterializeBatch, PublishBatch, ResolveBatch};
 use crate::domain::protocol::now_ms;
 use crate::domain::region::Region;
 use crate::stages::http::{HttpReply, Outcome};
-use crate::stages::materialize::MaterializeBatch;
-use crate::stages::publish::PublishBatch;
-use crate::stages::resolve::ResolveBatch;
 
 /// Where one function's metrics go, and under which names.
 #[derive(Debug, Clone)]
@@ -163,7 +161,11 @@ impl Metrics {
     }
 }
 
-fn store_and_duration(r: &mut Record, store: crate::store::stats::StoreStats, duration: Duration) {
+fn store_and_duration(
+    r: &mut Record,
+    store: crate::domain::invocations::StoreStats,
+    duration: Duration,
+) {
     r.count("TransactionConflicts", store.conflicts)
         .count("Retries", store.retries)
         .values(

@@ -1,16 +1,16 @@
 //! The stages and their Lambda edges: the mParticle endpoint (authorize), resolve, materialize,
-//! the read API (query), the engage feed's publisher, and how stream records reach them. They do I/O through the store.
+//! the read API (query, with its preview, console and Lambda edge), the engage feed's publisher,
+//! and how stream records reach them. They do I/O through the ports and the store; no stage
+//! imports another (what two share lives in `domain`, `ports` or `store`), but authorize hands
+//! an erasure to `erasure` and every stage reports through `metrics`.
 
-pub mod console;
 pub mod endpoint;
 pub mod erasure;
 pub mod http;
 pub mod materialize;
 pub mod metrics;
 pub mod pipeline;
-pub mod preview;
 pub mod publish;
 pub mod query;
-pub mod query_edge;
 pub mod resolve;
 pub mod stream;

@@ -16,6 +16,7 @@ use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use futures::stream::{self, StreamExt};
 
 use crate::domain::feed::{FeedEntry, FeedKind, partner_sync_entry, put_batches};
+use crate::domain::invocations::PublishBatch;
 use crate::domain::protocol::now_ms;
 use crate::ports::bus::{EntryOutcome, EventBus};
 use crate::stages::stream::{failure, record_source, response};
@@ -26,22 +27,6 @@ use crate::store::tables::{Table, TableNames};
 pub const PUT_ATTEMPTS: u32 = 4;
 /// `PutEvents` calls in flight at once per invocation.
 const CALLS_AT_ONCE: usize = 4;
-
-/// What one invocation did, for its metrics.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PublishBatch {
-    pub records: u64,
-    /// Entries put, by kind.
-    pub partner_sync: u64,
-    pub profiles_erased: u64,
-    pub segments_cleared: u64,
-    /// Entry failures EventBridge reported (each retry that failed counts again).
-    pub failed_entries: u64,
-    /// Records handed back to Lambda (entry never put, or record unreadable).
-    pub records_failed: u64,
-    /// Per entry put: milliseconds from its recorded time to the `PutEvents` that took it.
-    pub lag_ms: Vec<f64>,
-}
 
 /// Step 1: the entry of one record.
 fn entry_of(names: &TableNames, record: &EventRecord) -> Result<FeedEntry, String> {

@@ -17,22 +17,24 @@ use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tracing::{error, info};
 
-use crate::domain::batch::{StoredAudience, StoredProfile, decode_chunk};
+use crate::domain::batch::decode_chunk;
 use crate::domain::changes::{ChangeAction, MembershipChange, encode_changes};
-use std::sync::Arc;
 
-use crate::domain::erasure::{TombstoneHasher, TombstoneKeys, TombstoneKind, is_before_erasure};
-use crate::domain::identity::{ProfileKey, Resolution, Rung, SkipReason, resolve, user_id_type};
-use crate::domain::protocol::{AttributeAction, AudienceAction, UserIdentityType, now_ms};
+use crate::domain::identity::ProfileKey;
+use crate::domain::invocations::ResolveBatch;
+use crate::domain::protocol::{AttributeAction, now_ms};
 use crate::domain::records::{InboxStatus, Profile, PropertyValue};
 use crate::domain::region::Region;
+use crate::domain::resolution::{
+    NoChange, Resolved, entry_change, identities_of, ladder, without_covered,
+};
 use crate::ports::inbox::{ChangeCounts, Handoff, Inbox, InboxRow};
 use crate::stages::stream::{self as records, RecordError};
-use crate::store::erasure::ErasureMarks;
+use crate::store::erasure::Erasures;
 use crate::store::holders::HeldValue;
 use crate::store::profiles::message_version_prefix;
 use crate::store::profiles::{ProfileMerge, Versioned, data_version};
-use crate::store::stats::StoreStats;
+use crate::store::stats;
 use crate::store::tables::{Table, TableNames};
 use crate::store::{Store, StoreError};
 
@@ -56,223 +58,6 @@ impl ResolveError {
             ResolveError::Store(e) => !e.is_transient(),
         }
     }
-}
-
-/// One user resolved under one connection setting, with the audience entries it governs.
-pub(crate) struct Resolved<'a> {
-    pub(crate) profile: &'a StoredProfile,
-    /// The profile's audience entries with this connection setting (`userIdType`).
-    pub(crate) entries: Vec<usize>,
-    pub(crate) id_type: UserIdentityType,
-    pub(crate) resolution: Resolution,
-}
-
-/// Why an audience entry makes no membership change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NoChange {
-    /// `attribute_update`: profile data only.
-    AttributeUpdate,
-    UnknownAction,
-    MissingAudienceId,
-}
-
-/// The membership change an audience entry makes (action, audience id), pure.
-pub(crate) fn entry_change(entry: &StoredAudience) -> Result<(ChangeAction, i64), NoChange> {
-    let action = match entry.action() {
-        AudienceAction::Add => ChangeAction::Add,
-        AudienceAction::Delete => ChangeAction::Delete,
-        AudienceAction::AttributeUpdate => return Err(NoChange::AttributeUpdate),
-        AudienceAction::Unknown(_) => return Err(NoChange::UnknownAction),
-    };
-    let audience_id = entry.audience_id.ok_or(NoChange::MissingAudienceId)?;
-    Ok((action, audience_id))
-}
-
-/// The Identities (rung `identity` or `mpid`) among resolved users, each once.
-pub(crate) fn identities_of<'a>(resolved: &'a [Resolved<'_>]) -> HashSet<&'a str> {
-    resolved
-        .iter()
-        .filter_map(|r| match &r.resolution.outcome {
-            Ok((ProfileKey::Identity(id), _)) => Some(id.as_str()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Step 1 of resolution, pure: the ladder, per profile and per distinct `userIdType` among its
-/// entries, counted into `outcomes`. A profile beyond a profile-level bound is only counted.
-pub(crate) fn ladder<'a>(
-    profiles: &'a [StoredProfile],
-    outcomes: &mut ResolveOutcomes,
-) -> Vec<Resolved<'a>> {
-    let mut resolved = Vec::new();
-    for p in profiles {
-        if !p.within_limits() {
-            outcomes.too_long += 1;
-            continue;
-        }
-        let mut groups: BTreeMap<UserIdentityType, Vec<usize>> = BTreeMap::new();
-        for (i, a) in p.audiences.iter().enumerate() {
-            groups
-                .entry(user_id_type(a.user_id_type.as_deref()))
-                .or_default()
-                .push(i);
-        }
-        for (t, entries) in groups {
-            let resolution = resolve(p, &t);
-            outcomes.invalid_email += resolution.invalid_emails as u64;
-            outcomes.invalid_phone += resolution.invalid_phones as u64;
-            match &resolution.outcome {
-                Ok((_, Rung::PartnerId)) => outcomes.partner_id += 1,
-                Ok((_, Rung::Identity)) => outcomes.identity += 1,
-                Ok((_, Rung::Mpid)) => outcomes.mpid += 1,
-                Err(SkipReason::Anonymous) => outcomes.anonymous += 1,
-                Err(SkipReason::HashedUnusable) => outcomes.hashed_unusable += 1,
-                Err(SkipReason::NoIdentity) => outcomes.no_identity += 1,
-            }
-            resolved.push(Resolved {
-                profile: p,
-                entries,
-                id_type: t,
-                resolution,
-            });
-        }
-    }
-    resolved
-}
-
-/// The erasures of a project as one chunk sees them (`domain::erasure`). A project that never
-/// had one costs one read per chunk (and never reads the tombstone keys); otherwise each check
-/// is one BatchGetItem of tombstones.
-pub(crate) struct Erasures {
-    project: String,
-    marks: ErasureMarks,
-    /// Read once the project is known to have had an erasure.
-    keys: Option<Arc<TombstoneKeys>>,
-}
-
-impl Erasures {
-    pub(crate) async fn of(
-        store: &Store,
-        region: Region,
-        project: &str,
-    ) -> Result<Self, StoreError> {
-        let marks = store.erasure_marks(region, project, false).await?;
-        let keys = match marks.had_erasure {
-            true => Some(store.tombstone_keys().await?),
-            false => None,
-        };
-        Ok(Self {
-            project: project.to_owned(),
-            marks,
-            keys,
-        })
-    }
-
-    /// The erasures as they stand now, for the check after writing: a project that had none when
-    /// the chunk began may have had its first meanwhile (it is marked before any tombstone is
-    /// written), so the mark is read again; a mark once made stays, so one that was there stays.
-    pub(crate) async fn again(
-        self,
-        store: &Store,
-        region: Region,
-        project: &str,
-    ) -> Result<Self, StoreError> {
-        match self.marks.had_erasure {
-            true => Ok(self),
-            false => Self::of(store, region, project).await,
-        }
-    }
-
-    /// How this project's tombstones are keyed; `None` if it never had an erasure.
-    fn hasher(&self) -> Option<TombstoneHasher<'_>> {
-        Some(TombstoneHasher {
-            keys: self.keys.as_deref()?,
-            project: &self.project,
-            legacy_salt: self.marks.legacy_salt.as_deref(),
-        })
-    }
-
-    /// The time of the newest erasure of each of these CleverTap IDs, for those erased (a
-    /// CleverTap ID is tombstoned once an erasure found its profile).
-    pub(crate) async fn of_clevertap_ids(
-        &self,
-        store: &Store,
-        region: Region,
-        project: &str,
-        clevertap_ids: &BTreeSet<&str>,
-    ) -> Result<HashMap<String, i64>, StoreError> {
-        let Some(hasher) = self.hasher() else {
-            return Ok(HashMap::new());
-        };
-        let hashes: HashMap<String, &str> = clevertap_ids
-            .iter()
-            .flat_map(|ct| {
-                (hasher.checked(TombstoneKind::CleverTapId, ct).into_iter()).map(move |h| (h, *ct))
-            })
-            .collect();
-        let all: Vec<String> = hashes.keys().cloned().collect();
-        let mut newest: HashMap<String, i64> = HashMap::new();
-        for (h, erased_ms) in store.tombstones(region, project, &all).await? {
-            if let Some(ct) = hashes.get(&h) {
-                let at = newest.entry(ct.to_string()).or_insert(erased_ms);
-                *at = (*at).max(erased_ms);
-            }
-        }
-        Ok(newest)
-    }
-
-    /// For each of `users`, the time of the newest erasure made after `message_ts` that covers it
-    /// (by ladder key, email or phone); `None` if none does.
-    pub(crate) async fn covering(
-        &self,
-        store: &Store,
-        region: Region,
-        project: &str,
-        message_ts: i64,
-        users: &[Resolved<'_>],
-    ) -> Result<Vec<Option<i64>>, StoreError> {
-        let Some(hasher) = self.hasher() else {
-            return Ok(vec![None; users.len()]);
-        };
-        let per_user: Vec<Vec<String>> = users
-            .iter()
-            .map(|r| match r.resolution.outcome {
-                Ok(_) => hasher.of_resolution(&r.resolution),
-                Err(_) => Vec::new(),
-            })
-            .collect();
-        let all: BTreeSet<&String> = per_user.iter().flatten().collect();
-        let all: Vec<String> = all.into_iter().cloned().collect();
-        let tombstones = store.tombstones(region, project, &all).await?;
-        Ok(per_user
-            .iter()
-            .map(|hashes| {
-                hashes
-                    .iter()
-                    .filter_map(|h| tombstones.get(h).copied())
-                    .filter(|&erased_ms| is_before_erasure(message_ts, erased_ms))
-                    .max()
-            })
-            .collect())
-    }
-}
-
-/// The users not `covered`; the others are counted as `erased`.
-pub(crate) fn without_covered<'a>(
-    users: Vec<Resolved<'a>>,
-    covered: &[Option<i64>],
-    outcomes: &mut ResolveOutcomes,
-) -> Vec<Resolved<'a>> {
-    let mut kept = Vec::with_capacity(users.len());
-    for (r, erased) in users.into_iter().zip(covered) {
-        if erased.is_some() {
-            outcomes.erased += 1;
-        } else {
-            kept.push(r);
-        }
-    }
-    kept
 }
 
 /// The profile a resolved user goes to, with the Identity that led there (`None`: skipped, or an
@@ -661,31 +446,13 @@ async fn write_profile(
     )))
 }
 
-/// What one resolve invocation did: its metrics (`stages::metrics`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ResolveBatch {
-    /// Chunks resolved by this invocation.
-    pub chunks: u64,
-    /// Chunks delivered again after they were resolved: nothing new, not counted in the rest.
-    pub chunks_replayed: u64,
-    /// Chunks that can never be resolved, marked failed.
-    pub chunks_failed: u64,
-    /// Chunks left for the stream to retry (transient failures).
-    pub chunks_retried: u64,
-    /// The ladder's outcomes over all chunks resolved.
-    pub outcomes: ResolveOutcomes,
-    /// Membership changes handed to materialization.
-    pub changes: u64,
-    pub store: StoreStats,
-}
-
 /// The resolve Lambda: inbox INSERT records in, `batchItemFailures` out, and what it did.
 pub async fn handle_inbox_event(
     store: &Store,
     names: &TableNames,
     event: Event,
 ) -> (DynamoDbEventResponse, ResolveBatch) {
-    let started = StoreStats::now();
+    let started = stats::snapshot();
     let failed = std::sync::atomic::AtomicU64::new(0);
     let failed = &failed;
     let (response, handled, retried) = records::drive(&event.records, 4, "resolve", |record| async move {
@@ -733,6 +500,6 @@ pub async fn handle_inbox_event(
               no_identity = o.no_identity, "chunk resolved");
     }
     batch.chunks_retried = retried;
-    batch.store = StoreStats::now().since(started);
+    batch.store = stats::snapshot().since(started);
     (response, batch)
 }

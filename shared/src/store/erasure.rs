@@ -1,7 +1,8 @@
 //! What an erasure reads and writes: the project's erasure marks, tombstones, the erased person's
 //! membership rows (with exact counts), events, claims and profiles, and the audit rows.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, ReturnValue, Update, WriteRequest};
 
@@ -12,9 +13,12 @@ use super::{
     CancellationReason, Item, MAX_UNPROCESSED_RETRIES, Store, StoreError, TxOutcome, backoff,
     conditional, get_n, get_s, n, s,
 };
-use crate::domain::erasure::ErasureAudit;
+use crate::domain::erasure::{
+    ErasureAudit, TombstoneHasher, TombstoneKeys, TombstoneKind, is_before_erasure,
+};
 use crate::domain::feed::FeedNotice;
 use crate::domain::region::Region;
+use crate::domain::resolution::Resolved;
 use crate::store::keys::{
     self, events as ek, memberships as mk, profiles as pk, projects, segments as sk,
 };
@@ -562,6 +566,120 @@ pub(super) fn erasure_audits_of(rows: Vec<Item>) -> Result<Vec<ErasureAudit>, St
         .collect::<Result<_, _>>()?;
     audits.sort_by_key(|a| std::cmp::Reverse(a.completed_ms));
     Ok(audits)
+}
+
+/// The erasures of a project as one chunk sees them (`domain::erasure`), for resolve,
+/// materialize and the preview. A project that never
+/// had one costs one read per chunk (and never reads the tombstone keys); otherwise each check
+/// is one BatchGetItem of tombstones.
+pub struct Erasures {
+    project: String,
+    marks: ErasureMarks,
+    /// Read once the project is known to have had an erasure.
+    keys: Option<Arc<TombstoneKeys>>,
+}
+
+impl Erasures {
+    pub async fn of(store: &Store, region: Region, project: &str) -> Result<Self, StoreError> {
+        let marks = store.erasure_marks(region, project, false).await?;
+        let keys = match marks.had_erasure {
+            true => Some(store.tombstone_keys().await?),
+            false => None,
+        };
+        Ok(Self {
+            project: project.to_owned(),
+            marks,
+            keys,
+        })
+    }
+
+    /// The erasures as they stand now, for the check after writing: a project that had none when
+    /// the chunk began may have had its first meanwhile (it is marked before any tombstone is
+    /// written), so the mark is read again; a mark once made stays, so one that was there stays.
+    pub async fn again(
+        self,
+        store: &Store,
+        region: Region,
+        project: &str,
+    ) -> Result<Self, StoreError> {
+        match self.marks.had_erasure {
+            true => Ok(self),
+            false => Self::of(store, region, project).await,
+        }
+    }
+
+    /// How this project's tombstones are keyed; `None` if it never had an erasure.
+    fn hasher(&self) -> Option<TombstoneHasher<'_>> {
+        Some(TombstoneHasher {
+            keys: self.keys.as_deref()?,
+            project: &self.project,
+            legacy_salt: self.marks.legacy_salt.as_deref(),
+        })
+    }
+
+    /// The time of the newest erasure of each of these CleverTap IDs, for those erased (a
+    /// CleverTap ID is tombstoned once an erasure found its profile).
+    pub async fn of_clevertap_ids(
+        &self,
+        store: &Store,
+        region: Region,
+        project: &str,
+        clevertap_ids: &BTreeSet<&str>,
+    ) -> Result<HashMap<String, i64>, StoreError> {
+        let Some(hasher) = self.hasher() else {
+            return Ok(HashMap::new());
+        };
+        let hashes: HashMap<String, &str> = clevertap_ids
+            .iter()
+            .flat_map(|ct| {
+                (hasher.checked(TombstoneKind::CleverTapId, ct).into_iter()).map(move |h| (h, *ct))
+            })
+            .collect();
+        let all: Vec<String> = hashes.keys().cloned().collect();
+        let mut newest: HashMap<String, i64> = HashMap::new();
+        for (h, erased_ms) in store.tombstones(region, project, &all).await? {
+            if let Some(ct) = hashes.get(&h) {
+                let at = newest.entry(ct.to_string()).or_insert(erased_ms);
+                *at = (*at).max(erased_ms);
+            }
+        }
+        Ok(newest)
+    }
+
+    /// For each of `users`, the time of the newest erasure made after `message_ts` that covers it
+    /// (by ladder key, email or phone); `None` if none does.
+    pub async fn covering(
+        &self,
+        store: &Store,
+        region: Region,
+        project: &str,
+        message_ts: i64,
+        users: &[Resolved<'_>],
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let Some(hasher) = self.hasher() else {
+            return Ok(vec![None; users.len()]);
+        };
+        let per_user: Vec<Vec<String>> = users
+            .iter()
+            .map(|r| match r.resolution.outcome {
+                Ok(_) => hasher.of_resolution(&r.resolution),
+                Err(_) => Vec::new(),
+            })
+            .collect();
+        let all: BTreeSet<&String> = per_user.iter().flatten().collect();
+        let all: Vec<String> = all.into_iter().cloned().collect();
+        let tombstones = store.tombstones(region, project, &all).await?;
+        Ok(per_user
+            .iter()
+            .map(|hashes| {
+                hashes
+                    .iter()
+                    .filter_map(|h| tombstones.get(h).copied())
+                    .filter(|&erased_ms| is_before_erasure(message_ts, erased_ms))
+                    .max()
+            })
+            .collect())
+    }
 }
 
 #[cfg(test)]

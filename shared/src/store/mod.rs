@@ -77,16 +77,25 @@ pub struct Store {
 }
 
 impl Store {
+    /// A store without tombstone keys: it can neither write nor check tombstones until
+    /// [`Store::with_keyring`] gives it some (`Config::store` does, from the function's
+    /// configuration). It never falls back to the public local keys.
     pub fn new(clients: RegionalClients, names: TableNames) -> Self {
         Self {
             clients,
             names,
             new_segment_buckets: keys::memberships::DEFAULT_BUCKETS,
-            keyring: std::sync::Arc::new(keyring::Keyring::for_local_use()),
+            keyring: std::sync::Arc::new(keyring::Keyring::unconfigured()),
         }
     }
 
-    /// The tombstone keys this store hashes with (the local, public ones unless set).
+    /// A store of the local stack and the tests: tombstones hashed with the public local keys
+    /// (`keyring::LOCAL_KEYS`), which protect nothing. Never for tables in AWS.
+    pub fn for_local_stack(clients: RegionalClients, names: TableNames) -> Self {
+        Self::new(clients, names).with_keyring(keyring::Keyring::for_local_use())
+    }
+
+    /// The tombstone keys this store hashes with.
     pub fn with_keyring(mut self, keyring: keyring::Keyring) -> Self {
         self.keyring = std::sync::Arc::new(keyring);
         self

@@ -5,32 +5,16 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::domain::invocations::StoreStats;
+
 static CONFLICTS: AtomicU64 = AtomicU64::new(0);
 static RETRIES: AtomicU64 = AtomicU64::new(0);
 
-/// Counts since the process started (or, as a difference, between two snapshots).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StoreStats {
-    /// Transactions cancelled because another transaction held one of their items.
-    pub conflicts: u64,
-    /// Calls sent again after a backoff.
-    pub retries: u64,
-}
-
-impl StoreStats {
-    pub fn now() -> Self {
-        Self {
-            conflicts: CONFLICTS.load(Relaxed),
-            retries: RETRIES.load(Relaxed),
-        }
-    }
-
-    /// What happened since `earlier`.
-    pub fn since(self, earlier: StoreStats) -> StoreStats {
-        StoreStats {
-            conflicts: self.conflicts.saturating_sub(earlier.conflicts),
-            retries: self.retries.saturating_sub(earlier.retries),
-        }
+/// The counts since the process started (the difference of two is what happened between).
+pub fn snapshot() -> StoreStats {
+    StoreStats {
+        conflicts: CONFLICTS.load(Relaxed),
+        retries: RETRIES.load(Relaxed),
     }
 }
 

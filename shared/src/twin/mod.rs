@@ -224,31 +224,9 @@ impl Twin {
     }
 }
 
-/// DynamoDB's measure of an item's size: each attribute's name and value (UTF-8 bytes of
-/// strings, bytes of binaries, about a byte per two digits of numbers, 3 bytes plus the
-/// contents of lists and maps).
-pub fn item_size(item: &Item) -> usize {
-    use aws_sdk_dynamodb::types::AttributeValue as A;
-    fn value(v: &A) -> usize {
-        match v {
-            A::S(s) => s.len(),
-            A::N(n) => n.len().div_ceil(2) + 1,
-            A::B(b) => b.as_ref().len(),
-            A::Bool(_) | A::Null(_) => 1,
-            A::Ss(v) => v.iter().map(String::len).sum(),
-            A::Ns(v) => v.iter().map(|n| n.len().div_ceil(2) + 1).sum(),
-            A::Bs(v) => v.iter().map(|b| b.as_ref().len()).sum(),
-            A::L(l) => 3 + l.iter().map(|v| 1 + value(v)).sum::<usize>(),
-            A::M(m) => 3 + m.iter().map(|(k, v)| 1 + k.len() + value(v)).sum::<usize>(),
-            _ => 0,
-        }
-    }
-    item.iter().map(|(k, v)| k.len() + value(v)).sum()
-}
-
 /// DynamoDB's refusal of an item over 400 KB.
 fn check_item_size(item: &Item) -> Result<(), StoreError> {
-    if item_size(item) > MAX_ITEM_BYTES {
+    if crate::store::rows::item_size(item) > MAX_ITEM_BYTES {
         return Err(StoreError::Rejected(
             "ValidationException: Item size has exceeded the maximum allowed size".to_owned(),
         ));
@@ -279,21 +257,6 @@ type Keyed<K, V> = HashMap<(Region, K), V>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_sdk_dynamodb::types::AttributeValue;
-
-    #[test]
-    fn an_items_size_counts_names_and_values_as_dynamodb_does() {
-        let item = Item::from([
-            ("pk".to_owned(), AttributeValue::S("abc".into())),
-            ("n".to_owned(), AttributeValue::N("12345".into())),
-            (
-                "m".to_owned(),
-                AttributeValue::M(Item::from([("k".to_owned(), AttributeValue::Bool(true))])),
-            ),
-        ]);
-        // pk + abc, n + 4 bytes for five digits, m + 3 + (1 + k + 1).
-        assert_eq!(item_size(&item), 5 + (1 + 4) + (1 + 3 + 3));
-    }
 
     #[test]
     fn a_transaction_over_the_limit_or_naming_an_item_twice_is_refused() {

@@ -2,7 +2,10 @@
 //! Prints one table and writes the same figures as JSON (default `target/bench.json`).
 //!
 //! Env: DYNAMODB_ENDPOINT (required), BENCH_BIN_DIR (release binaries, default target/release),
-//! BENCH_OUT. The workload is `local::workload` (1,000 and 10,000 profiles, seed 42).
+//! BENCH_OUT. The workload is `lab::workload` (1,000 and 10,000 profiles, seed 42). By default it
+//! runs the phases that finish within about 15 minutes here, saying which one it is in on stderr;
+//! BENCH_FIRST_SYNC=1 adds the 100,000-member first sync and its one-bucket yardstick (the heat
+//! table; 40 minutes or more on DynamoDB Local), BENCH_ONLY=parse|binaries|heat runs a part.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -11,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use futures::stream::{self, StreamExt};
-use local::heat::{HeatReport, KeyHeat, key_pattern};
-use local::meter::{Meter, Reading, metered_client};
+use lab::heat::{HeatReport, KeyHeat, key_pattern};
+use lab::meter::{Meter, Reading, metered_client};
 use serde_json::{Value, json};
 use shared::config::Config;
 use shared::domain::auth::generate_secret;
@@ -258,7 +261,7 @@ async fn run_binary(
     event: Option<String>,
     env: &[(&str, String)],
 ) -> (f64, Option<u64>, bool) {
-    let (addr, state) = local::runtime_api::start(event.clone()).await.unwrap();
+    let (addr, state) = lab::runtime_api::start(event.clone()).await.unwrap();
     let started = Instant::now();
     let mut cmd = tokio::process::Command::new(path);
     cmd.env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
@@ -310,6 +313,14 @@ async fn run_binary(
     (ready.unwrap_or(f64::NAN), rss, ok)
 }
 
+/// Says which phase the bench is in, and how long it has run, as it goes (stderr).
+fn announce(started: &Instant, phase: &str) {
+    eprintln!(
+        "bench [{:>6.1} min] {phase}",
+        started.elapsed().as_secs_f64() / 60.0
+    );
+}
+
 #[tokio::main]
 async fn main() {
     // RUST_LOG=warn shows what the stages log while the bench drives them (stderr).
@@ -326,9 +337,10 @@ async fn main() {
         print_table(report.as_object().expect("a JSON object"));
         return;
     }
+    let bench_started = Instant::now();
     let endpoint_url = std::env::var("DYNAMODB_ENDPOINT").expect("DYNAMODB_ENDPOINT");
-    let batch1k: Value = local::workload::membership_batch(1_000, 42);
-    let batch10k: Value = local::workload::membership_batch(10_000, 42);
+    let batch1k: Value = lab::workload::membership_batch(1_000, 42);
+    let batch10k: Value = lab::workload::membership_batch(10_000, 42);
     let bin_dir = std::env::var("BENCH_BIN_DIR").unwrap_or_else(|_| "target/release".into());
     let out_path = std::env::var("BENCH_OUT").unwrap_or_else(|_| "target/bench.json".into());
 
@@ -336,7 +348,7 @@ async fn main() {
     let client = metered_client(&endpoint_url, meter.clone());
     let names = TableNames::new(format!("bench{}", &generate_secret()[..6]));
     create_tables(&client, &names, Region::Eu1).await.unwrap();
-    let store = Store::new(RegionalClients::single(client.clone()), names.clone());
+    let store = Store::for_local_stack(RegionalClients::single(client.clone()), names.clone());
     let project_id: String = "BENCH-EU1".to_owned();
     let (passcode, token) = local::provision_project(&store, Region::Eu1, &project_id)
         .await
@@ -362,6 +374,7 @@ async fn main() {
     let auth = format!("Token {CALLER}");
     let mut report = serde_json::Map::new();
 
+    announce(&bench_started, "1/6 parse and authorize CPU (no DynamoDB)");
     // 1. Parse and authorize CPU (no DynamoDB).
     let body1k = b.with_account(batch1k.clone(), "parse");
     let body10k = b.with_account(batch10k.clone(), "parse10k");
@@ -443,6 +456,7 @@ async fn main() {
         return;
     }
 
+    announce(&bench_started, "2/6 ingest: 60 requests of 1,000 profiles");
     // 2. Ingest: the whole handler including the durable write.
     let mut ingest = Vec::new();
     let before = meter.read();
@@ -461,6 +475,7 @@ async fn main() {
         json!({"p50": ingest_p50, "p99": ingest_p99, "wcu_per_request": used.wcu / n_ingest as f64, "requests_per_request": used.requests as f64 / n_ingest as f64}),
     );
 
+    announce(&bench_started, "3/6 resolve: 1,000 profiles, half existing");
     // 3. Resolve: 1,000 profiles, half of them already existing.
     let profiles = batch1k["user_profiles"].as_array().unwrap().clone();
     let mut warm = batch1k.clone();
@@ -501,6 +516,10 @@ async fn main() {
                "rcu_per_profile": used.rcu / 1000.0, "wcu_per_profile": used.wcu / 1000.0, "changes": resolved_changes}),
     );
 
+    announce(
+        &bench_started,
+        "4/6 materialize: 10,000 adds, one segment then 100",
+    );
     // 4. Materialize: 10,000 adds into one segment, and spread over 100 segments.
     for (label, segments) in [
         ("materialize_10k_one_segment", 1i64),
@@ -541,9 +560,13 @@ async fn main() {
                                              "requests_per_change": used.requests as f64 / 10_000.0}));
     }
 
+    announce(
+        &bench_started,
+        "5/6 end to end: 10,000 adds, new then existing profiles, key-metered (about 3 minutes)",
+    );
     // 5. End to end: 10,000 membership adds through authorize → resolve → materialize, new profiles
     //    then the same users again (existing profiles) into another segment; and the raw floor.
-    //    Every call is charged to its partition keys (the key meter, `local::key_meter`), and the
+    //    Every call is charged to its partition keys (the key meter, `lab::key_meter`), and the
     //    same workload runs on a yardstick stack whose segments have one bucket each (today's
     //    layout before buckets), in the same run.
     let mut rig = Rig {
@@ -589,6 +612,10 @@ async fn main() {
     //     then the same 10,000 existing users join another segment with the publisher on; its time
     //     against the "existing" phase above (same run, no publisher) is what the feed adds.
     if let Ok(eb) = std::env::var("EVENTBRIDGE_ENDPOINT") {
+        announce(
+            &bench_started,
+            "5a/6 the engage feed: backlog, then 10,000 adds with the publisher on",
+        );
         let publish = engage_feed(&mut rig, &meter, &auth, &eb, &report).await;
         report.insert("publish".into(), publish);
     }
@@ -596,6 +623,10 @@ async fn main() {
     // 5b. Scaling: 10,000 adds of new profiles end to end with 1, 2, 4 and 8 lanes, against the
     //     raw floor measured just above in the same run.
     if std::env::var("BENCH_ONLY").as_deref() != Ok("heat") {
+        announce(
+            &bench_started,
+            "5b/6 lanes: 10,000 adds with 1, 2, 4 and 8 lanes",
+        );
         let mut scaling = Vec::new();
         for lanes in [1usize, 2, 4, 8] {
             rig.pipeline.set_lanes(lanes);
@@ -622,8 +653,18 @@ async fn main() {
     // 5c. A first sync: 100,000 members of one audience as 100 concurrent 1,000-profile
     //     requests, through the pipeline with the default lanes; then the same on the one-bucket
     //     yardstick. The key meter's figures of the first sync are the heat table.
-    if std::env::var("BENCH_FIRST_SYNC").as_deref() != Ok("0") {
-        rig.pipeline.set_lanes(local::lanes_from_env());
+    let first_sync = match std::env::var("BENCH_FIRST_SYNC").as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        // The heat table is the first sync's: a heat run has it unless told otherwise.
+        _ => std::env::var("BENCH_ONLY").as_deref() == Ok("heat"),
+    };
+    if first_sync {
+        announce(
+            &bench_started,
+            "5c/6 first sync: 100,000 members, then the one-bucket yardstick (opt-in, BENCH_FIRST_SYNC=1; 40 minutes or more)",
+        );
+        rig.pipeline.set_lanes(local::streams::lanes_from_env());
         let aud = 72_000;
         // BENCH_FIRST_SYNC_REQUESTS (100) shortens it for a quick look.
         let requests: usize = std::env::var("BENCH_FIRST_SYNC_REQUESTS")
@@ -675,7 +716,7 @@ async fn main() {
             )
             .await;
         let mut first = ours.json(changes);
-        first["lanes"] = json!(local::lanes_from_env());
+        first["lanes"] = json!(local::streams::lanes_from_env());
         first["one_bucket"] = theirs.json(yard_changes);
         first["ratio_to_one_bucket_per_change"] =
             json!((ours.seconds / changes as f64) / (theirs.seconds / yard_changes as f64));
@@ -686,6 +727,10 @@ async fn main() {
         );
     }
 
+    announce(
+        &bench_started,
+        "6/6 function binaries: size, cold start, peak RSS",
+    );
     // 6. Function binaries: size, cold start, peak RSS on the 10,000-profile request
     //    (not in a heat-only run: BENCH_ONLY=heat).
     if std::env::var("BENCH_ONLY").as_deref() != Ok("heat") {
@@ -945,7 +990,7 @@ fn print_table(r: &serde_json::Map<String, Value>) {
         }
         println!();
     }
-    // Absent when the first sync was skipped (BENCH_FIRST_SYNC=0).
+    // Absent unless the first sync ran (BENCH_FIRST_SYNC=1).
     if let Some(fs) = r.get("first_sync_100k") {
         row(
             "first sync 100k members, 100 requests (s)",
@@ -1288,7 +1333,7 @@ impl Phase {
                "max_key_load": self.heat.hottest.as_ref().map(|h| h.load),
                "conflicts": self.used.conflicts,
                "cancelled_transactions": self.used.cancelled_transactions,
-               "lanes": local::lanes_from_env()})
+               "lanes": local::streams::lanes_from_env()})
     }
 }
 
@@ -1297,7 +1342,7 @@ impl Rig {
     async fn new(client: &aws_sdk_dynamodb::Client, endpoint_url: &str, buckets: u32) -> Self {
         let names = TableNames::new(format!("bench{}", &generate_secret()[..6]));
         create_tables(client, &names, Region::Eu1).await.unwrap();
-        let store = Store::new(RegionalClients::single(client.clone()), names.clone())
+        let store = Store::for_local_stack(RegionalClients::single(client.clone()), names.clone())
             .with_new_segment_buckets(buckets);
         let project_id = "BENCH-EU1";
         let (passcode, token) = local::provision_project(&store, Region::Eu1, project_id)
@@ -1434,7 +1479,7 @@ fn heat_json(ours: &HeatReport, one_bucket: &HeatReport, project_id: &str) -> Va
     };
     let hottest = ours.hottest.as_ref();
     json!({
-        "changes_per_second": local::heat::CHANGES_PER_SECOND,
+        "changes_per_second": lab::heat::CHANGES_PER_SECOND,
         "changes": ours.changes,
         "max_key_load": hottest.map(|h| h.load),
         "worst_window_load": ours.targets.iter().map(|t| t.hottest.worst_window_load).fold(0.0, f64::max),

@@ -281,5 +281,5 @@ pub fn metered_client(endpoint: &str, meter: Meter) -> aws_sdk_dynamodb::Client 
         inner: aws_smithy_http_client::Builder::new().build_http(),
         meter,
     };
-    crate::client_with_http(endpoint, SharedHttpClient::new(http))
+    local::client_with_http(endpoint, SharedHttpClient::new(http))
 }

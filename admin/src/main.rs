@@ -21,7 +21,6 @@ use shared::domain::protocol::Regulation;
 use shared::domain::region::Region;
 use shared::ports::projects::{Projects, revoke_passcode};
 use shared::stages::erasure::{ErasureOutcome, ErasureRequest};
-use shared::store::Store;
 
 const USAGE: &str = "usage:
   admin project create --region R [--id ID] [--passcode P] [--token T] [--passcode-expires RFC3339]
@@ -29,6 +28,10 @@ const USAGE: &str = "usage:
   admin passcode add --region R --id ID [--passcode P] [--expires RFC3339]
   admin passcode revoke --region R --id ID --passcode-id PID
   admin profile erase --region R --id ID (--identity I | --email E | --phone P | --clevertap-id C) [--regulation gdpr|ccpa] [--request-id RID]";
+
+/// Why an erasure is refused before anything is written.
+const NO_TOMBSTONE_KEYS: &str = "no tombstone keys: set TOMBSTONE_KEYS_SECRET to the region stack's \
+     TombstoneKeysSecretArn output (or run against DynamoDB Local with DYNAMODB_ENDPOINT)";
 
 /// `--passcode` if given and strong enough (as strong as a generated one), else a generated one.
 fn chosen_or_generated_passcode(flags: &HashMap<String, String>) -> Result<String, String> {
@@ -121,7 +124,9 @@ async fn run(args: Vec<String>) -> Result<serde_json::Value, String> {
         .parse()
         .map_err(|e| format!("{e}"))?;
     let config = Config::from_env().map_err(|e| e.to_string())?;
-    let store = Store::new(config.clients().await, config.tables.clone());
+    // The function's own configuration: the stack's tombstone keys (TOMBSTONE_KEYS_SECRET), or
+    // the local ones only against DynamoDB Local; never the public keys against AWS.
+    let store = config.store().await;
     let expires = |key: &str| -> Result<Option<i64>, String> {
         flags
             .get(key)
@@ -202,6 +207,11 @@ async fn run(args: Vec<String>) -> Result<serde_json::Value, String> {
         }
         (Some("profile"), Some("erase")) => {
             let id = id()?;
+            // Tombstones hashed with any other key than the pipeline's are never found, so
+            // older batches would bring the person back: no keys, no erasure.
+            if !store.checks_tombstones() {
+                return Err(NO_TOMBSTONE_KEYS.to_owned());
+            }
             store
                 .project(region, &id)
                 .await

@@ -4,6 +4,10 @@
 //! `X-CleverTap-Passcode`, checked against the project's hashed passcodes. Every read starts
 //! from a key that carries the authenticated project id, so no route reaches another project.
 
+pub mod console;
+pub mod edge;
+pub mod preview;
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -25,7 +29,7 @@ use crate::domain::views::{
 use crate::ports::projects::ProjectCache;
 use crate::stages::http::{HttpReply, storage_failure};
 use crate::stages::metrics::Metrics;
-use crate::stages::preview::preview_input;
+use crate::stages::query::preview::preview_input;
 use crate::store::reads::BucketPosition;
 use crate::store::segment_item::{SEGMENT_TYPE, SegmentKey, SegmentLayout};
 use crate::store::{Store, StoreError};
@@ -387,13 +391,13 @@ macro_rules! try_reply {
 }
 
 impl Ctx<'_> {
-    /// `POST /v1/preview`: what importing the body would do (`stages::preview`).
+    /// `POST /v1/preview`: what importing the body would do (`stages::query::preview`).
     async fn preview(&self, body: &[u8]) -> Reply {
         let (profiles, message_ts, message_id) = match preview_input(body) {
             Ok(input) => input,
             Err(e) => return Ok(Err(fail(400, e.to_string()))),
         };
-        let answer = crate::stages::preview::preview(
+        let answer = crate::stages::query::preview::preview(
             self.store,
             self.region,
             &self.project,

@@ -1,10 +1,10 @@
 //! The query function's Lambda edge: an API Gateway event to the read API ([`QueryApi`]) or,
-//! under `/console`, to the console (`stages::console`), and the answer back, with its metrics.
+//! under `/console`, to the console (`stages::query::console`), and the answer back, with its metrics.
 
 use std::collections::HashMap;
 
-use crate::stages::console;
 use crate::stages::http::into_response;
+use crate::stages::query::console;
 use crate::stages::query::{QueryApi, ReadRequest};
 
 pub async fn handle_http(

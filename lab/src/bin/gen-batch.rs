@@ -1,5 +1,5 @@
 //! Prints a benchmark membership request: `gen-batch [PROFILES=1000] [--seed S=42]`.
-//! The same arguments give the same bytes (see `local::workload`).
+//! The same arguments give the same bytes (see `lab::workload`).
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -16,6 +16,6 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     }
-    println!("{}", local::workload::membership_batch(profiles, seed));
+    println!("{}", lab::workload::membership_batch(profiles, seed));
     std::process::ExitCode::SUCCESS
 }

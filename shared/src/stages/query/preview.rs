@@ -16,11 +16,12 @@ use crate::domain::changes::{ChangeAction, MembershipChange};
 use crate::domain::identity::{ProfileKey, Rung, SkipReason};
 use crate::domain::protocol::{self, Encoding, Request, now_ms};
 use crate::domain::region::Region;
-use crate::domain::segment_state::{MemberState, Outcome, SyncAction, apply};
-use crate::stages::resolve::{
-    Erasures, NoChange, ResolveOutcomes, Resolved, entry_change, identities_of, ladder,
-    without_covered,
+use crate::domain::resolution::{
+    NoChange, Resolved, entry_change, identities_of, ladder, without_covered,
 };
+use crate::domain::segment_state::{MemberState, Outcome, SyncAction, apply};
+use crate::domain::sync_log::ResolveOutcomes;
+use crate::store::erasure::Erasures;
 use crate::store::segment_item::SegmentLayout;
 use crate::store::{Store, StoreError};
 
