@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::region::Region;
+
 /// A profile property value: a string, a list of strings, or `true` for a tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PropertyValue {
@@ -252,6 +254,59 @@ pub struct SyncRow {
     pub handed_on: BTreeMap<String, i64>,
     /// What materialize made of them (`added`, `removed`, `noop`, …).
     pub applied: BTreeMap<String, i64>,
+}
+
+/// Addresses one segment: its region, project and mParticle audience id.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentKey<'a> {
+    pub region: Region,
+    pub project_id: &'a str,
+    pub audience_id: i64,
+}
+
+/// Where one segment's membership rows and Find People entries live: `buckets` partition keys,
+/// fixed when the segment was first activated and recorded on it (`store::keys::memberships`;
+/// the key strings are built there, `store::segment_item`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentLayout {
+    pub audience_id: i64,
+    pub buckets: u32,
+}
+
+impl SegmentLayout {
+    /// The layout of a segment as read: its own, or `new_buckets` for one not created yet
+    /// (it will be created with that count: `Store::open_counter_shards` checks it).
+    pub fn of_read(audience_id: i64, segment: Option<&Segment>, new_buckets: u32) -> Self {
+        match segment {
+            Some(segment) => Self::of_segment(segment),
+            None => Self {
+                audience_id,
+                buckets: new_buckets,
+            },
+        }
+    }
+
+    pub fn of_segment(segment: &Segment) -> Self {
+        Self {
+            audience_id: segment.audience_id,
+            buckets: segment.buckets,
+        }
+    }
+
+    pub fn bucket_of(&self, clevertap_id: &str) -> u32 {
+        bucket_of(clevertap_id, self.buckets)
+    }
+}
+
+/// The bucket of a profile in a segment of `buckets` buckets: stable forever (a hash of the
+/// CleverTap ID), so a profile's row and events always have the same key.
+pub fn bucket_of(clevertap_id: &str, buckets: u32) -> u32 {
+    use sha2::{Digest, Sha256};
+    if buckets <= 1 {
+        return 0;
+    }
+    let digest = Sha256::digest(clevertap_id.as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % buckets
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 
 pub mod bus;
 pub mod inbox;
+pub mod memberships;
 pub mod projects;
 
 /// How a storage call failed. The class decides what the caller does: retry later

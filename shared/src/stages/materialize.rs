@@ -27,8 +27,8 @@ use crate::domain::records::{InboxStatus, Segment, SegmentStatus};
 use crate::domain::region::Region;
 use crate::domain::segment_state::{Outcome, SyncAction, apply};
 use crate::ports::inbox::{Inbox, InboxRow};
+use crate::ports::memberships::{Memberships, OpenOutcome, OpenTx};
 use crate::stages::stream::{self as records, RecordError};
-use crate::store::counters::OpenOutcome;
 use crate::store::erasure::Erasures;
 use crate::store::memberships::{
     ClearOutcome, EventSegment, MAX_CLEARED_PER_TRANSACTION, PageStart, PairWrite, PairsCancelled,
@@ -253,8 +253,8 @@ async fn erase_overtaken(
 }
 
 /// Step 2 of [`materialize_changes`]: the changes applied, segment by segment.
-async fn apply_changes(
-    store: &Store,
+pub(crate) async fn apply_changes(
+    store: &impl Memberships,
     region: Region,
     project_id: &str,
     changes: &[MembershipChange],
@@ -274,8 +274,9 @@ async fn apply_changes(
             list.sort_by_key(|c| c.version());
         }
     }
+    let audience_ids: Vec<i64> = groups.keys().copied().collect();
     let segments = store
-        .segments_by_id(region, project_id, groups.keys().copied())
+        .segments_by_id(region, project_id, &audience_ids)
         .await?;
 
     // Every segment runs to its end, so one segment that can never be written does not keep
@@ -492,9 +493,15 @@ enum Opening {
     SegmentInactive,
 }
 
-/// Opens the counter shards of a segment (only while it is active; creating it if it is new).
+/// Gate transactions of one opening that met a concurrent transaction before it reports the store
+/// as unavailable.
+const MAX_OPEN_ATTEMPTS: u32 = 20;
+
+/// Opens the counter shards of a segment (only while it is active; creating it if it is new):
+/// one transaction, tried again while another holds its items; if the segment's condition
+/// fails, the segment read says why (archived, or created with another bucket count).
 async fn open_shards(
-    store: &Store,
+    store: &impl Memberships,
     region: Region,
     project_id: &str,
     layout: SegmentLayout,
@@ -506,10 +513,43 @@ async fn open_shards(
     if run.opens > MAX_SHARD_OPENS {
         return Err(MaterializeError::Contention(layout.audience_id, run.opens));
     }
-    match store
-        .open_counter_shards(region, project_id, layout, segment_name, now)
-        .await?
-    {
+    let mut attempt = 0;
+    let outcome = loop {
+        match store
+            .open_counter_shards(region, project_id, layout, segment_name, now)
+            .await?
+        {
+            OpenTx::Opened => break OpenOutcome::Opened,
+            OpenTx::Contended if attempt < MAX_OPEN_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(backoff(attempt.min(4))).await;
+            }
+            OpenTx::Contended => {
+                return Err(MaterializeError::Contention(layout.audience_id, attempt));
+            }
+            OpenTx::SegmentCondition => {
+                let key = SegmentKey {
+                    region,
+                    project_id,
+                    audience_id: layout.audience_id,
+                };
+                break match store.segment(&key).await? {
+                    Some(segment) if segment.is_active() => {
+                        OpenOutcome::BucketsDiffer(SegmentLayout::of_segment(&segment))
+                    }
+                    Some(_) => OpenOutcome::SegmentInactive,
+                    None => {
+                        return Err(StoreError::Unavailable(format!(
+                            "segment {} unreadable right after its condition failed",
+                            layout.audience_id
+                        ))
+                        .into());
+                    }
+                };
+            }
+        }
+    };
+    match outcome {
         OpenOutcome::Opened => Ok(Opening::Opened),
         OpenOutcome::SegmentInactive => Ok(Opening::SegmentInactive),
         // The same count means the segment item and its shards disagree, which no retry can
@@ -539,7 +579,7 @@ async fn open_shards(
 /// 4. A cancelled transaction opens the segment's shards if one was closed, re-plans the pairs
 ///    that moved and sends the others again.
 async fn materialize_segment<'a>(
-    store: &Store,
+    store: &impl Memberships,
     region: Region,
     project_id: &str,
     layout: SegmentLayout,
@@ -574,15 +614,21 @@ async fn materialize_segment<'a>(
     loop {
         // 2. Read and plan; version-only writes one by one.
         if !run.to_read.is_empty() {
-            let read = store
-                .row_states(region, project_id, layout, &run.to_read)
-                .await?;
+            let pairs: Vec<(SegmentLayout, &str)> =
+                run.to_read.iter().map(|ct| (layout, *ct)).collect();
+            let read: HashMap<String, RowState> = store
+                .pair_states(region, project_id, &pairs)
+                .await?
+                .into_iter()
+                .map(|((_, ct), row)| (ct, row))
+                .collect();
             let noops = run.plan(layout, &read);
             let outcomes: Vec<(PairWrite, MaterializeCounts, bool)> = stream::iter(noops)
                 .map(|(w, tally)| async move {
                     let won = store
                         .put_membership_if_unchanged(region, project_id, &w, now)
-                        .await?;
+                        .await?
+                        .applied();
                     Ok::<_, StoreError>((w, tally, won))
                 })
                 .buffer_unordered(16)
@@ -1105,6 +1151,210 @@ mod tests {
         assert_eq!(
             w.next.version,
             Some(changes[MAX_EVENTS_PER_WRITE - 1].version())
+        );
+    }
+}
+
+/// A chunk's changes applied on the twin: counts, events and usage under redelivery, lost
+/// answers, conflicts, failures between two requests and racing chunks (no engine).
+#[cfg(test)]
+mod on_the_twin {
+    use super::*;
+    use crate::domain::calendar::month_of;
+    use crate::domain::changes::ChangeAction;
+    use crate::twin::{Fault, Twin};
+
+    const P: &str = "P1";
+    const R: Region = Region::Eu1;
+    const TS: i64 = 1_700_000_000_000;
+    const WRITE: &str = "memberships.write_pairs";
+
+    fn change(ct: &str, action: ChangeAction, ts_ms: i64, audience_id: i64) -> MembershipChange {
+        MembershipChange {
+            clevertap_id: ct.into(),
+            identity: None,
+            audience_id,
+            audience_name: Some("Cart".into()),
+            action,
+            ts_ms,
+            message_id: format!("m{ts_ms}"),
+            profile_index: 0,
+            entry_index: 0,
+        }
+    }
+
+    fn adds(cts: &[&str], ts_ms: i64) -> Vec<MembershipChange> {
+        cts.iter()
+            .map(|ct| change(ct, ChangeAction::Add, ts_ms, 7))
+            .collect()
+    }
+
+    async fn counts(twin: &Twin) -> (i64, i64, i64) {
+        let c = twin
+            .segment_counts(R, P, &[7])
+            .await
+            .unwrap()
+            .remove(&7)
+            .unwrap_or_default();
+        (c.member_count, c.added_total, c.removed_total)
+    }
+
+    async fn events(twin: &Twin, cts: &[&str]) -> usize {
+        let mut n = 0;
+        for ct in cts {
+            n += twin.events_of(R, P, ct).await.unwrap().len();
+        }
+        n
+    }
+
+    #[tokio::test]
+    async fn new_members_open_their_segment_and_are_counted_once_however_often_delivered() {
+        let twin = Twin::new();
+        let chunk = adds(&["a", "b", "c"], TS);
+        let first = apply_changes(&twin, R, P, &chunk).await.unwrap();
+        assert_eq!(first.added, 3);
+        assert_eq!(counts(&twin).await, (3, 3, 0));
+        assert_eq!(twin.usage_events(R, P, &month_of(TS)).await.unwrap(), 3);
+        let segment = twin
+            .segments_by_id(R, P, &[7])
+            .await
+            .unwrap()
+            .remove(&7)
+            .unwrap();
+        assert_eq!((segment.name.as_str(), segment.buckets), ("Cart", 64));
+        // Delivered again: nothing new, every change a duplicate.
+        let again = apply_changes(&twin, R, P, &chunk).await.unwrap();
+        assert_eq!((again.added, again.duplicate), (0, 3));
+        assert_eq!(counts(&twin).await, (3, 3, 0));
+        assert_eq!(events(&twin, &["a", "b", "c"]).await, 3);
+    }
+
+    #[tokio::test]
+    async fn an_older_change_arriving_after_a_newer_one_is_stale_and_raises_nothing() {
+        let twin = Twin::new();
+        apply_changes(
+            &twin,
+            R,
+            P,
+            &[change("a", ChangeAction::Delete, TS + 10, 7)],
+        )
+        .await
+        .unwrap();
+        let late = apply_changes(&twin, R, P, &adds(&["a"], TS)).await.unwrap();
+        assert_eq!((late.added, late.stale), (0, 1));
+        assert_eq!(counts(&twin).await, (0, 0, 0));
+        assert_eq!(events(&twin, &["a"]).await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_conflicting_transaction_is_sent_again_and_lands_once() {
+        let twin = Twin::new();
+        apply_changes(&twin, R, P, &adds(&["a"], TS)).await.unwrap();
+        twin.inject(WRITE, Fault::TransactionConflict);
+        twin.inject(WRITE, Fault::Throttle);
+        let n = apply_changes(&twin, R, P, &adds(&["b"], TS + 1)).await;
+        assert!(
+            matches!(&n, Err(e) if !e.is_permanent()),
+            "a throttle before the write: {n:?}"
+        );
+        assert_eq!(
+            counts(&twin).await,
+            (1, 1, 0),
+            "nothing of the throttled chunk"
+        );
+        let retried = apply_changes(&twin, R, P, &adds(&["b"], TS + 1))
+            .await
+            .unwrap();
+        assert_eq!(retried.added, 1);
+        assert_eq!(counts(&twin).await, (2, 2, 0));
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_answer_was_lost_counts_once_when_the_chunk_is_retried() {
+        let twin = Twin::new();
+        apply_changes(&twin, R, P, &adds(&["a"], TS)).await.unwrap();
+        twin.inject(WRITE, Fault::TimeoutAfterCommit);
+        let lost = apply_changes(&twin, R, P, &adds(&["b", "c"], TS + 1)).await;
+        assert!(matches!(&lost, Err(e) if !e.is_permanent()), "{lost:?}");
+        assert_eq!(counts(&twin).await, (3, 3, 0), "the write stood");
+        let retried = apply_changes(&twin, R, P, &adds(&["b", "c"], TS + 1))
+            .await
+            .unwrap();
+        assert_eq!((retried.added, retried.duplicate), (0, 2));
+        assert_eq!(counts(&twin).await, (3, 3, 0));
+        assert_eq!(events(&twin, &["b", "c"]).await, 2);
+    }
+
+    #[tokio::test]
+    async fn a_disconnected_segment_takes_no_more_members() {
+        let twin = Twin::new();
+        apply_changes(&twin, R, P, &adds(&["a"], TS)).await.unwrap();
+        twin.archive_segment(R, P, 7);
+        let after = apply_changes(&twin, R, P, &adds(&["b", "c"], TS + 1))
+            .await
+            .unwrap();
+        assert_eq!((after.added, after.archived), (0, 2));
+        assert_eq!(counts(&twin).await, (1, 1, 0));
+    }
+
+    #[tokio::test]
+    async fn chunks_racing_on_one_segment_keep_its_count_exact() {
+        let twin = Twin::new();
+        let people: Vec<String> = (0..40).map(|i| format!("ct-{i:02}")).collect();
+        let refs: Vec<&str> = people.iter().map(String::as_str).collect();
+        // Four chunks over overlapping people, adds and removes at several times.
+        let chunks: Vec<Vec<MembershipChange>> = (0..4)
+            .map(|k| {
+                refs[k * 8..k * 8 + 16]
+                    .iter()
+                    .map(|ct| {
+                        let action = if k % 2 == 0 {
+                            ChangeAction::Add
+                        } else {
+                            ChangeAction::Delete
+                        };
+                        change(ct, action, TS + k as i64, 7)
+                    })
+                    .collect()
+            })
+            .collect();
+        let results =
+            futures::future::join_all(chunks.iter().map(|c| apply_changes(&twin, R, P, c))).await;
+        let mut applied = MaterializeCounts::default();
+        for r in results {
+            applied.add(&r.unwrap());
+        }
+        let members = twin
+            .pair_states(
+                R,
+                P,
+                &refs
+                    .iter()
+                    .map(|ct| {
+                        (
+                            SegmentLayout {
+                                audience_id: 7,
+                                buckets: 64,
+                            },
+                            *ct,
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .await
+            .unwrap()
+            .values()
+            .filter(|row| row.state.member)
+            .count() as i64;
+        let (count, added, removed) = counts(&twin).await;
+        assert_eq!(count, members, "the count is the member rows");
+        assert_eq!(
+            (added, removed),
+            (applied.added as i64, applied.removed as i64)
+        );
+        assert_eq!(
+            events(&twin, &refs).await as u64,
+            applied.added + applied.removed
         );
     }
 }

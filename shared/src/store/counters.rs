@@ -26,8 +26,11 @@ use crate::domain::records::{DayCounts, Segment, SegmentCounts, SegmentHistory, 
 use crate::domain::region::Region;
 use crate::domain::segment_state::SyncAction;
 use crate::store::keys::{self, segments as k};
-use crate::store::segment_item::{SEGMENT_TYPE, SegmentKey, SegmentLayout, segment_of};
+use crate::store::segment_item::{SEGMENT_TYPE, SegmentLayout, segment_of};
 use crate::store::tables::Table;
+
+pub use crate::ports::memberships::OpenOutcome;
+use crate::ports::memberships::OpenTx;
 
 /// The gate of a counter shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,19 +50,6 @@ impl ShardGate {
             ShardGate::Sealed => "sealed",
         }
     }
-}
-
-/// What opening a counter shard found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpenOutcome {
-    /// The shard is open (the segment is active, created now if it was new).
-    Opened,
-    /// The segment is archiving or archived: nothing may be counted.
-    SegmentInactive,
-    /// The segment is active but records another bucket count than the caller planned with
-    /// (it was created meanwhile by a writer configured with another count): plan again with
-    /// this layout.
-    BucketsDiffer(SegmentLayout),
 }
 
 /// One counter shard item's counters.
@@ -457,19 +447,18 @@ impl Store {
         }
     }
 
-    /// Opens every counter shard of an active segment, creating the segment (active, named
-    /// `name`, with `layout.buckets` buckets) if it does not exist yet: a segment first seen in
-    /// a membership batch. The shards record the bucket count, and opening fails
-    /// ([`OpenOutcome::BucketsDiffer`]) if the segment records another one than the caller
-    /// planned with.
-    pub async fn open_counter_shards(
+    /// Opens every counter shard of an active segment in one transaction, creating the segment
+    /// (active, named `name`, with `layout.buckets` buckets) if it does not exist yet: a segment
+    /// first seen in a membership batch. The shards record the bucket count; the segment's
+    /// condition fails if it is not active with that count (materialize reads it to know why).
+    pub async fn open_counter_shards_once(
         &self,
         region: Region,
         project_id: &str,
         layout: SegmentLayout,
         name: &str,
         now_ms: i64,
-    ) -> Result<OpenOutcome, StoreError> {
+    ) -> Result<OpenTx, StoreError> {
         let table = self.table(region, Table::Segments);
         let audience_id = layout.audience_id;
         // A segment created before buckets existed records none: it has one.
@@ -515,28 +504,22 @@ impl Store {
             ShardGate::Open,
             Some(layout.buckets),
         ));
-        Ok(match self.gate_transaction(region, items).await? {
-            GateTx::Committed => OpenOutcome::Opened,
-            GateTx::SegmentCondition => {
-                // Strongly consistent: the condition failed on an item that exists.
-                let current = self
-                    .segment(&SegmentKey {
-                        region,
-                        project_id,
-                        audience_id,
-                    })
-                    .await?;
-                match current {
-                    Some(segment) if segment.is_active() => {
-                        OpenOutcome::BucketsDiffer(SegmentLayout::of_segment(&segment))
-                    }
-                    Some(_) => OpenOutcome::SegmentInactive,
-                    None => {
-                        return Err(StoreError::Unavailable(format!(
-                            "segment {audience_id} unreadable right after its condition failed"
-                        )));
-                    }
-                }
+        Ok(match self.transact_write(region, items).await? {
+            super::TxOutcome::Committed => OpenTx::Opened,
+            super::TxOutcome::Cancelled(codes)
+                if codes.first() == Some(&Some(CancellationReason::ConditionFailed)) =>
+            {
+                OpenTx::SegmentCondition
+            }
+            super::TxOutcome::Cancelled(codes)
+                if codes.iter().flatten().all(CancellationReason::is_transient) =>
+            {
+                OpenTx::Contended
+            }
+            super::TxOutcome::Cancelled(codes) => {
+                return Err(StoreError::Rejected(format!(
+                    "opening segment {audience_id}'s shards was cancelled: {codes:?}"
+                )));
             }
         })
     }

@@ -185,7 +185,6 @@ pub mod segments {
 /// before buckets existed have none recorded and keep one bucket, whose key is the plain
 /// `<project>#<audience>` (so no row ever moves).
 pub mod memberships {
-    use sha2::{Digest, Sha256};
 
     /// Buckets a new segment gets: its busiest key then takes 1/64 of a first sync's
     /// membership units (≈ 0.62 of a partition at 17,000 changes/s; docs/architecture.md).
@@ -196,11 +195,7 @@ pub mod memberships {
     /// The bucket of a profile in a segment of `buckets` buckets: stable forever (a hash of the
     /// CleverTap ID), so a profile's row and events always have the same key.
     pub fn bucket(clevertap_id: &str, buckets: u32) -> u32 {
-        if buckets <= 1 {
-            return 0;
-        }
-        let digest = Sha256::digest(clevertap_id.as_bytes());
-        u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % buckets
+        crate::domain::records::bucket_of(clevertap_id, buckets)
     }
 
     /// The partition key of one bucket: `<project>#<audience>` for a one-bucket segment,

@@ -20,16 +20,15 @@ use crate::store::counters::{
 use crate::store::keys::{self, events as ek, memberships as mk, segments as sk};
 use crate::store::tables::Table;
 
+use crate::domain::records::{ProfileEvent, Segment, SegmentCounts, SegmentKey};
+use crate::ports::Written;
+pub use crate::ports::memberships::{
+    EventSegment, PairWrite, PairsCancelled, PairsOutcome, RowState, SyncHistory,
+};
+use crate::ports::memberships::{Memberships, OpenTx};
+
 pub const PARTNER_SYNC: &str = FeedKind::PartnerSync.detail_type();
 pub use crate::domain::feed::PARTNER_NAME;
-
-/// What a segment's Partner Sync events say about it: its name, and when it was last activated
-/// (which marks the events of its initial population, `domain::feed::is_initial_sync`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EventSegment<'a> {
-    pub name: &'a str,
-    pub activated_ms: Option<i64>,
-}
 
 pub fn membership_key(project_id: &str, layout: SegmentLayout, clevertap_id: &str) -> Item {
     Item::from([
@@ -56,15 +55,6 @@ pub fn member_state(item: Option<&Item>) -> MemberState {
     }
 }
 
-/// Which Partner Sync actions one (segment, profile) ever raised, kept on its row: Find People
-/// of a bucketed segment reads them there instead of from the `by_segment` index (one index
-/// write less per change; the row is written in the same transaction anyway).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SyncHistory {
-    pub added: bool,
-    pub removed: bool,
-}
-
 impl SyncHistory {
     /// The history a stored row records.
     pub fn of_item(item: Option<&Item>) -> Self {
@@ -79,31 +69,6 @@ impl SyncHistory {
             removed: flag(mk::EVER_REMOVED),
         }
     }
-
-    /// This history and these events' actions.
-    pub fn with(self, events: &[(MembershipChange, SyncAction)]) -> Self {
-        Self {
-            added: self.added || events.iter().any(|(_, a)| *a == SyncAction::Added),
-            removed: self.removed || events.iter().any(|(_, a)| *a == SyncAction::Removed),
-        }
-    }
-}
-
-/// The new state of one (segment, profile) and the events its changes raised.
-#[derive(Debug, Clone)]
-pub struct PairWrite {
-    pub layout: SegmentLayout,
-    pub clevertap_id: String,
-    pub identity: Option<String>,
-    /// The version read before planning: the write is conditional on it still being there.
-    pub expected_version: Option<String>,
-    pub next: MemberState,
-    pub events: Vec<(MembershipChange, SyncAction)>,
-    /// The actions the pair raised ever, these events included.
-    pub history: SyncHistory,
-    /// How many of the pair's pending changes this write covers (the rest, if any, follow in
-    /// another write).
-    pub consumed: usize,
 }
 
 impl PairWrite {
@@ -221,26 +186,6 @@ pub fn event_put(
         .condition_expression("attribute_not_exists(pk)")
         .build()
         .expect("table and item are set")
-}
-
-/// How a membership transaction of some pairs ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PairsOutcome {
-    Committed,
-    Cancelled(PairsCancelled),
-}
-
-/// Why a membership transaction was cancelled, in the terms materialize acts on.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PairsCancelled {
-    /// The counter shard was missing or sealed: the segment's shards need opening.
-    pub shard_closed: bool,
-    /// The pairs (by position) whose row or event had moved: to read again and re-plan.
-    pub moved: Vec<usize>,
-    /// A reason no retry can overcome, if any (DynamoDB's code).
-    pub rejected: Option<String>,
-    /// A conflict or throttling: worth a retry after a pause.
-    pub transient: bool,
 }
 
 impl PairsCancelled {
@@ -416,14 +361,6 @@ pub enum RowFilter {
 /// Rows read per page when clearing (the limit applies before the `member = true` filter, so a
 /// page of cleared rows comes back empty with a next page: paging forward is what finishes).
 const MEMBER_PAGE_ROWS: i32 = 1000;
-
-/// What materialize plans from for one (segment, profile): the row's state and history
-/// (default: no row yet).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RowState {
-    pub state: MemberState,
-    pub history: SyncHistory,
-}
 
 /// Where the next page of a segment's rows starts: opaque outside the store.
 #[derive(Debug, Clone)]
@@ -729,6 +666,109 @@ impl Store {
             }
             TxOutcome::Cancelled(_) => ClearOutcome::RowsMoved,
         })
+    }
+}
+
+impl Memberships for Store {
+    fn new_segment_buckets(&self) -> u32 {
+        Store::new_segment_buckets(self)
+    }
+
+    async fn segments_by_id(
+        &self,
+        region: Region,
+        project_id: &str,
+        audience_ids: &[i64],
+    ) -> Result<HashMap<i64, Segment>, StoreError> {
+        Store::segments_by_id(self, region, project_id, audience_ids.iter().copied()).await
+    }
+
+    async fn segment(&self, key: &SegmentKey<'_>) -> Result<Option<Segment>, StoreError> {
+        Store::segment(self, key).await
+    }
+
+    async fn pair_states(
+        &self,
+        region: Region,
+        project_id: &str,
+        pairs: &[(SegmentLayout, &str)],
+    ) -> Result<HashMap<(i64, String), RowState>, StoreError> {
+        Store::pair_states(self, region, project_id, pairs).await
+    }
+
+    async fn put_membership_if_unchanged(
+        &self,
+        region: Region,
+        project_id: &str,
+        pair: &PairWrite,
+        now_ms: i64,
+    ) -> Result<Written, StoreError> {
+        let won =
+            Store::put_membership_if_unchanged(self, region, project_id, pair, now_ms).await?;
+        Ok(if won {
+            Written::Applied
+        } else {
+            Written::ConditionFailed
+        })
+    }
+
+    async fn write_pairs(
+        &self,
+        region: Region,
+        project_id: &str,
+        layout: SegmentLayout,
+        segment: EventSegment<'_>,
+        pairs: &[&PairWrite],
+        now_ms: i64,
+    ) -> Result<PairsOutcome, StoreError> {
+        Store::write_pairs(self, region, project_id, layout, segment, pairs, now_ms).await
+    }
+
+    async fn open_counter_shards(
+        &self,
+        region: Region,
+        project_id: &str,
+        layout: SegmentLayout,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<OpenTx, StoreError> {
+        self.open_counter_shards_once(region, project_id, layout, name, now_ms)
+            .await
+    }
+
+    async fn segment_counts(
+        &self,
+        region: Region,
+        project_id: &str,
+        audience_ids: &[i64],
+    ) -> Result<HashMap<i64, SegmentCounts>, StoreError> {
+        Ok(
+            Store::segment_counts(self, region, project_id, audience_ids)
+                .await?
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    async fn usage_events(
+        &self,
+        region: Region,
+        project_id: &str,
+        month: &str,
+    ) -> Result<i64, StoreError> {
+        Store::usage_events(self, region, project_id, month).await
+    }
+
+    async fn events_of(
+        &self,
+        region: Region,
+        project_id: &str,
+        clevertap_id: &str,
+    ) -> Result<Vec<ProfileEvent>, StoreError> {
+        Ok(self
+            .profile_events(region, project_id, clevertap_id, 1_000, None)
+            .await?
+            .events)
     }
 }
 

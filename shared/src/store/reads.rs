@@ -720,7 +720,7 @@ impl Store {
 }
 
 /// A stored event as a profile's activity shows it.
-pub(super) fn event_of(item: &Item) -> ProfileEvent {
+pub(crate) fn event_of(item: &Item) -> ProfileEvent {
     let properties = item
         .get("properties")
         .and_then(|p| p.as_m().ok())

@@ -3,7 +3,6 @@
 
 use super::{Item, StoreError, get_n, get_s};
 use crate::domain::records::{Segment, SegmentCounts, SegmentStatus};
-use crate::domain::region::Region;
 use crate::store::keys::{events as ek, memberships as mk};
 
 /// The segment type every imported audience gets.
@@ -57,21 +56,7 @@ pub fn archiving_in_image(image: &serde_dynamo::Item) -> Result<Option<(String, 
     }
 }
 
-/// Addresses one segment: its region, project and mParticle audience id.
-#[derive(Debug, Clone, Copy)]
-pub struct SegmentKey<'a> {
-    pub region: Region,
-    pub project_id: &'a str,
-    pub audience_id: i64,
-}
-
-/// Where one segment's membership rows and Find People entries live: `buckets` partition keys,
-/// fixed when the segment was first activated and recorded on it (`keys::memberships`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SegmentLayout {
-    pub audience_id: i64,
-    pub buckets: u32,
-}
+pub use crate::domain::records::{SegmentKey, SegmentLayout};
 
 impl SegmentLayout {
     /// Attribute of a segment item (and of its counter shards) recording its bucket count.
@@ -88,29 +73,6 @@ impl SegmentLayout {
             audience_id,
             buckets,
         }
-    }
-
-    /// The layout of a segment as read: its own, or `new_buckets` for one not created yet
-    /// (it will be created with that count: `Store::open_counter_shards` checks it).
-    pub fn of_read(audience_id: i64, segment: Option<&Segment>, new_buckets: u32) -> Self {
-        match segment {
-            Some(segment) => Self::of_segment(segment),
-            None => Self {
-                audience_id,
-                buckets: new_buckets,
-            },
-        }
-    }
-
-    pub fn of_segment(segment: &Segment) -> Self {
-        Self {
-            audience_id: segment.audience_id,
-            buckets: segment.buckets,
-        }
-    }
-
-    pub fn bucket_of(&self, clevertap_id: &str) -> u32 {
-        mk::bucket(clevertap_id, self.buckets)
     }
 
     pub fn row_pk(&self, project_id: &str, clevertap_id: &str) -> String {

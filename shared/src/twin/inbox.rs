@@ -36,7 +36,7 @@ impl State {
         self.record(
             region,
             Table::Inbox,
-            rows::key_of_item(&item),
+            crate::store::rows::keys_of(&item),
             old,
             Some(item),
         );

@@ -24,6 +24,7 @@ use crate::store::tables::{Table, TableNames};
 
 pub mod bus;
 mod inbox;
+mod memberships;
 mod projects;
 
 pub use bus::TwinBus;
@@ -81,6 +82,9 @@ pub struct Change {
 #[derive(Default)]
 struct State {
     inbox: inbox::Rows,
+    memberships: memberships::Tables,
+    /// The bucket count new segments get (`None`: the default).
+    new_segment_buckets: Option<u32>,
     projects: projects::Rows,
     log: Vec<Change>,
     faults: VecDeque<(&'static str, Fault)>,
@@ -230,6 +234,16 @@ fn check_item_size(item: &Item) -> Result<(), StoreError> {
         return Err(StoreError::Rejected(
             "ValidationException: Item size has exceeded the maximum allowed size".to_owned(),
         ));
+    }
+    Ok(())
+}
+
+/// DynamoDB's refusal of a transaction of more than 100 actions.
+fn check_action_count(actions: usize) -> Result<(), StoreError> {
+    if actions > MAX_TRANSACTION_ACTIONS {
+        return Err(StoreError::Rejected(format!(
+            "ValidationException: Member must have length less than or equal to {MAX_TRANSACTION_ACTIONS}"
+        )));
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ use shared::store::Store;
 
 mod bus;
 mod inbox;
+mod memberships;
 mod projects;
 
 /// The regions the cases use: a home region and another one (rows never cross regions).

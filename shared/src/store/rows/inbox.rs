@@ -81,14 +81,6 @@ pub fn key(key: ChunkKey<'_>) -> Item {
     ])
 }
 
-/// The key attributes of a row's item.
-pub fn key_of_item(item: &Item) -> Item {
-    item.iter()
-        .filter(|(name, _)| *name == keys::PK || *name == keys::SK)
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect()
-}
-
 /// The item a row is stored as, with its keys and its sync-log index keys.
 pub fn item(row: &InboxRow) -> Result<Item, StoreError> {
     let stored = Stored {

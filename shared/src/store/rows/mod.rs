@@ -10,6 +10,14 @@ use super::Item;
 pub mod inbox;
 pub mod projects;
 
+/// The key attributes (`pk`, `sk`) of an item of any table.
+pub fn keys_of(item: &Item) -> Item {
+    item.iter()
+        .filter(|(name, _)| *name == super::keys::PK || *name == super::keys::SK)
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
 /// An UpdateItem's expressions and placeholders, as a row file states them: the adapter only
 /// sends them.
 #[derive(Debug, Clone, Default)]

@@ -1,0 +1,437 @@
+//! The memberships port in memory: segments, their counter shards (gates, bucket counts,
+//! totals, day tallies), usage, membership rows and Partner Sync events, with a transaction's
+//! conditions checked before any of it is applied.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rand::Rng;
+
+use super::{Entry, Twin, check_transaction};
+use crate::domain::calendar::{day_of, month_of};
+use crate::domain::records::{
+    ProfileEvent, Segment, SegmentCounts, SegmentKey, SegmentLayout, SegmentStatus,
+};
+use crate::domain::region::Region;
+use crate::domain::segment_state::{MemberState, SyncAction};
+use crate::ports::memberships::{
+    EventSegment, Memberships, OpenTx, PairWrite, PairsCancelled, PairsOutcome, RowState,
+    SyncHistory,
+};
+use crate::ports::{StoreError, Written};
+use crate::store::Item;
+use crate::store::keys::{events as ek, memberships as mk, segments as sk};
+use crate::store::memberships::{event_put, transaction_actions};
+use crate::store::segment_item::SEGMENT_TYPE;
+use crate::store::tables::Table;
+
+/// A counter shard's gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    Open,
+    Sealed,
+}
+
+#[derive(Debug, Clone)]
+struct Shard {
+    gate: Gate,
+    /// `None`: opened before buckets were recorded (one bucket).
+    buckets: Option<u32>,
+    counts: SegmentCounts,
+}
+
+#[derive(Debug, Clone)]
+struct Row {
+    member: bool,
+    version: String,
+    history: SyncHistory,
+}
+
+type SegmentId = (Region, String, i64);
+/// (region, pk, sk), as DynamoDB keys the item.
+type ItemKey = (Region, String, String);
+
+/// The tables this port reaches, in memory.
+#[derive(Default)]
+pub(super) struct Tables {
+    segments: HashMap<SegmentId, Segment>,
+    shards: HashMap<(SegmentId, u32), Shard>,
+    /// (segment, shard, day) → (added, removed).
+    days: HashMap<(SegmentId, u32, String), (i64, i64)>,
+    /// (region, project, month) → Partner Sync events.
+    usage: HashMap<(Region, String, String), i64>,
+    rows: HashMap<ItemKey, Row>,
+    /// Partner Sync event items as the adapter writes them (`store::memberships::event_put`).
+    events: BTreeMap<ItemKey, Item>,
+}
+
+fn segment_id(region: Region, project_id: &str, audience_id: i64) -> SegmentId {
+    (region, project_id.to_owned(), audience_id)
+}
+
+fn row_key(region: Region, project_id: &str, layout: SegmentLayout, ct: &str) -> ItemKey {
+    (region, layout.row_pk(project_id, ct), mk::sk(ct))
+}
+
+fn event_key(
+    region: Region,
+    project_id: &str,
+    change: &crate::domain::changes::MembershipChange,
+) -> ItemKey {
+    (
+        region,
+        ek::pk(project_id, &change.clevertap_id),
+        ek::sk(change.ts_ms, change.audience_id, &change.change_id()),
+    )
+}
+
+impl Tables {
+    /// Whether a row is as a write planned it from: absent, or at the version read.
+    fn row_as_planned(&self, key: &ItemKey, expected: Option<&str>) -> bool {
+        match (self.rows.get(key), expected) {
+            (None, None) => true,
+            (Some(row), Some(v)) => row.version == v,
+            _ => false,
+        }
+    }
+
+    fn put_row(&mut self, key: ItemKey, pair: &PairWrite) {
+        self.rows.insert(
+            key,
+            Row {
+                member: pair.next.member,
+                version: pair.next.version.clone().unwrap_or_default(),
+                history: pair.history,
+            },
+        );
+    }
+
+    /// Whether a shard counts for writers of this layout: open, with the same bucket count.
+    fn shard_open_for(&self, id: &SegmentId, shard: u32, layout: SegmentLayout) -> bool {
+        self.shards.get(&(id.clone(), shard)).is_some_and(|s| {
+            s.gate == Gate::Open
+                && match s.buckets {
+                    Some(b) => b == layout.buckets,
+                    None => layout.buckets <= 1,
+                }
+        })
+    }
+}
+
+impl Memberships for Twin {
+    fn new_segment_buckets(&self) -> u32 {
+        self.lock()
+            .new_segment_buckets
+            .unwrap_or(mk::DEFAULT_BUCKETS)
+    }
+
+    async fn segments_by_id(
+        &self,
+        region: Region,
+        project_id: &str,
+        audience_ids: &[i64],
+    ) -> Result<HashMap<i64, Segment>, StoreError> {
+        let mut state = self.lock();
+        Twin::enter(&mut state, "memberships.segments_by_id")?;
+        Ok(audience_ids
+            .iter()
+            .filter_map(|aud| {
+                let s = state
+                    .memberships
+                    .segments
+                    .get(&segment_id(region, project_id, *aud))?;
+                Some((*aud, s.clone()))
+            })
+            .collect())
+    }
+
+    async fn segment(&self, key: &SegmentKey<'_>) -> Result<Option<Segment>, StoreError> {
+        let mut state = self.lock();
+        Twin::enter(&mut state, "memberships.segment")?;
+        let id = segment_id(key.region, key.project_id, key.audience_id);
+        Ok(state.memberships.segments.get(&id).cloned())
+    }
+
+    async fn pair_states(
+        &self,
+        region: Region,
+        project_id: &str,
+        pairs: &[(SegmentLayout, &str)],
+    ) -> Result<HashMap<(i64, String), RowState>, StoreError> {
+        let mut state = self.lock();
+        Twin::enter(&mut state, "memberships.pair_states")?;
+        Ok(pairs
+            .iter()
+            .filter_map(|(layout, ct)| {
+                let row = state
+                    .memberships
+                    .rows
+                    .get(&row_key(region, project_id, *layout, ct))?;
+                let read = RowState {
+                    state: MemberState {
+                        member: row.member,
+                        version: Some(row.version.clone()),
+                    },
+                    history: row.history,
+                };
+                Some(((layout.audience_id, (*ct).to_owned()), read))
+            })
+            .collect())
+    }
+
+    async fn put_membership_if_unchanged(
+        &self,
+        region: Region,
+        project_id: &str,
+        pair: &PairWrite,
+        _now_ms: i64,
+    ) -> Result<Written, StoreError> {
+        const CALL: &str = "memberships.put_membership_if_unchanged";
+        let mut state = self.lock();
+        let entry = Twin::enter(&mut state, CALL)?;
+        let key = row_key(region, project_id, pair.layout, &pair.clevertap_id);
+        let tables = &mut state.memberships;
+        if !tables.row_as_planned(&key, pair.expected_version.as_deref()) {
+            return Ok(Written::ConditionFailed);
+        }
+        tables.put_row(key, pair);
+        Twin::after_write(&entry, CALL, Written::Applied)
+    }
+
+    async fn write_pairs(
+        &self,
+        region: Region,
+        project_id: &str,
+        layout: SegmentLayout,
+        segment: EventSegment<'_>,
+        pairs: &[&PairWrite],
+        now_ms: i64,
+    ) -> Result<PairsOutcome, StoreError> {
+        const CALL: &str = "memberships.write_pairs";
+        let mut state = self.lock();
+        let entry = Twin::enter(&mut state, CALL)?;
+        // DynamoDB refuses the request itself: over 100 actions, or one item twice.
+        let mut items: Vec<ItemKey> = Vec::new();
+        for p in pairs {
+            items.push(row_key(region, project_id, p.layout, &p.clevertap_id));
+            items.extend(
+                p.events
+                    .iter()
+                    .map(|(c, _)| event_key(region, project_id, c)),
+            );
+        }
+        super::check_action_count(transaction_actions(pairs))?;
+        check_transaction(&items)?;
+        if matches!(entry, Entry::Conflict) {
+            return Ok(PairsOutcome::Cancelled(PairsCancelled {
+                transient: true,
+                ..PairsCancelled::default()
+            }));
+        }
+        let id = segment_id(region, project_id, layout.audience_id);
+        let shard = rand::rng().random_range(0..sk::COUNTER_SHARDS);
+        let tables = &mut state.memberships;
+        // Every condition, before anything is applied.
+        let moved: Vec<usize> = pairs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                let row = row_key(region, project_id, p.layout, &p.clevertap_id);
+                !tables.row_as_planned(&row, p.expected_version.as_deref())
+                    || p.events.iter().any(|(c, _)| {
+                        tables
+                            .events
+                            .contains_key(&event_key(region, project_id, c))
+                    })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let shard_closed = !tables.shard_open_for(&id, shard, layout);
+        if shard_closed || !moved.is_empty() {
+            return Ok(PairsOutcome::Cancelled(PairsCancelled {
+                shard_closed,
+                moved,
+                ..PairsCancelled::default()
+            }));
+        }
+        // All of it.
+        let events_table = String::new();
+        let mut tally = SegmentCounts::default();
+        let mut new_events = Vec::new();
+        for p in pairs {
+            tables.put_row(row_key(region, project_id, p.layout, &p.clevertap_id), p);
+            for (change, action) in &p.events {
+                let item = event_put(
+                    project_id,
+                    &events_table,
+                    p.layout,
+                    change,
+                    *action,
+                    segment,
+                    now_ms,
+                )
+                .item;
+                let key = event_key(region, project_id, change);
+                tables.events.insert(key.clone(), item.clone());
+                new_events.push((key, item));
+                let day = tables
+                    .days
+                    .entry((id.clone(), shard, day_of(change.ts_ms)))
+                    .or_default();
+                match action {
+                    SyncAction::Added => {
+                        tally.added_total += 1;
+                        day.0 += 1;
+                    }
+                    SyncAction::Removed => {
+                        tally.removed_total += 1;
+                        day.1 += 1;
+                    }
+                }
+                *tables
+                    .usage
+                    .entry((region, project_id.to_owned(), month_of(change.ts_ms)))
+                    .or_default() += 1;
+            }
+        }
+        let counts = &mut tables
+            .shards
+            .get_mut(&(id, shard))
+            .expect("its condition held")
+            .counts;
+        counts.member_count += tally.added_total - tally.removed_total;
+        counts.added_total += tally.added_total;
+        counts.removed_total += tally.removed_total;
+        counts.last_sync_ms = Some(now_ms);
+        for (_, item) in new_events {
+            let keys = crate::store::rows::keys_of(&item);
+            state.record(region, Table::Events, keys, None, Some(item));
+        }
+        Twin::after_write(&entry, CALL, PairsOutcome::Committed)
+    }
+
+    async fn open_counter_shards(
+        &self,
+        region: Region,
+        project_id: &str,
+        layout: SegmentLayout,
+        name: &str,
+        now_ms: i64,
+    ) -> Result<OpenTx, StoreError> {
+        const CALL: &str = "memberships.open_counter_shards";
+        let mut state = self.lock();
+        let entry = Twin::enter(&mut state, CALL)?;
+        if matches!(entry, Entry::Conflict) {
+            return Ok(OpenTx::Contended);
+        }
+        let id = segment_id(region, project_id, layout.audience_id);
+        let tables = &mut state.memberships;
+        match tables.segments.get(&id) {
+            Some(s) if !(s.is_active() && s.buckets == layout.buckets) => {
+                return Ok(OpenTx::SegmentCondition);
+            }
+            Some(_) => {}
+            None => {
+                tables.segments.insert(
+                    id.clone(),
+                    Segment {
+                        audience_id: layout.audience_id,
+                        segment_id: format!("seg_{}", uuid::Uuid::new_v4().simple()),
+                        name: name.to_owned(),
+                        segment_type: SEGMENT_TYPE.to_owned(),
+                        status: SegmentStatus::Active,
+                        created_ms: Some(now_ms),
+                        updated_ms: Some(now_ms),
+                        archive_id: None,
+                        activated_ms: None,
+                        subscription_ms: None,
+                        buckets: layout.buckets,
+                        counts: SegmentCounts::default(),
+                    },
+                );
+            }
+        }
+        for shard in 0..sk::COUNTER_SHARDS {
+            let s = tables.shards.entry((id.clone(), shard)).or_insert(Shard {
+                gate: Gate::Open,
+                buckets: None,
+                counts: SegmentCounts::default(),
+            });
+            s.gate = Gate::Open;
+            s.buckets = Some(layout.buckets);
+        }
+        Twin::after_write(&entry, CALL, OpenTx::Opened)
+    }
+
+    async fn segment_counts(
+        &self,
+        region: Region,
+        project_id: &str,
+        audience_ids: &[i64],
+    ) -> Result<HashMap<i64, SegmentCounts>, StoreError> {
+        let mut state = self.lock();
+        Twin::enter(&mut state, "memberships.segment_counts")?;
+        let mut out: HashMap<i64, SegmentCounts> = HashMap::new();
+        for ((id, _), shard) in &state.memberships.shards {
+            if id.0 == region && id.1 == project_id && audience_ids.contains(&id.2) {
+                out.entry(id.2).or_default().add(&shard.counts);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn usage_events(
+        &self,
+        region: Region,
+        project_id: &str,
+        month: &str,
+    ) -> Result<i64, StoreError> {
+        let mut state = self.lock();
+        Twin::enter(&mut state, "memberships.usage_events")?;
+        let key = (region, project_id.to_owned(), month.to_owned());
+        Ok(state.memberships.usage.get(&key).copied().unwrap_or(0))
+    }
+
+    async fn events_of(
+        &self,
+        region: Region,
+        project_id: &str,
+        clevertap_id: &str,
+    ) -> Result<Vec<ProfileEvent>, StoreError> {
+        let mut state = self.lock();
+        Twin::enter(&mut state, "memberships.events_of")?;
+        let pk = ek::pk(project_id, clevertap_id);
+        Ok(state
+            .memberships
+            .events
+            .iter()
+            .rev()
+            .filter(|((r, p, _), _)| *r == region && *p == pk)
+            .map(|(_, item)| crate::store::reads::event_of(item))
+            .collect())
+    }
+}
+
+impl Twin {
+    /// Archives a segment as a disconnect does: archiving, with its shards sealed, so no
+    /// membership transaction counts on it any more (what `Store::archive_segment` does in one
+    /// transaction; the subscriptions port is not in the twin yet).
+    pub fn archive_segment(&self, region: Region, project_id: &str, audience_id: i64) {
+        let mut state = self.lock();
+        let id = segment_id(region, project_id, audience_id);
+        let tables = &mut state.memberships;
+        if let Some(s) = tables.segments.get_mut(&id) {
+            s.status = SegmentStatus::Archiving;
+        }
+        for ((sid, _), shard) in tables.shards.iter_mut() {
+            if *sid == id {
+                shard.gate = Gate::Sealed;
+            }
+        }
+    }
+
+    /// The bucket count segments this twin creates get (as `Store::with_new_segment_buckets`).
+    pub fn with_new_segment_buckets(self, buckets: u32) -> Self {
+        self.lock().new_segment_buckets = Some(buckets.clamp(1, mk::MAX_BUCKETS));
+        self
+    }
+}
