@@ -318,7 +318,8 @@ impl Store {
     }
 
     /// Reads items by key with BatchGetItem, 100 keys a request, requests in parallel, retrying
-    /// UnprocessedKeys with backoff. Strongly consistent. Missing items are simply absent.
+    /// UnprocessedKeys with backoff. Strongly consistent. Missing items are simply absent; a key
+    /// asked for twice is read once.
     pub(in crate::store) async fn batch_get(
         &self,
         region: Region,
@@ -330,6 +331,19 @@ impl Store {
 
         let table_name = self.table(region, table);
         let client = self.client(region).clone();
+        // BatchGetItem refuses a request naming one key twice ("Provided list of item keys
+        // contains duplicates"); callers may ask for one item twice (two erased profiles of one
+        // segment, two resolutions of one profile), so each key is asked for once.
+        let mut seen = std::collections::HashSet::new();
+        let keys: Vec<Item> = keys
+            .into_iter()
+            .filter(|key| {
+                let mut signature: Vec<(&String, String)> =
+                    key.iter().map(|(name, value)| (name, format!("{value:?}"))).collect();
+                signature.sort();
+                seen.insert(format!("{signature:?}"))
+            })
+            .collect();
         let chunks: Vec<Vec<Item>> = keys.chunks(100).map(<[Item]>::to_vec).collect();
         let pages: Vec<Vec<Item>> = stream::iter(chunks)
             .map(|chunk| {

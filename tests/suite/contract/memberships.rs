@@ -45,6 +45,7 @@ contract_cases!(
     a_writer_planning_with_other_buckets_can_neither_open_nor_count,
     a_transaction_of_more_than_100_actions_is_refused,
     a_transaction_naming_one_item_twice_never_commits,
+    reads_asked_for_one_item_twice_answer_it_once,
 );
 
 const P: &str = "P1";
@@ -428,4 +429,24 @@ async fn a_transaction_naming_one_item_twice_never_commits(
             .unwrap()
             .is_empty()
     );
+}
+
+/// DynamoDB refuses a BatchGetItem naming one key twice; a read asked for a segment or a pair
+/// twice (two erased profiles of one segment, two resolutions of one profile) answers it once
+/// instead of failing the chunk (#34, defect 6).
+async fn reads_asked_for_one_item_twice_answer_it_once(store: &(impl Memberships + Disconnect)) {
+    opened(store, LAYOUT).await;
+    commit(store, &[&flip("ct-a", ChangeAction::Add, TS, None)]).await;
+    let segments = store.segments_by_id(HOME, P, &[7, 7, 8]).await.unwrap();
+    assert_eq!(segments.keys().copied().collect::<Vec<_>>(), [7]);
+    let rows = store
+        .pair_states(
+            HOME,
+            P,
+            &[(LAYOUT, "ct-a"), (LAYOUT, "ct-a"), (LAYOUT, "ct-b")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[&(7, "ct-a".to_owned())].state.member);
 }
