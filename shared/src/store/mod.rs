@@ -338,8 +338,10 @@ impl Store {
         let keys: Vec<Item> = keys
             .into_iter()
             .filter(|key| {
-                let mut signature: Vec<(&String, String)> =
-                    key.iter().map(|(name, value)| (name, format!("{value:?}"))).collect();
+                let mut signature: Vec<(&String, String)> = key
+                    .iter()
+                    .map(|(name, value)| (name, format!("{value:?}")))
+                    .collect();
                 signature.sort();
                 seen.insert(format!("{signature:?}"))
             })
