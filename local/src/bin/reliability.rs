@@ -720,24 +720,35 @@ async fn main() -> std::process::ExitCode {
     let short = std::env::args().any(|a| a == "--short");
     let endpoint = std::env::var("DYNAMODB_ENDPOINT").expect("DYNAMODB_ENDPOINT");
     let started = Instant::now();
-    let mut rows: Vec<(String, Figures, String)> = Vec::new();
-    rows.push((
-        "redelivery x3, shuffled".into(),
-        redelivery(&endpoint, short).await,
-        String::new(),
-    ));
-    rows.push((
-        "concurrency, 16 senders".into(),
-        concurrency(&endpoint, short).await,
-        String::new(),
-    ));
-    let (f, detail) = faults(&endpoint, short).await;
-    rows.push(("faults: proxy + throttling + unprocessed".into(), f, detail));
-    rows.push((
-        "bad input (4xx, or skipped and counted)".into(),
-        bad_input(&endpoint).await,
-        String::new(),
-    ));
+    // The short mode (CI's) runs the scenarios at once, each on tables, a bus and a proxy of its
+    // own, every one with its faults and checks; the full size runs them one after another.
+    let (redelivered, concurrent, (faulted, detail), bad) = if short {
+        tokio::join!(
+            redelivery(&endpoint, short),
+            concurrency(&endpoint, short),
+            faults(&endpoint, short),
+            bad_input(&endpoint),
+        )
+    } else {
+        let redelivered = redelivery(&endpoint, short).await;
+        let concurrent = concurrency(&endpoint, short).await;
+        let faulted = faults(&endpoint, short).await;
+        (redelivered, concurrent, faulted, bad_input(&endpoint).await)
+    };
+    let rows: Vec<(String, Figures, String)> = vec![
+        ("redelivery x3, shuffled".into(), redelivered, String::new()),
+        ("concurrency, 16 senders".into(), concurrent, String::new()),
+        (
+            "faults: proxy + throttling + unprocessed".into(),
+            faulted,
+            detail,
+        ),
+        (
+            "bad input (4xx, or skipped and counted)".into(),
+            bad,
+            String::new(),
+        ),
+    ];
 
     println!(
         "\n{:<42} {:>6} {:>9} {:>8} {:>5} {:>11} {:>10} {:>8}",
@@ -768,13 +779,18 @@ async fn main() -> std::process::ExitCode {
         }
     );
     println!(
-        "\n{} in {:.1} s, {} lanes per inbox stream mapping (LANES)",
+        "\n{} in {:.1} s ({}), {} lanes per inbox stream mapping (LANES)",
         if failed {
             "FAILED"
         } else {
             "all scenarios: 0 lost, 0 duplicates"
         },
         started.elapsed().as_secs_f64(),
+        if short {
+            "short: scenarios at once"
+        } else {
+            "one after another"
+        },
         local::streams::lanes_from_env()
     );
     if failed {
