@@ -8,6 +8,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, ReturnValue, Update
 
 use super::memberships::{members_leave, membership_key};
 use super::profiles::identity_key;
+use super::rows::memberships as row;
 use super::segment_item::SegmentLayout;
 use super::{
     CancellationReason, Item, MAX_UNPROCESSED_RETRIES, Store, StoreError, TxOutcome, backoff,
@@ -19,9 +20,7 @@ use crate::domain::erasure::{
 use crate::domain::feed::FeedNotice;
 use crate::domain::region::Region;
 use crate::domain::resolution::Resolved;
-use crate::store::keys::{
-    self, events as ek, memberships as mk, profiles as pk, projects, segments as sk,
-};
+use crate::store::keys::{self, events as ek, profiles as pk, projects, segments as sk};
 use crate::store::tables::Table;
 
 /// What erasing needs to know of a stored membership row.
@@ -35,11 +34,9 @@ struct ErasableRow {
 
 fn erasable_row(item: &Item) -> ErasableRow {
     ErasableRow {
-        member: item.get("member").and_then(|v| v.as_bool().ok()) == Some(&true),
-        version: get_s(item, "version").map(str::to_owned),
-        holds_person: item.contains_key("identity")
-            || item.contains_key(mk::EVER_ADDED)
-            || item.contains_key(mk::EVER_REMOVED),
+        member: row::is_member(item),
+        version: row::version(item).map(str::to_owned),
+        holds_person: row::holds_person(item),
     }
 }
 
@@ -104,10 +101,10 @@ fn scrub_update(
              updated_ms = :now REMOVE #identity, #added, #removed",
         )
         .condition_expression(condition)
-        .expression_attribute_names("#member", "member")
-        .expression_attribute_names("#identity", "identity")
-        .expression_attribute_names("#added", mk::EVER_ADDED)
-        .expression_attribute_names("#removed", mk::EVER_REMOVED)
+        .expression_attribute_names("#member", row::MEMBER)
+        .expression_attribute_names("#identity", row::IDENTITY)
+        .expression_attribute_names("#added", row::EVER_ADDED)
+        .expression_attribute_names("#removed", row::EVER_REMOVED)
         .set_expression_attribute_values(Some(
             [
                 (":no", AttributeValue::Bool(false)),
@@ -348,11 +345,11 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool, StoreError> {
         let mut item = membership_key(project_id, layout, clevertap_id);
-        item.insert("member".into(), AttributeValue::Bool(false));
-        item.insert("version".into(), s(erased_version));
-        item.insert("clevertap_id".into(), s(clevertap_id));
-        item.insert("audience_id".into(), n(layout.audience_id));
-        item.insert("erased_ms".into(), n(now_ms));
+        item.insert(row::MEMBER.into(), row::boolean(false));
+        item.insert(row::VERSION.into(), s(erased_version));
+        item.insert(row::CLEVERTAP_ID.into(), s(clevertap_id));
+        item.insert(row::AUDIENCE_ID.into(), n(layout.audience_id));
+        item.insert(row::ERASED_MS.into(), n(now_ms));
         item.insert("updated_ms".into(), n(now_ms));
         self.put_new(region, Table::Memberships, item).await
     }

@@ -12,7 +12,7 @@ use crate::domain::calendar::{day_of, month_of};
 use crate::domain::changes::MembershipChange;
 use crate::domain::feed::{FeedKind, is_initial_sync};
 use crate::domain::region::Region;
-use crate::domain::segment_state::{MemberState, SyncAction};
+use crate::domain::segment_state::SyncAction;
 use crate::store::counters::{
     ShardTally, archiving_check, counter_shard_clear, counter_shard_update, day_tally_updates,
     pick_shard, usage_shard_update,
@@ -40,36 +40,7 @@ pub fn membership_key(project_id: &str, layout: SegmentLayout, clevertap_id: &st
     ])
 }
 
-/// Reads a stored membership row into the state machine's terms.
-pub fn member_state(item: Option<&Item>) -> MemberState {
-    match item {
-        None => MemberState::default(),
-        Some(i) => MemberState {
-            member: i
-                .get("member")
-                .and_then(|v| v.as_bool().ok())
-                .copied()
-                .unwrap_or(false),
-            version: get_s(i, "version").map(str::to_owned),
-        },
-    }
-}
-
-impl SyncHistory {
-    /// The history a stored row records.
-    pub fn of_item(item: Option<&Item>) -> Self {
-        let flag = |name: &str| {
-            item.and_then(|i| i.get(name))
-                .and_then(|v| v.as_bool().ok())
-                .copied()
-                .unwrap_or(false)
-        };
-        Self {
-            added: flag(mk::EVER_ADDED),
-            removed: flag(mk::EVER_REMOVED),
-        }
-    }
-}
+use super::rows::memberships as row;
 
 impl PairWrite {
     fn condition(&self) -> (String, Option<AttributeValue>) {
@@ -81,23 +52,23 @@ impl PairWrite {
 
     fn membership_item(&self, project_id: &str, now_ms: i64) -> Item {
         let mut item = membership_key(project_id, self.layout, &self.clevertap_id);
-        item.insert("member".into(), AttributeValue::Bool(self.next.member));
+        item.insert(row::MEMBER.into(), row::boolean(self.next.member));
         item.insert(
-            "version".into(),
+            row::VERSION.into(),
             s(self.next.version.clone().unwrap_or_default()),
         );
-        item.insert("clevertap_id".into(), s(self.clevertap_id.clone()));
-        item.insert("audience_id".into(), n(self.layout.audience_id));
-        item.insert("updated_ms".into(), n(now_ms));
+        item.insert(row::CLEVERTAP_ID.into(), s(self.clevertap_id.clone()));
+        item.insert(row::AUDIENCE_ID.into(), n(self.layout.audience_id));
+        item.insert(row::UPDATED_MS.into(), n(now_ms));
         if let Some(id) = &self.identity {
-            item.insert("identity".into(), s(id.clone()));
+            item.insert(row::IDENTITY.into(), s(id.clone()));
         }
         for (flag, name) in [
-            (self.history.added, mk::EVER_ADDED),
-            (self.history.removed, mk::EVER_REMOVED),
+            (self.history.added, row::EVER_ADDED),
+            (self.history.removed, row::EVER_REMOVED),
         ] {
             if flag {
-                item.insert(name.into(), AttributeValue::Bool(true));
+                item.insert(name.into(), row::boolean(true));
             }
         }
         item
@@ -540,7 +511,7 @@ impl Store {
                 let ct = get_s(i, keys::SK)?;
                 Some((
                     ct.to_owned(),
-                    get_s(i, "version").unwrap_or_default().to_owned(),
+                    row::version(i).unwrap_or_default().to_owned(),
                 ))
             })
             .collect();
@@ -596,8 +567,8 @@ impl Store {
                     get_s(&item, keys::SK)?.to_owned(),
                 );
                 let row = RowState {
-                    state: member_state(Some(&item)),
-                    history: SyncHistory::of_item(Some(&item)),
+                    state: row::member_state(Some(&item)),
+                    history: row::history(Some(&item)),
                 };
                 Some((pair_of.get(&row_key)?.clone(), row))
             })
@@ -776,6 +747,7 @@ impl Memberships for Store {
 mod tests {
     use super::*;
     use crate::domain::changes::ChangeAction;
+    use crate::domain::segment_state::MemberState;
     use crate::store::segment_item::segment_of;
 
     fn pair(ct: &str, event_times: &[i64]) -> PairWrite {

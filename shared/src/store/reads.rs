@@ -643,13 +643,9 @@ impl Store {
             .collect();
         let mut out = HashMap::new();
         for item in self.batch_get(region, Table::Memberships, keys).await? {
-            let aud = get_n(&item, "audience_id");
+            let aud = get_n(&item, super::rows::memberships::AUDIENCE_ID);
             if let (Some(aud), Some(ct)) = (aud, get_s(&item, keys::SK)) {
-                let member = item
-                    .get("member")
-                    .and_then(|v| v.as_bool().ok())
-                    .copied()
-                    .unwrap_or(false);
+                let member = super::rows::memberships::is_member(&item);
                 out.insert((aud, ct.to_owned()), member);
             }
         }

@@ -15,7 +15,7 @@ use crate::domain::records::{
 };
 use crate::domain::region::Region;
 use crate::ports::inbox::InboxRow;
-use crate::store::keys::{self, events as ek, memberships as mk, profiles as pk, segments as sk};
+use crate::store::keys::{self, events as ek, profiles as pk, segments as sk};
 use crate::store::tables::Table;
 
 /// What a project holds in one region, each list in a stable order.
@@ -68,22 +68,18 @@ impl ProjectSnapshot {
 }
 
 fn membership_row_of(item: &Item) -> Option<MembershipRow> {
-    let flag = |name: &str| {
-        item.get(name)
-            .and_then(|v| v.as_bool().ok())
-            .copied()
-            .unwrap_or(false)
-    };
+    use super::rows::memberships as row;
+    let history = row::history(Some(item));
     Some(MembershipRow {
-        audience_id: get_n(item, "audience_id")?,
+        audience_id: get_n(item, row::AUDIENCE_ID)?,
         clevertap_id: get_s(item, keys::SK)?.to_owned(),
-        member: flag("member"),
-        version: get_s(item, "version").unwrap_or_default().to_owned(),
-        identity: get_s(item, "identity").map(str::to_owned),
-        ever_added: flag(mk::EVER_ADDED),
-        ever_removed: flag(mk::EVER_REMOVED),
-        cleared: item.contains_key("cleared_ms"),
-        erased: item.contains_key("erased_ms"),
+        member: row::is_member(item),
+        version: row::version(item).unwrap_or_default().to_owned(),
+        identity: get_s(item, row::IDENTITY).map(str::to_owned),
+        ever_added: history.added,
+        ever_removed: history.removed,
+        cleared: item.contains_key(row::CLEARED_MS),
+        erased: item.contains_key(row::ERASED_MS),
     })
 }
 

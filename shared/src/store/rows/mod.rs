@@ -8,6 +8,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use super::Item;
 
 pub mod inbox;
+pub mod memberships;
 pub mod projects;
 
 /// The key attributes (`pk`, `sk`) of an item of any table.
