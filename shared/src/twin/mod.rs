@@ -310,4 +310,72 @@ mod tests {
             ]
         );
     }
+
+    /// The change log reads back as the stream a mapping delivers: per key in order, INSERT then
+    /// MODIFY, images the stages parse, and an ARN that names the region and table.
+    #[tokio::test]
+    async fn the_change_log_is_the_stream_the_stages_read() {
+        use crate::domain::batch::Chunk;
+        use crate::domain::records::InboxStatus;
+        use crate::domain::sync_log::ResolveOutcomes;
+        use crate::ports::inbox::{BatchMeta, ChangeCounts, Handoff, Inbox};
+        use crate::store::rows::inbox::row_of_image;
+
+        let twin = Twin::new();
+        let meta = BatchMeta {
+            project_id: "P1",
+            message_id: "m-1",
+            message_ts: 1,
+            received_ms: 2,
+        };
+        let chunk = Chunk {
+            index: 0,
+            profile_count: 1,
+            payload: vec![1, 2],
+        };
+        twin.put_batch(Region::Eu1, &meta, std::slice::from_ref(&chunk))
+            .await
+            .unwrap();
+        let outcomes = ResolveOutcomes::default();
+        let handoff = Handoff {
+            changes: &[9],
+            outcomes: &outcomes,
+            handed_on: ChangeCounts::default(),
+        };
+        let key = meta.row(&chunk, 1);
+        assert!(
+            twin.mark_resolved(Region::Eu1, key.key(), handoff)
+                .await
+                .unwrap()
+                .applied()
+        );
+
+        let names = TableNames::new("ctmp");
+        let event = twin.stream_event(&names, Region::Eu1, Table::Inbox, 0);
+        let kinds: Vec<&str> = event
+            .records
+            .iter()
+            .map(|r| r.event_name.as_str())
+            .collect();
+        assert_eq!(kinds, ["INSERT", "MODIFY"]);
+        let statuses: Vec<InboxStatus> = event
+            .records
+            .iter()
+            .map(|r| row_of_image(&r.change.new_image).unwrap().status)
+            .collect();
+        assert_eq!(statuses, [InboxStatus::Received, InboxStatus::Resolved]);
+        let arn = event.records[0].event_source_arn.as_deref().unwrap();
+        assert_eq!(names.parse_arn(arn), Some((Region::Eu1, Table::Inbox)));
+        let after_first = twin.stream_event(&names, Region::Eu1, Table::Inbox, 1);
+        assert_eq!(
+            after_first.records.len(),
+            1,
+            "read on from a sequence number"
+        );
+        assert!(
+            twin.stream_event(&names, Region::Us1, Table::Inbox, 0)
+                .records
+                .is_empty()
+        );
+    }
 }
