@@ -9,6 +9,7 @@ use shared::domain::erasure::{TombstoneHasher, TombstoneKind};
 use shared::domain::protocol::{Regulation, now_ms};
 use shared::domain::records::MembershipRow;
 use shared::domain::region::Region;
+use shared::ports::erasures::ErasureLog;
 use shared::stages::erasure::{ErasureOutcome, ErasureRequest, erase};
 use shared::store::snapshot::ProjectSnapshot;
 use shared::store::tables::Table;
@@ -493,11 +494,12 @@ async fn a_retried_chunk_takes_back_what_its_failed_attempt_wrote_for_an_erased_
         .unwrap();
     local::raw::mark_inbox_received(&stack.client, &stack.names.name(region, Table::Inbox)).await;
     let hash = tombstone_key(&stack, TombstoneKind::Email, ANN_EMAIL).await;
-    stack
+    let written = stack
         .store
         .write_tombstone(region, &project, &hash, now_ms())
         .await
         .unwrap();
+    assert!(written.applied());
     assert!(!items_mentioning(&stack, &project, "c-1").await.is_empty());
 
     // The retry skips Ann and takes back the claim and profile its message made.
@@ -571,7 +573,7 @@ async fn the_projects_first_erasure_overtaking_a_chunk_still_wins() {
         vec![mark, identity_tombstone(&stack, "c-1").await],
     )
     .await;
-    let marks = stack.store.erasure_marks(Region::Eu1, &project, false);
+    let marks = stack.store.erasure_marks(Region::Eu1, &project);
     assert!(marks.await.unwrap().had_erasure);
 
     // Nothing of Ann stays, and nothing is handed on to materialize.
@@ -1111,9 +1113,7 @@ async fn a_tombstone_cannot_be_found_without_the_key_kept_outside_the_tables() {
     let stored = stored_tombstones(&stack).await;
     assert!(stored.len() >= 2, "{stored:?}");
     assert!(stored.iter().all(|h| h.starts_with("k1#")), "{stored:?}");
-    let marks = stack
-        .store
-        .erasure_marks(Region::Eu1, &stack.project.id, false);
+    let marks = stack.store.erasure_marks(Region::Eu1, &stack.project.id);
     let marks = marks.await.unwrap();
     assert!(marks.had_erasure && marks.legacy_salt.is_none());
     for unkeyed in ["", &stack.project.id] {
@@ -1163,11 +1163,12 @@ async fn tombstones_stay_checkable_across_a_key_rotation_and_from_before_keys() 
         .unwrap();
     let legacy =
         shared::domain::erasure::tombstone_hash("legacy-salt", TombstoneKind::Identity, "c-1");
-    stack
+    let written = stack
         .store
         .write_tombstone(Region::Eu1, &project, &legacy, now_ms())
         .await
         .unwrap();
+    assert!(written.applied());
 
     // The keys rotate: version 2 is current, version 1 stays.
     let local_key = serde_json::from_str::<Value>(shared::store::keyring::LOCAL_KEYS).unwrap();

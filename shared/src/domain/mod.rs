@@ -14,6 +14,7 @@ pub mod feed;
 pub mod identity;
 pub mod invocations;
 pub mod pages;
+pub mod profile_merge;
 pub mod protocol;
 pub mod records;
 pub mod region;

@@ -36,6 +36,8 @@ pub struct Profile {
 /// message cannot bring it back).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FieldVersions {
+    /// The version of the message whose Identity stands (set once, with the Identity).
+    pub identity: Option<String>,
     pub email: Option<String>,
     pub phone: Option<String>,
     /// By property key.

@@ -10,8 +10,10 @@
 //! simulation can cut between any two. Reads may page and retry unprocessed keys inside.
 
 pub mod bus;
+pub mod erasures;
 pub mod inbox;
 pub mod memberships;
+pub mod profiles;
 pub mod projects;
 
 /// How a storage call failed. The class decides what the caller does: retry later

@@ -25,11 +25,13 @@ use crate::domain::erasure::{
     subject_keys,
 };
 use crate::domain::feed::profile_erased;
+use crate::domain::profile_merge::HeldValue;
 use crate::domain::protocol::{DsrProcessingRequest, Encoding, Regulation, now_ms};
 use crate::domain::records::Profile;
 use crate::domain::region::Region;
+use crate::ports::erasures::ErasureLog;
+use crate::ports::profiles::{Profiles, remove_holder};
 use crate::store::erasure::RowErased;
-use crate::store::holders::HeldValue;
 use crate::store::segment_item::SegmentLayout;
 use crate::store::{Store, StoreError};
 
@@ -283,9 +285,7 @@ pub async fn erase(
     };
     removed.add(&erase_profiles(store, region, project_id, &held.claims, erasure).await?);
     for (kind, value, ct) in &holders {
-        store
-            .remove_holder(region, project_id, *kind, value, ct)
-            .await?;
+        remove_holder(store, region, project_id, *kind, value, ct).await?;
     }
     // 4. The audit row.
     let audit = ErasureAudit {
@@ -377,13 +377,26 @@ async fn erase_profiles(
             .delete_profile_events(region, project_id, ct, &notice)
             .await?;
         for identity in &profile_claims.own {
-            removed.claims +=
-                u64::from(store.delete_claim(region, project_id, identity, ct).await?);
+            removed.claims += u64::from(
+                store
+                    .delete_claim(region, project_id, identity, ct)
+                    .await?
+                    .applied(),
+            );
         }
-        removed.profiles += u64::from(store.delete_profile(region, project_id, ct).await?);
+        removed.profiles += u64::from(
+            store
+                .delete_profile(region, project_id, ct)
+                .await?
+                .applied(),
+        );
         for identity in &profile_claims.found {
-            removed.claims +=
-                u64::from(store.delete_claim(region, project_id, identity, ct).await?);
+            removed.claims += u64::from(
+                store
+                    .delete_claim(region, project_id, identity, ct)
+                    .await?
+                    .applied(),
+            );
         }
     }
     Ok(removed)
@@ -469,7 +482,7 @@ async fn find_everyone(
         for (ct, ids) in found {
             people.entry(ct).or_default().extend(ids);
         }
-        profiles.extend(store.get_profiles(region, project_id, &new).await?);
+        profiles.extend(store.profiles(region, project_id, &new).await?);
         let held = what_they_hold(people.clone(), &profiles);
         next = held
             .remembered
@@ -576,8 +589,8 @@ async fn write_tombstones(
         return Ok(0);
     }
     // The mark first: a check that finds a tombstone then finds the mark too.
-    store.erasure_marks(region, project_id, true).await?;
-    let keys = store.tombstone_keys().await?;
+    store.mark_erasures(region, project_id).await?;
+    let keys = ErasureLog::tombstone_keys(store).await?;
     let hasher = TombstoneHasher {
         keys: &keys,
         project: project_id,
@@ -593,9 +606,11 @@ async fn write_tombstones(
     let written = hashes.len() as u64;
     stream::iter(hashes)
         .map(|h| async move {
-            store
+            // An older erasure's time never replaces a newer one's.
+            let _newer_stands = store
                 .write_tombstone(region, project_id, &h, erased_ms)
-                .await
+                .await?;
+            Ok::<_, StoreError>(())
         })
         .buffer_unordered(CONCURRENCY)
         .try_collect::<Vec<()>>()

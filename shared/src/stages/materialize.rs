@@ -26,10 +26,10 @@ use crate::domain::protocol::now_ms;
 use crate::domain::records::{InboxStatus, Segment, SegmentStatus};
 use crate::domain::region::Region;
 use crate::domain::segment_state::{Outcome, SyncAction, apply};
+use crate::ports::erasures::Erasures;
 use crate::ports::inbox::{Inbox, InboxRow};
 use crate::ports::memberships::{Memberships, OpenOutcome, OpenTx};
 use crate::stages::stream::{self as records, RecordError};
-use crate::store::erasure::Erasures;
 use crate::store::memberships::{
     ClearOutcome, EventSegment, MAX_CLEARED_PER_TRANSACTION, PageStart, PairWrite, PairsCancelled,
     PairsOutcome, RowState, transaction_actions,

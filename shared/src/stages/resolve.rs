@@ -6,7 +6,7 @@
 //! for identity claims, one conditional PutItem per new Identity (in parallel), one BatchGetItem
 //! pass for profiles, one conditional UpdateItem per profile whose stored data is older than the
 //! chunk's (in parallel; newest wins by message version, see
-//! [`crate::store::profiles::ProfileMerge::plan`]), and one UpdateItem that hands the changes on.
+//! [`crate::domain::profile_merge::ProfileMerge::plan`]), and one UpdateItem that hands the changes on.
 //! Replaying a chunk finds every claim and profile in place, writes nothing new and produces the
 //! same changes.
 
@@ -22,21 +22,25 @@ use crate::domain::changes::{ChangeAction, MembershipChange, encode_changes};
 
 use crate::domain::identity::ProfileKey;
 use crate::domain::invocations::ResolveBatch;
+use crate::domain::profile_merge::{ProfileMerge, Versioned, data_version, message_version_prefix};
 use crate::domain::protocol::{AttributeAction, now_ms};
 use crate::domain::records::{InboxStatus, Profile, PropertyValue};
 use crate::domain::region::Region;
 use crate::domain::resolution::{
     NoChange, Resolved, entry_change, identities_of, ladder, without_covered,
 };
+use crate::ports::StoreError;
+use crate::ports::erasures::{ErasureLog, Erasures};
 use crate::ports::inbox::{ChangeCounts, Handoff, Inbox, InboxRow};
+use crate::ports::profiles::{Profiles, take_back_fields};
 use crate::stages::stream::{self as records, RecordError};
-use crate::store::erasure::Erasures;
-use crate::store::holders::HeldValue;
-use crate::store::profiles::message_version_prefix;
-use crate::store::profiles::{ProfileMerge, Versioned, data_version};
 use crate::store::stats;
 use crate::store::tables::{Table, TableNames};
-use crate::store::{Store, StoreError};
+
+/// What resolve writes through: the inbox, profiles with their claims and holders, and the
+/// erasure log it checks.
+pub trait ResolvePorts: Inbox + Profiles + ErasureLog {}
+impl<T: Inbox + Profiles + ErasureLog> ResolvePorts for T {}
 
 pub use crate::domain::sync_log::ResolveOutcomes;
 
@@ -81,7 +85,7 @@ fn target_of(
 /// messages stays: a newer one may have brought the person back, and a profile the chunk only
 /// merged into is not necessarily theirs.
 async fn undo_for_erased(
-    store: &Store,
+    store: &impl Profiles,
     region: Region,
     row: &InboxRow,
     targets: Vec<(String, Option<String>)>,
@@ -103,11 +107,11 @@ async fn undo_for_erased(
                 c.clevertap_id == *ct && c.message_id.as_deref() == Some(row.message_id.as_str())
             });
         if let (true, Some(id)) = (claimed_here, identity) {
-            store.delete_claim(region, project, id, ct).await?;
+            let _claimed_again = store.delete_claim(region, project, id, ct).await?;
         }
     }
     for ct in &cts {
-        store.take_back_fields(region, project, ct, &ours).await?;
+        take_back_fields(store, region, project, ct, &ours).await?;
     }
     changes.retain(|c| !cts.contains(&c.clevertap_id));
     Ok(())
@@ -116,7 +120,7 @@ async fn undo_for_erased(
 /// On a retry: the targets an earlier attempt of this chunk may have written for people an
 /// erasure covers (it failed before it could take them back).
 async fn covered_targets(
-    store: &Store,
+    store: &impl Profiles,
     region: Region,
     project: &str,
     users: &[Resolved<'_>],
@@ -157,7 +161,7 @@ pub struct ChunkReport {
 
 /// Resolves one stored chunk and hands its membership changes to materialization.
 pub async fn resolve_chunk(
-    store: &Store,
+    store: &impl ResolvePorts,
     region: Region,
     row: &InboxRow,
 ) -> Result<ChunkReport, ResolveError> {
@@ -224,7 +228,7 @@ pub async fn resolve_chunk(
 /// Step 2: the CleverTap ID of every Identity the users resolved to, claiming the new ones (one
 /// Identity, one profile, whoever claims first).
 async fn claim_identities(
-    store: &Store,
+    store: &impl Profiles,
     region: Region,
     row: &InboxRow,
     resolved: &[Resolved<'_>],
@@ -244,10 +248,10 @@ async fn claim_identities(
     let claimed: Vec<(String, String)> = stream::iter(missing)
         .map(|id| async move {
             let new_ct = format!("__{}", uuid::Uuid::new_v4().simple());
-            let (ct, _won) = store
+            let claimed = store
                 .claim_identity(region, project, id, &new_ct, &row.message_id, now)
                 .await?;
-            Ok::<_, StoreError>((id.to_owned(), ct))
+            Ok::<_, StoreError>((id.to_owned(), claimed.clevertap_id))
         })
         .buffer_unordered(WRITE_CONCURRENCY)
         .try_collect()
@@ -337,7 +341,7 @@ fn plan_chunk(
 /// up the rest of the chunk. Transient errors fail the chunk (retried whole). Answers the
 /// CleverTap IDs refused.
 async fn write_profiles<'m>(
-    store: &Store,
+    store: &impl Profiles,
     region: Region,
     row: &InboxRow,
     merges: &'m BTreeMap<String, ProfileMerge>,
@@ -347,7 +351,7 @@ async fn write_profiles<'m>(
     let now = now_ms();
     let cts: Vec<String> = merges.keys().cloned().collect();
     let existing: HashMap<String, Profile> = store
-        .get_profiles(region, project, &cts)
+        .profiles(region, project, &cts)
         .await?
         .into_iter()
         .map(|p| (p.clevertap_id.clone(), p))
@@ -396,7 +400,7 @@ const MAX_PROFILE_REPLANS: u32 = 25;
 /// Brings one profile up to its merge: plans against the item read, writes conditionally, and
 /// on a lost condition reads the profile again and re-plans (newest wins, whoever arrives last).
 async fn write_profile(
-    store: &Store,
+    store: &impl Profiles,
     region: Region,
     project: &str,
     clevertap_id: &str,
@@ -406,16 +410,13 @@ async fn write_profile(
 ) -> Result<(), StoreError> {
     let mut current = read.cloned();
     for _ in 0..MAX_PROFILE_REPLANS {
-        let Some(write) = merge.plan(project, current.as_ref()) else {
+        let Some(write) = merge.plan(current.as_ref()) else {
             return Ok(());
         };
         // Holders first: an erasure that misses them runs after this chunk's own check. A value
         // the profile holds already was recorded when it got it.
         for (kind, value) in write.held_values() {
-            let held = current.as_ref().and_then(|p| match kind {
-                HeldValue::Email => p.email.as_deref(),
-                HeldValue::Phone => p.phone.as_deref(),
-            });
+            let held = current.as_ref().and_then(|p| kind.of(p));
             if held == Some(value) {
                 continue;
             }
@@ -436,10 +437,11 @@ async fn write_profile(
         if store
             .write_profile(region, project, clevertap_id, &write, now)
             .await?
+            .applied()
         {
             return Ok(());
         }
-        current = store.get_profile(region, project, clevertap_id).await?;
+        current = store.profile(region, project, clevertap_id).await?;
     }
     Err(StoreError::Unavailable(format!(
         "profile writes keep conflicting after {MAX_PROFILE_REPLANS} re-plans"
@@ -448,7 +450,7 @@ async fn write_profile(
 
 /// The resolve Lambda: inbox INSERT records in, `batchItemFailures` out, and what it did.
 pub async fn handle_inbox_event(
-    store: &Store,
+    store: &impl ResolvePorts,
     names: &TableNames,
     event: Event,
 ) -> (DynamoDbEventResponse, ResolveBatch) {

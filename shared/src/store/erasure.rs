@@ -1,26 +1,26 @@
 //! What an erasure reads and writes: the project's erasure marks, tombstones, the erased person's
 //! membership rows (with exact counts), events, claims and profiles, and the audit rows.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, ReturnValue, Update, WriteRequest};
 
 use super::memberships::{members_leave, membership_key};
-use super::profiles::identity_key;
 use super::rows::memberships as row;
+use super::rows::{profiles as profile_rows, projects as project_rows};
 use super::segment_item::SegmentLayout;
+use super::written;
 use super::{
     CancellationReason, Item, MAX_UNPROCESSED_RETRIES, Store, StoreError, TxOutcome, backoff,
-    conditional, get_n, get_s, n, s,
+    conditional, n, s,
 };
-use crate::domain::erasure::{
-    ErasureAudit, TombstoneHasher, TombstoneKeys, TombstoneKind, is_before_erasure,
-};
+use crate::domain::erasure::{ErasureAudit, TombstoneKeys};
 use crate::domain::feed::FeedNotice;
 use crate::domain::region::Region;
-use crate::domain::resolution::Resolved;
-use crate::store::keys::{self, events as ek, profiles as pk, projects, segments as sk};
+use crate::ports::Written;
+use crate::ports::erasures::{ErasureLog, ErasureMarks};
+use crate::store::keys::{self, events as ek, segments as sk};
 use crate::store::tables::Table;
 
 /// What erasing needs to know of a stored membership row.
@@ -120,24 +120,8 @@ fn scrub_update(
         .expect("table and key are set")
 }
 
-/// Attribute of a project item: the salt of its legacy (unkeyed) tombstone hashes, made by its
-/// first erasure before tombstones were keyed. No new one is made.
-const SALT: &str = "erasure_salt";
-/// Attribute of a project item: true once an erasure wrote keyed tombstones for it.
-const KEYED: &str = "erasure_keyed";
-/// Attribute of a tombstone: the time (epoch ms) the erasure it remembers was made as of.
-const ERASED_MS: &str = "erased_ms";
 /// Re-reads of one membership row whose version moved while erasing it.
 const MAX_MEMBERSHIP_REREADS: u32 = 25;
-
-/// What a project item says of its erasures.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ErasureMarks {
-    /// It has had one: its tombstones are worth checking.
-    pub had_erasure: bool,
-    /// The salt of its tombstones written before they were keyed, if any were.
-    pub legacy_salt: Option<String>,
-}
 
 /// What erasing one membership row did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,99 +138,6 @@ pub enum RowErased {
 }
 
 impl Store {
-    /// Whether the project has had erasures (so its tombstones are worth checking) and its
-    /// legacy salt if it had some before tombstones were keyed. With `create`, marks it as
-    /// having keyed tombstones first (before any is written, so a check that reads the mark
-    /// after a tombstone landed always finds it).
-    pub async fn erasure_marks(
-        &self,
-        region: Region,
-        project_id: &str,
-        create: bool,
-    ) -> Result<ErasureMarks, StoreError> {
-        let table = self.table(region, Table::Projects);
-        let item = if create {
-            self.client(region)
-                .update_item()
-                .table_name(table)
-                .key(projects::PROJECT_ID, s(project_id))
-                .update_expression("SET #keyed = :yes")
-                .condition_expression("attribute_exists(#pid)")
-                .expression_attribute_names("#keyed", KEYED)
-                .expression_attribute_names("#pid", projects::PROJECT_ID)
-                .expression_attribute_values(":yes", AttributeValue::Bool(true))
-                .return_values(ReturnValue::AllNew)
-                .send()
-                .await?
-                .attributes
-        } else {
-            self.client(region)
-                .get_item()
-                .table_name(table)
-                .key(projects::PROJECT_ID, s(project_id))
-                .projection_expression("#salt, #keyed")
-                .expression_attribute_names("#salt", SALT)
-                .expression_attribute_names("#keyed", KEYED)
-                .consistent_read(true)
-                .send()
-                .await?
-                .item
-        };
-        let item = item.unwrap_or_default();
-        let legacy_salt = get_s(&item, SALT).map(str::to_owned);
-        let keyed = matches!(item.get(KEYED), Some(AttributeValue::Bool(true)));
-        Ok(ErasureMarks {
-            had_erasure: keyed || legacy_salt.is_some(),
-            legacy_salt,
-        })
-    }
-
-    /// Remembers that `hash` was erased as of `erased_ms`; a later erasure of it wins.
-    pub async fn write_tombstone(
-        &self,
-        region: Region,
-        project_id: &str,
-        hash: &str,
-        erased_ms: i64,
-    ) -> Result<(), StoreError> {
-        let res = self
-            .client(region)
-            .update_item()
-            .table_name(self.table(region, Table::Profiles))
-            .key(keys::PK, s(pk::tombstone_pk(project_id, hash)))
-            .update_expression("SET #e = :e")
-            .condition_expression("attribute_not_exists(#e) OR #e < :e")
-            .expression_attribute_names("#e", ERASED_MS)
-            .expression_attribute_values(":e", n(erased_ms))
-            .send()
-            .await;
-        // An older erasure's time never replaces a newer one's.
-        conditional(res).map(|_| ())
-    }
-
-    /// The tombstones among these hashes: hash → erased as of (epoch ms).
-    pub async fn tombstones(
-        &self,
-        region: Region,
-        project_id: &str,
-        hashes: &[String],
-    ) -> Result<HashMap<String, i64>, StoreError> {
-        let keys: Vec<Item> = hashes
-            .iter()
-            .map(|h| Item::from([(keys::PK.to_owned(), s(pk::tombstone_pk(project_id, h)))]))
-            .collect();
-        let prefix = pk::tombstone_pk(project_id, "");
-        Ok(self
-            .batch_get(region, Table::Profiles, keys)
-            .await?
-            .iter()
-            .filter_map(|i| {
-                let hash = get_s(i, keys::PK)?.strip_prefix(&prefix)?;
-                Some((hash.to_owned(), get_n(i, ERASED_MS)?))
-            })
-            .collect())
-    }
-
     /// Takes a person out of one segment: the row stops being a member, loses its identity and
     /// gets a version at least `erased_version` (so a change sent before the erasure is stale);
     /// a member is taken off a counter shard in the same transaction. Conditional on the row's
@@ -454,62 +345,6 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes an identity claim if it names this profile; returns whether one went.
-    pub async fn delete_claim(
-        &self,
-        region: Region,
-        project_id: &str,
-        identity: &str,
-        clevertap_id: &str,
-    ) -> Result<bool, StoreError> {
-        self.delete_if(
-            region,
-            Table::Profiles,
-            identity_key(project_id, identity),
-            "clevertap_id = :ct",
-            clevertap_id,
-        )
-        .await
-    }
-
-    /// Deletes a profile item; returns whether there was one.
-    pub async fn delete_profile(
-        &self,
-        region: Region,
-        project_id: &str,
-        clevertap_id: &str,
-    ) -> Result<bool, StoreError> {
-        self.delete_if(
-            region,
-            Table::Profiles,
-            super::profiles::profile_key(project_id, clevertap_id),
-            "clevertap_id = :ct",
-            clevertap_id,
-        )
-        .await
-    }
-
-    /// A DeleteItem conditional on `condition` (with `:ct`); false if the condition did not hold.
-    async fn delete_if(
-        &self,
-        region: Region,
-        table: Table,
-        key: Item,
-        condition: &str,
-        clevertap_id: &str,
-    ) -> Result<bool, StoreError> {
-        let res = self
-            .client(region)
-            .delete_item()
-            .table_name(self.table(region, table))
-            .set_key(Some(key))
-            .condition_expression(condition)
-            .expression_attribute_values(":ct", s(clevertap_id))
-            .send()
-            .await;
-        conditional(res)
-    }
-
     /// Records an erasure's audit row unless one exists for its request; returns whether this
     /// call wrote it. The row holds ids, times and counts, never an identity.
     pub async fn put_erasure_audit(
@@ -565,117 +400,92 @@ pub(super) fn erasure_audits_of(rows: Vec<Item>) -> Result<Vec<ErasureAudit>, St
     Ok(audits)
 }
 
-/// The erasures of a project as one chunk sees them (`domain::erasure`), for resolve,
-/// materialize and the preview. A project that never
-/// had one costs one read per chunk (and never reads the tombstone keys); otherwise each check
-/// is one BatchGetItem of tombstones.
-pub struct Erasures {
-    project: String,
-    marks: ErasureMarks,
-    /// Read once the project is known to have had an erasure.
-    keys: Option<Arc<TombstoneKeys>>,
-}
-
-impl Erasures {
-    pub async fn of(store: &Store, region: Region, project: &str) -> Result<Self, StoreError> {
-        let marks = store.erasure_marks(region, project, false).await?;
-        let keys = match marks.had_erasure {
-            true => Some(store.tombstone_keys().await?),
-            false => None,
-        };
-        Ok(Self {
-            project: project.to_owned(),
-            marks,
-            keys,
-        })
+impl ErasureLog for Store {
+    async fn erasure_marks(
+        &self,
+        region: Region,
+        project_id: &str,
+    ) -> Result<ErasureMarks, StoreError> {
+        let mut request = self
+            .client(region)
+            .get_item()
+            .table_name(self.table(region, Table::Projects))
+            .set_key(Some(project_rows::key(project_id)))
+            .consistent_read(true);
+        let mut projection = Vec::new();
+        for (i, attribute) in project_rows::MARKS.iter().enumerate() {
+            request = request.expression_attribute_names(format!("#m{i}"), *attribute);
+            projection.push(format!("#m{i}"));
+        }
+        let item = request
+            .projection_expression(projection.join(", "))
+            .send()
+            .await?
+            .item;
+        Ok(project_rows::marks_of(&item.unwrap_or_default()))
     }
 
-    /// The erasures as they stand now, for the check after writing: a project that had none when
-    /// the chunk began may have had its first meanwhile (it is marked before any tombstone is
-    /// written), so the mark is read again; a mark once made stays, so one that was there stays.
-    pub async fn again(
-        self,
-        store: &Store,
+    async fn mark_erasures(
+        &self,
         region: Region,
-        project: &str,
-    ) -> Result<Self, StoreError> {
-        match self.marks.had_erasure {
-            true => Ok(self),
-            false => Self::of(store, region, project).await,
+        project_id: &str,
+    ) -> Result<ErasureMarks, StoreError> {
+        let res = project_rows::erasures_marked()
+            .on(self
+                .client(region)
+                .update_item()
+                .table_name(self.table(region, Table::Projects))
+                .set_key(Some(project_rows::key(project_id))))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match res {
+            Ok(out) => Ok(project_rows::marks_of(&out.attributes.unwrap_or_default())),
+            Err(e) if super::condition_failed(&e) => Err(StoreError::Rejected(format!(
+                "ConditionalCheckFailedException: project {project_id} does not exist"
+            ))),
+            Err(e) => Err(e.into()),
         }
     }
 
-    /// How this project's tombstones are keyed; `None` if it never had an erasure.
-    fn hasher(&self) -> Option<TombstoneHasher<'_>> {
-        Some(TombstoneHasher {
-            keys: self.keys.as_deref()?,
-            project: &self.project,
-            legacy_salt: self.marks.legacy_salt.as_deref(),
-        })
+    async fn tombstone_keys(&self) -> Result<Arc<TombstoneKeys>, StoreError> {
+        Store::tombstone_keys(self).await
     }
 
-    /// The time of the newest erasure of each of these CleverTap IDs, for those erased (a
-    /// CleverTap ID is tombstoned once an erasure found its profile).
-    pub async fn of_clevertap_ids(
+    async fn tombstones(
         &self,
-        store: &Store,
         region: Region,
-        project: &str,
-        clevertap_ids: &BTreeSet<&str>,
+        project_id: &str,
+        hashes: &[String],
     ) -> Result<HashMap<String, i64>, StoreError> {
-        let Some(hasher) = self.hasher() else {
-            return Ok(HashMap::new());
-        };
-        let hashes: HashMap<String, &str> = clevertap_ids
+        let keys: Vec<Item> = hashes
             .iter()
-            .flat_map(|ct| {
-                (hasher.checked(TombstoneKind::CleverTapId, ct).into_iter()).map(move |h| (h, *ct))
-            })
+            .map(|h| profile_rows::tombstone_key(project_id, h))
             .collect();
-        let all: Vec<String> = hashes.keys().cloned().collect();
-        let mut newest: HashMap<String, i64> = HashMap::new();
-        for (h, erased_ms) in store.tombstones(region, project, &all).await? {
-            if let Some(ct) = hashes.get(&h) {
-                let at = newest.entry(ct.to_string()).or_insert(erased_ms);
-                *at = (*at).max(erased_ms);
-            }
-        }
-        Ok(newest)
+        Ok(self
+            .batch_get(region, Table::Profiles, keys)
+            .await?
+            .iter()
+            .filter_map(|i| profile_rows::tombstone_of(project_id, i))
+            .collect())
     }
 
-    /// For each of `users`, the time of the newest erasure made after `message_ts` that covers it
-    /// (by ladder key, email or phone); `None` if none does.
-    pub async fn covering(
+    async fn write_tombstone(
         &self,
-        store: &Store,
         region: Region,
-        project: &str,
-        message_ts: i64,
-        users: &[Resolved<'_>],
-    ) -> Result<Vec<Option<i64>>, StoreError> {
-        let Some(hasher) = self.hasher() else {
-            return Ok(vec![None; users.len()]);
-        };
-        let per_user: Vec<Vec<String>> = users
-            .iter()
-            .map(|r| match r.resolution.outcome {
-                Ok(_) => hasher.of_resolution(&r.resolution),
-                Err(_) => Vec::new(),
-            })
-            .collect();
-        let all: BTreeSet<&String> = per_user.iter().flatten().collect();
-        let all: Vec<String> = all.into_iter().cloned().collect();
-        let tombstones = store.tombstones(region, project, &all).await?;
-        Ok(per_user
-            .iter()
-            .map(|hashes| {
-                hashes
-                    .iter()
-                    .filter_map(|h| tombstones.get(h).copied())
-                    .filter(|&erased_ms| is_before_erasure(message_ts, erased_ms))
-                    .max()
-            })
-            .collect())
+        project_id: &str,
+        hash: &str,
+        erased_ms: i64,
+    ) -> Result<Written, StoreError> {
+        let res = profile_rows::tombstone_written(erased_ms)
+            .on(self
+                .client(region)
+                .update_item()
+                .table_name(self.table(region, Table::Profiles))
+                .set_key(Some(profile_rows::tombstone_key(project_id, hash))))
+            .send()
+            .await;
+        written(res)
     }
 }
 

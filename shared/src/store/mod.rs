@@ -15,7 +15,6 @@ pub mod clients;
 pub mod counters;
 pub mod erasure;
 pub mod feed;
-pub mod holders;
 pub mod inbox;
 pub mod keyring;
 pub mod keys;

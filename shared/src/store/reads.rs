@@ -6,10 +6,10 @@ use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::memberships::{RowFilter, membership_key};
-use super::profiles::{identity_key, profile_key, profile_of};
+use super::rows::profiles::identity_key;
 use super::segment_item::{SegmentLayout, segment_of};
 use super::{Item, Store, StoreError, get_n, get_s, s};
-use crate::domain::records::{EventValue, Profile, ProfileEvent, Segment, SyncRow};
+use crate::domain::records::{EventValue, ProfileEvent, Segment, SyncRow};
 use crate::domain::region::Region;
 use crate::domain::segment_state::SyncAction;
 use crate::store::keys::{self, events as ek, inbox as ik, profiles as pk, segments as sk};
@@ -551,25 +551,6 @@ impl Store {
                 .expression_attribute_values(":action", s(a));
         }
         q
-    }
-
-    /// Profiles by CleverTap ID, in bulk.
-    pub async fn get_profiles(
-        &self,
-        region: Region,
-        project_id: &str,
-        clevertap_ids: &[String],
-    ) -> Result<Vec<Profile>, StoreError> {
-        let keys = clevertap_ids
-            .iter()
-            .map(|ct| profile_key(project_id, ct))
-            .collect();
-        Ok(self
-            .batch_get(region, Table::Profiles, keys)
-            .await?
-            .iter()
-            .filter_map(profile_of)
-            .collect())
     }
 
     /// The CleverTap ID an Identity belongs to.

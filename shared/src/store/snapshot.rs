@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use super::erasure::erasure_audits_of;
-use super::profiles::profile_of;
 use super::reads::event_of;
 use super::rows::inbox::{row as inbox_row, sync_row};
+use super::rows::profiles::profile_of;
 use super::{Item, Store, StoreError, get_n, get_s};
 use crate::domain::erasure::ErasureAudit;
 use crate::domain::records::{

@@ -25,6 +25,7 @@ use crate::store::tables::{Table, TableNames};
 pub mod bus;
 mod inbox;
 mod memberships;
+mod profiles;
 mod projects;
 
 pub use bus::TwinBus;
@@ -86,6 +87,7 @@ struct State {
     /// The bucket count new segments get (`None`: the default).
     new_segment_buckets: Option<u32>,
     projects: projects::Rows,
+    profiles: profiles::Tables,
     log: Vec<Change>,
     faults: VecDeque<(&'static str, Fault)>,
     calls: Vec<&'static str>,

@@ -10,6 +10,7 @@ use shared::store::Store;
 mod bus;
 mod inbox;
 mod memberships;
+mod profiles;
 mod projects;
 
 /// The regions the cases use: a home region and another one (rows never cross regions).

@@ -26,6 +26,7 @@ use crate::domain::views::{
     DayView, ErasuresView, EventView, EventsView, MemberView, MembersView, PeopleView, ProfileView,
     ProfilesView, SegmentRef, SegmentView, SegmentsView, SyncView, SyncsView, UsageView,
 };
+use crate::ports::profiles::Profiles as _;
 use crate::ports::projects::ProjectCache;
 use crate::stages::http::{HttpReply, storage_failure};
 use crate::stages::metrics::Metrics;
@@ -481,10 +482,7 @@ impl Ctx<'_> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let profiles = self
-            .store
-            .get_profiles(self.region, &self.project, ids)
-            .await?;
+        let profiles = self.store.profiles(self.region, &self.project, ids).await?;
         // Names and layouts only: the counters (16 shard reads a segment) are not needed here.
         let segments = self
             .store

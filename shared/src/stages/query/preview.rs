@@ -21,7 +21,8 @@ use crate::domain::resolution::{
 };
 use crate::domain::segment_state::{MemberState, Outcome, SyncAction, apply};
 use crate::domain::sync_log::ResolveOutcomes;
-use crate::store::erasure::Erasures;
+use crate::ports::erasures::Erasures;
+use crate::ports::profiles::Profiles as _;
 use crate::store::segment_item::SegmentLayout;
 use crate::store::{Store, StoreError};
 
@@ -250,7 +251,7 @@ impl Current {
             .collect();
         let cts: Vec<String> = cts.into_iter().collect();
         now.existing = store
-            .get_profiles(region, project, &cts)
+            .profiles(region, project, &cts)
             .await?
             .into_iter()
             .map(|p| p.clevertap_id)

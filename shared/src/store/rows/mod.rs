@@ -9,6 +9,7 @@ use super::Item;
 
 pub mod inbox;
 pub mod memberships;
+pub mod profiles;
 pub mod projects;
 
 /// The key attributes (`pk`, `sk`) of an item of any table.
@@ -51,6 +52,18 @@ impl UpdateSpec {
     pub fn value(mut self, placeholder: &str, value: AttributeValue) -> Self {
         self.values.insert(placeholder.to_owned(), value);
         self
+    }
+
+    /// Sets the condition and its placeholders on a DeleteItem request (a spec built for a
+    /// delete states no update, and names only what its condition uses).
+    pub fn on_delete(
+        self,
+        request: aws_sdk_dynamodb::operation::delete_item::builders::DeleteItemFluentBuilder,
+    ) -> aws_sdk_dynamodb::operation::delete_item::builders::DeleteItemFluentBuilder {
+        request
+            .set_condition_expression(self.condition)
+            .set_expression_attribute_names((!self.names.is_empty()).then_some(self.names))
+            .set_expression_attribute_values((!self.values.is_empty()).then_some(self.values))
     }
 
     /// Sets the expressions on an UpdateItem request.

@@ -1,15 +1,20 @@
-//! The `projects` table's rows: a project's output credentials (its erasure marks are written
-//! by `store::erasure` and ignored here).
+//! The `projects` table's rows: a project's output credentials, and its erasure marks (kept on
+//! the same item, ignored by [`project`]).
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::UpdateSpec;
 use crate::domain::auth::{Project, ProjectStatus, StoredPasscode};
 use crate::ports::StoreError;
+use crate::ports::erasures::ErasureMarks;
 use crate::store::keys::projects as k;
 use crate::store::{Item, s};
 
 const PASSCODES: &str = "passcodes";
+/// The salt of tombstones written before they were keyed (never written any more).
+const SALT: &str = "erasure_salt";
+/// The project has keyed tombstones (set before the first is written).
+const KEYED: &str = "erasure_keyed";
 const STATUS: &str = "status";
 
 /// A project's key.
@@ -54,6 +59,28 @@ pub fn status_set(status: ProjectStatus) -> Result<UpdateSpec, StoreError> {
         .name("#st", STATUS)
         .name("#pcs", PASSCODES)
         .value(":s", serde_dynamo::to_attribute_value(status)?))
+}
+
+/// The attributes [`marks_of`] reads (a projection: the credentials stay unread).
+pub const MARKS: [&str; 2] = [SALT, KEYED];
+
+/// What a project item says of its erasures (an absent item: none).
+pub fn marks_of(item: &Item) -> ErasureMarks {
+    let legacy_salt = crate::store::get_s(item, SALT).map(str::to_owned);
+    let keyed = matches!(item.get(KEYED), Some(AttributeValue::Bool(true)));
+    ErasureMarks {
+        had_erasure: keyed || legacy_salt.is_some(),
+        legacy_salt,
+    }
+}
+
+/// Marks a project as having keyed tombstones, if it exists.
+pub fn erasures_marked() -> UpdateSpec {
+    UpdateSpec::new("SET #keyed = :yes")
+        .condition("attribute_exists(#pid)")
+        .name("#keyed", KEYED)
+        .name("#pid", k::PROJECT_ID)
+        .value(":yes", AttributeValue::Bool(true))
 }
 
 #[cfg(test)]
