@@ -505,3 +505,284 @@ pub async fn handle_inbox_event(
     batch.store = stats::snapshot().since(started);
     (response, batch)
 }
+
+/// Resolve on the twin: the ladder and merge over real ports, replays, faults between calls,
+/// and the erasure checks before and after writing.
+#[cfg(test)]
+mod on_the_twin {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::domain::batch::build_chunks;
+    use crate::domain::changes::decode_changes;
+    use crate::domain::erasure::{TombstoneHasher, TombstoneKind};
+    use crate::domain::profile_merge::HeldValue;
+    use crate::domain::protocol::{Request, parse_request};
+    use crate::ports::inbox::{BatchMeta, ChunkKey};
+    use crate::twin::{Fault, Twin};
+
+    const P: &str = "P1";
+    const R: Region = Region::Eu1;
+    const TS: i64 = 1_700_000_000_000;
+
+    fn user(identities: &[(&str, &str)], partner: Option<&str>, audiences: Value) -> Value {
+        let ids: Vec<Value> = identities
+            .iter()
+            .map(|(t, v)| json!({"type": t, "encoding": "raw", "value": v}))
+            .collect();
+        let partners: Vec<Value> = partner
+            .map(|ct| json!({"type": "CleverTap_User_ID", "encoding": "raw", "value": ct}))
+            .into_iter()
+            .collect();
+        json!({"user_identities": ids, "partner_identities": partners, "audiences": audiences,
+               "mpid": "4242"})
+    }
+
+    fn add(audience_id: i64) -> Value {
+        json!([{"audience_id": audience_id, "audience_name": "Cart", "action": "add"}])
+    }
+
+    /// Stores a membership message in the twin's inbox as authorize would, and answers its one
+    /// chunk's row.
+    async fn stored(twin: &Twin, message_id: &str, ts: i64, users: Vec<Value>) -> InboxRow {
+        let body = json!({"type": "audience_membership_change_request", "id": message_id,
+                          "timestamp_ms": ts, "account": {"account_id": 1},
+                          "user_profiles": users})
+        .to_string();
+        let Ok(Request::AudienceMembershipChange(req)) = parse_request(body.as_bytes()) else {
+            panic!("a membership request");
+        };
+        let chunks = build_chunks(&req.user_profiles.unwrap()).unwrap();
+        let meta = BatchMeta {
+            project_id: P,
+            message_id,
+            message_ts: ts,
+            received_ms: ts,
+        };
+        twin.put_batch(R, &meta, &chunks).await.unwrap();
+        let key = ChunkKey {
+            project_id: P,
+            message_id,
+            chunk: 0,
+        };
+        twin.chunk_row(R, key).await.unwrap().unwrap()
+    }
+
+    async fn handed_on(twin: &Twin, row: &InboxRow) -> Vec<MembershipChange> {
+        let row = twin.chunk_row(R, row.key()).await.unwrap().unwrap();
+        assert_eq!(row.status, InboxStatus::Resolved);
+        decode_changes(&row.changes.unwrap()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_ladder_picks_each_users_profile_and_skips_the_anonymous() {
+        let twin = Twin::new();
+        let row = stored(
+            &twin,
+            "m1",
+            TS,
+            vec![
+                user(&[("email", "Ann@x.io")], Some("ct-ann"), add(7)),
+                user(
+                    &[("customer", "c-bob"), ("mobile_number", "+15550001")],
+                    None,
+                    add(7),
+                ),
+                user(&[], None, add(7)),
+            ],
+        )
+        .await;
+        let report = resolve_chunk(&twin, R, &row).await.unwrap();
+        let o = &report.outcomes;
+        assert_eq!((o.partner_id, o.identity, o.anonymous), (1, 1, 1));
+        assert_eq!((o.created, o.merged), (2, 0));
+        assert!(report.handed_off);
+
+        let ann = twin.profile(R, P, "ct-ann").await.unwrap().unwrap();
+        assert_eq!(
+            ann.email.as_deref(),
+            Some("ann@x.io"),
+            "emails are normalized"
+        );
+        let bob_ct = twin.claims_in(R, P)["c-bob"].clone();
+        let bob = twin.profile(R, P, &bob_ct).await.unwrap().unwrap();
+        assert_eq!(bob.identity.as_deref(), Some("c-bob"));
+        assert_eq!(bob.phone.as_deref(), Some("+15550001"));
+        assert_eq!(
+            twin.profiles_of(R, P).len(),
+            2,
+            "the anonymous user made none"
+        );
+        let holders = twin.holders_in(R, P);
+        assert_eq!(
+            holders[&(HeldValue::Phone, "+15550001".to_owned())].len(),
+            1
+        );
+
+        let changes = handed_on(&twin, &row).await;
+        let mut cts: Vec<&str> = changes.iter().map(|c| c.clevertap_id.as_str()).collect();
+        cts.sort();
+        assert_eq!(cts, [bob_ct.as_str(), "ct-ann"]);
+    }
+
+    #[tokio::test]
+    async fn a_replay_hands_nothing_on_twice_and_an_older_message_loses_each_field() {
+        let twin = Twin::new();
+        let newer = stored(
+            &twin,
+            "m2",
+            TS + 10,
+            vec![user(&[("email", "new@x.io")], Some("ct"), add(7))],
+        )
+        .await;
+        resolve_chunk(&twin, R, &newer).await.unwrap();
+        let older = stored(
+            &twin,
+            "m1",
+            TS,
+            vec![user(&[("email", "old@x.io")], Some("ct"), add(7))],
+        )
+        .await;
+        let report = resolve_chunk(&twin, R, &older).await.unwrap();
+        assert_eq!(report.outcomes.merged, 1);
+        let profile = twin.profile(R, P, "ct").await.unwrap().unwrap();
+        assert_eq!(
+            profile.email.as_deref(),
+            Some("new@x.io"),
+            "newest by message time wins"
+        );
+
+        let replay = resolve_chunk(&twin, R, &older).await.unwrap();
+        assert!(!replay.handed_off, "a resolved row is not handed on again");
+        assert_eq!(handed_on(&twin, &older).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_lost_answer_at_any_write_is_retried_into_one_profile_per_identity() {
+        for call in [
+            "profiles.claim_identity",
+            "profiles.add_holder",
+            "profiles.write_profile",
+            "inbox.mark_resolved",
+        ] {
+            let twin = Twin::new();
+            let users = vec![user(
+                &[("customer", "c-1"), ("email", "a@x.io")],
+                None,
+                add(7),
+            )];
+            let row = stored(&twin, "m1", TS, users).await;
+            twin.inject(call, Fault::TimeoutAfterCommit);
+            let failed = resolve_chunk(&twin, R, &row).await;
+            assert!(
+                matches!(failed, Err(ResolveError::Store(e)) if e.is_transient()),
+                "{call}"
+            );
+            let retried = resolve_chunk(&twin, R, &row).await.unwrap();
+            assert_eq!(twin.profiles_of(R, P).len(), 1, "{call}");
+            assert_eq!(twin.claims_in(R, P).len(), 1, "{call}");
+            let changes = handed_on(&twin, &row).await;
+            assert_eq!(changes.len(), 1, "{call}");
+            if call == "inbox.mark_resolved" {
+                assert!(!retried.handed_off, "the first attempt's hand-off stands");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_profile_too_large_to_store_is_skipped_and_the_rest_of_the_chunk_goes_on() {
+        // Each message's profile is within mParticle's bounds; together they outgrow an item.
+        let attributes = |prefix: &str| -> Value {
+            let attrs: Vec<Value> = (0..45)
+                .map(|i| {
+                    json!({"key": format!("{prefix}{i}"), "value": "x".repeat(4000),
+                                "action": "upsert"})
+                })
+                .collect();
+            json!([{"audience_id": 7, "audience_name": "Cart", "action": "add",
+                    "user_attributes": attrs}])
+        };
+        let twin = Twin::new();
+        for (i, prefix) in ["a", "b"].into_iter().enumerate() {
+            let users = vec![user(&[], Some("ct-big"), attributes(prefix))];
+            let row = stored(&twin, &format!("m{i}"), TS + i as i64, users).await;
+            resolve_chunk(&twin, R, &row).await.unwrap();
+        }
+        let row = stored(
+            &twin,
+            "m2",
+            TS + 2,
+            vec![
+                user(&[], Some("ct-big"), attributes("c")),
+                user(&[], Some("ct-ok"), add(7)),
+            ],
+        )
+        .await;
+        let report = resolve_chunk(&twin, R, &row).await.unwrap();
+        assert_eq!(report.outcomes.too_long, 1);
+        let big = twin.profile(R, P, "ct-big").await.unwrap().unwrap();
+        assert_eq!(
+            big.properties.len(),
+            90,
+            "the refused write left the profile as it was"
+        );
+        let changes = handed_on(&twin, &row).await;
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].clevertap_id, "ct-ok");
+    }
+
+    #[tokio::test]
+    async fn a_person_erased_after_the_message_was_sent_is_skipped_and_others_go_on() {
+        let twin = Twin::new();
+        crate::ports::projects::Projects::create_project(
+            &twin,
+            &crate::domain::auth::Project {
+                project_id: P.into(),
+                region: R,
+                account_token: "t".into(),
+                passcodes: vec![],
+                status: crate::domain::auth::ProjectStatus::Active,
+                created_ms: 0,
+            },
+        )
+        .await
+        .unwrap();
+        twin.mark_erasures(R, P).await.unwrap();
+        let keys = ErasureLog::tombstone_keys(&twin).await.unwrap();
+        let hasher = TombstoneHasher {
+            keys: &keys,
+            project: P,
+            legacy_salt: None,
+        };
+        let hash = hasher.written(TombstoneKind::Identity, "c-gone");
+        let _ = twin.write_tombstone(R, P, &hash, TS + 1).await.unwrap();
+
+        let row = stored(
+            &twin,
+            "m1",
+            TS,
+            vec![
+                user(&[("customer", "c-gone")], None, add(7)),
+                user(&[("customer", "c-stays")], None, add(7)),
+            ],
+        )
+        .await;
+        let report = resolve_chunk(&twin, R, &row).await.unwrap();
+        assert_eq!(report.outcomes.erased, 1);
+        let claims = twin.claims_in(R, P);
+        assert!(!claims.contains_key("c-gone") && claims.contains_key("c-stays"));
+        assert_eq!(twin.profiles_of(R, P).len(), 1);
+        assert_eq!(handed_on(&twin, &row).await.len(), 1);
+
+        // A message sent after the erasure brings the person back.
+        let later = stored(
+            &twin,
+            "m2",
+            TS + 2,
+            vec![user(&[("customer", "c-gone")], None, add(7))],
+        )
+        .await;
+        resolve_chunk(&twin, R, &later).await.unwrap();
+        assert!(twin.claims_in(R, P).contains_key("c-gone"));
+    }
+}
