@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, ReturnValue, Update, WriteRequest};
+use aws_sdk_dynamodb::types::{DeleteRequest, ReturnValue, Update, WriteRequest};
 
 use super::memberships::{members_leave, membership_key};
 use super::rows::memberships as row;
@@ -107,7 +107,7 @@ fn scrub_update(
         .expression_attribute_names("#removed", row::EVER_REMOVED)
         .set_expression_attribute_values(Some(
             [
-                (":no", AttributeValue::Bool(false)),
+                (":no", row::boolean(false)),
                 (":next", s(next)),
                 (":now", n(now_ms)),
             ]

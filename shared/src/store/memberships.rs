@@ -4,20 +4,19 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem, Update};
 
 use super::segment_item::SegmentLayout;
 use super::{CancellationReason, Item, Store, StoreError, TxOutcome, get_s, n, s};
 use crate::domain::calendar::{day_of, month_of};
 use crate::domain::changes::MembershipChange;
-use crate::domain::feed::{FeedKind, is_initial_sync};
 use crate::domain::region::Region;
 use crate::domain::segment_state::SyncAction;
 use crate::store::counters::{
     ShardTally, archiving_check, counter_shard_clear, counter_shard_update, day_tally_updates,
     pick_shard, usage_shard_update,
 };
-use crate::store::keys::{self, events as ek, memberships as mk, segments as sk};
+use crate::store::keys::{self, memberships as mk, segments as sk};
 use crate::store::tables::Table;
 
 use crate::domain::records::{ProfileEvent, Segment, SegmentCounts, SegmentKey};
@@ -27,67 +26,30 @@ pub use crate::ports::memberships::{
 };
 use crate::ports::memberships::{Memberships, OpenTx};
 
-pub const PARTNER_SYNC: &str = FeedKind::PartnerSync.detail_type();
+pub use super::rows::events::PARTNER_SYNC;
 pub use crate::domain::feed::PARTNER_NAME;
 
-pub fn membership_key(project_id: &str, layout: SegmentLayout, clevertap_id: &str) -> Item {
-    Item::from([
-        (
-            keys::PK.to_owned(),
-            s(layout.row_pk(project_id, clevertap_id)),
-        ),
-        (keys::SK.to_owned(), s(mk::sk(clevertap_id))),
-    ])
-}
+pub use super::rows::memberships::membership_key;
 
 use super::rows::memberships as row;
 
 impl PairWrite {
-    fn condition(&self) -> (String, Option<AttributeValue>) {
-        match &self.expected_version {
-            None => ("attribute_not_exists(pk)".to_owned(), None),
-            Some(v) => ("version = :expected".to_owned(), Some(s(v.clone()))),
-        }
-    }
-
-    fn membership_item(&self, project_id: &str, now_ms: i64) -> Item {
-        let mut item = membership_key(project_id, self.layout, &self.clevertap_id);
-        item.insert(row::MEMBER.into(), row::boolean(self.next.member));
-        item.insert(
-            row::VERSION.into(),
-            s(self.next.version.clone().unwrap_or_default()),
-        );
-        item.insert(row::CLEVERTAP_ID.into(), s(self.clevertap_id.clone()));
-        item.insert(row::AUDIENCE_ID.into(), n(self.layout.audience_id));
-        item.insert(row::UPDATED_MS.into(), n(now_ms));
-        if let Some(id) = &self.identity {
-            item.insert(row::IDENTITY.into(), s(id.clone()));
-        }
-        for (flag, name) in [
-            (self.history.added, row::EVER_ADDED),
-            (self.history.removed, row::EVER_REMOVED),
-        ] {
-            if flag {
-                item.insert(name.into(), row::boolean(true));
-            }
-        }
-        item
-    }
-
     pub fn membership_put(&self, project_id: &str, table: &str, now_ms: i64) -> Put {
-        let (cond, expected) = self.condition();
+        let condition = row::as_planned(self.expected_version.as_deref());
         Put::builder()
             .table_name(table)
-            .set_item(Some(self.membership_item(project_id, now_ms)))
-            .condition_expression(cond)
-            .set_expression_attribute_values(expected.map(|v| [(":expected".to_owned(), v)].into()))
+            .set_item(Some(row::membership_item(project_id, self, now_ms)))
+            .set_condition_expression(condition.condition)
+            .set_expression_attribute_values(
+                (!condition.values.is_empty()).then_some(condition.values),
+            )
             .build()
             .expect("table and item are set")
     }
 }
 
-/// The Partner Sync event row of one applied change, recorded at `now_ms`: what the product
-/// shows, and what the feed publishes (its version, recorded time and initial-sync mark).
+/// The Partner Sync event row of one applied change, recorded at `now_ms` (`rows::events`),
+/// put if new.
 pub fn event_put(
     project_id: &str,
     table: &str,
@@ -97,60 +59,7 @@ pub fn event_put(
     segment: EventSegment<'_>,
     now_ms: i64,
 ) -> Put {
-    let segment_name = change.audience_name.as_deref().unwrap_or(segment.name);
-    let change_id = change.change_id();
-    let properties = AttributeValue::M(
-        [
-            ("Partner Segment Name".to_owned(), s(segment_name)),
-            ("Action".to_owned(), s(action.as_str())),
-            ("Partner Segment ID".to_owned(), n(change.audience_id)),
-            ("CT Source".to_owned(), s(PARTNER_NAME)),
-            ("Partner Name".to_owned(), s(PARTNER_NAME)),
-        ]
-        .into(),
-    );
-    let mut item = Item::from([
-        (
-            keys::PK.to_owned(),
-            s(ek::pk(project_id, &change.clevertap_id)),
-        ),
-        (
-            keys::SK.to_owned(),
-            s(ek::sk(change.ts_ms, change.audience_id, &change_id)),
-        ),
-        (ek::ACTION.to_owned(), s(action.as_str())),
-        (ek::EVENT.to_owned(), s(PARTNER_SYNC)),
-        ("ts_ms".to_owned(), n(change.ts_ms)),
-        (ek::CLEVERTAP_ID.to_owned(), s(change.clevertap_id.clone())),
-        ("project_id".to_owned(), s(project_id)),
-        ("change_id".to_owned(), s(change_id.clone())),
-        ("properties".to_owned(), properties),
-        (ek::RECORDED_MS.to_owned(), n(now_ms)),
-        (ek::VERSION.to_owned(), s(change.version())),
-        (
-            ek::INITIAL_SYNC.to_owned(),
-            AttributeValue::Bool(is_initial_sync(action, change.ts_ms, segment.activated_ms)),
-        ),
-    ]);
-    if let Some(activated) = segment.activated_ms {
-        item.insert(ek::ACTIVATED_MS.to_owned(), n(activated));
-    }
-    // Find People of a one-bucket segment (one created before buckets) reads `by_segment`; a
-    // bucketed segment's reads its rows' history instead, so its events stay out of the index.
-    if layout.buckets <= 1 {
-        item.insert(
-            ek::SEGMENT_KEY.to_owned(),
-            s(layout.segment_key(project_id, &change.clevertap_id)),
-        );
-        item.insert(
-            ek::PROFILE_KEY.to_owned(),
-            s(ek::profile_key(
-                &change.clevertap_id,
-                change.ts_ms,
-                &change_id,
-            )),
-        );
-    }
+    let item = super::rows::events::event_item(project_id, layout, change, action, segment, now_ms);
     Put::builder()
         .table_name(table)
         .set_item(Some(item))
@@ -419,8 +328,8 @@ fn clear_membership(
         )
         .condition_expression("#member = :yes AND version = :read")
         .expression_attribute_names("#member", "member")
-        .expression_attribute_values(":no", AttributeValue::Bool(false))
-        .expression_attribute_values(":yes", AttributeValue::Bool(true))
+        .expression_attribute_values(":no", row::boolean(false))
+        .expression_attribute_values(":yes", row::boolean(true))
         .expression_attribute_values(":read", s(version))
         .expression_attribute_values(":cleared", s(cleared_version(version)))
         .expression_attribute_values(":now", n(now))
@@ -465,7 +374,7 @@ impl Store {
         filter: RowFilter,
     ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
         let (expression, attribute) = match filter {
-            RowFilter::Members => ("#a = :yes", "member"),
+            RowFilter::Members => ("#a = :yes", row::MEMBER),
             RowFilter::Raised(Some(SyncAction::Added)) => ("#a = :yes", mk::EVER_ADDED),
             RowFilter::Raised(Some(SyncAction::Removed)) => ("#a = :yes", mk::EVER_REMOVED),
             RowFilter::Raised(None) => ("#a = :yes OR #b = :yes", mk::EVER_ADDED),
@@ -478,7 +387,7 @@ impl Store {
             .filter_expression(expression)
             .expression_attribute_names("#a", attribute)
             .expression_attribute_values(":pk", s(layout.bucket_pk(project_id, bucket)))
-            .expression_attribute_values(":yes", AttributeValue::Bool(true))
+            .expression_attribute_values(":yes", row::boolean(true))
             .set_exclusive_start_key(start)
             .limit(limit);
         if filter == RowFilter::Raised(None) {

@@ -1,11 +1,8 @@
 //! The DynamoDB adapter: every read and write of the product goes through [`Store`]; table
 //! definitions, key names and the regional clients live here too.
 
-use std::collections::HashMap;
-
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::domain::region::Region;
 use crate::store::clients::RegionalClients;
@@ -29,7 +26,8 @@ pub mod snapshot;
 pub mod stats;
 pub mod tables;
 
-pub type Item = HashMap<String, AttributeValue>;
+pub use rows::Item;
+pub(in crate::store) use rows::{get_n, get_s, n, s};
 
 pub use crate::ports::StoreError;
 
@@ -134,26 +132,6 @@ impl Store {
     pub fn names(&self) -> &TableNames {
         &self.names
     }
-}
-
-pub(in crate::store) fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-pub(in crate::store) fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
-pub(in crate::store) fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
-    item.get(key)
-        .and_then(|v| v.as_s().ok())
-        .map(String::as_str)
-}
-
-pub(in crate::store) fn get_n(item: &Item, key: &str) -> Option<i64> {
-    item.get(key)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
 }
 
 /// Whether a call failed only because its condition did not hold.

@@ -3,13 +3,13 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::operation::query::QueryOutput;
-use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::memberships::{RowFilter, membership_key};
+use super::rows::events::event_of;
 use super::rows::profiles::identity_key;
 use super::segment_item::{SegmentLayout, segment_of};
 use super::{Item, Store, StoreError, get_n, get_s, s};
-use crate::domain::records::{EventValue, ProfileEvent, Segment, SyncRow};
+use crate::domain::records::{ProfileEvent, Segment, SyncRow};
 use crate::domain::region::Region;
 use crate::domain::segment_state::SyncAction;
 use crate::store::keys::{self, events as ek, inbox as ik, profiles as pk, segments as sk};
@@ -693,31 +693,6 @@ impl Store {
             .map(super::rows::inbox::sync_row)
             .collect::<Result<_, _>>()?;
         Ok((rows, more))
-    }
-}
-
-/// A stored event as a profile's activity shows it.
-pub(crate) fn event_of(item: &Item) -> ProfileEvent {
-    let properties = item
-        .get("properties")
-        .and_then(|p| p.as_m().ok())
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| {
-                    let value = match v {
-                        AttributeValue::N(n) => EventValue::Number(n.parse().ok()?),
-                        AttributeValue::S(s) => EventValue::Text(s.clone()),
-                        _ => return None,
-                    };
-                    Some((k.clone(), value))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    ProfileEvent {
-        name: get_s(item, "event").unwrap_or_default().to_owned(),
-        ts_ms: get_n(item, "ts_ms").unwrap_or(0),
-        properties,
     }
 }
 

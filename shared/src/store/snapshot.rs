@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::erasure::erasure_audits_of;
-use super::reads::event_of;
+use super::rows::events::event_of;
 use super::rows::inbox::{row as inbox_row, sync_row};
 use super::rows::profiles::profile_of;
 use super::{Item, Store, StoreError, get_n, get_s};

@@ -406,7 +406,7 @@ impl Memberships for Twin {
             .iter()
             .rev()
             .filter(|((r, p, _), _)| *r == region && *p == pk)
-            .map(|(_, item)| crate::store::reads::event_of(item))
+            .map(|(_, item)| crate::store::rows::events::event_of(item))
             .collect())
     }
 }

@@ -3,11 +3,14 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use super::UpdateSpec;
+use crate::domain::records::SegmentLayout;
 use crate::domain::segment_state::MemberState;
-use crate::ports::memberships::SyncHistory;
+use crate::ports::memberships::{PairWrite, SyncHistory};
 use crate::store::Item;
-use crate::store::get_s;
 pub use crate::store::keys::memberships::{EVER_ADDED, EVER_REMOVED};
+use crate::store::keys::{self, memberships as mk};
+use crate::store::{get_s, n, s};
 
 /// Whether the profile is a member now.
 pub const MEMBER: &str = "member";
@@ -20,6 +23,51 @@ pub const AUDIENCE_ID: &str = "audience_id";
 pub const UPDATED_MS: &str = "updated_ms";
 pub const CLEARED_MS: &str = "cleared_ms";
 pub const ERASED_MS: &str = "erased_ms";
+
+pub fn membership_key(project_id: &str, layout: SegmentLayout, clevertap_id: &str) -> Item {
+    Item::from([
+        (
+            keys::PK.to_owned(),
+            s(layout.row_pk(project_id, clevertap_id)),
+        ),
+        (keys::SK.to_owned(), s(mk::sk(clevertap_id))),
+    ])
+}
+
+/// The condition of a planned write: the row is as it was read (absent, or at that version).
+pub fn as_planned(expected_version: Option<&str>) -> UpdateSpec {
+    match expected_version {
+        None => UpdateSpec::new("").condition("attribute_not_exists(pk)"),
+        Some(v) => UpdateSpec::new("")
+            .condition(format!("{VERSION} = :expected"))
+            .value(":expected", s(v)),
+    }
+}
+
+/// A pair's row as a planned write leaves it.
+pub fn membership_item(project_id: &str, pair: &PairWrite, now_ms: i64) -> Item {
+    let mut item = membership_key(project_id, pair.layout, &pair.clevertap_id);
+    item.insert(MEMBER.into(), boolean(pair.next.member));
+    item.insert(
+        VERSION.into(),
+        s(pair.next.version.clone().unwrap_or_default()),
+    );
+    item.insert(CLEVERTAP_ID.into(), s(pair.clevertap_id.clone()));
+    item.insert(AUDIENCE_ID.into(), n(pair.layout.audience_id));
+    item.insert(UPDATED_MS.into(), n(now_ms));
+    if let Some(id) = &pair.identity {
+        item.insert(IDENTITY.into(), s(id.clone()));
+    }
+    for (flag, name) in [
+        (pair.history.added, EVER_ADDED),
+        (pair.history.removed, EVER_REMOVED),
+    ] {
+        if flag {
+            item.insert(name.into(), boolean(true));
+        }
+    }
+    item
+}
 
 fn flag(item: &Item, name: &str) -> bool {
     item.get(name)

@@ -5,12 +5,34 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use super::Item;
-
+pub mod events;
 pub mod inbox;
 pub mod memberships;
 pub mod profiles;
 pub mod projects;
+
+/// An item as DynamoDB holds it.
+pub type Item = HashMap<String, AttributeValue>;
+
+pub(in crate::store) fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub(in crate::store) fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+pub(in crate::store) fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
+    item.get(key)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+pub(in crate::store) fn get_n(item: &Item, key: &str) -> Option<i64> {
+    item.get(key)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
 
 /// The key attributes (`pk`, `sk`) of an item of any table.
 pub fn keys_of(item: &Item) -> Item {
