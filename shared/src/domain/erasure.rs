@@ -313,6 +313,54 @@ pub struct ErasureAudit {
     pub removed: ErasureCounts,
 }
 
+/// What erasing needs to know of a stored membership row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErasableRow {
+    pub member: bool,
+    pub version: Option<String>,
+    /// It still names the person or their history (identity, ever added / removed).
+    pub holds_person: bool,
+}
+
+/// What erasing one membership row comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScrubPlan {
+    /// No row: put a non-member row at the erasure's version, so a change sent before the
+    /// erasure finds it stale.
+    Block,
+    /// Erased before, and nothing of the person came back since.
+    Unchanged,
+    /// Scrub the row to `next` (its version, at least the erasure's), conditional on the
+    /// version read (`expected`); `leaving` when it was a member (the count goes down).
+    Scrub {
+        next: String,
+        expected: Option<String>,
+        leaving: bool,
+    },
+}
+
+/// Pure: the plan for one row as read (`None`: no row).
+pub fn plan_scrub(row: Option<&ErasableRow>, erased_version: &str) -> ScrubPlan {
+    let Some(row) = row else {
+        return ScrubPlan::Block;
+    };
+    let erased_before = !row.member
+        && !row.holds_person
+        && row.version.as_deref().is_some_and(|v| v >= erased_version);
+    if erased_before {
+        return ScrubPlan::Unchanged;
+    }
+    ScrubPlan::Scrub {
+        next: row
+            .version
+            .clone()
+            .unwrap_or_default()
+            .max(erased_version.to_owned()),
+        expected: row.version.clone(),
+        leaving: row.member,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,5 +540,62 @@ mod tests {
         assert!(is_before_erasure(erased - 1, erased) && !is_before_erasure(erased, erased));
         assert_eq!(submitted_ms(1_714_592_744.067_235), Some(1_714_592_744_067));
         assert_eq!(submitted_ms(f64::NAN), None);
+    }
+}
+
+#[cfg(test)]
+mod scrub_tests {
+    use super::*;
+
+    const ERASED: &str = "0001700000000000";
+
+    fn row(member: bool, version: Option<&str>, holds_person: bool) -> ErasableRow {
+        ErasableRow {
+            member,
+            version: version.map(str::to_owned),
+            holds_person,
+        }
+    }
+
+    #[test]
+    fn no_row_is_blocked_and_a_scrubbed_row_is_left_alone() {
+        assert_eq!(plan_scrub(None, ERASED), ScrubPlan::Block);
+        assert_eq!(
+            plan_scrub(Some(&row(false, Some(ERASED), false)), ERASED),
+            ScrubPlan::Unchanged
+        );
+    }
+
+    #[test]
+    fn a_member_leaves_and_the_version_never_goes_back() {
+        let older = "0001600000000000#m#000001#0000";
+        assert_eq!(
+            plan_scrub(Some(&row(true, Some(older), true)), ERASED),
+            ScrubPlan::Scrub {
+                next: ERASED.to_owned(),
+                expected: Some(older.to_owned()),
+                leaving: true,
+            }
+        );
+        // A row newer than the erasure (a batch sent after it) keeps its version, but is
+        // scrubbed of the person all the same.
+        let newer = "0001800000000000#m#000001#0000";
+        assert_eq!(
+            plan_scrub(Some(&row(false, Some(newer), true)), ERASED),
+            ScrubPlan::Scrub {
+                next: newer.to_owned(),
+                expected: Some(newer.to_owned()),
+                leaving: false,
+            }
+        );
+        // A row without a version is scrubbed on the condition that it still has none.
+        assert_eq!(
+            plan_scrub(Some(&row(false, None, false)), ERASED),
+            ScrubPlan::Scrub {
+                next: ERASED.to_owned(),
+                expected: None,
+                leaving: false,
+            }
+        );
     }
 }

@@ -7,6 +7,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::domain::erasure::{TombstoneHasher, TombstoneKeys, TombstoneKind, is_before_erasure};
+use crate::domain::feed::FeedNotice;
+use crate::domain::records::SegmentLayout;
 use crate::domain::region::Region;
 use crate::domain::resolution::Resolved;
 use crate::ports::{StoreError, Written};
@@ -59,6 +61,50 @@ pub trait ErasureLog: Send + Sync {
         hash: &str,
         erased_ms: i64,
     ) -> impl Future<Output = Result<Written, StoreError>> + Send;
+}
+
+/// What erasing one membership row did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowErased {
+    /// The person was a member: the row left the segment and its count.
+    MemberRemoved,
+    /// The row (a former member) lost its identity and was advanced past the erasure.
+    Scrubbed,
+    /// There was no row: one that is not a member, at the erasure's version, now stands there,
+    /// so a change sent before the erasure and applied after it is stale.
+    Blocked,
+    /// The row was erased already (a retry): nothing written.
+    Unchanged,
+}
+
+/// The erasure's writes to a person's membership rows and events, which materialize also makes
+/// for changes an erasure overtook. Each is several requests (a read, then conditional writes
+/// with re-reads): they are split into one-request methods when the erasure stage moves onto
+/// ports.
+pub trait ErasedRows: Send + Sync {
+    /// Takes a person out of one segment: the row stops being a member, loses its identity and
+    /// history and gets a version at least `erased_version` (a change sent before the erasure
+    /// is then stale); a member leaves its count in the same transaction; no row: a blocking
+    /// non-member row is put.
+    fn erase_membership(
+        &self,
+        region: Region,
+        project_id: &str,
+        layout: SegmentLayout,
+        clevertap_id: &str,
+        erased_version: &str,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<RowErased, StoreError>> + Send;
+
+    /// Deletes every Partner Sync event of a profile; answers how many. If it had any, `notice`
+    /// is written for the publisher first (they may have been published).
+    fn delete_profile_events(
+        &self,
+        region: Region,
+        project_id: &str,
+        clevertap_id: &str,
+        notice: &FeedNotice,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// The erasures of a project as one chunk sees them (`domain::erasure`), for resolve,

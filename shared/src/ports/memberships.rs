@@ -194,3 +194,14 @@ pub trait Memberships: Send + Sync {
         clevertap_id: &str,
     ) -> impl Future<Output = Result<Vec<ProfileEvent>, StoreError>> + Send;
 }
+
+/// Finishing a segment's archiving (a disconnect): its members cleared in the background,
+/// answering how many left.
+pub trait SegmentClearing: Send + Sync {
+    fn clear_archived_segment(
+        &self,
+        region: Region,
+        project_id: &str,
+        audience_id: i64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}

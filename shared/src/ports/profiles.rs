@@ -33,6 +33,11 @@ pub struct Claimed {
 
 /// Claims, profiles and holders.
 pub trait Profiles: Send + Sync {
+    /// A CleverTap ID for a new profile (random; the twin numbers them so a simulation replays).
+    fn new_clevertap_id(&self) -> String {
+        format!("__{}", uuid::Uuid::new_v4().simple())
+    }
+
     /// The claims of these Identities, those that exist (strongly consistent).
     fn claims_of(
         &self,

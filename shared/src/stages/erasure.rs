@@ -30,8 +30,8 @@ use crate::domain::protocol::{DsrProcessingRequest, Encoding, Regulation, now_ms
 use crate::domain::records::Profile;
 use crate::domain::region::Region;
 use crate::ports::erasures::ErasureLog;
+use crate::ports::erasures::RowErased;
 use crate::ports::profiles::{Profiles, remove_holder};
-use crate::store::erasure::RowErased;
 use crate::store::segment_item::SegmentLayout;
 use crate::store::{Store, StoreError};
 

@@ -26,9 +26,29 @@ use crate::domain::protocol::now_ms;
 use crate::domain::records::{InboxStatus, Segment, SegmentStatus};
 use crate::domain::region::Region;
 use crate::domain::segment_state::{Outcome, SyncAction, apply};
-use crate::ports::erasures::Erasures;
+use crate::ports::erasures::{ErasedRows, ErasureLog, Erasures};
 use crate::ports::inbox::{Inbox, InboxRow};
-use crate::ports::memberships::{Memberships, OpenOutcome, OpenTx};
+use crate::ports::memberships::{Memberships, OpenOutcome, OpenTx, SegmentClearing};
+
+/// What materialize writes through: memberships with their events and counters, the inbox, the
+/// erasure log it checks and the erasure's writes for changes an erasure overtook, and segment
+/// clearing.
+pub trait MaterializePorts:
+    Memberships + Inbox + ErasureLog + ErasedRows + SegmentClearing
+{
+}
+impl<T: Memberships + Inbox + ErasureLog + ErasedRows + SegmentClearing> MaterializePorts for T {}
+
+impl SegmentClearing for Store {
+    async fn clear_archived_segment(
+        &self,
+        region: Region,
+        project_id: &str,
+        audience_id: i64,
+    ) -> Result<u64, StoreError> {
+        clear_segment(self, region, project_id, audience_id).await
+    }
+}
 use crate::stages::stream::{self as records, RecordError};
 use crate::store::memberships::{
     ClearOutcome, EventSegment, MAX_CLEARED_PER_TRANSACTION, PageStart, PairWrite, PairsCancelled,
@@ -142,7 +162,7 @@ fn plan_pair(
 /// change was sent covers (counted stale), checked again after writing as resolve checks: what
 /// an erasure made meanwhile could not see is taken out here (docs/architecture.md, Erasure).
 pub async fn materialize_changes(
-    store: &Store,
+    store: &impl MaterializePorts,
     region: Region,
     project_id: &str,
     changes: &[MembershipChange],
@@ -201,7 +221,7 @@ fn without_erased<'c>(
 /// Erases what this chunk wrote for CleverTap IDs an erasure covers (it found their rows before
 /// these writes landed): each (segment, profile) row written, and their Partner Sync events.
 async fn erase_overtaken(
-    store: &Store,
+    store: &(impl Memberships + ErasedRows),
     region: Region,
     project_id: &str,
     written: &[MembershipChange],
@@ -218,9 +238,8 @@ async fn erase_overtaken(
             )
         })
         .collect();
-    let segments = store
-        .segments_by_id(region, project_id, pairs.iter().map(|p| p.0))
-        .await?;
+    let audience_ids: Vec<i64> = pairs.iter().map(|p| p.0).collect();
+    let segments = Memberships::segments_by_id(store, region, project_id, &audience_ids).await?;
     let now = now_ms();
     for (aud, ct, erased_ms) in &pairs {
         let layout = SegmentLayout::of_read(*aud, segments.get(aud), store.new_segment_buckets());
@@ -819,7 +838,7 @@ async fn clear_bucket(
 
 /// Materializes one resolved inbox chunk and marks its sync-log row.
 pub async fn materialize_row(
-    store: &Store,
+    store: &impl MaterializePorts,
     region: Region,
     row: &InboxRow,
 ) -> Result<MaterializeCounts, MaterializeError> {
@@ -851,7 +870,7 @@ enum Handled {
 }
 
 async fn handle_record(
-    store: &Store,
+    store: &impl MaterializePorts,
     names: &TableNames,
     record: &EventRecord,
 ) -> Result<Handled, MaterializeError> {
@@ -889,7 +908,7 @@ async fn handle_record(
             else {
                 return Ok(Handled::Skipped);
             };
-            let members = clear_segment(store, region, &project, aud).await?;
+            let members = store.clear_archived_segment(region, &project, aud).await?;
             Ok(Handled::Cleared { members })
         }
         _ => Ok(Handled::Skipped),
@@ -899,7 +918,7 @@ async fn handle_record(
 /// The materialize Lambda: resolved inbox rows and archiving segments in, `batchItemFailures`
 /// out, and what it did.
 pub async fn handle_event(
-    store: &Store,
+    store: &impl MaterializePorts,
     names: &TableNames,
     event: Event,
 ) -> (DynamoDbEventResponse, MaterializeBatch) {

@@ -247,7 +247,7 @@ async fn claim_identities(
     missing.sort_unstable();
     let claimed: Vec<(String, String)> = stream::iter(missing)
         .map(|id| async move {
-            let new_ct = format!("__{}", uuid::Uuid::new_v4().simple());
+            let new_ct = store.new_clevertap_id();
             let claimed = store
                 .claim_identity(region, project, id, &new_ct, &row.message_id, now)
                 .await?;

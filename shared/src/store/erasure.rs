@@ -15,67 +15,19 @@ use super::{
     CancellationReason, Item, MAX_UNPROCESSED_RETRIES, Store, StoreError, TxOutcome, backoff,
     conditional, n, s,
 };
-use crate::domain::erasure::{ErasureAudit, TombstoneKeys};
+use crate::domain::erasure::{ErasableRow, ErasureAudit, ScrubPlan, TombstoneKeys, plan_scrub};
 use crate::domain::feed::FeedNotice;
 use crate::domain::region::Region;
 use crate::ports::Written;
-use crate::ports::erasures::{ErasureLog, ErasureMarks};
+use crate::ports::erasures::{ErasedRows, ErasureLog, ErasureMarks, RowErased};
 use crate::store::keys::{self, events as ek, segments as sk};
 use crate::store::tables::Table;
-
-/// What erasing needs to know of a stored membership row.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct ErasableRow {
-    member: bool,
-    version: Option<String>,
-    /// It still names the person or their history (identity, ever added / removed).
-    holds_person: bool,
-}
 
 fn erasable_row(item: &Item) -> ErasableRow {
     ErasableRow {
         member: row::is_member(item),
         version: row::version(item).map(str::to_owned),
         holds_person: row::holds_person(item),
-    }
-}
-
-/// What erasing one membership row comes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum ScrubPlan {
-    /// No row: put a non-member row at the erasure's version, so a change sent before the
-    /// erasure finds it stale.
-    Block,
-    /// Erased before, and nothing of the person came back since.
-    Unchanged,
-    /// Scrub the row to `next` (its version, at least the erasure's), conditional on the
-    /// version read (`expected`); `leaving` when it was a member (the count goes down).
-    Scrub {
-        next: String,
-        expected: Option<String>,
-        leaving: bool,
-    },
-}
-
-/// Pure: the plan for one row as read (`None`: no row).
-fn plan_scrub(row: Option<&ErasableRow>, erased_version: &str) -> ScrubPlan {
-    let Some(row) = row else {
-        return ScrubPlan::Block;
-    };
-    let erased_before = !row.member
-        && !row.holds_person
-        && row.version.as_deref().is_some_and(|v| v >= erased_version);
-    if erased_before {
-        return ScrubPlan::Unchanged;
-    }
-    ScrubPlan::Scrub {
-        next: row
-            .version
-            .clone()
-            .unwrap_or_default()
-            .max(erased_version.to_owned()),
-        expected: row.version.clone(),
-        leaving: row.member,
     }
 }
 
@@ -122,20 +74,6 @@ fn scrub_update(
 
 /// Re-reads of one membership row whose version moved while erasing it.
 const MAX_MEMBERSHIP_REREADS: u32 = 25;
-
-/// What erasing one membership row did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RowErased {
-    /// The person was a member: the row left the segment and its count.
-    MemberRemoved,
-    /// The row (a former member) lost its identity and was advanced past the erasure.
-    Scrubbed,
-    /// There was no row: one that is not a member, at the erasure's version, now stands there,
-    /// so a change sent before the erasure and applied after it is stale.
-    Blocked,
-    /// The row was erased already (a retry): nothing written.
-    Unchanged,
-}
 
 impl Store {
     /// Takes a person out of one segment: the row stops being a member, loses its identity and
@@ -400,6 +338,39 @@ pub(super) fn erasure_audits_of(rows: Vec<Item>) -> Result<Vec<ErasureAudit>, St
     Ok(audits)
 }
 
+impl ErasedRows for Store {
+    async fn erase_membership(
+        &self,
+        region: Region,
+        project_id: &str,
+        layout: SegmentLayout,
+        clevertap_id: &str,
+        erased_version: &str,
+        now_ms: i64,
+    ) -> Result<RowErased, StoreError> {
+        Store::erase_membership(
+            self,
+            region,
+            project_id,
+            layout,
+            clevertap_id,
+            erased_version,
+            now_ms,
+        )
+        .await
+    }
+
+    async fn delete_profile_events(
+        &self,
+        region: Region,
+        project_id: &str,
+        clevertap_id: &str,
+        notice: &FeedNotice,
+    ) -> Result<u64, StoreError> {
+        Store::delete_profile_events(self, region, project_id, clevertap_id, notice).await
+    }
+}
+
 impl ErasureLog for Store {
     async fn erasure_marks(
         &self,
@@ -486,62 +457,5 @@ impl ErasureLog for Store {
             .send()
             .await;
         written(res)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const ERASED: &str = "0001700000000000";
-
-    fn row(member: bool, version: Option<&str>, holds_person: bool) -> ErasableRow {
-        ErasableRow {
-            member,
-            version: version.map(str::to_owned),
-            holds_person,
-        }
-    }
-
-    #[test]
-    fn no_row_is_blocked_and_a_scrubbed_row_is_left_alone() {
-        assert_eq!(plan_scrub(None, ERASED), ScrubPlan::Block);
-        assert_eq!(
-            plan_scrub(Some(&row(false, Some(ERASED), false)), ERASED),
-            ScrubPlan::Unchanged
-        );
-    }
-
-    #[test]
-    fn a_member_leaves_and_the_version_never_goes_back() {
-        let older = "0001600000000000#m#000001#0000";
-        assert_eq!(
-            plan_scrub(Some(&row(true, Some(older), true)), ERASED),
-            ScrubPlan::Scrub {
-                next: ERASED.to_owned(),
-                expected: Some(older.to_owned()),
-                leaving: true,
-            }
-        );
-        // A row newer than the erasure (a batch sent after it) keeps its version, but is
-        // scrubbed of the person all the same.
-        let newer = "0001800000000000#m#000001#0000";
-        assert_eq!(
-            plan_scrub(Some(&row(false, Some(newer), true)), ERASED),
-            ScrubPlan::Scrub {
-                next: newer.to_owned(),
-                expected: Some(newer.to_owned()),
-                leaving: false,
-            }
-        );
-        // A row without a version is scrubbed on the condition that it still has none.
-        assert_eq!(
-            plan_scrub(Some(&row(false, None, false)), ERASED),
-            ScrubPlan::Scrub {
-                next: ERASED.to_owned(),
-                expected: None,
-                leaving: false,
-            }
-        );
     }
 }

@@ -73,6 +73,7 @@ impl Inbox for Twin {
         chunks: &[Chunk],
     ) -> Result<PutBatchOutcome, StoreError> {
         const CALL: &str = "inbox.put_batch";
+        self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         let new_rows: Vec<InboxRow> = chunks.iter().map(|c| meta.row(c, chunks.len())).collect();
@@ -111,6 +112,7 @@ impl Inbox for Twin {
         handoff: Handoff<'_>,
     ) -> Result<Written, StoreError> {
         const CALL: &str = "inbox.mark_resolved";
+        self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         let written = state.move_inbox_row(region, key, &[InboxStatus::Received], |row| {
@@ -130,6 +132,7 @@ impl Inbox for Twin {
         applied: &MaterializeCounts,
     ) -> Result<Written, StoreError> {
         const CALL: &str = "inbox.mark_materialized";
+        self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         let written = state.move_inbox_row(region, key, &[InboxStatus::Resolved], |row| {
@@ -147,6 +150,7 @@ impl Inbox for Twin {
         reason: &str,
     ) -> Result<Written, StoreError> {
         const CALL: &str = "inbox.mark_failed";
+        self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         let allowed = [InboxStatus::Received, InboxStatus::Resolved];
@@ -162,6 +166,7 @@ impl Inbox for Twin {
         region: Region,
         key: ChunkKey<'_>,
     ) -> Result<Option<InboxRow>, StoreError> {
+        self.pause("inbox.chunk_row").await;
         let mut state = self.lock();
         Twin::enter(&mut state, "inbox.chunk_row")?;
         Ok(state.inbox.get(&(region, key_of(key))).cloned())

@@ -4,15 +4,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rand::Rng;
-
 use super::{Entry, Twin, check_transaction};
 use crate::domain::calendar::{day_of, month_of};
+use crate::domain::erasure::{ErasableRow, ScrubPlan, plan_scrub};
+use crate::domain::feed::FeedNotice;
 use crate::domain::records::{
     ProfileEvent, Segment, SegmentCounts, SegmentKey, SegmentLayout, SegmentStatus,
 };
 use crate::domain::region::Region;
 use crate::domain::segment_state::{MemberState, SyncAction};
+use crate::ports::erasures::{ErasedRows, RowErased};
 use crate::ports::memberships::{
     EventSegment, Memberships, OpenTx, PairWrite, PairsCancelled, PairsOutcome, RowState,
     SyncHistory,
@@ -44,6 +45,7 @@ struct Row {
     member: bool,
     version: String,
     history: SyncHistory,
+    identity: Option<String>,
 }
 
 type SegmentId = (Region, String, i64);
@@ -101,6 +103,7 @@ impl Tables {
                 member: pair.next.member,
                 version: pair.next.version.clone().unwrap_or_default(),
                 history: pair.history,
+                identity: pair.identity.clone(),
             },
         );
     }
@@ -130,6 +133,7 @@ impl Memberships for Twin {
         project_id: &str,
         audience_ids: &[i64],
     ) -> Result<HashMap<i64, Segment>, StoreError> {
+        self.pause("memberships.segments_by_id").await;
         let mut state = self.lock();
         Twin::enter(&mut state, "memberships.segments_by_id")?;
         Ok(audience_ids
@@ -145,6 +149,7 @@ impl Memberships for Twin {
     }
 
     async fn segment(&self, key: &SegmentKey<'_>) -> Result<Option<Segment>, StoreError> {
+        self.pause("memberships.segment").await;
         let mut state = self.lock();
         Twin::enter(&mut state, "memberships.segment")?;
         let id = segment_id(key.region, key.project_id, key.audience_id);
@@ -157,6 +162,7 @@ impl Memberships for Twin {
         project_id: &str,
         pairs: &[(SegmentLayout, &str)],
     ) -> Result<HashMap<(i64, String), RowState>, StoreError> {
+        self.pause("memberships.pair_states").await;
         let mut state = self.lock();
         Twin::enter(&mut state, "memberships.pair_states")?;
         Ok(pairs
@@ -186,6 +192,7 @@ impl Memberships for Twin {
         _now_ms: i64,
     ) -> Result<Written, StoreError> {
         const CALL: &str = "memberships.put_membership_if_unchanged";
+        self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         let key = row_key(region, project_id, pair.layout, &pair.clevertap_id);
@@ -207,6 +214,7 @@ impl Memberships for Twin {
         now_ms: i64,
     ) -> Result<PairsOutcome, StoreError> {
         const CALL: &str = "memberships.write_pairs";
+        self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         // DynamoDB refuses the request itself: over 100 actions, or one item twice.
@@ -228,7 +236,7 @@ impl Memberships for Twin {
             }));
         }
         let id = segment_id(region, project_id, layout.audience_id);
-        let shard = rand::rng().random_range(0..sk::COUNTER_SHARDS);
+        let shard = Twin::pick_shard(&state, sk::COUNTER_SHARDS);
         let tables = &mut state.memberships;
         // Every condition, before anything is applied.
         let moved: Vec<usize> = pairs
@@ -318,6 +326,7 @@ impl Memberships for Twin {
         now_ms: i64,
     ) -> Result<OpenTx, StoreError> {
         const CALL: &str = "memberships.open_counter_shards";
+        self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         if matches!(entry, Entry::Conflict) {
@@ -368,6 +377,7 @@ impl Memberships for Twin {
         project_id: &str,
         audience_ids: &[i64],
     ) -> Result<HashMap<i64, SegmentCounts>, StoreError> {
+        self.pause("memberships.segment_counts").await;
         let mut state = self.lock();
         Twin::enter(&mut state, "memberships.segment_counts")?;
         let mut out: HashMap<i64, SegmentCounts> = HashMap::new();
@@ -385,6 +395,7 @@ impl Memberships for Twin {
         project_id: &str,
         month: &str,
     ) -> Result<i64, StoreError> {
+        self.pause("memberships.usage_events").await;
         let mut state = self.lock();
         Twin::enter(&mut state, "memberships.usage_events")?;
         let key = (region, project_id.to_owned(), month.to_owned());
@@ -397,6 +408,7 @@ impl Memberships for Twin {
         project_id: &str,
         clevertap_id: &str,
     ) -> Result<Vec<ProfileEvent>, StoreError> {
+        self.pause("memberships.events_of").await;
         let mut state = self.lock();
         Twin::enter(&mut state, "memberships.events_of")?;
         let pk = ek::pk(project_id, clevertap_id);
@@ -408,6 +420,116 @@ impl Memberships for Twin {
             .filter(|((r, p, _), _)| *r == region && *p == pk)
             .map(|(_, item)| crate::store::rows::events::event_of(item))
             .collect())
+    }
+}
+
+/// Segment clearing is not in the twin yet: the simulation never disconnects an audience, and
+/// clearing stays tested on DynamoDB Local (`tests/suite/materialize.rs`).
+impl crate::ports::memberships::SegmentClearing for Twin {
+    async fn clear_archived_segment(
+        &self,
+        _region: Region,
+        _project_id: &str,
+        audience_id: i64,
+    ) -> Result<u64, StoreError> {
+        Err(StoreError::Rejected(format!(
+            "clearing segment {audience_id}: segment clearing is not modelled by the twin"
+        )))
+    }
+}
+
+impl ErasedRows for Twin {
+    async fn erase_membership(
+        &self,
+        region: Region,
+        project_id: &str,
+        layout: SegmentLayout,
+        clevertap_id: &str,
+        erased_version: &str,
+        _now_ms: i64,
+    ) -> Result<RowErased, StoreError> {
+        const CALL: &str = "erasures.erase_membership";
+        self.pause(CALL).await;
+        let mut state = self.lock();
+        let entry = Twin::enter(&mut state, CALL)?;
+        let key = row_key(region, project_id, layout, clevertap_id);
+        let read = state.memberships.rows.get(&key).map(|r| ErasableRow {
+            member: r.member,
+            version: Some(r.version.clone()),
+            holds_person: r.identity.is_some() || r.history.added || r.history.removed,
+        });
+        let scrubbed = |version: String| Row {
+            member: false,
+            version,
+            history: SyncHistory::default(),
+            identity: None,
+        };
+        let erased = match plan_scrub(read.as_ref(), erased_version) {
+            ScrubPlan::Unchanged => return Ok(RowErased::Unchanged),
+            ScrubPlan::Block => {
+                state
+                    .memberships
+                    .rows
+                    .insert(key, scrubbed(erased_version.to_owned()));
+                RowErased::Blocked
+            }
+            ScrubPlan::Scrub { next, leaving, .. } => {
+                state.memberships.rows.insert(key, scrubbed(next));
+                if leaving {
+                    let shard = Twin::pick_shard(&state, sk::COUNTER_SHARDS);
+                    let id = segment_id(region, project_id, layout.audience_id);
+                    let counts = &mut (state.memberships.shards.entry((id, shard)))
+                        .or_insert(Shard {
+                            gate: Gate::Open,
+                            buckets: Some(layout.buckets),
+                            counts: SegmentCounts::default(),
+                        })
+                        .counts;
+                    counts.member_count -= 1;
+                    RowErased::MemberRemoved
+                } else {
+                    RowErased::Scrubbed
+                }
+            }
+        };
+        Twin::after_write(&entry, CALL, erased)
+    }
+
+    async fn delete_profile_events(
+        &self,
+        region: Region,
+        project_id: &str,
+        clevertap_id: &str,
+        notice: &FeedNotice,
+    ) -> Result<u64, StoreError> {
+        const CALL: &str = "erasures.delete_profile_events";
+        self.pause(CALL).await;
+        let mut state = self.lock();
+        let entry = Twin::enter(&mut state, CALL)?;
+        let pk = ek::pk(project_id, clevertap_id);
+        let theirs: Vec<ItemKey> = (state.memberships.events.keys())
+            .filter(|(r, p, _)| *r == region && *p == pk)
+            .cloned()
+            .collect();
+        if !theirs.is_empty() {
+            let item = crate::store::feed::notice_put("", notice).item;
+            let keys = crate::store::rows::keys_of(&item);
+            let (pk, sk) = crate::store::rows::key_strings(&item);
+            let key = (region, pk, sk);
+            if !state.memberships.events.contains_key(&key) {
+                state.memberships.events.insert(key, item.clone());
+                state.record(region, Table::Events, keys, None, Some(item));
+            }
+        }
+        for key in &theirs {
+            let old = state.memberships.events.remove(key);
+            let keys = old
+                .as_ref()
+                .map(crate::store::rows::keys_of)
+                .unwrap_or_default();
+            state.record(region, Table::Events, keys, old, None);
+        }
+        Twin::after_write(&entry, CALL, theirs.len() as u64)
     }
 }
 

@@ -23,6 +23,7 @@ use crate::store::Item;
 use crate::store::tables::{Table, TableNames};
 
 pub mod bus;
+pub mod chaos;
 mod inbox;
 mod memberships;
 mod profiles;
@@ -36,7 +37,7 @@ pub const MAX_ITEM_BYTES: usize = 400 * 1024;
 pub const MAX_TRANSACTION_ACTIONS: usize = 100;
 
 /// A fault injected into one call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Fault {
     /// The request fails before anything is written (a 500 or a connection reset).
     Transient,
@@ -91,6 +92,10 @@ struct State {
     log: Vec<Change>,
     faults: VecDeque<(&'static str, Fault)>,
     calls: Vec<&'static str>,
+    /// The simulation's chaos, if it runs one.
+    chaos: Option<chaos::Chaos>,
+    /// The fault the chaos picked for the call about to enter.
+    pending_fault: Option<Fault>,
 }
 
 impl State {
@@ -137,6 +142,62 @@ enum Entry {
 impl Twin {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A twin whose calls meet chaos drawn from `seed`: interleaving yields, and a fault with
+    /// probability `fault_rate` per call.
+    pub fn chaotic(seed: u64, fault_rate: f64) -> Self {
+        let twin = Self::default();
+        twin.lock().chaos = Some(chaos::Chaos::drawn(seed, fault_rate));
+        twin
+    }
+
+    /// A twin whose calls meet the chaos of a recorded run, call by call.
+    pub fn scripted(calls: Vec<chaos::CallChaos>) -> Self {
+        let twin = Self::default();
+        twin.lock().chaos = Some(chaos::Chaos::scripted(calls));
+        twin
+    }
+
+    /// What every call met so far (empty without chaos).
+    pub fn chaos_record(&self) -> Vec<chaos::CallChaos> {
+        (self.lock().chaos.as_ref()).map_or_else(Vec::new, |c| c.record.clone())
+    }
+
+    /// Before a port call: stops for good once the invocation's call budget is spent, yields as
+    /// the chaos says (other invocations' calls run meanwhile), then picks the call's fault.
+    async fn pause(&self, call: &'static str) {
+        if !chaos::spend_call() {
+            std::future::pending::<()>().await;
+        }
+        let Some((index, yields)) = self.lock().chaos.as_mut().map(|c| c.begin()) else {
+            return;
+        };
+        for _ in 0..yields {
+            tokio::task::yield_now().await;
+        }
+        let mut state = self.lock();
+        state.pending_fault = state.chaos.as_mut().and_then(|c| c.fault_of(index, call));
+    }
+
+    /// A new CleverTap ID: numbered under chaos, so a run replays.
+    fn mint_clevertap_id(&self) -> String {
+        let mut state = self.lock();
+        match state.chaos.as_mut() {
+            Some(c) => {
+                c.minted += 1;
+                format!("__sim{:06}", c.minted)
+            }
+            None => format!("__{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    /// Which counter shard a transaction counts on: random, or by call under chaos.
+    fn pick_shard(state: &State, shards: u32) -> u32 {
+        match &state.chaos {
+            Some(c) => c.record.len() as u32 % shards,
+            None => rand::Rng::random_range(&mut rand::rng(), 0..shards),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -203,10 +264,13 @@ impl Twin {
     /// returned here.
     fn enter(state: &mut State, call: &'static str) -> Result<Entry, StoreError> {
         state.calls.push(call);
-        let Some(at) = state.faults.iter().position(|(c, _)| *c == call) else {
+        let chaos = state.pending_fault.take();
+        let queued = (state.faults.iter().position(|(c, _)| *c == call))
+            .and_then(|at| state.faults.remove(at))
+            .map(|(_, f)| f);
+        let Some(fault) = queued.or(chaos) else {
             return Ok(Entry::Proceed);
         };
-        let (_, fault) = state.faults.remove(at).expect("found above");
         match fault {
             Fault::Transient => Err(StoreError::Unavailable(format!(
                 "InternalServerError: injected before {call}"

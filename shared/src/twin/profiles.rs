@@ -145,12 +145,17 @@ impl Twin {
 }
 
 impl Profiles for Twin {
+    fn new_clevertap_id(&self) -> String {
+        self.mint_clevertap_id()
+    }
+
     async fn claims_of(
         &self,
         region: Region,
         project_id: &str,
         identities: &[String],
     ) -> Result<HashMap<String, Claim>, StoreError> {
+        self.pause("profiles.claims_of").await;
         let mut state = self.lock();
         Twin::enter(&mut state, "profiles.claims_of")?;
         Ok(identities
@@ -172,6 +177,7 @@ impl Profiles for Twin {
         _now_ms: i64,
     ) -> Result<Claimed, StoreError> {
         const CALL: &str = "profiles.claim_identity";
+        self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         let key = key2(region, project_id, identity);
@@ -201,6 +207,7 @@ impl Profiles for Twin {
         clevertap_id: &str,
     ) -> Result<Written, StoreError> {
         const CALL: &str = "profiles.delete_claim";
+        self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         let key = key2(region, project_id, identity);
@@ -219,6 +226,7 @@ impl Profiles for Twin {
         project_id: &str,
         clevertap_ids: &[String],
     ) -> Result<Vec<Profile>, StoreError> {
+        self.pause("profiles.profiles").await;
         let mut state = self.lock();
         Twin::enter(&mut state, "profiles.profiles")?;
         // One profile per distinct key, as the adapter's deduplicated BatchGetItem answers.
@@ -241,6 +249,7 @@ impl Profiles for Twin {
         project_id: &str,
         clevertap_id: &str,
     ) -> Result<Option<Profile>, StoreError> {
+        self.pause("profiles.profile").await;
         let mut state = self.lock();
         Twin::enter(&mut state, "profiles.profile")?;
         Ok(state
@@ -259,6 +268,7 @@ impl Profiles for Twin {
         now_ms: i64,
     ) -> Result<Written, StoreError> {
         const CALL: &str = "profiles.write_profile";
+        self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         let key = key2(region, project_id, clevertap_id);
@@ -280,6 +290,7 @@ impl Profiles for Twin {
         take: &TakeBack,
     ) -> Result<Written, StoreError> {
         const CALL: &str = "profiles.take_back";
+        self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         let key = key2(region, project_id, clevertap_id);
@@ -309,6 +320,7 @@ impl Profiles for Twin {
         clevertap_id: &str,
     ) -> Result<Written, StoreError> {
         const CALL: &str = "profiles.delete_profile";
+        self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         let key = key2(region, project_id, clevertap_id);
@@ -327,6 +339,7 @@ impl Profiles for Twin {
         clevertap_id: &str,
     ) -> Result<(), StoreError> {
         const CALL: &str = "profiles.add_holder";
+        self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         let key = (region, (project_id.to_owned(), kind, value.to_owned()));
@@ -351,6 +364,7 @@ impl Profiles for Twin {
         clevertap_id: &str,
     ) -> Result<(), StoreError> {
         const CALL: &str = "profiles.take_holder_off";
+        self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         let key = (region, (project_id.to_owned(), kind, value.to_owned()));
@@ -372,6 +386,7 @@ impl Profiles for Twin {
         value: &str,
     ) -> Result<Written, StoreError> {
         const CALL: &str = "profiles.drop_holders_if_empty";
+        self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         let key = (region, (project_id.to_owned(), kind, value.to_owned()));
@@ -394,6 +409,7 @@ impl Profiles for Twin {
         kind: HeldValue,
         value: &str,
     ) -> Result<Vec<String>, StoreError> {
+        self.pause("profiles.holders").await;
         let mut state = self.lock();
         Twin::enter(&mut state, "profiles.holders")?;
         let key = (region, (project_id.to_owned(), kind, value.to_owned()));
@@ -412,6 +428,7 @@ impl ErasureLog for Twin {
         region: Region,
         project_id: &str,
     ) -> Result<ErasureMarks, StoreError> {
+        self.pause("erasures.erasure_marks").await;
         let mut state = self.lock();
         Twin::enter(&mut state, "erasures.erasure_marks")?;
         Ok(state
@@ -428,6 +445,7 @@ impl ErasureLog for Twin {
         project_id: &str,
     ) -> Result<ErasureMarks, StoreError> {
         const CALL: &str = "erasures.mark_erasures";
+        self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         let key = (region, project_id.to_owned());
@@ -452,6 +470,7 @@ impl ErasureLog for Twin {
         project_id: &str,
         hashes: &[String],
     ) -> Result<HashMap<String, i64>, StoreError> {
+        self.pause("erasures.tombstones").await;
         let mut state = self.lock();
         Twin::enter(&mut state, "erasures.tombstones")?;
         Ok(hashes
@@ -474,6 +493,7 @@ impl ErasureLog for Twin {
         erased_ms: i64,
     ) -> Result<Written, StoreError> {
         const CALL: &str = "erasures.write_tombstone";
+        self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         let key = key2(region, project_id, hash);

@@ -57,6 +57,7 @@ impl Projects for Twin {
         region: Region,
         project_id: &str,
     ) -> Result<Option<Project>, StoreError> {
+        self.pause("projects.project").await;
         let mut state = self.lock();
         Twin::enter(&mut state, "projects.project")?;
         Ok(state
@@ -67,6 +68,7 @@ impl Projects for Twin {
 
     async fn create_project(&self, project: &Project) -> Result<(), ProjectWriteError> {
         const CALL: &str = "projects.create_project";
+        self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         if state
@@ -86,6 +88,7 @@ impl Projects for Twin {
         passcode: &StoredPasscode,
     ) -> Result<(), ProjectWriteError> {
         const CALL: &str = "projects.add_passcode";
+        self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         let changed =
@@ -102,6 +105,7 @@ impl Projects for Twin {
         passcode_id: &str,
     ) -> Result<Written, StoreError> {
         const CALL: &str = "projects.remove_passcode_at";
+        self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         let holds = state
@@ -125,6 +129,7 @@ impl Projects for Twin {
         status: ProjectStatus,
     ) -> Result<(), ProjectWriteError> {
         const CALL: &str = "projects.set_project_status";
+        self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         let changed = state.change_project(region, project_id, |p| p.status = status)?;

@@ -42,6 +42,12 @@ pub fn keys_of(item: &Item) -> Item {
         .collect()
 }
 
+/// The `pk` and `sk` of an item as strings (empty when absent).
+pub fn key_strings(item: &Item) -> (String, String) {
+    let text = |name: &str| get_s(item, name).unwrap_or_default().to_owned();
+    (text(super::keys::PK), text(super::keys::SK))
+}
+
 /// An UpdateItem's expressions and placeholders, as a row file states them: the adapter only
 /// sends them.
 #[derive(Debug, Clone, Default)]
