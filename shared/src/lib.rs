@@ -21,6 +21,8 @@ pub mod domain;
 pub mod ports;
 #[cfg(feature = "aws")]
 pub mod sdk;
+#[cfg(test)]
+mod sim;
 #[cfg(feature = "aws")]
 pub mod stages;
 #[cfg(feature = "aws")]

@@ -318,7 +318,7 @@ impl Endpoint {
 
 /// Stores a batch's chunks; `true` if the message was stored before. Concurrent deliveries of
 /// the same message contend for its keys: one wins, the others try again and see a duplicate.
-async fn store_batch(
+pub(crate) async fn store_batch(
     inbox: &impl Inbox,
     region: Region,
     meta: &BatchMeta<'_>,

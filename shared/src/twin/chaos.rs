@@ -22,7 +22,7 @@ pub struct CallChaos {
 
 /// Where the decisions come from.
 enum Source {
-    Drawn { rng: StdRng, fault_rate: f64 },
+    Drawn { rng: Box<StdRng>, fault_rate: f64 },
     Script { calls: Vec<CallChaos> },
 }
 
@@ -40,7 +40,7 @@ const MAX_YIELDS: u8 = 3;
 impl Chaos {
     pub(super) fn drawn(seed: u64, fault_rate: f64) -> Self {
         Self::new(Source::Drawn {
-            rng: StdRng::seed_from_u64(seed),
+            rng: Box::new(StdRng::seed_from_u64(seed)),
             fault_rate,
         })
     }

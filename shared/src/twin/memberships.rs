@@ -46,6 +46,8 @@ struct Row {
     version: String,
     history: SyncHistory,
     identity: Option<String>,
+    audience_id: i64,
+    clevertap_id: String,
 }
 
 type SegmentId = (Region, String, i64);
@@ -104,6 +106,8 @@ impl Tables {
                 version: pair.next.version.clone().unwrap_or_default(),
                 history: pair.history,
                 identity: pair.identity.clone(),
+                audience_id: pair.layout.audience_id,
+                clevertap_id: pair.clevertap_id.clone(),
             },
         );
     }
@@ -463,6 +467,8 @@ impl ErasedRows for Twin {
             version,
             history: SyncHistory::default(),
             identity: None,
+            audience_id: layout.audience_id,
+            clevertap_id: clevertap_id.to_owned(),
         };
         let erased = match plan_scrub(read.as_ref(), erased_version) {
             ScrubPlan::Unchanged => return Ok(RowErased::Unchanged),
@@ -516,8 +522,10 @@ impl ErasedRows for Twin {
             let keys = crate::store::rows::keys_of(&item);
             let (pk, sk) = crate::store::rows::key_strings(&item);
             let key = (region, pk, sk);
-            if !state.memberships.events.contains_key(&key) {
-                state.memberships.events.insert(key, item.clone());
+            if let std::collections::btree_map::Entry::Vacant(slot) =
+                state.memberships.events.entry(key)
+            {
+                slot.insert(item.clone());
                 state.record(region, Table::Events, keys, None, Some(item));
             }
         }
@@ -533,7 +541,49 @@ impl ErasedRows for Twin {
     }
 }
 
+/// A membership row as the simulation checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowView {
+    pub audience_id: i64,
+    pub clevertap_id: String,
+    pub member: bool,
+    pub version: String,
+    pub identity: Option<String>,
+}
+
 impl Twin {
+    /// Every membership row of a project (whichever bucket holds it).
+    pub fn membership_rows(&self, region: Region, project_id: &str) -> Vec<RowView> {
+        let state = self.lock();
+        let prefix = format!("{project_id}#");
+        let mut rows: Vec<RowView> = (state.memberships.rows.iter())
+            .filter(|((r, pk, _), _)| *r == region && pk.starts_with(&prefix))
+            .map(|(_, row)| RowView {
+                audience_id: row.audience_id,
+                clevertap_id: row.clevertap_id.clone(),
+                member: row.member,
+                version: row.version.clone(),
+                identity: row.identity.clone(),
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            (a.audience_id, &a.clevertap_id).cmp(&(b.audience_id, &b.clevertap_id))
+        });
+        rows
+    }
+
+    /// What the publisher reads from every item of the events table of a region.
+    pub fn feed_records(&self, region: Region) -> Vec<crate::store::feed::FeedRecord> {
+        let state = self.lock();
+        (state.memberships.events.iter())
+            .filter(|((r, _, _), _)| *r == region)
+            .filter_map(|(_, item)| {
+                let image: serde_dynamo::Item = item.clone().into();
+                crate::store::feed::feed_record_of_image(&image).ok()
+            })
+            .collect()
+    }
+
     /// Archives a segment as a disconnect does: archiving, with its shards sealed, so no
     /// membership transaction counts on it any more (what `Store::archive_segment` does in one
     /// transaction; the subscriptions port is not in the twin yet).

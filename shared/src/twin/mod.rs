@@ -159,6 +159,13 @@ impl Twin {
         twin
     }
 
+    /// Ends the chaos (the calls after it meet none) and answers what every call met.
+    pub fn end_chaos(&self) -> Vec<chaos::CallChaos> {
+        let mut state = self.lock();
+        state.pending_fault = None;
+        state.chaos.take().map_or_else(Vec::new, |c| c.record)
+    }
+
     /// What every call met so far (empty without chaos).
     pub fn chaos_record(&self) -> Vec<chaos::CallChaos> {
         (self.lock().chaos.as_ref()).map_or_else(Vec::new, |c| c.record.clone())
@@ -235,24 +242,30 @@ impl Twin {
         table: Table,
         after: u64,
     ) -> Event {
-        let arn = format!(
-            "arn:aws:dynamodb:twin:000000000000:table/{}/stream/twin",
-            names.name(region, table)
-        );
-        let mut event = Event::default();
-        event.records = self
-            .changes(region, table)
-            .into_iter()
+        let changes: Vec<Change> = (self.changes(region, table).into_iter())
             .filter(|c| c.sequence > after)
+            .collect();
+        Self::event_of(names, &changes)
+    }
+
+    /// Some changes (of one table and region) as the Lambda event that delivers them.
+    pub fn event_of(names: &TableNames, changes: &[Change]) -> Event {
+        let mut event = Event::default();
+        event.records = changes
+            .iter()
             .map(|c| {
+                let arn = format!(
+                    "arn:aws:dynamodb:twin:000000000000:table/{}/stream/twin",
+                    names.name(c.region, c.table)
+                );
                 let mut r = EventRecord::default();
                 r.event_id = format!("twin-{}", c.sequence);
                 r.event_name = c.kind.as_str().to_owned();
                 r.event_source = Some("aws:dynamodb".to_owned());
-                r.event_source_arn = Some(arn.clone());
-                r.change.keys = c.keys.into();
-                r.change.new_image = c.new_image.unwrap_or_default().into();
-                r.change.old_image = c.old_image.unwrap_or_default().into();
+                r.event_source_arn = Some(arn);
+                r.change.keys = c.keys.clone().into();
+                r.change.new_image = c.new_image.clone().unwrap_or_default().into();
+                r.change.old_image = c.old_image.clone().unwrap_or_default().into();
                 r.change.sequence_number = Some(format!("{:021}", c.sequence));
                 r
             })
