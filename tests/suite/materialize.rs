@@ -354,7 +354,7 @@ async fn batches_flow_through_resolve_and_materialize_to_the_sync_log() {
             &stack.project,
             "flow-1",
             1_000,
-            700,
+            520,
             31,
             "add",
         ))
@@ -364,7 +364,7 @@ async fn batches_flow_through_resolve_and_materialize_to_the_sync_log() {
             &stack.project,
             "flow-1",
             1_000,
-            700,
+            520,
             31,
             "add",
         ))
@@ -392,6 +392,7 @@ async fn batches_flow_through_resolve_and_materialize_to_the_sync_log() {
     pipeline.run_until_idle(30).await.unwrap();
 
     let rows = stack.held().await.inbox;
+    // 520 profiles: two chunks of at most 500 (the fewest that still cross a chunk boundary).
     assert_eq!(rows.len(), 4, "flow-1 is two chunks, stored once");
     for r in &rows {
         assert_eq!(r.status, InboxStatus::Materialized, "{r:?}");
@@ -404,14 +405,14 @@ async fn batches_flow_through_resolve_and_materialize_to_the_sync_log() {
     };
     // Chunks materialize concurrently, so flow-2's deletes may land before flow-1's adds of the
     // same users; then those adds are stale. Either way the end state is the newest.
-    assert_eq!(applied("flow-1", "added") + applied("flow-1", "stale"), 700);
+    assert_eq!(applied("flow-1", "added") + applied("flow-1", "stale"), 520);
     assert_eq!(applied("flow-2", "removed") + applied("flow-2", "noop"), 50);
     // flow-0 is older than everything, but may arrive before flow-1 reaches its users.
     assert_eq!(applied("flow-0", "stale") + applied("flow-0", "noop"), 50);
     assert_eq!(applied("flow-0", "removed"), 0);
     let v = view(&stack, 31).await;
-    assert_eq!(seg_count(&v, "member_count"), 650);
-    assert_eq!(v.members.len(), 700);
+    assert_eq!(seg_count(&v, "member_count"), 470);
+    assert_eq!(v.members.len(), 520);
     assert_eq!(v.members.values().filter(|m| !**m).count(), 50);
     assert_eq!(
         v.events.len() as u64,
