@@ -336,8 +336,9 @@ async fn other_requests_are_refused_clearly_and_registration_declares_erasure() 
         answer["error"].as_str().unwrap().contains("not supported"),
         "{answer}"
     );
+    // The Account Token names the project: without it, nothing is erased.
     let mut wrong = stack.project.clone();
-    wrong.passcode = "wrong".into();
+    wrong.token = "wrong".into();
     let (status, _) = stack
         .post(&dsr(&wrong, "req-w", "erasure", subject_email(ANN_EMAIL)))
         .await;
@@ -1243,4 +1244,35 @@ async fn the_tombstone_keys_are_read_from_the_secret_once_when_first_needed() {
     let keyring = shared::store::keyring::Keyring::secret(client, "ctmp-eu1-tombstone-keys");
     let err = keyring.keys().await.unwrap_err();
     assert!(err.is_transient(), "{err}");
+}
+
+/// #34 defect 10: a DSR whose passcode was revoked (or expired) is carried out, not refused with
+/// a 403 that mParticle would never retry; the audit row records it.
+#[tokio::test]
+async fn an_erasure_on_a_revoked_passcode_is_carried_out() {
+    let stack = Stack::new("erasure-lapsed", Region::Eu1).await;
+    let mut lapsed = stack.project.clone();
+    lapsed.passcode = "revoked-long-ago".into();
+    let (status, answer) = stack
+        .post(&dsr(
+            &lapsed,
+            "req-lapsed",
+            "erasure",
+            subject_email(ANN_EMAIL),
+        ))
+        .await;
+    assert_eq!(
+        (status, answer["type"].as_str()),
+        (200, Some("dsr_processing_response")),
+        "{answer}"
+    );
+    let audits = stack
+        .store
+        .erasure_audits(Region::Eu1, &stack.project.id)
+        .await
+        .unwrap();
+    assert!(
+        audits.iter().any(|a| a.request_id == "req-lapsed"),
+        "the erasure was carried out: {audits:?}"
+    );
 }

@@ -827,11 +827,7 @@ fn only_the_erase_function_may_delete_a_persons_data_and_only_in_its_region() {
         ),
         (
             arn(Table::Events),
-            &[
-                "dynamodb:Query",
-                "dynamodb:BatchWriteItem",
-                "dynamodb:PutItem",
-            ],
+            &["dynamodb:Query", "dynamodb:DeleteItem", "dynamodb:PutItem"],
         ),
         (
             arn(Table::Segments),
@@ -872,6 +868,44 @@ fn only_the_erase_function_may_delete_a_persons_data_and_only_in_its_region() {
         ]}}),
         "erase puts only feed notices (~N#…), never a Partner Sync event"
     );
+    // #34 defect 7: every write that could create an item is held to the key prefixes of
+    // what an erasure writes (IAM cannot require a condition expression, only leading keys):
+    // tombstones and holders, never a profile or a claim; counter shards, never a segment;
+    // the audit row; feed notices. No BatchWriteItem anywhere (its puts are not told apart).
+    let leading = |table: Table, action: &str| -> Vec<Value> {
+        statements
+            .iter()
+            .filter(|s| {
+                one_or_many(&s["Action"]).contains(&json!(action))
+                    && one_or_many(&s["Resource"])
+                        .contains(&json!({"Fn::GetAtt": [table_id(&t, table), "Arn"]}))
+            })
+            .map(|s| s["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"].clone())
+            .collect()
+    };
+    assert_eq!(
+        leading(Table::Profiles, "dynamodb:UpdateItem"),
+        [json!(["T#*", "H#*"])]
+    );
+    assert_eq!(
+        leading(Table::Segments, "dynamodb:UpdateItem"),
+        [json!(["C#*"])]
+    );
+    assert_eq!(
+        leading(Table::Segments, "dynamodb:PutItem"),
+        [json!(["E#*"])]
+    );
+    assert_eq!(
+        leading(Table::Events, "dynamodb:PutItem"),
+        [json!(["~N#*"])]
+    );
+    let prefix = |pk: String| pk[..2].to_owned() + "*";
+    use shared::store::keys::{profiles as pk, segments as sk};
+    assert_eq!(prefix(pk::tombstone_pk("p", "h")), "T#*");
+    assert_eq!(prefix(pk::holders_pk("p", "email", "v")), "H#*");
+    assert_eq!(prefix(sk::counter_shard_pk("p", 1, 0)), "C#*");
+    assert_eq!(prefix(sk::erasure_pk("p")), "E#*");
+    assert!(!granted.iter().any(|(a, _)| a == "dynamodb:BatchWriteItem"));
     // Nothing but the pipeline's own take-backs and the erase function delete.
     for binary in BINARIES {
         if ["erase", "resolve", "materialize"].contains(&binary) {
@@ -1739,4 +1773,33 @@ fn the_publisher_reads_only_its_stream_and_puts_only_on_its_bus() {
         outputs["EngageEventBusArn"]["Value"],
         json!({"Fn::GetAtt": [bus, "Arn"]})
     );
+}
+
+/// #34 defect 10: an erasure carried out on a lapsed passcode is answered 200 (mParticle never
+/// retries a 403) and alarmed on the metric authorize emits for it.
+#[test]
+fn an_erasure_on_a_lapsed_passcode_is_alarmed() {
+    let t = template();
+    let outcome = shared::stages::http::Outcome::ErasureWithoutPasscode.as_str();
+    let alarmed = resources(&t, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .any(|(_, a)| {
+            let p = &a["Properties"];
+            let dims = p["Dimensions"].as_array().cloned().unwrap_or_default();
+            let dim = |name: &str| {
+                dims.iter()
+                    .find(|d| d["Name"] == name)
+                    .map(|d| d["Value"].clone())
+            };
+            p["Namespace"] == json!({"Ref": "AWS::StackName"})
+                && p["MetricName"] == "Requests"
+                && dims.len() == 4
+                && dim("function") == Some(json!("authorize"))
+                && dim("region") == Some(json!({"Ref": "CtRegion"}))
+                && dim("status") == Some(json!("200"))
+                && dim("outcome") == Some(json!(outcome))
+                && p["Threshold"] == 0
+                && p["AlarmActions"].as_array().is_some_and(|v| !v.is_empty())
+        });
+    assert!(alarmed, "an alarm on Requests with outcome={outcome}");
 }

@@ -272,6 +272,48 @@ pub fn check_credentials(
     Ok(())
 }
 
+/// What a data subject request's output credentials allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErasureAuthority {
+    /// Every setting checks out.
+    Full,
+    /// The project exists in the region and the account token matches, but the passcode is wrong
+    /// (revoked), expired, or the project is disabled: the erasure is carried out all the same,
+    /// and alarmed. mParticle never retries a 403, so refusing would lose the person's request
+    /// for good (docs/contract.md §2.6).
+    Lapsed(CredentialError),
+}
+
+/// Checks a data subject request's credentials: as [`check_credentials`], except that a lapsed
+/// passcode or a disabled project does not stop an erasure once the project and its account
+/// token match.
+pub fn check_erasure_credentials(
+    creds: &OutputCredentials<'_>,
+    project: Option<&Project>,
+    now_ms: i64,
+) -> Result<ErasureAuthority, CredentialError> {
+    let lapsed = match check_credentials(creds, project, now_ms) {
+        Ok(()) => return Ok(ErasureAuthority::Full),
+        Err(
+            e @ (CredentialError::WrongPasscode
+            | CredentialError::ExpiredPasscode
+            | CredentialError::ProjectDisabled),
+        ) => e,
+        Err(e) => return Err(e),
+    };
+    let project = project.ok_or(CredentialError::UnknownProject)?;
+    let token_ok = bool::from(
+        creds
+            .account_token
+            .as_bytes()
+            .ct_eq(project.account_token.as_bytes()),
+    );
+    if !token_ok {
+        return Err(CredentialError::WrongToken);
+    }
+    Ok(ErasureAuthority::Lapsed(lapsed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,5 +441,51 @@ mod tests {
         assert!(valid_project_id("TEST-123_x"));
         assert!(!valid_project_id("a#b"));
         assert!(!valid_project_id(""));
+    }
+
+    #[test]
+    fn an_erasure_goes_ahead_on_a_lapsed_passcode_but_never_without_the_account_token() {
+        let p = project();
+        let creds = |passcode: &'static str, token: &'static str| OutputCredentials {
+            account_id: "p1",
+            passcode,
+            account_token: token,
+            region: Region::Eu1,
+        };
+        assert_eq!(
+            check_erasure_credentials(&creds("live", "tok"), Some(&p), 5_000),
+            Ok(ErasureAuthority::Full)
+        );
+        for (passcode, why) in [
+            ("old", CredentialError::ExpiredPasscode),
+            ("revoked", CredentialError::WrongPasscode),
+        ] {
+            assert_eq!(
+                check_erasure_credentials(&creds(passcode, "tok"), Some(&p), 5_000),
+                Ok(ErasureAuthority::Lapsed(why))
+            );
+        }
+        let mut disabled = p.clone();
+        disabled.status = ProjectStatus::Disabled;
+        assert_eq!(
+            check_erasure_credentials(&creds("live", "tok"), Some(&disabled), 5_000),
+            Ok(ErasureAuthority::Lapsed(CredentialError::ProjectDisabled))
+        );
+        assert_eq!(
+            check_erasure_credentials(&creds("revoked", "nope"), Some(&p), 5_000),
+            Err(CredentialError::WrongToken)
+        );
+        assert_eq!(
+            check_erasure_credentials(&creds("live", "tok"), None, 5_000),
+            Err(CredentialError::UnknownProject)
+        );
+        let elsewhere = OutputCredentials {
+            region: Region::Us1,
+            ..creds("live", "tok")
+        };
+        assert_eq!(
+            check_erasure_credentials(&elsewhere, Some(&p), 5_000),
+            Err(CredentialError::UnknownProject)
+        );
     }
 }

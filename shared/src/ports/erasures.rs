@@ -6,7 +6,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::domain::erasure::{TombstoneHasher, TombstoneKeys, TombstoneKind, is_before_erasure};
+use crate::domain::erasure::{
+    ErasureAudit, TombstoneHasher, TombstoneKeys, TombstoneKind, is_before_erasure,
+};
 use crate::domain::feed::FeedNotice;
 use crate::domain::records::SegmentLayout;
 use crate::domain::region::Region;
@@ -105,6 +107,26 @@ pub trait ErasedRows: Send + Sync {
         clevertap_id: &str,
         notice: &FeedNotice,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// The audit rows of carried-out erasures (ids, times and counts, never an identity): written
+/// last, so one marks a finished erasure.
+pub trait ErasureAudits: Send + Sync {
+    /// The audit row of one erasure request, if it was carried out.
+    fn erasure_audit(
+        &self,
+        region: Region,
+        project_id: &str,
+        request_id: &str,
+    ) -> impl Future<Output = Result<Option<ErasureAudit>, StoreError>> + Send;
+
+    /// Records an audit row unless one exists for its request: one conditional put.
+    fn put_erasure_audit(
+        &self,
+        region: Region,
+        project_id: &str,
+        audit: &ErasureAudit,
+    ) -> impl Future<Output = Result<Written, StoreError>> + Send;
 }
 
 /// The erasures of a project as one chunk sees them (`domain::erasure`), for resolve,

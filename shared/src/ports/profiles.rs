@@ -153,6 +153,17 @@ pub trait Profiles: Send + Sync {
         value: &str,
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
+    /// The profiles holding `value` now, by the `by_email` / `by_phone` index: eventually
+    /// consistent (a profile written a moment ago may be missing; [`Profiles::holders`] is the
+    /// strongly consistent record).
+    fn indexed_holders(
+        &self,
+        region: Region,
+        project_id: &str,
+        kind: HeldValue,
+        value: &str,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
     /// The CleverTap IDs of those Identities that are claimed already.
     fn claimed_identities(
         &self,

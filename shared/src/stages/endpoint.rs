@@ -6,7 +6,9 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::domain::auth::{self, CredentialError, OutputCredentials, Project, setting_ids};
+use crate::domain::auth::{
+    self, CredentialError, ErasureAuthority, OutputCredentials, Project, setting_ids,
+};
 use crate::domain::batch::{ChunkBuilder, ChunkError};
 use crate::domain::protocol::{
     self, AudienceMembershipChangeRequest, AudienceMembershipChangeResponse,
@@ -36,6 +38,8 @@ pub const MAX_UNAUTHENTICATED_BODY_BYTES: usize = 64 * 1024;
 struct Authenticated {
     project_id: String,
     region: Region,
+    /// An erasure authorized despite a lapsed passcode or a disabled project (why).
+    lapsed: Option<CredentialError>,
 }
 
 /// Why a request with otherwise valid syntax could not be served.
@@ -130,7 +134,16 @@ impl Endpoint {
     /// A data subject request: an erasure is carried out before the answer (a failure is a 503,
     /// and mParticle sends the request again); access and portability are not supported.
     async fn dsr(&self, r: DsrProcessingRequest) -> HttpReply {
-        let out = match self.check_output(&r.account.account_settings).await {
+        let check = |creds: &OutputCredentials<'_>, project: Option<&Project>, now| {
+            match auth::check_erasure_credentials(creds, project, now)? {
+                ErasureAuthority::Full => Ok(None),
+                ErasureAuthority::Lapsed(why) => Ok(Some(why)),
+            }
+        };
+        let out = match self
+            .check_output_with(&r.account.account_settings, check)
+            .await
+        {
             OutputCheck::Ok(a) => a,
             OutputCheck::Invalid(e) => {
                 info!(request_id = %r.subject_request_id, reason = e.code(), "erasure refused: output credentials");
@@ -165,17 +178,42 @@ impl Endpoint {
                         "erasure redelivered: carried out before"
                     ),
                 }
-                HttpReply::json(
+                let reply = HttpReply::json(
                     200,
                     &ResponseEnvelope::reply("dsr_processing_response", &r.envelope.id),
-                )
-                .with(Outcome::Erasure)
+                );
+                match &out.lapsed {
+                    None => reply.with(Outcome::Erasure),
+                    // Carried out, and alarmed: the customer's output credentials need fixing.
+                    Some(why) => {
+                        warn!(project_id = %out.project_id, request_id = %r.subject_request_id,
+                              reason = why.code(), "erasure carried out on lapsed output credentials");
+                        reply.with(Outcome::ErasureWithoutPasscode)
+                    }
+                }
             }
             Err(e) => unavailable(&e),
         }
     }
 
     async fn check_output(&self, settings: &Settings) -> OutputCheck {
+        let check = |creds: &OutputCredentials<'_>, project: Option<&Project>, now| {
+            auth::check_credentials(creds, project, now).map(|()| None)
+        };
+        self.check_output_with(settings, check).await
+    }
+
+    /// Reads the output's credentials and checks them with `check` against the project they
+    /// name (`Ok(Some(why))`: accepted although `why` failed).
+    async fn check_output_with(
+        &self,
+        settings: &Settings,
+        check: impl Fn(
+            &OutputCredentials<'_>,
+            Option<&Project>,
+            i64,
+        ) -> Result<Option<CredentialError>, CredentialError>,
+    ) -> OutputCheck {
         let creds = match auth::read_credentials(settings) {
             Ok(c) => c,
             Err(e) => return OutputCheck::Invalid(e),
@@ -187,10 +225,11 @@ impl Endpoint {
             Ok(p) => p,
             Err(e) => return OutputCheck::Unavailable(e),
         };
-        match auth::check_credentials(&creds, project.as_deref(), protocol::now_ms()) {
-            Ok(()) => OutputCheck::Ok(Authenticated {
+        match check(&creds, project.as_deref(), protocol::now_ms()) {
+            Ok(lapsed) => OutputCheck::Ok(Authenticated {
                 project_id: creds.account_id.to_owned(),
                 region: creds.region,
+                lapsed,
             }),
             Err(e) => OutputCheck::Invalid(e),
         }

@@ -29,8 +29,9 @@ use crate::domain::profile_merge::HeldValue;
 use crate::domain::protocol::{DsrProcessingRequest, Encoding, Regulation, now_ms};
 use crate::domain::records::Profile;
 use crate::domain::region::Region;
-use crate::ports::erasures::ErasureLog;
 use crate::ports::erasures::RowErased;
+use crate::ports::erasures::{ErasedRows, ErasureAudits, ErasureLog};
+use crate::ports::memberships::Memberships;
 use crate::ports::profiles::{Profiles, remove_holder};
 use crate::store::segment_item::SegmentLayout;
 use crate::store::{Store, StoreError};
@@ -247,13 +248,19 @@ impl Eraser {
     }
 }
 
+/// What the erasure writes through: profiles with claims and holders, the erasure log, the
+/// erased rows and events, memberships (the project's segments and a person's rows in them) and
+/// the audit rows.
+pub trait ErasurePorts: Profiles + ErasureLog + ErasedRows + Memberships + ErasureAudits {}
+impl<T: Profiles + ErasureLog + ErasedRows + Memberships + ErasureAudits> ErasurePorts for T {}
+
 /// How many profiles, memberships or tombstones are worked on at once.
 const CONCURRENCY: usize = 8;
 
 /// Carries out one erasure (see the module docs for the steps; each is idempotent, and the ones
 /// that make a profile unfindable come last, so a retry after a failure finds what is left).
 pub async fn erase(
-    store: &Store,
+    store: &impl ErasurePorts,
     region: Region,
     project_id: &str,
     req: &ErasureRequest,
@@ -278,15 +285,17 @@ pub async fn erase(
     // 2. Whom, and what they hold; the values found on their profiles lead further (a second
     //    profile holding only the person's phone), each tombstoned before it is searched.
     let (held, holders) = find_everyone(store, region, project_id, req, &mut removed).await?;
-    // 3. Their data: memberships, events, claims, profiles, then the holders of their values.
+    // 3. Their data: the holders of their values first (only the profiles know those values, so
+    //    a retry after a failure must still find the profiles), then memberships, events,
+    //    claims and the profiles themselves.
+    for (kind, value, ct) in &holders {
+        remove_holder(store, region, project_id, *kind, value, ct).await?;
+    }
     let erasure = ErasureAt {
         erased_ms: req.erased_ms,
         version: &version,
     };
     removed.add(&erase_profiles(store, region, project_id, &held.claims, erasure).await?);
-    for (kind, value, ct) in &holders {
-        remove_holder(store, region, project_id, *kind, value, ct).await?;
-    }
     // 4. The audit row.
     let audit = ErasureAudit {
         request_id: req.request_id.clone(),
@@ -297,7 +306,8 @@ pub async fn erase(
         completed_ms: now_ms(),
         removed,
     };
-    store.put_erasure_audit(region, project_id, &audit).await?;
+    // Written by an earlier attempt that lost its answer: the erasure stands all the same.
+    let _written_before = store.put_erasure_audit(region, project_id, &audit).await?;
     Ok(ErasureOutcome::Erased(audit))
 }
 
@@ -361,7 +371,7 @@ struct ErasureAt<'a> {
 /// learned from the profile, the profile and the claims the subject's values found, in that
 /// order (a retry finds the events still there until the notice is written).
 async fn erase_profiles(
-    store: &Store,
+    store: &impl ErasurePorts,
     region: Region,
     project_id: &str,
     claims: &BTreeMap<String, ProfileClaims>,
@@ -408,7 +418,7 @@ async fn erase_profiles(
 /// grow with what the person holds and a retry rewrites nothing already erased. A change still in
 /// flight meets the CleverTap ID's tombstone in materialize, before or after it writes.
 async fn leave_every_segment(
-    store: &Store,
+    store: &impl ErasurePorts,
     region: Region,
     project_id: &str,
     cts: &[String],
@@ -419,9 +429,10 @@ async fn leave_every_segment(
     }
     let now = now_ms();
     let layouts = store.segment_layouts(region, project_id).await?;
-    let held = store
-        .memberships_of(region, project_id, &layouts, cts)
-        .await?;
+    let every: Vec<(SegmentLayout, &str)> = (layouts.iter())
+        .flat_map(|l| cts.iter().map(move |ct| (*l, ct.as_str())))
+        .collect();
+    let held = store.pair_states(region, project_id, &every).await?;
     let by_id: BTreeMap<i64, SegmentLayout> = layouts.iter().map(|l| (l.audience_id, *l)).collect();
     let pairs: Vec<(SegmentLayout, String)> = held
         .into_keys()
@@ -455,7 +466,7 @@ const MAX_SEARCH_ROUNDS: usize = 4;
 /// by round (tombstones first, then the search); answers what they hold and which holders
 /// records name them.
 async fn find_everyone(
-    store: &Store,
+    store: &impl ErasurePorts,
     region: Region,
     project_id: &str,
     req: &ErasureRequest,
@@ -525,7 +536,7 @@ type HolderOf = (HeldValue, String, String);
 /// there, and the holders records that led there. Emails and phones are read from their holders
 /// (strongly consistent) and from the indexes (profiles written before holders were recorded).
 async fn find_people(
-    store: &Store,
+    store: &impl ErasurePorts,
     region: Region,
     project_id: &str,
     keys: &BTreeSet<SubjectKey>,
@@ -551,14 +562,14 @@ async fn find_people(
                 HeldValue::Email,
                 e,
                 store
-                    .clevertap_ids_by(region, project_id, Some(e), None)
+                    .indexed_holders(region, project_id, HeldValue::Email, e)
                     .await?,
             ),
             SubjectKey::Phone(p) => (
                 HeldValue::Phone,
                 p,
                 store
-                    .clevertap_ids_by(region, project_id, None, Some(p))
+                    .indexed_holders(region, project_id, HeldValue::Phone, p)
                     .await?,
             ),
             SubjectKey::CleverTapId(ct) => {
@@ -579,7 +590,7 @@ async fn find_people(
 }
 
 async fn write_tombstones(
-    store: &Store,
+    store: &impl ErasurePorts,
     region: Region,
     project_id: &str,
     erased_ms: i64,
@@ -663,5 +674,160 @@ mod tests {
                 .contains(&SubjectKey::Email("ann@example.com".into()))
         );
         assert!(ErasureRequest::by_operator("mpid", "1", None, Regulation::Gdpr).is_none());
+    }
+}
+
+/// The erasure on the twin: what goes, a retry after a failure part-way, a lost answer.
+#[cfg(test)]
+mod on_the_twin {
+    use super::*;
+    use crate::domain::changes::{ChangeAction, MembershipChange};
+    use crate::domain::profile_merge::{ProfileMerge, Versioned, data_version};
+    use crate::ports::projects::Projects;
+    use crate::store::feed::FeedRecord;
+    use crate::twin::{Fault, Twin};
+
+    const P: &str = "P1";
+    const R: Region = Region::Eu1;
+    const TS: i64 = 1_700_000_000_000;
+
+    /// Ann: Identity c-1, CleverTap ID ct-ann, an email, and a member of audience 7.
+    async fn ann(twin: &Twin) {
+        twin.create_project(&crate::domain::auth::Project {
+            project_id: P.into(),
+            region: R,
+            account_token: "t".into(),
+            passcodes: vec![],
+            status: crate::domain::auth::ProjectStatus::Active,
+            created_ms: 0,
+        })
+        .await
+        .unwrap();
+        let claimed = twin
+            .claim_identity(R, P, "c-1", "ct-ann", "m1", TS)
+            .await
+            .unwrap();
+        assert!(claimed.won);
+        let version = data_version(TS, "m1", 0);
+        let merge = ProfileMerge {
+            identity: Some(Versioned {
+                value: "c-1".into(),
+                version: version.clone(),
+            }),
+            email: Some(Versioned {
+                value: "ann@x.io".into(),
+                version,
+            }),
+            ..ProfileMerge::default()
+        };
+        twin.add_holder(R, P, HeldValue::Email, "ann@x.io", "ct-ann")
+            .await
+            .unwrap();
+        let write = merge.plan(None).unwrap();
+        assert!(
+            twin.write_profile(R, P, "ct-ann", &write, TS)
+                .await
+                .unwrap()
+                .applied()
+        );
+        let change = MembershipChange {
+            clevertap_id: "ct-ann".into(),
+            identity: Some("c-1".into()),
+            audience_id: 7,
+            audience_name: Some("Cart".into()),
+            action: ChangeAction::Add,
+            ts_ms: TS,
+            message_id: "m1".into(),
+            profile_index: 0,
+            entry_index: 0,
+        };
+        crate::stages::materialize::materialize_changes(twin, R, P, &[change])
+            .await
+            .unwrap();
+    }
+
+    fn request(id: &str) -> ErasureRequest {
+        ErasureRequest {
+            request_id: id.into(),
+            regulation: Regulation::Gdpr,
+            source: crate::domain::erasure::ErasureSource::Mparticle,
+            erased_ms: TS + 1_000,
+            submitted_ms: None,
+            keys: [SubjectKey::Identity("c-1".into())].into(),
+            ignored_identities: 0,
+        }
+    }
+
+    async fn assert_ann_is_gone(twin: &Twin) {
+        assert!(twin.profiles_of(R, P).is_empty(), "her profile");
+        assert!(twin.claims_in(R, P).is_empty(), "her claim");
+        assert!(twin.holders_in(R, P).is_empty(), "her email's holders item");
+        let rows = twin.membership_rows(R, P);
+        assert!(
+            rows.iter().all(|r| !r.member && r.identity.is_none()),
+            "{rows:?}"
+        );
+        let counts = twin.segment_counts(R, P, &[7]).await.unwrap();
+        assert_eq!(counts[&7].member_count, 0);
+        let records = twin.feed_records(R);
+        assert!(
+            !records.iter().any(|r| matches!(r, FeedRecord::Sync(_))),
+            "her Partner Sync events"
+        );
+        assert!(
+            records.iter().any(|r| matches!(r, FeedRecord::Notice(_))),
+            "subscribers are told"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_erasure_takes_everything_of_the_person_and_a_redelivery_does_nothing_again() {
+        let twin = Twin::new();
+        ann(&twin).await;
+        let ErasureOutcome::Erased(audit) = erase(&twin, R, P, &request("r1")).await.unwrap()
+        else {
+            panic!("carried out");
+        };
+        assert_eq!(
+            (
+                audit.removed.profiles,
+                audit.removed.claims,
+                audit.removed.members_removed
+            ),
+            (1, 1, 1)
+        );
+        assert_ann_is_gone(&twin).await;
+        assert!(twin.erasure_marks(R, P).await.unwrap().had_erasure);
+        let again = erase(&twin, R, P, &request("r1")).await.unwrap();
+        assert_eq!(again, ErasureOutcome::AlreadyErased);
+    }
+
+    #[tokio::test]
+    async fn an_erasure_failing_part_way_or_losing_its_answer_completes_on_the_retry() {
+        for (call, fault) in [
+            ("erasures.erase_membership", Fault::Transient),
+            ("erasures.delete_profile_events", Fault::TimeoutAfterCommit),
+            ("profiles.delete_profile", Fault::Throttle),
+            ("profiles.drop_holders_if_empty", Fault::Transient),
+            ("erasures.put_erasure_audit", Fault::TimeoutAfterCommit),
+        ] {
+            let twin = Twin::new();
+            ann(&twin).await;
+            twin.inject(call, fault);
+            let failed = erase(&twin, R, P, &request("r1")).await;
+            assert!(
+                matches!(&failed, Err(e) if e.is_transient()),
+                "{call}: {failed:?}"
+            );
+            let retried = erase(&twin, R, P, &request("r1")).await.unwrap();
+            if call == "erasures.put_erasure_audit" {
+                assert_eq!(
+                    retried,
+                    ErasureOutcome::AlreadyErased,
+                    "the audit row stands"
+                );
+            }
+            assert_ann_is_gone(&twin).await;
+        }
     }
 }

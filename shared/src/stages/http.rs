@@ -77,6 +77,9 @@ pub enum Outcome {
     Subscription,
     /// A data subject's erasure carried out (or found done before).
     Erasure,
+    /// An erasure carried out although the output's passcode is wrong, expired or revoked, or
+    /// the project disabled (alarmed: the customer's credentials need fixing).
+    ErasureWithoutPasscode,
     /// The output's credentials were refused: a membership answered with suspend, a subscription 403.
     CredentialsRejected,
     Unauthorized,
@@ -100,6 +103,7 @@ impl Outcome {
             Outcome::Heartbeat => "heartbeat",
             Outcome::Registration => "registration",
             Outcome::Erasure => "erasure",
+            Outcome::ErasureWithoutPasscode => "erasure_without_passcode",
             Outcome::Subscription => "subscription",
             Outcome::CredentialsRejected => "credentials_rejected",
             Outcome::Unauthorized => "unauthorized",

@@ -177,13 +177,15 @@ pub async fn materialize_changes(
     let mut counts = apply_changes(store, region, project_id, &kept).await?;
     counts.stale += dropped;
     // 3. Checked again after writing: an erasure that read these rows before they landed
-    //    tombstoned the CleverTap ID first, so it is seen here and its rows are erased.
+    //    tombstoned the CleverTap ID first, so it is seen here and its rows are erased. Every
+    //    change of the chunk is checked, those dropped in step 1 too: an earlier attempt may have
+    //    written them before failing short of this check (#34, defect 2).
     let erasures = erasures.again(store, region, project_id).await?;
     let erased = erasures
-        .of_clevertap_ids(store, region, project_id, &clevertap_ids(&kept))
+        .of_clevertap_ids(store, region, project_id, &clevertap_ids(changes))
         .await?;
-    if kept.iter().any(|c| is_covered(c, &erased)) {
-        erase_overtaken(store, region, project_id, &kept, &erased).await?;
+    if changes.iter().any(|c| is_covered(c, &erased)) {
+        erase_overtaken(store, region, project_id, changes, &erased).await?;
     }
     Ok(counts)
 }
@@ -1374,6 +1376,68 @@ mod on_the_twin {
         assert_eq!(
             events(&twin, &refs).await as u64,
             applied.added + applied.removed
+        );
+    }
+
+    /// #34 defect 2: an attempt commits one segment, fails on another and returns before its
+    /// check after writing; an erasure of the CleverTap ID lands meanwhile (it found no row yet).
+    /// The retry drops the now-covered changes, and must still erase what the first attempt
+    /// wrote.
+    #[tokio::test]
+    async fn a_retry_erases_what_an_earlier_attempt_wrote_for_a_person_erased_meanwhile() {
+        use crate::domain::erasure::{TombstoneHasher, TombstoneKind};
+        use crate::ports::projects::Projects;
+
+        let twin = Twin::new();
+        twin.create_project(&crate::domain::auth::Project {
+            project_id: P.into(),
+            region: R,
+            account_token: "t".into(),
+            passcodes: vec![],
+            status: crate::domain::auth::ProjectStatus::Active,
+            created_ms: 0,
+        })
+        .await
+        .unwrap();
+        let chunk = vec![
+            change("x", ChangeAction::Add, TS, 7),
+            change("x", ChangeAction::Add, TS, 8),
+        ];
+        // Segment 7's pairs commit (its shards open on the way); segment 8's write fails.
+        twin.inject_after(WRITE, 3, Fault::Transient);
+        let first = materialize_changes(&twin, R, P, &chunk).await;
+        assert!(first.is_err(), "the chunk is retried");
+        assert_eq!(counts(&twin).await, (1, 1, 0), "segment 7 committed");
+
+        // The erasure: its tombstone of the CleverTap ID, as of after the change was sent.
+        twin.mark_erasures(R, P).await.unwrap();
+        let keys = ErasureLog::tombstone_keys(&twin).await.unwrap();
+        let hasher = TombstoneHasher {
+            keys: &keys,
+            project: P,
+            legacy_salt: None,
+        };
+        let hash = hasher.written(TombstoneKind::CleverTapId, "x");
+        assert!(
+            twin.write_tombstone(R, P, &hash, TS + 1)
+                .await
+                .unwrap()
+                .applied()
+        );
+
+        let retried = materialize_changes(&twin, R, P, &chunk).await.unwrap();
+        assert_eq!(retried.stale, 2, "the covered changes are dropped");
+        assert_eq!(counts(&twin).await.0, 0, "x left segment 7's count");
+        assert_eq!(
+            events(&twin, &["x"]).await,
+            0,
+            "x's Partner Sync event is gone"
+        );
+        let layout = SegmentLayout::of_read(7, None, twin.new_segment_buckets());
+        let rows = twin.pair_states(R, P, &[(layout, "x")]).await.unwrap();
+        assert!(
+            rows.values().all(|r| !r.state.member),
+            "x's row is no member"
         );
     }
 }

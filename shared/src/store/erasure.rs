@@ -4,22 +4,19 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aws_sdk_dynamodb::types::{DeleteRequest, ReturnValue, Update, WriteRequest};
+use aws_sdk_dynamodb::types::{ReturnValue, Update};
 
 use super::memberships::{members_leave, membership_key};
 use super::rows::memberships as row;
 use super::rows::{profiles as profile_rows, projects as project_rows};
 use super::segment_item::SegmentLayout;
 use super::written;
-use super::{
-    CancellationReason, Item, MAX_UNPROCESSED_RETRIES, Store, StoreError, TxOutcome, backoff,
-    conditional, n, s,
-};
+use super::{CancellationReason, Item, Store, StoreError, TxOutcome, backoff, conditional, n, s};
 use crate::domain::erasure::{ErasableRow, ErasureAudit, ScrubPlan, TombstoneKeys, plan_scrub};
 use crate::domain::feed::FeedNotice;
 use crate::domain::region::Region;
 use crate::ports::Written;
-use crate::ports::erasures::{ErasedRows, ErasureLog, ErasureMarks, RowErased};
+use crate::ports::erasures::{ErasedRows, ErasureAudits, ErasureLog, ErasureMarks, RowErased};
 use crate::store::keys::{self, events as ek, segments as sk};
 use crate::store::tables::Table;
 
@@ -226,7 +223,7 @@ impl Store {
                 self.put_feed_notice(region, notice).await?;
             }
             deleted += keys.len() as u64;
-            self.batch_delete(region, Table::Events, keys).await?;
+            self.delete_each(region, Table::Events, keys).await?;
             start = page.last_evaluated_key;
             if start.is_none() {
                 return Ok(deleted);
@@ -234,52 +231,29 @@ impl Store {
         }
     }
 
-    /// Deletes items by key, 25 a request, retrying unprocessed ones.
-    async fn batch_delete(
+    /// Deletes items by key, one DeleteItem each (a few at once). Not BatchWriteItem: IAM
+    /// cannot tell a batch's deletes from its puts, so a role granted it could write any item of
+    /// the table (#34, defect 7); DeleteItem can only delete.
+    async fn delete_each(
         &self,
         region: Region,
         table: Table,
         keys: Vec<Item>,
     ) -> Result<(), StoreError> {
+        use futures::stream::{self, StreamExt, TryStreamExt};
         let table_name = self.table(region, table);
-        for chunk in keys.chunks(25) {
-            let mut pending: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|k| {
-                    WriteRequest::builder()
-                        .delete_request(
-                            DeleteRequest::builder()
-                                .set_key(Some(k.clone()))
-                                .build()
-                                .expect("key is set"),
-                        )
-                        .build()
-                })
-                .collect();
-            let mut attempt = 0;
-            while !pending.is_empty() {
-                let out = self
+        stream::iter(keys)
+            .map(|key| {
+                let request = self
                     .client(region)
-                    .batch_write_item()
-                    .request_items(&table_name, pending)
-                    .send()
-                    .await?;
-                pending = out
-                    .unprocessed_items
-                    .and_then(|mut u| u.remove(&table_name))
-                    .unwrap_or_default();
-                if !pending.is_empty() {
-                    attempt += 1;
-                    if attempt > MAX_UNPROCESSED_RETRIES {
-                        return Err(StoreError::Unavailable(format!(
-                            "{} deletes still unprocessed",
-                            pending.len()
-                        )));
-                    }
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-            }
-        }
+                    .delete_item()
+                    .table_name(&table_name)
+                    .set_key(Some(key));
+                async move { request.send().await.map(|_| ()) }
+            })
+            .buffer_unordered(8)
+            .try_collect::<Vec<()>>()
+            .await?;
         Ok(())
     }
 
@@ -336,6 +310,31 @@ pub(super) fn erasure_audits_of(rows: Vec<Item>) -> Result<Vec<ErasureAudit>, St
         .collect::<Result<_, _>>()?;
     audits.sort_by_key(|a| std::cmp::Reverse(a.completed_ms));
     Ok(audits)
+}
+
+impl ErasureAudits for Store {
+    async fn erasure_audit(
+        &self,
+        region: Region,
+        project_id: &str,
+        request_id: &str,
+    ) -> Result<Option<ErasureAudit>, StoreError> {
+        Store::erasure_audit(self, region, project_id, request_id).await
+    }
+
+    async fn put_erasure_audit(
+        &self,
+        region: Region,
+        project_id: &str,
+        audit: &ErasureAudit,
+    ) -> Result<Written, StoreError> {
+        Ok(
+            match Store::put_erasure_audit(self, region, project_id, audit).await? {
+                true => Written::Applied,
+                false => Written::ConditionFailed,
+            },
+        )
+    }
 }
 
 impl ErasedRows for Store {

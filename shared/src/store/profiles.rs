@@ -267,6 +267,21 @@ impl Profiles for Store {
             .await
     }
 
+    async fn indexed_holders(
+        &self,
+        region: Region,
+        project_id: &str,
+        kind: HeldValue,
+        value: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let (email, phone) = match kind {
+            HeldValue::Email => (Some(value), None),
+            HeldValue::Phone => (None, Some(value)),
+        };
+        self.clevertap_ids_by(region, project_id, email, phone)
+            .await
+    }
+
     /// BatchGetItem: the erase function's role reads profiles no other way.
     async fn holders(
         &self,

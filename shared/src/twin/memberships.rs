@@ -152,6 +152,22 @@ impl Memberships for Twin {
             .collect())
     }
 
+    async fn segment_layouts(
+        &self,
+        region: Region,
+        project_id: &str,
+    ) -> Result<Vec<SegmentLayout>, StoreError> {
+        self.pause("memberships.segment_layouts").await;
+        let mut state = self.lock();
+        Twin::enter(&mut state, "memberships.segment_layouts")?;
+        let mut layouts: Vec<SegmentLayout> = (state.memberships.segments.iter())
+            .filter(|((r, p, _), _)| *r == region && p == project_id)
+            .map(|(_, s)| SegmentLayout::of_segment(s))
+            .collect();
+        layouts.sort_by_key(|l| l.audience_id);
+        Ok(layouts)
+    }
+
     async fn segment(&self, key: &SegmentKey<'_>) -> Result<Option<Segment>, StoreError> {
         self.pause("memberships.segment").await;
         let mut state = self.lock();

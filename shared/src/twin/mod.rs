@@ -91,6 +91,8 @@ struct State {
     profiles: profiles::Tables,
     log: Vec<Change>,
     faults: VecDeque<(&'static str, Fault)>,
+    /// Faults for a later call of a method: (method, calls of it to let through first, fault).
+    later_faults: Vec<(&'static str, usize, Fault)>,
     calls: Vec<&'static str>,
     /// The simulation's chaos, if it runs one.
     chaos: Option<chaos::Chaos>,
@@ -217,6 +219,11 @@ impl Twin {
         self.lock().faults.push_back((call, fault));
     }
 
+    /// Makes the call of `call` after the next `skip` ones meet `fault`.
+    pub fn inject_after(&self, call: &'static str, skip: usize, fault: Fault) {
+        self.lock().later_faults.push((call, skip, fault));
+    }
+
     /// The port methods called so far, in order.
     pub fn calls(&self) -> Vec<&'static str> {
         self.lock().calls.clone()
@@ -281,7 +288,19 @@ impl Twin {
         let queued = (state.faults.iter().position(|(c, _)| *c == call))
             .and_then(|at| state.faults.remove(at))
             .map(|(_, f)| f);
-        let Some(fault) = queued.or(chaos) else {
+        let mut later = None;
+        for (c, skip, fault) in state.later_faults.iter_mut() {
+            if *c == call && later.is_none() {
+                match skip {
+                    0 => later = Some(*fault),
+                    n => *n -= 1,
+                }
+            }
+        }
+        state
+            .later_faults
+            .retain(|(c, skip, f)| !(*c == call && *skip == 0 && Some(*f) == later));
+        let Some(fault) = queued.or(later).or(chaos) else {
             return Ok(Entry::Proceed);
         };
         match fault {

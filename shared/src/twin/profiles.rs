@@ -6,11 +6,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::{Keyed, Twin, check_item_size};
-use crate::domain::erasure::TombstoneKeys;
+use crate::domain::erasure::{ErasureAudit, TombstoneKeys};
 use crate::domain::profile_merge::{HeldValue, ProfileField, ProfileWrite, TakeBack};
 use crate::domain::records::Profile;
 use crate::domain::region::Region;
-use crate::ports::erasures::{ErasureLog, ErasureMarks};
+use crate::ports::erasures::{ErasureAudits, ErasureLog, ErasureMarks};
 use crate::ports::profiles::{Claim, Claimed, Profiles};
 use crate::ports::{StoreError, Written};
 use crate::store::rows::profiles as rows;
@@ -28,6 +28,8 @@ pub(super) struct Tables {
     tombstones: Keyed<(String, String), i64>,
     /// By project.
     marks: Keyed<String, ErasureMarks>,
+    /// By (project, request id).
+    audits: Keyed<(String, String), ErasureAudit>,
 }
 
 fn key2(region: Region, a: &str, b: &str) -> (Region, (String, String)) {
@@ -402,6 +404,25 @@ impl Profiles for Twin {
         Twin::after_write(&entry, CALL, Written::Applied)
     }
 
+    /// No index lag is modelled: the index answers what the table holds.
+    async fn indexed_holders(
+        &self,
+        region: Region,
+        project_id: &str,
+        kind: HeldValue,
+        value: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        self.pause("profiles.indexed_holders").await;
+        let mut state = self.lock();
+        Twin::enter(&mut state, "profiles.indexed_holders")?;
+        Ok((state.profiles.profiles.iter())
+            .filter(|((r, (p, _)), profile)| {
+                *r == region && p == project_id && kind.of(profile) == Some(value)
+            })
+            .map(|(_, profile)| profile.clevertap_id.clone())
+            .collect())
+    }
+
     async fn holders(
         &self,
         region: Region,
@@ -506,6 +527,42 @@ impl ErasureLog for Twin {
             return Ok(Written::ConditionFailed);
         }
         state.profiles.tombstones.insert(key, erased_ms);
+        Twin::after_write(&entry, CALL, Written::Applied)
+    }
+}
+
+impl ErasureAudits for Twin {
+    async fn erasure_audit(
+        &self,
+        region: Region,
+        project_id: &str,
+        request_id: &str,
+    ) -> Result<Option<ErasureAudit>, StoreError> {
+        self.pause("erasures.erasure_audit").await;
+        let mut state = self.lock();
+        Twin::enter(&mut state, "erasures.erasure_audit")?;
+        Ok(state
+            .profiles
+            .audits
+            .get(&key2(region, project_id, request_id))
+            .cloned())
+    }
+
+    async fn put_erasure_audit(
+        &self,
+        region: Region,
+        project_id: &str,
+        audit: &ErasureAudit,
+    ) -> Result<Written, StoreError> {
+        const CALL: &str = "erasures.put_erasure_audit";
+        self.pause(CALL).await;
+        let mut state = self.lock();
+        let entry = Twin::enter(&mut state, CALL)?;
+        let key = key2(region, project_id, &audit.request_id);
+        if state.profiles.audits.contains_key(&key) {
+            return Ok(Written::ConditionFailed);
+        }
+        state.profiles.audits.insert(key, audit.clone());
         Twin::after_write(&entry, CALL, Written::Applied)
     }
 }
