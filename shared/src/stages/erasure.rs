@@ -5,9 +5,12 @@
 //! 1. Tombstones of the subject's own values, first (keyed by salted hashes): resolve skips the
 //!    person in any batch sent before the erasure that arrives from now on, and a chunk being
 //!    resolved meanwhile finds them when it checks again after writing.
-//! 2. Whom: the profiles the subject's values lead to (claims, the email and phone indexes, a
-//!    CleverTap ID itself); their CleverTap IDs and profile values get tombstones too.
-//! 3. Their data: memberships (members leave their segments with exact counts and no Partner
+//! 2. Whom: the profiles the subject's values lead to (claims, the holders and indexes of an email
+//!    or phone, a CleverTap ID itself); their CleverTap IDs and Identities get tombstones too. The
+//!    email and phone found on them are not followed further: sharing one with the subject does
+//!    not make someone the subject.
+//! 3. Their data: the holders of their values (they are taken off; the item goes with its last
+//!    holder), memberships (members leave their segments with exact counts and no Partner
 //!    Sync event; every segment gets a row at the erasure's version, so a change sent before the
 //!    erasure and still in flight is stale when it arrives), Partner Sync events, the claims
 //!    learned from the profile, the profile item, the claims the subject's values found — what
@@ -18,7 +21,6 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use tracing::warn;
 
 use crate::domain::erasure::{
     ErasureAudit, ErasureCounts, ErasureSource, SubjectKey, TombstoneHasher, erasure_version,
@@ -321,7 +323,8 @@ struct ProfileClaims {
 }
 
 /// What the erased people hold: the values tombstones remember (their CleverTap IDs and their
-/// profiles' Identity, email and phone), and the claims per profile.
+/// profiles' Identities: an email or phone on their profile may be someone else's too, so only
+/// the request's own are remembered), and the claims per profile.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Held {
     remembered: BTreeSet<SubjectKey>,
@@ -351,10 +354,6 @@ fn what_they_hold(people: BTreeMap<String, BTreeSet<String>>, profiles: &[Profil
                 claims.own.insert(identity.clone());
             }
         }
-        held.remembered
-            .extend(p.email.clone().map(SubjectKey::Email));
-        held.remembered
-            .extend(p.phone.clone().map(SubjectKey::Phone));
     }
     held
 }
@@ -458,13 +457,11 @@ async fn leave_every_segment(
     Ok((cleared as u64, removed as u64))
 }
 
-/// Rounds of following the values found on erased profiles to more profiles: each round
-/// searches only values not searched before, so a person's values are exhausted in a few.
-const MAX_SEARCH_ROUNDS: usize = 4;
-
-/// Every profile the request's values lead to, and the values found on those profiles, round
-/// by round (tombstones first, then the search); answers what they hold and which holders
-/// records name them.
+/// Every profile the request's values lead to (its Identities' claims, the holders and indexes
+/// of its emails and phones, a CleverTap ID itself) and what they hold; their CleverTap IDs and
+/// Identities are tombstoned too. The email and phone found on those profiles are not followed to
+/// other profiles: someone who only shares an email or phone with the subject is not the subject
+/// (docs/contract.md §2.8). Answers the holders records to take them off.
 async fn find_everyone(
     store: &impl ErasurePorts,
     region: Region,
@@ -472,61 +469,20 @@ async fn find_everyone(
     req: &ErasureRequest,
     removed: &mut ErasureCounts,
 ) -> Result<(Held, BTreeSet<HolderOf>), StoreError> {
-    let mut people: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut profiles: Vec<Profile> = Vec::new();
-    let mut holders: BTreeSet<HolderOf> = BTreeSet::new();
-    let mut searched: BTreeSet<SubjectKey> = BTreeSet::new();
-    let mut next: BTreeSet<SubjectKey> = req.keys.clone();
-    for round in 0..MAX_SEARCH_ROUNDS {
-        if round > 0 {
-            removed.tombstones +=
-                write_tombstones(store, region, project_id, req.erased_ms, &next).await?;
-        }
-        let (found, found_holders) = find_people(store, region, project_id, &next).await?;
-        holders.extend(found_holders);
-        searched.extend(std::mem::take(&mut next));
-        let new: Vec<String> = found
-            .keys()
-            .filter(|ct| !people.contains_key(*ct))
-            .cloned()
-            .collect();
-        for (ct, ids) in found {
-            people.entry(ct).or_default().extend(ids);
-        }
-        profiles.extend(store.profiles(region, project_id, &new).await?);
-        let held = what_they_hold(people.clone(), &profiles);
-        next = held
-            .remembered
-            .iter()
-            .filter(|k| !searched.contains(*k))
-            .cloned()
-            .collect();
-        if next.is_empty() {
-            break;
-        }
-    }
-    // Values still unsearched after the last round are remembered all the same.
-    removed.tombstones += write_tombstones(store, region, project_id, req.erased_ms, &next).await?;
-    if !next.is_empty() {
-        warn!(
-            project_id,
-            values = next.len(),
-            "erasure: values left unsearched after {MAX_SEARCH_ROUNDS} rounds"
-        );
-    }
+    let (people, mut holders) = find_people(store, region, project_id, &req.keys).await?;
+    let cts: Vec<String> = people.keys().cloned().collect();
+    let profiles = store.profiles(region, project_id, &cts).await?;
+    let held = what_they_hold(people, &profiles);
+    let more: BTreeSet<SubjectKey> = held.remembered.difference(&req.keys).cloned().collect();
+    removed.tombstones += write_tombstones(store, region, project_id, req.erased_ms, &more).await?;
     for p in &profiles {
-        holders.extend(
-            p.email
-                .clone()
-                .map(|e| (HeldValue::Email, e, p.clevertap_id.clone())),
-        );
-        holders.extend(
-            p.phone
-                .clone()
-                .map(|v| (HeldValue::Phone, v, p.clevertap_id.clone())),
-        );
+        for kind in [HeldValue::Email, HeldValue::Phone] {
+            if let Some(value) = kind.of(p) {
+                holders.insert((kind, value.to_owned(), p.clevertap_id.clone()));
+            }
+        }
     }
-    Ok((what_they_hold(people, &profiles), holders))
+    Ok((held, holders))
 }
 
 /// A holders record: this value (email or phone) leads to this CleverTap ID.
@@ -653,7 +609,6 @@ mod tests {
                 SubjectKey::CleverTapId("__b".into()),
                 SubjectKey::Identity("c-1".into()),
                 SubjectKey::Identity("c-2".into()),
-                SubjectKey::Phone("+14155550100".into()),
             ])
         );
         // c-1 is findable only through __a's profile: it goes before the profile.
@@ -829,5 +784,67 @@ mod on_the_twin {
             }
             assert_ann_is_gone(&twin).await;
         }
+    }
+
+    /// #34 defect 4: Bob shares Ann's phone and nothing else; erasing Ann leaves Bob whole, and
+    /// blocks none of his batches.
+    #[tokio::test]
+    async fn someone_who_only_shares_a_phone_with_the_subject_is_left_alone() {
+        let twin = Twin::new();
+        ann(&twin).await;
+        let phone = "+14155550100";
+        for (ct, identity) in [("ct-ann", "c-1"), ("ct-bob", "c-2")] {
+            let _ = twin
+                .claim_identity(R, P, identity, ct, "m2", TS)
+                .await
+                .unwrap();
+            let current = twin.profile(R, P, ct).await.unwrap();
+            let merge = ProfileMerge {
+                phone: Some(Versioned {
+                    value: phone.into(),
+                    version: data_version(TS, "m2", 1),
+                }),
+                ..ProfileMerge::default()
+            };
+            twin.add_holder(R, P, HeldValue::Phone, phone, ct)
+                .await
+                .unwrap();
+            let write = merge.plan(current.as_ref()).unwrap();
+            assert!(
+                twin.write_profile(R, P, ct, &write, TS)
+                    .await
+                    .unwrap()
+                    .applied()
+            );
+        }
+
+        erase(&twin, R, P, &request("r1")).await.unwrap();
+
+        let left: Vec<String> = twin
+            .profiles_of(R, P)
+            .into_iter()
+            .map(|p| p.clevertap_id)
+            .collect();
+        assert_eq!(left, ["ct-bob"], "Bob's profile stays");
+        assert_eq!(
+            twin.claims_in(R, P).get("c-2").map(String::as_str),
+            Some("ct-bob")
+        );
+        let holders = twin.holders_in(R, P);
+        assert_eq!(
+            holders.get(&(HeldValue::Phone, phone.to_owned())),
+            Some(&["ct-bob".to_owned()].into()),
+            "Ann is taken off the phone's holders, Bob stays on them"
+        );
+        // A batch of Bob's sent before the erasure is not covered by it.
+        let keys = ErasureLog::tombstone_keys(&twin).await.unwrap();
+        let hasher = crate::domain::erasure::TombstoneHasher {
+            keys: &keys,
+            project: P,
+            legacy_salt: None,
+        };
+        let phone_hashes = hasher.checked(crate::domain::erasure::TombstoneKind::Phone, phone);
+        let found = twin.tombstones(R, P, &phone_hashes).await.unwrap();
+        assert!(found.is_empty(), "the shared phone is not tombstoned");
     }
 }
