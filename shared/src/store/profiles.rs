@@ -47,6 +47,22 @@ impl Store {
         written(res)
     }
 
+    /// Adds (`true`) or takes a CleverTap ID to or off the holders of a value: one UpdateItem.
+    async fn change_holders(
+        &self,
+        region: Region,
+        project_id: &str,
+        (kind, value): (HeldValue, &str),
+        clevertap_id: &str,
+        add: bool,
+    ) -> Result<(), StoreError> {
+        let key = row::holders_key(project_id, kind, value);
+        let _unconditional = self
+            .update_profiles_item(region, key, row::holder_changed(clevertap_id, add))
+            .await?;
+        Ok(())
+    }
+
     /// One conditional DeleteItem of the profiles table.
     async fn delete_profiles_item(
         &self,
@@ -233,11 +249,8 @@ impl Profiles for Store {
         value: &str,
         clevertap_id: &str,
     ) -> Result<(), StoreError> {
-        let key = row::holders_key(project_id, kind, value);
-        let _unconditional = self
-            .update_profiles_item(region, key, row::holder_changed(clevertap_id, true))
-            .await?;
-        Ok(())
+        self.change_holders(region, project_id, (kind, value), clevertap_id, true)
+            .await
     }
 
     async fn take_holder_off(
@@ -248,11 +261,8 @@ impl Profiles for Store {
         value: &str,
         clevertap_id: &str,
     ) -> Result<(), StoreError> {
-        let key = row::holders_key(project_id, kind, value);
-        let _unconditional = self
-            .update_profiles_item(region, key, row::holder_changed(clevertap_id, false))
-            .await?;
-        Ok(())
+        self.change_holders(region, project_id, (kind, value), clevertap_id, false)
+            .await
     }
 
     async fn drop_holders_if_empty(
