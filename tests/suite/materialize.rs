@@ -640,7 +640,7 @@ async fn segment_answers(stack: &Stack, aud: i64) -> serde_json::Value {
         .await;
     // Each Partner Sync of a sample of profiles, members and former members.
     let mut events = Vec::new();
-    for ct in (0..120).step_by(5).map(|i| format!("__p{i:03}")) {
+    for ct in (0..60).step_by(5).map(|i| format!("__p{i:03}")) {
         let (_, page) = stack
             .read_api("GET", &format!("/v1/profiles/{ct}/events?limit=100"), "")
             .await;
