@@ -847,4 +847,24 @@ mod on_the_twin {
         let found = twin.tombstones(R, P, &phone_hashes).await.unwrap();
         assert!(found.is_empty(), "the shared phone is not tombstoned");
     }
+
+    /// A request naming only an email finds a profile that got it a moment ago, while the
+    /// `by_email` index has not caught up: through the holders, read strongly consistent.
+    #[tokio::test]
+    async fn an_email_is_followed_through_its_holders_while_the_index_lags() {
+        let twin = Twin::new();
+        twin.lag_indexes();
+        ann(&twin).await;
+        assert!(
+            twin.indexed_holders(R, P, HeldValue::Email, "ann@x.io")
+                .await
+                .unwrap()
+                .is_empty(),
+            "the index has not caught up"
+        );
+        let mut by_email = request("r-email");
+        by_email.keys = [SubjectKey::Email("ann@x.io".into())].into();
+        erase(&twin, R, P, &by_email).await.unwrap();
+        assert_ann_is_gone(&twin).await;
+    }
 }

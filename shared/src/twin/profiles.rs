@@ -30,6 +30,15 @@ pub(super) struct Tables {
     marks: Keyed<String, ErasureMarks>,
     /// By (project, request id).
     audits: Keyed<(String, String), ErasureAudit>,
+    /// The profiles as the lagging indexes still see them (`Twin::lag_indexes`).
+    indexed: Option<Keyed<(String, String), Profile>>,
+}
+
+impl Tables {
+    /// Freezes what the indexes see at the profiles as they are now.
+    pub(super) fn freeze_index(&mut self) {
+        self.indexed = Some(self.profiles.clone());
+    }
 }
 
 fn key2(region: Region, a: &str, b: &str) -> (Region, (String, String)) {
@@ -404,7 +413,7 @@ impl Profiles for Twin {
         Twin::after_write(&entry, CALL, Written::Applied)
     }
 
-    /// No index lag is modelled: the index answers what the table holds.
+    /// The index answers what the table holds, or what it held when `Twin::lag_indexes` froze it.
     async fn indexed_holders(
         &self,
         region: Region,
@@ -415,7 +424,10 @@ impl Profiles for Twin {
         self.pause("profiles.indexed_holders").await;
         let mut state = self.lock();
         Twin::enter(&mut state, "profiles.indexed_holders")?;
-        Ok((state.profiles.profiles.iter())
+        let tables = &state.profiles;
+        let seen = tables.indexed.as_ref().unwrap_or(&tables.profiles);
+        Ok(seen
+            .iter()
             .filter(|((r, (p, _)), profile)| {
                 *r == region && p == project_id && kind.of(profile) == Some(value)
             })
