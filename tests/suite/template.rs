@@ -957,11 +957,14 @@ fn stream_and_read_functions_stay_in_their_region() {
                     "{binary}: {refers_to} is not a table or queue of this stack"
                 );
             }
-            // Resolve may delete profile items (taking back what a chunk wrote for a person
-            // an erasure covers); nothing else deletes.
-            let may_delete = binary == "resolve"
-                && one_or_many(&s["Resource"])
-                    == vec![json!({"Fn::GetAtt": [table_id(&t, Table::Profiles), "Arn"]})];
+            // Resolve may delete profile items and materialize Partner Sync events (each taking
+            // back what a chunk wrote for a person an erasure covers); nothing else deletes.
+            let only_on = |table: Table| {
+                one_or_many(&s["Resource"])
+                    == vec![json!({"Fn::GetAtt": [table_id(&t, table), "Arn"]})]
+            };
+            let may_delete = (binary == "resolve" && only_on(Table::Profiles))
+                || (binary == "materialize" && only_on(Table::Events));
             for action in one_or_many(&s["Action"]) {
                 let action = action.as_str().unwrap();
                 assert!(
