@@ -46,6 +46,7 @@ contract_cases!(
     a_transaction_of_more_than_100_actions_is_refused,
     a_transaction_naming_one_item_twice_never_commits,
     reads_asked_for_one_item_twice_answer_it_once,
+    an_erased_member_leaves_its_count_once_and_a_pair_without_a_row_is_blocked,
 );
 
 const P: &str = "P1";
@@ -449,4 +450,39 @@ async fn reads_asked_for_one_item_twice_answer_it_once(store: &(impl Memberships
         .unwrap();
     assert_eq!(rows.len(), 1);
     assert!(rows[&(7, "ct-a".to_owned())].state.member);
+}
+
+/// The erasure's row writes (`ports::erasures::ErasedRows`) and the segment list it reads.
+async fn an_erased_member_leaves_its_count_once_and_a_pair_without_a_row_is_blocked(
+    store: &(impl Memberships + shared::ports::erasures::ErasedRows + Disconnect),
+) {
+    use shared::ports::erasures::RowErased;
+    opened(store, LAYOUT).await;
+    commit(store, &[&flip("ann", ChangeAction::Add, TS, None)]).await;
+    assert_eq!(store.segment_layouts(HOME, P).await.unwrap(), [LAYOUT]);
+    let erased = shared::domain::erasure::erasure_version(TS + 1);
+    let first = store
+        .erase_membership(HOME, P, LAYOUT, "ann", &erased, TS + 2)
+        .await
+        .unwrap();
+    assert_eq!(first, RowErased::MemberRemoved);
+    assert_eq!(counts(store, 7).await.0, 0, "she left the count");
+    let again = store
+        .erase_membership(HOME, P, LAYOUT, "ann", &erased, TS + 3)
+        .await
+        .unwrap();
+    assert_eq!(again, RowErased::Unchanged, "a retry writes nothing");
+    assert_eq!(counts(store, 7).await.0, 0, "counted once");
+    let bob = store
+        .erase_membership(HOME, P, LAYOUT, "bob", &erased, TS + 2)
+        .await
+        .unwrap();
+    assert_eq!(bob, RowErased::Blocked);
+    assert_eq!(version_of(store, "bob").await, Some(erased.clone()));
+    // A change sent before the erasure now plans against a non-member row at its version.
+    let late = store
+        .pair_states(HOME, P, &[(LAYOUT, "bob")])
+        .await
+        .unwrap();
+    assert!(late.values().all(|r| !r.state.member));
 }

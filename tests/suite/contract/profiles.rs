@@ -23,6 +23,7 @@ contract_cases!(
     holders_are_a_set_and_their_item_goes_with_the_last,
     reads_of_one_key_twice_answer_once,
     erasure_marks_need_the_project_and_tombstones_keep_the_newest_time,
+    an_audit_row_is_written_once_and_the_index_finds_a_value_s_profiles,
 );
 
 fn merge(message: &str, email: Option<&str>, plan: Option<&str>) -> ProfileMerge {
@@ -384,6 +385,66 @@ async fn erasure_marks_need_the_project_and_tombstones_keep_the_newest_time(
     );
     assert!(
         port.tombstones(HOME, "P2", &["h1".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn an_audit_row_is_written_once_and_the_index_finds_a_value_s_profiles(
+    port: &(impl Profiles + shared::ports::erasures::ErasureAudits),
+) {
+    use shared::domain::erasure::{ErasureAudit, ErasureCounts, ErasureSource};
+    let audit = ErasureAudit {
+        request_id: "r1".into(),
+        regulation: "gdpr".into(),
+        source: ErasureSource::Mparticle,
+        erased_ms: 10,
+        submitted_ms: None,
+        completed_ms: 11,
+        removed: ErasureCounts::default(),
+    };
+    assert_eq!(port.erasure_audit(HOME, "P1", "r1").await.unwrap(), None);
+    assert!(
+        port.put_erasure_audit(HOME, "P1", &audit)
+            .await
+            .unwrap()
+            .applied()
+    );
+    let mut later = audit.clone();
+    later.completed_ms = 99;
+    assert_eq!(
+        port.put_erasure_audit(HOME, "P1", &later).await.unwrap(),
+        Written::ConditionFailed,
+        "the first row stands"
+    );
+    assert_eq!(
+        port.erasure_audit(HOME, "P1", "r1").await.unwrap(),
+        Some(audit)
+    );
+    assert_eq!(port.erasure_audit(OTHER, "P1", "r1").await.unwrap(), None);
+
+    let write = merge("m1", Some("a@x.io"), None).plan(None).unwrap();
+    assert!(
+        port.write_profile(HOME, "P1", "ct", &write, 7)
+            .await
+            .unwrap()
+            .applied()
+    );
+    assert_eq!(
+        port.indexed_holders(HOME, "P1", HeldValue::Email, "a@x.io")
+            .await
+            .unwrap(),
+        ["ct"]
+    );
+    assert!(
+        port.indexed_holders(HOME, "P1", HeldValue::Phone, "a@x.io")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        port.indexed_holders(HOME, "P2", HeldValue::Email, "a@x.io")
             .await
             .unwrap()
             .is_empty()
