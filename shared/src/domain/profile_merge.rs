@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+pub use crate::domain::records::HeldValue;
 use crate::domain::records::{Profile, PropertyValue};
 
 /// A value with the version of the message that set it: message time, then message id and the
@@ -25,30 +26,6 @@ pub fn data_version(message_ts: i64, message_id: &str, profile_index: u32) -> St
 /// What every data version of one message begins with.
 pub fn message_version_prefix(message_ts: i64, message_id: &str) -> String {
     format!("{:013}#{message_id}#", message_ts.max(0))
-}
-
-/// Which value a profile holds that an erasure follows to its holders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum HeldValue {
-    Email,
-    Phone,
-}
-
-impl HeldValue {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HeldValue::Email => "email",
-            HeldValue::Phone => "phone",
-        }
-    }
-
-    /// The value of this kind a profile holds.
-    pub fn of(self, profile: &Profile) -> Option<&str> {
-        match self {
-            HeldValue::Email => profile.email.as_deref(),
-            HeldValue::Phone => profile.phone.as_deref(),
-        }
-    }
 }
 
 /// A versioned field of a profile.
@@ -143,19 +120,23 @@ pub struct ProfileWrite {
     pub fields: Vec<FieldWrite>,
     /// The profile does not exist yet.
     pub create: bool,
-}
-
-impl ProfileWrite {
-    /// The emails and phones this write gives the profile: their holders are recorded first.
-    pub fn held_values(&self) -> Vec<(HeldValue, &str)> {
-        self.fields
-            .iter()
-            .filter_map(FieldWrite::held_value)
-            .collect()
-    }
+    /// The emails and phones whose holders the writer added this profile to: recorded on the
+    /// profile (with any it held before), so an erasure takes it off each, former ones included.
+    pub recorded: Vec<(HeldValue, String)>,
 }
 
 impl ProfileMerge {
+    /// The email and phone the message gives the profile (whether or not they win the field).
+    pub fn held_values(&self) -> Vec<(HeldValue, &str)> {
+        [
+            (HeldValue::Email, &self.email),
+            (HeldValue::Phone, &self.phone),
+        ]
+        .into_iter()
+        .filter_map(|(kind, v)| Some((kind, v.as_ref()?.value.as_str())))
+        .collect()
+    }
+
     /// Plans the write against the stored profile (`None`: a new one); `None` if nothing would
     /// change. A field is written when its version is newer than the stored one, even with an
     /// equal value: the version must advance, or an older message arriving later would win.
@@ -199,6 +180,7 @@ impl ProfileMerge {
             identity,
             fields,
             create,
+            recorded: Vec::new(),
         })
     }
 }
@@ -277,13 +259,12 @@ mod tests {
 
     #[test]
     fn a_new_profile_gets_every_field() {
-        let w = merge(Some(("a@x.io", "2")), &[("plan", Some("gold"), "2")])
-            .plan(None)
-            .unwrap();
+        let m = merge(Some(("a@x.io", "2")), &[("plan", Some("gold"), "2")]);
+        let w = m.plan(None).unwrap();
         assert!(w.create);
         assert_eq!(w.fields.len(), 2);
         assert!(w.fields.iter().all(|f| f.expected.is_none()));
-        assert_eq!(w.held_values(), [(HeldValue::Email, "a@x.io")]);
+        assert_eq!(m.held_values(), [(HeldValue::Email, "a@x.io")]);
     }
 
     #[test]

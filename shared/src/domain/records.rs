@@ -2,7 +2,7 @@
 //! row, a Partner Sync event. The store reads and writes these; stages, local tools and tests use
 //! them, and how each is laid out in DynamoDB (keys, attribute names) stays in `store/`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +14,30 @@ pub enum PropertyValue {
     Text(String),
     List(Vec<String>),
     Tag,
+}
+
+/// Which value a profile holds that an erasure follows to its holders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HeldValue {
+    Email,
+    Phone,
+}
+
+impl HeldValue {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HeldValue::Email => "email",
+            HeldValue::Phone => "phone",
+        }
+    }
+
+    /// The value of this kind a profile holds.
+    pub fn of(self, profile: &Profile) -> Option<&str> {
+        match self {
+            HeldValue::Email => profile.email.as_deref(),
+            HeldValue::Phone => profile.phone.as_deref(),
+        }
+    }
 }
 
 /// One profile of a project.
@@ -30,6 +54,9 @@ pub struct Profile {
     pub versions: FieldVersions,
     pub created_ms: Option<i64>,
     pub updated_ms: Option<i64>,
+    /// Every email and phone whose holders name this profile, current and former: an erasure
+    /// takes the profile off each (a former `old@` stays findable until then).
+    pub held: BTreeSet<(HeldValue, String)>,
 }
 
 /// The versions of a profile's fields (a deleted property keeps its version, so an older

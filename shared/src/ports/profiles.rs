@@ -8,7 +8,7 @@
 //! tombstones finds every profile a chunk wrote before it, or the chunk's own check after
 //! writing finds the tombstone.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 
 use crate::domain::profile_merge::{HeldValue, ProfileWrite, TakeBack};
@@ -227,11 +227,17 @@ pub async fn take_back_fields(
             .await?
             .applied()
         {
-            // The values taken back no longer lead to this profile.
-            for kind in take.fields.iter().filter_map(|(f, _)| f.held()) {
-                if let Some(value) = kind.of(&profile) {
-                    remove_holder(port, region, project_id, kind, value, clevertap_id).await?;
-                }
+            // The values taken back no longer lead to this profile; a profile taken back whole
+            // leaves the holders of every value it was recorded holding.
+            let mut values: BTreeSet<(HeldValue, String)> = (take.fields.iter())
+                .filter_map(|(f, _)| f.held())
+                .filter_map(|kind| Some((kind, kind.of(&profile)?.to_owned())))
+                .collect();
+            if take.whole {
+                values.extend(profile.held.iter().cloned());
+            }
+            for (kind, value) in &values {
+                remove_holder(port, region, project_id, *kind, value, clevertap_id).await?;
             }
             return Ok(());
         }

@@ -481,6 +481,10 @@ async fn find_everyone(
                 holders.insert((kind, value.to_owned(), p.clevertap_id.clone()));
             }
         }
+        // Former values too: `old@` names the profile in its holders until it is taken off.
+        for (kind, value) in &p.held {
+            holders.insert((*kind, value.clone(), p.clevertap_id.clone()));
+        }
     }
     Ok((held, holders))
 }

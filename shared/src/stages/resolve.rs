@@ -22,7 +22,9 @@ use crate::domain::changes::{ChangeAction, MembershipChange, encode_changes};
 
 use crate::domain::identity::ProfileKey;
 use crate::domain::invocations::ResolveBatch;
-use crate::domain::profile_merge::{ProfileMerge, Versioned, data_version, message_version_prefix};
+use crate::domain::profile_merge::{
+    HeldValue, ProfileMerge, ProfileWrite, Versioned, data_version, message_version_prefix,
+};
 use crate::domain::protocol::{AttributeAction, now_ms};
 use crate::domain::records::{InboxStatus, Profile, PropertyValue};
 use crate::domain::region::Region;
@@ -409,31 +411,16 @@ async fn write_profile(
     now: i64,
 ) -> Result<(), StoreError> {
     let mut current = read.cloned();
+    // Holders first, of every email and phone the message gives the profile, whether or not it
+    // wins the field: an erasure that misses them runs after this chunk's own check. Each is
+    // recorded on the profile by the write that lands (even one that writes nothing else), so
+    // an attempt that failed between the two is recorded by its retry.
+    let added = add_holders(store, region, project, clevertap_id, merge, read).await?;
     for _ in 0..MAX_PROFILE_REPLANS {
-        let Some(write) = merge.plan(current.as_ref()) else {
-            return Ok(());
+        let Some(mut write) = merge.plan(current.as_ref()) else {
+            return record_holders(store, region, project, clevertap_id, added, now).await;
         };
-        // Holders first: an erasure that misses them runs after this chunk's own check. A value
-        // the profile holds already was recorded when it got it.
-        for (kind, value) in write.held_values() {
-            let held = current.as_ref().and_then(|p| kind.of(p));
-            if held == Some(value) {
-                continue;
-            }
-            match store
-                .add_holder(region, project, kind, value, clevertap_id)
-                .await
-            {
-                Ok(()) => {}
-                // A value held by so many profiles that its holders item is full (400 KB, about
-                // 10,000 CleverTap IDs): the erasure finds the rest through the index.
-                Err(e) if !e.is_transient() => {
-                    tracing::warn!(project_id = project, kind = kind.as_str(), error = %e,
-                                   "holders of a value are full; the index finds the rest");
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        write.recorded = added.clone();
         if store
             .write_profile(region, project, clevertap_id, &write, now)
             .await?
@@ -446,6 +433,64 @@ async fn write_profile(
     Err(StoreError::Unavailable(format!(
         "profile writes keep conflicting after {MAX_PROFILE_REPLANS} re-plans"
     )))
+}
+
+/// Adds the profile to the holders of the merge's email and phone, except a value it holds or
+/// was recorded holding (in its holders already). Answers the values added.
+async fn add_holders(
+    store: &impl Profiles,
+    region: Region,
+    project: &str,
+    clevertap_id: &str,
+    merge: &ProfileMerge,
+    read: Option<&Profile>,
+) -> Result<Vec<(HeldValue, String)>, StoreError> {
+    let mut added = Vec::new();
+    for (kind, value) in merge.held_values() {
+        let entry = (kind, value.to_owned());
+        if read.is_some_and(|p| kind.of(p) == Some(value) || p.held.contains(&entry)) {
+            continue;
+        }
+        match store
+            .add_holder(region, project, kind, value, clevertap_id)
+            .await
+        {
+            Ok(()) => added.push(entry),
+            // A value held by so many profiles that its holders item is full (400 KB, about
+            // 10,000 CleverTap IDs): the erasure finds the rest through the index.
+            Err(e) if !e.is_transient() => {
+                tracing::warn!(project_id = project, kind = kind.as_str(), error = %e,
+                               "holders of a value are full; the index finds the rest");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(added)
+}
+
+/// Nothing left to write (a newer message won every field) after this call added the profile to
+/// some holders: the profile records them all the same. A profile deleted
+/// meanwhile is not brought back; its erasure tombstoned it, and this chunk's check after
+/// writing takes the holders back.
+async fn record_holders(
+    store: &impl Profiles,
+    region: Region,
+    project: &str,
+    clevertap_id: &str,
+    added: Vec<(HeldValue, String)>,
+    now: i64,
+) -> Result<(), StoreError> {
+    if added.is_empty() {
+        return Ok(());
+    }
+    let write = ProfileWrite {
+        recorded: added,
+        ..ProfileWrite::default()
+    };
+    let _gone = store
+        .write_profile(region, project, clevertap_id, &write, now)
+        .await?;
+    Ok(())
 }
 
 /// The resolve Lambda: inbox INSERT records in, `batchItemFailures` out, and what it did.
@@ -729,6 +774,85 @@ mod on_the_twin {
         let changes = handed_on(&twin, &row).await;
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].clevertap_id, "ct-ok");
+    }
+
+    /// Defect 3 of issue 34: `old@` then `new@` left `old@`'s holders naming the erased profile.
+    #[tokio::test]
+    async fn an_erasure_takes_the_profile_off_its_former_emails_holders_too() {
+        let twin = Twin::new();
+        crate::ports::projects::Projects::create_project(
+            &twin,
+            &crate::domain::auth::Project {
+                project_id: P.into(),
+                region: R,
+                account_token: "t".into(),
+                passcodes: vec![],
+                status: crate::domain::auth::ProjectStatus::Active,
+                created_ms: 0,
+            },
+        )
+        .await
+        .unwrap();
+        for (i, email) in ["old@x.io", "new@x.io"].into_iter().enumerate() {
+            let users = vec![user(
+                &[("customer", "c-ann"), ("email", email)],
+                None,
+                add(7),
+            )];
+            let row = stored(&twin, &format!("m{i}"), TS + i as i64, users).await;
+            resolve_chunk(&twin, R, &row).await.unwrap();
+        }
+        let holders = twin.holders_in(R, P);
+        assert_eq!(holders.len(), 2, "both emails lead to her: {holders:?}");
+
+        let request = crate::stages::erasure::ErasureRequest {
+            request_id: "r1".into(),
+            regulation: crate::domain::protocol::Regulation::Gdpr,
+            source: crate::domain::erasure::ErasureSource::Mparticle,
+            erased_ms: TS + 10,
+            submitted_ms: None,
+            keys: [crate::domain::erasure::SubjectKey::Identity("c-ann".into())].into(),
+            ignored_identities: 0,
+        };
+        crate::stages::erasure::erase(&twin, R, P, &request)
+            .await
+            .unwrap();
+        assert!(twin.profiles_of(R, P).is_empty());
+        assert!(
+            twin.holders_in(R, P).is_empty(),
+            "no holders item keeps her former email: {:?}",
+            twin.holders_in(R, P)
+        );
+    }
+
+    /// An attempt added the profile to `old@`'s holders and failed before writing; a newer
+    /// message gave it `new@` meanwhile, so the retry writes no email: it still records `old@` on
+    /// the profile, and an erasure takes the profile off both.
+    #[tokio::test]
+    async fn a_holder_added_by_a_failed_attempt_is_recorded_by_its_retry() {
+        let twin = Twin::new();
+        let older = stored(
+            &twin,
+            "m1",
+            TS,
+            vec![user(&[("email", "old@x.io")], Some("ct-a"), add(7))],
+        )
+        .await;
+        twin.inject("profiles.write_profile", Fault::Transient);
+        assert!(resolve_chunk(&twin, R, &older).await.is_err());
+        let newer = stored(
+            &twin,
+            "m2",
+            TS + 6,
+            vec![user(&[("email", "new@x.io")], Some("ct-a"), add(7))],
+        )
+        .await;
+        resolve_chunk(&twin, R, &newer).await.unwrap();
+        resolve_chunk(&twin, R, &older).await.unwrap();
+        let a = twin.profile(R, P, "ct-a").await.unwrap().unwrap();
+        assert_eq!(a.email.as_deref(), Some("new@x.io"), "newest wins");
+        let held: Vec<&str> = a.held.iter().map(|(_, v)| v.as_str()).collect();
+        assert_eq!(held, ["new@x.io", "old@x.io"]);
     }
 
     #[tokio::test]

@@ -47,6 +47,10 @@ fn key2(region: Region, a: &str, b: &str) -> (Region, (String, String)) {
 
 /// Whether every planned field still has the version the write was planned against.
 fn versions_hold(profile: Option<&Profile>, write: &ProfileWrite) -> bool {
+    let records_only = write.fields.is_empty() && write.identity.is_none() && !write.create;
+    if records_only && profile.is_none() {
+        return false;
+    }
     write.fields.iter().all(|f| {
         let stored = profile.and_then(|p| f.field.version_in(p));
         stored == f.expected.as_deref()
@@ -67,6 +71,7 @@ fn written_profile(
     });
     p.created_ms = p.created_ms.or(Some(now_ms));
     p.updated_ms = Some(now_ms);
+    p.held.extend(write.recorded.iter().cloned());
     if let Some(id) = &write.identity {
         p.identity.get_or_insert_with(|| id.value.clone());
         p.versions

@@ -24,6 +24,7 @@ contract_cases!(
     reads_of_one_key_twice_answer_once,
     erasure_marks_need_the_project_and_tombstones_keep_the_newest_time,
     an_audit_row_is_written_once_and_the_index_finds_a_value_s_profiles,
+    a_profile_records_every_value_it_was_made_a_holder_of,
 );
 
 fn merge(message: &str, email: Option<&str>, plan: Option<&str>) -> ProfileMerge {
@@ -448,5 +449,52 @@ async fn an_audit_row_is_written_once_and_the_index_finds_a_value_s_profiles(
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+async fn a_profile_records_every_value_it_was_made_a_holder_of(port: &impl Profiles) {
+    let entry = |kind, v: &str| (kind, v.to_owned());
+    // Recording alone never creates a profile (an erasure may have deleted it).
+    let only_recorded = shared::domain::profile_merge::ProfileWrite {
+        recorded: vec![entry(HeldValue::Email, "old@x.io")],
+        ..Default::default()
+    };
+    let gone = (port
+        .write_profile(HOME, "P1", "ct-a", &only_recorded, 5)
+        .await)
+        .unwrap();
+    assert_eq!(gone, Written::ConditionFailed);
+    assert_eq!(port.profile(HOME, "P1", "ct-a").await.unwrap(), None);
+
+    let mut first = merge("m1", Some("a@x.io"), None).plan(None).unwrap();
+    first.recorded = vec![entry(HeldValue::Email, "a@x.io")];
+    assert!(
+        (port.write_profile(HOME, "P1", "ct-a", &first, 5).await)
+            .unwrap()
+            .applied()
+    );
+    assert!(
+        (port
+            .write_profile(HOME, "P1", "ct-a", &only_recorded, 6)
+            .await)
+            .unwrap()
+            .applied()
+    );
+    let again = port
+        .write_profile(HOME, "P1", "ct-a", &only_recorded, 7)
+        .await;
+    assert!(
+        again.unwrap().applied(),
+        "recording a value twice keeps it once"
+    );
+    let stored = port.profile(HOME, "P1", "ct-a").await.unwrap().unwrap();
+    assert_eq!(stored.email.as_deref(), Some("a@x.io"));
+    assert_eq!(
+        stored.held,
+        [
+            entry(HeldValue::Email, "a@x.io"),
+            entry(HeldValue::Email, "old@x.io")
+        ]
+        .into()
     );
 }

@@ -21,6 +21,8 @@ const CREATED_MS: &str = "created_ms";
 const UPDATED_MS: &str = "updated_ms";
 const MESSAGE_ID: &str = "message_id";
 const ERASED_MS: &str = "erased_ms";
+/// Every email and phone whose holders name the profile, as `email:<value>` / `phone:<value>`.
+const HELD: &str = "held";
 /// Versions are kept next to their field: `v#email`, `v#attr#plan`.
 const VERSION_PREFIX: &str = "v#";
 
@@ -50,6 +52,18 @@ fn index_key(
         ProfileField::Phone => Some((k::PHONE_KEY, k::phone_key(project_id, value))),
         _ => None,
     }
+}
+
+fn held_entry(kind: HeldValue, value: &str) -> String {
+    format!("{}:{value}", kind.as_str())
+}
+
+fn held_of(entry: &str) -> Option<(HeldValue, String)> {
+    let (kind, value) = entry.split_once(':')?;
+    let kind = [HeldValue::Email, HeldValue::Phone]
+        .into_iter()
+        .find(|k| k.as_str() == kind)?;
+    Some((kind, value.to_owned()))
 }
 
 fn property_attribute(value: &PropertyValue) -> AttributeValue {
@@ -126,6 +140,11 @@ pub fn profile_of(item: &Item) -> Option<Profile> {
         },
         created_ms: get_n(item, CREATED_MS),
         updated_ms: get_n(item, UPDATED_MS),
+        held: (item.get(HELD).and_then(|v| v.as_ss().ok()))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| held_of(e))
+            .collect(),
     })
 }
 
@@ -157,6 +176,10 @@ pub fn profile_item(project_id: &str, profile: &Profile) -> Item {
     }
     if let Some(at) = profile.updated_ms {
         item.insert(UPDATED_MS.to_owned(), n(at));
+    }
+    if !profile.held.is_empty() {
+        let held = profile.held.iter().map(|(k, v)| held_entry(*k, v));
+        item.insert(HELD.to_owned(), AttributeValue::Ss(held.collect()));
     }
     item
 }
@@ -267,6 +290,17 @@ pub fn profile_written(
         spec.update
             .push_str(&format!(" REMOVE {}", remove.join(", ")));
     }
+    if !write.recorded.is_empty() {
+        let held = write.recorded.iter().map(|(k, v)| held_entry(*k, v));
+        spec.update.push_str(" ADD #held :held");
+        spec = spec
+            .name("#held", HELD)
+            .value(":held", AttributeValue::Ss(held.collect()));
+    }
+    if write.fields.is_empty() && write.identity.is_none() && !write.create {
+        // Only recording holders: never brings back a profile an erasure deleted meanwhile.
+        conditions.push(format!("attribute_exists({CLEVERTAP_ID})"));
+    }
     if !conditions.is_empty() {
         spec = spec.condition(conditions.join(" AND "));
     }
@@ -374,6 +408,12 @@ mod tests {
             },
             created_ms: Some(10),
             updated_ms: Some(11),
+            held: [
+                (HeldValue::Email, "a@x.io".to_owned()),
+                (HeldValue::Email, "old:a@x.io".to_owned()),
+                (HeldValue::Phone, "+15550001".to_owned()),
+            ]
+            .into(),
         };
         let item = profile_item("p", &profile);
         assert_eq!(profile_of(&item), Some(profile));
