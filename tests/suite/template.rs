@@ -889,7 +889,7 @@ fn only_the_erase_function_may_delete_a_persons_data_and_only_in_its_region() {
     );
     assert_eq!(
         leading(Table::Segments, "dynamodb:UpdateItem"),
-        [json!(["C#*"])]
+        [json!(["C#*"]), json!(["E#*"])]
     );
     assert_eq!(
         leading(Table::Segments, "dynamodb:PutItem"),

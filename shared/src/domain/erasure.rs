@@ -251,6 +251,13 @@ pub fn erasure_version(erased_ms: i64) -> String {
     format!("{:013}", erased_ms.max(0))
 }
 
+/// The cut-off of an erasure that arrived at `arrived_ms` (our clock): a batch stamped by
+/// mParticle's clock up to the allowed skew ahead of ours, and sent before the erasure arrived,
+/// is covered (docs/contract.md §2.8). A batch stamped after it may bring the person back.
+pub fn cut_off(arrived_ms: i64) -> i64 {
+    arrived_ms + crate::domain::protocol::limits::MAX_CLOCK_SKEW_MS
+}
+
 /// Whether a message sent at `message_ts` is older than an erasure as of `erased_ms`: its users
 /// covered by the erasure are skipped. A newer message may bring the person back.
 pub fn is_before_erasure(message_ts: i64, erased_ms: i64) -> bool {

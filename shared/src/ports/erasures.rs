@@ -120,6 +120,17 @@ pub trait ErasureAudits: Send + Sync {
         request_id: &str,
     ) -> impl Future<Output = Result<Option<ErasureAudit>, StoreError>> + Send;
 
+    /// Records that an erasure request began with this cut-off, unless an earlier attempt of
+    /// the same request did: answers the first attempt's cut-off (one update), so a retry
+    /// finds what it already scrubbed as of the same time.
+    fn begin_erasure(
+        &self,
+        region: Region,
+        project_id: &str,
+        request_id: &str,
+        cut_off_ms: i64,
+    ) -> impl Future<Output = Result<i64, StoreError>> + Send;
+
     /// Records an audit row unless one exists for its request: one conditional put.
     fn put_erasure_audit(
         &self,

@@ -23,8 +23,8 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::erasure::{
-    ErasureAudit, ErasureCounts, ErasureSource, SubjectKey, TombstoneHasher, erasure_version,
-    subject_keys,
+    ErasureAudit, ErasureCounts, ErasureSource, SubjectKey, TombstoneHasher, cut_off,
+    erasure_version, subject_keys,
 };
 use crate::domain::feed::profile_erased;
 use crate::domain::profile_merge::HeldValue;
@@ -56,9 +56,11 @@ pub struct ErasureRequest {
 
 impl ErasureRequest {
     /// The erasure a request that reached this service at `arrived_ms` asks for. The cut-off is
-    /// the arrival: every batch mParticle sent before then is covered, whatever `submitted_time`
-    /// says (a batch sent between the two still held the person; a far-future `submitted_time`
-    /// is refused by the parser and could never ban the person for good).
+    /// the arrival plus the clock skew a batch's `timestamp_ms` may have (mParticle stamps up to
+    /// 5 minutes ahead of our clock): every batch mParticle sent before then is covered,
+    /// whatever `submitted_time` says (a batch sent between the two still held the person; a
+    /// far-future `submitted_time` is refused by the parser and could never ban the person for
+    /// good).
     pub fn from_dsr(r: &DsrProcessingRequest, arrived_ms: i64) -> Self {
         let mut keys = BTreeSet::new();
         let mut ignored = 0;
@@ -77,7 +79,7 @@ impl ErasureRequest {
             request_id: r.subject_request_id.clone(),
             regulation: r.regulation,
             source: ErasureSource::Mparticle,
-            erased_ms: arrived_ms,
+            erased_ms: cut_off(arrived_ms),
             submitted_ms: r.submitted_ms,
             keys,
             ignored_identities: ignored,
@@ -108,7 +110,7 @@ impl ErasureRequest {
                 .unwrap_or_else(|| format!("admin-{}", uuid::Uuid::new_v4().simple())),
             regulation,
             source: ErasureSource::Admin,
-            erased_ms: now_ms(),
+            erased_ms: cut_off(now_ms()),
             submitted_ms: None,
             keys,
             ignored_identities: 0,
@@ -275,6 +277,15 @@ pub async fn erase(
     {
         return Ok(ErasureOutcome::AlreadyErased);
     }
+    // The first attempt's cut-off: a retry arrives later, and rows it already scrubbed must not
+    // look older than it and be rewritten (docs/contract.md §2.8).
+    let cut_off = store
+        .begin_erasure(region, project_id, &req.request_id, req.erased_ms)
+        .await?;
+    let req = &ErasureRequest {
+        erased_ms: cut_off,
+        ..req.clone()
+    };
     let mut removed = ErasureCounts {
         identities_ignored: req.ignored_identities.into(),
         ..ErasureCounts::default()
@@ -788,6 +799,33 @@ mod on_the_twin {
             }
             assert_ann_is_gone(&twin).await;
         }
+    }
+
+    /// #34 defect 5: the retry arrives a minute later; it keeps the first attempt's cut-off, so
+    /// what the first attempt scrubbed is not older than the retry and is not rewritten.
+    #[tokio::test]
+    async fn a_retried_erasure_keeps_the_cut_off_of_its_first_attempt() {
+        let twin = Twin::new();
+        ann(&twin).await;
+        twin.inject("profiles.delete_profile", Fault::Transient);
+        let first = request("r1");
+        assert!(erase(&twin, R, P, &first).await.is_err());
+        let tombstones = twin.tombstones_in(R, P);
+        assert!(!tombstones.is_empty());
+        let later = ErasureRequest {
+            erased_ms: first.erased_ms + 60_000,
+            ..first.clone()
+        };
+        let ErasureOutcome::Erased(audit) = erase(&twin, R, P, &later).await.unwrap() else {
+            panic!("carried out");
+        };
+        assert_eq!(audit.erased_ms, first.erased_ms, "the audit row's cut-off");
+        assert_eq!(
+            twin.tombstones_in(R, P),
+            tombstones,
+            "no tombstone rewritten"
+        );
+        assert_ann_is_gone(&twin).await;
     }
 
     /// #34 defect 4: Bob shares Ann's phone and nothing else; erasing Ann leaves Bob whole, and

@@ -825,6 +825,48 @@ mod on_the_twin {
         );
     }
 
+    /// #34 defect 8: mParticle stamped a batch 4 minutes ahead of our clock and sent it before
+    /// the person's DSR arrived; resolved after the erasure, it must not bring them back.
+    #[tokio::test]
+    async fn a_batch_stamped_ahead_of_our_clock_and_sent_before_the_erasure_is_covered() {
+        let twin = Twin::new();
+        crate::ports::projects::Projects::create_project(
+            &twin,
+            &crate::domain::auth::Project {
+                project_id: P.into(),
+                region: R,
+                account_token: "t".into(),
+                passcodes: vec![],
+                status: crate::domain::auth::ProjectStatus::Active,
+                created_ms: 0,
+            },
+        )
+        .await
+        .unwrap();
+        let ahead = TS + 4 * 60_000;
+        let users = vec![user(&[("customer", "c-ann")], None, add(7))];
+        let row = stored(&twin, "m1", ahead, users).await;
+        // The DSR reaches us at TS, after the batch.
+        let dsr = json!({"type": "dsr_processing_request", "id": "d1", "timestamp_ms": TS,
+                         "account": {"account_id": 1}, "subject_request_id": "r1",
+                         "subject_request_type": "erasure", "regulation": "gdpr",
+                         "subject_identities": {"customer_id": {"encoding": "raw",
+                                                                "value": "c-ann"}}})
+        .to_string();
+        let Ok(Request::DsrProcessing(dsr)) = parse_request(dsr.as_bytes()) else {
+            panic!("a DSR");
+        };
+        let request = crate::stages::erasure::ErasureRequest::from_dsr(&dsr, TS);
+        crate::stages::erasure::erase(&twin, R, P, &request)
+            .await
+            .unwrap();
+
+        let report = resolve_chunk(&twin, R, &row).await.unwrap();
+        assert!(report.changes.is_empty(), "{:?}", report.changes);
+        assert!(twin.profiles_of(R, P).is_empty());
+        assert!(twin.claims_in(R, P).is_empty());
+    }
+
     /// An attempt added the profile to `old@`'s holders and failed before writing; a newer
     /// message gave it `new@` meanwhile, so the retry writes no email: it still records `old@` on
     /// the profile, and an erasure takes the profile off both.

@@ -296,8 +296,13 @@ impl Store {
         project_id: &str,
     ) -> Result<Vec<ErasureAudit>, StoreError> {
         erasure_audits_of(
-            self.query_partition(region, Table::Segments, &sk::erasure_pk(project_id), None)
-                .await?,
+            self.query_partition(
+                region,
+                Table::Segments,
+                &sk::erasure_pk(project_id),
+                Some(sk::ERASURE_AUDIT_PREFIX),
+            )
+            .await?,
         )
     }
 }
@@ -312,6 +317,9 @@ pub(super) fn erasure_audits_of(rows: Vec<Item>) -> Result<Vec<ErasureAudit>, St
     Ok(audits)
 }
 
+/// The cut-off an erasure request began with (on its `B#<request id>` item).
+const CUT_OFF_MS: &str = "cut_off_ms";
+
 impl ErasureAudits for Store {
     async fn erasure_audit(
         &self,
@@ -320,6 +328,31 @@ impl ErasureAudits for Store {
         request_id: &str,
     ) -> Result<Option<ErasureAudit>, StoreError> {
         Store::erasure_audit(self, region, project_id, request_id).await
+    }
+
+    async fn begin_erasure(
+        &self,
+        region: Region,
+        project_id: &str,
+        request_id: &str,
+        cut_off_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let key = Item::from([
+            (keys::PK.to_owned(), s(sk::erasure_pk(project_id))),
+            (keys::SK.to_owned(), s(sk::erasure_begun_sk(request_id))),
+        ]);
+        let out = self
+            .client(region)
+            .update_item()
+            .table_name(self.table(region, Table::Segments))
+            .set_key(Some(key))
+            .update_expression("SET #c = if_not_exists(#c, :c)")
+            .expression_attribute_names("#c", CUT_OFF_MS)
+            .expression_attribute_values(":c", n(cut_off_ms))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await?;
+        Ok(super::get_n(&out.attributes.unwrap_or_default(), CUT_OFF_MS).unwrap_or(cut_off_ms))
     }
 
     async fn put_erasure_audit(

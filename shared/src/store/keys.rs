@@ -162,7 +162,16 @@ pub mod segments {
     }
 
     pub fn erasure_sk(request_id: &str) -> String {
-        format!("E#{request_id}")
+        format!("{ERASURE_AUDIT_PREFIX}{request_id}")
+    }
+
+    /// What an audit row's sort key begins with (the partition also holds when each request
+    /// began, `B#<request id>`).
+    pub const ERASURE_AUDIT_PREFIX: &str = "E#";
+
+    /// `B#<request id>`: when an erasure request began, with its cut-off (kept for its retries).
+    pub fn erasure_begun_sk(request_id: &str) -> String {
+        format!("B#{request_id}")
     }
 
     /// `U#<project>#<YYYY-MM>#<shard>`: one shard of a month's usage.

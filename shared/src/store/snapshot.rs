@@ -199,8 +199,13 @@ impl Store {
             }
         }
         snapshot.erasures = erasure_audits_of(
-            self.query_partition(region, Table::Segments, &sk::erasure_pk(project_id), None)
-                .await?,
+            self.query_partition(
+                region,
+                Table::Segments,
+                &sk::erasure_pk(project_id),
+                Some(sk::ERASURE_AUDIT_PREFIX),
+            )
+            .await?,
         )?;
 
         let mut inbox = Vec::new();

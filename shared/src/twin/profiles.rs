@@ -2,7 +2,7 @@
 //! projects' erasure marks. (The profiles table has no stream the stages read: these changes are
 //! not logged.)
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::{Keyed, Twin, check_item_size};
@@ -30,6 +30,8 @@ pub(super) struct Tables {
     marks: Keyed<String, ErasureMarks>,
     /// By (project, request id).
     audits: Keyed<(String, String), ErasureAudit>,
+    /// When each erasure request began: its cut-off.
+    begun: Keyed<(String, String), i64>,
     /// The profiles as the lagging indexes still see them (`Twin::lag_indexes`).
     indexed: Option<Keyed<(String, String), Profile>>,
 }
@@ -156,6 +158,15 @@ impl Twin {
         (state.profiles.holders.iter())
             .filter(|((r, (p, _, _)), _)| *r == region && p == project_id)
             .map(|((_, (_, kind, value)), cts)| ((*kind, value.clone()), cts.clone()))
+            .collect()
+    }
+
+    /// The times of a project's tombstones, by hash.
+    pub fn tombstones_in(&self, region: Region, project_id: &str) -> BTreeMap<String, i64> {
+        let state = self.lock();
+        (state.profiles.tombstones.iter())
+            .filter(|((r, (p, _)), _)| *r == region && p == project_id)
+            .map(|((_, (_, hash)), at)| (hash.clone(), *at))
             .collect()
     }
 }
@@ -563,6 +574,22 @@ impl ErasureAudits for Twin {
             .audits
             .get(&key2(region, project_id, request_id))
             .cloned())
+    }
+
+    async fn begin_erasure(
+        &self,
+        region: Region,
+        project_id: &str,
+        request_id: &str,
+        cut_off_ms: i64,
+    ) -> Result<i64, StoreError> {
+        const CALL: &str = "erasures.begin_erasure";
+        self.pause(CALL).await;
+        let mut state = self.lock();
+        let entry = Twin::enter(&mut state, CALL)?;
+        let key = key2(region, project_id, request_id);
+        let first = *state.profiles.begun.entry(key).or_insert(cut_off_ms);
+        Twin::after_write(&entry, CALL, first)
     }
 
     async fn put_erasure_audit(

@@ -25,6 +25,7 @@ contract_cases!(
     erasure_marks_need_the_project_and_tombstones_keep_the_newest_time,
     an_audit_row_is_written_once_and_the_index_finds_a_value_s_profiles,
     a_profile_records_every_value_it_was_made_a_holder_of,
+    an_erasure_request_keeps_the_cut_off_it_began_with,
 );
 
 fn merge(message: &str, email: Option<&str>, plan: Option<&str>) -> ProfileMerge {
@@ -496,5 +497,23 @@ async fn a_profile_records_every_value_it_was_made_a_holder_of(port: &impl Profi
             entry(HeldValue::Email, "old@x.io")
         ]
         .into()
+    );
+}
+
+async fn an_erasure_request_keeps_the_cut_off_it_began_with(
+    port: &(impl Profiles + shared::ports::erasures::ErasureAudits),
+) {
+    let first = port.begin_erasure(HOME, "P1", "r1", 100).await.unwrap();
+    assert_eq!(first, 100);
+    let retried = port.begin_erasure(HOME, "P1", "r1", 200).await.unwrap();
+    assert_eq!(retried, 100, "a retry keeps the first attempt's cut-off");
+    let other = port.begin_erasure(HOME, "P1", "r2", 300).await.unwrap();
+    assert_eq!(other, 300);
+    let elsewhere = port.begin_erasure(OTHER, "P1", "r1", 400).await.unwrap();
+    assert_eq!(elsewhere, 400, "regions are apart");
+    assert_eq!(
+        port.erasure_audit(HOME, "P1", "r1").await.unwrap(),
+        None,
+        "beginning is not completing: no audit row"
     );
 }
