@@ -335,7 +335,7 @@ pub enum ScrubPlan {
     /// No row: put a non-member row at the erasure's version, so a change sent before the
     /// erasure finds it stale.
     Block,
-    /// Erased before, and nothing of the person came back since.
+    /// Erased before, or brought back by a change sent after the cut-off.
     Unchanged,
     /// Scrub the row to `next` (its version, at least the erasure's), conditional on the
     /// version read (`expected`); `leaving` when it was a member (the count goes down).
@@ -351,10 +351,8 @@ pub fn plan_scrub(row: Option<&ErasableRow>, erased_version: &str) -> ScrubPlan 
     let Some(row) = row else {
         return ScrubPlan::Block;
     };
-    let erased_before = !row.member
-        && !row.holds_person
-        && row.version.as_deref().is_some_and(|v| v >= erased_version);
-    if erased_before {
+    // Erased before, or moved by a change sent after the cut-off (the person came back): left.
+    if row.version.as_deref().is_some_and(|v| v >= erased_version) {
         return ScrubPlan::Unchanged;
     }
     ScrubPlan::Scrub {
@@ -584,16 +582,12 @@ mod scrub_tests {
                 leaving: true,
             }
         );
-        // A row newer than the erasure (a batch sent after it) keeps its version, but is
-        // scrubbed of the person all the same.
+        // A row a change sent after the cut-off moved is the person brought back (§2.8): left
+        // as it is, member or not (a covered chunk's check after writing must not undo it).
         let newer = "0001800000000000#m#000001#0000";
         assert_eq!(
-            plan_scrub(Some(&row(false, Some(newer), true)), ERASED),
-            ScrubPlan::Scrub {
-                next: newer.to_owned(),
-                expected: Some(newer.to_owned()),
-                leaving: false,
-            }
+            plan_scrub(Some(&row(true, Some(newer), true)), ERASED),
+            ScrubPlan::Unchanged
         );
         // A row without a version is scrubbed on the condition that it still has none.
         assert_eq!(

@@ -112,6 +112,23 @@ impl FieldWrite {
     }
 }
 
+impl ProfileWrite {
+    /// What the write records: each email or phone it sets, with its version, unless the
+    /// profile read records it with a version as new already.
+    pub fn recording(&self, read: Option<&Profile>) -> Vec<((HeldValue, String), String)> {
+        (self.fields.iter())
+            .filter_map(|f| {
+                let (kind, value) = f.held_value()?;
+                let entry = (kind, value.to_owned());
+                let newer = read
+                    .and_then(|p| p.held.get(&entry))
+                    .is_none_or(|v| *v < f.version);
+                newer.then(|| (entry, f.version.clone()))
+            })
+            .collect()
+    }
+}
+
 /// The write that brings a stored profile up to a merge: only fields whose version is newer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProfileWrite {
@@ -120,9 +137,9 @@ pub struct ProfileWrite {
     pub fields: Vec<FieldWrite>,
     /// The profile does not exist yet.
     pub create: bool,
-    /// The emails and phones whose holders the writer added this profile to: recorded on the
-    /// profile (with any it held before), so an erasure takes it off each, former ones included.
-    pub recorded: Vec<(HeldValue, String)>,
+    /// The emails and phones this write gives the profile, with this message's version: recorded
+    /// on the profile before their holders name it (`Profile::held`).
+    pub recorded: Vec<((HeldValue, String), String)>,
 }
 
 impl ProfileMerge {
@@ -191,6 +208,8 @@ impl ProfileMerge {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TakeBack {
     pub fields: Vec<(ProfileField, String)>,
+    /// The emails and phones the message gave the profile, with their versions (conditions).
+    pub held: Vec<((HeldValue, String), String)>,
     pub whole: bool,
 }
 
@@ -204,8 +223,18 @@ impl TakeBack {
             .filter(|(_, v)| v.starts_with(version_prefix))
             .map(|(f, v)| (f.clone(), (*v).to_owned()))
             .collect();
+        let held: Vec<((HeldValue, String), String)> = (profile.held.iter())
+            .filter(|(_, v)| v.starts_with(version_prefix))
+            .map(|(entry, v)| (entry.clone(), v.clone()))
+            .collect();
         let whole = fields.len() == all.len();
-        (!fields.is_empty()).then_some(TakeBack { fields, whole })
+        // Whole: every field is this message's (a profile with no field is another's too).
+        let whole = whole && !fields.is_empty();
+        (!fields.is_empty() || !held.is_empty()).then_some(TakeBack {
+            fields,
+            held,
+            whole,
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 //! row, a Partner Sync event. The store reads and writes these; stages, local tools and tests use
 //! them, and how each is laid out in DynamoDB (keys, attribute names) stays in `store/`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -54,9 +54,11 @@ pub struct Profile {
     pub versions: FieldVersions,
     pub created_ms: Option<i64>,
     pub updated_ms: Option<i64>,
-    /// Every email and phone whose holders name this profile, current and former: an erasure
-    /// takes the profile off each (a former `old@` stays findable until then).
-    pub held: BTreeSet<(HeldValue, String)>,
+    /// Every email and phone the profile was given, current and former, with the version of the
+    /// newest message that gave it: the holders naming the profile are among these, so an
+    /// erasure takes it off each (a former `old@` too), and a take-back knows which are its
+    /// message's.
+    pub held: BTreeMap<(HeldValue, String), String>,
 }
 
 /// The versions of a profile's fields (a deleted property keeps its version, so an older

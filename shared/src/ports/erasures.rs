@@ -98,13 +98,16 @@ pub trait ErasedRows: Send + Sync {
         now_ms: i64,
     ) -> impl Future<Output = Result<RowErased, StoreError>> + Send;
 
-    /// Deletes every Partner Sync event of a profile; answers how many. If it had any, `notice`
-    /// is written for the publisher first (they may have been published).
+    /// Deletes the Partner Sync events of a profile whose change was sent before `before_ms`
+    /// (the erasure's cut-off: a newer message may have brought the profile back); answers how
+    /// many. If it had any, `notice` is written for the publisher first (they may have been
+    /// published).
     fn delete_profile_events(
         &self,
         region: Region,
         project_id: &str,
         clevertap_id: &str,
+        before_ms: i64,
         notice: &FeedNotice,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
@@ -121,15 +124,18 @@ pub trait ErasureAudits: Send + Sync {
     ) -> impl Future<Output = Result<Option<ErasureAudit>, StoreError>> + Send;
 
     /// Records that an erasure request began with this cut-off, unless an earlier attempt of
-    /// the same request did: answers the first attempt's cut-off (one update), so a retry
-    /// finds what it already scrubbed as of the same time.
+    /// the same request did, and adds the CleverTap IDs its values led to: answers the first
+    /// attempt's cut-off and every CleverTap ID recorded so far (one update). A retry erases as
+    /// of the same time, and finds the profiles an earlier attempt found even after their
+    /// claim is gone (a covered chunk takes back a claim it made).
     fn begin_erasure(
         &self,
         region: Region,
         project_id: &str,
         request_id: &str,
         cut_off_ms: i64,
-    ) -> impl Future<Output = Result<i64, StoreError>> + Send;
+        clevertap_ids: &BTreeSet<String>,
+    ) -> impl Future<Output = Result<Begun, StoreError>> + Send;
 
     /// Records an audit row unless one exists for its request: one conditional put.
     fn put_erasure_audit(
@@ -138,6 +144,13 @@ pub trait ErasureAudits: Send + Sync {
         project_id: &str,
         audit: &ErasureAudit,
     ) -> impl Future<Output = Result<Written, StoreError>> + Send;
+}
+
+/// Where an erasure request stands: its cut-off and the profiles its attempts found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Begun {
+    pub cut_off_ms: i64,
+    pub clevertap_ids: BTreeSet<String>,
 }
 
 /// The erasures of a project as one chunk sees them (`domain::erasure`), for resolve,

@@ -233,8 +233,9 @@ pub async fn take_back_fields(
                 .filter_map(|(f, _)| f.held())
                 .filter_map(|kind| Some((kind, kind.of(&profile)?.to_owned())))
                 .collect();
+            values.extend(take.held.iter().map(|(entry, _)| entry.clone()));
             if take.whole {
-                values.extend(profile.held.iter().cloned());
+                values.extend(profile.held.keys().cloned());
             }
             for (kind, value) in &values {
                 remove_holder(port, region, project_id, *kind, value, clevertap_id).await?;

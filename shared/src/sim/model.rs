@@ -1,10 +1,12 @@
-//! The reference model: what the tables must hold once every message is delivered and every
-//! stream drained, computed plainly from the workload, and the invariants checked against the
-//! twin.
+//! The reference model: what the tables must hold once every message is delivered, every
+//! erasure answered and every stream drained, computed plainly from the workload, and the
+//! invariants checked against the twin. An erased person's users in messages stamped before the
+//! cut-off are as if never sent; later ones bring them back (a new profile for an Identity, the
+//! same CleverTap ID for a Partner ID).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::workload::{Message, Person, User, Workload};
+use super::workload::{CUT_OFF_MS, Message, Person, User, Workload};
 use super::{P, R};
 use crate::domain::calendar::month_of;
 use crate::domain::changes::{ChangeAction, MembershipChange};
@@ -73,6 +75,8 @@ struct ProfileExpectation {
     /// (data version, value), newest kept.
     email: Option<(String, String)>,
     phone: Option<(String, String)>,
+    /// Every email and phone sent for it: the holders naming it are exactly these.
+    held: BTreeSet<(HeldValue, String)>,
 }
 
 /// One change sent for a (segment, person).
@@ -84,22 +88,47 @@ struct Sent {
 }
 
 pub struct Model {
-    /// (audience, person) → every change sent.
+    /// (audience, person) → every change sent (and not erased).
     changes: BTreeMap<(i64, Key), Vec<Sent>>,
     profiles: BTreeMap<Key, ProfileExpectation>,
     /// Every (message, chunk) stored.
     chunks: Vec<String>,
+    /// Per DSR: the change ids its erasure takes back (sent before the cut-off).
+    erased_changes: Vec<BTreeSet<String>>,
+}
+
+/// The person a DSR names, as the ladder keys them.
+fn erased_key(workload: &Workload, person: usize) -> Key {
+    match &workload.people[person] {
+        Person::Partner(ct) => Key::CleverTapId(ct.clone()),
+        Person::Customer(id) | Person::Mpid(id) => Key::Identity(id.clone()),
+    }
 }
 
 impl Model {
     pub fn of(workload: &Workload) -> Self {
         let mut changes: BTreeMap<(i64, Key), Vec<Sent>> = BTreeMap::new();
         let mut profiles: BTreeMap<Key, ProfileExpectation> = BTreeMap::new();
+        let erased: Vec<Key> = (workload.erasures.iter())
+            .map(|d| erased_key(workload, d.person))
+            .collect();
+        let mut erased_changes = vec![BTreeSet::new(); erased.len()];
         for m in &workload.messages {
             for (index, user) in m.users.iter().enumerate() {
                 let Some(key) = key_of(workload, user) else {
                     continue;
                 };
+                if m.ts_ms < CUT_OFF_MS && erased.contains(&key) {
+                    for (entry, (aud, add)) in user.entries.iter().enumerate() {
+                        let id = change_of(m, index, entry, *aud, *add).change_id();
+                        for (d, k) in erased.iter().enumerate() {
+                            if *k == key {
+                                erased_changes[d].insert(id.clone());
+                            }
+                        }
+                    }
+                    continue;
+                }
                 let version = data_version(m.ts_ms, &m.id, index as u32);
                 let p = profiles.entry(key.clone()).or_default();
                 let newer = |held: &Option<(String, String)>| {
@@ -111,6 +140,10 @@ impl Model {
                 if let Some(ph) = user.phone.as_ref().filter(|_| newer(&p.phone)) {
                     p.phone = Some((version.clone(), ph.clone()));
                 }
+                p.held
+                    .extend(user.email.iter().map(|e| (HeldValue::Email, e.clone())));
+                p.held
+                    .extend(user.phone.iter().map(|ph| (HeldValue::Phone, ph.clone())));
                 for (entry, (aud, add)) in user.entries.iter().enumerate() {
                     let c = change_of(m, index, entry, *aud, *add);
                     changes.entry((*aud, key.clone())).or_default().push(Sent {
@@ -126,11 +159,18 @@ impl Model {
             changes,
             profiles,
             chunks,
+            erased_changes,
         }
     }
 
-    /// Checks the twin against the model; answers every violation found.
-    pub async fn check(&self, twin: &Twin, bus: &TwinBus) -> Vec<String> {
+    /// Checks the twin against the model; answers every violation found. `answered`: per DSR,
+    /// how many entries the bus had when its erasure answered 200.
+    pub async fn check(
+        &self,
+        twin: &Twin,
+        bus: &TwinBus,
+        answered: &[Option<usize>],
+    ) -> Vec<String> {
         let mut v = Vec::new();
         let claims = twin.claims_in(R, P);
         let ct_of = |key: &Key| -> Option<String> {
@@ -149,8 +189,9 @@ impl Model {
             })
             .collect();
         let members = self.check_memberships(twin, &stored, &ct_of, &mut v);
-        check_counts(twin, &members, &stored, &mut v).await;
-        check_feed(bus, &stored, &mut v);
+        let ever = events_ever_stored(twin);
+        check_counts(twin, &members, &ever, &mut v).await;
+        self.check_feed(bus, &stored, answered, &mut v);
         v
     }
 
@@ -182,13 +223,16 @@ impl Model {
         ct_of: &impl Fn(&Key) -> Option<String>,
         v: &mut Vec<String>,
     ) {
-        let identities = (self.profiles.keys())
-            .filter(|k| matches!(k, Key::Identity(_)))
-            .count();
-        if claims.len() != identities {
+        let identities: BTreeSet<&String> = (self.profiles.keys())
+            .filter_map(|k| match k {
+                Key::Identity(id) => Some(id),
+                Key::CleverTapId(_) => None,
+            })
+            .collect();
+        let claimed: BTreeSet<&String> = claims.keys().collect();
+        if claimed != identities {
             v.push(format!(
-                "claims: {} for {identities} identities",
-                claims.len()
+                "claims: {claimed:?} claimed, the model has {identities:?}"
             ));
         }
         let stored = twin.profiles_of(R, P);
@@ -200,6 +244,24 @@ impl Model {
             ));
         }
         let holders = twin.holders_in(R, P);
+        let mut expected_holders: BTreeSet<(HeldValue, String, String)> = BTreeSet::new();
+        for (key, expected) in &self.profiles {
+            if let Some(ct) = ct_of(key) {
+                for (kind, value) in &expected.held {
+                    expected_holders.insert((*kind, value.clone(), ct.clone()));
+                }
+            }
+        }
+        let held: BTreeSet<(HeldValue, String, String)> = (holders.iter())
+            .flat_map(|((kind, value), cts)| {
+                cts.iter().map(|ct| (*kind, value.clone(), ct.clone()))
+            })
+            .collect();
+        for extra in held.difference(&expected_holders) {
+            v.push(format!(
+                "holders: {extra:?} names a profile that was never sent it, or was erased"
+            ));
+        }
         for (key, expected) in &self.profiles {
             let Some(ct) = ct_of(key) else {
                 v.push(format!("profiles: {key:?} has no claim"));
@@ -209,6 +271,14 @@ impl Model {
                 v.push(format!("profiles: {key:?} ({ct}) missing"));
                 continue;
             };
+            let stray: Vec<&(HeldValue, String)> = (profile.held.keys())
+                .filter(|e| !expected.held.contains(*e))
+                .collect();
+            if !stray.is_empty() {
+                v.push(format!(
+                    "erasure: {ct} records {stray:?}, which no kept message sent it"
+                ));
+            }
             let want = |f: &Option<(String, String)>| f.as_ref().map(|(_, value)| value.clone());
             if profile.email != want(&expected.email) || profile.phone != want(&expected.phone) {
                 v.push(format!(
@@ -289,6 +359,14 @@ impl Model {
                 ));
             }
         }
+        for r in rows.iter().filter(|r| r.identity.is_some()) {
+            if !expected_pairs.contains(&(r.audience_id, r.clevertap_id.clone())) {
+                v.push(format!(
+                    "erasure: ({}, {}) row still names an Identity no kept change gave it",
+                    r.audience_id, r.clevertap_id
+                ));
+            }
+        }
         members
     }
 }
@@ -331,11 +409,27 @@ fn check_history(
     }
 }
 
-/// Counts and usage equal the member rows and the stored events.
+/// Every Partner Sync event ever stored (an erasure deletes some; counts and usage keep them).
+fn events_ever_stored(twin: &Twin) -> Vec<SyncEventRow> {
+    (twin
+        .changes(R, crate::store::tables::Table::Events)
+        .into_iter())
+    .filter(|c| c.kind == crate::twin::ChangeKind::Insert)
+    .filter_map(|c| {
+        let image: serde_dynamo::Item = c.new_image?.into();
+        match crate::store::feed::feed_record_of_image(&image).ok()? {
+            FeedRecord::Sync(e) => Some(e),
+            FeedRecord::Notice(_) => None,
+        }
+    })
+    .collect()
+}
+
+/// Counts and usage equal the member rows and the events ever stored.
 async fn check_counts(
     twin: &Twin,
     members: &BTreeMap<i64, i64>,
-    stored: &[&SyncEventRow],
+    stored: &[SyncEventRow],
     v: &mut Vec<String>,
 ) {
     let auds: Vec<i64> = members.keys().copied().collect();
@@ -360,25 +454,63 @@ async fn check_counts(
     }
 }
 
-/// The feed: every stored event published, nothing published that is not stored; by event id,
-/// each change once.
-fn check_feed(bus: &TwinBus, stored: &[&SyncEventRow], v: &mut Vec<String>) {
-    let stored_ids: BTreeSet<&str> = stored.iter().map(|e| e.change_id.as_str()).collect();
-    let mut published: BTreeSet<String> = BTreeSet::new();
-    for entry in bus.put_entries() {
-        if entry.kind != FeedKind::PartnerSync {
-            continue;
+impl Model {
+    /// The feed: every stored event published, nothing published that is not stored, except an
+    /// event an erasure took back, published before the erasure answered, or after it with a
+    /// `Profile Erased` notice covering it (a subscriber drops it, contract §5.4: the stream
+    /// still held its record when the item was deleted); by event id, each change once.
+    fn check_feed(
+        &self,
+        bus: &TwinBus,
+        stored: &[&SyncEventRow],
+        answered: &[Option<usize>],
+        v: &mut Vec<String>,
+    ) {
+        let stored_ids: BTreeSet<&str> = stored.iter().map(|e| e.change_id.as_str()).collect();
+        let entries = bus.put_entries();
+        let detail_of = |e: &crate::domain::feed::FeedEntry| -> serde_json::Value {
+            serde_json::from_str(&e.detail).unwrap_or_default()
+        };
+        // CleverTap ID → the latest cut-off a notice announced.
+        let mut notices: BTreeMap<String, i64> = BTreeMap::new();
+        for e in entries.iter().filter(|e| e.kind == FeedKind::ProfileErased) {
+            let d = detail_of(e);
+            let ct = d["clevertap_id"].as_str().unwrap_or_default().to_owned();
+            let before = d["erased_before_ms"].as_i64().unwrap_or(0);
+            let at = notices.entry(ct).or_default();
+            *at = (*at).max(before);
         }
-        let detail: serde_json::Value = serde_json::from_str(&entry.detail).unwrap_or_default();
-        let id = detail["event_id"].as_str().unwrap_or_default().to_owned();
-        if !stored_ids.contains(id.as_str()) {
-            v.push(format!("feed: {id} published, no such event stored"));
+        let mut published: BTreeSet<String> = BTreeSet::new();
+        for (at, entry) in entries.iter().enumerate() {
+            if entry.kind != FeedKind::PartnerSync {
+                continue;
+            }
+            let detail = detail_of(entry);
+            let id = detail["event_id"].as_str().unwrap_or_default().to_owned();
+            let ct = detail["clevertap_id"].as_str().unwrap_or_default();
+            let sent_ms = detail["mparticle_time_ms"].as_i64().unwrap_or(i64::MAX);
+            let noticed = notices.get(ct).is_some_and(|before| sent_ms < *before);
+            let erased_after = (self.erased_changes.iter().zip(answered))
+                .filter(|(ids, _)| ids.contains(&id))
+                .map(|(_, answered)| answered.unwrap_or(0))
+                .min();
+            match erased_after {
+                Some(answered) if at >= answered && !noticed => v.push(format!(
+                    "erasure: {id} published after the erasure covering it answered, no \
+                     Profile Erased notice covers it"
+                )),
+                Some(_) => {}
+                None if !stored_ids.contains(id.as_str()) => {
+                    v.push(format!("feed: {id} published, no such event stored"))
+                }
+                None => {}
+            }
+            published.insert(id);
         }
-        published.insert(id);
-    }
-    for id in stored_ids {
-        if !published.contains(id) {
-            v.push(format!("feed: event {id} stored, never published"));
+        for id in stored_ids {
+            if !published.contains(id) {
+                v.push(format!("feed: event {id} stored, never published"));
+            }
         }
     }
 }

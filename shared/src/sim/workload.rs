@@ -37,11 +37,23 @@ pub struct Message {
     pub users: Vec<User>,
 }
 
+/// A DSR erasure of one person, by the value the ladder finds them by (their Customer ID or
+/// CleverTap ID), as of [`CUT_OFF_MS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dsr {
+    pub request_id: String,
+    /// Index into the workload's people.
+    pub person: usize,
+}
+
 /// Everything mParticle will send.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Workload {
     pub people: Vec<Person>,
     pub messages: Vec<Message>,
+    /// Kept schedules from before erasures were simulated have none.
+    #[serde(default)]
+    pub erasures: Vec<Dsr>,
 }
 
 /// Every user carries an mParticle ID; the ladder uses it only when nothing better is there.
@@ -50,6 +62,10 @@ pub fn mpid_of(person: usize) -> String {
 }
 
 pub const BASE_MS: i64 = 1_750_000_000_000;
+/// Every erasure's cut-off: messages stamped before it are covered (stamped `BASE_MS` + 0 or 1 s),
+/// later ones (+ 2 or 3 s) may bring the person back. mParticle sends those only after the
+/// erasure has answered 200 (they are stamped after the DSR arrived).
+pub const CUT_OFF_MS: i64 = BASE_MS + 2_000;
 const EMAILS: [&str; 3] = ["ann@x.io", "bob@x.io", "shared@x.io"];
 const PHONES: [&str; 2] = ["+14155550101", "+14155550102"];
 const AUDIENCES: [i64; 2] = [11, 12];
@@ -102,7 +118,47 @@ impl Workload {
                 }
             })
             .collect();
-        Workload { people, messages }
+        let erasable: Vec<usize> = (0..people.len())
+            .filter(|&i| !matches!(people[i], Person::Mpid(_)))
+            .collect();
+        let erasures = match erasable.is_empty() || rng.random_bool(0.5) {
+            true => Vec::new(),
+            false => (0..rng.random_range(1..=2.min(erasable.len())))
+                .map(|i| Dsr {
+                    request_id: format!("r{i}"),
+                    person: erasable[rng.random_range(0..erasable.len())],
+                })
+                .collect(),
+        };
+        Workload {
+            people,
+            messages,
+            erasures,
+        }
+    }
+
+    /// Whether mParticle may send this message only once every erasure has answered.
+    pub fn after_erasures(&self, message: &Message) -> bool {
+        !self.erasures.is_empty() && message.ts_ms >= CUT_OFF_MS
+    }
+
+    /// The erasure request mParticle's DSR asks for.
+    pub fn erasure_request(&self, dsr: &Dsr) -> crate::stages::erasure::ErasureRequest {
+        use crate::domain::erasure::SubjectKey;
+        let key = match &self.people[dsr.person] {
+            Person::Partner(ct) => SubjectKey::CleverTapId(ct.clone()),
+            Person::Customer(id) => SubjectKey::Identity(id.clone()),
+            Person::Mpid(m) => SubjectKey::Identity(m.clone()),
+        };
+        crate::stages::erasure::ErasureRequest {
+            request_id: dsr.request_id.clone(),
+            regulation: crate::domain::protocol::Regulation::Gdpr,
+            source: crate::domain::erasure::ErasureSource::Mparticle,
+            erased_ms: CUT_OFF_MS,
+            submitted_ms: None,
+            keys: [key].into(),
+            ignored_identities: 0,
+        }
     }
 
     /// The body mParticle POSTs for a message.

@@ -2,20 +2,25 @@
 //! project's home region. Each step is idempotent and the audit row is written last, so a
 //! request that fails part-way is carried out whole when mParticle sends it again.
 //!
-//! 1. Tombstones of the subject's own values, first (keyed by salted hashes): resolve skips the
-//!    person in any batch sent before the erasure that arrives from now on, and a chunk being
-//!    resolved meanwhile finds them when it checks again after writing.
-//! 2. Whom: the profiles the subject's values lead to (claims, the holders and indexes of an email
-//!    or phone, a CleverTap ID itself); their CleverTap IDs and Identities get tombstones too. The
-//!    email and phone found on them are not followed further: sharing one with the subject does
-//!    not make someone the subject.
-//! 3. Their data: the holders of their values (they are taken off; the item goes with its last
-//!    holder), memberships (members leave their segments with exact counts and no Partner
-//!    Sync event; every segment gets a row at the erasure's version, so a change sent before the
-//!    erasure and still in flight is stale when it arrives), Partner Sync events, the claims
-//!    learned from the profile, the profile item, the claims the subject's values found — what
-//!    makes a profile findable goes last.
-//! 4. The audit row: request id, regulation, times and counts, never an identity.
+//! 1. Whom the subject's values lead to now (claims, holders, indexes), recorded with the cut-off
+//!    on the request's `B#` item before anything is tombstoned: a retry keeps the first
+//!    attempt's cut-off and finds those profiles even after a covered chunk took back a claim
+//!    it made.
+//! 2. Tombstones of the subject's own values (keyed by salted hashes): resolve skips the person
+//!    in any batch sent before the cut-off that arrives from now on, and a chunk being resolved
+//!    meanwhile finds them when it checks again after writing.
+//! 3. Whom again (a claim made before the tombstones landed), with those recorded; their
+//!    CleverTap IDs and Identities get tombstones too. The email and phone found on them are not
+//!    followed further: sharing one with the subject does not make someone the subject.
+//! 4. Their data: the holders of every value their profiles recorded, former ones included (they
+//!    are taken off; the item goes with its last holder), memberships sent before the cut-off
+//!    (members leave their segments with exact counts and no Partner Sync event; every segment
+//!    gets a row at the erasure's version, so a change sent before the cut-off and still in
+//!    flight is stale when it arrives; a row a later change moved is the person back, and
+//!    stays), Partner Sync events sent before the cut-off, the claims learned from the profile,
+//!    the profile item, the claims the subject's values found — what makes a profile findable
+//!    goes last.
+//! 5. The audit row: request id, regulation, times and counts, never an identity.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
@@ -277,28 +282,40 @@ pub async fn erase(
     {
         return Ok(ErasureOutcome::AlreadyErased);
     }
-    // The first attempt's cut-off: a retry arrives later, and rows it already scrubbed must not
-    // look older than it and be rewritten (docs/contract.md §2.8).
-    let cut_off = store
-        .begin_erasure(region, project_id, &req.request_id, req.erased_ms)
+    // 1. Whom the request's values lead to now, recorded with the cut-off before anything is
+    //    tombstoned: once a chunk sees a tombstone it may take back a claim it made, and a retry
+    //    must still find that profile. The first attempt's cut-off stands: a retry arrives later,
+    //    and rows it already scrubbed must not look older than it (docs/contract.md §2.8).
+    let (before, _) = find_people(store, region, project_id, &req.keys).await?;
+    let found: BTreeSet<String> = before.into_keys().collect();
+    let begun = store
+        .begin_erasure(region, project_id, &req.request_id, req.erased_ms, &found)
         .await?;
     let req = &ErasureRequest {
-        erased_ms: cut_off,
+        erased_ms: begun.cut_off_ms,
         ..req.clone()
     };
     let mut removed = ErasureCounts {
         identities_ignored: req.ignored_identities.into(),
         ..ErasureCounts::default()
     };
-    // 1. Tombstones of the subject's own values, first: from here on a chunk that writes the
-    //    person finds them when it checks again after writing.
+    // 2. Tombstones of the subject's own values: from here on a chunk that writes the person
+    //    finds them when it checks again after writing.
     let version = erasure_version(req.erased_ms);
     removed.tombstones =
         write_tombstones(store, region, project_id, req.erased_ms, &req.keys).await?;
-    // 2. Whom, and what they hold; the values found on their profiles lead further (a second
-    //    profile holding only the person's phone), each tombstoned before it is searched.
-    let (held, holders) = find_everyone(store, region, project_id, req, &mut removed).await?;
-    // 3. Their data: the holders of their values first (only the profiles know those values, so
+    // 3. Whom again (a claim made before the tombstones landed), recorded too, with those found
+    //    before; their Identities and CleverTap IDs are tombstoned.
+    let (held, holders) = find_everyone(
+        store,
+        region,
+        project_id,
+        req,
+        &begun.clevertap_ids,
+        &mut removed,
+    )
+    .await?;
+    // 4. Their data: the holders of their values first (only the profiles know those values, so
     //    a retry after a failure must still find the profiles), then memberships, events,
     //    claims and the profiles themselves.
     for (kind, value, ct) in &holders {
@@ -309,7 +326,7 @@ pub async fn erase(
         version: &version,
     };
     removed.add(&erase_profiles(store, region, project_id, &held.claims, erasure).await?);
-    // 4. The audit row.
+    // 5. The audit row.
     let audit = ErasureAudit {
         request_id: req.request_id.clone(),
         regulation: req.regulation.as_str().to_owned(),
@@ -394,7 +411,7 @@ async fn erase_profiles(
     for (ct, profile_claims) in claims {
         let notice = profile_erased(project_id, region, ct, erasure.erased_ms, now_ms());
         removed.events += store
-            .delete_profile_events(region, project_id, ct, &notice)
+            .delete_profile_events(region, project_id, ct, erasure.erased_ms, &notice)
             .await?;
         for identity in &profile_claims.own {
             removed.claims += u64::from(
@@ -478,9 +495,22 @@ async fn find_everyone(
     region: Region,
     project_id: &str,
     req: &ErasureRequest,
+    recorded: &BTreeSet<String>,
     removed: &mut ErasureCounts,
 ) -> Result<(Held, BTreeSet<HolderOf>), StoreError> {
-    let (people, mut holders) = find_people(store, region, project_id, &req.keys).await?;
+    let (mut people, mut holders) = find_people(store, region, project_id, &req.keys).await?;
+    let more: BTreeSet<String> = (people.keys())
+        .filter(|ct| !recorded.contains(*ct))
+        .cloned()
+        .collect();
+    if !more.is_empty() {
+        let _begun =
+            (store.begin_erasure(region, project_id, &req.request_id, req.erased_ms, &more))
+                .await?;
+    }
+    for ct in recorded {
+        people.entry(ct.clone()).or_default();
+    }
     let cts: Vec<String> = people.keys().cloned().collect();
     let profiles = store.profiles(region, project_id, &cts).await?;
     let held = what_they_hold(people, &profiles);
@@ -493,7 +523,7 @@ async fn find_everyone(
             }
         }
         // Former values too: `old@` names the profile in its holders until it is taken off.
-        for (kind, value) in &p.held {
+        for (kind, value) in p.held.keys() {
             holders.insert((*kind, value.clone(), p.clevertap_id.clone()));
         }
     }

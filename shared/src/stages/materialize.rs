@@ -146,10 +146,14 @@ fn plan_pair(
         }
         state = next;
     }
+    // A row that never was a member (a delete of someone not in it) keeps no Identity: no event
+    // opened its segment, so an erasure reading the project's segments could not find it.
+    let holds_person =
+        state.member || !events.is_empty() || read_history.added || read_history.removed;
     (state.version != read.version).then(|| PairWrite {
         layout,
         clevertap_id: clevertap_id.to_owned(),
-        identity,
+        identity: identity.filter(|_| holds_person),
         expected_version: read.version.clone(),
         next: state,
         history: read_history.with(&events),
@@ -262,7 +266,7 @@ async fn erase_overtaken(
         // same notice the erasure itself writes, so one of the two is published).
         let notice = profile_erased(project_id, region, ct, erased_ms, now);
         store
-            .delete_profile_events(region, project_id, ct, &notice)
+            .delete_profile_events(region, project_id, ct, erased_ms, &notice)
             .await?;
     }
     warn!(

@@ -23,7 +23,7 @@ use crate::domain::changes::{ChangeAction, MembershipChange, encode_changes};
 use crate::domain::identity::ProfileKey;
 use crate::domain::invocations::ResolveBatch;
 use crate::domain::profile_merge::{
-    HeldValue, ProfileMerge, ProfileWrite, Versioned, data_version, message_version_prefix,
+    HeldValue, ProfileMerge, Versioned, data_version, message_version_prefix,
 };
 use crate::domain::protocol::{AttributeAction, now_ms};
 use crate::domain::records::{InboxStatus, Profile, PropertyValue};
@@ -34,7 +34,7 @@ use crate::domain::resolution::{
 use crate::ports::StoreError;
 use crate::ports::erasures::{ErasureLog, Erasures};
 use crate::ports::inbox::{ChangeCounts, Handoff, Inbox, InboxRow};
-use crate::ports::profiles::{Profiles, take_back_fields};
+use crate::ports::profiles::{Profiles, remove_holder, take_back_fields};
 use crate::stages::stream::{self as records, RecordError};
 use crate::store::stats;
 use crate::store::tables::{Table, TableNames};
@@ -66,31 +66,46 @@ impl ResolveError {
     }
 }
 
-/// The profile a resolved user goes to, with the Identity that led there (`None`: skipped, or an
-/// Identity without a claim).
-fn target_of(
-    r: &Resolved<'_>,
-    clevertap_of: &HashMap<String, String>,
-) -> Option<(String, Option<String>)> {
-    match &r.resolution.outcome {
-        Ok((ProfileKey::CleverTapId(ct), _)) => Some((ct.clone(), None)),
-        Ok((ProfileKey::Identity(id), _)) => clevertap_of
-            .get(id)
-            .map(|ct| (ct.clone(), Some(id.clone()))),
-        Err(_) => None,
-    }
+/// The profile a resolved user goes to, with the Identity that led there and the email and
+/// phone the user gives it.
+struct Target {
+    clevertap_id: String,
+    identity: Option<String>,
+    values: Vec<(HeldValue, String)>,
+}
+
+/// Where a resolved user goes (`None`: skipped, or an Identity without a claim).
+fn target_of(r: &Resolved<'_>, clevertap_of: &HashMap<String, String>) -> Option<Target> {
+    let (clevertap_id, identity) = match &r.resolution.outcome {
+        Ok((ProfileKey::CleverTapId(ct), _)) => (ct.clone(), None),
+        Ok((ProfileKey::Identity(id), _)) => (clevertap_of.get(id)?.clone(), Some(id.clone())),
+        Err(_) => return None,
+    };
+    let values = [
+        (HeldValue::Email, &r.resolution.email),
+        (HeldValue::Phone, &r.resolution.phone),
+    ]
+    .into_iter()
+    .filter_map(|(kind, v)| Some((kind, v.clone()?)))
+    .collect();
+    Some(Target {
+        clevertap_id,
+        identity,
+        values,
+    })
 }
 
 /// Takes back what this chunk wrote for people an erasure covers (the erasure, made meanwhile,
-/// could not see it), and drops their changes: claims this message made, and the profile fields
-/// whose version is this message's — the whole profile if it holds nothing else. Data of other
-/// messages stays: a newer one may have brought the person back, and a profile the chunk only
-/// merged into is not necessarily theirs.
+/// could not see it), and drops their changes: claims this message made, the profile fields
+/// whose version is this message's — the whole profile if it holds nothing else — and the
+/// holders of the user's email and phone this chunk added the profile to, unless the profile
+/// holds that value now. Data of other messages stays: a newer one may have brought the person
+/// back, and a profile the chunk only merged into is not necessarily theirs.
 async fn undo_for_erased(
     store: &impl Profiles,
     region: Region,
     row: &InboxRow,
-    targets: Vec<(String, Option<String>)>,
+    targets: Vec<Target>,
     changes: &mut Vec<MembershipChange>,
 ) -> Result<(), StoreError> {
     if targets.is_empty() {
@@ -98,42 +113,85 @@ async fn undo_for_erased(
     }
     let project = row.project_id.as_str();
     let ours = message_version_prefix(row.message_ts, &row.message_id);
-    let identities: Vec<String> = targets.iter().filter_map(|(_, id)| id.clone()).collect();
+    let identities: Vec<String> = targets.iter().filter_map(|t| t.identity.clone()).collect();
     let claims = store.claims_of(region, project, &identities).await?;
-    let cts: BTreeSet<String> = targets.iter().map(|(ct, _)| ct.clone()).collect();
-    for (ct, identity) in &targets {
-        let claimed_here = identity
+    let cts: BTreeSet<String> = targets.iter().map(|t| t.clevertap_id.clone()).collect();
+    for t in &targets {
+        let ct = &t.clevertap_id;
+        let claimed_here = t
+            .identity
             .as_ref()
             .and_then(|id| claims.get(id))
             .is_some_and(|c| {
                 c.clevertap_id == *ct && c.message_id.as_deref() == Some(row.message_id.as_str())
             });
-        if let (true, Some(id)) = (claimed_here, identity) {
+        if let (true, Some(id)) = (claimed_here, &t.identity) {
             let _claimed_again = store.delete_claim(region, project, id, ct).await?;
         }
     }
     for ct in &cts {
         take_back_fields(store, region, project, ct, &ours).await?;
     }
+    for t in targets.iter().filter(|t| !t.values.is_empty()) {
+        forget_values(store, region, project, t).await?;
+    }
     changes.retain(|c| !cts.contains(&c.clevertap_id));
     Ok(())
 }
 
+/// The holders of a covered user's email and phone stop naming the profile unless it holds or
+/// records the value from another message (after the take-back, what it records is other
+/// messages'): an attempt of this chunk may have added them before it failed. Read again after:
+/// a newer message that recorded the value meanwhile gets its holder back (it adds holders only
+/// after recording, so either it adds after this removal or this read sees its record).
+async fn forget_values(
+    store: &impl Profiles,
+    region: Region,
+    project: &str,
+    target: &Target,
+) -> Result<(), StoreError> {
+    let ct = target.clevertap_id.as_str();
+    let keeps = |p: &Option<Profile>, kind: HeldValue, value: &str| {
+        p.as_ref().is_some_and(|p| {
+            kind.of(p) == Some(value) || p.held.contains_key(&(kind, value.to_owned()))
+        })
+    };
+    let profile = store.profile(region, project, ct).await?;
+    let forget: Vec<&(HeldValue, String)> = (target.values.iter())
+        .filter(|(kind, value)| !keeps(&profile, *kind, value))
+        .collect();
+    if forget.is_empty() {
+        return Ok(());
+    }
+    for (kind, value) in &forget {
+        remove_holder(store, region, project, *kind, value, ct).await?;
+    }
+    let after = store.profile(region, project, ct).await?;
+    for (kind, value) in forget {
+        if keeps(&after, *kind, value) {
+            store.add_holder(region, project, *kind, value, ct).await?;
+        }
+    }
+    Ok(())
+}
+
 /// On a retry: the targets an earlier attempt of this chunk may have written for people an
-/// erasure covers (it failed before it could take them back).
+/// erasure covers (it failed before it could take them back), and the emails and phones of
+/// covered users whose claim the erasure deleted (their CleverTap ID is known only to the
+/// holders that attempt may have added).
 async fn covered_targets(
     store: &impl Profiles,
     region: Region,
     project: &str,
     users: &[Resolved<'_>],
     covered: &[Option<i64>],
-) -> Result<Vec<(String, Option<String>)>, StoreError> {
+) -> Result<(Vec<Target>, Vec<(HeldValue, String)>), StoreError> {
     let covered: Vec<&Resolved<'_>> = (users.iter().zip(covered))
         .filter(|(_, e)| e.is_some())
         .map(|(r, _)| r)
         .collect();
     if covered.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let identities: HashSet<&str> = covered
         .iter()
@@ -145,10 +203,51 @@ async fn covered_targets(
     let clevertap_of = store
         .claimed_identities(region, project, &identities)
         .await?;
-    Ok(covered
-        .iter()
-        .filter_map(|r| target_of(r, &clevertap_of))
-        .collect())
+    let mut targets = Vec::new();
+    let mut unclaimed = Vec::new();
+    for r in covered {
+        match target_of(r, &clevertap_of) {
+            Some(t) => targets.push(t),
+            None => {
+                let values = [
+                    (HeldValue::Email, &r.resolution.email),
+                    (HeldValue::Phone, &r.resolution.phone),
+                ];
+                unclaimed
+                    .extend((values.into_iter()).filter_map(|(kind, v)| Some((kind, v.clone()?))));
+            }
+        }
+    }
+    Ok((targets, unclaimed))
+}
+
+/// The holders of covered users' values whose claim an erasure deleted stop naming the erased
+/// profiles: a CleverTap ID there whose tombstone covers this message and which has no profile
+/// was erased (an earlier attempt of this chunk added it before the erasure could see the
+/// profile). One with a profile is left: a Partner ID's CleverTap ID comes back with a newer
+/// message.
+async fn sweep_erased_holders(
+    store: &(impl Profiles + ErasureLog),
+    erasures: &Erasures,
+    region: Region,
+    row: &InboxRow,
+    values: Vec<(HeldValue, String)>,
+) -> Result<(), StoreError> {
+    let project = row.project_id.as_str();
+    for (kind, value) in values {
+        let holders = store.holders(region, project, kind, &value).await?;
+        let cts: BTreeSet<&str> = holders.iter().map(String::as_str).collect();
+        let erased = erasures
+            .of_clevertap_ids(store, region, project, &cts)
+            .await?;
+        for (ct, erased_ms) in erased {
+            let covers = crate::domain::erasure::is_before_erasure(row.message_ts, erased_ms);
+            if covers && store.profile(region, project, &ct).await?.is_none() {
+                remove_holder(store, region, project, kind, &value, &ct).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// How many profile writes or claims run at once per chunk.
@@ -178,8 +277,10 @@ pub async fn resolve_chunk(
     let covered = erasures
         .covering(store, region, project, row.message_ts, &resolved)
         .await?;
-    let leftovers = covered_targets(store, region, project, &resolved, &covered).await?;
+    let (leftovers, unclaimed) =
+        covered_targets(store, region, project, &resolved, &covered).await?;
     undo_for_erased(store, region, row, leftovers, &mut Vec::new()).await?;
+    sweep_erased_holders(store, &erasures, region, row, unclaimed).await?;
     let resolved = without_covered(resolved, &covered, &mut outcomes);
 
     // 2. Identities to CleverTap IDs: existing claims in bulk, then claim the new ones.
@@ -196,7 +297,7 @@ pub async fn resolve_chunk(
     let covered = erasures
         .covering(store, region, project, row.message_ts, &resolved)
         .await?;
-    let overtaken: Vec<(String, Option<String>)> = (resolved.iter().zip(&covered))
+    let overtaken: Vec<Target> = (resolved.iter().zip(&covered))
         .filter(|(_, erased)| erased.is_some())
         .filter_map(|(r, _)| target_of(r, &clevertap_of))
         .collect();
@@ -273,7 +374,12 @@ fn plan_chunk(
     let mut merges: BTreeMap<String, ProfileMerge> = BTreeMap::new();
     let mut changes = Vec::new();
     for r in resolved {
-        let Some((ct, identity)) = target_of(r, clevertap_of) else {
+        let Some(Target {
+            clevertap_id: ct,
+            identity,
+            ..
+        }) = target_of(r, clevertap_of)
+        else {
             continue;
         };
         let version = data_version(row.message_ts, &row.message_id, r.profile.index);
@@ -401,6 +507,9 @@ const MAX_PROFILE_REPLANS: u32 = 25;
 
 /// Brings one profile up to its merge: plans against the item read, writes conditionally, and
 /// on a lost condition reads the profile again and re-plans (newest wins, whoever arrives last).
+/// Then adds it to the holders of the email and phone it recorded: an erasure that reads the
+/// profile before they land takes it off them all the same, and one that read it earlier
+/// tombstoned it first, so this chunk's check after writing takes them back.
 async fn write_profile(
     store: &impl Profiles,
     region: Region,
@@ -411,51 +520,63 @@ async fn write_profile(
     now: i64,
 ) -> Result<(), StoreError> {
     let mut current = read.cloned();
-    // Holders first, of every email and phone the message gives the profile, whether or not it
-    // wins the field: an erasure that misses them runs after this chunk's own check. Each is
-    // recorded on the profile by the write that lands (even one that writes nothing else), so
-    // an attempt that failed between the two is recorded by its retry.
-    let added = add_holders(store, region, project, clevertap_id, merge, read).await?;
-    for _ in 0..MAX_PROFILE_REPLANS {
+    let mut recorded = Vec::new();
+    for attempt in 0..=MAX_PROFILE_REPLANS {
+        if attempt == MAX_PROFILE_REPLANS {
+            return Err(StoreError::Unavailable(format!(
+                "profile writes keep conflicting after {MAX_PROFILE_REPLANS} re-plans"
+            )));
+        }
         let Some(mut write) = merge.plan(current.as_ref()) else {
-            return record_holders(store, region, project, clevertap_id, added, now).await;
+            break;
         };
-        write.recorded = added.clone();
+        write.recorded = write.recording(current.as_ref());
         if store
             .write_profile(region, project, clevertap_id, &write, now)
             .await?
             .applied()
         {
-            return Ok(());
+            recorded = write.recorded;
+            break;
         }
         current = store.profile(region, project, clevertap_id).await?;
     }
-    Err(StoreError::Unavailable(format!(
-        "profile writes keep conflicting after {MAX_PROFILE_REPLANS} re-plans"
-    )))
+    // An earlier attempt of this message may have recorded a value and failed before its holder.
+    for (kind, value) in merge.held_values() {
+        let entry = (kind, value.to_owned());
+        let ours = merge_version(merge, kind);
+        let recorded_before = (current.as_ref().and_then(|p| p.held.get(&entry)))
+            .is_some_and(|v| Some(v.as_str()) == ours);
+        if recorded_before && !recorded.iter().any(|(e, _)| *e == entry) {
+            recorded.push((entry, String::new()));
+        }
+    }
+    add_holders(store, region, project, clevertap_id, &recorded).await
 }
 
-/// Adds the profile to the holders of the merge's email and phone, except a value it holds or
-/// was recorded holding (in its holders already). Answers the values added.
+/// The version the merge gives an email or phone.
+fn merge_version(merge: &ProfileMerge, kind: HeldValue) -> Option<&str> {
+    let versioned = match kind {
+        HeldValue::Email => &merge.email,
+        HeldValue::Phone => &merge.phone,
+    };
+    versioned.as_ref().map(|v| v.version.as_str())
+}
+
+/// Adds the profile to the holders of the values it recorded.
 async fn add_holders(
     store: &impl Profiles,
     region: Region,
     project: &str,
     clevertap_id: &str,
-    merge: &ProfileMerge,
-    read: Option<&Profile>,
-) -> Result<Vec<(HeldValue, String)>, StoreError> {
-    let mut added = Vec::new();
-    for (kind, value) in merge.held_values() {
-        let entry = (kind, value.to_owned());
-        if read.is_some_and(|p| kind.of(p) == Some(value) || p.held.contains(&entry)) {
-            continue;
-        }
+    recorded: &[((HeldValue, String), String)],
+) -> Result<(), StoreError> {
+    for ((kind, value), _) in recorded {
         match store
-            .add_holder(region, project, kind, value, clevertap_id)
+            .add_holder(region, project, *kind, value, clevertap_id)
             .await
         {
-            Ok(()) => added.push(entry),
+            Ok(()) => {}
             // A value held by so many profiles that its holders item is full (400 KB, about
             // 10,000 CleverTap IDs): the erasure finds the rest through the index.
             Err(e) if !e.is_transient() => {
@@ -465,31 +586,6 @@ async fn add_holders(
             Err(e) => return Err(e),
         }
     }
-    Ok(added)
-}
-
-/// Nothing left to write (a newer message won every field) after this call added the profile to
-/// some holders: the profile records them all the same. A profile deleted
-/// meanwhile is not brought back; its erasure tombstoned it, and this chunk's check after
-/// writing takes the holders back.
-async fn record_holders(
-    store: &impl Profiles,
-    region: Region,
-    project: &str,
-    clevertap_id: &str,
-    added: Vec<(HeldValue, String)>,
-    now: i64,
-) -> Result<(), StoreError> {
-    if added.is_empty() {
-        return Ok(());
-    }
-    let write = ProfileWrite {
-        recorded: added,
-        ..ProfileWrite::default()
-    };
-    let _gone = store
-        .write_profile(region, project, clevertap_id, &write, now)
-        .await?;
     Ok(())
 }
 
@@ -867,34 +963,35 @@ mod on_the_twin {
         assert!(twin.claims_in(R, P).is_empty());
     }
 
-    /// An attempt added the profile to `old@`'s holders and failed before writing; a newer
-    /// message gave it `new@` meanwhile, so the retry writes no email: it still records `old@` on
-    /// the profile, and an erasure takes the profile off both.
+    /// An attempt recorded `a@` on the profile and failed before adding the profile to its
+    /// holders: the retry, which has nothing left to write, adds it.
     #[tokio::test]
-    async fn a_holder_added_by_a_failed_attempt_is_recorded_by_its_retry() {
+    async fn a_value_recorded_by_a_failed_attempt_gets_its_holder_on_the_retry() {
         let twin = Twin::new();
-        let older = stored(
+        let row = stored(
             &twin,
             "m1",
             TS,
-            vec![user(&[("email", "old@x.io")], Some("ct-a"), add(7))],
+            vec![user(&[("email", "a@x.io")], Some("ct-a"), add(7))],
         )
         .await;
-        twin.inject("profiles.write_profile", Fault::Transient);
-        assert!(resolve_chunk(&twin, R, &older).await.is_err());
-        let newer = stored(
-            &twin,
-            "m2",
-            TS + 6,
-            vec![user(&[("email", "new@x.io")], Some("ct-a"), add(7))],
-        )
-        .await;
-        resolve_chunk(&twin, R, &newer).await.unwrap();
-        resolve_chunk(&twin, R, &older).await.unwrap();
+        twin.inject("profiles.add_holder", Fault::Transient);
+        assert!(resolve_chunk(&twin, R, &row).await.is_err());
         let a = twin.profile(R, P, "ct-a").await.unwrap().unwrap();
-        assert_eq!(a.email.as_deref(), Some("new@x.io"), "newest wins");
-        let held: Vec<&str> = a.held.iter().map(|(_, v)| v.as_str()).collect();
-        assert_eq!(held, ["new@x.io", "old@x.io"]);
+        assert!(
+            a.held
+                .contains_key(&(HeldValue::Email, "a@x.io".to_owned()))
+        );
+        assert!(
+            twin.holders_in(R, P).is_empty(),
+            "recorded first, holder after"
+        );
+        resolve_chunk(&twin, R, &row).await.unwrap();
+        let holders = twin.holders_in(R, P);
+        assert_eq!(
+            holders.get(&(HeldValue::Email, "a@x.io".to_owned())),
+            Some(&["ct-a".to_owned()].into())
+        );
     }
 
     #[tokio::test]

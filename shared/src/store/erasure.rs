@@ -16,7 +16,9 @@ use crate::domain::erasure::{ErasableRow, ErasureAudit, ScrubPlan, TombstoneKeys
 use crate::domain::feed::FeedNotice;
 use crate::domain::region::Region;
 use crate::ports::Written;
-use crate::ports::erasures::{ErasedRows, ErasureAudits, ErasureLog, ErasureMarks, RowErased};
+use crate::ports::erasures::{
+    Begun, ErasedRows, ErasureAudits, ErasureLog, ErasureMarks, RowErased,
+};
 use crate::store::keys::{self, events as ek, segments as sk};
 use crate::store::tables::Table;
 
@@ -201,9 +203,12 @@ impl Store {
         region: Region,
         project_id: &str,
         clevertap_id: &str,
+        before_ms: i64,
         notice: &FeedNotice,
     ) -> Result<u64, StoreError> {
         let table = self.table(region, Table::Events);
+        // Event keys begin with the change's mParticle time (`keys::events::sk`).
+        let before = crate::domain::erasure::erasure_version(before_ms);
         let mut deleted = 0;
         let mut start = None;
         loop {
@@ -211,8 +216,9 @@ impl Store {
                 .client(region)
                 .query()
                 .table_name(&table)
-                .key_condition_expression("pk = :pk")
+                .key_condition_expression("pk = :pk AND sk < :before")
                 .expression_attribute_values(":pk", s(ek::pk(project_id, clevertap_id)))
+                .expression_attribute_values(":before", s(&before))
                 .projection_expression("pk, sk")
                 .consistent_read(true)
                 .set_exclusive_start_key(start)
@@ -317,9 +323,6 @@ pub(super) fn erasure_audits_of(rows: Vec<Item>) -> Result<Vec<ErasureAudit>, St
     Ok(audits)
 }
 
-/// The cut-off an erasure request began with (on its `B#<request id>` item).
-const CUT_OFF_MS: &str = "cut_off_ms";
-
 impl ErasureAudits for Store {
     async fn erasure_audit(
         &self,
@@ -336,23 +339,27 @@ impl ErasureAudits for Store {
         project_id: &str,
         request_id: &str,
         cut_off_ms: i64,
-    ) -> Result<i64, StoreError> {
+        clevertap_ids: &std::collections::BTreeSet<String>,
+    ) -> Result<Begun, StoreError> {
         let key = Item::from([
             (keys::PK.to_owned(), s(sk::erasure_pk(project_id))),
             (keys::SK.to_owned(), s(sk::erasure_begun_sk(request_id))),
         ]);
-        let out = self
-            .client(region)
-            .update_item()
-            .table_name(self.table(region, Table::Segments))
-            .set_key(Some(key))
-            .update_expression("SET #c = if_not_exists(#c, :c)")
-            .expression_attribute_names("#c", CUT_OFF_MS)
-            .expression_attribute_values(":c", n(cut_off_ms))
-            .return_values(ReturnValue::UpdatedNew)
+        let out = super::rows::erasures::erasure_begun(cut_off_ms, clevertap_ids)
+            .on(self
+                .client(region)
+                .update_item()
+                .table_name(self.table(region, Table::Segments))
+                .set_key(Some(key)))
+            .return_values(ReturnValue::AllNew)
             .send()
             .await?;
-        Ok(super::get_n(&out.attributes.unwrap_or_default(), CUT_OFF_MS).unwrap_or(cut_off_ms))
+        Ok(
+            super::rows::erasures::begun_of(&out.attributes.unwrap_or_default()).unwrap_or(Begun {
+                cut_off_ms,
+                clevertap_ids: clevertap_ids.clone(),
+            }),
+        )
     }
 
     async fn put_erasure_audit(
@@ -397,9 +404,11 @@ impl ErasedRows for Store {
         region: Region,
         project_id: &str,
         clevertap_id: &str,
+        before_ms: i64,
         notice: &FeedNotice,
     ) -> Result<u64, StoreError> {
-        Store::delete_profile_events(self, region, project_id, clevertap_id, notice).await
+        Store::delete_profile_events(self, region, project_id, clevertap_id, before_ms, notice)
+            .await
     }
 }
 

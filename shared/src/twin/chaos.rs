@@ -95,6 +95,7 @@ fn is_read(call: &str) -> bool {
     let method = call.rsplit('.').next().unwrap_or(call);
     ![
         "put", "write", "mark", "claim", "delete", "take", "add", "drop", "open", "remove",
+        "erase", "begin",
     ]
     .iter()
     .any(|verb| method.starts_with(verb))

@@ -522,6 +522,7 @@ impl ErasedRows for Twin {
         region: Region,
         project_id: &str,
         clevertap_id: &str,
+        before_ms: i64,
         notice: &FeedNotice,
     ) -> Result<u64, StoreError> {
         const CALL: &str = "erasures.delete_profile_events";
@@ -529,8 +530,9 @@ impl ErasedRows for Twin {
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         let pk = ek::pk(project_id, clevertap_id);
+        let before = crate::domain::erasure::erasure_version(before_ms);
         let theirs: Vec<ItemKey> = (state.memberships.events.keys())
-            .filter(|(r, p, _)| *r == region && *p == pk)
+            .filter(|(r, p, sk)| *r == region && *p == pk && *sk < before)
             .cloned()
             .collect();
         if !theirs.is_empty() {

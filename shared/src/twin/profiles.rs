@@ -10,7 +10,7 @@ use crate::domain::erasure::{ErasureAudit, TombstoneKeys};
 use crate::domain::profile_merge::{HeldValue, ProfileField, ProfileWrite, TakeBack};
 use crate::domain::records::Profile;
 use crate::domain::region::Region;
-use crate::ports::erasures::{ErasureAudits, ErasureLog, ErasureMarks};
+use crate::ports::erasures::{Begun, ErasureAudits, ErasureLog, ErasureMarks};
 use crate::ports::profiles::{Claim, Claimed, Profiles};
 use crate::ports::{StoreError, Written};
 use crate::store::rows::profiles as rows;
@@ -30,8 +30,8 @@ pub(super) struct Tables {
     marks: Keyed<String, ErasureMarks>,
     /// By (project, request id).
     audits: Keyed<(String, String), ErasureAudit>,
-    /// When each erasure request began: its cut-off.
-    begun: Keyed<(String, String), i64>,
+    /// When each erasure request began: its cut-off, and the profiles it found.
+    begun: Keyed<(String, String), Begun>,
     /// The profiles as the lagging indexes still see them (`Twin::lag_indexes`).
     indexed: Option<Keyed<(String, String), Profile>>,
 }
@@ -49,10 +49,6 @@ fn key2(region: Region, a: &str, b: &str) -> (Region, (String, String)) {
 
 /// Whether every planned field still has the version the write was planned against.
 fn versions_hold(profile: Option<&Profile>, write: &ProfileWrite) -> bool {
-    let records_only = write.fields.is_empty() && write.identity.is_none() && !write.create;
-    if records_only && profile.is_none() {
-        return false;
-    }
     write.fields.iter().all(|f| {
         let stored = profile.and_then(|p| f.field.version_in(p));
         stored == f.expected.as_deref()
@@ -113,6 +109,9 @@ fn written_profile(
 
 /// The profile left after taking fields back (the version attributes go with them).
 fn taken_back(mut p: Profile, take: &TakeBack) -> Profile {
+    for (entry, _) in &take.held {
+        p.held.remove(entry);
+    }
     for (field, _) in &take.fields {
         match field {
             ProfileField::Identity => (p.identity, p.versions.identity) = (None, None),
@@ -324,7 +323,8 @@ impl Profiles for Twin {
         let Some(current) = state.profiles.profiles.get(&key) else {
             return Ok(Written::ConditionFailed);
         };
-        let holds = (take.fields.iter()).all(|(f, v)| f.version_in(current) == Some(v.as_str()));
+        let holds = (take.fields.iter()).all(|(f, v)| f.version_in(current) == Some(v.as_str()))
+            && (take.held.iter()).all(|(entry, v)| current.held.get(entry) == Some(v));
         if !holds {
             return Ok(Written::ConditionFailed);
         }
@@ -582,14 +582,20 @@ impl ErasureAudits for Twin {
         project_id: &str,
         request_id: &str,
         cut_off_ms: i64,
-    ) -> Result<i64, StoreError> {
+        clevertap_ids: &BTreeSet<String>,
+    ) -> Result<Begun, StoreError> {
         const CALL: &str = "erasures.begin_erasure";
         self.pause(CALL).await;
         let mut state = self.lock();
         let entry = Twin::enter(&mut state, CALL)?;
         let key = key2(region, project_id, request_id);
-        let first = *state.profiles.begun.entry(key).or_insert(cut_off_ms);
-        Twin::after_write(&entry, CALL, first)
+        let begun = state.profiles.begun.entry(key).or_insert(Begun {
+            cut_off_ms,
+            clevertap_ids: BTreeSet::new(),
+        });
+        begun.clevertap_ids.extend(clevertap_ids.iter().cloned());
+        let begun = begun.clone();
+        Twin::after_write(&entry, CALL, begun)
     }
 
     async fn put_erasure_audit(

@@ -47,6 +47,15 @@ impl State {
     }
 }
 
+impl Twin {
+    /// A project put in place as a setup: no port call, so no chaos and no call counted.
+    pub fn setup_project(&self, project: &Project) {
+        self.lock()
+            .put_project(project.clone())
+            .expect("a project item fits");
+    }
+}
+
 fn found(changed: Option<()>, project_id: &str) -> Result<(), ProjectWriteError> {
     changed.ok_or_else(|| ProjectWriteError::NotFound(project_id.to_owned()))
 }

@@ -208,6 +208,7 @@ async fn one_messages_fields_are_taken_back_and_the_rest_stay(port: &impl Profil
     // A take-back planned against versions that moved does nothing.
     let stale = TakeBack {
         fields: vec![(ProfileField::Email, data_version(1_000, "m0", 0))],
+        held: vec![],
         whole: false,
     };
     assert_eq!(
@@ -455,62 +456,93 @@ async fn an_audit_row_is_written_once_and_the_index_finds_a_value_s_profiles(
 
 async fn a_profile_records_every_value_it_was_made_a_holder_of(port: &impl Profiles) {
     let entry = |kind, v: &str| (kind, v.to_owned());
-    // Recording alone never creates a profile (an erasure may have deleted it).
-    let only_recorded = shared::domain::profile_merge::ProfileWrite {
-        recorded: vec![entry(HeldValue::Email, "old@x.io")],
-        ..Default::default()
-    };
-    let gone = (port
-        .write_profile(HOME, "P1", "ct-a", &only_recorded, 5)
-        .await)
-        .unwrap();
-    assert_eq!(gone, Written::ConditionFailed);
-    assert_eq!(port.profile(HOME, "P1", "ct-a").await.unwrap(), None);
-
-    let mut first = merge("m1", Some("a@x.io"), None).plan(None).unwrap();
-    first.recorded = vec![entry(HeldValue::Email, "a@x.io")];
+    let mut first = merge("m1", Some("old@x.io"), None).plan(None).unwrap();
+    first.recorded = first.recording(None);
+    let v1 = first.recorded[0].1.clone();
     assert!(
         (port.write_profile(HOME, "P1", "ct-a", &first, 5).await)
             .unwrap()
             .applied()
     );
+    let read = port.profile(HOME, "P1", "ct-a").await.unwrap().unwrap();
+    let mut second = merge("m2", Some("new@x.io"), None)
+        .plan(Some(&read))
+        .unwrap();
+    second.recorded = second.recording(Some(&read));
+    let v2 = second.recorded[0].1.clone();
     assert!(
-        (port
-            .write_profile(HOME, "P1", "ct-a", &only_recorded, 6)
-            .await)
+        (port.write_profile(HOME, "P1", "ct-a", &second, 6).await)
             .unwrap()
             .applied()
     );
-    let again = port
-        .write_profile(HOME, "P1", "ct-a", &only_recorded, 7)
-        .await;
-    assert!(
-        again.unwrap().applied(),
-        "recording a value twice keeps it once"
-    );
     let stored = port.profile(HOME, "P1", "ct-a").await.unwrap().unwrap();
-    assert_eq!(stored.email.as_deref(), Some("a@x.io"));
+    assert_eq!(stored.email.as_deref(), Some("new@x.io"));
     assert_eq!(
         stored.held,
         [
-            entry(HeldValue::Email, "a@x.io"),
-            entry(HeldValue::Email, "old@x.io")
+            (entry(HeldValue::Email, "new@x.io"), v2),
+            (entry(HeldValue::Email, "old@x.io"), v1.clone())
         ]
-        .into()
+        .into(),
+        "a former value stays recorded with the version that gave it"
+    );
+    // Taking the second message back leaves the first's record.
+    let take = TakeBack::plan(&stored, &message_version_prefix(1_000, "m2")).unwrap();
+    assert!(!take.whole);
+    let taken = port.take_back(HOME, "P1", "ct-a", &take).await.unwrap();
+    assert!(taken.applied());
+    let left = port.profile(HOME, "P1", "ct-a").await.unwrap().unwrap();
+    assert_eq!(
+        left.held,
+        [(entry(HeldValue::Email, "old@x.io"), v1)].into()
     );
 }
 
 async fn an_erasure_request_keeps_the_cut_off_it_began_with(
     port: &(impl Profiles + shared::ports::erasures::ErasureAudits),
 ) {
-    let first = port.begin_erasure(HOME, "P1", "r1", 100).await.unwrap();
-    assert_eq!(first, 100);
-    let retried = port.begin_erasure(HOME, "P1", "r1", 200).await.unwrap();
-    assert_eq!(retried, 100, "a retry keeps the first attempt's cut-off");
-    let other = port.begin_erasure(HOME, "P1", "r2", 300).await.unwrap();
-    assert_eq!(other, 300);
-    let elsewhere = port.begin_erasure(OTHER, "P1", "r1", 400).await.unwrap();
-    assert_eq!(elsewhere, 400, "regions are apart");
+    let cts = |ids: &[&str]| -> std::collections::BTreeSet<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    };
+    let first = port
+        .begin_erasure(HOME, "P1", "r1", 100, &cts(&["ct-a"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.cut_off_ms, first.clevertap_ids),
+        (100, cts(&["ct-a"]))
+    );
+    let retried = port
+        .begin_erasure(HOME, "P1", "r1", 200, &cts(&["ct-b"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        retried.cut_off_ms, 100,
+        "a retry keeps the first attempt's cut-off"
+    );
+    assert_eq!(
+        retried.clevertap_ids,
+        cts(&["ct-a", "ct-b"]),
+        "and adds what it found"
+    );
+    let again = port
+        .begin_erasure(HOME, "P1", "r1", 300, &cts(&[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.cut_off_ms, again.clevertap_ids),
+        (100, cts(&["ct-a", "ct-b"]))
+    );
+    let other = port
+        .begin_erasure(HOME, "P1", "r2", 300, &cts(&[]))
+        .await
+        .unwrap();
+    assert_eq!((other.cut_off_ms, other.clevertap_ids), (300, cts(&[])));
+    let elsewhere = port
+        .begin_erasure(OTHER, "P1", "r1", 400, &cts(&[]))
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.cut_off_ms, 400, "regions are apart");
     assert_eq!(
         port.erasure_audit(HOME, "P1", "r1").await.unwrap(),
         None,

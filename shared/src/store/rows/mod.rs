@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
+pub mod erasures;
 pub mod events;
 pub mod inbox;
 pub mod memberships;

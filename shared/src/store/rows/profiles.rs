@@ -21,8 +21,9 @@ const CREATED_MS: &str = "created_ms";
 const UPDATED_MS: &str = "updated_ms";
 const MESSAGE_ID: &str = "message_id";
 const ERASED_MS: &str = "erased_ms";
-/// Every email and phone whose holders name the profile, as `email:<value>` / `phone:<value>`.
-const HELD: &str = "held";
+/// An email or phone the profile was given: `h#email:<value>` / `h#phone:<value>`, holding the
+/// version of the newest message that gave it.
+const HELD_PREFIX: &str = "h#";
 /// Versions are kept next to their field: `v#email`, `v#attr#plan`.
 const VERSION_PREFIX: &str = "v#";
 
@@ -54,12 +55,12 @@ fn index_key(
     }
 }
 
-fn held_entry(kind: HeldValue, value: &str) -> String {
-    format!("{}:{value}", kind.as_str())
+fn held_attribute(kind: HeldValue, value: &str) -> String {
+    format!("{HELD_PREFIX}{}:{value}", kind.as_str())
 }
 
-fn held_of(entry: &str) -> Option<(HeldValue, String)> {
-    let (kind, value) = entry.split_once(':')?;
+fn held_of(attribute: &str) -> Option<(HeldValue, String)> {
+    let (kind, value) = attribute.strip_prefix(HELD_PREFIX)?.split_once(':')?;
     let kind = [HeldValue::Email, HeldValue::Phone]
         .into_iter()
         .find(|k| k.as_str() == kind)?;
@@ -140,10 +141,8 @@ pub fn profile_of(item: &Item) -> Option<Profile> {
         },
         created_ms: get_n(item, CREATED_MS),
         updated_ms: get_n(item, UPDATED_MS),
-        held: (item.get(HELD).and_then(|v| v.as_ss().ok()))
-            .into_iter()
-            .flatten()
-            .filter_map(|e| held_of(e))
+        held: (item.iter())
+            .filter_map(|(k, v)| Some((held_of(k)?, v.as_s().ok()?.clone())))
             .collect(),
     })
 }
@@ -177,9 +176,8 @@ pub fn profile_item(project_id: &str, profile: &Profile) -> Item {
     if let Some(at) = profile.updated_ms {
         item.insert(UPDATED_MS.to_owned(), n(at));
     }
-    if !profile.held.is_empty() {
-        let held = profile.held.iter().map(|(k, v)| held_entry(*k, v));
-        item.insert(HELD.to_owned(), AttributeValue::Ss(held.collect()));
+    for ((kind, value), version) in &profile.held {
+        item.insert(held_attribute(*kind, value), s(version));
     }
     item
 }
@@ -290,16 +288,12 @@ pub fn profile_written(
         spec.update
             .push_str(&format!(" REMOVE {}", remove.join(", ")));
     }
-    if !write.recorded.is_empty() {
-        let held = write.recorded.iter().map(|(k, v)| held_entry(*k, v));
-        spec.update.push_str(" ADD #held :held");
+    for (i, ((kind, value), version)) in write.recorded.iter().enumerate() {
         spec = spec
-            .name("#held", HELD)
-            .value(":held", AttributeValue::Ss(held.collect()));
-    }
-    if write.fields.is_empty() && write.identity.is_none() && !write.create {
-        // Only recording holders: never brings back a profile an erasure deleted meanwhile.
-        conditions.push(format!("attribute_exists({CLEVERTAP_ID})"));
+            .name(&format!("#h{i}"), &held_attribute(*kind, value))
+            .value(&format!(":h{i}"), s(version.clone()));
+        let at = spec.update.find(" REMOVE").unwrap_or(spec.update.len());
+        spec.update.insert_str(at, &format!(", #h{i} = :h{i}"));
     }
     if !conditions.is_empty() {
         spec = spec.condition(conditions.join(" AND "));
@@ -333,6 +327,13 @@ pub fn fields_taken_back(take: &TakeBack) -> UpdateSpec {
             spec = spec.name(&format!("#i{i}"), index);
             removes.push(format!("#i{i}"));
         }
+    }
+    for (i, ((kind, value), version)) in take.held.iter().enumerate() {
+        spec = spec
+            .name(&format!("#h{i}"), &held_attribute(*kind, value))
+            .value(&format!(":h{i}"), s(version.clone()));
+        conditions.push(format!("#h{i} = :h{i}"));
+        removes.push(format!("#h{i}"));
     }
     if !take.whole {
         spec.update = format!("REMOVE {}", removes.join(", "));
@@ -409,9 +410,9 @@ mod tests {
             created_ms: Some(10),
             updated_ms: Some(11),
             held: [
-                (HeldValue::Email, "a@x.io".to_owned()),
-                (HeldValue::Email, "old:a@x.io".to_owned()),
-                (HeldValue::Phone, "+15550001".to_owned()),
+                ((HeldValue::Email, "a@x.io".to_owned()), "2".to_owned()),
+                ((HeldValue::Email, "old:a@x.io".to_owned()), "1".to_owned()),
+                ((HeldValue::Phone, "+15550001".to_owned()), "3".to_owned()),
             ]
             .into(),
         };
