@@ -291,7 +291,16 @@ pub struct ErasureCounts {
     pub tombstones: u64,
     /// Subject identities not stored by this output (ignored).
     pub identities_ignored: u64,
+    /// The request's emails and phones held by more profiles than one person has
+    /// ([`SHARED_VALUE_HOLDERS`]): a placeholder or shared value, which erases no one.
+    #[serde(default)]
+    pub values_shared: u64,
 }
+
+/// More profiles than this holding one email or phone of a request make it a shared value (a
+/// placeholder, a company switchboard): it leads to no profile and gets no tombstone, so one
+/// erasure never deletes or blocks thousands of people (docs/contract.md §2.8).
+pub const SHARED_VALUE_HOLDERS: usize = 20;
 
 impl ErasureCounts {
     pub fn add(&mut self, o: &ErasureCounts) {
@@ -302,6 +311,7 @@ impl ErasureCounts {
         self.events += o.events;
         self.tombstones += o.tombstones;
         self.identities_ignored += o.identities_ignored;
+        self.values_shared += o.values_shared;
     }
 }
 

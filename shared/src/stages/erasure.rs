@@ -28,8 +28,8 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::erasure::{
-    ErasureAudit, ErasureCounts, ErasureSource, SubjectKey, TombstoneHasher, cut_off,
-    erasure_version, subject_keys,
+    ErasureAudit, ErasureCounts, ErasureSource, SHARED_VALUE_HOLDERS, SubjectKey,
+    TombstoneHasher, cut_off, erasure_version, subject_keys,
 };
 use crate::domain::feed::profile_erased;
 use crate::domain::profile_merge::HeldValue;
@@ -286,8 +286,8 @@ pub async fn erase(
     //    tombstoned: once a chunk sees a tombstone it may take back a claim it made, and a retry
     //    must still find that profile. The first attempt's cut-off stands: a retry arrives later,
     //    and rows it already scrubbed must not look older than it (docs/contract.md §2.8).
-    let (before, _) = find_people(store, region, project_id, &req.keys).await?;
-    let found: BTreeSet<String> = before.into_keys().collect();
+    let before = find_people(store, region, project_id, &req.keys).await?;
+    let found: BTreeSet<String> = before.people.into_keys().collect();
     let begun = store
         .begin_erasure(region, project_id, &req.request_id, req.erased_ms, &found)
         .await?;
@@ -297,13 +297,17 @@ pub async fn erase(
     };
     let mut removed = ErasureCounts {
         identities_ignored: req.ignored_identities.into(),
+        values_shared: before.shared.len() as u64,
         ..ErasureCounts::default()
     };
+    // A shared email or phone is not the subject's alone: no tombstone (it would block everyone
+    // holding it), and it leads to no one.
+    let own_keys: BTreeSet<SubjectKey> = req.keys.difference(&before.shared).cloned().collect();
     // 2. Tombstones of the subject's own values: from here on a chunk that writes the person
     //    finds them when it checks again after writing.
     let version = erasure_version(req.erased_ms);
     removed.tombstones =
-        write_tombstones(store, region, project_id, req.erased_ms, &req.keys).await?;
+        write_tombstones(store, region, project_id, req.erased_ms, &own_keys).await?;
     // 3. Whom again (a claim made before the tombstones landed), recorded too, with those found
     //    before; their Identities and CleverTap IDs are tombstoned.
     let (held, holders) = find_everyone(
@@ -498,7 +502,11 @@ async fn find_everyone(
     recorded: &BTreeSet<String>,
     removed: &mut ErasureCounts,
 ) -> Result<(Held, BTreeSet<HolderOf>), StoreError> {
-    let (mut people, mut holders) = find_people(store, region, project_id, &req.keys).await?;
+    let Found {
+        mut people,
+        mut holders,
+        ..
+    } = find_people(store, region, project_id, &req.keys).await?;
     let more: BTreeSet<String> = (people.keys())
         .filter(|ct| !recorded.contains(*ct))
         .cloned()
@@ -533,17 +541,28 @@ async fn find_everyone(
 /// A holders record: this value (email or phone) leads to this CleverTap ID.
 type HolderOf = (HeldValue, String, String);
 
-/// The CleverTap IDs the subject's keys lead to, each with the claimed Identities that led
-/// there, and the holders records that led there. Emails and phones are read from their holders
-/// (strongly consistent) and from the indexes (profiles written before holders were recorded).
+/// Whom the subject's keys lead to: the CleverTap IDs, each with the claimed Identities that
+/// led there, the holders records that led there, and the request's emails and phones held by
+/// more than [`SHARED_VALUE_HOLDERS`] profiles (they lead nowhere). Emails and phones are read
+/// from their holders (strongly consistent) and from the indexes (profiles written before
+/// holders were recorded).
+struct Found {
+    people: BTreeMap<String, BTreeSet<String>>,
+    holders: BTreeSet<HolderOf>,
+    shared: BTreeSet<SubjectKey>,
+}
+
 async fn find_people(
     store: &impl ErasurePorts,
     region: Region,
     project_id: &str,
     keys: &BTreeSet<SubjectKey>,
-) -> Result<(BTreeMap<String, BTreeSet<String>>, BTreeSet<HolderOf>), StoreError> {
-    let mut people: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut holders: BTreeSet<HolderOf> = BTreeSet::new();
+) -> Result<Found, StoreError> {
+    let mut found = Found {
+        people: BTreeMap::new(),
+        holders: BTreeSet::new(),
+        shared: BTreeSet::new(),
+    };
     let identities: HashSet<&str> = keys
         .iter()
         .filter_map(|k| match k {
@@ -555,39 +574,35 @@ async fn find_people(
         .claimed_identities(region, project_id, &identities)
         .await?
     {
-        people.entry(ct).or_default().insert(identity);
+        found.people.entry(ct).or_default().insert(identity);
     }
     for key in keys {
-        let (kind, value, indexed) = match key {
-            SubjectKey::Email(e) => (
-                HeldValue::Email,
-                e,
-                store
-                    .indexed_holders(region, project_id, HeldValue::Email, e)
-                    .await?,
-            ),
-            SubjectKey::Phone(p) => (
-                HeldValue::Phone,
-                p,
-                store
-                    .indexed_holders(region, project_id, HeldValue::Phone, p)
-                    .await?,
-            ),
+        let (kind, value) = match key {
+            SubjectKey::Email(e) => (HeldValue::Email, e),
+            SubjectKey::Phone(p) => (HeldValue::Phone, p),
             SubjectKey::CleverTapId(ct) => {
-                people.entry(ct.clone()).or_default();
+                found.people.entry(ct.clone()).or_default();
                 continue;
             }
             SubjectKey::Identity(_) => continue,
         };
-        for ct in store.holders(region, project_id, kind, value).await? {
-            holders.insert((kind, value.clone(), ct.clone()));
-            people.entry(ct).or_default();
+        let indexed = store
+            .indexed_holders(region, project_id, kind, value)
+            .await?;
+        let held = store.holders(region, project_id, kind, value).await?;
+        let all: BTreeSet<&String> = held.iter().chain(&indexed).collect();
+        if all.len() > SHARED_VALUE_HOLDERS {
+            found.shared.insert(key.clone());
+            continue;
         }
-        for ct in indexed {
-            people.entry(ct).or_default();
+        for ct in held.iter() {
+            found.holders.insert((kind, value.clone(), ct.clone()));
+        }
+        for ct in all {
+            found.people.entry(ct.clone()).or_default();
         }
     }
-    Ok((people, holders))
+    Ok(found)
 }
 
 async fn write_tombstones(
@@ -918,6 +933,73 @@ mod on_the_twin {
         let phone_hashes = hasher.checked(crate::domain::erasure::TombstoneKind::Phone, phone);
         let found = twin.tombstones(R, P, &phone_hashes).await.unwrap();
         assert!(found.is_empty(), "the shared phone is not tombstoned");
+    }
+
+    /// #34 invariant 3: a placeholder phone held by more profiles than one person has, named in
+    /// a request, erases and blocks none of them; the request's other values still erase Ann.
+    #[tokio::test]
+    async fn a_placeholder_phone_in_a_request_erases_and_blocks_no_one_else() {
+        let twin = Twin::new();
+        ann(&twin).await;
+        let placeholder = "+15555550000";
+        let holders = SHARED_VALUE_HOLDERS + 1;
+        for i in 0..holders {
+            let ct = if i == 0 { "ct-ann".to_owned() } else { format!("ct-{i}") };
+            let merge = ProfileMerge {
+                phone: Some(Versioned {
+                    value: placeholder.into(),
+                    version: data_version(TS, "m2", i as u32),
+                }),
+                ..ProfileMerge::default()
+            };
+            let current = twin.profile(R, P, &ct).await.unwrap();
+            let write = merge.plan(current.as_ref()).unwrap();
+            assert!(twin.write_profile(R, P, &ct, &write, TS).await.unwrap().applied());
+            twin.add_holder(R, P, HeldValue::Phone, placeholder, &ct)
+                .await
+                .unwrap();
+        }
+        let only_the_phone = ErasureRequest {
+            keys: [SubjectKey::Phone(placeholder.into())].into(),
+            ..request("r1")
+        };
+        let ErasureOutcome::Erased(audit) = erase(&twin, R, P, &only_the_phone).await.unwrap()
+        else {
+            panic!("answered");
+        };
+        assert_eq!((audit.removed.profiles, audit.removed.values_shared), (0, 1));
+        assert_eq!(twin.profiles_of(R, P).len(), holders, "no one erased");
+
+        let ann_and_the_phone = ErasureRequest {
+            keys: [
+                SubjectKey::Identity("c-1".into()),
+                SubjectKey::Phone(placeholder.into()),
+            ]
+            .into(),
+            ..request("r2")
+        };
+        let ErasureOutcome::Erased(audit) = erase(&twin, R, P, &ann_and_the_phone).await.unwrap()
+        else {
+            panic!("answered");
+        };
+        assert_eq!((audit.removed.profiles, audit.removed.values_shared), (1, 1));
+        let left = twin.profiles_of(R, P);
+        assert_eq!(left.len(), holders - 1);
+        assert!(left.iter().all(|p| p.clevertap_id != "ct-ann"));
+        assert_eq!(
+            twin.holders_in(R, P)[&(HeldValue::Phone, placeholder.to_owned())].len(),
+            holders - 1,
+            "Ann is taken off the placeholder's holders, no one else"
+        );
+        let keys = ErasureLog::tombstone_keys(&twin).await.unwrap();
+        let hasher = crate::domain::erasure::TombstoneHasher {
+            keys: &keys,
+            project: P,
+            legacy_salt: None,
+        };
+        let hashes = hasher.checked(crate::domain::erasure::TombstoneKind::Phone, placeholder);
+        let found = twin.tombstones(R, P, &hashes).await.unwrap();
+        assert!(found.is_empty(), "the placeholder is not tombstoned: no one is blocked");
     }
 
     /// A request naming only an email finds a profile that got it a moment ago, while the
