@@ -832,8 +832,8 @@ fn only_the_erase_function_may_delete_a_persons_data_and_only_in_its_region() {
         (
             arn(Table::Segments),
             &[
+                "dynamodb:BatchGetItem",
                 "dynamodb:GetItem",
-                "dynamodb:Query",
                 "dynamodb:PutItem",
                 "dynamodb:UpdateItem",
             ],

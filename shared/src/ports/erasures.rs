@@ -98,6 +98,16 @@ pub trait ErasedRows: Send + Sync {
         now_ms: i64,
     ) -> impl Future<Output = Result<RowErased, StoreError>> + Send;
 
+    /// The segments (audience ids) a profile's Partner Sync events name, strongly consistent:
+    /// every row that held the profile as a member came with an event, so these are the
+    /// segments an erasure has rows to clear in, however many segments the project has.
+    fn segments_of_events(
+        &self,
+        region: Region,
+        project_id: &str,
+        clevertap_id: &str,
+    ) -> impl Future<Output = Result<BTreeSet<i64>, StoreError>> + Send;
+
     /// Deletes the Partner Sync events of a profile whose change was sent before `before_ms`
     /// (the erasure's cut-off: a newer message may have brought the profile back); answers how
     /// many. If it had any, `notice` is written for the publisher first (they may have been

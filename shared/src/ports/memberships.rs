@@ -119,13 +119,6 @@ pub trait Memberships: Send + Sync {
         audience_ids: &[i64],
     ) -> impl Future<Output = Result<HashMap<i64, Segment>, StoreError>> + Send;
 
-    /// The layout of every segment of a project (its audience id and bucket count).
-    fn segment_layouts(
-        &self,
-        region: Region,
-        project_id: &str,
-    ) -> impl Future<Output = Result<Vec<SegmentLayout>, StoreError>> + Send;
-
     /// One segment as stored (strongly consistent, without its counters).
     fn segment(
         &self,

@@ -28,8 +28,8 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::erasure::{
-    ErasureAudit, ErasureCounts, ErasureSource, SHARED_VALUE_HOLDERS, SubjectKey,
-    TombstoneHasher, cut_off, erasure_version, subject_keys,
+    ErasureAudit, ErasureCounts, ErasureSource, SHARED_VALUE_HOLDERS, SubjectKey, TombstoneHasher,
+    cut_off, erasure_version, subject_keys,
 };
 use crate::domain::feed::profile_erased;
 use crate::domain::profile_merge::HeldValue;
@@ -411,7 +411,7 @@ async fn erase_profiles(
     let cts: Vec<String> = claims.keys().cloned().collect();
     let mut removed = ErasureCounts::default();
     (removed.memberships, removed.members_removed) =
-        leave_every_segment(store, region, project_id, &cts, erasure.version).await?;
+        leave_their_segments(store, region, project_id, &cts, erasure.version).await?;
     for (ct, profile_claims) in claims {
         let notice = profile_erased(project_id, region, ct, erasure.erased_ms, now_ms());
         removed.events += store
@@ -448,7 +448,7 @@ async fn erase_profiles(
 /// 100 keys a call, strongly consistent) and only those that exist are written, so the writes
 /// grow with what the person holds and a retry rewrites nothing already erased. A change still in
 /// flight meets the CleverTap ID's tombstone in materialize, before or after it writes.
-async fn leave_every_segment(
+async fn leave_their_segments(
     store: &impl ErasurePorts,
     region: Region,
     project_id: &str,
@@ -459,12 +459,33 @@ async fn leave_every_segment(
         return Ok((0, 0));
     }
     let now = now_ms();
-    let layouts = store.segment_layouts(region, project_id).await?;
-    let every: Vec<(SegmentLayout, &str)> = (layouts.iter())
-        .flat_map(|l| cts.iter().map(move |ct| (*l, ct.as_str())))
+    // Where they have rows: the segments their events name (a member row always came with an
+    // Added event; a row that never held a member holds no Identity). Calls grow with what the
+    // person holds, not with the project's segments.
+    let mut theirs: Vec<(i64, &str)> = Vec::new();
+    for ct in cts {
+        let segments = store.segments_of_events(region, project_id, ct).await?;
+        theirs.extend(segments.into_iter().map(|aud| (aud, ct.as_str())));
+    }
+    let audience_ids: Vec<i64> = theirs
+        .iter()
+        .map(|(aud, _)| *aud)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
         .collect();
+    let segments = store
+        .segments_by_id(region, project_id, &audience_ids)
+        .await?;
+    let every: Vec<(SegmentLayout, &str)> = (theirs.iter())
+        .map(|(aud, ct)| {
+            let layout =
+                SegmentLayout::of_read(*aud, segments.get(aud), store.new_segment_buckets());
+            (layout, *ct)
+        })
+        .collect();
+    let by_id: BTreeMap<i64, SegmentLayout> =
+        every.iter().map(|(l, _)| (l.audience_id, *l)).collect();
     let held = store.pair_states(region, project_id, &every).await?;
-    let by_id: BTreeMap<i64, SegmentLayout> = layouts.iter().map(|l| (l.audience_id, *l)).collect();
     let pairs: Vec<(SegmentLayout, String)> = held
         .into_keys()
         .filter_map(|(aud, ct)| Some((*by_id.get(&aud)?, ct)))
@@ -935,6 +956,48 @@ mod on_the_twin {
         assert!(found.is_empty(), "the shared phone is not tombstoned");
     }
 
+    /// #34 invariant 4: the erasure's calls grow with what the person holds, not with the
+    /// project's segments (it once read every segment, and every row of the person in each).
+    #[tokio::test]
+    async fn an_erasures_calls_do_not_grow_with_the_projects_segments() {
+        let (mut calls, mut keys) = (Vec::new(), Vec::new());
+        for others in [2_i64, 60] {
+            let twin = Twin::new();
+            ann(&twin).await;
+            let bob: Vec<MembershipChange> = (0..others)
+                .map(|i| MembershipChange {
+                    clevertap_id: "ct-bob".into(),
+                    identity: Some("c-2".into()),
+                    audience_id: 100 + i,
+                    audience_name: Some("Other".into()),
+                    action: ChangeAction::Add,
+                    ts_ms: TS,
+                    message_id: "m9".into(),
+                    profile_index: 0,
+                    entry_index: i as u32,
+                })
+                .collect();
+            crate::stages::materialize::materialize_changes(&twin, R, P, &bob)
+                .await
+                .unwrap();
+            let (before, read_before) = (twin.calls().len(), twin.keys_read());
+            erase(&twin, R, P, &request("r1")).await.unwrap();
+            calls.push(twin.calls().len() - before);
+            keys.push(twin.keys_read() - read_before);
+            let rows = twin.membership_rows(R, P);
+            let ann_rows: Vec<_> = rows.iter().filter(|r| r.clevertap_id == "ct-ann").collect();
+            assert!(ann_rows.iter().all(|r| !r.member && r.identity.is_none()));
+            let bob_members = rows.iter().filter(|r| r.member).count() as i64;
+            assert_eq!(bob_members, others, "Bob stays in every segment");
+            assert!(twin.profiles_of(R, P).is_empty());
+        }
+        assert_eq!(
+            calls[0], calls[1],
+            "calls with 3 and with 61 segments: {calls:?}"
+        );
+        assert_eq!(keys, [1, 1], "rows read: Ann's one, in her one segment");
+    }
+
     /// #34 invariant 3: a placeholder phone held by more profiles than one person has, named in
     /// a request, erases and blocks none of them; the request's other values still erase Ann.
     #[tokio::test]
@@ -944,7 +1007,11 @@ mod on_the_twin {
         let placeholder = "+15555550000";
         let holders = SHARED_VALUE_HOLDERS + 1;
         for i in 0..holders {
-            let ct = if i == 0 { "ct-ann".to_owned() } else { format!("ct-{i}") };
+            let ct = if i == 0 {
+                "ct-ann".to_owned()
+            } else {
+                format!("ct-{i}")
+            };
             let merge = ProfileMerge {
                 phone: Some(Versioned {
                     value: placeholder.into(),
@@ -954,7 +1021,12 @@ mod on_the_twin {
             };
             let current = twin.profile(R, P, &ct).await.unwrap();
             let write = merge.plan(current.as_ref()).unwrap();
-            assert!(twin.write_profile(R, P, &ct, &write, TS).await.unwrap().applied());
+            assert!(
+                twin.write_profile(R, P, &ct, &write, TS)
+                    .await
+                    .unwrap()
+                    .applied()
+            );
             twin.add_holder(R, P, HeldValue::Phone, placeholder, &ct)
                 .await
                 .unwrap();
@@ -967,7 +1039,10 @@ mod on_the_twin {
         else {
             panic!("answered");
         };
-        assert_eq!((audit.removed.profiles, audit.removed.values_shared), (0, 1));
+        assert_eq!(
+            (audit.removed.profiles, audit.removed.values_shared),
+            (0, 1)
+        );
         assert_eq!(twin.profiles_of(R, P).len(), holders, "no one erased");
 
         let ann_and_the_phone = ErasureRequest {
@@ -982,7 +1057,10 @@ mod on_the_twin {
         else {
             panic!("answered");
         };
-        assert_eq!((audit.removed.profiles, audit.removed.values_shared), (1, 1));
+        assert_eq!(
+            (audit.removed.profiles, audit.removed.values_shared),
+            (1, 1)
+        );
         let left = twin.profiles_of(R, P);
         assert_eq!(left.len(), holders - 1);
         assert!(left.iter().all(|p| p.clevertap_id != "ct-ann"));
@@ -999,7 +1077,10 @@ mod on_the_twin {
         };
         let hashes = hasher.checked(crate::domain::erasure::TombstoneKind::Phone, placeholder);
         let found = twin.tombstones(R, P, &hashes).await.unwrap();
-        assert!(found.is_empty(), "the placeholder is not tombstoned: no one is blocked");
+        assert!(
+            found.is_empty(),
+            "the placeholder is not tombstoned: no one is blocked"
+        );
     }
 
     /// A request naming only an email finds a profile that got it a moment ago, while the

@@ -399,6 +399,38 @@ impl ErasedRows for Store {
         .await
     }
 
+    async fn segments_of_events(
+        &self,
+        region: Region,
+        project_id: &str,
+        clevertap_id: &str,
+    ) -> Result<std::collections::BTreeSet<i64>, StoreError> {
+        let mut segments = std::collections::BTreeSet::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client(region)
+                .query()
+                .table_name(self.table(region, Table::Events))
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(ek::pk(project_id, clevertap_id)))
+                .projection_expression("sk")
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await?;
+            for item in page.items.unwrap_or_default() {
+                if let Some(aud) = super::get_s(&item, keys::SK).and_then(ek::segment_of_sk) {
+                    segments.insert(aud);
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(segments);
+            }
+        }
+    }
+
     async fn delete_profile_events(
         &self,
         region: Region,

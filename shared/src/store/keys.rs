@@ -288,6 +288,11 @@ pub mod events {
         format!("{:013}#{partner_segment_id}#{change_id}", ts_ms.max(0))
     }
 
+    /// The segment an event's sort key names (`None`: not an event's).
+    pub fn segment_of_sk(sk: &str) -> Option<i64> {
+        sk.split('#').nth(1)?.parse().ok()
+    }
+
     /// The Find People key of one bucket of a segment: the same buckets as its memberships
     /// (`super::memberships::bucket_pk`), so one audience's events spread like its rows.
     pub fn segment_key(

@@ -563,14 +563,6 @@ impl Memberships for Store {
         Store::segments_by_id(self, region, project_id, audience_ids.iter().copied()).await
     }
 
-    async fn segment_layouts(
-        &self,
-        region: Region,
-        project_id: &str,
-    ) -> Result<Vec<SegmentLayout>, StoreError> {
-        Store::segment_layouts(self, region, project_id).await
-    }
-
     async fn segment(&self, key: &SegmentKey<'_>) -> Result<Option<Segment>, StoreError> {
         Store::segment(self, key).await
     }

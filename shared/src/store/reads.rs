@@ -219,20 +219,6 @@ impl Store {
             .collect()
     }
 
-    /// The layout (audience id and buckets) of every segment of a project (no counters read).
-    pub async fn segment_layouts(
-        &self,
-        region: Region,
-        project_id: &str,
-    ) -> Result<Vec<SegmentLayout>, StoreError> {
-        Ok(self
-            .segments_without_counts(region, project_id)
-            .await?
-            .iter()
-            .map(SegmentLayout::of_segment)
-            .collect())
-    }
-
     /// Every item of one partition (`pk`), those whose `sk` begins with `sk_prefix` if given,
     /// page after page.
     pub(super) async fn query_partition(

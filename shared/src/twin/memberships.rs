@@ -152,22 +152,6 @@ impl Memberships for Twin {
             .collect())
     }
 
-    async fn segment_layouts(
-        &self,
-        region: Region,
-        project_id: &str,
-    ) -> Result<Vec<SegmentLayout>, StoreError> {
-        self.pause("memberships.segment_layouts").await;
-        let mut state = self.lock();
-        Twin::enter(&mut state, "memberships.segment_layouts")?;
-        let mut layouts: Vec<SegmentLayout> = (state.memberships.segments.iter())
-            .filter(|((r, p, _), _)| *r == region && p == project_id)
-            .map(|(_, s)| SegmentLayout::of_segment(s))
-            .collect();
-        layouts.sort_by_key(|l| l.audience_id);
-        Ok(layouts)
-    }
-
     async fn segment(&self, key: &SegmentKey<'_>) -> Result<Option<Segment>, StoreError> {
         self.pause("memberships.segment").await;
         let mut state = self.lock();
@@ -185,6 +169,7 @@ impl Memberships for Twin {
         self.pause("memberships.pair_states").await;
         let mut state = self.lock();
         Twin::enter(&mut state, "memberships.pair_states")?;
+        state.keys_read += pairs.len();
         Ok(pairs
             .iter()
             .filter_map(|(layout, ct)| {
@@ -515,6 +500,23 @@ impl ErasedRows for Twin {
             }
         };
         Twin::after_write(&entry, CALL, erased)
+    }
+
+    async fn segments_of_events(
+        &self,
+        region: Region,
+        project_id: &str,
+        clevertap_id: &str,
+    ) -> Result<std::collections::BTreeSet<i64>, StoreError> {
+        const CALL: &str = "erasures.segments_of_events";
+        self.pause(CALL).await;
+        let mut state = self.lock();
+        Twin::enter(&mut state, CALL)?;
+        let pk = ek::pk(project_id, clevertap_id);
+        Ok((state.memberships.events.keys())
+            .filter(|(r, p, _)| *r == region && *p == pk)
+            .filter_map(|(_, _, sk)| ek::segment_of_sk(sk))
+            .collect())
     }
 
     async fn delete_profile_events(

@@ -94,6 +94,8 @@ struct State {
     /// Faults for a later call of a method: (method, calls of it to let through first, fault).
     later_faults: Vec<(&'static str, usize, Fault)>,
     calls: Vec<&'static str>,
+    /// Items the batch reads asked for (a DynamoDB BatchGetItem takes 100 a request).
+    keys_read: usize,
     /// The simulation's chaos, if it runs one.
     chaos: Option<chaos::Chaos>,
     /// The fault the chaos picked for the call about to enter.
@@ -228,6 +230,11 @@ impl Twin {
     /// Makes the call of `call` after the next `skip` ones meet `fault`.
     pub fn inject_after(&self, call: &'static str, skip: usize, fault: Fault) {
         self.lock().later_faults.push((call, skip, fault));
+    }
+
+    /// How many items the batch reads asked for so far.
+    pub fn keys_read(&self) -> usize {
+        self.lock().keys_read
     }
 
     /// The port methods called so far, in order.

@@ -452,14 +452,23 @@ async fn reads_asked_for_one_item_twice_answer_it_once(store: &(impl Memberships
     assert!(rows[&(7, "ct-a".to_owned())].state.member);
 }
 
-/// The erasure's row writes (`ports::erasures::ErasedRows`) and the segment list it reads.
+/// The erasure's row writes (`ports::erasures::ErasedRows`) and the segments it finds a
+/// person's rows in: those their events name.
 async fn an_erased_member_leaves_its_count_once_and_a_pair_without_a_row_is_blocked(
     store: &(impl Memberships + shared::ports::erasures::ErasedRows + Disconnect),
 ) {
     use shared::ports::erasures::RowErased;
     opened(store, LAYOUT).await;
     commit(store, &[&flip("ann", ChangeAction::Add, TS, None)]).await;
-    assert_eq!(store.segment_layouts(HOME, P).await.unwrap(), [LAYOUT]);
+    let theirs = store.segments_of_events(HOME, P, "ann").await.unwrap();
+    assert_eq!(theirs.into_iter().collect::<Vec<_>>(), [7]);
+    assert!(
+        store
+            .segments_of_events(HOME, P, "bob")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let erased = shared::domain::erasure::erasure_version(TS + 1);
     let first = store
         .erase_membership(HOME, P, LAYOUT, "ann", &erased, TS + 2)
