@@ -157,6 +157,8 @@ impl Inbox for Twin {
         let written = state.move_inbox_row(region, key, &allowed, |row| {
             row.status = InboxStatus::Failed;
             row.failure = Some(reason.to_owned());
+            row.payload.clear();
+            row.changes = None;
         })?;
         Twin::after_write(&entry, CALL, written)
     }

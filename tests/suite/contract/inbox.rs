@@ -239,6 +239,10 @@ async fn a_failed_chunk_keeps_its_reason_and_moves_no_further(inbox: &impl Inbox
             .unwrap();
         assert_eq!(row.status, InboxStatus::Failed);
         assert_eq!(row.failure.as_deref(), Some("payload unreadable"));
+        assert!(
+            row.payload.is_empty() && row.changes.is_none(),
+            "no profiles or changes kept for the inbox's 30 days"
+        );
     }
     assert_eq!(
         inbox

@@ -201,10 +201,14 @@ pub fn materialized_update(
     )
 }
 
-/// `received` or `resolved` → `failed`, with the reason.
+/// `received` or `resolved` → `failed`, with the reason; its profiles and changes off (personal
+/// data is not kept for the inbox's 30 days; the key stays, so a redelivery is still a
+/// duplicate).
 pub fn failed_update(reason: &str, now_ms: i64) -> UpdateSpec {
-    UpdateSpec::new("SET #st = :failed, #failure = :why, #at = :now")
+    UpdateSpec::new("SET #st = :failed, #failure = :why, #at = :now REMOVE #payload, #changes")
         .condition("#st IN (:received, :resolved)")
+        .name("#payload", PAYLOAD)
+        .name("#changes", CHANGES)
         .name("#st", k::STATUS)
         .name("#failure", FAILURE)
         .name("#at", FAILED_MS)
