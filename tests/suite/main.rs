@@ -17,5 +17,6 @@ mod materialize;
 mod metrics;
 mod order_independence;
 mod preview;
+mod read_bounds;
 mod resolve;
 mod template;

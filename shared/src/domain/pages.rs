@@ -143,7 +143,7 @@ fn status_badge(status: &str) -> Markup {
     html! { span class={ "badge " (status) } { (status) } }
 }
 
-/// `GET /console/segments?q=`: every segment, filtered by name.
+/// `GET /console/segments?q=`: a page of segments, filtered by name.
 pub fn segments_page(view: &SegmentsView, query: Option<&str>) -> Page {
     let query = query.map(str::trim).filter(|q| !q.is_empty());
     let needle = query.map(str::to_lowercase);
@@ -169,7 +169,7 @@ pub fn segments_page(view: &SegmentsView, query: Option<&str>) -> Page {
         } @else {
             div.scroll {
                 table #segments {
-                    caption { (shown.len()) " of " (all.len()) " segments" }
+                    caption { (shown.len()) " of " (all.len()) " segments on this page" }
                     thead { tr {
                         th scope="col" { "Name" } th scope="col" { "Type" } th scope="col" { "Members" }
                         th scope="col" { "Status" } th scope="col" { "Last sync" } th scope="col" { "Created" }
@@ -190,6 +190,11 @@ pub fn segments_page(view: &SegmentsView, query: Option<&str>) -> Page {
             }
         }
     };
+    let href = match query {
+        Some(q) => format!("{BASE}/segments?q={}", percent_encode(q)),
+        None => format!("{BASE}/segments"),
+    };
+    let body = html! { (body) (next_page(view.next_cursor.as_deref(), &href)) };
     Page {
         title: "Segments".to_owned(),
         body,
@@ -394,6 +399,10 @@ pub fn lookup_page(searched: Option<(&str, &str)>, found: Option<&ProfilesView>)
             } @else {
                 (profiles_table(profiles))
             }
+            (next_page(
+                found.and_then(|f| f.next_cursor.as_deref()),
+                &format!("{BASE}/profiles?by={}&value={}", percent_encode(kind), percent_encode(value)),
+            ))
         }
     };
     Page {
@@ -689,6 +698,16 @@ mod tests {
         assert!(found.contains("1 of 2 segments") && !found.contains("VIP"));
         let none = segments_page(&view, Some("zzz")).into_html();
         assert!(none.contains("No segment name contains “zzz”"));
+        assert!(!all.contains("rel=\"next\""), "one page: no link");
+        let paged = SegmentsView {
+            next_cursor: Some("5323".into()),
+            ..view.clone()
+        };
+        let first = segments_page(&paged, Some("cart ab")).into_html();
+        assert!(
+            first.contains("href=\"/console/segments?q=cart%20ab&amp;cursor=5323\""),
+            "{first}"
+        );
         assert!(
             segments_page(&SegmentsView::default(), None)
                 .into_html()

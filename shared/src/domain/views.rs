@@ -47,6 +47,8 @@ pub struct SegmentView {
 #[serde(default)]
 pub struct SegmentsView {
     pub segments: Vec<SegmentView>,
+    /// More segments follow: pass it as `cursor`.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +94,8 @@ pub struct ProfileView {
 #[serde(default)]
 pub struct ProfilesView {
     pub profiles: Vec<ProfileView>,
+    /// More profiles with that email or phone follow: pass it as `cursor`.
+    pub next_cursor: Option<String>,
 }
 
 /// `GET /v1/people`: Find People, a page of profiles.
@@ -154,6 +158,9 @@ pub struct UsageView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErasuresView {
     pub erasures: Vec<ErasureAudit>,
+    /// More audit rows follow: pass it as `cursor`.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 #[cfg(test)]

@@ -295,6 +295,32 @@ impl Store {
             .transpose()?)
     }
 
+    /// One page of a project's erasure audit rows, in request-id order: one Query.
+    pub async fn erasure_audits_page(
+        &self,
+        region: Region,
+        project_id: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<(Vec<ErasureAudit>, Option<String>), StoreError> {
+        let after = after.map(sk::erasure_sk);
+        let (items, next) = self
+            .query_page(
+                region,
+                Table::Segments,
+                &sk::erasure_pk(project_id),
+                sk::ERASURE_AUDIT_PREFIX,
+                limit,
+                after.as_deref(),
+            )
+            .await?;
+        let audits = (items.into_iter())
+            .map(serde_dynamo::from_item)
+            .collect::<Result<Vec<ErasureAudit>, _>>()?;
+        let next = next.and_then(|sk| sk.strip_prefix(sk::ERASURE_AUDIT_PREFIX).map(str::to_owned));
+        Ok((audits, next))
+    }
+
     /// Every erasure audit row of a project, the latest completed first.
     pub async fn erasure_audits(
         &self,

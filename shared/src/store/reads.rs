@@ -8,7 +8,7 @@ use super::memberships::{RowFilter, membership_key};
 use super::rows::events::event_of;
 use super::rows::profiles::identity_key;
 use super::segment_item::{SegmentLayout, segment_of};
-use super::{Item, Store, StoreError, get_n, get_s, s};
+use super::{Item, Store, StoreError, get_s, s};
 use crate::domain::records::{ProfileEvent, Segment, SyncRow};
 use crate::domain::region::Region;
 use crate::domain::segment_state::SyncAction;
@@ -250,6 +250,74 @@ impl Store {
                 return Ok(out);
             }
         }
+    }
+
+    /// One page of a partition: at most `limit` items whose `sk` begins with `sk_prefix`, after
+    /// the item whose `sk` is `after`; one Query. Answers the `sk` to go on from, if more follow.
+    pub(super) async fn query_page(
+        &self,
+        region: Region,
+        table: Table,
+        pk_value: &str,
+        sk_prefix: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<(Vec<Item>, Option<String>), StoreError> {
+        let start = after.map(|sk| {
+            Item::from([
+                (keys::PK.to_owned(), s(pk_value)),
+                (keys::SK.to_owned(), s(sk)),
+            ])
+        });
+        let page = self
+            .client(region)
+            .query()
+            .table_name(self.table(region, table))
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(pk_value))
+            .expression_attribute_values(":prefix", s(sk_prefix))
+            .limit(limit as i32)
+            .set_exclusive_start_key(start)
+            .send()
+            .await?;
+        let next = (page.last_evaluated_key.as_ref())
+            .and_then(|k| get_s(k, keys::SK))
+            .map(str::to_owned);
+        Ok((page.items.unwrap_or_default(), next))
+    }
+
+    /// One page of a project's segments in audience-id key order, with their counters: one
+    /// Query, then one consistent read of each segment's shards (at most `limit`).
+    pub async fn segments_page(
+        &self,
+        region: Region,
+        project_id: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<(Vec<Segment>, Option<String>), StoreError> {
+        let (items, next) = self
+            .query_page(
+                region,
+                Table::Segments,
+                &sk::pk(project_id),
+                sk::SEGMENT_PREFIX,
+                limit,
+                after,
+            )
+            .await?;
+        let segments: Vec<Segment> = (items.iter())
+            .filter_map(|item| Some((audience_id_of(item)?, item)))
+            .map(|(aud, item)| segment_of(aud, item))
+            .collect::<Result<_, _>>()?;
+        let ids: Vec<i64> = segments.iter().map(|s| s.audience_id).collect();
+        let counts = self.segment_counts(region, project_id, &ids).await?;
+        let segments = (segments.into_iter())
+            .map(|s| {
+                let c = counts.get(&s.audience_id).copied().unwrap_or_default();
+                s.with_counts(c)
+            })
+            .collect();
+        Ok((segments, next))
     }
 
     pub(super) async fn get_item_by_key(
@@ -553,6 +621,57 @@ impl Store {
     }
 
     /// CleverTap IDs of the profiles with this email (`by_email`) or phone (`by_phone`).
+    /// One page of the profiles with this email or phone (the `by_email` / `by_phone` index):
+    /// at most `limit`, after the profile `after`; one Query.
+    pub async fn clevertap_ids_page(
+        &self,
+        region: Region,
+        project_id: &str,
+        kind: crate::domain::records::HeldValue,
+        value: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<(Vec<String>, Option<String>), StoreError> {
+        use crate::domain::records::HeldValue;
+        let (index, attr, key) = match kind {
+            HeldValue::Email => (
+                pk::BY_EMAIL,
+                pk::EMAIL_KEY,
+                pk::email_key(project_id, value),
+            ),
+            HeldValue::Phone => (
+                pk::BY_PHONE,
+                pk::PHONE_KEY,
+                pk::phone_key(project_id, value),
+            ),
+        };
+        let prefix = pk::profile_pk(project_id, "");
+        let start = after.map(|ct| {
+            Item::from([
+                (attr.to_owned(), s(key.clone())),
+                (keys::PK.to_owned(), s(pk::profile_pk(project_id, ct))),
+            ])
+        });
+        let page = self
+            .client(region)
+            .query()
+            .table_name(self.table(region, Table::Profiles))
+            .index_name(index)
+            .key_condition_expression("#k = :v")
+            .expression_attribute_names("#k", attr)
+            .expression_attribute_values(":v", s(key.clone()))
+            .limit(limit as i32)
+            .set_exclusive_start_key(start)
+            .send()
+            .await?;
+        let ids: Vec<String> = (page.items.unwrap_or_default().iter())
+            .filter_map(|i| get_s(i, keys::PK)?.strip_prefix(&prefix).map(str::to_owned))
+            .collect();
+        let next = (page.last_evaluated_key.as_ref())
+            .and_then(|k| get_s(k, keys::PK)?.strip_prefix(&prefix).map(str::to_owned));
+        Ok((ids, next))
+    }
+
     pub async fn clevertap_ids_by(
         &self,
         region: Region,
@@ -590,33 +709,6 @@ impl Store {
                 return Ok(out);
             }
         }
-    }
-
-    /// Membership rows of these profiles in these segments, in bulk: (audience id, CleverTap ID) → member.
-    pub async fn memberships_of(
-        &self,
-        region: Region,
-        project_id: &str,
-        segments: &[SegmentLayout],
-        clevertap_ids: &[String],
-    ) -> Result<HashMap<(i64, String), bool>, StoreError> {
-        let keys: Vec<Item> = segments
-            .iter()
-            .flat_map(|layout| {
-                clevertap_ids
-                    .iter()
-                    .map(move |ct| membership_key(project_id, *layout, ct))
-            })
-            .collect();
-        let mut out = HashMap::new();
-        for item in self.batch_get(region, Table::Memberships, keys).await? {
-            let aud = get_n(&item, super::rows::memberships::AUDIENCE_ID);
-            if let (Some(aud), Some(ct)) = (aud, get_s(&item, keys::SK)) {
-                let member = super::rows::memberships::is_member(&item);
-                out.insert((aud, ct.to_owned()), member);
-            }
-        }
-        Ok(out)
     }
 
     /// Sync-log rows (inbox chunks) of a project, newest first, below `before` (a time key):

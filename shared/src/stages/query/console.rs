@@ -99,7 +99,7 @@ async fn page(ctx: &Ctx<'_>, path: &str, query: &HashMap<String, String>) -> Pag
     let parts: Vec<&str> = path.split('/').skip(2).collect();
     match parts.as_slice() {
         [] | ["segments"] => {
-            let view = view!(ctx.segments().await);
+            let view = view!(ctx.segments(query).await);
             Ok(Ok(pages::segments_page(
                 &view,
                 query.get("q").map(String::as_str),
@@ -163,7 +163,10 @@ async fn lookup(ctx: &Ctx<'_>, query: &HashMap<String, String>) -> PageResult {
     };
     let found: Option<ProfilesView> = match searched {
         Some((kind, value)) => {
-            let api_query = HashMap::from([(kind.to_owned(), value.to_owned())]);
+            let mut api_query = HashMap::from([(kind.to_owned(), value.to_owned())]);
+            if let Some(cursor) = query.get("cursor") {
+                api_query.insert("cursor".to_owned(), cursor.clone());
+            }
             Some(view!(ctx.profiles_by(&api_query).await))
         }
         None => None,

@@ -8,7 +8,8 @@ pub mod console;
 pub mod edge;
 pub mod preview;
 
-use std::collections::{BTreeMap, HashMap};
+use crate::domain::records::HeldValue;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -37,6 +38,12 @@ use crate::store::{Store, StoreError};
 
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 500;
+/// Segments a page: each costs one consistent read of its 16 counter shards.
+pub const MAX_SEGMENTS_PAGE: usize = 100;
+/// Profiles a page of an email or phone lookup: each costs a Query of its events.
+pub const MAX_PROFILES_PAGE: usize = 100;
+/// What a segments cursor holds: a segment's sort key.
+const SEGMENT_CURSOR: &str = crate::store::keys::segments::SEGMENT_PREFIX;
 
 pub struct QueryApi {
     store: Store,
@@ -269,7 +276,7 @@ impl QueryApi {
         let segments: Vec<&str> = req.path.trim_end_matches('/').split('/').skip(1).collect();
         let not_found = |what: &str| Ok(Err(fail(404, what)));
         match segments.as_slice() {
-            ["v1", "segments"] => reply_of(ctx.segments().await),
+            ["v1", "segments"] => reply_of(ctx.segments(req.query).await),
             ["v1", "segments", id] => match id.parse::<i64>() {
                 Ok(id) => reply_of(ctx.segment(id).await),
                 Err(_) => reply_of::<()>(not_found("segment not found")),
@@ -286,7 +293,7 @@ impl QueryApi {
             ["v1", "people"] => reply_of(ctx.people(req.query).await),
             ["v1", "syncs"] => reply_of(ctx.syncs(req.query).await),
             ["v1", "usage"] => reply_of(ctx.usage(req.query).await),
-            ["v1", "erasures"] => reply_of(ctx.erasures().await),
+            ["v1", "erasures"] => reply_of(ctx.erasures(req.query).await),
             ["v1", "preview"] => reply_of(ctx.preview(req.body).await),
             _ => reply_of::<()>(not_found("no such route")),
         }
@@ -410,10 +417,24 @@ impl Ctx<'_> {
         Ok(Ok(answer))
     }
 
-    pub(crate) async fn segments(&self) -> Reply<SegmentsView> {
-        let segments = self.store.list_segments(self.region, &self.project).await?;
+    /// A page of segments: one Query and one read of each segment's counter shards, so at most
+    /// [`MAX_SEGMENTS_PAGE`] + 1 calls whatever the project's size.
+    pub(crate) async fn segments(&self, query: &HashMap<String, String>) -> Reply<SegmentsView> {
+        let limit = try_reply!(limit_of(query)).min(MAX_SEGMENTS_PAGE);
+        let cursor = try_reply!(decode_cursor(query));
+        if cursor
+            .as_deref()
+            .is_some_and(|c| !c.starts_with(SEGMENT_CURSOR))
+        {
+            return Ok(Err(fail(400, "invalid cursor")));
+        }
+        let (segments, next) = self
+            .store
+            .segments_page(self.region, &self.project, limit, cursor.as_deref())
+            .await?;
         Ok(Ok(SegmentsView {
             segments: segments.iter().map(segment_view).collect(),
+            next_cursor: encode_cursor(next),
         }))
     }
 
@@ -478,26 +499,47 @@ impl Ctx<'_> {
     }
 
     /// Full profile views for these CleverTap IDs, with the segments each is a member of now.
+    /// A profile's segments are those its Partner Sync events name (a member row always came
+    /// with an Added event), so the calls are one BatchGetItem of profiles, one Query of each
+    /// profile's event keys, one BatchGetItem of those segments and one of those rows: they grow
+    /// with the profiles asked for, never with the project's segments.
     async fn profile_views(&self, ids: &[String]) -> Result<Vec<ProfileView>, StoreError> {
+        use crate::ports::erasures::ErasedRows;
+        use crate::ports::memberships::Memberships;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let profiles = self.store.profiles(self.region, &self.project, ids).await?;
+        let mut theirs: Vec<(i64, String)> = Vec::new();
+        for p in &profiles {
+            let segments = (self.store)
+                .segments_of_events(self.region, &self.project, &p.clevertap_id)
+                .await?;
+            theirs.extend(
+                segments
+                    .into_iter()
+                    .map(|aud| (aud, p.clevertap_id.clone())),
+            );
+        }
+        let audience_ids: BTreeSet<i64> = theirs.iter().map(|(aud, _)| *aud).collect();
         // Names and layouts only: the counters (16 shard reads a segment) are not needed here.
         let segments = self
             .store
-            .segments_without_counts(self.region, &self.project)
+            .segments_by_id(self.region, &self.project, audience_ids)
             .await?;
-        let active: Vec<&Segment> = segments.iter().filter(|s| s.is_active()).collect();
-        let layouts: Vec<SegmentLayout> = active
-            .iter()
-            .map(|s| SegmentLayout::of_segment(s))
+        let active: Vec<&Segment> = (segments.values()).filter(|s| s.is_active()).collect();
+        let pairs: Vec<(SegmentLayout, &str)> = (theirs.iter())
+            .filter_map(|(aud, ct)| {
+                let s = segments.get(aud).filter(|s| s.is_active())?;
+                Some((SegmentLayout::of_segment(s), ct.as_str()))
+            })
             .collect();
-        let present: Vec<String> = profiles.iter().map(|p| p.clevertap_id.clone()).collect();
-        let memberships = self
-            .store
-            .memberships_of(self.region, &self.project, &layouts, &present)
-            .await?;
+        let rows = Memberships::pair_states(self.store, self.region, &self.project, &pairs).await?;
+        let memberships: HashMap<(i64, String), bool> = (rows.into_iter())
+            .map(|(pair, row)| (pair, row.state.member))
+            .collect();
+        let mut active = active;
+        active.sort_by_key(|s| s.audience_id);
         let by_id: HashMap<&str, &Profile> = profiles
             .iter()
             .map(|p| (p.clevertap_id.as_str(), p))
@@ -533,7 +575,7 @@ impl Ctx<'_> {
     }
 
     pub(crate) async fn profiles_by(&self, query: &HashMap<String, String>) -> Reply<ProfilesView> {
-        let ids = if let Some(identity) = query.get("identity") {
+        let ids: Vec<String> = if let Some(identity) = query.get("identity") {
             self.store
                 .clevertap_id_of_identity(self.region, &self.project, identity.trim())
                 .await?
@@ -543,16 +585,12 @@ impl Ctx<'_> {
             let Some(email) = crate::domain::identity::normalize_email(email) else {
                 return Ok(Ok(ProfilesView::default()));
             };
-            self.store
-                .clevertap_ids_by(self.region, &self.project, Some(&email), None)
-                .await?
+            return self.profiles_holding(HeldValue::Email, &email, query).await;
         } else if let Some(phone) = query.get("phone") {
             let Some(phone) = crate::domain::identity::normalize_phone(phone) else {
                 return Ok(Ok(ProfilesView::default()));
             };
-            self.store
-                .clevertap_ids_by(self.region, &self.project, None, Some(&phone))
-                .await?
+            return self.profiles_holding(HeldValue::Phone, &phone, query).await;
         } else {
             return Ok(Err(fail(
                 400,
@@ -561,6 +599,34 @@ impl Ctx<'_> {
         };
         Ok(Ok(ProfilesView {
             profiles: self.profile_views(&ids).await?,
+            next_cursor: None,
+        }))
+    }
+
+    /// A page of the profiles holding an email or phone (a shared one may be held by thousands):
+    /// `limit` at most, [`MAX_PROFILES_PAGE`] whatever is asked.
+    async fn profiles_holding(
+        &self,
+        kind: HeldValue,
+        value: &str,
+        query: &HashMap<String, String>,
+    ) -> Reply<ProfilesView> {
+        let limit = try_reply!(limit_of(query)).min(MAX_PROFILES_PAGE);
+        let cursor = try_reply!(decode_cursor(query));
+        let (ids, next) = self
+            .store
+            .clevertap_ids_page(
+                self.region,
+                &self.project,
+                kind,
+                value,
+                limit,
+                cursor.as_deref(),
+            )
+            .await?;
+        Ok(Ok(ProfilesView {
+            profiles: self.profile_views(&ids).await?,
+            next_cursor: encode_cursor(next),
         }))
     }
 
@@ -678,13 +744,19 @@ impl Ctx<'_> {
         }))
     }
 
-    /// `/v1/erasures`: the audit rows of the project's erasures, newest first.
-    pub(crate) async fn erasures(&self) -> Reply<ErasuresView> {
-        let audits = self
+    /// `/v1/erasures`: a page of the project's erasure audit rows, in request-id order (one
+    /// Query).
+    pub(crate) async fn erasures(&self, query: &HashMap<String, String>) -> Reply<ErasuresView> {
+        let limit = try_reply!(limit_of(query));
+        let cursor = try_reply!(decode_cursor(query));
+        let (erasures, next) = self
             .store
-            .erasure_audits(self.region, &self.project)
+            .erasure_audits_page(self.region, &self.project, limit, cursor.as_deref())
             .await?;
-        Ok(Ok(ErasuresView { erasures: audits }))
+        Ok(Ok(ErasuresView {
+            erasures,
+            next_cursor: encode_cursor(next),
+        }))
     }
 
     pub(crate) async fn usage(&self, query: &HashMap<String, String>) -> Reply<UsageView> {
