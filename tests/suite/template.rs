@@ -836,6 +836,7 @@ fn only_the_erase_function_may_delete_a_persons_data_and_only_in_its_region() {
                 "dynamodb:GetItem",
                 "dynamodb:PutItem",
                 "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
             ],
         ),
     ];
@@ -893,6 +894,10 @@ fn only_the_erase_function_may_delete_a_persons_data_and_only_in_its_region() {
     );
     assert_eq!(
         leading(Table::Segments, "dynamodb:PutItem"),
+        [json!(["E#*"])]
+    );
+    assert_eq!(
+        leading(Table::Segments, "dynamodb:DeleteItem"),
         [json!(["E#*"])]
     );
     assert_eq!(

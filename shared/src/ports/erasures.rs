@@ -10,7 +10,7 @@ use crate::domain::erasure::{
     ErasureAudit, TombstoneHasher, TombstoneKeys, TombstoneKind, is_before_erasure,
 };
 use crate::domain::feed::FeedNotice;
-use crate::domain::records::SegmentLayout;
+use crate::domain::records::{HeldValue, SegmentLayout};
 use crate::domain::region::Region;
 use crate::domain::resolution::Resolved;
 use crate::ports::{StoreError, Written};
@@ -144,8 +144,17 @@ pub trait ErasureAudits: Send + Sync {
         project_id: &str,
         request_id: &str,
         cut_off_ms: i64,
-        clevertap_ids: &BTreeSet<String>,
+        found: &Begun,
     ) -> impl Future<Output = Result<Begun, StoreError>> + Send;
+
+    /// Deletes what `begin_erasure` recorded (its holders name emails and phones): once the
+    /// audit row stands, a redelivery is answered by it.
+    fn finish_erasure(
+        &self,
+        region: Region,
+        project_id: &str,
+        request_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Records an audit row unless one exists for its request: one conditional put.
     fn put_erasure_audit(
@@ -156,11 +165,14 @@ pub trait ErasureAudits: Send + Sync {
     ) -> impl Future<Output = Result<Written, StoreError>> + Send;
 }
 
-/// Where an erasure request stands: its cut-off and the profiles its attempts found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where an erasure request stands: its cut-off, the profiles its attempts found and the holders
+/// records naming them (email or phone, value, CleverTap ID): a retry takes those off even after
+/// a covered chunk took a profile back, and with it what it recorded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Begun {
     pub cut_off_ms: i64,
     pub clevertap_ids: BTreeSet<String>,
+    pub holders: BTreeSet<(HeldValue, String, String)>,
 }
 
 /// The erasures of a project as one chunk sees them (`domain::erasure`), for resolve,

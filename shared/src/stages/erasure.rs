@@ -37,7 +37,7 @@ use crate::domain::protocol::{DsrProcessingRequest, Encoding, Regulation, now_ms
 use crate::domain::records::Profile;
 use crate::domain::region::Region;
 use crate::ports::erasures::RowErased;
-use crate::ports::erasures::{ErasedRows, ErasureAudits, ErasureLog};
+use crate::ports::erasures::{Begun, ErasedRows, ErasureAudits, ErasureLog};
 use crate::ports::memberships::Memberships;
 use crate::ports::profiles::{Profiles, remove_holder};
 use crate::store::segment_item::SegmentLayout;
@@ -280,6 +280,10 @@ pub async fn erase(
         .await?
         .is_some()
     {
+        // An earlier attempt may have lost its answer before cleaning up.
+        store
+            .finish_erasure(region, project_id, &req.request_id)
+            .await?;
         return Ok(ErasureOutcome::AlreadyErased);
     }
     // 1. Whom the request's values lead to now, recorded with the cut-off before anything is
@@ -287,7 +291,7 @@ pub async fn erase(
     //    must still find that profile. The first attempt's cut-off stands: a retry arrives later,
     //    and rows it already scrubbed must not look older than it (docs/contract.md §2.8).
     let before = find_people(store, region, project_id, &req.keys).await?;
-    let found: BTreeSet<String> = before.people.into_keys().collect();
+    let found = found_with_holders(store, region, project_id, before.people.keys()).await?;
     let begun = store
         .begin_erasure(region, project_id, &req.request_id, req.erased_ms, &found)
         .await?;
@@ -310,15 +314,8 @@ pub async fn erase(
         write_tombstones(store, region, project_id, req.erased_ms, &own_keys).await?;
     // 3. Whom again (a claim made before the tombstones landed), recorded too, with those found
     //    before; their Identities and CleverTap IDs are tombstoned.
-    let (held, holders) = find_everyone(
-        store,
-        region,
-        project_id,
-        req,
-        &begun.clevertap_ids,
-        &mut removed,
-    )
-    .await?;
+    let (held, holders) =
+        find_everyone(store, region, project_id, req, &begun, &mut removed).await?;
     // 4. Their data: the holders of their values first (only the profiles know those values, so
     //    a retry after a failure must still find the profiles), then memberships, events,
     //    claims and the profiles themselves.
@@ -342,6 +339,9 @@ pub async fn erase(
     };
     // Written by an earlier attempt that lost its answer: the erasure stands all the same.
     let _written_before = store.put_erasure_audit(region, project_id, &audit).await?;
+    store
+        .finish_erasure(region, project_id, &req.request_id)
+        .await?;
     Ok(ErasureOutcome::Erased(audit))
 }
 
@@ -520,7 +520,7 @@ async fn find_everyone(
     region: Region,
     project_id: &str,
     req: &ErasureRequest,
-    recorded: &BTreeSet<String>,
+    recorded: &Begun,
     removed: &mut ErasureCounts,
 ) -> Result<(Held, BTreeSet<HolderOf>), StoreError> {
     let Found {
@@ -528,39 +528,64 @@ async fn find_everyone(
         mut holders,
         ..
     } = find_people(store, region, project_id, &req.keys).await?;
-    let more: BTreeSet<String> = (people.keys())
-        .filter(|ct| !recorded.contains(*ct))
-        .cloned()
-        .collect();
-    if !more.is_empty() {
-        let _begun =
-            (store.begin_erasure(region, project_id, &req.request_id, req.erased_ms, &more))
-                .await?;
-    }
-    for ct in recorded {
+    for ct in &recorded.clevertap_ids {
         people.entry(ct.clone()).or_default();
     }
     let cts: Vec<String> = people.keys().cloned().collect();
     let profiles = store.profiles(region, project_id, &cts).await?;
+    let mut found = Begun::default();
+    for p in &profiles {
+        found.holders.extend(holders_of(p));
+    }
+    found.clevertap_ids = (people.keys())
+        .filter(|ct| !recorded.clevertap_ids.contains(*ct))
+        .cloned()
+        .collect();
+    found.holders.retain(|h| !recorded.holders.contains(h));
+    if !found.clevertap_ids.is_empty() || !found.holders.is_empty() {
+        let _begun =
+            (store.begin_erasure(region, project_id, &req.request_id, req.erased_ms, &found))
+                .await?;
+    }
+    holders.extend(found.holders);
+    holders.extend(recorded.holders.iter().cloned());
     let held = what_they_hold(people, &profiles);
     let more: BTreeSet<SubjectKey> = held.remembered.difference(&req.keys).cloned().collect();
     removed.tombstones += write_tombstones(store, region, project_id, req.erased_ms, &more).await?;
-    for p in &profiles {
-        for kind in [HeldValue::Email, HeldValue::Phone] {
-            if let Some(value) = kind.of(p) {
-                holders.insert((kind, value.to_owned(), p.clevertap_id.clone()));
-            }
-        }
-        // Former values too: `old@` names the profile in its holders until it is taken off.
-        for (kind, value) in p.held.keys() {
-            holders.insert((*kind, value.clone(), p.clevertap_id.clone()));
-        }
-    }
     Ok((held, holders))
 }
 
 /// A holders record: this value (email or phone) leads to this CleverTap ID.
 type HolderOf = (HeldValue, String, String);
+
+/// The holders records naming a profile: its email and phone, and every value it recorded
+/// (`old@` names the profile in its holders until it is taken off).
+fn holders_of(p: &Profile) -> Vec<HolderOf> {
+    let current = [HeldValue::Email, HeldValue::Phone]
+        .into_iter()
+        .filter_map(|kind| Some((kind, kind.of(p)?.to_owned())));
+    current
+        .chain(p.held.keys().cloned())
+        .map(|(kind, value)| (kind, value, p.clevertap_id.clone()))
+        .collect()
+}
+
+/// These CleverTap IDs with the holders records their profiles name, read before anything is
+/// tombstoned: recorded, so a retry can take them off after a covered chunk took a profile back.
+async fn found_with_holders(
+    store: &impl ErasurePorts,
+    region: Region,
+    project_id: &str,
+    clevertap_ids: impl Iterator<Item = &String>,
+) -> Result<Begun, StoreError> {
+    let cts: Vec<String> = clevertap_ids.cloned().collect();
+    let profiles = store.profiles(region, project_id, &cts).await?;
+    Ok(Begun {
+        cut_off_ms: 0,
+        clevertap_ids: cts.into_iter().collect(),
+        holders: profiles.iter().flat_map(holders_of).collect(),
+    })
+}
 
 /// Whom the subject's keys lead to: the CleverTap IDs, each with the claimed Identities that
 /// led there, the holders records that led there, and the request's emails and phones held by

@@ -177,6 +177,11 @@ pub async fn materialize_changes(
         .of_clevertap_ids(store, region, project_id, &clevertap_ids(changes))
         .await?;
     let (kept, dropped) = without_erased(changes, &erased);
+    // 1b. A person an erasure covers who came back (changes sent after its cut-off): a row an
+    //     overtaken chunk wrote before the cut-off may not be cleared yet (that chunk clears it
+    //     when it checks after writing); it is cleared first, so these changes apply to the
+    //     person as they came back, not to what the erasure took.
+    clear_rows_of_the_erased(store, region, project_id, &kept, &erased).await?;
     // 2. The changes.
     let mut counts = apply_changes(store, region, project_id, &kept).await?;
     counts.stale += dropped;
@@ -224,6 +229,44 @@ fn without_erased<'c>(
     (std::borrow::Cow::Owned(kept), dropped)
 }
 
+/// Clears the rows of the kept changes' (segment, profile) pairs whose profile an erasure covers
+/// (as of its cut-off: a row a change after it moved stays).
+async fn clear_rows_of_the_erased(
+    store: &(impl Memberships + ErasedRows),
+    region: Region,
+    project_id: &str,
+    kept: &[MembershipChange],
+    erased: &HashMap<String, i64>,
+) -> Result<(), StoreError> {
+    let pairs: std::collections::BTreeSet<(i64, &str, i64)> = (kept.iter())
+        .filter_map(|c| {
+            Some((
+                c.audience_id,
+                c.clevertap_id.as_str(),
+                *erased.get(&c.clevertap_id)?,
+            ))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let audience_ids: Vec<i64> = pairs.iter().map(|p| p.0).collect();
+    let segments = Memberships::segments_by_id(store, region, project_id, &audience_ids).await?;
+    let now = now_ms();
+    for (aud, ct, erased_ms) in pairs {
+        let Some(segment) = segments.get(&aud) else {
+            continue;
+        };
+        let layout = SegmentLayout::of_segment(segment);
+        let version = erasure_version(erased_ms);
+        // Unchanged when it was cleared already or a change after the cut-off moved it.
+        let _cleared = store
+            .erase_membership(region, project_id, layout, ct, &version, now)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Erases what this chunk wrote for CleverTap IDs an erasure covers (it found their rows before
 /// these writes landed): each (segment, profile) row written, and their Partner Sync events.
 async fn erase_overtaken(
@@ -233,7 +276,7 @@ async fn erase_overtaken(
     written: &[MembershipChange],
     erased: &HashMap<String, i64>,
 ) -> Result<(), StoreError> {
-    let pairs: std::collections::BTreeSet<(i64, &str, i64)> = written
+    let mut pairs: std::collections::BTreeSet<(i64, &str, i64)> = written
         .iter()
         .filter(|c| is_covered(c, erased))
         .map(|c| {
@@ -244,6 +287,14 @@ async fn erase_overtaken(
             )
         })
         .collect();
+    // Every segment their events name too: the events about to be deleted are how an erasure
+    // finds a person's rows, so no row of theirs may outlive them (another chunk's included).
+    let covered: BTreeMap<&str, i64> = pairs.iter().map(|p| (p.1, p.2)).collect();
+    for (ct, erased_ms) in covered {
+        for aud in store.segments_of_events(region, project_id, ct).await? {
+            pairs.insert((aud, ct, erased_ms));
+        }
+    }
     let audience_ids: Vec<i64> = pairs.iter().map(|p| p.0).collect();
     let segments = Memberships::segments_by_id(store, region, project_id, &audience_ids).await?;
     let now = now_ms();

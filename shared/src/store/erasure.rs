@@ -365,13 +365,13 @@ impl ErasureAudits for Store {
         project_id: &str,
         request_id: &str,
         cut_off_ms: i64,
-        clevertap_ids: &std::collections::BTreeSet<String>,
+        found: &Begun,
     ) -> Result<Begun, StoreError> {
         let key = Item::from([
             (keys::PK.to_owned(), s(sk::erasure_pk(project_id))),
             (keys::SK.to_owned(), s(sk::erasure_begun_sk(request_id))),
         ]);
-        let out = super::rows::erasures::erasure_begun(cut_off_ms, clevertap_ids)
+        let out = super::rows::erasures::erasure_begun(cut_off_ms, found)
             .on(self
                 .client(region)
                 .update_item()
@@ -380,12 +380,30 @@ impl ErasureAudits for Store {
             .return_values(ReturnValue::AllNew)
             .send()
             .await?;
-        Ok(
-            super::rows::erasures::begun_of(&out.attributes.unwrap_or_default()).unwrap_or(Begun {
-                cut_off_ms,
-                clevertap_ids: clevertap_ids.clone(),
-            }),
-        )
+        let recorded = super::rows::erasures::begun_of(&out.attributes.unwrap_or_default());
+        Ok(recorded.unwrap_or(Begun {
+            cut_off_ms,
+            ..found.clone()
+        }))
+    }
+
+    async fn finish_erasure(
+        &self,
+        region: Region,
+        project_id: &str,
+        request_id: &str,
+    ) -> Result<(), StoreError> {
+        let key = Item::from([
+            (keys::PK.to_owned(), s(sk::erasure_pk(project_id))),
+            (keys::SK.to_owned(), s(sk::erasure_begun_sk(request_id))),
+        ]);
+        self.client(region)
+            .delete_item()
+            .table_name(self.table(region, Table::Segments))
+            .set_key(Some(key))
+            .send()
+            .await?;
+        Ok(())
     }
 
     async fn put_erasure_audit(

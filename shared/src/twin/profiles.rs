@@ -582,7 +582,7 @@ impl ErasureAudits for Twin {
         project_id: &str,
         request_id: &str,
         cut_off_ms: i64,
-        clevertap_ids: &BTreeSet<String>,
+        found: &Begun,
     ) -> Result<Begun, StoreError> {
         const CALL: &str = "erasures.begin_erasure";
         self.pause(CALL).await;
@@ -591,11 +591,31 @@ impl ErasureAudits for Twin {
         let key = key2(region, project_id, request_id);
         let begun = state.profiles.begun.entry(key).or_insert(Begun {
             cut_off_ms,
-            clevertap_ids: BTreeSet::new(),
+            ..Begun::default()
         });
-        begun.clevertap_ids.extend(clevertap_ids.iter().cloned());
+        begun
+            .clevertap_ids
+            .extend(found.clevertap_ids.iter().cloned());
+        begun.holders.extend(found.holders.iter().cloned());
         let begun = begun.clone();
         Twin::after_write(&entry, CALL, begun)
+    }
+
+    async fn finish_erasure(
+        &self,
+        region: Region,
+        project_id: &str,
+        request_id: &str,
+    ) -> Result<(), StoreError> {
+        const CALL: &str = "erasures.finish_erasure";
+        self.pause(CALL).await;
+        let mut state = self.lock();
+        let entry = Twin::enter(&mut state, CALL)?;
+        state
+            .profiles
+            .begun
+            .remove(&key2(region, project_id, request_id));
+        Twin::after_write(&entry, CALL, ())
     }
 
     async fn put_erasure_audit(

@@ -501,45 +501,70 @@ async fn a_profile_records_every_value_it_was_made_a_holder_of(port: &impl Profi
 async fn an_erasure_request_keeps_the_cut_off_it_began_with(
     port: &(impl Profiles + shared::ports::erasures::ErasureAudits),
 ) {
-    let cts = |ids: &[&str]| -> std::collections::BTreeSet<String> {
-        ids.iter().map(|s| s.to_string()).collect()
+    use shared::ports::erasures::Begun;
+    let found = |ids: &[&str], held: &[(&str, &str)]| Begun {
+        cut_off_ms: 0,
+        clevertap_ids: ids.iter().map(|s| s.to_string()).collect(),
+        holders: (held.iter())
+            .map(|(v, ct)| (HeldValue::Email, v.to_string(), ct.to_string()))
+            .collect(),
     };
-    let first = port
-        .begin_erasure(HOME, "P1", "r1", 100, &cts(&["ct-a"]))
-        .await
-        .unwrap();
+    let first = (port.begin_erasure(
+        HOME,
+        "P1",
+        "r1",
+        100,
+        &found(&["ct-a"], &[("a@x.io", "ct-a")]),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(first.cut_off_ms, 100);
     assert_eq!(
-        (first.cut_off_ms, first.clevertap_ids),
-        (100, cts(&["ct-a"]))
+        first,
+        Begun {
+            cut_off_ms: 100,
+            ..found(&["ct-a"], &[("a@x.io", "ct-a")])
+        }
     );
-    let retried = port
-        .begin_erasure(HOME, "P1", "r1", 200, &cts(&["ct-b"]))
-        .await
-        .unwrap();
+    let retried = (port.begin_erasure(
+        HOME,
+        "P1",
+        "r1",
+        200,
+        &found(&["ct-b"], &[("b@x.io", "ct-b")]),
+    ))
+    .await
+    .unwrap();
     assert_eq!(
         retried.cut_off_ms, 100,
         "a retry keeps the first attempt's cut-off"
     );
     assert_eq!(
-        retried.clevertap_ids,
-        cts(&["ct-a", "ct-b"]),
+        retried,
+        Begun {
+            cut_off_ms: 100,
+            ..found(&["ct-a", "ct-b"], &[("a@x.io", "ct-a"), ("b@x.io", "ct-b")])
+        },
         "and adds what it found"
     );
     let again = port
-        .begin_erasure(HOME, "P1", "r1", 300, &cts(&[]))
+        .begin_erasure(HOME, "P1", "r1", 300, &found(&[], &[]))
+        .await
+        .unwrap();
+    assert_eq!(again, retried);
+    let other = port
+        .begin_erasure(HOME, "P1", "r2", 300, &found(&[], &[]))
         .await
         .unwrap();
     assert_eq!(
-        (again.cut_off_ms, again.clevertap_ids),
-        (100, cts(&["ct-a", "ct-b"]))
+        other,
+        Begun {
+            cut_off_ms: 300,
+            ..Begun::default()
+        }
     );
-    let other = port
-        .begin_erasure(HOME, "P1", "r2", 300, &cts(&[]))
-        .await
-        .unwrap();
-    assert_eq!((other.cut_off_ms, other.clevertap_ids), (300, cts(&[])));
     let elsewhere = port
-        .begin_erasure(OTHER, "P1", "r1", 400, &cts(&[]))
+        .begin_erasure(OTHER, "P1", "r1", 400, &found(&[], &[]))
         .await
         .unwrap();
     assert_eq!(elsewhere.cut_off_ms, 400, "regions are apart");
@@ -547,5 +572,19 @@ async fn an_erasure_request_keeps_the_cut_off_it_began_with(
         port.erasure_audit(HOME, "P1", "r1").await.unwrap(),
         None,
         "beginning is not completing: no audit row"
+    );
+    // Finished: what was recorded goes; finishing again is harmless.
+    port.finish_erasure(HOME, "P1", "r1").await.unwrap();
+    port.finish_erasure(HOME, "P1", "r1").await.unwrap();
+    let fresh = port
+        .begin_erasure(HOME, "P1", "r1", 500, &found(&[], &[]))
+        .await
+        .unwrap();
+    assert_eq!(
+        fresh,
+        Begun {
+            cut_off_ms: 500,
+            ..Begun::default()
+        }
     );
 }
