@@ -52,7 +52,31 @@ pub fn subject_keys(kind: &str, value: &str) -> Vec<SubjectKey> {
     }
     let kind = kind.trim().to_ascii_lowercase();
     match kind.as_str() {
-        "controller_customer_id" | "customer_id" | "customer" => {
+        // An audience connected with `userIdType` other..other10 keys profiles by that value,
+        // kept as the ladder keeps it (trimmed): a DSR naming it reaches them.
+        "controller_customer_id"
+        | "customer_id"
+        | "customer"
+        | "other"
+        | "other_id"
+        | "other2"
+        | "other3"
+        | "other4"
+        | "other5"
+        | "other6"
+        | "other7"
+        | "other8"
+        | "other9"
+        | "other10"
+        | "other_id_2"
+        | "other_id_3"
+        | "other_id_4"
+        | "other_id_5"
+        | "other_id_6"
+        | "other_id_7"
+        | "other_id_8"
+        | "other_id_9"
+        | "other_id_10" => {
             let v = value.trim();
             if v.is_empty() {
                 vec![]
@@ -388,6 +412,15 @@ mod tests {
         assert!(subject_keys("controller_customer_id", &huge).is_empty());
         assert!(subject_keys("email", &format!("{huge}@example.com")).is_empty());
         assert_eq!(subject_keys("customer_id", "c-1").len(), 1);
+        // A profile keyed by an `other` identity (userIdType other3) is reached by it.
+        assert_eq!(
+            subject_keys("other_id_3", " o3 "),
+            vec![SubjectKey::Identity("o3".into())]
+        );
+        assert_eq!(
+            subject_keys("other", "o1"),
+            vec![SubjectKey::Identity("o1".into())]
+        );
     }
 
     #[test]
