@@ -302,15 +302,7 @@ fn run(seed: u64, workload: Workload, twin: Twin, moves: Moves<'_>) -> Outcome {
 async fn drive(seed: u64, workload: Workload, twin: Twin, mut moves: Moves<'_>) -> Outcome {
     if !workload.erasures.is_empty() {
         // The project's item holds its erasure marks (created without chaos: a setup).
-        let project = crate::domain::auth::Project {
-            project_id: P.into(),
-            region: R,
-            account_token: "t".into(),
-            passcodes: vec![],
-            status: crate::domain::auth::ProjectStatus::Active,
-            created_ms: 0,
-        };
-        twin.setup_project(&project);
+        twin.setup_project(R, P);
     }
     let mut world = World {
         twin,

@@ -744,7 +744,6 @@ mod on_the_twin {
     use super::*;
     use crate::domain::changes::{ChangeAction, MembershipChange};
     use crate::domain::profile_merge::{ProfileMerge, Versioned, data_version};
-    use crate::ports::projects::Projects;
     use crate::store::feed::FeedRecord;
     use crate::twin::{Fault, Twin};
 
@@ -754,16 +753,7 @@ mod on_the_twin {
 
     /// Ann: Identity c-1, CleverTap ID ct-ann, an email, and a member of audience 7.
     async fn ann(twin: &Twin) {
-        twin.create_project(&crate::domain::auth::Project {
-            project_id: P.into(),
-            region: R,
-            account_token: "t".into(),
-            passcodes: vec![],
-            status: crate::domain::auth::ProjectStatus::Active,
-            created_ms: 0,
-        })
-        .await
-        .unwrap();
+        twin.setup_project(R, P);
         let claimed = twin
             .claim_identity(R, P, "c-1", "ct-ann", "m1", TS)
             .await

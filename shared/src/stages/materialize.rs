@@ -1441,19 +1441,9 @@ mod on_the_twin {
     #[tokio::test]
     async fn a_retry_erases_what_an_earlier_attempt_wrote_for_a_person_erased_meanwhile() {
         use crate::domain::erasure::{TombstoneHasher, TombstoneKind};
-        use crate::ports::projects::Projects;
 
         let twin = Twin::new();
-        twin.create_project(&crate::domain::auth::Project {
-            project_id: P.into(),
-            region: R,
-            account_token: "t".into(),
-            passcodes: vec![],
-            status: crate::domain::auth::ProjectStatus::Active,
-            created_ms: 0,
-        })
-        .await
-        .unwrap();
+        twin.setup_project(R, P);
         let chunk = vec![
             change("x", ChangeAction::Add, TS, 7),
             change("x", ChangeAction::Add, TS, 8),

@@ -876,19 +876,7 @@ mod on_the_twin {
     #[tokio::test]
     async fn an_erasure_takes_the_profile_off_its_former_emails_holders_too() {
         let twin = Twin::new();
-        crate::ports::projects::Projects::create_project(
-            &twin,
-            &crate::domain::auth::Project {
-                project_id: P.into(),
-                region: R,
-                account_token: "t".into(),
-                passcodes: vec![],
-                status: crate::domain::auth::ProjectStatus::Active,
-                created_ms: 0,
-            },
-        )
-        .await
-        .unwrap();
+        twin.setup_project(R, P);
         for (i, email) in ["old@x.io", "new@x.io"].into_iter().enumerate() {
             let users = vec![user(
                 &[("customer", "c-ann"), ("email", email)],
@@ -926,19 +914,7 @@ mod on_the_twin {
     #[tokio::test]
     async fn a_batch_stamped_ahead_of_our_clock_and_sent_before_the_erasure_is_covered() {
         let twin = Twin::new();
-        crate::ports::projects::Projects::create_project(
-            &twin,
-            &crate::domain::auth::Project {
-                project_id: P.into(),
-                region: R,
-                account_token: "t".into(),
-                passcodes: vec![],
-                status: crate::domain::auth::ProjectStatus::Active,
-                created_ms: 0,
-            },
-        )
-        .await
-        .unwrap();
+        twin.setup_project(R, P);
         let ahead = TS + 4 * 60_000;
         let users = vec![user(&[("customer", "c-ann")], None, add(7))];
         let row = stored(&twin, "m1", ahead, users).await;
@@ -997,19 +973,7 @@ mod on_the_twin {
     #[tokio::test]
     async fn a_person_erased_after_the_message_was_sent_is_skipped_and_others_go_on() {
         let twin = Twin::new();
-        crate::ports::projects::Projects::create_project(
-            &twin,
-            &crate::domain::auth::Project {
-                project_id: P.into(),
-                region: R,
-                account_token: "t".into(),
-                passcodes: vec![],
-                status: crate::domain::auth::ProjectStatus::Active,
-                created_ms: 0,
-            },
-        )
-        .await
-        .unwrap();
+        twin.setup_project(R, P);
         twin.mark_erasures(R, P).await.unwrap();
         let keys = ErasureLog::tombstone_keys(&twin).await.unwrap();
         let hasher = TombstoneHasher {

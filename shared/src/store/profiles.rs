@@ -284,12 +284,7 @@ impl Profiles for Store {
         kind: HeldValue,
         value: &str,
     ) -> Result<Vec<String>, StoreError> {
-        let (email, phone) = match kind {
-            HeldValue::Email => (Some(value), None),
-            HeldValue::Phone => (None, Some(value)),
-        };
-        self.clevertap_ids_by(region, project_id, email, phone)
-            .await
+        self.clevertap_ids_by(region, project_id, kind, value).await
     }
 
     /// BatchGetItem: the erase function's role reads profiles no other way.

@@ -620,7 +620,6 @@ impl Store {
             .and_then(|i| get_s(&i, "clevertap_id").map(str::to_owned)))
     }
 
-    /// CleverTap IDs of the profiles with this email (`by_email`) or phone (`by_phone`).
     /// One page of the profiles with this email or phone (the `by_email` / `by_phone` index):
     /// at most `limit`, after the profile `after`; one Query.
     pub async fn clevertap_ids_page(
@@ -672,41 +671,25 @@ impl Store {
         Ok((ids, next))
     }
 
+    /// Every profile with this email or phone (the `by_email` / `by_phone` index), page after
+    /// page.
     pub async fn clevertap_ids_by(
         &self,
         region: Region,
         project_id: &str,
-        email: Option<&str>,
-        phone: Option<&str>,
+        kind: crate::domain::records::HeldValue,
+        value: &str,
     ) -> Result<Vec<String>, StoreError> {
-        let (index, attr, value) = match (email, phone) {
-            (Some(e), _) => (pk::BY_EMAIL, pk::EMAIL_KEY, pk::email_key(project_id, e)),
-            (None, Some(p)) => (pk::BY_PHONE, pk::PHONE_KEY, pk::phone_key(project_id, p)),
-            (None, None) => return Ok(Vec::new()),
-        };
-        let prefix = pk::profile_pk(project_id, "");
         let mut out = Vec::new();
-        let mut start = None;
+        let mut after: Option<String> = None;
         loop {
-            let page = self
-                .client(region)
-                .query()
-                .table_name(self.table(region, Table::Profiles))
-                .index_name(index)
-                .key_condition_expression("#k = :v")
-                .expression_attribute_names("#k", attr)
-                .expression_attribute_values(":v", s(value.clone()))
-                .set_exclusive_start_key(start)
-                .send()
+            let (ids, next) = self
+                .clevertap_ids_page(region, project_id, kind, value, 1_000, after.as_deref())
                 .await?;
-            out.extend(page.items.unwrap_or_default().iter().filter_map(|i| {
-                get_s(i, keys::PK)
-                    .and_then(|p| p.strip_prefix(&prefix))
-                    .map(str::to_owned)
-            }));
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
+            out.extend(ids);
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(out),
             }
         }
     }

@@ -48,10 +48,19 @@ impl State {
 }
 
 impl Twin {
-    /// A project put in place as a setup: no port call, so no chaos and no call counted.
-    pub fn setup_project(&self, project: &Project) {
+    /// An active project without passcodes put in place as a setup: no port call, so no chaos
+    /// and no call counted.
+    pub fn setup_project(&self, region: Region, project_id: &str) {
+        let project = Project {
+            project_id: project_id.to_owned(),
+            region,
+            account_token: "t".into(),
+            passcodes: vec![],
+            status: crate::domain::auth::ProjectStatus::Active,
+            created_ms: 0,
+        };
         self.lock()
-            .put_project(project.clone())
+            .put_project(project)
             .expect("a project item fits");
     }
 }
