@@ -340,7 +340,7 @@ impl Store {
 }
 
 /// Audit rows as [`ErasureAudit`]s, the latest completed first.
-pub(super) fn erasure_audits_of(rows: Vec<Item>) -> Result<Vec<ErasureAudit>, StoreError> {
+fn erasure_audits_of(rows: Vec<Item>) -> Result<Vec<ErasureAudit>, StoreError> {
     let mut audits: Vec<ErasureAudit> = rows
         .into_iter()
         .map(serde_dynamo::from_item)

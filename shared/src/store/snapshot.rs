@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use super::erasure::erasure_audits_of;
 use super::rows::events::event_of;
 use super::rows::inbox::{row as inbox_row, sync_row};
 use super::rows::profiles::profile_of;
@@ -198,15 +197,7 @@ impl Store {
                     get_n(&item, "partner_sync_events").unwrap_or(0);
             }
         }
-        snapshot.erasures = erasure_audits_of(
-            self.query_partition(
-                region,
-                Table::Segments,
-                &sk::erasure_pk(project_id),
-                Some(sk::ERASURE_AUDIT_PREFIX),
-            )
-            .await?,
-        )?;
+        snapshot.erasures = self.erasure_audits(region, project_id).await?;
 
         let mut inbox = Vec::new();
         for item in self.scan_table(region, Table::Inbox).await? {
