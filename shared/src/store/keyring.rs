@@ -11,9 +11,16 @@ use tokio::sync::Mutex;
 use crate::domain::erasure::TombstoneKeys;
 use crate::ports::StoreError;
 
-/// How long a process keeps the keys it read before reading the secret again. Rotation waits
-/// at least this long between adding a version and making it current.
+/// How long a process keeps the keys it read before reading the secret again.
 pub const KEY_REFRESH: Duration = Duration::from_secs(300);
+/// After a failed refresh, how long until the next read (not another full interval).
+pub const KEY_RETRY: Duration = Duration::from_secs(10);
+/// Keys read longer ago than this are never used: a process whose refreshes keep failing refuses
+/// (its batch fails as transient and is retried) rather than check with keys that may lack the
+/// current version. Rotation waits at least this long between adding a version and making it
+/// current (#34: a failed refresh once kept stale keys for another full interval, again and
+/// again).
+pub const KEY_MAX_AGE: Duration = Duration::from_secs(600);
 
 /// The key used locally and in tests when none is configured (never in a deployed stack: its
 /// functions name their secret). Public, so it protects nothing.
@@ -36,7 +43,20 @@ enum Source {
 /// The tombstone keys of one process.
 pub struct Keyring {
     source: Source,
-    cached: Mutex<Option<(Arc<TombstoneKeys>, Instant)>>,
+    cached: Mutex<Option<Cached>>,
+}
+
+/// The keys a process read, when, and when to read again.
+struct Cached {
+    keys: Arc<TombstoneKeys>,
+    read_at: Instant,
+    next_read: Instant,
+}
+
+/// What a process does with keys read `age` ago when it is time to read again: read (and on a
+/// failure keep them while younger than [`KEY_MAX_AGE`]), or refuse once they are that old.
+fn usable_after_failure(age: Duration) -> bool {
+    age < KEY_MAX_AGE
 }
 
 impl std::fmt::Debug for Keyring {
@@ -87,8 +107,9 @@ impl Keyring {
     }
 
     /// The keys: cached, or read from the secret (one read at a time per process). When a
-    /// refresh fails the keys read before are kept (a version is only made current after every
-    /// process could read it); when the first read fails, the caller retries later.
+    /// refresh fails the keys read before are kept and the secret is read again after
+    /// [`KEY_RETRY`], but never once they are [`KEY_MAX_AGE`] old (a version is made current
+    /// only after that long); when the first read fails, the caller retries later.
     pub async fn keys(&self) -> Result<Arc<TombstoneKeys>, StoreError> {
         let (client, secret_id) = match &self.source {
             Source::Fixed(keys) => return Ok(keys.clone()),
@@ -101,25 +122,31 @@ impl Keyring {
             Source::Secret { client, secret_id } => (client, secret_id),
         };
         let mut cached = self.cached.lock().await;
-        if let Some((keys, read_at)) = cached.as_ref()
-            && read_at.elapsed() < KEY_REFRESH
+        if let Some(c) = cached.as_ref()
+            && Instant::now() < c.next_read
+            && usable_after_failure(c.read_at.elapsed())
         {
-            return Ok(keys.clone());
+            return Ok(c.keys.clone());
         }
         match read_secret(client, secret_id).await {
             Ok(keys) => {
                 let keys = Arc::new(keys);
-                *cached = Some((keys.clone(), Instant::now()));
+                let now = Instant::now();
+                *cached = Some(Cached {
+                    keys: keys.clone(),
+                    read_at: now,
+                    next_read: now + KEY_REFRESH,
+                });
                 Ok(keys)
             }
             Err(e) => match cached.as_mut() {
-                Some((keys, read_at)) => {
+                Some(c) if usable_after_failure(c.read_at.elapsed()) => {
                     tracing::warn!(error = %e, "tombstone keys not refreshed; keeping those read before");
-                    // Try again after another interval, not on every call.
-                    *read_at = Instant::now();
-                    Ok(keys.clone())
+                    // Soon again, not on every call and not a whole interval later.
+                    c.next_read = Instant::now() + KEY_RETRY;
+                    Ok(c.keys.clone())
                 }
-                None => Err(e),
+                _ => Err(e),
             },
         }
     }
@@ -145,4 +172,19 @@ async fn read_secret(
         .secret_string()
         .ok_or_else(|| StoreError::Corrupt("the tombstone key secret holds no string".into()))?;
     TombstoneKeys::parse(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_kept_through_failed_refreshes_only_until_a_rotation_could_have_made_a_new_one_current()
+     {
+        assert!(KEY_RETRY < KEY_REFRESH && KEY_REFRESH < KEY_MAX_AGE);
+        assert!(usable_after_failure(KEY_REFRESH));
+        assert!(usable_after_failure(KEY_MAX_AGE - KEY_RETRY));
+        assert!(!usable_after_failure(KEY_MAX_AGE));
+        assert!(!usable_after_failure(KEY_MAX_AGE * 3));
+    }
 }
