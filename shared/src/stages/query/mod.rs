@@ -12,6 +12,8 @@ use crate::domain::records::HeldValue;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt};
+
 use serde_json::{Value, json};
 use tracing::warn;
 
@@ -42,6 +44,8 @@ pub const MAX_LIMIT: usize = 500;
 pub const MAX_SEGMENTS_PAGE: usize = 100;
 /// Profiles a page of an email or phone lookup: each costs a Query of its events.
 pub const MAX_PROFILES_PAGE: usize = 100;
+/// Profiles whose event keys a profile view reads at once.
+const PROFILE_READS_AT_ONCE: usize = 8;
 /// What a segments cursor holds: a segment's sort key.
 const SEGMENT_CURSOR: &str = crate::store::keys::segments::SEGMENT_PREFIX;
 
@@ -510,17 +514,22 @@ impl Ctx<'_> {
             return Ok(Vec::new());
         }
         let profiles = self.store.profiles(self.region, &self.project, ids).await?;
-        let mut theirs: Vec<(i64, String)> = Vec::new();
-        for p in &profiles {
-            let segments = (self.store)
-                .segments_of_events(self.region, &self.project, &p.clevertap_id)
-                .await?;
-            theirs.extend(
-                segments
-                    .into_iter()
-                    .map(|aud| (aud, p.clevertap_id.clone())),
-            );
-        }
+        // One Query of event keys per profile, a few at once (a Find People page holds up to
+        // 500 profiles).
+        let cts: Vec<String> = profiles.iter().map(|p| p.clevertap_id.clone()).collect();
+        let (store, region, project) = (self.store, self.region, self.project.clone());
+        let per_profile: Vec<Vec<(i64, String)>> = futures::stream::iter(cts)
+            .map(|ct| {
+                let project = project.clone();
+                async move {
+                    let segments = store.segments_of_events(region, &project, &ct).await?;
+                    Ok::<_, StoreError>(segments.into_iter().map(|aud| (aud, ct.clone())).collect())
+                }
+            })
+            .buffered(PROFILE_READS_AT_ONCE)
+            .try_collect()
+            .await?;
+        let theirs: Vec<(i64, String)> = per_profile.into_iter().flatten().collect();
         let audience_ids: BTreeSet<i64> = theirs.iter().map(|(aud, _)| *aud).collect();
         // Names and layouts only: the counters (16 shard reads a segment) are not needed here.
         let segments = self
