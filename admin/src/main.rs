@@ -6,6 +6,7 @@
 //!   passcode revoke --region R --id ID --passcode-id PID
 //!   profile erase   --region R --id ID (--identity I | --email E | --phone P | --clevertap-id C)
 //!                   [--regulation gdpr|ccpa] [--request-id RID]
+//!   holders backfill --region R   (once, before deploying the stack without email/phone indexes)
 //!
 //! Secrets are printed once, when created; stored passcodes are salted hashes.
 
@@ -27,7 +28,8 @@ const USAGE: &str = "usage:
   admin project show --region R --id ID
   admin passcode add --region R --id ID [--passcode P] [--expires RFC3339]
   admin passcode revoke --region R --id ID --passcode-id PID
-  admin profile erase --region R --id ID (--identity I | --email E | --phone P | --clevertap-id C) [--regulation gdpr|ccpa] [--request-id RID]";
+  admin profile erase --region R --id ID (--identity I | --email E | --phone P | --clevertap-id C) [--regulation gdpr|ccpa] [--request-id RID]
+  admin holders backfill --region R";
 
 /// Why an erasure is refused before anything is written.
 const NO_TOMBSTONE_KEYS: &str = "no tombstone keys: set TOMBSTONE_KEYS_SECRET to the region stack's \
@@ -237,6 +239,12 @@ async fn run(args: Vec<String>) -> Result<serde_json::Value, String> {
                     json!({"request_id": request.request_id, "already_erased": true})
                 }
             })
+        }
+        (Some("holders"), Some("backfill")) => {
+            let (first, second) = shared::stages::holders_backfill::backfill_region(&store, region)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(json!({"profiles": first, "holders": second}))
         }
         _ => Err(USAGE.to_owned()),
     }

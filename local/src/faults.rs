@@ -31,9 +31,6 @@ pub struct FaultPlan {
     /// writer that lands between a read and a conditional put); a body with `"__target":
     /// "UpdateItem"` is sent as that operation instead.
     pub before_put: Arc<std::sync::Mutex<Vec<Value>>>,
-    /// Queries of the email and phone indexes answered as if the newest entries had not reached
-    /// the index yet (empty), as a global secondary index may lag its table.
-    pub lagging_index_reads: Arc<AtomicU32>,
     /// Requests that reached this client (every DynamoDB call, faulty or not).
     pub calls: Arc<AtomicU32>,
     /// Faults injected so far.
@@ -103,18 +100,6 @@ impl HttpConnector for FaultConnector {
             .body()
             .bytes()
             .and_then(|b| serde_json::from_slice(b).ok());
-        let lagging_index = target.ends_with(".Query")
-            && request_body
-                .as_ref()
-                .and_then(|b| b["IndexName"].as_str())
-                .is_some_and(|i| i == "by_email" || i == "by_phone");
-        if lagging_index && FaultPlan::take(&plan.lagging_index_reads) {
-            plan.injected.fetch_add(1, Ordering::SeqCst);
-            return HttpConnectorFuture::ready(Ok(json_response(
-                200,
-                json!({"Items": [], "Count": 0, "ScannedCount": 0}),
-            )));
-        }
         let sneaks: Vec<Value> = if target.ends_with(".TransactWriteItems") {
             std::mem::take(&mut *plan.before_transaction.lock().unwrap())
         } else if target.ends_with(".PutItem") {

@@ -745,43 +745,6 @@ async fn an_erasures_times_are_bounded_like_a_batchs() {
     );
 }
 
-#[tokio::test]
-async fn an_erasure_finds_a_profile_the_email_index_has_not_caught_up_with() {
-    let stack = Stack::new("erasure-index-lag", Region::Eu1).await;
-    let project = stack.project.id.clone();
-    stack.send(&first_batch(&stack, now_ms() - 60_000)).await;
-    stack.pipeline().await.run_until_idle(50).await.unwrap();
-    // Every read of the email and phone indexes misses Ann's fresh entries (a lagging index).
-    let plan = local::faults::FaultPlan::default();
-    plan.lagging_index_reads
-        .store(100, std::sync::atomic::Ordering::SeqCst);
-    let lagging = stack.through(&plan);
-    let request = ErasureRequest::by_operator("email", ANN_EMAIL, None, Regulation::Gdpr).unwrap();
-    let ErasureOutcome::Erased(audit) = erase(&lagging, Region::Eu1, &project, &request)
-        .await
-        .unwrap()
-    else {
-        panic!("a new request")
-    };
-    assert!(plan.injected.load(std::sync::atomic::Ordering::SeqCst) >= 1);
-    assert_eq!(audit.removed.profiles, 1);
-    assert!(items_mentioning(&stack, &project, "c-1").await.is_empty());
-    assert!(
-        items_mentioning(&stack, &project, ANN_EMAIL)
-            .await
-            .is_empty()
-    );
-    assert!(
-        items_mentioning(&stack, &project, ANN_PHONE)
-            .await
-            .is_empty()
-    );
-    assert!(
-        !items_mentioning(&stack, &project, "c-2").await.is_empty(),
-        "Bob stays"
-    );
-}
-
 /// #34 defect 4: a profile that only shares the subject's phone is someone else's: it stays,
 /// with its phone, its claim and its membership.
 #[tokio::test]
@@ -1283,5 +1246,60 @@ async fn an_erasure_on_a_revoked_passcode_is_carried_out() {
     assert!(
         audits.iter().any(|a| a.request_id == "req-lapsed"),
         "the erasure was carried out: {audits:?}"
+    );
+}
+
+/// A profile written before values were recorded has no holders item: no lookup and no erasure
+/// by email finds it until `scripts/admin holders backfill` runs; after it, both do, and the
+/// erasure leaves nothing naming the email.
+#[tokio::test]
+async fn the_holders_backfill_makes_an_old_profile_findable_and_erasable_by_email() {
+    use shared::domain::profile_merge::{ProfileMerge, Versioned};
+    use shared::ports::profiles::Profiles;
+    let stack = Stack::new("holders-backfill", Region::Eu1).await;
+    let project = stack.project.id.clone();
+    let merge = ProfileMerge {
+        email: Some(Versioned {
+            value: "old@x.io".into(),
+            version: "0000000000001#m#0".into(),
+        }),
+        ..ProfileMerge::default()
+    };
+    let before_records = merge.plan(None).unwrap();
+    assert!(before_records.recorded.is_empty());
+    let written = stack
+        .store
+        .write_profile(Region::Eu1, &project, "ct-old", &before_records, 1)
+        .await
+        .unwrap();
+    assert!(written.applied());
+    let by_email = "/v1/profiles?email=old@x.io";
+    assert_eq!(read(&stack, by_email).await["profiles"], json!([]));
+
+    let (profiles, holders) =
+        shared::stages::holders_backfill::backfill_region(&stack.store, Region::Eu1)
+            .await
+            .unwrap();
+    assert!(profiles.holders_added >= 1, "{profiles:?}");
+    assert_eq!(holders.holders_removed, 0);
+    let found = read(&stack, by_email).await;
+    assert_eq!(found["profiles"][0]["clevertap_id"], "ct-old", "{found}");
+    let again = shared::stages::holders_backfill::backfill_region(&stack.store, Region::Eu1)
+        .await
+        .unwrap();
+    assert_eq!(again.0.holders_added, 0, "a second run changes nothing");
+
+    let request = ErasureRequest::by_operator("email", "old@x.io", None, Regulation::Gdpr).unwrap();
+    let ErasureOutcome::Erased(audit) = erase(&stack.store, Region::Eu1, &project, &request)
+        .await
+        .unwrap()
+    else {
+        panic!("a new request")
+    };
+    assert_eq!(audit.removed.profiles, 1);
+    assert!(
+        items_mentioning(&stack, &project, "old@x.io")
+            .await
+            .is_empty()
     );
 }

@@ -798,10 +798,8 @@ fn only_the_erase_function_may_delete_a_persons_data_and_only_in_its_region() {
         }
     }
     let arn = |table: Table| json!({"Fn::GetAtt": [table_id(&t, table), "Arn"]}).to_string();
-    let index = json!({"Fn::Sub": format!("${{{}.Arn}}/index/*", table_id(&t, Table::Profiles))})
-        .to_string();
     let secret = json!({"Ref": tombstone_keys_id(&t)}).to_string();
-    let needs: [(String, &[&str]); 7] = [
+    let needs: [(String, &[&str]); 6] = [
         (secret, &["secretsmanager:GetSecretValue"]),
         (
             arn(Table::Projects),
@@ -815,7 +813,6 @@ fn only_the_erase_function_may_delete_a_persons_data_and_only_in_its_region() {
                 "dynamodb:DeleteItem",
             ],
         ),
-        (index, &["dynamodb:Query"]),
         (
             arn(Table::Memberships),
             &[

@@ -5,7 +5,7 @@
 //! BENCH_OUT. The workload is `lab::workload` (1,000 and 10,000 profiles, seed 42). By default it
 //! runs the phases that finish within about 15 minutes here, saying which one it is in on stderr;
 //! BENCH_FIRST_SYNC=1 adds the 100,000-member first sync and its one-bucket yardstick (the heat
-//! table; 40 minutes or more on DynamoDB Local), BENCH_ONLY=parse|binaries|heat runs a part.
+//! table; 40 minutes or more on DynamoDB Local), BENCH_ONLY=parse|binaries|e2e|heat runs a part.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -456,110 +456,113 @@ async fn main() {
         return;
     }
 
-    announce(&bench_started, "2/6 ingest: 60 requests of 1,000 profiles");
-    // 2. Ingest: the whole handler including the durable write.
-    let mut ingest = Vec::new();
-    let before = meter.read();
-    let n_ingest = 60;
-    for i in 0..n_ingest {
-        let body = b.with_account(batch1k.clone(), &format!("ingest-{i}"));
-        let t = Instant::now();
-        let r = endpoint.handle("POST", Some(&auth), body.as_bytes()).await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        ingest.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    let used = meter.read() - before;
-    let (ingest_p50, ingest_p99) = stats(ingest);
-    report.insert(
+    // BENCH_ONLY=e2e: the end-to-end phase alone (its write units per add), a few minutes.
+    let only_e2e = std::env::var("BENCH_ONLY").as_deref() == Ok("e2e");
+    if !only_e2e {
+        announce(&bench_started, "2/6 ingest: 60 requests of 1,000 profiles");
+        // 2. Ingest: the whole handler including the durable write.
+        let mut ingest = Vec::new();
+        let before = meter.read();
+        let n_ingest = 60;
+        for i in 0..n_ingest {
+            let body = b.with_account(batch1k.clone(), &format!("ingest-{i}"));
+            let t = Instant::now();
+            let r = endpoint.handle("POST", Some(&auth), body.as_bytes()).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            ingest.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let used = meter.read() - before;
+        let (ingest_p50, ingest_p99) = stats(ingest);
+        report.insert(
         "ingest_1k_ms".into(),
         json!({"p50": ingest_p50, "p99": ingest_p99, "wcu_per_request": used.wcu / n_ingest as f64, "requests_per_request": used.requests as f64 / n_ingest as f64}),
     );
 
-    announce(&bench_started, "3/6 resolve: 1,000 profiles, half existing");
-    // 3. Resolve: 1,000 profiles, half of them already existing.
-    let profiles = batch1k["user_profiles"].as_array().unwrap().clone();
-    let mut warm = batch1k.clone();
-    warm["user_profiles"] = Value::Array(profiles[..500].to_vec());
-    let warm_body = b.with_account(warm, "resolve-warm");
-    endpoint
-        .handle("POST", Some(&auth), warm_body.as_bytes())
-        .await;
-    for row in b.rows("resolve-warm").await {
-        let row = shared::store::rows::inbox::row(row).unwrap();
-        shared::stages::resolve::resolve_chunk(&store, Region::Eu1, &row)
+        announce(&bench_started, "3/6 resolve: 1,000 profiles, half existing");
+        // 3. Resolve: 1,000 profiles, half of them already existing.
+        let profiles = batch1k["user_profiles"].as_array().unwrap().clone();
+        let mut warm = batch1k.clone();
+        warm["user_profiles"] = Value::Array(profiles[..500].to_vec());
+        let warm_body = b.with_account(warm, "resolve-warm");
+        endpoint
+            .handle("POST", Some(&auth), warm_body.as_bytes())
+            .await;
+        for row in b.rows("resolve-warm").await {
+            let row = shared::store::rows::inbox::row(row).unwrap();
+            shared::stages::resolve::resolve_chunk(&store, Region::Eu1, &row)
+                .await
+                .unwrap();
+        }
+        let full_body = b.with_account(batch1k.clone(), "resolve-full");
+        endpoint
+            .handle("POST", Some(&auth), full_body.as_bytes())
+            .await;
+        let rows: Vec<shared::ports::inbox::InboxRow> = b
+            .rows("resolve-full")
             .await
-            .unwrap();
-    }
-    let full_body = b.with_account(batch1k.clone(), "resolve-full");
-    endpoint
-        .handle("POST", Some(&auth), full_body.as_bytes())
+            .into_iter()
+            .map(|r| shared::store::rows::inbox::row(r).unwrap())
+            .collect();
+        let before = meter.read();
+        let t = Instant::now();
+        let reports = futures::future::join_all(
+            rows.iter()
+                .map(|r| shared::stages::resolve::resolve_chunk(&store, Region::Eu1, r)),
+        )
         .await;
-    let rows: Vec<shared::ports::inbox::InboxRow> = b
-        .rows("resolve-full")
-        .await
-        .into_iter()
-        .map(|r| shared::store::rows::inbox::row(r).unwrap())
-        .collect();
-    let before = meter.read();
-    let t = Instant::now();
-    let reports = futures::future::join_all(
-        rows.iter()
-            .map(|r| shared::stages::resolve::resolve_chunk(&store, Region::Eu1, r)),
-    )
-    .await;
-    let secs = t.elapsed().as_secs_f64();
-    let used = meter.read() - before;
-    let resolved_changes: usize = reports.into_iter().map(|r| r.unwrap().changes.len()).sum();
-    report.insert(
+        let secs = t.elapsed().as_secs_f64();
+        let used = meter.read() - before;
+        let resolved_changes: usize = reports.into_iter().map(|r| r.unwrap().changes.len()).sum();
+        report.insert(
         "resolve_1k_half_existing".into(),
         json!({"profiles_per_s": 1000.0 / secs, "seconds": secs, "requests_per_profile": used.requests as f64 / 1000.0,
                "rcu_per_profile": used.rcu / 1000.0, "wcu_per_profile": used.wcu / 1000.0, "changes": resolved_changes}),
     );
 
-    announce(
-        &bench_started,
-        "4/6 materialize: 10,000 adds, one segment then 100",
-    );
-    // 4. Materialize: 10,000 adds into one segment, and spread over 100 segments.
-    for (label, segments) in [
-        ("materialize_10k_one_segment", 1i64),
-        ("materialize_10k_100_segments", 100),
-    ] {
-        let changes: Vec<MembershipChange> = (0..10_000u32)
-            .map(|i| MembershipChange {
-                clevertap_id: format!("__{label}{i:08}"),
-                identity: None,
-                audience_id: 50_000 + (i as i64 % segments),
-                audience_name: Some("Bench".into()),
-                action: ChangeAction::Add,
-                ts_ms: 1_000,
-                message_id: format!("{label}-{}", i / 500),
-                profile_index: i % 500,
-                entry_index: 0,
-            })
-            .collect();
-        let before = meter.read();
-        let t = Instant::now();
-        stream::iter(changes.chunks(500))
-            .map(|c| {
-                shared::stages::materialize::materialize_changes(
-                    &store,
-                    Region::Eu1,
-                    &project_id,
-                    c,
-                )
-            })
-            .buffer_unordered(4)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .for_each(|r| assert_eq!(r.unwrap().added, 500));
-        let secs = t.elapsed().as_secs_f64();
-        let used = meter.read() - before;
-        report.insert(label.into(), json!({"changes_per_s": 10_000.0 / secs, "seconds": secs, "wcu_per_change": used.wcu / 10_000.0,
+        announce(
+            &bench_started,
+            "4/6 materialize: 10,000 adds, one segment then 100",
+        );
+        // 4. Materialize: 10,000 adds into one segment, and spread over 100 segments.
+        for (label, segments) in [
+            ("materialize_10k_one_segment", 1i64),
+            ("materialize_10k_100_segments", 100),
+        ] {
+            let changes: Vec<MembershipChange> = (0..10_000u32)
+                .map(|i| MembershipChange {
+                    clevertap_id: format!("__{label}{i:08}"),
+                    identity: None,
+                    audience_id: 50_000 + (i as i64 % segments),
+                    audience_name: Some("Bench".into()),
+                    action: ChangeAction::Add,
+                    ts_ms: 1_000,
+                    message_id: format!("{label}-{}", i / 500),
+                    profile_index: i % 500,
+                    entry_index: 0,
+                })
+                .collect();
+            let before = meter.read();
+            let t = Instant::now();
+            stream::iter(changes.chunks(500))
+                .map(|c| {
+                    shared::stages::materialize::materialize_changes(
+                        &store,
+                        Region::Eu1,
+                        &project_id,
+                        c,
+                    )
+                })
+                .buffer_unordered(4)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .for_each(|r| assert_eq!(r.unwrap().added, 500));
+            let secs = t.elapsed().as_secs_f64();
+            let used = meter.read() - before;
+            report.insert(label.into(), json!({"changes_per_s": 10_000.0 / secs, "seconds": secs, "wcu_per_change": used.wcu / 10_000.0,
                                              "requests_per_change": used.requests as f64 / 10_000.0}));
+        }
     }
-
     announce(
         &bench_started,
         "5/6 end to end: 10,000 adds, new then existing profiles, key-metered (about 3 minutes)",
@@ -606,6 +609,13 @@ async fn main() {
         json!(e2e["existing"]["seconds"].as_f64().unwrap() / floor),
     );
     report.insert("end_to_end_10k".into(), Value::Object(e2e));
+    if only_e2e {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Value::Object(report)).unwrap()
+        );
+        return;
+    }
 
     // 5a. The engage feed (with the EventBridge stand-in: EVENTBRIDGE_ENDPOINT, which scripts/bench
     //     starts): the publisher is attached, the events of the phases above go out as a backlog,

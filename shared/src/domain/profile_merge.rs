@@ -129,6 +129,34 @@ impl ProfileWrite {
     }
 }
 
+/// For a profile from before values were recorded (`scripts/admin holders backfill`): the write
+/// that records its current email and phone with their versions, each rewritten as it is and
+/// conditional on its version, so it fails rather than recreate an erased profile or record a
+/// value a newer message replaced. `None` when both are recorded already.
+pub fn recording_current(profile: &Profile) -> Option<ProfileWrite> {
+    let mut write = ProfileWrite::default();
+    for field in [ProfileField::Email, ProfileField::Phone] {
+        let (Some(kind), Some(version)) = (field.held(), field.version_in(profile)) else {
+            continue;
+        };
+        let Some(value) = kind.of(profile) else {
+            continue;
+        };
+        let entry = (kind, value.to_owned());
+        if profile.held.contains_key(&entry) {
+            continue;
+        }
+        write.fields.push(FieldWrite {
+            field,
+            value: Some(PropertyValue::Text(value.to_owned())),
+            version: version.to_owned(),
+            expected: Some(version.to_owned()),
+        });
+        write.recorded.push((entry, version.to_owned()));
+    }
+    (!write.fields.is_empty()).then_some(write)
+}
+
 /// The write that brings a stored profile up to a merge: only fields whose version is newer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProfileWrite {
@@ -343,5 +371,45 @@ mod tests {
             TakeBack::plan(&only_ours, &message_version_prefix(10, "m2")),
             None
         );
+    }
+
+    #[test]
+    fn a_profile_from_before_records_gets_its_current_values_recorded_as_they_are() {
+        let mut old = Profile {
+            clevertap_id: "ct".into(),
+            email: Some("a@x.io".into()),
+            phone: Some("+1555".into()),
+            ..Profile::default()
+        };
+        old.versions.email = Some("5".into());
+        old.versions.phone = Some("6".into());
+        let write = recording_current(&old).unwrap();
+        assert!(!write.create);
+        assert_eq!(
+            write.recorded,
+            [
+                ((HeldValue::Email, "a@x.io".to_owned()), "5".to_owned()),
+                ((HeldValue::Phone, "+1555".to_owned()), "6".to_owned()),
+            ]
+        );
+        for f in &write.fields {
+            assert_eq!(
+                f.expected.as_deref(),
+                Some(f.version.as_str()),
+                "unchanged since read"
+            );
+        }
+        old.held
+            .insert((HeldValue::Email, "a@x.io".into()), "5".into());
+        let write = recording_current(&old).unwrap();
+        assert_eq!(write.fields.len(), 1, "only the phone is left to record");
+        old.held
+            .insert((HeldValue::Phone, "+1555".into()), "6".into());
+        assert_eq!(recording_current(&old), None);
+        let bare = Profile {
+            clevertap_id: "ct".into(),
+            ..Profile::default()
+        };
+        assert_eq!(recording_current(&bare), None, "nothing to record");
     }
 }

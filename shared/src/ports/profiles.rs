@@ -2,8 +2,8 @@
 //! fields, and the holders of each email and phone (which profiles were given it, for the
 //! erasure). Resolve writes them; the erasure and the read API read them.
 //!
-//! Holders are kept in the table itself so an erasure reads them strongly consistent (the
-//! `by_email` / `by_phone` indexes may lag). Resolve adds a profile to the holders of a value
+//! Holders are kept in the table itself so an erasure reads them strongly consistent; they are
+//! the only way from an email or phone to its profiles (the table has no index). Resolve adds a profile to the holders of a value
 //! before it writes the value, so an erasure that reads the holders after writing its
 //! tombstones finds every profile a chunk wrote before it, or the chunk's own check after
 //! writing finds the tombstone.
@@ -146,17 +146,6 @@ pub trait Profiles: Send + Sync {
 
     /// The profiles that were given `value`, strongly consistent.
     fn holders(
-        &self,
-        region: Region,
-        project_id: &str,
-        kind: HeldValue,
-        value: &str,
-    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
-
-    /// The profiles holding `value` now, by the `by_email` / `by_phone` index: eventually
-    /// consistent (a profile written a moment ago may be missing; [`Profiles::holders`] is the
-    /// strongly consistent record).
-    fn indexed_holders(
         &self,
         region: Region,
         project_id: &str,

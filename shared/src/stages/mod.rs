@@ -6,6 +6,7 @@
 
 pub mod endpoint;
 pub mod erasure;
+pub mod holders_backfill;
 pub mod http;
 pub mod materialize;
 pub mod metrics;

@@ -578,10 +578,11 @@ async fn add_holders(
         {
             Ok(()) => {}
             // A value held by so many profiles that its holders item is full (400 KB, about
-            // 10,000 CleverTap IDs): the erasure finds the rest through the index.
+            // 10,000 CleverTap IDs): far past `SHARED_VALUE_HOLDERS`, so an erasure by it
+            // leads to no one anyway, and a lookup lists the first 10,000 (docs/contract.md §3).
             Err(e) if !e.is_transient() => {
                 tracing::warn!(project_id = project, kind = kind.as_str(), error = %e,
-                               "holders of a value are full; the index finds the rest");
+                               "holders of a value are full; this profile is not listed there");
             }
             Err(e) => return Err(e),
         }

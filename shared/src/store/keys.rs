@@ -74,11 +74,6 @@ pub mod inbox {
 
 /// Table `profiles`: profile items and identity claims.
 pub mod profiles {
-    pub const BY_EMAIL: &str = "by_email";
-    pub const EMAIL_KEY: &str = "email_key";
-    pub const BY_PHONE: &str = "by_phone";
-    pub const PHONE_KEY: &str = "phone_key";
-
     /// A profile, addressed by its CleverTap ID (kept exactly as given).
     pub fn profile_pk(project_id: &str, clevertap_id: &str) -> String {
         format!("P#{project_id}#{clevertap_id}")
@@ -89,17 +84,9 @@ pub mod profiles {
         format!("I#{project_id}#{identity}")
     }
 
-    pub fn email_key(project_id: &str, email: &str) -> String {
-        format!("{project_id}#{email}")
-    }
-
-    pub fn phone_key(project_id: &str, phone: &str) -> String {
-        format!("{project_id}#{phone}")
-    }
-
     /// The holders of one email or phone (`kind`): the CleverTap IDs of the profiles that were
-    /// given it, kept in the table itself so an erasure reads them strongly consistent (the
-    /// `by_email` / `by_phone` indexes may lag).
+    /// given it, kept in the table itself so an erasure reads them strongly consistent; the only
+    /// way from an email or phone to its profiles (the table has no index).
     pub fn holders_pk(project_id: &str, kind: &str, value: &str) -> String {
         format!("H#{project_id}#{kind}#{value}")
     }

@@ -16,6 +16,27 @@ use crate::ports::profiles::{Claim, Claimed, Profiles};
 use crate::store::tables::Table;
 
 impl Store {
+    /// One page of a region's profiles table, strongly consistent, from `start` (the last
+    /// page's key); `None` after the last page. Only `scripts/admin holders backfill` scans.
+    pub async fn scan_profiles_table(
+        &self,
+        region: Region,
+        start: Option<Item>,
+    ) -> Result<(Vec<row::ScannedItem>, Option<Item>), StoreError> {
+        let page = self
+            .client(region)
+            .scan()
+            .table_name(self.table(region, Table::Profiles))
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await?;
+        let items = (page.items.unwrap_or_default().iter())
+            .map(row::scanned_item)
+            .collect();
+        Ok((items, page.last_evaluated_key))
+    }
+
     /// Reads one item of the profiles table (strongly consistent).
     async fn profiles_item(&self, region: Region, key: Item) -> Result<Option<Item>, StoreError> {
         Ok(self
@@ -275,16 +296,6 @@ impl Profiles for Store {
         let key = row::holders_key(project_id, kind, value);
         self.delete_profiles_item(region, key, row::holders_empty())
             .await
-    }
-
-    async fn indexed_holders(
-        &self,
-        region: Region,
-        project_id: &str,
-        kind: HeldValue,
-        value: &str,
-    ) -> Result<Vec<String>, StoreError> {
-        self.clevertap_ids_by(region, project_id, kind, value).await
     }
 
     /// BatchGetItem: the erase function's role reads profiles no other way.

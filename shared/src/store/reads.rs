@@ -12,7 +12,7 @@ use super::{Item, Store, StoreError, get_s, s};
 use crate::domain::records::{ProfileEvent, Segment, SyncRow};
 use crate::domain::region::Region;
 use crate::domain::segment_state::SyncAction;
-use crate::store::keys::{self, events as ek, inbox as ik, profiles as pk, segments as sk};
+use crate::store::keys::{self, events as ek, inbox as ik, segments as sk};
 use crate::store::tables::Table;
 
 /// Queries one page of a segment (members, Find People) may make: a page walks the segment's
@@ -620,9 +620,10 @@ impl Store {
             .and_then(|i| get_s(&i, "clevertap_id").map(str::to_owned)))
     }
 
-    /// One page of the profiles with this email or phone (the `by_email` / `by_phone` index):
-    /// at most `limit`, after the profile `after`; one Query.
-    pub async fn clevertap_ids_page(
+    /// One page of the profiles that were given this email or phone (its holders item, read
+    /// strongly consistent; former holders included, the caller keeps those holding it now): at
+    /// most `limit`, after the profile `after`, in CleverTap ID order; one GetItem.
+    pub async fn holders_page(
         &self,
         region: Region,
         project_id: &str,
@@ -631,67 +632,13 @@ impl Store {
         limit: usize,
         after: Option<&str>,
     ) -> Result<(Vec<String>, Option<String>), StoreError> {
-        use crate::domain::records::HeldValue;
-        let (index, attr, key) = match kind {
-            HeldValue::Email => (
-                pk::BY_EMAIL,
-                pk::EMAIL_KEY,
-                pk::email_key(project_id, value),
-            ),
-            HeldValue::Phone => (
-                pk::BY_PHONE,
-                pk::PHONE_KEY,
-                pk::phone_key(project_id, value),
-            ),
-        };
-        let prefix = pk::profile_pk(project_id, "");
-        let start = after.map(|ct| {
-            Item::from([
-                (attr.to_owned(), s(key.clone())),
-                (keys::PK.to_owned(), s(pk::profile_pk(project_id, ct))),
-            ])
-        });
-        let page = self
-            .client(region)
-            .query()
-            .table_name(self.table(region, Table::Profiles))
-            .index_name(index)
-            .key_condition_expression("#k = :v")
-            .expression_attribute_names("#k", attr)
-            .expression_attribute_values(":v", s(key.clone()))
-            .limit(limit as i32)
-            .set_exclusive_start_key(start)
-            .send()
-            .await?;
-        let ids: Vec<String> = (page.items.unwrap_or_default().iter())
-            .filter_map(|i| get_s(i, keys::PK)?.strip_prefix(&prefix).map(str::to_owned))
-            .collect();
-        let next = (page.last_evaluated_key.as_ref())
-            .and_then(|k| get_s(k, keys::PK)?.strip_prefix(&prefix).map(str::to_owned));
-        Ok((ids, next))
-    }
-
-    /// Every profile with this email or phone (the `by_email` / `by_phone` index), page after
-    /// page.
-    pub async fn clevertap_ids_by(
-        &self,
-        region: Region,
-        project_id: &str,
-        kind: crate::domain::records::HeldValue,
-        value: &str,
-    ) -> Result<Vec<String>, StoreError> {
-        let mut out = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let (ids, next) = self
-                .clevertap_ids_page(region, project_id, kind, value, 1_000, after.as_deref())
-                .await?;
-            out.extend(ids);
-            match next {
-                Some(n) => after = Some(n),
-                None => return Ok(out),
-            }
-        }
+        let key = crate::store::rows::profiles::holders_key(project_id, kind, value);
+        let mut holders = (self.get_item_by_key(region, Table::Profiles, key).await?)
+            .as_ref()
+            .map(crate::store::rows::profiles::holders_of)
+            .unwrap_or_default();
+        holders.sort();
+        Ok(page_after(holders, limit, after))
     }
 
     /// Sync-log rows (inbox chunks) of a project, newest first, below `before` (a time key):
@@ -827,5 +774,42 @@ mod tests {
         );
         assert!(is_profile_key_of("ab#c#0000000000010#m", "ab#c"));
         assert!(!is_profile_key_of("ab", "ab"));
+    }
+}
+
+/// The ids after `after` (sorted `ids`), at most `limit`, and the last one's id when more follow.
+fn page_after(
+    ids: Vec<String>,
+    limit: usize,
+    after: Option<&str>,
+) -> (Vec<String>, Option<String>) {
+    let rest: Vec<String> = (ids.into_iter())
+        .filter(|id| after.is_none_or(|a| id.as_str() > a))
+        .collect();
+    let more = rest.len() > limit;
+    let page: Vec<String> = rest.into_iter().take(limit).collect();
+    let next = more.then(|| page.last().cloned()).flatten();
+    (page, next)
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::page_after;
+
+    #[test]
+    fn pages_follow_each_other_and_the_last_has_no_next() {
+        let ids: Vec<String> = ["a", "b", "c", "d", "e"].map(str::to_owned).into();
+        let (first, next) = page_after(ids.clone(), 2, None);
+        assert_eq!(
+            (first, next.as_deref()),
+            (vec!["a".into(), "b".into()], Some("b"))
+        );
+        let (second, next) = page_after(ids.clone(), 2, Some("b"));
+        assert_eq!(
+            (second, next.as_deref()),
+            (vec!["c".into(), "d".into()], Some("d"))
+        );
+        let (last, next) = page_after(ids, 2, Some("d"));
+        assert_eq!((last, next), (vec!["e".to_owned()], None));
     }
 }

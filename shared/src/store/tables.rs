@@ -170,20 +170,10 @@ static DEFS: [TableDef; 6] = [
         table: Table::Profiles,
         partition_key: keys::PK,
         sort_key: None,
-        indexes: &[
-            IndexDef {
-                name: keys::profiles::BY_EMAIL,
-                partition_key: keys::profiles::EMAIL_KEY,
-                sort_key: None,
-                include: None,
-            },
-            IndexDef {
-                name: keys::profiles::BY_PHONE,
-                partition_key: keys::profiles::PHONE_KEY,
-                sort_key: None,
-                include: None,
-            },
-        ],
+        // No index: an email or phone leads to its profiles through its holders item
+        // (`H#<project>#email|phone#<value>`), written with the profile and read strongly
+        // consistent, so every new profile with an email and a phone costs no index writes.
+        indexes: &[],
         stream: false,
         ttl_attribute: None,
     },

@@ -163,12 +163,6 @@ impl Twin {
         twin
     }
 
-    /// Makes the eventually consistent index reads (`Profiles::indexed_holders`) lag: they see
-    /// nothing written from now on, as a global secondary index that has not caught up.
-    pub fn lag_indexes(&self) {
-        self.lock().profiles.freeze_index();
-    }
-
     /// Ends the chaos (the calls after it meet none) and answers what every call met.
     pub fn end_chaos(&self) -> Vec<chaos::CallChaos> {
         let mut state = self.lock();

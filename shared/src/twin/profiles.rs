@@ -32,15 +32,6 @@ pub(super) struct Tables {
     audits: Keyed<(String, String), ErasureAudit>,
     /// When each erasure request began: its cut-off, and the profiles it found.
     begun: Keyed<(String, String), Begun>,
-    /// The profiles as the lagging indexes still see them (`Twin::lag_indexes`).
-    indexed: Option<Keyed<(String, String), Profile>>,
-}
-
-impl Tables {
-    /// Freezes what the indexes see at the profiles as they are now.
-    pub(super) fn freeze_index(&mut self) {
-        self.indexed = Some(self.profiles.clone());
-    }
 }
 
 fn key2(region: Region, a: &str, b: &str) -> (Region, (String, String)) {
@@ -427,28 +418,6 @@ impl Profiles for Twin {
         }
         state.profiles.holders.remove(&key);
         Twin::after_write(&entry, CALL, Written::Applied)
-    }
-
-    /// The index answers what the table holds, or what it held when `Twin::lag_indexes` froze it.
-    async fn indexed_holders(
-        &self,
-        region: Region,
-        project_id: &str,
-        kind: HeldValue,
-        value: &str,
-    ) -> Result<Vec<String>, StoreError> {
-        self.pause("profiles.indexed_holders").await;
-        let mut state = self.lock();
-        Twin::enter(&mut state, "profiles.indexed_holders")?;
-        let tables = &state.profiles;
-        let seen = tables.indexed.as_ref().unwrap_or(&tables.profiles);
-        Ok(seen
-            .iter()
-            .filter(|((r, (p, _)), profile)| {
-                *r == region && p == project_id && kind.of(profile) == Some(value)
-            })
-            .map(|(_, profile)| profile.clevertap_id.clone())
-            .collect())
     }
 
     async fn holders(

@@ -23,7 +23,7 @@ contract_cases!(
     holders_are_a_set_and_their_item_goes_with_the_last,
     reads_of_one_key_twice_answer_once,
     erasure_marks_need_the_project_and_tombstones_keep_the_newest_time,
-    an_audit_row_is_written_once_and_the_index_finds_a_value_s_profiles,
+    an_audit_row_is_written_once,
     a_profile_records_every_value_it_was_made_a_holder_of,
     an_erasure_request_keeps_the_cut_off_it_began_with,
 );
@@ -394,7 +394,7 @@ async fn erasure_marks_need_the_project_and_tombstones_keep_the_newest_time(
     );
 }
 
-async fn an_audit_row_is_written_once_and_the_index_finds_a_value_s_profiles(
+async fn an_audit_row_is_written_once(
     port: &(impl Profiles + shared::ports::erasures::ErasureAudits),
 ) {
     use shared::domain::erasure::{ErasureAudit, ErasureCounts, ErasureSource};
@@ -426,32 +426,6 @@ async fn an_audit_row_is_written_once_and_the_index_finds_a_value_s_profiles(
         Some(audit)
     );
     assert_eq!(port.erasure_audit(OTHER, "P1", "r1").await.unwrap(), None);
-
-    let write = merge("m1", Some("a@x.io"), None).plan(None).unwrap();
-    assert!(
-        port.write_profile(HOME, "P1", "ct", &write, 7)
-            .await
-            .unwrap()
-            .applied()
-    );
-    assert_eq!(
-        port.indexed_holders(HOME, "P1", HeldValue::Email, "a@x.io")
-            .await
-            .unwrap(),
-        ["ct"]
-    );
-    assert!(
-        port.indexed_holders(HOME, "P1", HeldValue::Phone, "a@x.io")
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(
-        port.indexed_holders(HOME, "P2", HeldValue::Email, "a@x.io")
-            .await
-            .unwrap()
-            .is_empty()
-    );
 }
 
 async fn a_profile_records_every_value_it_was_made_a_holder_of(port: &impl Profiles) {

@@ -613,7 +613,8 @@ impl Ctx<'_> {
     }
 
     /// A page of the profiles holding an email or phone (a shared one may be held by thousands):
-    /// `limit` at most, [`MAX_PROFILES_PAGE`] whatever is asked.
+    /// `limit` at most, [`MAX_PROFILES_PAGE`] whatever is asked; a page may hold fewer (former
+    /// holders are left out) and still have a next cursor.
     async fn profiles_holding(
         &self,
         kind: HeldValue,
@@ -624,7 +625,7 @@ impl Ctx<'_> {
         let cursor = try_reply!(decode_cursor(query));
         let (ids, next) = self
             .store
-            .clevertap_ids_page(
+            .holders_page(
                 self.region,
                 &self.project,
                 kind,
@@ -633,8 +634,14 @@ impl Ctx<'_> {
                 cursor.as_deref(),
             )
             .await?;
+        // Holders are every profile that was given the value: keep those holding it now.
+        let mut profiles = self.profile_views(&ids).await?;
+        profiles.retain(|p| match kind {
+            HeldValue::Email => p.email.as_deref() == Some(value),
+            HeldValue::Phone => p.phone.as_deref() == Some(value),
+        });
         Ok(Ok(ProfilesView {
-            profiles: self.profile_views(&ids).await?,
+            profiles,
             next_cursor: encode_cursor(next),
         }))
     }

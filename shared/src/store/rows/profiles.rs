@@ -42,19 +42,6 @@ pub fn version_attribute(field: &ProfileField) -> String {
     format!("{VERSION_PREFIX}{}", field_attribute(field))
 }
 
-/// The index key an email or phone is found by (`by_email`, `by_phone`).
-fn index_key(
-    project_id: &str,
-    field: &ProfileField,
-    value: &str,
-) -> Option<(&'static str, String)> {
-    match field {
-        ProfileField::Email => Some((k::EMAIL_KEY, k::email_key(project_id, value))),
-        ProfileField::Phone => Some((k::PHONE_KEY, k::phone_key(project_id, value))),
-        _ => None,
-    }
-}
-
 fn held_attribute(kind: HeldValue, value: &str) -> String {
     format!("{HELD_PREFIX}{}:{value}", kind.as_str())
 }
@@ -102,6 +89,56 @@ pub fn holders_key(project_id: &str, kind: HeldValue, value: &str) -> Item {
         keys::PK.to_owned(),
         s(k::holders_pk(project_id, kind.as_str(), value)),
     )])
+}
+
+/// An item of the profiles table as a scan meets it (`scripts/admin holders backfill`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScannedItem {
+    Profile {
+        project_id: String,
+        profile: Box<Profile>,
+    },
+    Holders {
+        project_id: String,
+        kind: HeldValue,
+        value: String,
+        clevertap_ids: Vec<String>,
+    },
+    /// A claim, tombstone or erasure item.
+    Other,
+}
+
+pub fn scanned_item(item: &Item) -> ScannedItem {
+    let pk = get_s(item, keys::PK).unwrap_or_default();
+    if let Some(rest) = pk.strip_prefix("H#") {
+        let parsed = rest.split_once('#').and_then(|(project, rest)| {
+            let (kind, value) = rest.split_once('#')?;
+            let kind = match kind {
+                "email" => HeldValue::Email,
+                "phone" => HeldValue::Phone,
+                _ => return None,
+            };
+            Some((project.to_owned(), kind, value.to_owned()))
+        });
+        if let Some((project_id, kind, value)) = parsed {
+            return ScannedItem::Holders {
+                project_id,
+                kind,
+                value,
+                clevertap_ids: holders_of(item),
+            };
+        }
+    }
+    if pk.starts_with("P#") {
+        let project = get_s(item, PROJECT_ID).map(str::to_owned);
+        if let (Some(project_id), Some(profile)) = (project, profile_of(item)) {
+            return ScannedItem::Profile {
+                project_id,
+                profile: Box::new(profile),
+            };
+        }
+    }
+    ScannedItem::Other
 }
 
 pub fn tombstone_key(project_id: &str, hash: &str) -> Item {
@@ -154,9 +191,6 @@ pub fn profile_item(project_id: &str, profile: &Profile) -> Item {
     item.insert(PROJECT_ID.to_owned(), s(project_id));
     let mut text = |field: ProfileField, value: &Option<String>| {
         if let Some(v) = value {
-            if let Some((attr, key)) = index_key(project_id, &field, v) {
-                item.insert(attr.to_owned(), s(key));
-            }
             item.insert(field_attribute(&field), s(v));
         }
     };
@@ -264,14 +298,6 @@ pub fn profile_written(
             Some(v) => {
                 set.push(format!("{name} = :f{i}"));
                 spec = spec.value(&format!(":f{i}"), property_attribute(v));
-                let text = match v {
-                    PropertyValue::Text(t) => Some(t.as_str()),
-                    _ => None,
-                };
-                if let Some((attr, key)) = text.and_then(|t| index_key(project_id, &f.field, t)) {
-                    set.push(format!("{attr} = :k{i}"));
-                    spec = spec.value(&format!(":k{i}"), s(key));
-                }
             }
             None => remove.push(name),
         }
@@ -301,7 +327,7 @@ pub fn profile_written(
     spec
 }
 
-/// Taking back fields: removes them with their versions and index keys, conditional on each
+/// Taking back fields: removes them with their versions, conditional on each
 /// version as planned. For a whole take-back (a delete) only the condition and its names and
 /// values count.
 pub fn fields_taken_back(take: &TakeBack) -> UpdateSpec {
@@ -318,15 +344,6 @@ pub fn fields_taken_back(take: &TakeBack) -> UpdateSpec {
         }
         spec = spec.name(&format!("#f{i}"), &field_attribute(field));
         removes.push(format!("#f{i}, #v{i}"));
-        let index = match field {
-            ProfileField::Email => Some(k::EMAIL_KEY),
-            ProfileField::Phone => Some(k::PHONE_KEY),
-            _ => None,
-        };
-        if let Some(index) = index {
-            spec = spec.name(&format!("#i{i}"), index);
-            removes.push(format!("#i{i}"));
-        }
     }
     for (i, ((kind, value), version)) in take.held.iter().enumerate() {
         spec = spec
@@ -418,11 +435,15 @@ mod tests {
         };
         let item = profile_item("p", &profile);
         assert_eq!(profile_of(&item), Some(profile));
-        assert_eq!(get_s(&item, k::EMAIL_KEY), Some("p#a@x.io"));
+        assert_eq!(
+            item.keys().filter(|k| k.contains("_key")).count(),
+            0,
+            "no index keys: an email or phone is found through its holders"
+        );
     }
 
     #[test]
-    fn a_write_sets_the_index_key_with_the_email_and_conditions_each_version() {
+    fn a_write_sets_the_email_and_conditions_each_version() {
         let merge = ProfileMerge {
             email: Some(Versioned {
                 value: "a@x.io".into(),
@@ -432,9 +453,39 @@ mod tests {
         };
         let write = merge.plan(None).unwrap();
         let spec = profile_written("p", "ct", &write, 5);
-        assert!(spec.update.contains(&format!("{} = :k0", k::EMAIL_KEY)));
-        assert_eq!(spec.values[":k0"], s("p#a@x.io"));
+        assert!(spec.update.contains("#f0 = :f0"));
+        assert_eq!(spec.names["#f0"], "email");
+        assert_eq!(spec.values[":f0"], s("a@x.io"));
         assert_eq!(spec.condition.as_deref(), Some("attribute_not_exists(#v0)"));
         assert_eq!(spec.names["#v0"], "v#email");
+    }
+
+    #[test]
+    fn a_scan_tells_profiles_from_holders_and_the_rest() {
+        let profile = Profile {
+            clevertap_id: "ct".into(),
+            email: Some("a#b@x.io".into()),
+            ..Profile::default()
+        };
+        let item = profile_item("p", &profile);
+        assert_eq!(
+            scanned_item(&item),
+            ScannedItem::Profile {
+                project_id: "p".into(),
+                profile: Box::new(profile)
+            }
+        );
+        let mut holders = holders_key("p", HeldValue::Email, "a#b@x.io");
+        holders.insert(k::HOLDERS.to_owned(), AttributeValue::Ss(vec!["ct".into()]));
+        assert_eq!(
+            scanned_item(&holders),
+            ScannedItem::Holders {
+                project_id: "p".into(),
+                kind: HeldValue::Email,
+                value: "a#b@x.io".into(),
+                clevertap_ids: vec!["ct".into()],
+            }
+        );
+        assert_eq!(scanned_item(&identity_key("p", "c-1")), ScannedItem::Other);
     }
 }
