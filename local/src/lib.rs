@@ -1,11 +1,12 @@
 //! Local emulation of what AWS does around the functions, so one code path runs locally and
 //! deployed: API Gateway (`server`), the stream event source mappings (`streams`, `pipeline`), the
-//! engage feed's bus and rules on the EventBridge stand-in (`feed`), and fault injection
+//! bulk way's fair queue and its workers (`bulk`), the engage feed's bus and rules on the EventBridge stand-in (`feed`), and fault injection
 //! (`faults`, `proxy`).
 
 /// The DynamoDB client the local tools and the tests hand around (the SDK stays behind `local`).
 pub use aws_sdk_dynamodb::Client as DynamoDbClient;
 
+pub mod bulk;
 pub mod faults;
 pub mod feed;
 pub mod pipeline;

@@ -29,6 +29,8 @@ pub struct LocalPipeline {
     bus: Option<Bus>,
     /// What the publish mappings measure, shared with their task.
     figures: std::sync::Arc<PublishFigures>,
+    /// The bulk way's workers, when a bulk queue is attached ([`Self::with_bulk`]).
+    bulk: Option<crate::bulk::LocalBulkWorkers>,
 }
 
 /// What the publish mappings measure (ms), gathered on their task and taken by the caller.
@@ -111,7 +113,24 @@ impl LocalPipeline {
             publish: Vec::new(),
             bus: None,
             figures: Default::default(),
+            bulk: None,
         })
+    }
+
+    /// Works the bulk way's queue beside the stream mappings, with `workers` at once (the
+    /// `bulk` function's mapping), from now until the pipeline is dropped.
+    pub fn with_bulk(mut self, queue: shared::bulk::LocalBulkQueue, workers: usize) -> Self {
+        self.bulk = Some(crate::bulk::LocalBulkWorkers::start(
+            self.store.clone(),
+            queue,
+            workers,
+        ));
+        self
+    }
+
+    /// The bulk workers, if attached.
+    pub fn bulk(&self) -> Option<&crate::bulk::LocalBulkWorkers> {
+        self.bulk.as_ref()
     }
 
     /// A pipeline that only publishes (every region's events stream to `bus`), for runs whose
@@ -133,6 +152,7 @@ impl LocalPipeline {
             publish: Vec::new(),
             bus: None,
             figures: Default::default(),
+            bulk: None,
         };
         pipeline.publish_to(client, endpoint, regions, bus).await?;
         Ok(pipeline)
@@ -244,14 +264,24 @@ impl LocalPipeline {
         })
     }
 
-    /// Steps until a poll finds nothing new (or `max_steps` is reached).
-    /// A stream read can come back empty while records are on their way (DynamoDB Local shows
-    /// new records a moment late), so idle means three quiet polls in a row.
+    /// Steps until a poll finds nothing new and the bulk queue is empty (or `max_steps` is
+    /// reached; a step that found nothing while only bulk chunks were being worked is not
+    /// counted). A stream read can come back empty while records are on their way (DynamoDB
+    /// Local shows new records a moment late), so idle means three quiet polls in a row.
     pub async fn run_until_idle(&mut self, max_steps: usize) -> Result<usize, String> {
         let mut total = 0;
         let mut quiet = 0;
-        for _ in 0..max_steps {
+        let mut steps = 0;
+        while steps < max_steps {
             let n = self.step().await?;
+            let bulk_pending = self.bulk.as_ref().is_some_and(|b| b.pending() > 0);
+            if n == 0 && bulk_pending {
+                // The bulk workers run on their own; their writes reach the streams later.
+                quiet = 0;
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                continue;
+            }
+            steps += 1;
             total += n;
             let pending = self
                 .resolve

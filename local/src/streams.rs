@@ -76,13 +76,26 @@ pub fn record_json(r: &Record, arn: &str) -> Value {
 }
 
 /// Lambda event filtering, for the subset our patterns use: every key of the pattern must be
-/// present, objects nest, and an array lists the accepted values.
+/// present, objects nest, and an array lists the accepted values; `{"exists": false}` at a leaf
+/// accepts a value that is absent (and nothing else), `{"exists": true}` any present one.
 pub fn matches_filter(pattern: &Value, value: &Value) -> bool {
     match (pattern, value) {
-        (Value::Object(p), Value::Object(v)) => p
+        (Value::Object(p), Value::Object(v)) => p.iter().all(|(k, pv)| match v.get(k) {
+            Some(vv) => matches_filter(pv, vv),
+            None => accepts_absent(pv),
+        }),
+        (Value::Array(options), v) => options
             .iter()
-            .all(|(k, pv)| v.get(k).is_some_and(|vv| matches_filter(pv, vv))),
-        (Value::Array(options), v) => options.iter().any(|o| o == v),
+            .any(|o| o == v || *o == json!({"exists": true})),
+        _ => false,
+    }
+}
+
+/// Whether a pattern accepts a value that is not there: `{"exists": false}` at its leaf.
+fn accepts_absent(pattern: &Value) -> bool {
+    match pattern {
+        Value::Object(p) => p.values().all(accepts_absent),
+        Value::Array(options) => options.contains(&json!({"exists": false})),
         _ => false,
     }
 }
@@ -408,6 +421,16 @@ mod tests {
         assert!(!matches_filter(&f, &modify));
         assert!(!matches_filter(&f, &other));
         assert!(!matches_filter(&f, &json!({"eventName":"INSERT"})));
+        // A bulk row is the bulk worker's: neither inbox mapping takes it.
+        let bulk = json!({"eventName":"INSERT","dynamodb":{"NewImage":{"status":{"S":"received"},"way":{"S":"bulk"}}}});
+        assert!(!matches_filter(&f, &bulk));
+        let m: Value =
+            serde_json::from_str(shared::stages::pipeline::MATERIALIZE_INBOX_FILTER).unwrap();
+        let resolved =
+            json!({"eventName":"MODIFY","dynamodb":{"NewImage":{"status":{"S":"resolved"}}}});
+        let bulk_resolved = json!({"eventName":"MODIFY","dynamodb":{"NewImage":{"status":{"S":"resolved"},"way":{"S":"bulk"}}}});
+        assert!(matches_filter(&m, &resolved));
+        assert!(!matches_filter(&m, &bulk_resolved));
     }
 
     fn record(pk: &str, seq: u32) -> Value {

@@ -45,6 +45,12 @@ pub struct Config {
     pub event_bus_name: Option<String>,
     /// Set locally: the EventBridge stand-in (`EVENTBRIDGE_ENDPOINT`, moto).
     pub eventbridge_endpoint: Option<String>,
+    /// The bulk way's queue, by region (`BULK_QUEUE`, a queue name with `{region}`, e.g.
+    /// `ctmp-{region}-bulk`; `domain::ways`). None: every chunk goes the live way.
+    pub bulk_queue: Option<String>,
+    /// Requests with more profiles than this go the bulk way (`LIVE_MAX_PROFILES`, default
+    /// `domain::ways::LIVE_MAX_PROFILES`).
+    pub live_max_profiles: usize,
 }
 
 /// Where a process gets its tombstone keys.
@@ -83,6 +89,8 @@ impl std::fmt::Debug for Config {
             .field("tombstone_keys", &self.tombstone_keys)
             .field("event_bus_name", &self.event_bus_name)
             .field("eventbridge_endpoint", &self.eventbridge_endpoint)
+            .field("bulk_queue", &self.bulk_queue)
+            .field("live_max_profiles", &self.live_max_profiles)
             .finish_non_exhaustive()
     }
 }
@@ -145,6 +153,25 @@ impl Config {
             }
             other => other,
         };
+        let bulk_queue = match non_empty("BULK_QUEUE") {
+            Some(v) if !v.contains("{region}") => {
+                return Err(ConfigError::Invalid {
+                    name: "BULK_QUEUE",
+                    reason: format!("{v:?} does not name the region as {{region}}"),
+                });
+            }
+            other => other,
+        };
+        let live_max_profiles = match non_empty("LIVE_MAX_PROFILES") {
+            None => crate::domain::ways::LIVE_MAX_PROFILES,
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .map_err(|e| ConfigError::Invalid {
+                    name: "LIVE_MAX_PROFILES",
+                    reason: e.to_string(),
+                })?,
+        };
         let dynamodb_endpoint = non_empty("DYNAMODB_ENDPOINT");
         let tombstone_keys = match (
             non_empty("TOMBSTONE_KEYS_SECRET"),
@@ -163,6 +190,8 @@ impl Config {
             (None, None) => TombstoneKeySource::None,
         };
         Ok(Self {
+            bulk_queue,
+            live_max_profiles,
             event_bus_name: non_empty("EVENT_BUS_NAME"),
             eventbridge_endpoint: non_empty("EVENTBRIDGE_ENDPOINT"),
             tombstone_keys,
@@ -252,6 +281,27 @@ impl Config {
 }
 
 impl Config {
+    /// The bulk way's queues (one per CleverTap region, in its AWS region), if `BULK_QUEUE` is
+    /// set: no network call happens here.
+    pub async fn bulk_queue(&self) -> Option<crate::bulk::BulkQueue> {
+        let pattern = self.bulk_queue.clone()?;
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await;
+        let clients = Region::ALL
+            .iter()
+            .map(|r| {
+                let conf = aws_sdk_sqs::config::Builder::from(&sdk)
+                    .region(aws_sdk_sqs::config::Region::new(r.aws_region()))
+                    .build();
+                (*r, aws_sdk_sqs::Client::from_conf(conf))
+            })
+            .collect();
+        Some(crate::bulk::BulkQueue::Sqs(
+            crate::bulk::SqsBulkQueues::new(clients, pattern),
+        ))
+    }
+
     /// One Lambda client per CleverTap region, in its AWS region (for the `erase` functions):
     /// no network call happens here.
     pub async fn lambda_clients(

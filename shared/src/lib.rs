@@ -14,6 +14,8 @@
 //! Without the default feature `aws` only [`domain`] is built (no AWS SDK): the fuzz target's view.
 
 #[cfg(feature = "aws")]
+pub mod bulk;
+#[cfg(feature = "aws")]
 pub mod bus;
 #[cfg(feature = "aws")]
 pub mod config;

@@ -20,3 +20,4 @@ mod preview;
 mod read_bounds;
 mod resolve;
 mod template;
+mod ways;

@@ -144,6 +144,8 @@ pub struct Stack {
     pub store: Store,
     pub endpoint: shared::stages::endpoint::Endpoint,
     pub project: TestProject,
+    /// The bulk way's queue, when the stack has one ([`Stack::with_bulk`]).
+    pub bulk: Option<shared::bulk::LocalBulkQueue>,
 }
 
 impl Stack {
@@ -172,7 +174,29 @@ impl Stack {
             store,
             endpoint,
             project,
+            bulk: None,
         }
+    }
+
+    /// A stack with both ways: requests of more than `live_max_profiles` profiles go the bulk
+    /// way (a local fair queue its pipelines work), the rest the live way.
+    pub async fn with_bulk(test: &str, region: Region, live_max_profiles: usize) -> Self {
+        let mut stack = Self::new(test, region).await;
+        let prefix = stack.names.prefix().to_owned();
+        let endpoint = endpoint();
+        let config = Config::from_lookup(move |k| match k {
+            "MPARTICLE_CALLER_TOKEN" => Some(CALLER_TOKEN.to_owned()),
+            "TABLE_PREFIX" => Some(prefix.clone()),
+            "DYNAMODB_ENDPOINT" => Some(endpoint.clone()),
+            "LIVE_MAX_PROFILES" => Some(live_max_profiles.to_string()),
+            _ => None,
+        })
+        .unwrap();
+        let queue = shared::bulk::LocalBulkQueue::default();
+        stack.endpoint = shared::stages::endpoint::Endpoint::new(&config, stack.store.clone())
+            .with_bulk_queue(shared::bulk::BulkQueue::Local(queue.clone()));
+        stack.bulk = Some(queue);
+        stack
     }
 
     /// POSTs a Firehose body with the caller token; returns status and JSON answer.
@@ -202,8 +226,9 @@ impl Stack {
         assert_eq!(status, 200, "{answer}");
     }
 
+    /// The local pipeline (with the bulk workers, if the stack has a bulk queue).
     pub async fn pipeline(&self) -> local::pipeline::LocalPipeline {
-        local::pipeline::LocalPipeline::new(
+        let pipeline = local::pipeline::LocalPipeline::new(
             &self.client,
             &endpoint(),
             self.store.clone(),
@@ -211,7 +236,11 @@ impl Stack {
             &[self.project.region],
         )
         .await
-        .expect("pipeline")
+        .expect("pipeline");
+        match &self.bulk {
+            Some(queue) => pipeline.with_bulk(queue.clone(), 2),
+            None => pipeline,
+        }
     }
 
     /// The local pipeline with `lanes` concurrent batches per inbox mapping.

@@ -1,6 +1,6 @@
 //! `authorize`: the mParticle endpoint behind API Gateway (`POST /mparticle`).
-//! Reads config, builds the DynamoDB clients (and the Lambda clients of the `erase` functions)
-//! once, and serves requests with `shared::stages::endpoint`.
+//! Reads config, builds the DynamoDB clients (and the Lambda clients of the `erase` functions,
+//! and the SQS clients of the bulk queues) once, and serves requests with `shared::stages::endpoint`.
 
 use lambda_http::{Error, run, service_fn};
 use shared::config::{Config, init_tracing};
@@ -19,6 +19,10 @@ async fn main() -> Result<(), Error> {
             pattern,
             config.lambda_clients().await,
         )));
+    }
+    // Large requests go the bulk way (`BULK_QUEUE`), the rest the live way.
+    if let Some(queue) = config.bulk_queue().await {
+        endpoint = endpoint.with_bulk_queue(queue);
     }
     let endpoint = &endpoint;
     run(service_fn(move |req| handle_http(endpoint, req))).await

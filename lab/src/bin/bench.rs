@@ -5,7 +5,7 @@
 //! BENCH_OUT. The workload is `lab::workload` (1,000 and 10,000 profiles, seed 42). By default it
 //! runs the phases that finish within about 15 minutes here, saying which one it is in on stderr;
 //! BENCH_FIRST_SYNC=1 adds the 100,000-member first sync and its one-bucket yardstick (the heat
-//! table; 40 minutes or more on DynamoDB Local), BENCH_ONLY=parse|binaries|e2e|heat runs a part.
+//! table; 40 minutes or more on DynamoDB Local), BENCH_ONLY=parse|binaries|e2e|heat|fairness runs a part.
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -373,6 +373,19 @@ async fn main() {
     let endpoint = Endpoint::new(&config, store.clone());
     let auth = format!("Token {CALLER}");
     let mut report = serde_json::Map::new();
+
+    // BENCH_ONLY=fairness: live changes beside another project's import (lab::fairness).
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("fairness") {
+        let plan = lab::fairness::Plan::from_env();
+        // Unmetered: the key meter's extra reads would slow the import it measures.
+        let unmetered =
+            aws_sdk_dynamodb::Client::new(&shared::sdk::local_sdk_config(&endpoint_url));
+        let figures = lab::fairness::run(&unmetered, &endpoint_url, plan).await;
+        let text = serde_json::to_string_pretty(&json!({ "fairness": figures })).unwrap();
+        std::fs::write(&out_path, &text).expect("writes the bench file");
+        println!("{text}");
+        return;
+    }
 
     announce(&bench_started, "1/6 parse and authorize CPU (no DynamoDB)");
     // 1. Parse and authorize CPU (no DynamoDB).

@@ -23,3 +23,4 @@ pub mod round_trip;
 pub mod segment_state;
 pub mod sync_log;
 pub mod views;
+pub mod ways;

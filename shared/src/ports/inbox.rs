@@ -7,6 +7,7 @@ use crate::domain::batch::Chunk;
 use crate::domain::records::InboxStatus;
 use crate::domain::region::Region;
 use crate::domain::sync_log::{MaterializeCounts, ResolveOutcomes};
+use crate::domain::ways::Way;
 use crate::ports::{StoreError, Written};
 
 /// Inbox rows (and so the sync log) are kept this long.
@@ -39,6 +40,8 @@ pub struct InboxRow {
     pub applied: Option<MaterializeCounts>,
     /// Why it could never be processed (status `failed`).
     pub failure: Option<String>,
+    /// The way it goes: the inbox stream (live) or the bulk queue.
+    pub way: Way,
 }
 
 impl InboxRow {
@@ -75,6 +78,7 @@ pub struct BatchMeta<'a> {
     /// The message's own `timestamp_ms`: the ordering key of its changes.
     pub message_ts: i64,
     pub received_ms: i64,
+    pub way: Way,
 }
 
 impl BatchMeta<'_> {
@@ -96,6 +100,7 @@ impl BatchMeta<'_> {
             handed_on: None,
             applied: None,
             failure: None,
+            way: self.way,
         }
     }
 }

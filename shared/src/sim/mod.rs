@@ -161,6 +161,7 @@ impl World {
             message_id: &m.id,
             message_ts: m.ts_ms,
             received_ms: m.ts_ms,
+            way: Default::default(),
         };
         let stored = with_call_budget(
             budget,

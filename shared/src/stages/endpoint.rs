@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
+use crate::bulk::{BulkQueue, QueuedChunk};
 use crate::config::Config;
 use crate::domain::auth::{
     self, CredentialError, ErasureAuthority, OutputCredentials, Project, setting_ids,
@@ -17,8 +18,10 @@ use crate::domain::protocol::{
     ModuleRegistrationResponse, Permissions, Request, ResponseEnvelope, Setting, Settings,
     SubscriptionAction, UserIdentityType,
 };
+use crate::domain::records::InboxStatus;
 use crate::domain::region::Region;
-use crate::ports::inbox::{BatchMeta, Inbox, PutBatchOutcome};
+use crate::domain::ways::{Way, way_of_request};
+use crate::ports::inbox::{BatchMeta, ChunkKey, Inbox, PutBatchOutcome};
 use crate::ports::projects::ProjectCache;
 use crate::stages::erasure::{self, ErasureOutcome, ErasureRequest};
 use crate::stages::http::{HttpReply, Outcome, into_response, storage_failure};
@@ -56,6 +59,9 @@ pub struct Endpoint {
     projects: ProjectCache<Store>,
     metrics: Metrics,
     eraser: erasure::Eraser,
+    /// The bulk way's queue; none: every chunk goes the live way.
+    bulk: Option<BulkQueue>,
+    live_max_profiles: usize,
 }
 
 impl Endpoint {
@@ -67,7 +73,15 @@ impl Endpoint {
             eraser: erasure::Eraser::InProcess(store.clone()),
             store,
             metrics: crate::stages::metrics::Metrics::for_function(config, "authorize"),
+            bulk: None,
+            live_max_profiles: config.live_max_profiles,
         }
+    }
+
+    /// Large requests go the bulk way, through `queue` (`domain::ways`).
+    pub fn with_bulk_queue(mut self, queue: BulkQueue) -> Self {
+        self.bulk = Some(queue);
+        self
     }
 
     /// Erasures carried out by `eraser` (the home region's `erase` function in AWS).
@@ -318,6 +332,10 @@ impl Endpoint {
                 .with(Outcome::Heartbeat);
         };
         let profile_count = profiles.profile_count();
+        let way = match self.bulk {
+            Some(_) => way_of_request(profile_count, self.live_max_profiles),
+            None => Way::Live,
+        };
         let chunks = match profiles.finish() {
             Ok(c) => c,
             Err(e @ ChunkError::ProfileTooLarge(i)) => {
@@ -335,11 +353,19 @@ impl Endpoint {
             message_id: id,
             message_ts: r.envelope.timestamp_ms,
             received_ms: protocol::now_ms(),
+            way,
         };
-        match store_batch(&self.store, out.region, &meta, &chunks).await {
+        let stored = match store_batch(&self.store, out.region, &meta, &chunks).await {
+            Ok(duplicate) => self
+                .queue_bulk(out.region, &meta, &chunks, duplicate)
+                .await
+                .map(|()| duplicate),
+            Err(e) => Err(e),
+        };
+        match stored {
             Ok(duplicate) => {
                 info!(message_id = %id, project_id = %out.project_id, region = %out.region,
-                      profiles = profile_count, chunks = chunks.len(),
+                      profiles = profile_count, chunks = chunks.len(), way = way.as_str(),
                       duplicate, "membership batch stored");
                 let (profiles, chunks) = (profile_count as u32, chunks.len() as u32);
                 HttpReply::json(200, &AudienceMembershipChangeResponse::new(id, false)).with(
@@ -352,6 +378,51 @@ impl Endpoint {
             }
             Err(e) => unavailable(&e),
         }
+    }
+}
+
+impl Endpoint {
+    /// Queues a stored batch's bulk chunks. A redelivery (`duplicate`) queues again those of its
+    /// chunks the first delivery stored the bulk way and that are not done: that delivery may
+    /// have failed between storing and queueing (it was not answered 200). A chunk queued twice
+    /// is worked once (the worker goes by the row's status).
+    async fn queue_bulk(
+        &self,
+        region: Region,
+        meta: &BatchMeta<'_>,
+        chunks: &[crate::domain::batch::Chunk],
+        duplicate: bool,
+    ) -> Result<(), StoreError> {
+        let Some(queue) = &self.bulk else {
+            return Ok(());
+        };
+        if !duplicate && meta.way != Way::Bulk {
+            return Ok(());
+        }
+        let mut queued = Vec::new();
+        for chunk in chunks {
+            if duplicate {
+                let key = ChunkKey {
+                    project_id: meta.project_id,
+                    message_id: meta.message_id,
+                    chunk: chunk.index,
+                };
+                let Some(row) = self.store.chunk_row(region, key).await? else {
+                    continue;
+                };
+                let done = matches!(row.status, InboxStatus::Materialized | InboxStatus::Failed);
+                if row.way != Way::Bulk || done {
+                    continue;
+                }
+            }
+            queued.push(QueuedChunk {
+                region,
+                project_id: meta.project_id.to_owned(),
+                message_id: meta.message_id.to_owned(),
+                chunk: chunk.index,
+            });
+        }
+        queue.enqueue(&queued).await
     }
 }
 
@@ -626,6 +697,7 @@ mod tests {
                 message_id: "m-1",
                 message_ts: 1_700_000_000_000,
                 received_ms: 1_700_000_000_100,
+                way: Default::default(),
             }
         }
 

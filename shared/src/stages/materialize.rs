@@ -935,7 +935,8 @@ async fn handle_record(
     match table {
         Table::Inbox => {
             let row = records::inbox_row(record)?;
-            if row.status != InboxStatus::Resolved {
+            // A bulk row is the bulk worker's (the mapping's filter leaves it out too).
+            if row.status != InboxStatus::Resolved || row.way != crate::domain::ways::Way::Live {
                 return Ok(Handled::Skipped);
             }
             match materialize_row(store, region, &row).await {

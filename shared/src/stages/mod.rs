@@ -4,6 +4,7 @@
 //! imports another (what two share lives in `domain`, `ports` or `store`), but authorize hands
 //! an erasure to `erasure` and every stage reports through `metrics`.
 
+pub mod bulk;
 pub mod endpoint;
 pub mod erasure;
 pub mod holders_backfill;

@@ -1,13 +1,11 @@
 //! How the stages are wired: the event-source-mapping filters, shared by template.yaml and the
 //! local runner so that both deliver exactly the same records.
 
-/// resolve ← inbox: new chunks.
-pub const RESOLVE_INBOX_FILTER: &str =
-    r#"{"eventName":["INSERT"],"dynamodb":{"NewImage":{"status":{"S":["received"]}}}}"#;
+/// resolve ← inbox: new chunks of the live way (a bulk row carries `way`; `domain::ways`).
+pub const RESOLVE_INBOX_FILTER: &str = r#"{"eventName":["INSERT"],"dynamodb":{"NewImage":{"status":{"S":["received"]},"way":{"S":[{"exists":false}]}}}}"#;
 
-/// materialize ← inbox: chunks whose changes are resolved.
-pub const MATERIALIZE_INBOX_FILTER: &str =
-    r#"{"eventName":["MODIFY"],"dynamodb":{"NewImage":{"status":{"S":["resolved"]}}}}"#;
+/// materialize ← inbox: live chunks whose changes are resolved.
+pub const MATERIALIZE_INBOX_FILTER: &str = r#"{"eventName":["MODIFY"],"dynamodb":{"NewImage":{"status":{"S":["resolved"]},"way":{"S":[{"exists":false}]}}}}"#;
 
 /// materialize ← segments: a removed segment whose membership must be cleared.
 pub const MATERIALIZE_SEGMENTS_FILTER: &str =

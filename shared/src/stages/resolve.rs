@@ -605,7 +605,8 @@ pub async fn handle_inbox_event(
             return Ok(None);
         }
         let row = records::inbox_row(record)?;
-        if row.status != InboxStatus::Received {
+        // A bulk row is the bulk worker's (the mapping's filter leaves it out too).
+        if row.status != InboxStatus::Received || row.way != crate::domain::ways::Way::Live {
             return Ok(None);
         }
         match resolve_chunk(store, region, &row).await {
@@ -700,6 +701,7 @@ mod on_the_twin {
             message_id,
             message_ts: ts,
             received_ms: ts,
+            way: Default::default(),
         };
         twin.put_batch(R, &meta, &chunks).await.unwrap();
         let key = ChunkKey {

@@ -432,6 +432,7 @@ mod tests {
             message_id: "m-1",
             message_ts: 1,
             received_ms: 2,
+            way: Default::default(),
         };
         let chunk = Chunk {
             index: 0,

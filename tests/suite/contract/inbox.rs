@@ -27,6 +27,7 @@ fn meta(message_id: &str) -> BatchMeta<'_> {
         message_id,
         message_ts: MESSAGE_TS,
         received_ms: MESSAGE_TS + 250,
+        way: Default::default(),
     }
 }
 

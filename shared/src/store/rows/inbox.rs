@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::UpdateSpec;
 use crate::domain::records::{InboxStatus, SyncRow};
 use crate::domain::sync_log::{MaterializeCounts, ResolveOutcomes};
+use crate::domain::ways::Way;
 use crate::ports::StoreError;
 use crate::ports::inbox::{ChangeCounts, ChunkKey, Handoff, InboxRow};
 use crate::store::keys::{self, inbox as k};
@@ -42,6 +43,13 @@ struct Stored {
     applied: Option<MaterializeCounts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     failure: Option<String>,
+    /// Absent on a live row: the inbox mappings' filters take only rows without it.
+    #[serde(default, skip_serializing_if = "is_live")]
+    way: Way,
+}
+
+fn is_live(way: &Way) -> bool {
+    *way == Way::Live
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -102,6 +110,7 @@ pub fn item(row: &InboxRow) -> Result<Item, StoreError> {
         }),
         applied: row.applied.clone(),
         failure: row.failure.clone(),
+        way: row.way,
     };
     let mut item: Item = serde_dynamo::to_item(stored)?;
     item.extend(key(row.key()));
@@ -140,6 +149,7 @@ fn of_stored(stored: Stored) -> InboxRow {
         }),
         applied: stored.applied,
         failure: stored.failure,
+        way: stored.way,
     }
 }
 
@@ -269,6 +279,7 @@ mod tests {
             message_id: "m-1",
             message_ts: 1_700_000_000_000,
             received_ms: 1_700_000_000_500,
+            way: Default::default(),
         };
         let chunk = Chunk {
             index: 2,

@@ -1,0 +1,356 @@
+//! The fairness bench (issue 35, `BENCH_ONLY=fairness scripts/bench`): one stack, its pipeline
+//! running continuously as `scripts/run-local` runs it, and several projects of one region:
+//!
+//! 1. an importer alone: its rate (the yardstick for 3);
+//! 2. paced single live changes of another project on the idle stack: how long each takes to be
+//!    visible (its membership row a member), measured from the 200;
+//! 3. the same live changes while the importer imports again: their visibility, and the
+//!    importer's rate beside them;
+//! 4. two importers of different sizes at once: each one's share of what was applied while both
+//!    ran.
+//!
+//! Every figure of one run is measured on the same machine minutes apart, so the ratios (loaded to
+//! idle, share of throughput) are what to read; the absolute times move 2× between runs.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use shared::config::Config;
+use shared::domain::auth::generate_secret;
+use shared::domain::records::{SegmentKey, SegmentLayout};
+use shared::domain::region::Region;
+use shared::stages::endpoint::Endpoint;
+use shared::store::Store;
+use shared::store::clients::RegionalClients;
+use shared::store::tables::{TableNames, create_tables};
+
+const CALLER: &str = "fairness-caller-token-0000";
+const REGION: Region = Region::Eu1;
+/// Profiles per import request (mParticle's largest batches).
+const IMPORT_BATCH: usize = 1_000;
+/// Import requests in flight at once per importer.
+const IMPORT_CONCURRENCY: usize = 4;
+
+/// What to run: sizes and pacing.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    pub import_members: usize,
+    pub live_changes: usize,
+    pub live_every: Duration,
+    /// The smaller importer of step 4.
+    pub small_import_members: usize,
+    /// Both ways (large requests bulk), or every request live as before the bulk way
+    /// (`FAIRNESS_ONE_WAY=1`): the yardstick.
+    pub two_ways: bool,
+}
+
+impl Plan {
+    pub fn from_env() -> Self {
+        let var = |k: &str, d: usize| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(d)
+        };
+        Self {
+            import_members: var("FAIRNESS_IMPORT", 20_000),
+            live_changes: var("FAIRNESS_LIVE", 50),
+            live_every: Duration::from_millis(var("FAIRNESS_LIVE_EVERY_MS", 250) as u64),
+            small_import_members: var("FAIRNESS_SMALL_IMPORT", 5_000),
+            two_ways: var("FAIRNESS_ONE_WAY", 0) == 0,
+        }
+    }
+}
+
+/// A project as mParticle's `account` names it.
+struct Tenant {
+    id: String,
+    account: Value,
+}
+
+struct Stack {
+    store: Store,
+    endpoint: Endpoint,
+    auth: String,
+}
+
+impl Stack {
+    async fn tenant(&self, id: &str) -> Tenant {
+        let (passcode, token) = local::provision_project(&self.store, REGION, id)
+            .await
+            .unwrap();
+        Tenant {
+            id: id.to_owned(),
+            account: json!({"account_id": 1, "account_settings": {"accountId": id, "passcode": passcode, "accountToken": token, "region": "eu1"}}),
+        }
+    }
+
+    async fn send(&self, body: &str) {
+        let r = self
+            .endpoint
+            .handle("POST", Some(&self.auth), body.as_bytes())
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+
+    /// Whether `identity` of `tenant` is a member of `audience` now (claim, then its row).
+    async fn is_member(&self, tenant: &str, audience: i64, identity: &str) -> bool {
+        let Ok(Some(ct)) = (self.store)
+            .clevertap_id_of_identity(REGION, tenant, identity)
+            .await
+        else {
+            return false;
+        };
+        let key = SegmentKey {
+            region: REGION,
+            project_id: tenant,
+            audience_id: audience,
+        };
+        let Ok(Some(segment)) = self.store.segment(&key).await else {
+            return false;
+        };
+        let layout = SegmentLayout::of_segment(&segment);
+        let Ok(rows) = (self.store)
+            .pair_states(REGION, tenant, &[(layout, ct.as_str())])
+            .await
+        else {
+            return false;
+        };
+        rows.get(&(audience, ct)).is_some_and(|r| r.state.member)
+    }
+
+    async fn member_count(&self, tenant: &str, audience: i64) -> i64 {
+        (self.store.get_segment(REGION, tenant, audience).await)
+            .ok()
+            .flatten()
+            .map_or(0, |s| s.counts.member_count)
+    }
+}
+
+fn import_body(tenant: &Tenant, tag: &str, audience: i64, req: usize) -> String {
+    let profiles: Vec<Value> = (0..IMPORT_BATCH)
+        .map(|i| json!({"user_identities": [{"type": "customer", "encoding": "raw", "value": format!("{tag}-{req}-{i}")}],
+                        "mpid": format!("{}", req * IMPORT_BATCH + i + 1),
+                        "audiences": [{"audience_id": audience, "audience_name": "Import", "action": "add"}]}))
+        .collect();
+    json!({"type": "audience_membership_change_request", "timestamp_ms": 2_000,
+           "user_profiles": profiles, "account": tenant.account, "id": format!("{tag}-{req}")})
+    .to_string()
+}
+
+fn live_body(tenant: &Tenant, identity: &str, audience: i64) -> String {
+    json!({"type": "audience_membership_change_request", "timestamp_ms": 3_000,
+           "user_profiles": [{"user_identities": [{"type": "customer", "encoding": "raw", "value": identity}],
+                              "mpid": "7", "audiences": [{"audience_id": audience, "audience_name": "Live", "action": "add"}]}],
+           "account": tenant.account, "id": format!("live-{identity}")})
+    .to_string()
+}
+
+/// An import: its requests, `IMPORT_CONCURRENCY` at a time; answers when all were accepted.
+async fn import(stack: &Stack, tenant: &Tenant, tag: &str, audience: i64, members: usize) -> f64 {
+    use futures::stream::{self, StreamExt};
+    let t = Instant::now();
+    let requests = members.div_ceil(IMPORT_BATCH);
+    stream::iter(0..requests)
+        .map(|req| async move { stack.send(&import_body(tenant, tag, audience, req)).await })
+        .buffer_unordered(IMPORT_CONCURRENCY)
+        .collect::<Vec<()>>()
+        .await;
+    t.elapsed().as_secs_f64()
+}
+
+/// Waits until the audience has `members` members; answers the seconds from `since`, and the
+/// count polled every half second (for shares).
+async fn applied(
+    stack: &Stack,
+    tenant: &str,
+    audience: i64,
+    members: usize,
+    since: Instant,
+) -> f64 {
+    loop {
+        if stack.member_count(tenant, audience).await >= members as i64 {
+            return since.elapsed().as_secs_f64();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Paced live changes: one every `every`, each a new person joining `audience`; answers each
+/// one's milliseconds from its 200 to its membership being visible.
+async fn live_changes(
+    stack: &Stack,
+    tenant: &Tenant,
+    tag: &str,
+    audience: i64,
+    plan: Plan,
+) -> Vec<f64> {
+    let one = |i: usize| async move {
+        tokio::time::sleep(plan.live_every * i as u32).await;
+        let identity = format!("{tag}-{i}");
+        stack.send(&live_body(tenant, &identity, audience)).await;
+        let accepted = Instant::now();
+        let mut poll = Duration::from_millis(20);
+        while !stack.is_member(&tenant.id, audience, &identity).await {
+            tokio::time::sleep(poll).await;
+            // Fine at first (an idle stack answers in well under a second), coarser later.
+            poll = (poll * 5 / 4).min(Duration::from_millis(500));
+        }
+        accepted.elapsed().as_secs_f64() * 1000.0
+    };
+    futures::future::join_all((0..plan.live_changes).map(one)).await
+}
+
+fn percentiles(mut v: Vec<f64>) -> Value {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    json!({"p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": at(1.0), "n": v.len()})
+}
+
+/// Runs the bench against DynamoDB Local at `endpoint_url`; answers its figures.
+pub async fn run(client: &aws_sdk_dynamodb::Client, endpoint_url: &str, plan: Plan) -> Value {
+    let names = TableNames::new(format!("fair{}", &generate_secret()[..6]));
+    create_tables(client, &names, REGION).await.unwrap();
+    let store = Store::for_local_stack(RegionalClients::single(client.clone()), names.clone());
+    let prefix = names.prefix().to_owned();
+    let config = Config::from_lookup(|k| match k {
+        "MPARTICLE_CALLER_TOKEN" => Some(CALLER.into()),
+        "TABLE_PREFIX" => Some(prefix.clone()),
+        "DYNAMODB_ENDPOINT" => Some(endpoint_url.to_owned()),
+        _ => None,
+    })
+    .unwrap();
+    let queue = shared::bulk::LocalBulkQueue::default();
+    let mut endpoint = Endpoint::new(&config, store.clone());
+    if plan.two_ways {
+        endpoint = endpoint.with_bulk_queue(shared::bulk::BulkQueue::Local(queue.clone()));
+    }
+    let stack = Stack {
+        endpoint,
+        store: store.clone(),
+        auth: format!("Token {CALLER}"),
+    };
+    let mut pipeline =
+        local::pipeline::LocalPipeline::new(client, endpoint_url, store, names, &[REGION])
+            .await
+            .unwrap();
+    if plan.two_ways {
+        pipeline = pipeline.with_bulk(queue, local::bulk::workers_from_env());
+    }
+    // The pipeline runs on its own, as on `scripts/run-local`, beside the scenario (on this
+    // task: its futures are not `Send`).
+    let stop = AtomicBool::new(false);
+    let running = async {
+        while !stop.load(Ordering::Acquire) {
+            if pipeline.step().await.unwrap() == 0 {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+    };
+    let scenario = async {
+        let figures = scenario(&stack, plan).await;
+        stop.store(true, Ordering::Release);
+        figures
+    };
+    let ((), figures) = tokio::join!(running, scenario);
+    figures
+}
+
+/// Steps 1–4 on a running stack.
+async fn scenario(stack: &Stack, plan: Plan) -> Value {
+    let importer = stack.tenant("FAIR-IMPORT").await;
+    let small = stack.tenant("FAIR-SMALL").await;
+    let live = stack.tenant("FAIR-LIVE").await;
+    let n = plan.import_members;
+
+    eprintln!("fairness 1/4: {n} members imported alone");
+    let t = Instant::now();
+    import(stack, &importer, "alone", 81_001, n).await;
+    let alone_s = applied(stack, &importer.id, 81_001, n, t).await;
+
+    eprintln!(
+        "fairness 2/4: {} live changes on the idle stack",
+        plan.live_changes
+    );
+    let idle = live_changes(stack, &live, "idle", 82_001, plan).await;
+
+    eprintln!("fairness 3/4: the same live changes during an import of {n}");
+    let t = Instant::now();
+    let (_, loaded, beside_s) = tokio::join!(
+        import(stack, &importer, "beside", 81_002, n),
+        async {
+            // Once the import's backlog is building.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            live_changes(stack, &live, "loaded", 82_002, plan).await
+        },
+        applied(stack, &importer.id, 81_002, n, t),
+    );
+
+    let m = plan.small_import_members;
+    eprintln!("fairness 4/4: two importers at once, {n} and {m}");
+    let shares = two_importers(stack, (&importer, n), (&small, m)).await;
+
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    json!({
+        "two_ways": plan.two_ways,
+        "import_members": n,
+        "import_alone_changes_per_s": n as f64 / alone_s,
+        "import_beside_live_changes_per_s": n as f64 / beside_s,
+        "live_idle": percentiles(idle.clone()),
+        "live_during_import": percentiles(loaded.clone()),
+        "live_median_ratio_loaded_to_idle": median(&loaded) / median(&idle),
+        "two_importers": shares,
+    })
+}
+
+/// Step 4: both imports at once; each one's share of the members applied while both ran.
+async fn two_importers(
+    stack: &Stack,
+    (big, n): (&Tenant, usize),
+    (small, m): (&Tenant, usize),
+) -> Value {
+    let (big_aud, small_aud) = (81_003, 83_001);
+    let watching = async {
+        let t = Instant::now();
+        let mut last = (0, 0);
+        let mut both = (0, 0);
+        let mut first_done = None;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = (
+                stack.member_count(&big.id, big_aud).await,
+                stack.member_count(&small.id, small_aud).await,
+            );
+            let done = (now.0 >= n as i64, now.1 >= m as i64);
+            if first_done.is_none() {
+                both.0 += now.0 - last.0;
+                both.1 += now.1 - last.1;
+                if done.0 || done.1 {
+                    first_done = Some(t.elapsed().as_secs_f64());
+                }
+            }
+            last = now;
+            if done.0 && done.1 {
+                return (both, first_done.unwrap_or(0.0), t.elapsed().as_secs_f64());
+            }
+        }
+    };
+    let (_, _, (both, first_s, all_s)) = tokio::join!(
+        import(stack, big, "big", big_aud, n),
+        import(stack, small, "small", small_aud, m),
+        watching,
+    );
+    let total = (both.0 + both.1).max(1) as f64;
+    json!({
+        "sizes": [n, m],
+        "applied_while_both_ran": [both.0, both.1],
+        "share_while_both_ran": [both.0 as f64 / total, both.1 as f64 / total],
+        "seconds_until_the_first_finished": first_s,
+        "seconds_until_both_finished": all_s,
+    })
+}
