@@ -21,11 +21,12 @@ use shared::stages::pipeline::{
 };
 use shared::store::tables::{Table, TableDef, TableNames, table_def, table_defs};
 
-const BINARIES: [&str; 6] = [
+const BINARIES: [&str; 7] = [
     "authorize",
     "erase",
     "resolve",
     "materialize",
+    "bulk",
     "query",
     "publish",
 ];
@@ -145,12 +146,15 @@ fn function_id<'a>(t: &'a Value, binary: &str) -> &'a str {
     the_one(found, &format!("function with binary {binary}")).0
 }
 
+/// The stream mappings' dead-letter queue.
 fn the_queue(t: &Value) -> &str {
-    the_one(
-        resources(t, "AWS::SQS::Queue"),
-        "SQS queue (the dead-letter queue)",
-    )
-    .0
+    let found = resources(t, "AWS::SQS::Queue")
+        .into_iter()
+        .filter(|(_, q)| {
+            q["Properties"]["QueueName"] == json!({"Fn::Sub": "${AWS::StackName}-pipeline-dlq"})
+        })
+        .collect();
+    the_one(found, "SQS queue named <stack>-pipeline-dlq").0
 }
 
 fn key_schema(pk: &str, sk: Option<&str>) -> Value {
@@ -724,7 +728,11 @@ fn authorize_reaches_exactly_the_home_region_tables_it_writes_in_every_region() 
         (
             Table::Inbox,
             "",
-            &["dynamodb:PutItem", "dynamodb:ConditionCheckItem"],
+            &[
+                "dynamodb:PutItem",
+                "dynamodb:ConditionCheckItem",
+                "dynamodb:GetItem",
+            ],
         ),
         (
             Table::Segments,
@@ -759,6 +767,17 @@ fn authorize_reaches_exactly_the_home_region_tables_it_writes_in_every_region() 
             for a in *actions {
                 wanted.insert((a.to_string(), format!("{arn}{suffix}")));
             }
+        }
+        // The region's bulk queue, by the name its stack gives it.
+        for action in ["sqs:GetQueueUrl", "sqs:SendMessage"] {
+            wanted.insert((
+                action.to_owned(),
+                format!(
+                    "arn:${{AWS::Partition}}:sqs:{}:${{AWS::AccountId}}:${{TablePrefix}}-{}-bulk",
+                    r.aws_region(),
+                    r.as_str()
+                ),
+            ));
         }
         // The region's erase function, by the name its stack gives it.
         wanted.insert((
@@ -910,7 +929,7 @@ fn only_the_erase_function_may_delete_a_persons_data_and_only_in_its_region() {
     assert!(!granted.iter().any(|(a, _)| a == "dynamodb:BatchWriteItem"));
     // Nothing but the pipeline's own take-backs and the erase function delete.
     for binary in BINARIES {
-        if ["erase", "resolve", "materialize"].contains(&binary) {
+        if ["erase", "resolve", "materialize", "bulk"].contains(&binary) {
             continue;
         }
         for s in policy_statements(&t, function_id(&t, binary)) {
@@ -1097,7 +1116,7 @@ fn the_scripts_know_every_region() {
 // events/: what `sam local invoke -e` feeds each function
 // -------------------------------------------------------------------------------------------------
 
-const EVENT_FILES: [&str; 11] = [
+const EVENT_FILES: [&str; 12] = [
     "authorize-module-registration.json",
     "authorize-subscription-add.json",
     "authorize-subscription-update.json",
@@ -1109,6 +1128,7 @@ const EVENT_FILES: [&str; 11] = [
     "materialize-inbox-resolved.json",
     "materialize-segment-archiving.json",
     "publish-partner-sync.json",
+    "bulk-queued-chunk.json",
 ];
 
 /// The prefix and region the stream events' source ARNs name.
@@ -1230,14 +1250,9 @@ fn the_read_api_event_is_a_get_with_project_credentials() {
 
 /// Lambda event filtering for the subset our patterns use (every pattern key present, objects
 /// nest, a list names the accepted values).
+/// Lambda's event filtering as the local runner applies it (`exists: false` included).
 fn passes_filter(pattern: &Value, value: &Value) -> bool {
-    match (pattern, value) {
-        (Value::Object(p), Value::Object(v)) => p
-            .iter()
-            .all(|(k, pv)| v.get(k).is_some_and(|vv| passes_filter(pv, vv))),
-        (Value::Array(options), v) => options.contains(v),
-        _ => false,
-    }
+    local::streams::matches_filter(pattern, value)
 }
 
 /// A stream event file: one record, from `table`, passing `filter` (and only that one of ours).
@@ -1718,7 +1733,7 @@ fn only_the_pipeline_and_erase_read_the_tombstone_keys_which_the_stack_keeps() {
             .cloned()
             .collect();
         let env = &t["Resources"][function]["Properties"]["Environment"]["Variables"];
-        if ["resolve", "materialize", "erase"].contains(&binary) {
+        if ["resolve", "materialize", "bulk", "erase"].contains(&binary) {
             assert_eq!(reads.len(), 1, "{binary}");
             assert_eq!(
                 one_or_many(&reads[0]["Action"]),
@@ -1807,4 +1822,125 @@ fn an_erasure_on_a_lapsed_passcode_is_alarmed() {
                 && p["AlarmActions"].as_array().is_some_and(|v| !v.is_empty())
         });
     assert!(alarmed, "an alarm on Requests with outcome={outcome}");
+}
+
+/// The bulk way's worker: its queue (fair among projects, dead-lettered after five receives) and
+/// exactly the table grants of resolve and materialize together, less their streams and their
+/// dead-letter queue, plus reading a chunk's row.
+#[test]
+fn the_bulk_function_works_its_fair_queue_with_the_grants_of_resolve_and_materialize() {
+    let t = template();
+    let grants = |binary: &str| -> BTreeSet<(String, String)> {
+        let mut granted = BTreeSet::new();
+        for s in policy_statements(&t, function_id(&t, binary)) {
+            for resource in one_or_many(&s["Resource"]) {
+                for action in one_or_many(&s["Action"]) {
+                    granted.insert((action.as_str().unwrap().to_owned(), resource.to_string()));
+                }
+            }
+        }
+        granted
+    };
+    let stream_or_dlq = |(action, _): &(String, String)| {
+        action.starts_with("dynamodb:DescribeStream")
+            || action.starts_with("dynamodb:GetRecords")
+            || action.starts_with("dynamodb:GetShardIterator")
+            || action.starts_with("dynamodb:ListStreams")
+            || action == "sqs:SendMessage"
+    };
+    let mut wanted: BTreeSet<(String, String)> = grants("resolve")
+        .into_iter()
+        .chain(grants("materialize"))
+        .filter(|g| !stream_or_dlq(g))
+        .collect();
+    let inbox = json!({"Fn::GetAtt": [table_id(&t, Table::Inbox), "Arn"]}).to_string();
+    wanted.insert(("dynamodb:GetItem".to_owned(), inbox));
+    assert_eq!(grants("bulk"), wanted, "bulk may do exactly this");
+
+    let f = &t["Resources"][function_id(&t, "bulk")]["Properties"];
+    let (queue_id, queue) = the_one(
+        resources(&t, "AWS::SQS::Queue")
+            .into_iter()
+            .filter(|(_, q)| {
+                q["Properties"]["QueueName"]
+                    == json!({"Fn::Sub": "${TablePrefix}-${CtRegion}-bulk"})
+            })
+            .collect(),
+        "the bulk queue",
+    );
+    let event = &f["Events"]["Chunks"];
+    assert_eq!(event["Type"], "SQS");
+    assert_eq!(
+        event["Properties"]["Queue"],
+        json!({"Fn::GetAtt": [queue_id, "Arn"]})
+    );
+    assert_eq!(event["Properties"]["BatchSize"], 1);
+    assert_eq!(
+        event["Properties"]["FunctionResponseTypes"],
+        json!(["ReportBatchItemFailures"])
+    );
+    assert_eq!(
+        event["Properties"]["ScalingConfig"]["MaximumConcurrency"],
+        json!({"Ref": "BulkConcurrency"})
+    );
+    let q = &queue["Properties"];
+    assert_eq!(q["RedrivePolicy"]["maxReceiveCount"], 5);
+    let dlq = q["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        t["Resources"][dlq]["Properties"]["MessageRetentionPeriod"],
+        1_209_600
+    );
+    // A message in flight stays hidden for six times the function's timeout.
+    assert!(q["VisibilityTimeout"].as_i64().unwrap() >= 6 * f["Timeout"].as_i64().unwrap());
+    // Authorize queues on it by the name the stack gives it.
+    let authorize = &t["Resources"][function_id(&t, "authorize")]["Properties"];
+    assert_eq!(
+        authorize["Environment"]["Variables"]["BULK_QUEUE"],
+        json!({"Fn::Sub": "${TablePrefix}-{region}-bulk"})
+    );
+    // Alarms: its dead letters, and the live way's freshness.
+    let alarms = resources(&t, "AWS::CloudWatch::Alarm");
+    assert!(alarms.iter().any(|(_, a)| {
+        a["Properties"]["Dimensions"][0]["Value"] == json!({"Fn::GetAtt": [dlq, "QueueName"]})
+    }));
+    let (_, fresh) = the_one(
+        alarms
+            .into_iter()
+            .filter(|(_, a)| a["Properties"]["MetricName"] == "ChunkLatency")
+            .collect(),
+        "freshness alarm",
+    );
+    let p = &fresh["Properties"];
+    assert_eq!(
+        p["Dimensions"][0],
+        json!({"Name": "function", "Value": "materialize"})
+    );
+    assert_eq!(p["ExtendedStatistic"], "p99");
+    assert_eq!(p["Threshold"], 5000);
+}
+
+/// The bulk function's event: one queue message naming the membership batch's chunk, in the
+/// project's message group, on eu1's bulk queue.
+#[test]
+fn bulk_event_is_the_queued_chunk_of_the_sample_batch() {
+    let event: aws_lambda_events::event::sqs::SqsEvent =
+        serde_json::from_str(&event_text("bulk-queued-chunk.json")).expect("an SQS event");
+    assert_eq!(event.records.len(), 1);
+    let record = &event.records[0];
+    let queued: shared::bulk::QueuedChunk =
+        serde_json::from_str(record.body.as_deref().unwrap()).expect("a queued chunk");
+    assert_eq!(queued.message_id, membership_batch().envelope.id);
+    assert_eq!(queued.region, EVENT_REGION);
+    assert_eq!(queued.chunk, 0);
+    assert_eq!(
+        record.attributes.get("MessageGroupId"),
+        Some(&queued.project_id),
+        "the fair queue's tenant is the project"
+    );
+    assert_eq!(
+        record.event_source_arn.as_deref(),
+        Some(format!("arn:aws:sqs:eu-west-1:123456789012:{EVENT_PREFIX}-eu1-bulk").as_str())
+    );
 }
