@@ -95,6 +95,9 @@ struct Env {
     account: Value,
     project_id: String,
     feed: Option<Feed>,
+    /// The bulk way's queue: the redelivery and fault scenarios send both small (live) and
+    /// large (bulk) requests.
+    bulk: shared::bulk::LocalBulkQueue,
 }
 
 /// A scenario's engage feed on the EventBridge stand-in: its bus, a catch-all rule's queue, and
@@ -148,6 +151,7 @@ async fn env(endpoint: &str, tag: &str) -> Env {
         account,
         project_id,
         feed,
+        bulk: Default::default(),
     }
 }
 
@@ -176,7 +180,14 @@ impl Env {
                 .await
                 .unwrap();
         }
-        pipeline
+        pipeline.with_bulk(self.bulk.clone(), 2)
+    }
+
+    /// The endpoint over `store`, with both ways: requests of more than `LIVE_MAX_PROFILES`
+    /// profiles go the bulk way.
+    fn endpoint(&self, endpoint_url: &str, store: Store) -> Endpoint {
+        Endpoint::new(&config(endpoint_url, &self.names), store)
+            .with_bulk_queue(shared::bulk::BulkQueue::Local(self.bulk.clone()))
     }
 }
 
@@ -186,9 +197,25 @@ fn config(endpoint: &str, names: &TableNames) -> Config {
         "MPARTICLE_CALLER_TOKEN" => Some(CALLER.into()),
         "TABLE_PREFIX" => Some(p.clone()),
         "DYNAMODB_ENDPOINT" => Some(e.clone()),
+        "LIVE_MAX_PROFILES" => Some(LIVE_MAX_PROFILES.to_string()),
         _ => None,
     })
     .unwrap()
+}
+
+/// Requests with more profiles than this go the bulk way here.
+const LIVE_MAX_PROFILES: usize = 5;
+
+/// Every other batch cut to a few profiles: a live request (the others stay large, bulk).
+fn both_ways(batches: Vec<Batch>) -> Vec<Batch> {
+    (batches.into_iter().enumerate())
+        .map(|(i, mut b)| {
+            if i % 2 == 1 {
+                b.entries.truncate(3);
+            }
+            b
+        })
+        .collect()
 }
 
 #[derive(Default, Debug)]
@@ -202,6 +229,8 @@ struct Figures {
     published: Option<u64>,
     feed_repeats: u64,
     notes: Vec<String>,
+    /// Chunks stored, by way: (live, bulk).
+    ways: (usize, usize),
 }
 
 /// Checks the stored state against what the accepted batches ask for.
@@ -227,6 +256,12 @@ async fn verify(env: &Env, accepted: &[Batch], f: &mut Figures) {
             .push(format!("{not_done} accepted batches not materialized"));
     }
     f.lost += not_done;
+    // Which ways the chunks went.
+    let rows = (env.store.stored_chunks(Region::Eu1, &env.project_id).await).expect("inbox");
+    let bulk = (rows.iter())
+        .filter(|r| r.way == shared::domain::ways::Way::Bulk)
+        .count();
+    f.ways = (rows.len() - bulk, bulk);
     // One profile per identity.
     let claims: HashMap<&str, &str> = held
         .claims
@@ -370,16 +405,16 @@ async fn drain(pipeline: &mut LocalPipeline) {
 async fn redelivery(endpoint_url: &str, short: bool) -> Figures {
     let env = env(endpoint_url, "redeliver").await;
     let mut rng = StdRng::seed_from_u64(7);
-    let batches = generate(
+    let batches = both_ways(generate(
         &mut rng,
         "rd",
         if short { 12 } else { 60 },
         if short { 20 } else { 100 },
         60,
         4,
-    );
+    ));
     let store = Store::for_local_stack(env.clients.clone(), env.names.clone());
-    let endpoint = Endpoint::new(&config(endpoint_url, &env.names), store.clone());
+    let endpoint = env.endpoint(endpoint_url, store.clone());
     let mut deliveries: Vec<&Batch> = batches.iter().chain(&batches).chain(&batches).collect();
     deliveries.shuffle(&mut rng);
     let retried = AtomicU64::new(0);
@@ -540,14 +575,14 @@ async fn concurrency(endpoint_url: &str, short: bool) -> Figures {
 async fn faults(endpoint_url: &str, short: bool) -> (Figures, String) {
     let env = env(endpoint_url, "faults").await;
     let mut rng = StdRng::seed_from_u64(23);
-    let batches = generate(
+    let batches = both_ways(generate(
         &mut rng,
         "ft",
         if short { 10 } else { 50 },
         if short { 20 } else { 80 },
         50,
         3,
-    );
+    ));
     let upstream: std::net::SocketAddr =
         endpoint_url.trim_start_matches("http://").parse().unwrap();
     let proxy_config = ProxyConfig {
@@ -569,7 +604,7 @@ async fn faults(endpoint_url: &str, short: bool) -> (Figures, String) {
     }
     let faulty = faulty_client(&format!("http://{proxy}"), plan.clone());
     let store = Store::for_local_stack(RegionalClients::single(faulty), env.names.clone());
-    let endpoint = Endpoint::new(&config(endpoint_url, &env.names), store.clone());
+    let endpoint = env.endpoint(endpoint_url, store.clone());
     let retried = AtomicU64::new(0);
     let mut f = Figures::default();
     let mut accepted = Vec::new();
@@ -763,6 +798,9 @@ async fn main() -> std::process::ExitCode {
         );
         for n in &f.notes {
             println!("    ! {n}");
+        }
+        if f.ways.1 > 0 {
+            println!("    chunks: {} live, {} bulk", f.ways.0, f.ways.1);
         }
         if !detail.is_empty() {
             println!("    {detail}");

@@ -1,7 +1,7 @@
 //! `scripts/run-local`: the whole product on one machine. Emulates what AWS provides around the
-//! functions — API Gateway (one HTTP server turning requests into API Gateway v2 events) and the
-//! DynamoDB stream event source mappings (polling with the same filters and event shapes) — and
-//! runs the very handlers the Lambda functions run.
+//! functions — API Gateway (one HTTP server turning requests into API Gateway v2 events), the
+//! DynamoDB stream event source mappings (polling with the same filters and event shapes) and the
+//! bulk way's fair queue with its workers — and runs the very handlers the Lambda functions run.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -51,8 +51,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let (passcode, token) = provision_demo(&store).await?;
 
+    // Both ways, as deployed: large requests through the bulk fair queue (`LIVE_MAX_PROFILES`).
+    let bulk_queue = shared::bulk::LocalBulkQueue::default();
     let handlers = Arc::new(Handlers {
-        endpoint: Endpoint::new(&config, store.clone()),
+        endpoint: Endpoint::new(&config, store.clone())
+            .with_bulk_queue(shared::bulk::BulkQueue::Local(bulk_queue.clone())),
         query: QueryApi::new(store.clone(), Region::Eu1, config.project_cache_ttl, true),
         ready: Default::default(),
         max_body_bytes: config.max_body_bytes,
@@ -67,7 +70,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.tables.clone(),
         &Region::ALL,
     )
-    .await?;
+    .await?
+    .with_bulk(bulk_queue, local::bulk::workers_from_env());
     let feed = match &config.eventbridge_endpoint {
         Some(eb) => Some(start_feed(&mut pipeline, &client, &endpoint, eb, &config).await?),
         None => None,
