@@ -178,14 +178,16 @@ async fn applied(
 }
 
 /// Paced live changes: one every `every`, each a new person joining `audience`; answers each
-/// one's milliseconds from its 200 to its membership being visible.
+/// one's milliseconds from its 200 to its membership being visible, and what one read of a
+/// project's row took meanwhile, every 100 ms (DynamoDB Local's own latency at that moment: the
+/// share of the wait that is the engine's, which real DynamoDB does not share between tenants).
 async fn live_changes(
     stack: &Stack,
     tenant: &Tenant,
     tag: &str,
     audience: i64,
     plan: Plan,
-) -> Vec<f64> {
+) -> (Vec<f64>, Vec<f64>) {
     let one = |i: usize| async move {
         tokio::time::sleep(plan.live_every * i as u32).await;
         let identity = format!("{tag}-{i}");
@@ -199,7 +201,24 @@ async fn live_changes(
         }
         accepted.elapsed().as_secs_f64() * 1000.0
     };
-    futures::future::join_all((0..plan.live_changes).map(one)).await
+    let done = AtomicBool::new(false);
+    let probe = async {
+        use shared::ports::projects::Projects;
+        let mut reads = Vec::new();
+        while !done.load(Ordering::Acquire) {
+            let t = Instant::now();
+            let _ = stack.store.project(REGION, &tenant.id).await;
+            reads.push(t.elapsed().as_secs_f64() * 1000.0);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        reads
+    };
+    let changes = async {
+        let latencies = futures::future::join_all((0..plan.live_changes).map(one)).await;
+        done.store(true, Ordering::Release);
+        latencies
+    };
+    tokio::join!(changes, probe)
 }
 
 fn percentiles(mut v: Vec<f64>) -> Value {
@@ -273,11 +292,11 @@ async fn scenario(stack: &Stack, plan: Plan) -> Value {
         "fairness 2/4: {} live changes on the idle stack",
         plan.live_changes
     );
-    let idle = live_changes(stack, &live, "idle", 82_001, plan).await;
+    let (idle, idle_engine) = live_changes(stack, &live, "idle", 82_001, plan).await;
 
     eprintln!("fairness 3/4: the same live changes during an import of {n}");
     let t = Instant::now();
-    let (_, loaded, beside_s) = tokio::join!(
+    let (_, (loaded, loaded_engine), beside_s) = tokio::join!(
         import(stack, &importer, "beside", 81_002, n),
         async {
             // Once the import's backlog is building.
@@ -304,6 +323,9 @@ async fn scenario(stack: &Stack, plan: Plan) -> Value {
         "live_idle": percentiles(idle.clone()),
         "live_during_import": percentiles(loaded.clone()),
         "live_median_ratio_loaded_to_idle": median(&loaded) / median(&idle),
+        "engine_read_idle": percentiles(idle_engine.clone()),
+        "engine_read_during_import": percentiles(loaded_engine.clone()),
+        "engine_median_ratio_loaded_to_idle": median(&loaded_engine) / median(&idle_engine),
         "two_importers": shares,
     })
 }

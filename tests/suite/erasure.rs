@@ -459,6 +459,7 @@ fn in_flight_add(bob: &str, audience: i64) -> shared::domain::changes::Membershi
         message_id: "in-flight".into(),
         profile_index: 0,
         entry_index: 0,
+        received_ms: None,
     }
 }
 

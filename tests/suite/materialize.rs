@@ -21,6 +21,7 @@ fn change(ct: &str, aud: i64, action: ChangeAction, ts: i64, msg: &str) -> Membe
         message_id: msg.into(),
         profile_index: 0,
         entry_index: 0,
+        received_ms: None,
     }
 }
 

@@ -1394,6 +1394,7 @@ fn sample_changes(batch: &MembershipRequest<'_>) -> Vec<MembershipChange> {
         message_id: batch.envelope.id.clone(),
         profile_index,
         entry_index: 0,
+        received_ms: None,
     };
     vec![
         change(

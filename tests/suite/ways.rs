@@ -38,6 +38,7 @@ async fn a_large_request_goes_the_bulk_way_a_small_one_live_and_both_land_once()
     let stack = Stack::with_bulk("ways", Region::Eu1, LIVE_MAX).await;
     let queue = stack.bulk.clone().unwrap();
     let ts = 1_700_000_000_000;
+    let sent = std::time::Instant::now();
     stack
         .send(&membership_body(
             &stack.project,
@@ -71,6 +72,21 @@ async fn a_large_request_goes_the_bulk_way_a_small_one_live_and_both_land_once()
     let held = stack.held().await;
     assert_eq!(counts(&held, 501), (20, 20));
     assert_eq!(counts(&held, 502), (2, 2));
+    // Each segment says how fresh its latest change was, counted from our receipt: at most the
+    // time since the test sent it.
+    let since_sent = sent.elapsed().as_millis() as i64;
+    for audience in [501, 502] {
+        let segment = held
+            .segments
+            .iter()
+            .find(|s| s.audience_id == audience)
+            .unwrap();
+        let fresh = segment.counts.last_freshness_ms.expect("a freshness");
+        assert!(
+            (0..=since_sent).contains(&fresh),
+            "{audience}: {fresh} ms of {since_sent}"
+        );
+    }
     assert!(
         ways_of(&stack)
             .await

@@ -380,7 +380,22 @@ async fn main() {
         // Unmetered: the key meter's extra reads would slow the import it measures.
         let unmetered =
             aws_sdk_dynamodb::Client::new(&shared::sdk::local_sdk_config(&endpoint_url));
-        let figures = lab::fairness::run(&unmetered, &endpoint_url, plan).await;
+        // The yardstick first, in the same run: every request live, as before the bulk way
+        // (FAIRNESS_ONE_WAY=1 runs it alone, FAIRNESS_TWO_WAYS_ONLY=1 skips it).
+        let mut figures = serde_json::Map::new();
+        if plan.two_ways && std::env::var("FAIRNESS_TWO_WAYS_ONLY").is_err() {
+            let one_way = lab::fairness::Plan {
+                two_ways: false,
+                ..plan
+            };
+            eprintln!("fairness: the yardstick, every request live");
+            let before = lab::fairness::run(&unmetered, &endpoint_url, one_way).await;
+            figures.insert("one_way".into(), before);
+        }
+        eprintln!("fairness: as configured");
+        let now = lab::fairness::run(&unmetered, &endpoint_url, plan).await;
+        let key = if plan.two_ways { "two_ways" } else { "one_way" };
+        figures.insert(key.into(), now);
         let text = serde_json::to_string_pretty(&json!({ "fairness": figures })).unwrap();
         std::fs::write(&out_path, &text).expect("writes the bench file");
         println!("{text}");
@@ -552,6 +567,7 @@ async fn main() {
                     message_id: format!("{label}-{}", i / 500),
                     profile_index: i % 500,
                     entry_index: 0,
+                    received_ms: None,
                 })
                 .collect();
             let before = meter.read();

@@ -34,6 +34,10 @@ pub struct MembershipChange {
     pub profile_index: u32,
     #[serde(rename = "e")]
     pub entry_index: u32,
+    /// When authorize received its request (ms): each change's freshness is counted from there
+    /// (changes handed on before it was recorded have none).
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub received_ms: Option<i64>,
 }
 
 impl MembershipChange {
@@ -93,6 +97,7 @@ mod tests {
             message_id: msg.into(),
             profile_index: p,
             entry_index: 0,
+            received_ms: None,
         }
     }
 

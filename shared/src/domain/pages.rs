@@ -241,6 +241,15 @@ fn window(history: &[DayView], now_ms: i64) -> Window {
     w
 }
 
+/// A freshness in milliseconds as people read it: `0.42 s`, `1 min 5 s`; `–` without one.
+fn freshness(ms: Option<i64>) -> String {
+    match ms {
+        None => "–".to_owned(),
+        Some(ms) if ms < 60_000 => format!("{:.2} s", ms as f64 / 1000.0),
+        Some(ms) => format!("{} min {} s", ms / 60_000, (ms % 60_000) / 1000),
+    }
+}
+
 fn stat(id: &str, label: &str, value: impl maud::Render) -> Markup {
     html! { div.stat { dt { (label) } dd data-stat=(id) { (value) } } }
 }
@@ -275,6 +284,7 @@ pub fn segment_page(
             (stat("added", "Added (total)", segment.added_total))
             (stat("removed", "Removed (total)", segment.removed_total))
             (stat("last-sync", "Last sync", when(segment.last_sync_ms)))
+            (stat("freshness", "Latest change, receipt to count", freshness(segment.freshness_ms)))
         }
         div.charts {
             (line_chart("members-chart", "Members at the end of each day (UTC), last 30 days",
@@ -779,5 +789,12 @@ mod tests {
         );
         assert!(!html.contains("rel=\"next\""));
         assert!(html.contains("<th scope=\"row\">2026-12</th><td class=\"num\">2</td>"));
+    }
+
+    #[test]
+    fn a_freshness_reads_in_seconds_or_minutes() {
+        assert_eq!(super::freshness(Some(420)), "0.42 s");
+        assert_eq!(super::freshness(Some(65_000)), "1 min 5 s");
+        assert_eq!(super::freshness(None), "–");
     }
 }

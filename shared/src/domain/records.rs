@@ -114,6 +114,9 @@ pub struct SegmentCounts {
     pub removed_total: i64,
     /// The latest time a membership transaction counted here (`None`: never).
     pub last_sync_ms: Option<i64>,
+    /// That transaction's freshness: from authorize's receipt of the newest change it counted to
+    /// its commit (`None`: counted before receipts were carried, or never).
+    pub last_freshness_ms: Option<i64>,
 }
 
 impl SegmentCounts {
@@ -122,10 +125,11 @@ impl SegmentCounts {
         self.member_count += shard.member_count;
         self.added_total += shard.added_total;
         self.removed_total += shard.removed_total;
-        self.last_sync_ms = match (self.last_sync_ms, shard.last_sync_ms) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
+        // The latest transaction's time and freshness, from whichever shard counted it.
+        if shard.last_sync_ms > self.last_sync_ms {
+            self.last_sync_ms = shard.last_sync_ms;
+            self.last_freshness_ms = shard.last_freshness_ms;
+        }
     }
 }
 
@@ -381,15 +385,18 @@ mod tests {
             added_total: 5,
             removed_total: 2,
             last_sync_ms: Some(10),
+            last_freshness_ms: Some(400),
         });
         sum.add(&SegmentCounts {
             member_count: -1,
             added_total: 0,
             removed_total: 1,
             last_sync_ms: None,
+            last_freshness_ms: None,
         });
         sum.add(&SegmentCounts {
             last_sync_ms: Some(7),
+            last_freshness_ms: Some(90_000),
             ..Default::default()
         });
         assert_eq!(
@@ -399,7 +406,9 @@ mod tests {
                 added_total: 5,
                 removed_total: 3,
                 last_sync_ms: Some(10),
-            }
+                last_freshness_ms: Some(400),
+            },
+            "the freshness of the latest transaction, not of an earlier slower one"
         );
     }
 

@@ -37,6 +37,9 @@ pub struct SegmentView {
     pub added_total: i64,
     pub removed_total: i64,
     pub last_sync_ms: Option<i64>,
+    /// How fresh the latest membership change was: from our receipt of its request to its
+    /// count here (ms); none before any change carried its receipt.
+    pub freshness_ms: Option<i64>,
     /// Days with activity, oldest first: on `GET /v1/segments/{id}` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<DayView>>,

@@ -66,6 +66,7 @@ fn change_of(
         message_id: message.id.clone(),
         profile_index: profile as u32,
         entry_index: entry as u32,
+        received_ms: None,
     }
 }
 

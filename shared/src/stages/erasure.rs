@@ -785,6 +785,7 @@ mod on_the_twin {
             message_id: "m1".into(),
             profile_index: 0,
             entry_index: 0,
+            received_ms: None,
         };
         crate::stages::materialize::materialize_changes(twin, R, P, &[change])
             .await
@@ -984,6 +985,7 @@ mod on_the_twin {
                     message_id: "m9".into(),
                     profile_index: 0,
                     entry_index: i as u32,
+                    received_ms: None,
                 })
                 .collect();
             crate::stages::materialize::materialize_changes(&twin, R, P, &bob)

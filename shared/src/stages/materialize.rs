@@ -1037,6 +1037,7 @@ mod tests {
             message_id: format!("m{ts_ms}"),
             profile_index: 0,
             entry_index: 0,
+            received_ms: None,
         }
     }
 
@@ -1257,6 +1258,7 @@ mod on_the_twin {
             message_id: format!("m{ts_ms}"),
             profile_index: 0,
             entry_index: 0,
+            received_ms: None,
         }
     }
 

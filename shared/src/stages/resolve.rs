@@ -438,6 +438,7 @@ fn plan_chunk(
                 message_id: row.message_id.clone(),
                 profile_index: r.profile.index,
                 entry_index: e as u32,
+                received_ms: Some(row.received_ms),
             });
         }
     }

@@ -22,6 +22,7 @@ use super::{
     CancellationReason, Item, Store, StoreError, backoff, cancellation_codes, get_n, get_s, n, s,
 };
 use crate::domain::calendar::day_of;
+use crate::domain::changes::MembershipChange;
 use crate::domain::records::{DayCounts, Segment, SegmentCounts, SegmentHistory, SegmentStatus};
 use crate::domain::region::Region;
 use crate::domain::segment_state::SyncAction;
@@ -59,6 +60,7 @@ fn shard_counts(item: &Item) -> SegmentCounts {
         added_total: get_n(item, "added_total").unwrap_or(0),
         removed_total: get_n(item, "removed_total").unwrap_or(0),
         last_sync_ms: get_n(item, "last_sync_ms"),
+        last_freshness_ms: get_n(item, "last_freshness_ms"),
     }
 }
 
@@ -163,11 +165,14 @@ pub struct ShardTally {
     pub removed: u64,
     /// `YYYY-MM-DD` → (added, removed).
     pub by_day: BTreeMap<String, (u64, u64)>,
+    /// When authorize received the newest change counted (its freshness is counted from there).
+    pub received_ms: Option<i64>,
 }
 
 impl ShardTally {
-    pub fn count(&mut self, action: SyncAction, ts_ms: i64) {
-        let day = self.by_day.entry(day_of(ts_ms)).or_default();
+    pub fn count(&mut self, action: SyncAction, change: &MembershipChange) {
+        self.received_ms = self.received_ms.max(change.received_ms);
+        let day = self.by_day.entry(day_of(change.ts_ms)).or_default();
         match action {
             SyncAction::Added => {
                 self.added += 1;
@@ -205,10 +210,22 @@ pub fn counter_shard_update(
             layout.audience_id,
             shard,
         )))
-        .update_expression(
-            "SET last_sync_ms = :now, updated_ms = :now \
+        .update_expression(format!(
+            "SET last_sync_ms = :now, updated_ms = :now{} \
              ADD member_count :delta, added_total :added, removed_total :removed",
-        )
+            if tally.received_ms.is_some() {
+                ", last_freshness_ms = :fresh"
+            } else {
+                ""
+            }
+        ))
+        .set_expression_attribute_values(Some(
+            tally
+                .received_ms
+                .map(|r| (":fresh".to_owned(), n((now_ms - r).max(0))))
+                .into_iter()
+                .collect(),
+        ))
         .condition_expression(format!("#gate = :open AND {buckets_condition}"))
         .expression_attribute_names("#gate", ShardGate::ATTRIBUTE)
         .expression_attribute_names("#buckets", SegmentLayout::ATTRIBUTE)
@@ -753,7 +770,8 @@ mod tests {
                 member_count: 2,
                 added_total: 5,
                 removed_total: 3,
-                last_sync_ms: Some(30)
+                last_sync_ms: Some(30),
+                last_freshness_ms: None,
             }
         );
         assert_eq!(sums[&8].member_count, 4);
@@ -764,11 +782,24 @@ mod tests {
     #[test]
     fn events_are_tallied_per_day_and_days_summed_over_shards() {
         let dec_1 = 1_796_083_200_000;
+        let at = |ts_ms: i64, received_ms: Option<i64>| MembershipChange {
+            clevertap_id: "ct".into(),
+            identity: None,
+            audience_id: 7,
+            audience_name: None,
+            action: crate::domain::changes::ChangeAction::Add,
+            ts_ms,
+            message_id: "m".into(),
+            profile_index: 0,
+            entry_index: 0,
+            received_ms,
+        };
         let mut tally = ShardTally::default();
-        tally.count(SyncAction::Added, dec_1 - 1);
-        tally.count(SyncAction::Added, dec_1);
-        tally.count(SyncAction::Removed, dec_1 + 5);
+        tally.count(SyncAction::Added, &at(dec_1 - 1, Some(5)));
+        tally.count(SyncAction::Added, &at(dec_1, None));
+        tally.count(SyncAction::Removed, &at(dec_1 + 5, Some(9)));
         assert_eq!((tally.added, tally.removed), (2, 1));
+        assert_eq!(tally.received_ms, Some(9), "the newest receipt counted");
         assert_eq!(tally.by_day["2026-11-30"], (1, 0));
         assert_eq!(tally.by_day["2026-12-01"], (1, 1));
         let day_item = |pairs: &[(&str, i64)]| -> Item {

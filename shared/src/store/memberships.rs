@@ -140,7 +140,7 @@ pub fn segment_transaction(
                     .build(),
             );
             roles.push(ActionRole::Event(i));
-            tally.count(*action, change.ts_ms);
+            tally.count(*action, change);
             *by_month.entry(month_of(change.ts_ms)).or_default() += 1;
         }
     }
@@ -677,6 +677,7 @@ mod tests {
                     message_id: "m".into(),
                     profile_index: 0,
                     entry_index: 0,
+                    received_ms: None,
                 };
                 (change, SyncAction::Added)
             })

@@ -315,6 +315,12 @@ impl Memberships for Twin {
         counts.added_total += tally.added_total;
         counts.removed_total += tally.removed_total;
         counts.last_sync_ms = Some(now_ms);
+        let received = (pairs.iter())
+            .flat_map(|p| p.events.iter().filter_map(|(c, _)| c.received_ms))
+            .max();
+        if let Some(received) = received {
+            counts.last_freshness_ms = Some((now_ms - received).max(0));
+        }
         for (_, item) in new_events {
             let keys = crate::store::rows::keys_of(&item);
             state.record(region, Table::Events, keys, None, Some(item));

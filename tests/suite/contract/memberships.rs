@@ -71,6 +71,7 @@ fn change(ct: &str, action: ChangeAction, ts_ms: i64, message: &str) -> Membersh
         message_id: message.to_owned(),
         profile_index: 0,
         entry_index: 0,
+        received_ms: None,
     }
 }
 

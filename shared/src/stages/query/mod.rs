@@ -137,6 +137,7 @@ fn segment_view(segment: &Segment) -> SegmentView {
         added_total: segment.counts.added_total,
         removed_total: segment.counts.removed_total,
         last_sync_ms: segment.counts.last_sync_ms,
+        freshness_ms: segment.counts.last_freshness_ms,
         history: None,
     }
 }

@@ -353,6 +353,7 @@ impl Current {
             message_id: message_id.to_owned(),
             profile_index: r.profile.index,
             entry_index: e as u32,
+            received_ms: None,
         }
         .version();
         // A profile not created yet starts as a non-member.
