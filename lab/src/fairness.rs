@@ -170,7 +170,11 @@ async fn applied(
     since: Instant,
 ) -> f64 {
     loop {
-        if stack.member_count(tenant, audience).await >= members as i64 {
+        let now = stack.member_count(tenant, audience).await;
+        if std::env::var("FAIRNESS_DEBUG").is_ok() {
+            eprintln!("{tenant} {audience}: {now} of {members}");
+        }
+        if now >= members as i64 {
             return since.elapsed().as_secs_f64();
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
