@@ -113,7 +113,15 @@ pub struct StreamPoller {
     last_sequence: HashMap<String, String>,
     /// Records per GetRecords call.
     page_limit: i32,
+    /// The stream's shards as last described, and when: DescribeStream is described again at
+    /// most every [`DESCRIBE_EVERY`] (on DynamoDB Local it reads the whole stream, serialized
+    /// with every other request: polled every few milliseconds, it starves the writers).
+    shards: Vec<String>,
+    described_at: Option<std::time::Instant>,
 }
+
+/// How often a poller looks for new shards (Lambda discovers them on its own cadence too).
+const DESCRIBE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl StreamPoller {
     pub fn new(client: StreamsClient, stream_arn: String) -> Self {
@@ -125,6 +133,8 @@ impl StreamPoller {
             // Inbox records carry payloads of up to ~200 KB: keep pages well below what
             // DynamoDB Local answers in one response.
             page_limit: 100,
+            shards: Vec::new(),
+            described_at: None,
         }
     }
 
@@ -161,25 +171,30 @@ impl StreamPoller {
     /// Everything new on the stream since the last poll, in order per shard.
     pub async fn poll(&mut self) -> Result<Vec<Value>, String> {
         let err = |e: &dyn std::fmt::Display| e.to_string();
-        let desc = self
-            .client
-            .describe_stream()
-            .stream_arn(&self.arn)
-            .send()
-            .await
-            .map_err(|e| err(&aws_sdk_dynamodbstreams::error::DisplayErrorContext(e)))?;
-        let mut shards: Vec<String> = desc
-            .stream_description()
-            .map(|d| {
-                d.shards()
-                    .iter()
-                    .filter_map(|s| s.shard_id().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        shards.sort();
+        let stale = (self.described_at).is_none_or(|t| t.elapsed() >= DESCRIBE_EVERY);
+        if stale || self.shards.is_empty() {
+            let desc = self
+                .client
+                .describe_stream()
+                .stream_arn(&self.arn)
+                .send()
+                .await
+                .map_err(|e| err(&aws_sdk_dynamodbstreams::error::DisplayErrorContext(e)))?;
+            let mut shards: Vec<String> = desc
+                .stream_description()
+                .map(|d| {
+                    d.shards()
+                        .iter()
+                        .filter_map(|s| s.shard_id().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            shards.sort();
+            self.shards = shards;
+            self.described_at = Some(std::time::Instant::now());
+        }
         let mut out = Vec::new();
-        for shard in shards {
+        for shard in self.shards.clone() {
             if !self.iterators.contains_key(&shard) {
                 let it = self.iterator(&shard).await?;
                 self.iterators.insert(shard.clone(), it);

@@ -21,9 +21,11 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::bulk::QueuedChunk;
 use crate::domain::batch::build_chunks;
 use crate::domain::protocol::{Request, parse_request};
 use crate::domain::region::Region;
+use crate::domain::ways::Way;
 use crate::ports::inbox::BatchMeta;
 use crate::store::tables::{Table, TableNames};
 use crate::twin::chaos::{CallChaos, with_call_budget};
@@ -77,6 +79,10 @@ pub enum Move {
         consumer: Consumer,
         lanes: Vec<(usize, Option<u32>)>,
     },
+    /// Bulk workers at once, each on one queued chunk (an index into the queue as it stands),
+    /// with its budget; a chunk whose worker failed or was cut off stays queued (SQS hands it
+    /// out again).
+    Work { picks: Vec<(usize, Option<u32>)> },
 }
 
 /// A run, replayable: the workload, the moves and what every port call met.
@@ -125,6 +131,8 @@ struct World {
     /// Per DSR: how many entries the bus had when it first answered 200.
     erased: Vec<Option<usize>>,
     lanes: [[Lane; LANES]; 3],
+    /// The bulk queue: chunks queued and not yet worked to their end.
+    queue: Vec<QueuedChunk>,
 }
 
 impl World {
@@ -141,9 +149,10 @@ impl World {
     }
 
     fn any_pending(&self) -> bool {
-        [Consumer::Resolve, Consumer::Materialize, Consumer::Publish]
-            .iter()
-            .any(|c| (0..LANES).any(|l| self.pending(*c, l) > 0))
+        !self.queue.is_empty()
+            || [Consumer::Resolve, Consumer::Materialize, Consumer::Publish]
+                .iter()
+                .any(|c| (0..LANES).any(|l| self.pending(*c, l) > 0))
     }
 
     /// Authorize's storing of one message: parsed and chunked as the endpoint does, stored with
@@ -161,15 +170,43 @@ impl World {
             message_id: &m.id,
             message_ts: m.ts_ms,
             received_ms: m.ts_ms,
-            way: Default::default(),
+            way: if m.bulk { Way::Bulk } else { Way::Live },
         };
-        let stored = with_call_budget(
-            budget,
-            crate::stages::endpoint::store_batch(&self.twin, R, &meta, &chunks),
-        );
-        let ok = matches!(cut_off(stored).await, Some(Ok(_)));
+        let twin = &self.twin;
+        // Stored, then (the bulk way) queued: both before the 200, as authorize does.
+        let stored = with_call_budget(budget, async {
+            let duplicate = crate::stages::endpoint::store_batch(twin, R, &meta, &chunks).await?;
+            crate::stages::endpoint::chunks_to_queue(twin, R, &meta, &chunks, duplicate).await
+        });
+        let queued = match cut_off(stored).await {
+            Some(Ok(queued)) => Some(queued),
+            _ => None,
+        };
+        let ok = queued.is_some();
+        self.queue.extend(queued.unwrap_or_default());
         self.delivered[message] |= ok;
         ok
+    }
+
+    /// Bulk workers at once on the picked chunks; those worked to their end leave the queue.
+    async fn work(&mut self, picks: &[(usize, Option<u32>)]) {
+        let twin = &self.twin;
+        let runs = (picks.iter())
+            .filter_map(|&(i, budget)| Some((i, budget, self.queue.get(i)?.clone())))
+            .map(|(i, budget, queued)| async move {
+                let working = with_call_budget(budget, async move {
+                    crate::stages::bulk::work_chunk(twin, &queued).await
+                });
+                (i, matches!(cut_off(working).await, Some(Ok(_))))
+            });
+        let mut done: Vec<usize> = (futures::future::join_all(runs).await.into_iter())
+            .filter_map(|(i, ok)| ok.then_some(i))
+            .collect();
+        done.sort_unstable();
+        done.dedup();
+        for i in done.into_iter().rev() {
+            self.queue.remove(i);
+        }
     }
 
     /// The erase function on one DSR; `true` once mParticle has its 200.
@@ -313,6 +350,7 @@ async fn drive(seed: u64, workload: Workload, twin: Twin, mut moves: Moves<'_>) 
         erased: vec![None; workload.erasures.len()],
         workload,
         lanes: Default::default(),
+        queue: Vec::new(),
     };
     let mut taken = Vec::new();
     let mut drain = 0;
@@ -353,6 +391,7 @@ async fn drive(seed: u64, workload: Workload, twin: Twin, mut moves: Moves<'_>) 
                 world.erase(*dsr, *budget).await;
             }
             Move::Invoke { consumer, lanes } => world.invoke(*consumer, lanes).await,
+            Move::Work { picks } => world.work(picks).await,
         }
         taken.push(next);
     }
@@ -367,7 +406,7 @@ async fn drive(seed: u64, workload: Workload, twin: Twin, mut moves: Moves<'_>) 
         violations.push("liveness: an erasure never answered 200".to_owned());
     }
     if world.any_pending() {
-        violations.push("liveness: the streams did not drain".to_owned());
+        violations.push("liveness: the streams or the bulk queue did not drain".to_owned());
     }
     violations.extend(
         Model::of(&world.workload)
@@ -399,6 +438,10 @@ fn settle(world: &World) -> Option<Move> {
     }
     if let Some(dsr) = (0..world.erased.len()).find(|&i| world.erased[i].is_none()) {
         return Some(Move::Erase { dsr, budget: None });
+    }
+    if !world.queue.is_empty() {
+        let picks = (0..world.queue.len()).map(|i| (i, None)).collect();
+        return Some(Move::Work { picks });
     }
     [Consumer::Resolve, Consumer::Materialize, Consumer::Publish]
         .into_iter()
@@ -451,6 +494,13 @@ fn draw(rng: &mut StdRng, world: &World) -> Move {
                 budget: budget(rng),
             };
         }
+    }
+    if !world.queue.is_empty() && roll < 55 {
+        // One to three workers, now and then two on the same chunk (queued twice).
+        let picks = (0..rng.random_range(1..=3))
+            .map(|_| (rng.random_range(0..world.queue.len()), budget(rng)))
+            .collect();
+        return Move::Work { picks };
     }
     let consumer = match rng.random_range(0..3) {
         0 => Consumer::Resolve,

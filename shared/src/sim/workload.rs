@@ -35,6 +35,9 @@ pub struct Message {
     pub id: String,
     pub ts_ms: i64,
     pub users: Vec<User>,
+    /// Stored the bulk way (its chunks queued for the bulk worker) instead of the live way.
+    #[serde(default)]
+    pub bulk: bool,
 }
 
 /// A DSR erasure of one person, by the value the ladder finds them by (their Customer ID or
@@ -115,6 +118,7 @@ impl Workload {
                     // Ties happen: the message id breaks them.
                     ts_ms: BASE_MS + rng.random_range(0..4) * 1000,
                     users,
+                    bulk: rng.random_bool(0.4),
                 }
             })
             .collect();

@@ -382,10 +382,7 @@ impl Endpoint {
 }
 
 impl Endpoint {
-    /// Queues a stored batch's bulk chunks. A redelivery (`duplicate`) queues again those of its
-    /// chunks the first delivery stored the bulk way and that are not done: that delivery may
-    /// have failed between storing and queueing (it was not answered 200). A chunk queued twice
-    /// is worked once (the worker goes by the row's status).
+    /// Queues a stored batch's bulk chunks ([`chunks_to_queue`]).
     async fn queue_bulk(
         &self,
         region: Region,
@@ -396,34 +393,49 @@ impl Endpoint {
         let Some(queue) = &self.bulk else {
             return Ok(());
         };
-        if !duplicate && meta.way != Way::Bulk {
-            return Ok(());
-        }
-        let mut queued = Vec::new();
-        for chunk in chunks {
-            if duplicate {
-                let key = ChunkKey {
-                    project_id: meta.project_id,
-                    message_id: meta.message_id,
-                    chunk: chunk.index,
-                };
-                let Some(row) = self.store.chunk_row(region, key).await? else {
-                    continue;
-                };
-                let done = matches!(row.status, InboxStatus::Materialized | InboxStatus::Failed);
-                if row.way != Way::Bulk || done {
-                    continue;
-                }
-            }
-            queued.push(QueuedChunk {
-                region,
-                project_id: meta.project_id.to_owned(),
-                message_id: meta.message_id.to_owned(),
-                chunk: chunk.index,
-            });
-        }
+        let queued = chunks_to_queue(&self.store, region, meta, chunks, duplicate).await?;
         queue.enqueue(&queued).await
     }
+}
+
+/// The chunks of a stored batch to queue for the bulk way: all of a new bulk batch's. A
+/// redelivery (`duplicate`) queues again those of its chunks the first delivery stored the bulk
+/// way and that are not done: that delivery may have failed between storing and queueing (it was
+/// not answered 200). A chunk queued twice is worked once (the worker goes by the row's status).
+pub(crate) async fn chunks_to_queue(
+    inbox: &impl Inbox,
+    region: Region,
+    meta: &BatchMeta<'_>,
+    chunks: &[crate::domain::batch::Chunk],
+    duplicate: bool,
+) -> Result<Vec<QueuedChunk>, StoreError> {
+    if !duplicate && meta.way != Way::Bulk {
+        return Ok(Vec::new());
+    }
+    let mut queued = Vec::new();
+    for chunk in chunks {
+        if duplicate {
+            let key = ChunkKey {
+                project_id: meta.project_id,
+                message_id: meta.message_id,
+                chunk: chunk.index,
+            };
+            let Some(row) = inbox.chunk_row(region, key).await? else {
+                continue;
+            };
+            let done = matches!(row.status, InboxStatus::Materialized | InboxStatus::Failed);
+            if row.way != Way::Bulk || done {
+                continue;
+            }
+        }
+        queued.push(QueuedChunk {
+            region,
+            project_id: meta.project_id.to_owned(),
+            message_id: meta.message_id.to_owned(),
+            chunk: chunk.index,
+        });
+    }
+    Ok(queued)
 }
 
 /// Stores a batch's chunks; `true` if the message was stored before. Concurrent deliveries of

@@ -511,6 +511,12 @@ const MAX_PROFILE_REPLANS: u32 = 25;
 /// Then adds it to the holders of the email and phone it recorded: an erasure that reads the
 /// profile before they land takes it off them all the same, and one that read it earlier
 /// tombstoned it first, so this chunk's check after writing takes them back.
+///
+/// A value the profile recorded before, from an older message, is recorded again with this
+/// message's version but not added to its holders again (one write less per existing profile):
+/// the older message added the holder, or, if it failed between its record and its holder, its
+/// retry adds it, because a message whose value is recorded at its version or a newer one adds
+/// the holder (below).
 async fn write_profile(
     store: &impl Profiles,
     region: Region,
@@ -521,7 +527,8 @@ async fn write_profile(
     now: i64,
 ) -> Result<(), StoreError> {
     let mut current = read.cloned();
-    let mut recorded = Vec::new();
+    let mut to_add: Vec<((HeldValue, String), String)> = Vec::new();
+    let mut recorded_now: Vec<(HeldValue, String)> = Vec::new();
     for attempt in 0..=MAX_PROFILE_REPLANS {
         if attempt == MAX_PROFILE_REPLANS {
             return Err(StoreError::Unavailable(format!(
@@ -537,22 +544,31 @@ async fn write_profile(
             .await?
             .applied()
         {
-            recorded = write.recorded;
+            let held_before = |entry: &(HeldValue, String)| {
+                (current.as_ref()).is_some_and(|p| p.held.contains_key(entry))
+            };
+            recorded_now = write.recorded.iter().map(|(e, _)| e.clone()).collect();
+            to_add = (write.recorded.into_iter())
+                .filter(|(entry, _)| !held_before(entry))
+                .collect();
             break;
         }
         current = store.profile(region, project, clevertap_id).await?;
     }
-    // An earlier attempt of this message may have recorded a value and failed before its holder.
+    // This message's earlier attempt, or an older message's, may have recorded a value and
+    // failed before its holder: a value recorded at this message's version or a newer one (so
+    // not recorded again just now) gets its holder.
     for (kind, value) in merge.held_values() {
         let entry = (kind, value.to_owned());
         let ours = merge_version(merge, kind);
-        let recorded_before = (current.as_ref().and_then(|p| p.held.get(&entry)))
-            .is_some_and(|v| Some(v.as_str()) == ours);
-        if recorded_before && !recorded.iter().any(|(e, _)| *e == entry) {
-            recorded.push((entry, String::new()));
+        let recorded_at = current.as_ref().and_then(|p| p.held.get(&entry));
+        let at_or_after_ours = recorded_at.is_some_and(|v| Some(v.as_str()) >= ours);
+        let queued = to_add.iter().any(|(e, _)| *e == entry);
+        if at_or_after_ours && !recorded_now.contains(&entry) && !queued {
+            to_add.push((entry, String::new()));
         }
     }
-    add_holders(store, region, project, clevertap_id, &recorded).await
+    add_holders(store, region, project, clevertap_id, &to_add).await
 }
 
 /// The version the merge gives an email or phone.
