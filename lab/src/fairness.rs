@@ -10,7 +10,10 @@
 //!    ran.
 //!
 //! Every figure of one run is measured on the same machine minutes apart, so the ratios (loaded to
-//! idle, share of throughput) are what to read; the absolute times move 2× between runs.
+//! idle, share of throughput) are what to read; the absolute times move 2× between runs. The
+//! yardstick (`FAIRNESS_ONE_WAY=1`: every request live, as before the bulk way) runs on an engine
+//! of its own (`scripts/bench` starts one per way): DynamoDB Local keeps every stream record it
+//! ever held and slows with them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -297,15 +300,6 @@ pub async fn run(client: &aws_sdk_dynamodb::Client, endpoint_url: &str, plan: Pl
         figures
     };
     let ((), figures) = tokio::join!(running, scenario);
-    drop(pipeline);
-    // DynamoDB Local's writes slow down with every stream record it holds, in any table: the
-    // next run starts from an engine without this one's.
-    for table in shared::store::tables::Table::ALL {
-        let _ = (client.delete_table())
-            .table_name(names.name(REGION, table))
-            .send()
-            .await;
-    }
     figures
 }
 
