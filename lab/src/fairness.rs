@@ -19,7 +19,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shared::config::Config;
 use shared::domain::auth::generate_secret;
 use shared::domain::records::{SegmentKey, SegmentLayout};
 use shared::domain::region::Region;
@@ -257,14 +256,7 @@ pub async fn run(client: &aws_sdk_dynamodb::Client, endpoint_url: &str, plan: Pl
     let names = TableNames::new(format!("fair{}", &generate_secret()[..6]));
     create_tables(client, &names, REGION).await.unwrap();
     let store = Store::for_local_stack(RegionalClients::single(client.clone()), names.clone());
-    let prefix = names.prefix().to_owned();
-    let config = Config::from_lookup(|k| match k {
-        "MPARTICLE_CALLER_TOKEN" => Some(CALLER.into()),
-        "TABLE_PREFIX" => Some(prefix.clone()),
-        "DYNAMODB_ENDPOINT" => Some(endpoint_url.to_owned()),
-        _ => None,
-    })
-    .unwrap();
+    let config = local::local_config(&names, endpoint_url, CALLER, &[]);
     let queue = shared::bulk::LocalBulkQueue::default();
     let mut endpoint = Endpoint::new(&config, store.clone());
     if plan.two_ways {

@@ -81,3 +81,24 @@ pub async fn provision_project(
         .await?;
     Ok((passcode, token))
 }
+
+/// The configuration of a stack over the tables `names` on DynamoDB Local at `endpoint`, answering
+/// mParticle's `caller` token, with `extra` settings (name, value) on top.
+pub fn local_config(
+    names: &shared::store::tables::TableNames,
+    endpoint: &str,
+    caller: &str,
+    extra: &[(&str, String)],
+) -> shared::config::Config {
+    let settings: HashMap<String, String> = [
+        ("MPARTICLE_CALLER_TOKEN", caller.to_owned()),
+        ("TABLE_PREFIX", names.prefix().to_owned()),
+        ("DYNAMODB_ENDPOINT", endpoint.to_owned()),
+    ]
+    .into_iter()
+    .chain(extra.iter().cloned())
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    shared::config::Config::from_lookup(|k| settings.get(k).cloned())
+        .expect("a local stack's settings are valid")
+}

@@ -182,16 +182,8 @@ impl Stack {
     /// way (a local fair queue its pipelines work), the rest the live way.
     pub async fn with_bulk(test: &str, region: Region, live_max_profiles: usize) -> Self {
         let mut stack = Self::new(test, region).await;
-        let prefix = stack.names.prefix().to_owned();
-        let endpoint = endpoint();
-        let config = Config::from_lookup(move |k| match k {
-            "MPARTICLE_CALLER_TOKEN" => Some(CALLER_TOKEN.to_owned()),
-            "TABLE_PREFIX" => Some(prefix.clone()),
-            "DYNAMODB_ENDPOINT" => Some(endpoint.clone()),
-            "LIVE_MAX_PROFILES" => Some(live_max_profiles.to_string()),
-            _ => None,
-        })
-        .unwrap();
+        let extra = [("LIVE_MAX_PROFILES", live_max_profiles.to_string())];
+        let config = local::local_config(&stack.names, &endpoint(), CALLER_TOKEN, &extra);
         let queue = shared::bulk::LocalBulkQueue::default();
         stack.endpoint = shared::stages::endpoint::Endpoint::new(&config, stack.store.clone())
             .with_bulk_queue(shared::bulk::BulkQueue::Local(queue.clone()));

@@ -363,13 +363,7 @@ async fn main() {
         endpoint_url: endpoint_url.clone(),
     };
     let prefix = names.prefix().to_owned();
-    let config = Config::from_lookup(|k| match k {
-        "MPARTICLE_CALLER_TOKEN" => Some(CALLER.into()),
-        "TABLE_PREFIX" => Some(prefix.clone()),
-        "DYNAMODB_ENDPOINT" => Some(endpoint_url.clone()),
-        _ => None,
-    })
-    .unwrap();
+    let config = local::local_config(&names, &endpoint_url, CALLER, &[]);
     let endpoint = Endpoint::new(&config, store.clone());
     let auth = format!("Token {CALLER}");
     let mut report = serde_json::Map::new();
