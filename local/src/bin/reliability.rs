@@ -546,6 +546,7 @@ async fn concurrency(endpoint_url: &str, short: bool) -> Figures {
                 Region::Eu1,
                 row.key(),
                 &counts,
+                &row.progress_on_materialize(shared::domain::protocol::now_ms()),
             )
             .await
             .unwrap();

@@ -289,6 +289,9 @@ pub struct Chunk {
     pub index: u32,
     pub profile_count: u32,
     pub payload: Vec<u8>,
+    /// Its membership changes per audience id (entries naming an audience): what it owes each
+    /// audience's import progress (`domain::progress`).
+    pub audiences: crate::domain::progress::Owed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -323,6 +326,7 @@ pub struct ChunkBuilder {
     /// The open chunk's JSON array, without its closing bracket.
     open: Vec<u8>,
     open_count: u32,
+    open_audiences: crate::domain::progress::Owed,
     /// One profile's JSON, reused.
     one: Vec<u8>,
     profiles: usize,
@@ -342,6 +346,7 @@ impl ChunkBuilder {
             chunks: Vec::new(),
             open: Vec::new(),
             open_count: 0,
+            open_audiences: Default::default(),
             one: Vec::with_capacity(1024),
             profiles: 0,
             compressed_bytes: 0,
@@ -386,6 +391,9 @@ impl ChunkBuilder {
         }
         self.open.extend_from_slice(&self.one);
         self.open_count += 1;
+        for id in p.audiences.iter().filter_map(|a| a.audience_id) {
+            *self.open_audiences.entry(id).or_default() += 1;
+        }
     }
 
     /// Compresses the open chunk, if it has profiles.
@@ -400,6 +408,7 @@ impl ChunkBuilder {
             index: self.chunks.len() as u32,
             profile_count: self.open_count,
             payload,
+            audiences: std::mem::take(&mut self.open_audiences),
         });
         self.open.clear();
         self.open_count = 0;
@@ -497,6 +506,12 @@ mod tests {
             .flat_map(|c| decode_chunk(&c.payload).unwrap())
             .collect();
         assert_eq!(decoded.len(), ps.len());
+        let owed: Vec<u64> = chunks.iter().map(|c| c.audiences[&7]).collect();
+        assert_eq!(
+            owed,
+            [500, 500, 234],
+            "each chunk owes audience 7 a change per profile"
+        );
         for (i, d) in decoded.iter().enumerate() {
             assert_eq!(d.index as usize, i);
             assert_eq!(d, &StoredProfile::from_wire(i as u32, &ps[i]));

@@ -15,6 +15,7 @@ pub mod identity;
 pub mod invocations;
 pub mod pages;
 pub mod profile_merge;
+pub mod progress;
 pub mod protocol;
 pub mod records;
 pub mod region;

@@ -4,6 +4,7 @@
 use std::future::Future;
 
 use crate::domain::batch::Chunk;
+use crate::domain::progress::{self, Owed, ProgressDelta, ProgressReading};
 use crate::domain::records::InboxStatus;
 use crate::domain::region::Region;
 use crate::domain::sync_log::{MaterializeCounts, ResolveOutcomes};
@@ -42,9 +43,43 @@ pub struct InboxRow {
     pub failure: Option<String>,
     /// The way it goes: the inbox stream (live) or the bulk queue.
     pub way: Way,
+    /// What it still owes each audience's import progress (`domain::progress`): on a bulk row
+    /// whose batch is counted, until it is materialized or failed.
+    pub progress: Option<Owed>,
 }
 
 impl InboxRow {
+    /// What resolving it now, handing on changes of these audiences, adds to import progress,
+    /// and what it owes after (none for an uncounted row).
+    pub fn progress_on_resolve(
+        &self,
+        handed: impl IntoIterator<Item = i64>,
+        at_ms: i64,
+    ) -> (Vec<ProgressDelta>, Option<Owed>) {
+        match &self.progress {
+            Some(owed) => {
+                let handed = progress::owed_of(handed);
+                let (deltas, after) = progress::on_resolve(&self.message_id, owed, &handed, at_ms);
+                (deltas, Some(after))
+            }
+            None => (Vec::new(), None),
+        }
+    }
+
+    /// What materializing it now adds to import progress.
+    pub fn progress_on_materialize(&self, at_ms: i64) -> Vec<ProgressDelta> {
+        (self.progress.as_ref())
+            .map(|owed| progress::on_materialize(&self.message_id, owed, at_ms))
+            .unwrap_or_default()
+    }
+
+    /// What failing it now (from its present status) adds to import progress.
+    pub fn progress_on_fail(&self, at_ms: i64) -> Vec<ProgressDelta> {
+        (self.progress.as_ref())
+            .map(|owed| progress::on_fail(&self.message_id, owed, at_ms))
+            .unwrap_or_default()
+    }
+
     /// Its key.
     pub fn key(&self) -> ChunkKey<'_> {
         ChunkKey {
@@ -101,7 +136,33 @@ impl BatchMeta<'_> {
             applied: None,
             failure: None,
             way: self.way,
+            progress: None,
         }
+    }
+
+    /// The rows a batch's chunks are stored as: a bulk batch whose progress can be counted
+    /// (`progress::trackable`) carries what each chunk owes each audience.
+    pub fn rows(&self, chunks: &[Chunk]) -> Vec<InboxRow> {
+        let tracked = self.way == Way::Bulk && progress::trackable(chunks);
+        chunks
+            .iter()
+            .map(|c| InboxRow {
+                progress: tracked.then(|| c.audiences.clone()),
+                ..self.row(c, chunks.len())
+            })
+            .collect()
+    }
+}
+
+/// What storing these rows (one batch's) adds to import progress.
+pub fn progress_on_store(rows: &[InboxRow]) -> Vec<ProgressDelta> {
+    match rows.first() {
+        Some(first) => progress::on_store(
+            &first.message_id,
+            first.received_ms,
+            rows.iter().filter_map(|r| r.progress.as_ref()),
+        ),
+        None => Vec::new(),
     }
 }
 
@@ -124,13 +185,18 @@ pub struct Handoff<'a> {
     pub changes: &'a [u8],
     pub outcomes: &'a ResolveOutcomes,
     pub handed_on: ChangeCounts,
+    /// What the chunk owes import progress after (a counted bulk chunk), and what resolving it
+    /// adds there, written with the status change.
+    pub owed_after: Option<&'a Owed>,
+    pub progress: &'a [ProgressDelta],
 }
 
 /// The inbox table.
 pub trait Inbox: Send + Sync {
     /// Stores every chunk of a batch or none of them, idempotently on the message id: one
-    /// conditional put (one chunk) or one transaction of conditional puts (several). A condition
-    /// failure means this message was stored before: `Duplicate`, and nothing is written.
+    /// conditional put (one chunk) or one transaction of conditional puts (several), with the
+    /// import progress a counted bulk batch adds (`progress_on_store`). A condition failure means
+    /// this message was stored before: `Duplicate`, and nothing is written.
     fn put_batch(
         &self,
         region: Region,
@@ -149,22 +215,38 @@ pub trait Inbox: Send + Sync {
     ) -> impl Future<Output = Result<Written, StoreError>> + Send;
 
     /// Moves a chunk from `resolved` to `materialized` with what materialization did, and drops
-    /// its changes. `ConditionFailed`: the row had moved on already.
+    /// its changes; adds `progress` (one transaction when there is any). `ConditionFailed`: the
+    /// row had moved on already, and nothing is written.
     fn mark_materialized(
         &self,
         region: Region,
         key: ChunkKey<'_>,
         applied: &MaterializeCounts,
+        progress: &[ProgressDelta],
     ) -> impl Future<Output = Result<Written, StoreError>> + Send;
 
-    /// Marks a `received` or `resolved` chunk that can never be processed as `failed`, with the
-    /// reason. `ConditionFailed`: the row had moved on already.
+    /// Marks a chunk that can never be processed as `failed`, with the reason, if it is still
+    /// `from` (`received` or `resolved`: what it owes progress depends on it); adds `progress`
+    /// (one transaction when there is any). `ConditionFailed`: the row had moved on already, and
+    /// nothing is written.
     fn mark_failed(
         &self,
         region: Region,
         key: ChunkKey<'_>,
+        from: InboxStatus,
         reason: &str,
+        progress: &[ProgressDelta],
     ) -> impl Future<Output = Result<Written, StoreError>> + Send;
+
+    /// An audience's import progress: its totals summed over their shards and the rate buckets
+    /// of the minute before `now_ms`, as of one point in time.
+    fn import_progress(
+        &self,
+        region: Region,
+        project_id: &str,
+        audience_id: i64,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<ProgressReading, StoreError>> + Send;
 
     /// One chunk's row, strongly consistent.
     fn chunk_row(

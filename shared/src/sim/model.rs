@@ -96,6 +96,8 @@ pub struct Model {
     chunks: Vec<String>,
     /// Per DSR: the change ids its erasure takes back (sent before the cut-off).
     erased_changes: Vec<BTreeSet<String>>,
+    /// Per audience: the changes the bulk way received (every entry of a bulk message).
+    bulk_received: BTreeMap<i64, u64>,
 }
 
 /// The person a DSR names, as the ladder keys them.
@@ -156,11 +158,18 @@ impl Model {
             }
         }
         let chunks = workload.messages.iter().map(|m| m.id.clone()).collect();
+        let mut bulk_received: BTreeMap<i64, u64> = BTreeMap::new();
+        for m in workload.messages.iter().filter(|m| m.bulk) {
+            for (aud, _) in m.users.iter().flat_map(|u| &u.entries) {
+                *bulk_received.entry(*aud).or_default() += 1;
+            }
+        }
         Model {
             changes,
             profiles,
             chunks,
             erased_changes,
+            bulk_received,
         }
     }
 
@@ -181,6 +190,7 @@ impl Model {
             }
         };
         self.check_liveness(twin, &mut v).await;
+        self.check_progress(twin, &mut v).await;
         self.check_profiles(twin, &claims, &ct_of, &mut v).await;
         let records = twin.feed_records(R);
         let stored: Vec<&SyncEventRow> = (records.iter())
@@ -211,6 +221,39 @@ impl Model {
                     row.status, row.failure
                 )),
                 other => v.push(format!("liveness: chunk of {message_id}: {other:?}")),
+            }
+        }
+    }
+
+    /// Each audience's import progress counted every bulk change exactly once at each step,
+    /// however often its message was delivered or its chunk worked: all received, resolved and
+    /// done once every chunk is materialized.
+    async fn check_progress(&self, twin: &Twin, v: &mut Vec<String>) {
+        let audiences: BTreeSet<i64> = (self.changes.keys().map(|(a, _)| *a))
+            .chain(self.bulk_received.keys().copied())
+            .collect();
+        for aud in audiences {
+            let received = self.bulk_received.get(&aud).copied().unwrap_or(0);
+            let now = crate::domain::protocol::now_ms();
+            let counts = match twin.import_progress(R, P, aud, now).await {
+                Ok(reading) => reading.counts,
+                Err(e) => {
+                    v.push(format!("progress: audience {aud} unreadable: {e}"));
+                    continue;
+                }
+            };
+            let expected = (received, received, received, 0);
+            let got = (
+                counts.received,
+                counts.resolved,
+                counts.done(),
+                counts.failed,
+            );
+            if got != expected {
+                v.push(format!(
+                    "progress: audience {aud} counted (received, resolved, done, failed) {got:?}, \
+                     the bulk way carried {expected:?}"
+                ));
             }
         }
     }

@@ -92,7 +92,16 @@ async fn resolve(
         Err(e) if e.is_permanent() => {
             error!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
                    error = %e, "bulk chunk can never be resolved; marked failed");
-            let _moved_on_already = store.mark_failed(region, row.key(), &e.to_string()).await?;
+            let progress = row.progress_on_fail(now_ms());
+            let _moved_on_already = store
+                .mark_failed(
+                    region,
+                    row.key(),
+                    InboxStatus::Received,
+                    &e.to_string(),
+                    &progress,
+                )
+                .await?;
             return Ok(None);
         }
         Err(e) => return Err(e.into()),
@@ -118,7 +127,16 @@ async fn materialize(
         Err(e) if e.is_permanent() => {
             error!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
                    error = %e, "bulk chunk can never be fully materialized; marked failed");
-            let _moved_on_already = store.mark_failed(region, row.key(), &e.to_string()).await?;
+            let progress = row.progress_on_fail(now_ms());
+            let _moved_on_already = store
+                .mark_failed(
+                    region,
+                    row.key(),
+                    InboxStatus::Resolved,
+                    &e.to_string(),
+                    &progress,
+                )
+                .await?;
             Ok(Worked::Failed)
         }
         Err(e) => Err(e.into()),
@@ -180,19 +198,34 @@ mod tests {
 
     use super::*;
     use crate::domain::batch::build_chunks;
+    use crate::domain::progress::ProgressCounts;
     use crate::domain::protocol::{Request, parse_request};
     use crate::ports::inbox::{BatchMeta, Inbox};
     use crate::ports::memberships::Memberships;
-    use crate::twin::Twin;
+    use crate::twin::{Fault, Twin};
 
     const R: Region = Region::Eu1;
     const P: &str = "P1";
 
     /// Stores a message of `users` customer ids joining audience 7, the `way` given.
     async fn stored(twin: &Twin, message_id: &str, users: usize, way: Way) -> QueuedChunk {
+        stored_with(twin, message_id, users, 0, way).await
+    }
+
+    /// Stores a message of `users` customer ids and `anonymous` users with only an mParticle
+    /// ID, all joining audience 7.
+    async fn stored_with(
+        twin: &Twin,
+        message_id: &str,
+        users: usize,
+        anonymous: usize,
+        way: Way,
+    ) -> QueuedChunk {
         let profiles: Vec<serde_json::Value> = (0..users)
             .map(|i| json!({"user_identities": [{"type": "customer", "encoding": "raw", "value": format!("c-{i}")}],
                             "mpid": "9", "audiences": [{"audience_id": 7, "action": "add"}]}))
+            .chain((0..anonymous).map(|i| json!({"mpid": format!("{}", 100 + i),
+                            "audiences": [{"audience_id": 7, "action": "add"}]})))
             .collect();
         let body = json!({"type": "audience_membership_change_request", "id": message_id,
                           "timestamp_ms": 1_000, "account": {"account_id": 1},
@@ -278,6 +311,7 @@ mod tests {
             index: 0,
             profile_count: 1,
             payload: b"not a compressed chunk".to_vec(),
+            audiences: Default::default(),
         };
         twin.put_batch(R, &meta, &[garbage]).await.unwrap();
         let queued = QueuedChunk {
@@ -293,6 +327,97 @@ mod tests {
             work_chunk(&twin, &queued).await.unwrap(),
             Worked::AlreadyDone
         );
+    }
+
+    async fn progress(twin: &Twin) -> ProgressCounts {
+        twin.import_progress(R, P, 7, now_ms())
+            .await
+            .unwrap()
+            .counts
+    }
+
+    fn counts(received: u64, resolved: u64, skipped: u64, applied: u64) -> ProgressCounts {
+        ProgressCounts {
+            received,
+            resolved,
+            skipped,
+            applied,
+            failed: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_imports_progress_counts_each_change_once_through_redeliveries_and_retries() {
+        let twin = Twin::new();
+        twin.setup_project(R, P);
+        let queued = stored_with(&twin, "m1", 3, 2, Way::Bulk).await;
+        assert_eq!(progress(&twin).await, counts(5, 0, 0, 0));
+        // A redelivery of the message stores nothing and counts nothing.
+        stored_with(&twin, "m1", 3, 2, Way::Bulk).await;
+        assert_eq!(progress(&twin).await, counts(5, 0, 0, 0));
+
+        // The first attempt's resolve meets a conflict (nothing written), its materialize
+        // commits but never hears so (a timeout): the retry finds the chunk done.
+        twin.inject("inbox.mark_resolved", Fault::TransactionConflict);
+        assert!(work_chunk(&twin, &queued).await.is_err());
+        assert_eq!(progress(&twin).await, counts(5, 0, 0, 0));
+        twin.inject("inbox.mark_materialized", Fault::TimeoutAfterCommit);
+        assert!(work_chunk(&twin, &queued).await.is_err());
+        // The two anonymous users were skipped at resolve: nothing left to do for them.
+        assert_eq!(progress(&twin).await, counts(5, 5, 2, 3));
+        assert_eq!(
+            work_chunk(&twin, &queued).await.unwrap(),
+            Worked::AlreadyDone
+        );
+        let reading = twin.import_progress(R, P, 7, now_ms()).await.unwrap();
+        assert_eq!(reading.counts, counts(5, 5, 2, 3));
+        let shown = crate::domain::progress::import_progress(&reading, now_ms()).unwrap();
+        assert_eq!((shown.remaining, shown.fraction), (0, 1.0));
+        assert!(
+            shown.rate_per_s > 0.0,
+            "the three applied changes count in the rate"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_live_chunk_counts_no_import_progress() {
+        let twin = Twin::new();
+        twin.setup_project(R, P);
+        stored(&twin, "m1", 2, Way::Live).await;
+        assert_eq!(progress(&twin).await, ProgressCounts::default());
+    }
+
+    #[tokio::test]
+    async fn a_chunk_that_fails_counts_what_it_owed_as_failed() {
+        let twin = Twin::new();
+        twin.setup_project(R, P);
+        let meta = BatchMeta {
+            project_id: P,
+            message_id: "m1",
+            message_ts: 1_000,
+            received_ms: 1_000,
+            way: Way::Bulk,
+        };
+        let garbage = crate::domain::batch::Chunk {
+            index: 0,
+            profile_count: 4,
+            payload: b"not a compressed chunk".to_vec(),
+            audiences: [(7, 4)].into(),
+        };
+        twin.put_batch(R, &meta, &[garbage]).await.unwrap();
+        let queued = QueuedChunk {
+            region: R,
+            project_id: P.into(),
+            message_id: "m1".into(),
+            chunk: 0,
+        };
+        assert_eq!(work_chunk(&twin, &queued).await.unwrap(), Worked::Failed);
+        assert_eq!(
+            work_chunk(&twin, &queued).await.unwrap(),
+            Worked::AlreadyDone
+        );
+        let p = progress(&twin).await;
+        assert_eq!((p.received, p.failed, p.done()), (4, 4, 4));
     }
 
     fn key_of(q: &QueuedChunk) -> ChunkKey<'_> {

@@ -719,6 +719,7 @@ mod tests {
                     index,
                     profile_count: 1,
                     payload: vec![index as u8; 8],
+                    audiences: Default::default(),
                 })
                 .collect()
         }

@@ -907,7 +907,10 @@ pub async fn materialize_row(
     };
     let counts = materialize_changes(store, region, &row.project_id, &changes).await?;
     // Not applied: the row had moved on already (a replayed record); the counts stand.
-    let _moved_on_already = store.mark_materialized(region, row.key(), &counts).await?;
+    let progress = row.progress_on_materialize(now_ms());
+    let _moved_on_already = store
+        .mark_materialized(region, row.key(), &counts, &progress)
+        .await?;
     Ok(counts)
 }
 
@@ -953,8 +956,15 @@ async fn handle_record(
                 Err(e) if e.is_permanent() => {
                     error!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
                            error = %e, "chunk can never be fully materialized; marked failed");
-                    let _moved_on_already =
-                        store.mark_failed(region, row.key(), &e.to_string()).await?;
+                    let _moved_on_already = store
+                        .mark_failed(
+                            region,
+                            row.key(),
+                            InboxStatus::Resolved,
+                            &e.to_string(),
+                            &row.progress_on_fail(now_ms()),
+                        )
+                        .await?;
                     Ok(Handled::ChunkFailed)
                 }
                 Err(e) => Err(e),

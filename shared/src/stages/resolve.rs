@@ -309,6 +309,9 @@ pub async fn resolve_chunk(
         .iter()
         .filter(|c| c.action == ChangeAction::Add)
         .count() as u64;
+    //    A counted bulk chunk moves its audiences' progress on with it.
+    let (progress, owed_after) =
+        row.progress_on_resolve(changes.iter().map(|c| c.audience_id), now_ms());
     let handoff = Handoff {
         changes: &encode_changes(&changes),
         outcomes: &outcomes,
@@ -316,6 +319,8 @@ pub async fn resolve_chunk(
             add: adds,
             delete: changes.len() as u64 - adds,
         },
+        owed_after: owed_after.as_ref(),
+        progress: &progress,
     };
     let handed_off = store
         .mark_resolved(region, row.key(), handoff)
@@ -631,7 +636,9 @@ pub async fn handle_inbox_event(
             Err(e) if e.is_permanent() => {
                 error!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
                        error = %e, "chunk can never be resolved; marked failed");
-                let _moved_on_already = store.mark_failed(region, row.key(), &e.to_string()).await?;
+                let _moved_on_already = store
+                    .mark_failed(region, row.key(), InboxStatus::Received, &e.to_string(), &row.progress_on_fail(now_ms()))
+                    .await?;
                 failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Ok::<_, ResolveError>(None)
             }

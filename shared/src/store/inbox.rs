@@ -4,12 +4,17 @@
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 
 use super::rows::inbox as rows;
+use super::rows::progress as progress_rows;
 use super::{CancellationReason, Store, StoreError};
 use crate::domain::batch::Chunk;
+use crate::domain::progress::{ProgressDelta, ProgressReading};
+use crate::domain::records::InboxStatus;
 use crate::domain::region::Region;
 use crate::domain::sync_log::MaterializeCounts;
 use crate::ports::Written;
-use crate::ports::inbox::{BatchMeta, ChunkKey, Handoff, Inbox, InboxRow, PutBatchOutcome};
+use crate::ports::inbox::{
+    BatchMeta, ChunkKey, Handoff, Inbox, InboxRow, PutBatchOutcome, progress_on_store,
+};
 use crate::store::tables::Table;
 
 impl Store {
@@ -27,6 +32,64 @@ impl Store {
             .set_key(Some(rows::key(key)));
         super::written(update.on(request).send().await)
     }
+
+    /// The progress items `progress` adds to, as actions of a transaction: each delta's totals
+    /// shard and, if it applied changes, its rate bucket.
+    fn progress_actions(
+        &self,
+        region: Region,
+        project_id: &str,
+        progress: &[ProgressDelta],
+    ) -> Vec<TransactWriteItem> {
+        let table = self.table(region, Table::Segments);
+        progress
+            .iter()
+            .flat_map(|d| {
+                let totals = progress_rows::totals_update(d).transact(
+                    &table,
+                    progress_rows::totals_key(project_id, d.audience_id, d.shard),
+                );
+                let rate = progress_rows::rate_update(project_id, d)
+                    .map(|(key, update)| update.transact(&table, key));
+                std::iter::once(totals).chain(rate)
+            })
+            .collect()
+    }
+
+    /// A chunk row's status change with the progress it adds: one UpdateItem without progress,
+    /// one transaction with it (the counts land exactly when the status moves).
+    async fn move_chunk_row(
+        &self,
+        region: Region,
+        key: ChunkKey<'_>,
+        update: super::rows::UpdateSpec,
+        progress: &[ProgressDelta],
+    ) -> Result<Written, StoreError> {
+        if progress.is_empty() {
+            return self.update_chunk_row(region, key, update).await;
+        }
+        let mut actions = vec![update.transact(&self.table(region, Table::Inbox), rows::key(key))];
+        actions.extend(self.progress_actions(region, key.project_id, progress));
+        let res = self
+            .client(region)
+            .transact_write_items()
+            .set_transact_items(Some(actions))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(Written::Applied),
+            Err(err) => {
+                let row_condition_failed = super::cancellation_codes(&err)
+                    .and_then(|reasons| reasons.into_iter().next().flatten())
+                    == Some(CancellationReason::ConditionFailed);
+                if row_condition_failed {
+                    Ok(Written::ConditionFailed)
+                } else {
+                    Err(err.into())
+                }
+            }
+        }
+    }
 }
 
 impl Inbox for Store {
@@ -39,11 +102,14 @@ impl Inbox for Store {
         chunks: &[Chunk],
     ) -> Result<PutBatchOutcome, StoreError> {
         let table = self.table(region, Table::Inbox);
-        let mut items = chunks
+        let batch = meta.rows(chunks);
+        let progress = progress_on_store(&batch);
+        let mut items = batch
             .iter()
-            .map(|c| rows::item(&meta.row(c, chunks.len())))
+            .map(rows::item)
             .collect::<Result<Vec<_>, _>>()?;
         if items.len() == 1
+            && progress.is_empty()
             && let Some(item) = items.pop()
         {
             let res = self
@@ -59,7 +125,7 @@ impl Inbox for Store {
                 Written::ConditionFailed => PutBatchOutcome::Duplicate,
             });
         }
-        let actions: Vec<TransactWriteItem> = items
+        let mut actions: Vec<TransactWriteItem> = items
             .into_iter()
             .map(|item| {
                 TransactWriteItem::builder()
@@ -74,6 +140,7 @@ impl Inbox for Store {
                     .build()
             })
             .collect();
+        actions.extend(self.progress_actions(region, meta.project_id, &progress));
         let res = self
             .client(region)
             .transact_write_items()
@@ -109,7 +176,8 @@ impl Inbox for Store {
         handoff: Handoff<'_>,
     ) -> Result<Written, StoreError> {
         let update = rows::resolved_update(handoff, crate::domain::protocol::now_ms())?;
-        self.update_chunk_row(region, key, update).await
+        self.move_chunk_row(region, key, update, handoff.progress)
+            .await
     }
 
     async fn mark_materialized(
@@ -117,19 +185,34 @@ impl Inbox for Store {
         region: Region,
         key: ChunkKey<'_>,
         applied: &MaterializeCounts,
+        progress: &[ProgressDelta],
     ) -> Result<Written, StoreError> {
         let update = rows::materialized_update(applied, crate::domain::protocol::now_ms())?;
-        self.update_chunk_row(region, key, update).await
+        self.move_chunk_row(region, key, update, progress).await
     }
 
     async fn mark_failed(
         &self,
         region: Region,
         key: ChunkKey<'_>,
+        from: InboxStatus,
         reason: &str,
+        progress: &[ProgressDelta],
     ) -> Result<Written, StoreError> {
-        let update = rows::failed_update(reason, crate::domain::protocol::now_ms());
-        self.update_chunk_row(region, key, update).await
+        let update = rows::failed_update(from, reason, crate::domain::protocol::now_ms());
+        self.move_chunk_row(region, key, update, progress).await
+    }
+
+    async fn import_progress(
+        &self,
+        region: Region,
+        project_id: &str,
+        audience_id: i64,
+        now_ms: i64,
+    ) -> Result<ProgressReading, StoreError> {
+        let keys = progress_rows::reading_keys(project_id, audience_id, now_ms);
+        let items = self.transact_get(region, Table::Segments, keys).await?;
+        Ok(progress_rows::reading(items.into_iter().flatten()))
     }
 
     async fn chunk_row(

@@ -166,6 +166,24 @@ pub mod segments {
         format!("{}{month}#{shard:02}", usage_pk_prefix(project_id))
     }
 
+    /// `G#<project>#<audience id>#<shard>`: one shard of an audience's import progress
+    /// (`domain::progress`); its totals under [`PROGRESS_SK`], its rate buckets beside them.
+    pub fn progress_pk(project_id: &str, audience_id: i64, shard: u32) -> String {
+        format!("G#{project_id}#{audience_id}#{shard:02}")
+    }
+
+    /// Sort key of a progress shard's totals.
+    pub const PROGRESS_SK: &str = "progress";
+
+    /// `R#<bucket, 13 digits>`: a rate bucket's applied changes, beside a progress shard's totals
+    /// (expires by `expires_at`, the table's time to live).
+    pub fn rate_sk(bucket: i64) -> String {
+        format!("R#{:013}", bucket.max(0))
+    }
+
+    /// Time to live of the table's rate buckets.
+    pub const EXPIRES_AT: &str = "expires_at";
+
     /// What the keys of every usage shard of a project begin with.
     pub fn usage_pk_prefix(project_id: &str) -> String {
         format!("U#{project_id}#")

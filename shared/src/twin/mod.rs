@@ -84,6 +84,7 @@ pub struct Change {
 #[derive(Default)]
 struct State {
     inbox: inbox::Rows,
+    progress: inbox::Progress,
     memberships: memberships::Tables,
     /// The bucket count new segments get (`None`: the default).
     new_segment_buckets: Option<u32>,
@@ -438,6 +439,7 @@ mod tests {
             index: 0,
             profile_count: 1,
             payload: vec![1, 2],
+            audiences: Default::default(),
         };
         twin.put_batch(Region::Eu1, &meta, std::slice::from_ref(&chunk))
             .await
@@ -447,6 +449,8 @@ mod tests {
             changes: &[9],
             outcomes: &outcomes,
             handed_on: ChangeCounts::default(),
+            owed_after: None,
+            progress: &[],
         };
         let key = meta.row(&chunk, 1);
         assert!(

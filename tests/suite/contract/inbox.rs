@@ -1,8 +1,10 @@
 //! The inbox port's contract.
 
 use shared::domain::batch::Chunk;
+use shared::domain::progress::{ProgressCounts, import_progress};
 use shared::domain::records::InboxStatus;
 use shared::domain::sync_log::{MaterializeCounts, ResolveOutcomes};
+use shared::domain::ways::Way;
 use shared::ports::inbox::{BatchMeta, ChangeCounts, ChunkKey, Handoff, Inbox, PutBatchOutcome};
 use shared::ports::{StoreError, Written};
 
@@ -17,6 +19,8 @@ contract_cases!(
     a_batch_of_more_than_100_chunks_is_refused_whole,
     an_item_over_400_kb_is_refused,
     rows_stay_in_their_region,
+    a_bulk_batch_counts_its_progress_once_with_each_step_and_never_with_a_redelivery,
+    a_live_batch_counts_no_progress,
 );
 
 const MESSAGE_TS: i64 = 1_700_000_000_000;
@@ -37,6 +41,7 @@ fn chunks(n: u32) -> Vec<Chunk> {
             index,
             profile_count: index + 1,
             payload: vec![index as u8 + 1; 16],
+            audiences: Default::default(),
         })
         .collect()
 }
@@ -54,6 +59,8 @@ fn handoff_of(outcomes: &ResolveOutcomes) -> Handoff<'_> {
         changes: &[7, 7, 7],
         outcomes,
         handed_on: ChangeCounts { add: 2, delete: 1 },
+        owed_after: None,
+        progress: &[],
     }
 }
 
@@ -149,7 +156,7 @@ async fn a_chunk_moves_received_resolved_materialized_each_step_once(inbox: &imp
     };
     assert_eq!(
         inbox
-            .mark_materialized(HOME, key("m", 0), &applied)
+            .mark_materialized(HOME, key("m", 0), &applied, &[])
             .await
             .unwrap(),
         Written::Applied
@@ -163,13 +170,16 @@ async fn a_chunk_moves_received_resolved_materialized_each_step_once(inbox: &imp
     assert_eq!(done.applied.as_ref(), Some(&applied));
     assert_eq!(
         inbox
-            .mark_materialized(HOME, key("m", 0), &MaterializeCounts::default())
+            .mark_materialized(HOME, key("m", 0), &MaterializeCounts::default(), &[])
             .await
             .unwrap(),
         Written::ConditionFailed
     );
     assert_eq!(
-        inbox.mark_failed(HOME, key("m", 0), "late").await.unwrap(),
+        inbox
+            .mark_failed(HOME, key("m", 0), InboxStatus::Resolved, "late", &[])
+            .await
+            .unwrap(),
         Written::ConditionFailed,
         "a materialized chunk never fails"
     );
@@ -181,7 +191,7 @@ async fn a_move_from_the_wrong_status_or_of_a_missing_chunk_fails_its_condition_
     stored(inbox, 1).await;
     assert_eq!(
         inbox
-            .mark_materialized(HOME, key("m", 0), &MaterializeCounts::default())
+            .mark_materialized(HOME, key("m", 0), &MaterializeCounts::default(), &[])
             .await
             .unwrap(),
         Written::ConditionFailed,
@@ -197,7 +207,7 @@ async fn a_move_from_the_wrong_status_or_of_a_missing_chunk_fails_its_condition_
     );
     assert_eq!(
         inbox
-            .mark_failed(HOME, key("gone", 0), "why")
+            .mark_failed(HOME, key("gone", 0), InboxStatus::Received, "why", &[])
             .await
             .unwrap(),
         Written::ConditionFailed
@@ -224,10 +234,18 @@ async fn a_failed_chunk_keeps_its_reason_and_moves_no_further(inbox: &impl Inbox
             .unwrap()
             .applied()
     );
-    for chunk in [0, 1] {
+    assert_eq!(
+        inbox
+            .mark_failed(HOME, key("m", 0), InboxStatus::Resolved, "why", &[])
+            .await
+            .unwrap(),
+        Written::ConditionFailed,
+        "a chunk fails only from the status it was read in"
+    );
+    for (chunk, from) in [(0, InboxStatus::Received), (1, InboxStatus::Resolved)] {
         assert_eq!(
             inbox
-                .mark_failed(HOME, key("m", chunk), "payload unreadable")
+                .mark_failed(HOME, key("m", chunk), from, "payload unreadable", &[])
                 .await
                 .unwrap(),
             Written::Applied,
@@ -254,7 +272,7 @@ async fn a_failed_chunk_keeps_its_reason_and_moves_no_further(inbox: &impl Inbox
     );
     assert_eq!(
         inbox
-            .mark_materialized(HOME, key("m", 1), &MaterializeCounts::default())
+            .mark_materialized(HOME, key("m", 1), &MaterializeCounts::default(), &[])
             .await
             .unwrap(),
         Written::ConditionFailed
@@ -316,4 +334,135 @@ async fn stored(inbox: &impl Inbox, chunk_count: u32) {
         }
     }
     panic!("a setup batch stayed contended");
+}
+
+fn progress_chunks() -> Vec<Chunk> {
+    [[(7, 3)].as_slice(), [(7, 2), (8, 1)].as_slice()]
+        .iter()
+        .enumerate()
+        .map(|(index, audiences)| Chunk {
+            index: index as u32,
+            profile_count: 3,
+            payload: vec![index as u8 + 1; 16],
+            audiences: audiences.iter().copied().collect(),
+        })
+        .collect()
+}
+
+async fn counts_of(inbox: &impl Inbox, audience_id: i64) -> ProgressCounts {
+    let now = shared::domain::protocol::now_ms();
+    inbox
+        .import_progress(HOME, "P1", audience_id, now)
+        .await
+        .unwrap()
+        .counts
+}
+
+fn counts(received: u64, resolved: u64, skipped: u64, applied: u64, failed: u64) -> ProgressCounts {
+    ProgressCounts {
+        received,
+        resolved,
+        skipped,
+        applied,
+        failed,
+    }
+}
+
+async fn a_bulk_batch_counts_its_progress_once_with_each_step_and_never_with_a_redelivery(
+    inbox: &impl Inbox,
+) {
+    let meta = BatchMeta {
+        way: Way::Bulk,
+        ..meta("m")
+    };
+    let chunks = progress_chunks();
+    for _delivery in 0..2 {
+        inbox.put_batch(HOME, &meta, &chunks).await.unwrap();
+    }
+    assert_eq!(counts_of(inbox, 7).await, counts(5, 0, 0, 0, 0));
+    assert_eq!(counts_of(inbox, 8).await, counts(1, 0, 0, 0, 0));
+    let row = inbox.chunk_row(HOME, key("m", 0)).await.unwrap().unwrap();
+    assert_eq!(row.way, Way::Bulk);
+    assert_eq!(row.progress, Some([(7, 3)].into()));
+
+    // Resolved, two of three handed on: all resolved, one skipped; a replay moves nothing.
+    let outcomes = ResolveOutcomes::default();
+    let (progress, after) = row.progress_on_resolve([7, 7], shared::domain::protocol::now_ms());
+    for expected in [Written::Applied, Written::ConditionFailed] {
+        let handoff = Handoff {
+            owed_after: after.as_ref(),
+            progress: &progress,
+            ..handoff_of(&outcomes)
+        };
+        assert_eq!(
+            inbox
+                .mark_resolved(HOME, key("m", 0), handoff)
+                .await
+                .unwrap(),
+            expected
+        );
+    }
+    assert_eq!(counts_of(inbox, 7).await, counts(5, 3, 1, 0, 0));
+    let row = inbox.chunk_row(HOME, key("m", 0)).await.unwrap().unwrap();
+    assert_eq!(
+        row.progress,
+        Some([(7, 2)].into()),
+        "it owes what it handed on"
+    );
+
+    // Materialized: what it owed, applied, and counted in the rate.
+    let progress = row.progress_on_materialize(shared::domain::protocol::now_ms());
+    for expected in [Written::Applied, Written::ConditionFailed] {
+        let written = inbox
+            .mark_materialized(HOME, key("m", 0), &MaterializeCounts::default(), &progress)
+            .await
+            .unwrap();
+        assert_eq!(written, expected);
+    }
+    assert_eq!(counts_of(inbox, 7).await, counts(5, 3, 1, 2, 0));
+
+    // The other chunk fails as received: both its audiences' changes, failed.
+    let other = inbox.chunk_row(HOME, key("m", 1)).await.unwrap().unwrap();
+    let progress = other.progress_on_fail(shared::domain::protocol::now_ms());
+    for expected in [Written::Applied, Written::ConditionFailed] {
+        let written = inbox
+            .mark_failed(
+                HOME,
+                key("m", 1),
+                InboxStatus::Received,
+                "unreadable",
+                &progress,
+            )
+            .await
+            .unwrap();
+        assert_eq!(written, expected);
+    }
+    assert_eq!(counts_of(inbox, 7).await, counts(5, 3, 1, 2, 2));
+    assert_eq!(counts_of(inbox, 8).await, counts(1, 0, 0, 0, 1));
+
+    let now = shared::domain::protocol::now_ms();
+    let reading = inbox.import_progress(HOME, "P1", 7, now).await.unwrap();
+    let shown = import_progress(&reading, now).unwrap();
+    assert_eq!((shown.remaining, shown.fraction), (0, 1.0));
+    assert!(shown.rate_per_s > 0.0, "{reading:?}");
+    assert!(reading.started_ms.is_some_and(|s| s <= now));
+    assert_eq!(
+        inbox
+            .import_progress(OTHER, "P1", 7, now)
+            .await
+            .unwrap()
+            .counts,
+        ProgressCounts::default(),
+        "progress stays in its region"
+    );
+}
+
+async fn a_live_batch_counts_no_progress(inbox: &impl Inbox) {
+    inbox
+        .put_batch(HOME, &meta("m"), &progress_chunks())
+        .await
+        .unwrap();
+    let row = inbox.chunk_row(HOME, key("m", 0)).await.unwrap().unwrap();
+    assert_eq!((row.way, row.progress), (Way::Live, None));
+    assert_eq!(counts_of(inbox, 7).await, ProgressCounts::default());
 }

@@ -7,6 +7,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
 use super::UpdateSpec;
+use crate::domain::progress::Owed;
 use crate::domain::records::{InboxStatus, SyncRow};
 use crate::domain::sync_log::{MaterializeCounts, ResolveOutcomes};
 use crate::domain::ways::Way;
@@ -46,6 +47,9 @@ struct Stored {
     /// Absent on a live row: the inbox mappings' filters take only rows without it.
     #[serde(default, skip_serializing_if = "is_live")]
     way: Way,
+    /// What a counted bulk chunk still owes each audience's progress, by audience id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    progress: Option<BTreeMap<String, u64>>,
 }
 
 fn is_live(way: &Way) -> bool {
@@ -74,6 +78,24 @@ const MESSAGE_ID: &str = "message_id";
 const PROFILE_COUNT: &str = "profile_count";
 const CHUNK_COUNT: &str = "chunk_count";
 const RECEIVED_MS: &str = "received_ms";
+const PROGRESS: &str = "progress";
+
+fn stored_owed(owed: &Owed) -> BTreeMap<String, u64> {
+    owed.iter().map(|(a, n)| (a.to_string(), *n)).collect()
+}
+
+fn owed_of_stored(stored: BTreeMap<String, u64>) -> Result<Owed, String> {
+    stored
+        .into_iter()
+        .map(|(a, n)| {
+            Ok((
+                a.parse()
+                    .map_err(|_| format!("progress for audience {a:?}"))?,
+                n,
+            ))
+        })
+        .collect()
+}
 
 /// The condition of a put that stores a chunk: its key is new.
 pub const NEW_KEY_ONLY: &str = "attribute_not_exists(pk)";
@@ -111,6 +133,7 @@ pub fn item(row: &InboxRow) -> Result<Item, StoreError> {
         applied: row.applied.clone(),
         failure: row.failure.clone(),
         way: row.way,
+        progress: row.progress.as_ref().map(stored_owed),
     };
     let mut item: Item = serde_dynamo::to_item(stored)?;
     item.extend(key(row.key()));
@@ -129,8 +152,8 @@ pub fn item(row: &InboxRow) -> Result<Item, StoreError> {
     Ok(item)
 }
 
-fn of_stored(stored: Stored) -> InboxRow {
-    InboxRow {
+fn of_stored(stored: Stored) -> Result<InboxRow, String> {
+    Ok(InboxRow {
         project_id: stored.project_id,
         message_id: stored.message_id,
         chunk: stored.chunk,
@@ -150,19 +173,20 @@ fn of_stored(stored: Stored) -> InboxRow {
         applied: stored.applied,
         failure: stored.failure,
         way: stored.way,
-    }
+        progress: stored.progress.map(owed_of_stored).transpose()?,
+    })
 }
 
 /// A row from its item.
 pub fn row(item: Item) -> Result<InboxRow, StoreError> {
-    Ok(of_stored(serde_dynamo::from_item(item)?))
+    of_stored(serde_dynamo::from_item(item)?).map_err(StoreError::Corrupt)
 }
 
 /// A row from a stream record's new image.
 pub fn row_of_image(image: &serde_dynamo::Item) -> Result<InboxRow, String> {
     serde_dynamo::from_item(image.clone())
-        .map(of_stored)
         .map_err(|e: serde_dynamo::Error| e.to_string())
+        .and_then(of_stored)
 }
 
 /// `received → resolved`: the changes and outcome counts on, the payload off.
@@ -174,9 +198,17 @@ pub fn resolved_update(handoff: Handoff<'_>, now_ms: i64) -> Result<UpdateSpec, 
         ]
         .into(),
     );
-    Ok(UpdateSpec::new(
-        "SET #st = :resolved, #changes = :c, #outcomes = :o, #counts = :cc, #at = :now REMOVE #payload",
-    )
+    let owed = handoff
+        .owed_after
+        .map(|o| AttributeValue::M(o.iter().map(|(a, c)| (a.to_string(), n(*c))).collect()));
+    let set_owed = if owed.is_some() {
+        ", #progress = :owed"
+    } else {
+        ""
+    };
+    let spec = UpdateSpec::new(format!(
+        "SET #st = :resolved, #changes = :c, #outcomes = :o, #counts = :cc, #at = :now{set_owed} REMOVE #payload",
+    ))
     .condition("#st = :received")
     .name("#st", k::STATUS)
     .name("#changes", CHANGES)
@@ -189,7 +221,11 @@ pub fn resolved_update(handoff: Handoff<'_>, now_ms: i64) -> Result<UpdateSpec, 
     .value(":c", AttributeValue::B(Blob::new(handoff.changes.to_vec())))
     .value(":o", serde_dynamo::to_attribute_value(handoff.outcomes)?)
     .value(":cc", counts)
-    .value(":now", n(now_ms)))
+    .value(":now", n(now_ms));
+    Ok(match owed {
+        Some(owed) => spec.name("#progress", PROGRESS).value(":owed", owed),
+        None => spec,
+    })
 }
 
 /// `resolved → materialized`: what was applied on, the changes off.
@@ -198,8 +234,9 @@ pub fn materialized_update(
     now_ms: i64,
 ) -> Result<UpdateSpec, StoreError> {
     Ok(
-        UpdateSpec::new("SET #st = :done, #applied = :a, #at = :now REMOVE #changes")
+        UpdateSpec::new("SET #st = :done, #applied = :a, #at = :now REMOVE #changes, #progress")
             .condition("#st = :resolved")
+            .name("#progress", PROGRESS)
             .name("#st", k::STATUS)
             .name("#applied", APPLIED)
             .name("#at", MATERIALIZED_MS)
@@ -211,22 +248,24 @@ pub fn materialized_update(
     )
 }
 
-/// `received` or `resolved` → `failed`, with the reason; its profiles and changes off (personal
-/// data is not kept for the inbox's 30 days; the key stays, so a redelivery is still a
+/// `from` (`received` or `resolved`) → `failed`, with the reason; its profiles and changes off
+/// (personal data is not kept for the inbox's 30 days; the key stays, so a redelivery is still a
 /// duplicate).
-pub fn failed_update(reason: &str, now_ms: i64) -> UpdateSpec {
-    UpdateSpec::new("SET #st = :failed, #failure = :why, #at = :now REMOVE #payload, #changes")
-        .condition("#st IN (:received, :resolved)")
-        .name("#payload", PAYLOAD)
-        .name("#changes", CHANGES)
-        .name("#st", k::STATUS)
-        .name("#failure", FAILURE)
-        .name("#at", FAILED_MS)
-        .value(":failed", status(InboxStatus::Failed))
-        .value(":received", status(InboxStatus::Received))
-        .value(":resolved", status(InboxStatus::Resolved))
-        .value(":why", s(reason))
-        .value(":now", n(now_ms))
+pub fn failed_update(from: InboxStatus, reason: &str, now_ms: i64) -> UpdateSpec {
+    UpdateSpec::new(
+        "SET #st = :failed, #failure = :why, #at = :now REMOVE #payload, #changes, #progress",
+    )
+    .condition("#st = :from")
+    .name("#progress", PROGRESS)
+    .name("#payload", PAYLOAD)
+    .name("#changes", CHANGES)
+    .name("#st", k::STATUS)
+    .name("#failure", FAILURE)
+    .name("#at", FAILED_MS)
+    .value(":failed", status(InboxStatus::Failed))
+    .value(":from", status(from))
+    .value(":why", s(reason))
+    .value(":now", n(now_ms))
 }
 
 fn status(status: InboxStatus) -> AttributeValue {
@@ -285,6 +324,7 @@ mod tests {
             index: 2,
             profile_count: 3,
             payload: vec![1, 2, 3],
+            audiences: Default::default(),
         };
         meta.row(&chunk, 4)
     }

@@ -10,6 +10,7 @@ pub mod events;
 pub mod inbox;
 pub mod memberships;
 pub mod profiles;
+pub mod progress;
 pub mod projects;
 
 /// An item as DynamoDB holds it.
@@ -93,6 +94,22 @@ impl UpdateSpec {
             .set_condition_expression(self.condition)
             .set_expression_attribute_names((!self.names.is_empty()).then_some(self.names))
             .set_expression_attribute_values((!self.values.is_empty()).then_some(self.values))
+    }
+
+    /// The update as one action of a transaction, on `key` of `table`.
+    pub fn transact(self, table: &str, key: Item) -> aws_sdk_dynamodb::types::TransactWriteItem {
+        let update = aws_sdk_dynamodb::types::Update::builder()
+            .table_name(table)
+            .set_key(Some(key))
+            .update_expression(self.update)
+            .set_condition_expression(self.condition)
+            .set_expression_attribute_names((!self.names.is_empty()).then_some(self.names))
+            .set_expression_attribute_values((!self.values.is_empty()).then_some(self.values))
+            .build()
+            .expect("table, key and expression are set");
+        aws_sdk_dynamodb::types::TransactWriteItem::builder()
+            .update(update)
+            .build()
     }
 
     /// Sets the expressions on an UpdateItem request.
