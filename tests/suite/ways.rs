@@ -134,3 +134,89 @@ async fn without_a_bulk_queue_every_request_goes_live() {
     stack.pipeline().await.run_until_idle(100).await.unwrap();
     assert_eq!(counts(&stack.held().await, 701), (150, 150));
 }
+
+/// `GET /v1/segments/{id}` of a stack, as the project reads it.
+async fn segment_view(stack: &Stack, port: u16, audience: i64) -> serde_json::Value {
+    let headers = [
+        ("X-CleverTap-Account-Id", stack.project.id.as_str()),
+        ("X-CleverTap-Passcode", stack.project.passcode.as_str()),
+    ];
+    let (status, view) = http(
+        port,
+        "GET",
+        &format!("/v1/segments/{audience}"),
+        &headers,
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{view}");
+    view
+}
+
+#[tokio::test]
+async fn an_imports_progress_shows_in_the_read_api_from_queued_to_complete() {
+    let stack = Stack::with_bulk("ways-progress", Region::Eu1, LIVE_MAX).await;
+    let ts = 1_700_000_000_000;
+    stack
+        .send(&stack.subscription(801, "Imported", "add", ts - 1))
+        .await;
+    let port = stack.serve_http().await;
+    assert!(
+        segment_view(&stack, port, 801)
+            .await
+            .get("import")
+            .is_none(),
+        "nothing came the bulk way yet"
+    );
+
+    // An import and its redelivery, queued, not yet worked; a live request counts no progress.
+    let body = membership_body(&stack.project, "m-import", ts, 30, 801, "add");
+    stack.send(&body).await;
+    stack.send(&body).await;
+    stack
+        .send(&membership_body(
+            &stack.project,
+            "m-live",
+            ts,
+            2,
+            801,
+            "add",
+        ))
+        .await;
+    let queued = segment_view(&stack, port, 801).await;
+    let import = &queued["import"];
+    assert_eq!(import["received"], 30, "{queued}");
+    assert_eq!(
+        (import["applied"].as_u64(), import["remaining"].as_u64()),
+        (Some(0), Some(30))
+    );
+    assert_eq!(
+        (import["percent"].as_f64(), import["running"].as_bool()),
+        (Some(0.0), Some(true))
+    );
+    assert_eq!(
+        import["estimate_s"],
+        serde_json::Value::Null,
+        "nothing moves yet"
+    );
+
+    stack.pipeline().await.run_until_idle(100).await.unwrap();
+    let done = segment_view(&stack, port, 801).await;
+    let import = &done["import"];
+    assert_eq!(
+        (
+            import["received"].as_u64(),
+            import["resolved"].as_u64(),
+            import["applied"].as_u64()
+        ),
+        (Some(30), Some(30), Some(30)),
+        "{done}"
+    );
+    assert_eq!(
+        (import["percent"].as_f64(), import["running"].as_bool()),
+        (Some(100.0), Some(false))
+    );
+    assert!(import["rate_per_s"].as_f64().unwrap() > 0.0, "{done}");
+    // The live request's two users are the import's first two (the same customer ids).
+    assert_eq!(done["member_count"], 30);
+}

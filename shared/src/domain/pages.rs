@@ -13,7 +13,7 @@ use crate::domain::calendar::{day_of, days_ending, minute_of};
 use crate::domain::chart::{Series, bar_chart, line_chart};
 use crate::domain::region::Region;
 use crate::domain::views::{
-    DayView, EventView, EventsView, MembersView, PeopleView, ProfileView, ProfilesView,
+    DayView, EventView, EventsView, ImportView, MembersView, PeopleView, ProfileView, ProfilesView,
     SegmentView, SegmentsView, SyncView, SyncsView,
 };
 
@@ -254,6 +254,50 @@ fn stat(id: &str, label: &str, value: impl maud::Render) -> Markup {
     html! { div.stat { dt { (label) } dd data-stat=(id) { (value) } } }
 }
 
+/// Seconds as "about 2 min 10 s".
+fn duration_s(s: u64) -> String {
+    match s {
+        0..60 => format!("about {s} s"),
+        60..3600 => format!("about {} min {} s", s / 60, s % 60),
+        _ => format!("about {} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// A segment's import (what came the bulk way): a progress bar of done over received, its
+/// counts, the rate of the last minute and the time left at that rate.
+fn import_section(i: &ImportView) -> Markup {
+    let done = i.applied + i.skipped + i.failed;
+    let left = match (i.running, i.estimate_s) {
+        (false, _) => "none: complete".to_owned(),
+        (true, Some(s)) => duration_s(s),
+        (true, None) => "waiting for a worker".to_owned(),
+    };
+    html! {
+        section #import aria-labelledby="import-title" {
+            h2 #import-title { "Import" }
+            p.import-summary data-import="summary" {
+                @if i.running {
+                    (i.percent) " % · " (done) " of " (i.received) " changes done"
+                } @else {
+                    "Complete · " (done) " of " (i.received) " changes done"
+                }
+            }
+            progress #import-progress value=(done) max=(i.received) aria-labelledby="import-title" {
+                (i.percent) " %"
+            }
+            dl.stats {
+                (stat("import-received", "Received", i.received))
+                (stat("import-resolved", "Resolved", i.resolved))
+                (stat("import-applied", "Applied", i.applied))
+                (stat("import-skipped", "Skipped (anonymous or erased)", i.skipped))
+                (stat("import-failed", "Failed", i.failed))
+                (stat("import-rate", "Rate, last minute", format!("{:.1} changes/s", i.rate_per_s)))
+                (stat("import-left", "Time left", left))
+            }
+        }
+    }
+}
+
 /// `GET /console/segments/{id}`: statistics, charts, a page of members and Find People.
 pub fn segment_page(
     segment: &SegmentView,
@@ -285,6 +329,9 @@ pub fn segment_page(
             (stat("removed", "Removed (total)", segment.removed_total))
             (stat("last-sync", "Last sync", when(segment.last_sync_ms)))
             (stat("freshness", "Latest change, receipt to count", freshness(segment.freshness_ms)))
+        }
+        @if let Some(import) = &segment.import {
+            (import_section(import))
         }
         div.charts {
             (line_chart("members-chart", "Members at the end of each day (UTC), last 30 days",
@@ -684,6 +731,57 @@ mod tests {
     /// A view from the JSON the read API answers (the same type, read back).
     fn from<T: serde::de::DeserializeOwned>(json: Value) -> T {
         serde_json::from_value(json).expect("a view")
+    }
+
+    #[test]
+    fn a_running_import_shows_a_bar_of_done_over_received_its_rate_and_the_time_left() {
+        let mut segment: SegmentView = from(json!({"partner_segment_id": 7, "name": "Big",
+            "import": {"received": 20000, "resolved": 9000, "applied": 8000, "skipped": 500,
+                       "failed": 0, "remaining": 11500, "percent": 42.5, "rate_per_s": 400.0,
+                       "estimate_s": 29, "running": true}}));
+        let members: MembersView = from(json!({"members": []}));
+        let html = segment_page(&segment, &members, "/x", DEC_1)
+            .body
+            .into_string();
+        assert!(
+            html.contains(r#"<progress id="import-progress" value="8500" max="20000""#),
+            "{html}"
+        );
+        assert!(
+            html.contains("42.5 % · 8500 of 20000 changes done"),
+            "{html}"
+        );
+        assert!(html.contains("400.0 changes/s") && html.contains("about 29 s"));
+
+        segment.import.as_mut().unwrap().estimate_s = None;
+        let html = segment_page(&segment, &members, "/x", DEC_1)
+            .body
+            .into_string();
+        assert!(html.contains("waiting for a worker"));
+
+        let import = segment.import.as_mut().unwrap();
+        (
+            import.applied,
+            import.remaining,
+            import.running,
+            import.percent,
+        ) = (19_500, 0, false, 100.0);
+        let html = segment_page(&segment, &members, "/x", DEC_1)
+            .body
+            .into_string();
+        assert!(
+            html.contains("Complete · 20000 of 20000 changes done"),
+            "{html}"
+        );
+
+        segment.import = None;
+        let html = segment_page(&segment, &members, "/x", DEC_1)
+            .body
+            .into_string();
+        assert!(
+            !html.contains("import-progress"),
+            "nothing came the bulk way: no import shown"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub struct DayView {
 }
 
 /// A segment as the read API shows it (`archiving` is shown as `archived`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SegmentView {
     pub partner_segment_id: i64,
@@ -43,10 +43,57 @@ pub struct SegmentView {
     /// Days with activity, oldest first: on `GET /v1/segments/{id}` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<DayView>>,
+    /// Its import's progress, once anything came the bulk way: on `GET /v1/segments/{id}` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<ImportView>,
+}
+
+/// An audience's import (`domain::progress`): changes received the bulk way and how far they
+/// got. `applied + skipped + failed` are done; `percent` is done ÷ received.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImportView {
+    pub received: u64,
+    pub resolved: u64,
+    pub applied: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub remaining: u64,
+    /// Done ÷ received, in percent (one decimal; 100 only when nothing is left).
+    pub percent: f64,
+    /// Changes applied per second over the last minute.
+    pub rate_per_s: f64,
+    /// Seconds left at that rate; none when nothing is left or nothing is moving.
+    pub estimate_s: Option<u64>,
+    /// Whether changes are still waiting.
+    pub running: bool,
+    pub started_ms: Option<i64>,
+    pub last_ms: Option<i64>,
+}
+
+impl ImportView {
+    pub fn of(p: &crate::domain::progress::ImportProgress) -> Self {
+        // Floored to a tenth, so 99.96 % never shows as a finished 100.
+        let percent = (p.fraction * 1000.0).floor() / 10.0;
+        ImportView {
+            received: p.counts.received,
+            resolved: p.counts.resolved,
+            applied: p.counts.applied,
+            skipped: p.counts.skipped,
+            failed: p.counts.failed,
+            remaining: p.remaining,
+            percent,
+            rate_per_s: (p.rate_per_s * 10.0).round() / 10.0,
+            estimate_s: p.estimate_s,
+            running: p.remaining > 0,
+            started_ms: p.started_ms,
+            last_ms: p.last_ms,
+        }
+    }
 }
 
 /// `GET /v1/segments`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SegmentsView {
     pub segments: Vec<SegmentView>,

@@ -184,7 +184,8 @@ static DEFS: [TableDef; 6] = [
         indexes: &[],
         // Drives the background clearing of a removed segment.
         stream: true,
-        ttl_attribute: None,
+        // Import progress's rate buckets expire an hour on (`domain::progress`).
+        ttl_attribute: Some(keys::segments::EXPIRES_AT),
     },
     TableDef {
         table: Table::Memberships,

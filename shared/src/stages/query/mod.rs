@@ -26,8 +26,9 @@ use crate::domain::records::{
 use crate::domain::region::Region;
 use crate::domain::segment_state::SyncAction;
 use crate::domain::views::{
-    DayView, ErasuresView, EventView, EventsView, MemberView, MembersView, PeopleView, ProfileView,
-    ProfilesView, SegmentRef, SegmentView, SegmentsView, SyncView, SyncsView, UsageView,
+    DayView, ErasuresView, EventView, EventsView, ImportView, MemberView, MembersView, PeopleView,
+    ProfileView, ProfilesView, SegmentRef, SegmentView, SegmentsView, SyncView, SyncsView,
+    UsageView,
 };
 use crate::ports::profiles::Profiles as _;
 use crate::ports::projects::ProjectCache;
@@ -139,6 +140,7 @@ fn segment_view(segment: &Segment) -> SegmentView {
         last_sync_ms: segment.counts.last_sync_ms,
         freshness_ms: segment.counts.last_freshness_ms,
         history: None,
+        import: None,
     }
 }
 
@@ -448,13 +450,25 @@ impl Ctx<'_> {
             .store
             .segment_with_history(self.region, &self.project, id)
             .await?;
-        Ok(match found {
-            Some((segment, days)) => Ok(SegmentView {
-                history: Some(history_view(&days, segment.counts.member_count)),
-                ..segment_view(&segment)
-            }),
-            None => Err(fail(404, "segment not found")),
-        })
+        let Some((segment, days)) = found else {
+            return Ok(Err(fail(404, "segment not found")));
+        };
+        let now = now_ms();
+        let reading = crate::ports::inbox::Inbox::import_progress(
+            self.store,
+            self.region,
+            &self.project,
+            id,
+            now,
+        )
+        .await?;
+        Ok(Ok(SegmentView {
+            history: Some(history_view(&days, segment.counts.member_count)),
+            import: crate::domain::progress::import_progress(&reading, now)
+                .as_ref()
+                .map(ImportView::of),
+            ..segment_view(&segment)
+        }))
     }
 
     pub(crate) async fn members(
