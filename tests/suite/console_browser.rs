@@ -115,6 +115,18 @@ async fn text_of(c: &Client, css: &str) -> String {
         .unwrap()
 }
 
+/// The import progress bar's value and maximum, as the browser holds them.
+async fn import_bar(c: &Client) -> (f64, f64) {
+    let got = c
+        .execute(
+            "const p = document.querySelector('progress#import-progress'); return [p.value, p.max];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    (got[0].as_f64().unwrap(), got[1].as_f64().unwrap())
+}
+
 async fn sign_in(c: &Client, account: &str, passcode: &str) {
     c.find(Locator::Css("#account"))
         .await
@@ -158,6 +170,9 @@ async fn assert_accessible_basics(c: &Client) {
 #[ignore = "needs chromium and chromium-driver: scripts/test installs them and runs it"]
 async fn a_person_signs_in_and_follows_a_segment_to_a_profile_and_the_sync_log() {
     let data = ConsoleData::new("console-browser").await;
+    // An import of 12 into the segment waits for a bulk worker.
+    data.queue_import("console-import", CONSOLE_SEGMENT, 12)
+        .await;
     let segment = data.read(&format!("/v1/segments/{CONSOLE_SEGMENT}")).await;
     let driver = Driver::start().await;
     let c = browser(&driver).await;
@@ -247,7 +262,44 @@ async fn a_person_signs_in_and_follows_a_segment_to_a_profile_and_the_sync_log()
         .await
         .unwrap();
     assert_eq!(charts.len(), 2);
+    // The import waits: its bar at 0 of 12, nothing moving yet.
+    assert_eq!(import_bar(&c).await, (0.0, 12.0));
+    assert_eq!(
+        text_of(&c, "[data-import=summary]").await,
+        "0 % · 0 of 12 changes done"
+    );
+    assert_eq!(text_of(&c, "[data-stat=import-received]").await, "12");
+    assert_eq!(
+        text_of(&c, "[data-stat=import-left]").await,
+        "waiting for a worker"
+    );
     screenshot(&c, "4-segment").await;
+
+    // The bulk worker imports it: after a reload the bar is full and the members count it.
+    data.stack
+        .pipeline()
+        .await
+        .run_until_idle(50)
+        .await
+        .expect("pipeline");
+    c.refresh().await.unwrap();
+    wait_for_title(&c, CONSOLE_SEGMENT_NAME).await;
+    assert_eq!(import_bar(&c).await, (12.0, 12.0));
+    assert_eq!(
+        text_of(&c, "[data-import=summary]").await,
+        "Complete · 12 of 12 changes done"
+    );
+    let imported = data.read(&format!("/v1/segments/{CONSOLE_SEGMENT}")).await;
+    assert_eq!(imported["import"]["applied"], 12);
+    assert_eq!(
+        text_of(&c, "[data-stat=members]").await,
+        imported["member_count"].to_string()
+    );
+    assert_eq!(
+        imported["member_count"].as_i64(),
+        segment["member_count"].as_i64().map(|n| n + 12)
+    );
+    screenshot(&c, "4b-segment-imported").await;
     c.set_window_size(390, 900).await.unwrap();
     screenshot(&c, "5-segment-phone-width").await;
     let overflow = c
@@ -296,8 +348,9 @@ async fn a_person_signs_in_and_follows_a_segment_to_a_profile_and_the_sync_log()
         .unwrap();
     wait_for_title(&c, "Syncs").await;
     let requests = c.find_all(Locator::Css("#syncs tbody tr")).await.unwrap();
-    assert_eq!(requests.len(), 2);
-    assert!(text_of(&c, "#syncs").await.contains("console-m1"));
+    assert_eq!(requests.len(), 3);
+    let syncs = text_of(&c, "#syncs").await;
+    assert!(syncs.contains("console-m1") && syncs.contains("console-import"));
     screenshot(&c, "7-syncs").await;
 
     // 6. Signing out forgets the credentials: a reload shows the sign-in.

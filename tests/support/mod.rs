@@ -669,13 +669,17 @@ pub struct ConsoleData {
     pub today_ms: i64,
 }
 
+/// Console data's requests of more profiles than this go the bulk way.
+pub const CONSOLE_LIVE_MAX: usize = 5;
+
 /// The segment the console tests open; its name needs escaping.
 pub const CONSOLE_SEGMENT: i64 = 4242;
 pub const CONSOLE_SEGMENT_NAME: &str = "Cart <Abandoners> & co";
 
 impl ConsoleData {
     pub async fn new(test: &str) -> Self {
-        let stack = Stack::new(test, Region::Eu1).await;
+        // Both ways: the requests here are small (live); an import (`queue_import`) goes bulk.
+        let stack = Stack::with_bulk(test, Region::Eu1, CONSOLE_LIVE_MAX).await;
         let today_ms = shared::domain::protocol::now_ms();
         let yesterday_ms = today_ms - 86_400_000;
         stack
@@ -728,6 +732,24 @@ impl ConsoleData {
             yesterday_ms,
             today_ms,
         }
+    }
+
+    /// Sends an import of `profiles` new customers joining `audience` (a request larger than
+    /// live ones, so it goes the bulk way) and leaves it queued: it waits for a bulk worker
+    /// until the stack's pipeline runs.
+    pub async fn queue_import(&self, message_id: &str, audience: i64, profiles: usize) {
+        assert!(profiles > CONSOLE_LIVE_MAX, "an import goes the bulk way");
+        let body = serde_json::json!({
+            "type": "audience_membership_change_request", "id": message_id,
+            "timestamp_ms": self.today_ms, "account": self.stack.project.account(),
+            "user_profiles": (0..profiles).map(|i| serde_json::json!({
+                "user_identities": [raw("customer", &format!("imported-{i}"))],
+                "mpid": format!("{}", 5000 + i),
+                "audiences": [{"audience_id": audience, "action": "add",
+                               "audience_subscription_settings": {"userIdType": "customer"}}]
+            })).collect::<Vec<_>>()
+        });
+        self.stack.send(&body.to_string()).await;
     }
 
     /// The read API's credentials headers.

@@ -268,7 +268,7 @@ fn duration_s(s: u64) -> String {
 fn import_section(i: &ImportView) -> Markup {
     let done = i.applied + i.skipped + i.failed;
     let left = match (i.running, i.estimate_s) {
-        (false, _) => "none: complete".to_owned(),
+        (false, _) => "none (complete)".to_owned(),
         (true, Some(s)) => duration_s(s),
         (true, None) => "waiting for a worker".to_owned(),
     };
