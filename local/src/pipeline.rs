@@ -6,7 +6,7 @@ use shared::bus::Bus;
 use shared::domain::region::Region;
 use shared::stages::pipeline::{
     MATERIALIZE_INBOX_FILTER, MATERIALIZE_SEGMENTS_FILTER, PUBLISH_BATCH_SIZE,
-    PUBLISH_EVENTS_FILTER, RESOLVE_INBOX_FILTER, STREAM_BATCH_SIZE,
+    PUBLISH_BULK_EVENTS_FILTER, PUBLISH_EVENTS_FILTER, RESOLVE_INBOX_FILTER, STREAM_BATCH_SIZE,
 };
 use shared::store::Store;
 use shared::store::tables::{Table, TableNames};
@@ -186,13 +186,17 @@ impl LocalPipeline {
         let streams = streams_client(endpoint);
         for &region in regions {
             let events = stream_arn(client, &self.names.name(region, Table::Events)).await?;
-            self.publish.push(Mapping::new(
-                // Events are small: a page holds what 10 batches run.
-                StreamPoller::new(streams.clone(), events).with_page_limit(1_000),
-                PUBLISH_EVENTS_FILTER,
-                PUBLISH_BATCH_SIZE,
-                shared::stages::pipeline::STREAM_PARALLELIZATION_FACTOR as usize,
-            ));
+            // Two readers of the stream, as deployed: the live way's events (and notices), and
+            // the bulk way's, each with its own position and lanes.
+            for filter in [PUBLISH_EVENTS_FILTER, PUBLISH_BULK_EVENTS_FILTER] {
+                self.publish.push(Mapping::new(
+                    // Events are small: a page holds what 10 batches run.
+                    StreamPoller::new(streams.clone(), events.clone()).with_page_limit(1_000),
+                    filter,
+                    PUBLISH_BATCH_SIZE,
+                    shared::stages::pipeline::STREAM_PARALLELIZATION_FACTOR as usize,
+                ));
+            }
         }
         self.bus = Some(bus);
         Ok(())

@@ -460,6 +460,7 @@ fn in_flight_add(bob: &str, audience: i64) -> shared::domain::changes::Membershi
         profile_index: 0,
         entry_index: 0,
         received_ms: None,
+        way: Default::default(),
     }
 }
 

@@ -402,3 +402,39 @@ async fn a_rule_for_added_on_one_segment_gets_only_those_events() {
             .all(|e| e["detail"]["action"] == "Added" && e["detail"]["partner_segment_id"] == CART)
     );
 }
+
+#[tokio::test]
+async fn an_imports_events_and_live_ones_are_each_published_once_by_their_ways_mapping() {
+    // Requests of more than 3 profiles go the bulk way.
+    let mut f = FeedStack::with_bulk("feed-ways", 3).await;
+    let base = now_ms() - 10 * HOUR;
+    f.stack
+        .send(&f.stack.subscription(CART, "Cart Abandoners", "add", base))
+        .await;
+    let import: Vec<Value> = (1..=6).map(|n| person(n, "add", CART)).collect();
+    f.stack
+        .send(&f.stack.batch("import-1", base + 7 * HOUR, json!(import)))
+        .await;
+    f.stack
+        .send(&f.stack.batch(
+            "live-1",
+            base + 7 * HOUR,
+            json!([person(7, "add", CART), person(8, "add", CART)]),
+        ))
+        .await;
+    let events = f.published().await;
+    let ids: BTreeSet<&str> = of_type(&events, "Partner Sync")
+        .iter()
+        .map(|e| e["detail"]["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        (events.len(), ids.len()),
+        (8, 8),
+        "each event once, whichever mapping carried it: {events:#?}"
+    );
+    assert!(ids.iter().any(|id| id.starts_with("import-1:")));
+    assert!(ids.iter().any(|id| id.starts_with("live-1:")));
+    assert_nothing_personal(&events);
+    // Which way each came is ours, not the subscriber's: the detail does not say.
+    assert!(events.iter().all(|e| e["detail"].get("way").is_none()));
+}

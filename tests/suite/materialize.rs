@@ -22,6 +22,7 @@ fn change(ct: &str, aud: i64, action: ChangeAction, ts: i64, msg: &str) -> Membe
         profile_index: 0,
         entry_index: 0,
         received_ms: None,
+        way: Default::default(),
     }
 }
 

@@ -17,7 +17,8 @@ use shared::domain::protocol::{MembershipRequest, ParsedRequest, Request, Subscr
 use shared::domain::region::Region;
 use shared::stages::pipeline::{
     MATERIALIZE_INBOX_FILTER, MATERIALIZE_SEGMENTS_FILTER, PUBLISH_BATCH_SIZE,
-    PUBLISH_EVENTS_FILTER, RESOLVE_INBOX_FILTER, STREAM_BATCH_SIZE, STREAM_PARALLELIZATION_FACTOR,
+    PUBLISH_BULK_EVENTS_FILTER, PUBLISH_EVENTS_FILTER, RESOLVE_INBOX_FILTER, STREAM_BATCH_SIZE,
+    STREAM_PARALLELIZATION_FACTOR,
 };
 use shared::store::tables::{Table, TableDef, TableNames, table_def, table_defs};
 
@@ -355,6 +356,13 @@ fn stream_mappings_filter_like_the_pipeline_and_never_drop_records_silently() {
             PUBLISH_BATCH_SIZE,
             Some(STREAM_PARALLELIZATION_FACTOR),
         ),
+        (
+            "publish",
+            Table::Events,
+            PUBLISH_BULK_EVENTS_FILTER,
+            PUBLISH_BATCH_SIZE,
+            Some(STREAM_PARALLELIZATION_FACTOR),
+        ),
     ];
     let mappings = resources(&t, "AWS::Lambda::EventSourceMapping");
     assert_eq!(
@@ -362,6 +370,14 @@ fn stream_mappings_filter_like_the_pipeline_and_never_drop_records_silently() {
         expected.len(),
         "exactly the pipeline's mappings"
     );
+    // DynamoDB Streams serves at most two readers a shard at once: no stream gets a third.
+    let mut readers: std::collections::BTreeMap<String, usize> = Default::default();
+    for (_, m) in &mappings {
+        *readers
+            .entry(m["Properties"]["EventSourceArn"].to_string())
+            .or_default() += 1;
+    }
+    assert!(readers.values().all(|n| *n <= 2), "{readers:?}");
     for (binary, table, filter, batch, parallel) in expected {
         let f = function_id(&t, binary);
         let tid = table_id(&t, table);
@@ -370,11 +386,24 @@ fn stream_mappings_filter_like_the_pipeline_and_never_drop_records_silently() {
             .iter()
             .copied()
             .filter(|(_, m)| {
+                let patterns = m["Properties"]["FilterCriteria"]["Filters"].as_array();
+                let filters_so = patterns.is_some_and(|p| {
+                    p.iter().any(|f| {
+                        f["Pattern"]
+                            .as_str()
+                            .and_then(|s| serde_json::from_str::<Value>(s).ok())
+                            == serde_json::from_str::<Value>(filter).ok()
+                    })
+                });
                 m["Properties"]["FunctionName"] == json!({"Ref": f})
                     && m["Properties"]["EventSourceArn"] == stream
+                    && filters_so
             })
             .collect();
-        let (id, m) = the_one(found, &format!("mapping {table} stream → {binary}"));
+        let (id, m) = the_one(
+            found,
+            &format!("mapping {table} stream → {binary}, {filter}"),
+        );
         let p = &m["Properties"];
         let ctx = format!("{id} ({table} → {binary})");
 
@@ -1255,6 +1284,36 @@ fn passes_filter(pattern: &Value, value: &Value) -> bool {
     local::streams::matches_filter(pattern, value)
 }
 
+#[test]
+fn an_events_record_passes_exactly_one_publish_filter_by_its_way() {
+    let record = |way: Option<&str>, event: &str| {
+        let mut image = json!({"event": {"S": event}, "project_id": {"S": "p"}});
+        if let Some(way) = way {
+            image["way"] = json!({"S": way});
+        }
+        json!({"eventName": "INSERT", "dynamodb": {"NewImage": image}})
+    };
+    let passes = |f: &str, r: &Value| passes_filter(&serde_json::from_str(f).unwrap(), r);
+    for (r, live, bulk) in [
+        (record(None, "Partner Sync"), true, false),
+        (record(Some("bulk"), "Partner Sync"), false, true),
+        (record(None, "Profile Erased"), true, false),
+        (record(None, "Segment Cleared"), true, false),
+    ] {
+        assert_eq!(
+            (
+                passes(PUBLISH_EVENTS_FILTER, &r),
+                passes(PUBLISH_BULK_EVENTS_FILTER, &r)
+            ),
+            (live, bulk),
+            "{r}"
+        );
+    }
+    let mut removed = record(Some("bulk"), "Partner Sync");
+    removed["eventName"] = json!("REMOVE");
+    assert!(!passes(PUBLISH_BULK_EVENTS_FILTER, &removed));
+}
+
 /// A stream event file: one record, from `table`, passing `filter` (and only that one of ours).
 fn stream_event(name: &str, table: Table, filter: &str) -> StreamEvent {
     let text = event_text(name);
@@ -1270,6 +1329,7 @@ fn stream_event(name: &str, table: Table, filter: &str) -> StreamEvent {
         MATERIALIZE_INBOX_FILTER,
         MATERIALIZE_SEGMENTS_FILTER,
         PUBLISH_EVENTS_FILTER,
+        PUBLISH_BULK_EVENTS_FILTER,
     ] {
         let pattern: Value = serde_json::from_str(f).unwrap();
         let passes = passes_filter(&pattern, r);
@@ -1281,7 +1341,7 @@ fn stream_event(name: &str, table: Table, filter: &str) -> StreamEvent {
             let table_of = |f: &str| {
                 if f == MATERIALIZE_SEGMENTS_FILTER {
                     Table::Segments
-                } else if f == PUBLISH_EVENTS_FILTER {
+                } else if f == PUBLISH_EVENTS_FILTER || f == PUBLISH_BULK_EVENTS_FILTER {
                     Table::Events
                 } else {
                     Table::Inbox
@@ -1395,6 +1455,7 @@ fn sample_changes(batch: &MembershipRequest<'_>) -> Vec<MembershipChange> {
         profile_index,
         entry_index: 0,
         received_ms: None,
+        way: Default::default(),
     };
     vec![
         change(

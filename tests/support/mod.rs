@@ -793,7 +793,16 @@ impl FeedStack {
 
     /// `client`: the publisher's EventBridge client (e.g. through `local::faults`).
     pub async fn with_bus_client(test: &str, client: Option<aws_sdk_eventbridge::Client>) -> Self {
-        let stack = Stack::new(test, Region::Eu1).await;
+        Self::over(Stack::new(test, Region::Eu1).await, client).await
+    }
+
+    /// A feed stack with both ways: requests of more than `live_max_profiles` go bulk.
+    pub async fn with_bulk(test: &str, live_max_profiles: usize) -> Self {
+        let stack = Stack::with_bulk(test, Region::Eu1, live_max_profiles).await;
+        Self::over(stack, None).await
+    }
+
+    async fn over(stack: Stack, client: Option<aws_sdk_eventbridge::Client>) -> Self {
         let feed = local::feed::LocalFeed::new(&eventbridge_endpoint());
         let bus = format!("{}-engage", stack.names.prefix());
         feed.create_bus(&bus).await.expect("bus");

@@ -552,6 +552,7 @@ async fn main() {
                     profile_index: i % 500,
                     entry_index: 0,
                     received_ms: None,
+                    way: Default::default(),
                 })
                 .collect();
             let before = meter.read();

@@ -38,6 +38,14 @@ pub struct MembershipChange {
     /// (changes handed on before it was recorded have none).
     #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     pub received_ms: Option<i64>,
+    /// The way its request came (`domain::ways`): its Partner Sync event is published by that
+    /// way's feed mapping, so a live change's event never waits behind an import's.
+    #[serde(
+        rename = "w",
+        default,
+        skip_serializing_if = "crate::domain::ways::Way::is_live"
+    )]
+    pub way: crate::domain::ways::Way,
 }
 
 impl MembershipChange {
@@ -98,6 +106,7 @@ mod tests {
             profile_index: p,
             entry_index: 0,
             received_ms: None,
+            way: Default::default(),
         }
     }
 

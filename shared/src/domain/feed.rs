@@ -83,6 +83,11 @@ pub struct SyncEventRow {
     pub version: Option<String>,
     pub initial_sync: bool,
     pub segment_activated_ms: Option<i64>,
+    /// When authorize received the change's request (absent on events written before it was
+    /// recorded): the feed's end-to-end latency counts from there.
+    pub received_ms: Option<i64>,
+    /// The way the change came, and so the feed mapping that publishes it.
+    pub way: crate::domain::ways::Way,
 }
 
 /// The five Partner Sync properties under the product page's names.
@@ -125,6 +130,11 @@ pub struct FeedEntry {
     pub detail: String,
     /// The event's recorded time: the entry's `Time`, and where the publish lag counts from.
     pub recorded_ms: i64,
+    /// When its change's request was received (Partner Sync events that know it): where the
+    /// end-to-end latency counts from.
+    pub received_ms: Option<i64>,
+    /// The way its change came (notices: live).
+    pub way: crate::domain::ways::Way,
 }
 
 impl FeedEntry {
@@ -177,6 +187,8 @@ pub fn partner_sync_entry(row: &SyncEventRow, region: Region) -> FeedEntry {
         kind: FeedKind::PartnerSync,
         detail: serde_json::to_string(&detail).expect("a feed detail serializes"),
         recorded_ms,
+        received_ms: row.received_ms,
+        way: row.way,
     }
 }
 
@@ -198,6 +210,8 @@ impl FeedNotice {
             kind: self.kind,
             detail: self.detail.clone(),
             recorded_ms: self.recorded_ms,
+            received_ms: None,
+            way: Default::default(),
         }
     }
 }
@@ -326,6 +340,8 @@ mod tests {
             version: None,
             initial_sync: false,
             segment_activated_ms: Some(1_699_999_000_000),
+            received_ms: None,
+            way: Default::default(),
         }
     }
 
@@ -406,6 +422,8 @@ mod tests {
             kind: FeedKind::PartnerSync,
             detail: "x".repeat(100),
             recorded_ms: 0,
+            received_ms: None,
+            way: Default::default(),
         };
         let entries = vec![small.clone(); 23];
         let sizes: Vec<usize> = put_batches(&entries).iter().map(|r| r.len()).collect();

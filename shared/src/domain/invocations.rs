@@ -57,6 +57,10 @@ pub struct PublishBatch {
     pub records_failed: u64,
     /// Per entry put: milliseconds from its recorded time to the `PutEvents` that took it.
     pub lag_ms: Vec<f64>,
+    /// Per Partner Sync entry put that knows its receipt: milliseconds from authorize's receipt
+    /// of its request to the `PutEvents` that took it, the live way's and the bulk way's.
+    pub feed_latency_ms: Vec<f64>,
+    pub feed_latency_bulk_ms: Vec<f64>,
 }
 
 /// What DynamoDB made the store do again: counts since the process started

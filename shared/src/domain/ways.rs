@@ -21,6 +21,10 @@ pub enum Way {
 }
 
 impl Way {
+    pub fn is_live(&self) -> bool {
+        *self == Way::Live
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Way::Live => "live",

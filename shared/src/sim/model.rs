@@ -67,6 +67,7 @@ fn change_of(
         profile_index: profile as u32,
         entry_index: entry as u32,
         received_ms: None,
+        way: Default::default(),
     }
 }
 

@@ -786,6 +786,7 @@ mod on_the_twin {
             profile_index: 0,
             entry_index: 0,
             received_ms: None,
+            way: Default::default(),
         };
         crate::stages::materialize::materialize_changes(twin, R, P, &[change])
             .await
@@ -986,6 +987,7 @@ mod on_the_twin {
                     profile_index: 0,
                     entry_index: i as u32,
                     received_ms: None,
+                    way: Default::default(),
                 })
                 .collect();
             crate::stages::materialize::materialize_changes(&twin, R, P, &bob)

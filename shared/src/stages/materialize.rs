@@ -1048,6 +1048,7 @@ mod tests {
             profile_index: 0,
             entry_index: 0,
             received_ms: None,
+            way: Default::default(),
         }
     }
 
@@ -1269,6 +1270,7 @@ mod on_the_twin {
             profile_index: 0,
             entry_index: 0,
             received_ms: None,
+            way: Default::default(),
         }
     }
 

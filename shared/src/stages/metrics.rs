@@ -137,8 +137,9 @@ impl Metrics {
         r
     }
 
-    /// A publish invocation: entries put by kind, entry failures, records handed back, and the
-    /// lag from each event's recorded time to the `PutEvents` that took it.
+    /// A publish invocation: entries put by kind, entry failures, records handed back, the lag
+    /// from each event's recorded time to the `PutEvents` that took it, and each way's end to end
+    /// latency from our receipt of the change.
     pub fn publish(&self, b: &PublishBatch, duration: Duration) -> Record {
         let mut r = self.record();
         r.count("FeedRecords", b.records)
@@ -152,6 +153,17 @@ impl Metrics {
             .count("PublishFailedEntries", b.failed_entries)
             .count("PublishRecordsFailed", b.records_failed)
             .values("PublishLag", Unit::Milliseconds, b.lag_ms.iter().copied())
+            // End to end, our receipt to the bus, per way (no per-project dimension).
+            .values(
+                "FeedLatency",
+                Unit::Milliseconds,
+                b.feed_latency_ms.iter().copied(),
+            )
+            .values(
+                "FeedLatencyBulk",
+                Unit::Milliseconds,
+                b.feed_latency_bulk_ms.iter().copied(),
+            )
             .values(
                 "Duration",
                 Unit::Milliseconds,

@@ -11,8 +11,14 @@ pub const MATERIALIZE_INBOX_FILTER: &str = r#"{"eventName":["MODIFY"],"dynamodb"
 pub const MATERIALIZE_SEGMENTS_FILTER: &str =
     r#"{"eventName":["INSERT","MODIFY"],"dynamodb":{"NewImage":{"status":{"S":["archiving"]}}}}"#;
 
-/// publish ← events: new Partner Sync events and feed notices (never their deletions).
-pub const PUBLISH_EVENTS_FILTER: &str = r#"{"eventName":["INSERT"],"dynamodb":{"NewImage":{"event":{"S":["Partner Sync","Profile Erased","Segment Cleared"]}}}}"#;
+/// publish ← events: new Partner Sync events of the live way and feed notices (never their
+/// deletions). A bulk event carries `way` and is the other mapping's, so a live change's event
+/// never waits behind an import's: this mapping's reader passes over them without an invocation.
+pub const PUBLISH_EVENTS_FILTER: &str = r#"{"eventName":["INSERT"],"dynamodb":{"NewImage":{"event":{"S":["Partner Sync","Profile Erased","Segment Cleared"]},"way":{"S":[{"exists":false}]}}}}"#;
+
+/// publish ← events, the bulk way's mapping (the stream's second reader): new Partner Sync
+/// events of imports.
+pub const PUBLISH_BULK_EVENTS_FILTER: &str = r#"{"eventName":["INSERT"],"dynamodb":{"NewImage":{"event":{"S":["Partner Sync"]},"way":{"S":["bulk"]}}}}"#;
 
 /// Records per publish invocation: events are small (under 1 KB), and ten `PutEvents` calls of
 /// ten entries each carry a batch.

@@ -18,6 +18,7 @@ use futures::stream::{self, StreamExt};
 use crate::domain::feed::{FeedEntry, FeedKind, partner_sync_entry, put_batches};
 use crate::domain::invocations::PublishBatch;
 use crate::domain::protocol::now_ms;
+use crate::domain::ways::Way;
 use crate::ports::bus::{EntryOutcome, EventBus};
 use crate::stages::stream::{failure, record_source, response};
 use crate::store::feed::{FeedRecord, feed_record_of_image};
@@ -131,6 +132,13 @@ pub async fn handle_event(
             match at {
                 Some(t) => {
                     batch.lag_ms.push((t - entry.recorded_ms).max(0) as f64);
+                    if let Some(received) = entry.received_ms {
+                        let end_to_end = (t - received).max(0) as f64;
+                        match entry.way {
+                            Way::Live => batch.feed_latency_ms.push(end_to_end),
+                            Way::Bulk => batch.feed_latency_bulk_ms.push(end_to_end),
+                        }
+                    }
                     match entry.kind {
                         FeedKind::PartnerSync => batch.partner_sync += 1,
                         FeedKind::ProfileErased => batch.profiles_erased += 1,
@@ -191,6 +199,67 @@ mod tests {
         r.change.new_image = item.into();
         r.change.sequence_number = Some(format!("{n:05}"));
         r
+    }
+
+    /// A stream record of a Partner Sync event of change `n`, the way given, received at 1,000.
+    fn sync_record(n: usize, way: Way) -> EventRecord {
+        use crate::domain::changes::{ChangeAction, MembershipChange};
+        use crate::domain::segment_state::SyncAction;
+        use crate::ports::memberships::EventSegment;
+        use crate::store::segment_item::SegmentLayout;
+        let change = MembershipChange {
+            clevertap_id: format!("ct-{n}"),
+            identity: None,
+            audience_id: 7,
+            audience_name: None,
+            action: ChangeAction::Add,
+            ts_ms: 900,
+            message_id: "m".into(),
+            profile_index: n as u32,
+            entry_index: 0,
+            received_ms: Some(1_000),
+            way,
+        };
+        let segment = EventSegment {
+            name: "S",
+            activated_ms: None,
+        };
+        let layout = SegmentLayout {
+            audience_id: 7,
+            buckets: 64,
+        };
+        let item = crate::store::rows::events::event_item(
+            "P1",
+            layout,
+            &change,
+            SyncAction::Added,
+            segment,
+            2_000,
+        );
+        let mut r = notice_record(n, Table::Events);
+        r.change.new_image = item.into();
+        r
+    }
+
+    #[tokio::test]
+    async fn each_ways_end_to_end_latency_is_measured_from_the_changes_receipt() {
+        let bus = TwinBus::new();
+        let records = (0..3)
+            .map(|n| sync_record(n, Way::Live))
+            .chain((3..5).map(|n| sync_record(n, Way::Bulk)));
+        let (response, batch) = handle_event(&bus, &names(), event(records)).await;
+        assert!(failed(&response).is_empty());
+        assert_eq!(batch.partner_sync, 5);
+        assert_eq!(
+            (
+                batch.feed_latency_ms.len(),
+                batch.feed_latency_bulk_ms.len()
+            ),
+            (3, 2)
+        );
+        // Put now: from the receipt at 1,000 ms, at least as long as from the recording at 2,000.
+        let min = |v: &[f64]| v.iter().copied().fold(f64::MAX, f64::min);
+        assert!(min(&batch.feed_latency_ms) >= min(&batch.lag_ms) + 1_000.0);
     }
 
     fn event(records: impl IntoIterator<Item = EventRecord>) -> Event {

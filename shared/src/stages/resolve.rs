@@ -444,6 +444,7 @@ fn plan_chunk(
                 profile_index: r.profile.index,
                 entry_index: e as u32,
                 received_ms: Some(row.received_ms),
+                way: row.way,
             });
         }
     }

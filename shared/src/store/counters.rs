@@ -793,6 +793,7 @@ mod tests {
             profile_index: 0,
             entry_index: 0,
             received_ms,
+            way: Default::default(),
         };
         let mut tally = ShardTally::default();
         tally.count(SyncAction::Added, &at(dec_1 - 1, Some(5)));

@@ -42,6 +42,9 @@ struct FeedImage {
     initial_sync: Option<bool>,
     activated_ms: Option<i64>,
     detail: Option<String>,
+    received_ms: Option<i64>,
+    #[serde(default)]
+    way: crate::domain::ways::Way,
 }
 
 /// The feed record of a stream record's new image.
@@ -54,6 +57,8 @@ pub fn feed_record_of_image(image: &serde_dynamo::Item) -> Result<FeedRecord, St
             kind,
             detail: i.detail.clone().ok_or_else(|| missing("detail"))?,
             recorded_ms: i.recorded_ms.ok_or_else(|| missing("recorded_ms"))?,
+            received_ms: None,
+            way: Default::default(),
         }));
     }
     let action = match i.action.as_deref() {
@@ -74,6 +79,8 @@ pub fn feed_record_of_image(image: &serde_dynamo::Item) -> Result<FeedRecord, St
         version: i.version,
         initial_sync: i.initial_sync.unwrap_or(false),
         segment_activated_ms: i.activated_ms,
+        received_ms: i.received_ms,
+        way: i.way,
     }))
 }
 

@@ -263,6 +263,12 @@ pub mod events {
     pub const CLEVERTAP_ID: &str = "clevertap_id";
     /// What the item is: "Partner Sync", or a feed notice's kind (`domain::feed::FeedKind`).
     pub const EVENT: &str = "event";
+    /// `bulk` on an event of the bulk way (absent on the live way's): which feed mapping
+    /// publishes it.
+    pub const WAY: &str = "way";
+    /// When authorize received the change's request (ms): where the feed's end-to-end latency
+    /// counts from.
+    pub const RECEIVED_MS: &str = "received_ms";
     /// When materialize wrote the event (ms): where the feed's publish lag counts from.
     pub const RECORDED_MS: &str = "recorded_ms";
     /// The change's version (`MembershipChange::version`): the feed's per-profile order.

@@ -678,6 +678,7 @@ mod tests {
                     profile_index: 0,
                     entry_index: 0,
                     received_ms: None,
+                    way: Default::default(),
                 };
                 (change, SyncAction::Added)
             })

@@ -90,6 +90,8 @@ fn entries(n: usize) -> Vec<FeedEntry> {
             kind: FeedKind::ProfileErased,
             detail: format!(r#"{{"event_id":"contract-{i}","n":{i}}}"#),
             recorded_ms: 1_700_000_000_000 + i as i64,
+            received_ms: None,
+            way: Default::default(),
         })
         .collect()
 }

@@ -72,6 +72,7 @@ fn change(ct: &str, action: ChangeAction, ts_ms: i64, message: &str) -> Membersh
         profile_index: 0,
         entry_index: 0,
         received_ms: None,
+        way: Default::default(),
     }
 }
 

@@ -354,6 +354,7 @@ impl Current {
             profile_index: r.profile.index,
             entry_index: e as u32,
             received_ms: None,
+            way: Default::default(),
         }
         .version();
         // A profile not created yet starts as a non-member.

@@ -63,6 +63,14 @@ pub fn event_item(
     if let Some(activated) = segment.activated_ms {
         item.insert(ek::ACTIVATED_MS.to_owned(), n(activated));
     }
+    // The bulk way's events go to its own feed mapping (its filter takes `way`, the live
+    // mapping's only events without it).
+    if !change.way.is_live() {
+        item.insert(ek::WAY.to_owned(), s(change.way.as_str()));
+    }
+    if let Some(received) = change.received_ms {
+        item.insert(ek::RECEIVED_MS.to_owned(), n(received));
+    }
     // Find People of a one-bucket segment (one created before buckets) reads `by_segment`; a
     // bucketed segment's reads its rows' history instead, so its events stay out of the index.
     if layout.buckets <= 1 {
