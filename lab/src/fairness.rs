@@ -3,9 +3,10 @@
 //!
 //! 1. an importer alone: its rate (the yardstick for 3);
 //! 2. paced single live changes of another project on the idle stack: how long each takes to be
-//!    visible (its membership row a member), measured from the 200;
-//! 3. the same live changes while the importer imports again: their visibility, and the
-//!    importer's rate beside them;
+//!    visible (its membership row a member) and to be delivered from the engage bus (a rule for
+//!    that project's events to a queue of the EventBridge stand-in), measured from the 200;
+//! 3. the same live changes while the importer imports again: their visibility and delivery, and
+//!    the importer's rate beside them;
 //! 4. two importers of different sizes at once: each one's share of what was applied while both
 //!    ran.
 //!
@@ -77,7 +78,13 @@ struct Stack {
     auth: String,
     client: aws_sdk_dynamodb::Client,
     names: TableNames,
+    /// The engage feed and a subscription to the live project's events, when the EventBridge
+    /// stand-in runs (`EVENTBRIDGE_ENDPOINT`).
+    feed: Option<(local::feed::LocalFeed, local::feed::Subscription)>,
 }
+
+/// The project whose single live changes are timed.
+const LIVE_TENANT: &str = "FAIR-LIVE";
 
 impl Stack {
     async fn tenant(&self, id: &str) -> Tenant {
@@ -200,17 +207,51 @@ async fn applied(
     }
 }
 
+/// What paced live changes came to (ms each, from the 200).
+struct LiveFigures {
+    visible: Vec<f64>,
+    /// To their Partner Sync event's delivery from the bus (none without the stand-in).
+    delivered: Vec<f64>,
+    /// What one write to a streamed table took meanwhile (the engine's own latency).
+    engine: Vec<f64>,
+}
+
+/// Delivered events of the live project, by message id, with when the bench took them off the
+/// queue, until `done`: polled every 20 ms (the stand-in delivers at `PutEvents`).
+async fn watch_feed(
+    stack: &Stack,
+    done: &AtomicBool,
+) -> std::collections::HashMap<String, Instant> {
+    let mut arrived = std::collections::HashMap::new();
+    let Some((feed, subscription)) = &stack.feed else {
+        return arrived;
+    };
+    loop {
+        let finished = done.load(Ordering::Acquire);
+        for e in feed.take(subscription).await.unwrap_or_default() {
+            let id = e["detail"]["event_id"].as_str().unwrap_or_default();
+            let message = id.split(':').next().unwrap_or_default().to_owned();
+            arrived.entry(message).or_insert_with(Instant::now);
+        }
+        if finished {
+            return arrived;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Paced live changes: one every `every`, each a new person joining `audience`; answers each
-/// one's milliseconds from its 200 to its membership being visible, and what one write to a
-/// streamed table took meanwhile, every 100 ms (DynamoDB Local's own latency at that moment: the
-/// share of the wait that is the engine's, which real DynamoDB does not share between tenants).
+/// one's milliseconds from its 200 to its membership being visible and to its event's delivery,
+/// and what one write to a streamed table took meanwhile, every 100 ms (DynamoDB Local's own
+/// latency at that moment: the share of the wait that is the engine's, which real DynamoDB does
+/// not share between tenants).
 async fn live_changes(
     stack: &Stack,
     tenant: &Tenant,
     tag: &str,
     audience: i64,
     plan: Plan,
-) -> (Vec<f64>, Vec<f64>) {
+) -> LiveFigures {
     let one = |i: usize| async move {
         tokio::time::sleep(plan.live_every * i as u32).await;
         let identity = format!("{tag}-{i}");
@@ -222,7 +263,11 @@ async fn live_changes(
             // Fine at first (an idle stack answers in well under a second), coarser later.
             poll = (poll * 5 / 4).min(Duration::from_millis(500));
         }
-        accepted.elapsed().as_secs_f64() * 1000.0
+        (
+            format!("live-{identity}"),
+            accepted,
+            accepted.elapsed().as_secs_f64() * 1000.0,
+        )
     };
     let done = AtomicBool::new(false);
     let probe = async {
@@ -242,10 +287,36 @@ async fn live_changes(
         done.store(true, Ordering::Release);
         latencies
     };
-    tokio::join!(changes, probe)
+    let (changes, engine, mut arrived) = tokio::join!(changes, probe, watch_feed(stack, &done));
+    if stack.feed.is_some() {
+        // Events still on their way once every change was visible: read until each is in (half
+        // a minute at most; a missing one shows as a smaller `n`).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let still = AtomicBool::new(true);
+        while changes.iter().any(|(m, _, _)| !arrived.contains_key(m)) && Instant::now() < deadline
+        {
+            arrived.extend(watch_feed(stack, &still).await);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    LiveFigures {
+        visible: changes.iter().map(|(_, _, ms)| *ms).collect(),
+        delivered: changes
+            .iter()
+            .filter_map(|(m, accepted, _)| {
+                arrived
+                    .get(m)
+                    .map(|at| at.saturating_duration_since(*accepted).as_secs_f64() * 1000.0)
+            })
+            .collect(),
+        engine,
+    }
 }
 
 fn percentiles(mut v: Vec<f64>) -> Value {
+    if v.is_empty() {
+        return json!({"n": 0});
+    }
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
     json!({"p50_ms": at(0.5), "p99_ms": at(0.99), "max_ms": at(1.0), "n": v.len()})
@@ -262,20 +333,56 @@ pub async fn run(client: &aws_sdk_dynamodb::Client, endpoint_url: &str, plan: Pl
     if plan.two_ways {
         endpoint = endpoint.with_bulk_queue(shared::bulk::BulkQueue::Local(queue.clone()));
     }
-    let stack = Stack {
-        endpoint,
-        store: store.clone(),
-        auth: format!("Token {CALLER}"),
-        client: client.clone(),
-        names: names.clone(),
-    };
-    let mut pipeline =
-        local::pipeline::LocalPipeline::new(client, endpoint_url, store, names.clone(), &[REGION])
-            .await
-            .unwrap();
+    let mut pipeline = local::pipeline::LocalPipeline::new(
+        client,
+        endpoint_url,
+        store.clone(),
+        names.clone(),
+        &[REGION],
+    )
+    .await
+    .unwrap();
     if plan.two_ways {
         pipeline = pipeline.with_bulk(queue, local::bulk::workers_from_env());
     }
+    // The engage feed, on the EventBridge stand-in when it runs: the pipeline publishes every
+    // event, a rule delivers the live project's to a queue the bench reads.
+    let feed = match std::env::var("EVENTBRIDGE_ENDPOINT") {
+        Ok(eventbridge) => {
+            let feed = local::feed::LocalFeed::new(&eventbridge);
+            let bus = format!("{}-engage", names.prefix());
+            feed.create_bus(&bus).await.unwrap();
+            let pattern = json!({"source": [shared::domain::feed::SOURCE],
+                                 "detail": {"project_id": [LIVE_TENANT]}});
+            let subscription = feed
+                .subscribe(
+                    &bus,
+                    &format!("{}-live", names.prefix()),
+                    &pattern.to_string(),
+                )
+                .await
+                .unwrap();
+            pipeline
+                .publish_to(
+                    client,
+                    endpoint_url,
+                    &[REGION],
+                    shared::bus::Bus::new(feed.events.clone(), &bus),
+                )
+                .await
+                .unwrap();
+            Some((feed, subscription))
+        }
+        Err(_) => None,
+    };
+    let stack = Stack {
+        endpoint,
+        store,
+        auth: format!("Token {CALLER}"),
+        client: client.clone(),
+        names: names.clone(),
+        feed,
+    };
     // The pipeline runs on its own, as on `scripts/run-local`, beside the scenario (on this
     // task: its futures are not `Send`).
     let stop = AtomicBool::new(false);
@@ -299,7 +406,7 @@ pub async fn run(client: &aws_sdk_dynamodb::Client, endpoint_url: &str, plan: Pl
 async fn scenario(stack: &Stack, plan: Plan) -> Value {
     let importer = stack.tenant("FAIR-IMPORT").await;
     let small = stack.tenant("FAIR-SMALL").await;
-    let live = stack.tenant("FAIR-LIVE").await;
+    let live = stack.tenant(LIVE_TENANT).await;
     let n = plan.import_members;
 
     eprintln!("fairness 1/4: {n} members imported alone");
@@ -311,11 +418,11 @@ async fn scenario(stack: &Stack, plan: Plan) -> Value {
         "fairness 2/4: {} live changes on the idle stack",
         plan.live_changes
     );
-    let (idle, idle_engine) = live_changes(stack, &live, "idle", 82_001, plan).await;
+    let idle = live_changes(stack, &live, "idle", 82_001, plan).await;
 
     eprintln!("fairness 3/4: the same live changes during an import of {n}");
     let t = Instant::now();
-    let (_, (loaded, loaded_engine), beside_s) = tokio::join!(
+    let (_, loaded, beside_s) = tokio::join!(
         import(stack, &importer, "beside", 81_002, n),
         async {
             // Once the import's backlog is building.
@@ -332,19 +439,23 @@ async fn scenario(stack: &Stack, plan: Plan) -> Value {
     let median = |v: &[f64]| {
         let mut v = v.to_vec();
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        v[v.len() / 2]
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
     };
     json!({
         "two_ways": plan.two_ways,
         "import_members": n,
         "import_alone_changes_per_s": n as f64 / alone_s,
         "import_beside_live_changes_per_s": n as f64 / beside_s,
-        "live_idle": percentiles(idle.clone()),
-        "live_during_import": percentiles(loaded.clone()),
-        "live_median_ratio_loaded_to_idle": median(&loaded) / median(&idle),
-        "engine_write_idle": percentiles(idle_engine.clone()),
-        "engine_write_during_import": percentiles(loaded_engine.clone()),
-        "engine_median_ratio_loaded_to_idle": median(&loaded_engine) / median(&idle_engine),
+        "live_idle": percentiles(idle.visible.clone()),
+        "live_during_import": percentiles(loaded.visible.clone()),
+        "live_median_ratio_loaded_to_idle": median(&loaded.visible) / median(&idle.visible),
+        "live_delivered_idle": percentiles(idle.delivered.clone()),
+        "live_delivered_during_import": percentiles(loaded.delivered.clone()),
+        "live_delivered_median_ratio_loaded_to_idle":
+            median(&loaded.delivered) / median(&idle.delivered),
+        "engine_write_idle": percentiles(idle.engine.clone()),
+        "engine_write_during_import": percentiles(loaded.engine.clone()),
+        "engine_median_ratio_loaded_to_idle": median(&loaded.engine) / median(&idle.engine),
         "two_importers": shares,
     })
 }
