@@ -586,6 +586,7 @@ async fn main() {
     //    Every call is charged to its partition keys (the key meter, `lab::key_meter`), and the
     //    same workload runs on a yardstick stack whose segments have one bucket each (today's
     //    layout before buckets), in the same run.
+    let bulk_queue = shared::bulk::LocalBulkQueue::default();
     let mut rig = Rig {
         names: names.clone(),
         store: store.clone(),
@@ -598,7 +599,9 @@ async fn main() {
             &[Region::Eu1],
         )
         .await
-        .unwrap(),
+        .unwrap()
+        // The bulk way's workers, idle until the endpoint queues (the "new_bulk" phase).
+        .with_bulk(bulk_queue.clone(), 1),
         account: b.project.clone(),
     };
     rig.pipeline.run_until_idle(200).await.unwrap();
@@ -609,6 +612,15 @@ async fn main() {
             .await;
         e2e.insert(tag.into(), phase.json(10_000));
     }
+    // The same 1,000-profile requests of new profiles the bulk way, as they go on AWS (over
+    // `LIVE_MAX_PROFILES`): what the queue, the bulk worker and import progress cost per add.
+    rig.endpoint = Endpoint::new(&config, store.clone())
+        .with_bulk_queue(shared::bulk::BulkQueue::Local(bulk_queue.clone()));
+    let phase = rig
+        .phase(&meter, &auth, Sends::one_by_one("bulk", "e2e", 70_003, 10))
+        .await;
+    e2e.insert("new_bulk".into(), phase.json(10_000));
+    rig.endpoint = Endpoint::new(&config, store.clone());
     let floor = raw_floor(
         &client,
         &names.name(Region::Eu1, Table::Memberships),
@@ -973,6 +985,12 @@ fn print_table(r: &serde_json::Map<String, Value>) {
         &e["existing"]["wcu_per_add_with_indexes"],
         &Value::Null,
         "<= 5.5",
+    );
+    row(
+        "WCU per add incl. index entries, new profile, bulk way",
+        &e["new_bulk"]["wcu_per_add_with_indexes"],
+        &Value::Null,
+        "<= 8",
     );
     row(
         "e2e new, one bucket per segment (changes/s)",
