@@ -1981,6 +1981,24 @@ fn the_bulk_function_works_its_fair_queue_with_the_grants_of_resolve_and_materia
     );
     assert_eq!(p["ExtendedStatistic"], "p99");
     assert_eq!(p["Threshold"], 5000);
+    // And end to end to the bus, on the live way's own metric (an import never raises it).
+    let (_, feed) = the_one(
+        resources(&t, "AWS::CloudWatch::Alarm")
+            .into_iter()
+            .filter(|(_, a)| a["Properties"]["MetricName"] == "FeedLatency")
+            .collect(),
+        "live feed freshness alarm",
+    );
+    let p = &feed["Properties"];
+    assert_eq!(
+        p["Dimensions"][0],
+        json!({"Name": "function", "Value": "publish"})
+    );
+    assert_eq!(p["Namespace"], json!({"Ref": "AWS::StackName"}));
+    assert_eq!(
+        (p["ExtendedStatistic"].as_str(), p["Threshold"].as_i64()),
+        (Some("p99"), Some(6000))
+    );
 }
 
 /// The bulk function's event: one queue message naming the membership batch's chunk, in the
