@@ -255,3 +255,18 @@ pub trait Inbox: Send + Sync {
         key: ChunkKey<'_>,
     ) -> impl Future<Output = Result<Option<InboxRow>, StoreError>> + Send;
 }
+
+/// Marks a chunk that can never be processed `failed` from `from` (the status it was read in),
+/// counting what it still owed import progress as failed.
+pub async fn fail_chunk(
+    inbox: &impl Inbox,
+    region: Region,
+    row: &InboxRow,
+    from: InboxStatus,
+    reason: &str,
+) -> Result<Written, StoreError> {
+    let progress = row.progress_on_fail(crate::domain::protocol::now_ms());
+    inbox
+        .mark_failed(region, row.key(), from, reason, &progress)
+        .await
+}

@@ -20,7 +20,7 @@ use crate::domain::region::Region;
 use crate::domain::sync_log::MaterializeCounts;
 use crate::domain::ways::Way;
 use crate::ports::StoreError;
-use crate::ports::inbox::{ChunkKey, InboxRow};
+use crate::ports::inbox::{ChunkKey, InboxRow, fail_chunk};
 use crate::stages::materialize::{MaterializeError, MaterializePorts, materialize_row};
 use crate::stages::resolve::{ResolveError, ResolvePorts, resolve_chunk};
 use crate::store::stats;
@@ -92,16 +92,8 @@ async fn resolve(
         Err(e) if e.is_permanent() => {
             error!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
                    error = %e, "bulk chunk can never be resolved; marked failed");
-            let progress = row.progress_on_fail(now_ms());
-            let _moved_on_already = store
-                .mark_failed(
-                    region,
-                    row.key(),
-                    InboxStatus::Received,
-                    &e.to_string(),
-                    &progress,
-                )
-                .await?;
+            let _moved_on_already =
+                fail_chunk(store, region, row, InboxStatus::Received, &e.to_string()).await?;
             return Ok(None);
         }
         Err(e) => return Err(e.into()),
@@ -127,16 +119,8 @@ async fn materialize(
         Err(e) if e.is_permanent() => {
             error!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
                    error = %e, "bulk chunk can never be fully materialized; marked failed");
-            let progress = row.progress_on_fail(now_ms());
-            let _moved_on_already = store
-                .mark_failed(
-                    region,
-                    row.key(),
-                    InboxStatus::Resolved,
-                    &e.to_string(),
-                    &progress,
-                )
-                .await?;
+            let _moved_on_already =
+                fail_chunk(store, region, row, InboxStatus::Resolved, &e.to_string()).await?;
             Ok(Worked::Failed)
         }
         Err(e) => Err(e.into()),
@@ -296,39 +280,6 @@ mod tests {
         assert_eq!(row.status, InboxStatus::Received, "left to the stream");
     }
 
-    #[tokio::test]
-    async fn a_chunk_that_can_never_parse_is_marked_failed_not_retried() {
-        let twin = Twin::new();
-        twin.setup_project(R, P);
-        let meta = BatchMeta {
-            project_id: P,
-            message_id: "m1",
-            message_ts: 1_000,
-            received_ms: 1_000,
-            way: Way::Bulk,
-        };
-        let garbage = crate::domain::batch::Chunk {
-            index: 0,
-            profile_count: 1,
-            payload: b"not a compressed chunk".to_vec(),
-            audiences: Default::default(),
-        };
-        twin.put_batch(R, &meta, &[garbage]).await.unwrap();
-        let queued = QueuedChunk {
-            region: R,
-            project_id: P.into(),
-            message_id: "m1".into(),
-            chunk: 0,
-        };
-        assert_eq!(work_chunk(&twin, &queued).await.unwrap(), Worked::Failed);
-        let row = twin.chunk_row(R, key_of(&queued)).await.unwrap().unwrap();
-        assert_eq!(row.status, InboxStatus::Failed);
-        assert_eq!(
-            work_chunk(&twin, &queued).await.unwrap(),
-            Worked::AlreadyDone
-        );
-    }
-
     async fn progress(twin: &Twin) -> ProgressCounts {
         twin.import_progress(R, P, 7, now_ms())
             .await
@@ -344,6 +295,45 @@ mod tests {
             applied,
             failed: 0,
         }
+    }
+
+    /// Stores a bulk message whose one chunk can never be parsed, owing `audiences` changes to
+    /// their progress.
+    async fn stored_garbage(twin: &Twin, audiences: crate::domain::progress::Owed) -> QueuedChunk {
+        let meta = BatchMeta {
+            project_id: P,
+            message_id: "m1",
+            message_ts: 1_000,
+            received_ms: 1_000,
+            way: Way::Bulk,
+        };
+        let garbage = crate::domain::batch::Chunk {
+            index: 0,
+            profile_count: 4,
+            payload: b"not a compressed chunk".to_vec(),
+            audiences,
+        };
+        twin.put_batch(R, &meta, &[garbage]).await.unwrap();
+        QueuedChunk {
+            region: R,
+            project_id: P.into(),
+            message_id: "m1".into(),
+            chunk: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chunk_that_can_never_parse_is_marked_failed_not_retried() {
+        let twin = Twin::new();
+        twin.setup_project(R, P);
+        let queued = stored_garbage(&twin, Default::default()).await;
+        assert_eq!(work_chunk(&twin, &queued).await.unwrap(), Worked::Failed);
+        let row = twin.chunk_row(R, key_of(&queued)).await.unwrap().unwrap();
+        assert_eq!(row.status, InboxStatus::Failed);
+        assert_eq!(
+            work_chunk(&twin, &queued).await.unwrap(),
+            Worked::AlreadyDone
+        );
     }
 
     #[tokio::test]
@@ -391,26 +381,7 @@ mod tests {
     async fn a_chunk_that_fails_counts_what_it_owed_as_failed() {
         let twin = Twin::new();
         twin.setup_project(R, P);
-        let meta = BatchMeta {
-            project_id: P,
-            message_id: "m1",
-            message_ts: 1_000,
-            received_ms: 1_000,
-            way: Way::Bulk,
-        };
-        let garbage = crate::domain::batch::Chunk {
-            index: 0,
-            profile_count: 4,
-            payload: b"not a compressed chunk".to_vec(),
-            audiences: [(7, 4)].into(),
-        };
-        twin.put_batch(R, &meta, &[garbage]).await.unwrap();
-        let queued = QueuedChunk {
-            region: R,
-            project_id: P.into(),
-            message_id: "m1".into(),
-            chunk: 0,
-        };
+        let queued = stored_garbage(&twin, [(7, 4)].into()).await;
         assert_eq!(work_chunk(&twin, &queued).await.unwrap(), Worked::Failed);
         assert_eq!(
             work_chunk(&twin, &queued).await.unwrap(),

@@ -27,7 +27,7 @@ use crate::domain::records::{InboxStatus, Segment, SegmentStatus};
 use crate::domain::region::Region;
 use crate::domain::segment_state::{Outcome, SyncAction, apply};
 use crate::ports::erasures::{ErasedRows, ErasureLog, Erasures};
-use crate::ports::inbox::{Inbox, InboxRow};
+use crate::ports::inbox::{Inbox, InboxRow, fail_chunk};
 use crate::ports::memberships::{Memberships, OpenOutcome, OpenTx, SegmentClearing};
 
 /// What materialize writes through: memberships with their events and counters, the inbox, the
@@ -956,15 +956,9 @@ async fn handle_record(
                 Err(e) if e.is_permanent() => {
                     error!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
                            error = %e, "chunk can never be fully materialized; marked failed");
-                    let _moved_on_already = store
-                        .mark_failed(
-                            region,
-                            row.key(),
-                            InboxStatus::Resolved,
-                            &e.to_string(),
-                            &row.progress_on_fail(now_ms()),
-                        )
-                        .await?;
+                    let _moved_on_already =
+                        fail_chunk(store, region, &row, InboxStatus::Resolved, &e.to_string())
+                            .await?;
                     Ok(Handled::ChunkFailed)
                 }
                 Err(e) => Err(e),

@@ -33,7 +33,7 @@ use crate::domain::resolution::{
 };
 use crate::ports::StoreError;
 use crate::ports::erasures::{ErasureLog, Erasures};
-use crate::ports::inbox::{ChangeCounts, Handoff, Inbox, InboxRow};
+use crate::ports::inbox::{ChangeCounts, Handoff, Inbox, InboxRow, fail_chunk};
 use crate::ports::profiles::{Profiles, remove_holder, take_back_fields};
 use crate::stages::stream::{self as records, RecordError};
 use crate::store::stats;
@@ -637,9 +637,8 @@ pub async fn handle_inbox_event(
             Err(e) if e.is_permanent() => {
                 error!(project_id = %row.project_id, message_id = %row.message_id, chunk = row.chunk,
                        error = %e, "chunk can never be resolved; marked failed");
-                let _moved_on_already = store
-                    .mark_failed(region, row.key(), InboxStatus::Received, &e.to_string(), &row.progress_on_fail(now_ms()))
-                    .await?;
+                let _moved_on_already =
+                        fail_chunk(store, region, &row, InboxStatus::Received, &e.to_string()).await?;
                 failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Ok::<_, ResolveError>(None)
             }
