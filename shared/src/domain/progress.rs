@@ -20,8 +20,6 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::domain::batch::{Chunk, MAX_CHUNKS};
-
 /// Changes a chunk still owes each audience's progress, by audience id.
 pub type Owed = BTreeMap<i64, u64>;
 
@@ -103,20 +101,25 @@ pub fn rate_bucket(at_ms: i64) -> i64 {
     at_ms.div_euclid(RATE_BUCKET_MS)
 }
 
-/// Whether a bulk batch's progress can be counted: storing it writes every chunk and one totals
-/// item per audience in one transaction (≤ [`MAX_CHUNKS`] items), and materializing a chunk its
-/// row and two items per audience. A batch past either bound (an audience per profile, say) is
-/// stored and processed as any other, uncounted (docs/contract.md §3.3).
-pub fn trackable(chunks: &[Chunk]) -> bool {
-    let audiences: std::collections::BTreeSet<i64> = chunks
-        .iter()
-        .flat_map(|c| c.audiences.keys().copied())
-        .collect();
-    !audiences.is_empty()
-        && chunks.len() + audiences.len() <= MAX_CHUNKS
-        && chunks
-            .iter()
-            .all(|c| c.audiences.len() <= MAX_TRACKED_AUDIENCES)
+/// Actions in one DynamoDB transaction at most.
+pub const MAX_TRANSACTION_ACTIONS: usize = 100;
+
+/// Whether a bulk batch's progress can be counted, from what each of its chunks owes: storing it
+/// writes every chunk and one totals item per audience in one transaction (≤
+/// [`MAX_TRANSACTION_ACTIONS`]), and materializing a chunk its row and two items per audience. A
+/// batch past either bound (an audience per profile, say) is stored and processed as any other,
+/// uncounted (docs/contract.md §3.5).
+pub fn trackable<'a>(chunks: impl IntoIterator<Item = &'a Owed>) -> bool {
+    let mut audiences = std::collections::BTreeSet::new();
+    let mut count = 0;
+    for owed in chunks {
+        if owed.len() > MAX_TRACKED_AUDIENCES {
+            return false;
+        }
+        count += 1;
+        audiences.extend(owed.keys().copied());
+    }
+    !audiences.is_empty() && count + audiences.len() <= MAX_TRANSACTION_ACTIONS
 }
 
 fn deltas(
@@ -278,13 +281,8 @@ pub fn import_progress(reading: &ProgressReading, now_ms: i64) -> Option<ImportP
 mod tests {
     use super::*;
 
-    fn chunk(audiences: &[(i64, u64)]) -> Chunk {
-        Chunk {
-            index: 0,
-            profile_count: 1,
-            payload: vec![],
-            audiences: audiences.iter().copied().collect(),
-        }
+    fn chunk(audiences: &[(i64, u64)]) -> Owed {
+        audiences.iter().copied().collect()
     }
 
     #[test]
@@ -337,7 +335,7 @@ mod tests {
         let wide: Vec<(i64, u64)> = (0..50).map(|a| (a, 1)).collect();
         assert!(!trackable(&[chunk(&wide)]));
         assert!(trackable(&[chunk(&wide[..49])]));
-        let many: Vec<Chunk> = (0..99).map(|_| chunk(&[(1, 1)])).collect();
+        let many: Vec<Owed> = (0..99).map(|_| chunk(&[(1, 1)])).collect();
         assert!(trackable(&many));
         let mut too_many = many.clone();
         too_many.push(chunk(&[(2, 1)]));

@@ -143,7 +143,8 @@ impl BatchMeta<'_> {
     /// The rows a batch's chunks are stored as: a bulk batch whose progress can be counted
     /// (`progress::trackable`) carries what each chunk owes each audience.
     pub fn rows(&self, chunks: &[Chunk]) -> Vec<InboxRow> {
-        let tracked = self.way == Way::Bulk && progress::trackable(chunks);
+        let tracked =
+            self.way == Way::Bulk && progress::trackable(chunks.iter().map(|c| &c.audiences));
         chunks
             .iter()
             .map(|c| InboxRow {
