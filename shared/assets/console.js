@@ -31,18 +31,48 @@ function showLogin(message) {
   document.getElementById(message ? "login-title" : "account").focus();
 }
 
-async function load(url, push) {
-  const c = credentials();
-  if (!c) {
-    showLogin("");
-    return;
-  }
+function headersOf(c) {
   const headers = {
     "Accept": "text/html",
     "X-CleverTap-Account-Id": c.account,
     "X-CleverTap-Passcode": c.passcode,
   };
   if (c.region) headers["X-CleverTap-Region"] = c.region;
+  return headers;
+}
+
+// While a segment's import runs, its progress refreshes every 5 s: only that section is
+// replaced (focus and scrolling stay), and only while the same page is shown.
+const IMPORT_REFRESH_MS = 5000;
+let importTimer = null;
+function watchImport(url) {
+  clearTimeout(importTimer);
+  if (!main.querySelector("#import[data-running]")) return;
+  importTimer = setTimeout(async () => {
+    const c = credentials();
+    if (!c || here() !== url) return;
+    try {
+      const response = await fetch(url, { headers: headersOf(c), cache: "no-store" });
+      if (!response.ok) return;
+      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      const fresh = page.querySelector("#import");
+      const shown = main.querySelector("#import");
+      if (!fresh || !shown || here() !== url) return;
+      shown.replaceWith(fresh);
+    } catch {
+      return;
+    }
+    watchImport(url);
+  }, IMPORT_REFRESH_MS);
+}
+
+async function load(url, push) {
+  const c = credentials();
+  if (!c) {
+    showLogin("");
+    return;
+  }
+  const headers = headersOf(c);
   main.setAttribute("aria-busy", "true");
   let response;
   try {
@@ -71,6 +101,7 @@ async function load(url, push) {
     if (current) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
   if (h1) h1.focus();
+  watchImport(url);
 }
 
 function here() {

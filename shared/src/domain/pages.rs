@@ -273,9 +273,10 @@ fn import_section(i: &ImportView) -> Markup {
         (true, None) => "waiting for a worker".to_owned(),
     };
     html! {
-        section #import aria-labelledby="import-title" {
+        // `data-running`: the console refreshes this section while the import runs.
+        section #import aria-labelledby="import-title" data-running[i.running] {
             h2 #import-title { "Import" }
-            p.import-summary data-import="summary" {
+            p.import-summary data-import="summary" aria-live="polite" {
                 @if i.running {
                     (i.percent) " % · " (done) " of " (i.received) " changes done"
                 } @else {
