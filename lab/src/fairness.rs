@@ -146,6 +146,28 @@ impl Stack {
             .await;
     }
 
+    /// One small two-item transaction to the segments table: the engine's transaction latency at
+    /// this moment (DynamoDB Local runs transactions one at a time).
+    async fn probe_transaction(&self, id: &str) {
+        use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+        let table = self
+            .names
+            .name(REGION, shared::store::tables::Table::Segments);
+        let put = |n: u32| {
+            let put = Put::builder()
+                .table_name(&table)
+                .item("pk", AttributeValue::S(format!("PROBE-TX#{id}#{n}")))
+                .item("sk", AttributeValue::S("probe".into()))
+                .build()
+                .expect("table and item are set");
+            TransactWriteItem::builder().put(put).build()
+        };
+        let _ = (self.client.transact_write_items())
+            .set_transact_items(Some(vec![put(0), put(1)]))
+            .send()
+            .await;
+    }
+
     async fn member_count(&self, tenant: &str, audience: i64) -> i64 {
         (self.store.get_segment(REGION, tenant, audience).await)
             .ok()
@@ -214,6 +236,8 @@ struct LiveFigures {
     delivered: Vec<f64>,
     /// What one write to a streamed table took meanwhile (the engine's own latency).
     engine: Vec<f64>,
+    /// What one two-item transaction took meanwhile.
+    engine_transaction: Vec<f64>,
 }
 
 /// Delivered events of the live project, by message id, with when the bench took them off the
@@ -273,21 +297,26 @@ async fn live_changes(
     let probe = async {
         let mut writes = Vec::new();
         let mut n = 0;
+        let mut transactions = Vec::new();
         while !done.load(Ordering::Acquire) {
             n += 1;
             let t = Instant::now();
             stack.probe_write(&format!("{tag}-{n}")).await;
             writes.push(t.elapsed().as_secs_f64() * 1000.0);
+            let t = Instant::now();
+            stack.probe_transaction(&format!("{tag}-{n}")).await;
+            transactions.push(t.elapsed().as_secs_f64() * 1000.0);
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        writes
+        (writes, transactions)
     };
     let changes = async {
         let latencies = futures::future::join_all((0..plan.live_changes).map(one)).await;
         done.store(true, Ordering::Release);
         latencies
     };
-    let (changes, engine, mut arrived) = tokio::join!(changes, probe, watch_feed(stack, &done));
+    let (changes, (engine, engine_transaction), mut arrived) =
+        tokio::join!(changes, probe, watch_feed(stack, &done));
     if stack.feed.is_some() {
         // Events still on their way once every change was visible: read until each is in (half
         // a minute at most; a missing one shows as a smaller `n`).
@@ -310,6 +339,7 @@ async fn live_changes(
             })
             .collect(),
         engine,
+        engine_transaction,
     }
 }
 
@@ -456,6 +486,10 @@ async fn scenario(stack: &Stack, plan: Plan) -> Value {
         "engine_write_idle": percentiles(idle.engine.clone()),
         "engine_write_during_import": percentiles(loaded.engine.clone()),
         "engine_median_ratio_loaded_to_idle": median(&loaded.engine) / median(&idle.engine),
+        "engine_transaction_idle": percentiles(idle.engine_transaction.clone()),
+        "engine_transaction_during_import": percentiles(loaded.engine_transaction.clone()),
+        "engine_transaction_median_ratio_loaded_to_idle":
+            median(&loaded.engine_transaction) / median(&idle.engine_transaction),
         "two_importers": shares,
     })
 }
