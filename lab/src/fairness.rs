@@ -377,8 +377,15 @@ pub async fn run(client: &aws_sdk_dynamodb::Client, endpoint_url: &str, plan: Pl
     }
     // The engage feed, on the EventBridge stand-in when it runs: the pipeline publishes every
     // event, a rule delivers the live project's to a queue the bench reads.
+    if std::env::var("FAIRNESS_BUS").as_deref() == Ok("instant") {
+        let bus = shared::bus::Bus::new(instant_bus_client(), "instant");
+        pipeline
+            .publish_to(client, endpoint_url, &[REGION], bus)
+            .await
+            .unwrap();
+    }
     let feed = match std::env::var("EVENTBRIDGE_ENDPOINT") {
-        Ok(eventbridge) => {
+        Ok(eventbridge) if std::env::var("FAIRNESS_BUS").is_err() => {
             let feed = local::feed::LocalFeed::new(&eventbridge);
             let bus = format!("{}-engage", names.prefix());
             feed.create_bus(&bus).await.unwrap();
@@ -403,7 +410,7 @@ pub async fn run(client: &aws_sdk_dynamodb::Client, endpoint_url: &str, plan: Pl
                 .unwrap();
             Some((feed, subscription))
         }
-        Err(_) => None,
+        _ => None,
     };
     let stack = Stack {
         endpoint,
@@ -539,4 +546,56 @@ async fn two_importers(
         "seconds_until_the_first_finished": first_s,
         "seconds_until_both_finished": all_s,
     })
+}
+
+/// An EventBridge client that takes every `PutEvents` at once without a stand-in behind it
+/// (`FAIRNESS_BUS=instant`): the publisher's own cost (its stream reads and calls) without moto's,
+/// to tell the two apart. Nothing is delivered, so delivery is not timed in such a run.
+fn instant_bus_client() -> aws_sdk_eventbridge::Client {
+    use aws_smithy_runtime_api::client::http::{
+        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+        SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+    use aws_smithy_types::body::SdkBody;
+
+    #[derive(Debug, Clone)]
+    struct Instant;
+    impl HttpConnector for Instant {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            let entries = request
+                .body()
+                .bytes()
+                .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+                .and_then(|b| b["Entries"].as_array().map(Vec::len))
+                .unwrap_or(0);
+            let body = json!({"FailedEntryCount": 0,
+                              "Entries": (0..entries).map(|i| json!({"EventId": format!("e-{i}")})).collect::<Vec<_>>()});
+            let mut response = HttpResponse::new(
+                200.try_into().expect("status"),
+                SdkBody::from(body.to_string()),
+            );
+            response
+                .headers_mut()
+                .insert("content-type", "application/x-amz-json-1.1");
+            HttpConnectorFuture::ready(Ok(response))
+        }
+    }
+    impl HttpClient for Instant {
+        fn http_connector(
+            &self,
+            _: &HttpConnectorSettings,
+            _: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            SharedHttpConnector::new(self.clone())
+        }
+    }
+    aws_sdk_eventbridge::Client::from_conf(
+        aws_sdk_eventbridge::config::Builder::from(&shared::sdk::local_sdk_config(
+            "http://127.0.0.1:9",
+        ))
+        .http_client(SharedHttpClient::new(Instant))
+        .build(),
+    )
 }
