@@ -1605,6 +1605,8 @@ fn emitted_metric_names() -> std::collections::BTreeSet<String> {
         m("publish").publish(
             &shared::domain::invocations::PublishBatch {
                 lag_ms: vec![1.0],
+                feed_latency_ms: vec![1.0],
+                feed_latency_bulk_ms: vec![1.0],
                 ..Default::default()
             },
             Duration::ZERO,
@@ -1683,6 +1685,8 @@ fn the_dashboard_is_json_and_graphs_only_metrics_the_functions_emit() {
         "PartnerSyncEvents",
         "TransactionConflicts",
         "ChunkLatency",
+        "FeedLatency",
+        "FeedLatencyBulk",
     ] {
         assert!(graphed.contains(name), "{name} is on the dashboard");
     }
