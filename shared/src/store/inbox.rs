@@ -70,24 +70,17 @@ impl Store {
         }
         let mut actions = vec![update.transact(&self.table(region, Table::Inbox), rows::key(key))];
         actions.extend(self.progress_actions(region, key.project_id, progress));
-        let res = self
-            .client(region)
-            .transact_write_items()
-            .set_transact_items(Some(actions))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(Written::Applied),
-            Err(err) => {
-                let row_condition_failed = super::cancellation_codes(&err)
-                    .and_then(|reasons| reasons.into_iter().next().flatten())
-                    == Some(CancellationReason::ConditionFailed);
-                if row_condition_failed {
-                    Ok(Written::ConditionFailed)
-                } else {
-                    Err(err.into())
-                }
+        match self.transact_write(region, actions).await? {
+            super::TxOutcome::Committed => Ok(Written::Applied),
+            // The row's update is the first action: its condition failing is the answer.
+            super::TxOutcome::Cancelled(reasons)
+                if reasons.first() == Some(&Some(CancellationReason::ConditionFailed)) =>
+            {
+                Ok(Written::ConditionFailed)
             }
+            super::TxOutcome::Cancelled(reasons) => Err(StoreError::Unavailable(format!(
+                "moving a chunk row: transaction cancelled ({reasons:?})"
+            ))),
         }
     }
 }
