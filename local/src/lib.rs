@@ -11,6 +11,7 @@ pub mod faults;
 pub mod feed;
 pub mod pipeline;
 pub mod proxy;
+pub mod publisher;
 pub mod raw;
 pub mod server;
 pub mod streams;
