@@ -1,5 +1,5 @@
 //! Local emulation of what AWS does around the functions, so one code path runs locally and
-//! deployed: API Gateway (`server`), the stream event source mappings (`streams`, `pipeline`), the
+//! deployed: API Gateway (`server`), the stream event source mappings (`streams`, `pipeline`, and the feed's `publisher`), the
 //! bulk way's fair queue and its workers (`bulk`), the engage feed's bus and rules on the EventBridge stand-in (`feed`), and fault injection
 //! (`faults`, `proxy`).
 
@@ -7,6 +7,7 @@
 pub use aws_sdk_dynamodb::Client as DynamoDbClient;
 
 pub mod bulk;
+pub mod engine_share;
 pub mod faults;
 pub mod feed;
 pub mod pipeline;

@@ -100,13 +100,12 @@ impl LocalPipeline {
     }
 
     /// Works the bulk way's queue beside the stream mappings, with `workers` at once (the
-    /// `bulk` function's mapping), from now until the pipeline is dropped.
+    /// `bulk` function's mapping), from now until the pipeline is dropped; the workers take at
+    /// most `LOCAL_BULK_SHARE` of DynamoDB Local's time ([`crate::engine_share`]).
     pub fn with_bulk(mut self, queue: shared::bulk::LocalBulkQueue, workers: usize) -> Self {
-        self.bulk = Some(crate::bulk::LocalBulkWorkers::start(
-            self.store.clone(),
-            queue,
-            workers,
-        ));
+        let store =
+            crate::engine_share::paced(self.store.clone(), crate::engine_share::share_from_env());
+        self.bulk = Some(crate::bulk::LocalBulkWorkers::start(store, queue, workers));
         self
     }
 

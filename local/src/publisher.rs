@@ -300,8 +300,10 @@ async fn publish_batch(context: Context<'_>, batch: Vec<Value>) -> Vec<Value> {
         Vec::new()
     } else {
         let retried = requeue_failed(batch, &failed);
-        *context.progress.last_error.lock().expect("error") =
-            Some(format!("{} records of a publish batch failed", retried.len()));
+        *context.progress.last_error.lock().expect("error") = Some(format!(
+            "{} records of a publish batch failed",
+            retried.len()
+        ));
         retried
     }
 }

@@ -41,6 +41,14 @@ impl RegionalClients {
         }
     }
 
+    /// The same regions, each reached through the client `f` makes of its own (the local
+    /// stack wraps a client's HTTP: fault injection, metering, the bulk way's share of the engine).
+    pub fn map(&self, f: impl Fn(&Client) -> Client) -> Self {
+        Self {
+            clients: self.clients.iter().map(|(r, c)| (*r, f(c))).collect(),
+        }
+    }
+
     pub fn get(&self, region: Region) -> &Client {
         &self.clients[&region]
     }
