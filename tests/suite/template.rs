@@ -1949,6 +1949,9 @@ fn the_bulk_function_works_its_fair_queue_with_the_grants_of_resolve_and_materia
         event["Properties"]["ScalingConfig"]["MaximumConcurrency"],
         json!({"Ref": "BulkConcurrency"})
     );
+    // ≈ 500 changes/s a worker, ≈ 2 write units a change on memberships: 34 workers take ≈ 85 %
+    // of a table's default 40,000 units/s, so imports never throttle the live way's writes.
+    assert_eq!(t["Parameters"]["BulkConcurrency"]["Default"], 34);
     let q = &queue["Properties"];
     assert_eq!(q["RedrivePolicy"]["maxReceiveCount"], 5);
     let dlq = q["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
