@@ -12,7 +12,7 @@ use shared::store::tables::{Table, TableNames};
 
 use crate::publisher::{PublishFigures, Publisher};
 use crate::streams::{
-    Mapping, StreamPoller, lanes_from_env, requeue_failed, stream_arn, streams_client, to_event,
+    Mapping, StreamPoller, failed_records, lanes_from_env, stream_arn, streams_client, to_event,
 };
 
 pub struct LocalPipeline {
@@ -352,22 +352,10 @@ async fn run_batch(
                 .0
         }
     };
-    failed_records(batch, &response)
-}
-
-/// The records of `batch` a handler's response reports failed, if any.
-fn failed_records(
-    batch: Vec<serde_json::Value>,
-    response: &aws_lambda_events::event::streams::DynamoDbEventResponse,
-) -> Result<(), Vec<serde_json::Value>> {
-    let failed: Vec<String> = response
-        .batch_item_failures
-        .iter()
-        .filter_map(|f| f.item_identifier.clone())
-        .collect();
+    let failed = failed_records(batch, &response);
     if failed.is_empty() {
         Ok(())
     } else {
-        Err(requeue_failed(batch, &failed))
+        Err(failed)
     }
 }

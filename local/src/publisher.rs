@@ -15,7 +15,7 @@ use shared::bus::Bus;
 use shared::store::tables::TableNames;
 use tokio::sync::Notify;
 
-use crate::streams::{Mapping, requeue_failed, to_event};
+use crate::streams::{Mapping, failed_records, to_event};
 
 /// How long a reader waits between polls that found nothing: Lambda polls a stream shard about
 /// four times a second.
@@ -291,19 +291,12 @@ async fn publish_batch(context: Context<'_>, batch: Vec<Value>) -> Vec<Value> {
         .lock()
         .expect("figures")
         .extend(published.lag_ms);
-    let failed: Vec<String> = response
-        .batch_item_failures
-        .iter()
-        .filter_map(|f| f.item_identifier.clone())
-        .collect();
-    if failed.is_empty() {
-        Vec::new()
-    } else {
-        let retried = requeue_failed(batch, &failed);
+    let failed = failed_records(batch, &response);
+    if !failed.is_empty() {
         *context.progress.last_error.lock().expect("error") = Some(format!(
             "{} records of a publish batch failed",
-            retried.len()
+            failed.len()
         ));
-        retried
     }
+    failed
 }

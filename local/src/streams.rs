@@ -394,6 +394,24 @@ impl Mapping {
     }
 }
 
+/// The records of `batch` a handler's response reports failed (`batchItemFailures`), in batch
+/// order; none if it reports none.
+pub fn failed_records(
+    batch: Vec<Value>,
+    response: &aws_lambda_events::event::streams::DynamoDbEventResponse,
+) -> Vec<Value> {
+    let failed: Vec<String> = response
+        .batch_item_failures
+        .iter()
+        .filter_map(|f| f.item_identifier.clone())
+        .collect();
+    if failed.is_empty() {
+        Vec::new()
+    } else {
+        requeue_failed(batch, &failed)
+    }
+}
+
 /// The records of a batch that failed, in batch order.
 pub fn requeue_failed(batch: Vec<Value>, failed_sequence_numbers: &[String]) -> Vec<Value> {
     batch
