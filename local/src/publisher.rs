@@ -51,6 +51,17 @@ fn take(figures: &Mutex<Vec<f64>>) -> Vec<f64> {
     std::mem::take(&mut *figures.lock().expect("figures"))
 }
 
+/// Figures kept per kind until taken: the publisher now polls for the pipeline's whole life, and
+/// `scripts/run-local` never takes them, so what nobody takes must not grow without bound.
+const KEPT_FIGURES: usize = 200_000;
+
+/// Adds `values` to `figures`, up to [`KEPT_FIGURES`] (the rest are dropped).
+fn note(figures: &Mutex<Vec<f64>>, values: impl IntoIterator<Item = f64>) {
+    let mut kept = figures.lock().expect("figures");
+    let room = KEPT_FIGURES.saturating_sub(kept.len());
+    kept.extend(values.into_iter().take(room));
+}
+
 /// Where the publisher stands, shared between its task and the pipeline.
 #[derive(Default)]
 struct Progress {
@@ -274,8 +285,8 @@ async fn poll_publishable(
         .await?;
     let took = started.elapsed().as_secs_f64() * 1_000.0;
     let figures = context.figures;
-    figures.poll_ms.lock().expect("figures").push(took);
-    figures.read_lags.lock().expect("figures").extend(lags);
+    note(&figures.poll_ms, [took]);
+    note(&figures.read_lags, lags);
     Ok(routed)
 }
 
@@ -285,12 +296,7 @@ async fn publish_batch(context: Context<'_>, batch: Vec<Value>) -> Vec<Value> {
     let (response, published) =
         shared::stages::publish::handle_event(context.bus, context.names, to_event(batch.clone()))
             .await;
-    context
-        .figures
-        .lags
-        .lock()
-        .expect("figures")
-        .extend(published.lag_ms);
+    note(&context.figures.lags, published.lag_ms);
     let failed = failed_records(batch, &response);
     if !failed.is_empty() {
         *context.progress.last_error.lock().expect("error") = Some(format!(
@@ -299,4 +305,21 @@ async fn publish_batch(context: Context<'_>, batch: Vec<Value>) -> Vec<Value> {
         ));
     }
     failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_nobody_takes_stop_growing_at_the_bound_and_taking_makes_room() {
+        let figures = PublishFigures::default();
+        note(&figures.lags, (0..KEPT_FIGURES + 10).map(|i| i as f64));
+        note(&figures.lags, [1.0]);
+        let taken = figures.take_lags();
+        assert_eq!(taken.len(), KEPT_FIGURES);
+        assert_eq!(taken.last(), Some(&((KEPT_FIGURES - 1) as f64)));
+        note(&figures.lags, [7.0]);
+        assert_eq!(figures.take_lags(), vec![7.0]);
+    }
 }
